@@ -1,0 +1,46 @@
+//! The one trait every backend implements.
+
+use crate::language::Language;
+use crate::request::ExecRequest;
+use crate::result::ExecResult;
+use async_trait::async_trait;
+
+/// A place code runs: the WebAssembly backend, or (later) containers.
+///
+/// The engine validates a request before handing it over, so a backend may rely on
+/// [`ExecRequest::validate`] having passed. A backend never panics on guest behaviour: whatever the
+/// guest does becomes an [`ExecResult`] with the right [`crate::Outcome`]; an `Err` means the
+/// backend could not run the request at all.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// A short stable name reported in results and logs (`wasm`).
+    fn name(&self) -> &'static str;
+
+    /// Whether this backend runs `language`.
+    fn supports(&self, language: Language) -> bool;
+
+    /// Runs one request to completion.
+    async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError>;
+}
+
+/// Why a backend could not run a request.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Every execution slot and queue place is taken; retry later.
+    #[error("busy: all {capacity} execution slots and queue places are taken; retry later")]
+    Busy {
+        /// Executions running plus waiting that the backend admits at once.
+        capacity: usize,
+    },
+    /// The request is valid in general but this backend cannot honour it (a bad input file
+    /// path, a fuel budget on a backend started without metering).
+    #[error("{0}")]
+    Rejected(String),
+    /// The backend is not ready (runtimes missing, engine unavailable); the message says how to
+    /// fix it.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A fault inside the backend, not caused by the guest.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

@@ -1,0 +1,101 @@
+//! The [`Engine`] handle: validation, routing and per-execution tracing.
+
+use crate::backend::Backend;
+use crate::error::EngineError;
+use crate::language::Language;
+use crate::request::ExecRequest;
+use crate::result::ExecResult;
+use std::sync::Arc;
+use tracing::Instrument;
+
+/// The handle callers hold. Cheap to clone (`Arc` inside), `Send + Sync`.
+#[derive(Clone)]
+pub struct Engine {
+    backends: Arc<[Arc<dyn Backend>]>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<_> = self.backends.iter().map(|b| b.name()).collect();
+        f.debug_struct("Engine").field("backends", &names).finish()
+    }
+}
+
+/// Builds an [`Engine`]. Defaults: no backends (every request is refused with
+/// [`EngineError::UnsupportedLanguage`] until one is added).
+#[derive(Default)]
+pub struct EngineBuilder {
+    backends: Vec<Arc<dyn Backend>>,
+}
+
+impl std::fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineBuilder").field("backends", &self.backends.len()).finish()
+    }
+}
+
+impl EngineBuilder {
+    /// Adds a backend. For a language several backends support, the first added wins.
+    pub fn backend(&mut self, backend: impl Backend) -> &mut Self {
+        self.backends.push(Arc::new(backend));
+        self
+    }
+
+    /// Adds a backend that is already shared.
+    pub fn shared_backend(&mut self, backend: Arc<dyn Backend>) -> &mut Self {
+        self.backends.push(backend);
+        self
+    }
+
+    /// Finishes the engine.
+    pub fn build(&mut self) -> Engine {
+        Engine { backends: std::mem::take(&mut self.backends).into() }
+    }
+}
+
+impl Engine {
+    /// Starts building an engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// The languages some backend runs.
+    pub fn languages(&self) -> Vec<Language> {
+        Language::ALL.into_iter().filter(|l| self.backend_for(*l).is_some()).collect()
+    }
+
+    /// Validates `request`, runs it on the backend for its language, and returns the result.
+    ///
+    /// Guest misbehaviour (exceptions, exhausted limits, traps) is reported inside the
+    /// [`ExecResult`]; `Err` means nothing ran.
+    pub async fn execute(&self, request: ExecRequest) -> Result<ExecResult, EngineError> {
+        request.validate()?;
+        let language = request.language;
+        let backend = self.backend_for(language).ok_or(EngineError::UnsupportedLanguage(language))?;
+        let span = tracing::info_span!(
+            "execute",
+            %language,
+            backend = backend.name(),
+            code_bytes = request.code.len(),
+        );
+        async move {
+            let result = backend.execute(request).await;
+            match &result {
+                Ok(r) => tracing::debug!(
+                    outcome = r.outcome.name(),
+                    exit_code = r.exit_code,
+                    duration_us = r.duration.as_micros() as u64,
+                    "executed"
+                ),
+                Err(e) => tracing::warn!(error = %e, "execution refused"),
+            }
+            Ok(result?)
+        }
+        .instrument(span)
+        .await
+    }
+
+    fn backend_for(&self, language: Language) -> Option<&Arc<dyn Backend>> {
+        self.backends.iter().find(|b| b.supports(language))
+    }
+}

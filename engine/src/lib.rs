@@ -1,0 +1,35 @@
+//! SoulBox's engine: the public API every face of SoulBox (library, CLI, HTTP server) speaks.
+//!
+//! The engine knows *what* to run and under which limits, never *how*: backends do that.
+//!
+//! - [`ExecRequest`] says what to run: a [`Language`], code, stdin, argv, env, input files and
+//!   [`Limits`].
+//! - [`ExecResult`] says what happened: output, exit status, an [`Outcome`] that names any limit
+//!   that tripped, duration, fuel, peak memory and the files the code wrote.
+//! - [`Backend`] is the one trait every backend implements (the WebAssembly backend in
+//!   `soulbox-runtimes-wasm`; the container backend later).
+//! - [`Engine`] is the cheap-to-clone handle callers hold: it validates requests, routes each to
+//!   the backend for its language and wraps every execution in a `tracing` span.
+//! - [`WorkerPool`] is SoulBox's one async boundary: blocking guest work runs on its dedicated,
+//!   big-stack threads, never on the async runtime's, with bounded admission (excess work is
+//!   refused with [`EngineError::Busy`], never queued without bound).
+//!
+//! Dependencies point one way: backends depend on this crate; this crate depends on no backend.
+
+mod backend;
+mod engine;
+mod error;
+mod language;
+pub mod limits;
+pub mod request;
+mod result;
+mod worker_pool;
+
+pub use backend::{Backend, BackendError};
+pub use engine::{Engine, EngineBuilder};
+pub use error::EngineError;
+pub use language::{Language, UnknownLanguage};
+pub use limits::{Limits, LimitsError};
+pub use request::{ExecRequest, InputFile, RequestError};
+pub use result::{ExecResult, Outcome, OutputFile};
+pub use worker_pool::{WorkerPool, WorkerPoolConfig};

@@ -1,0 +1,214 @@
+//! What to run: an [`ExecRequest`].
+
+use crate::language::Language;
+use crate::limits::{Limits, LimitsError};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Component, Path};
+
+/// The largest program text a request may carry.
+pub const MAX_CODE_BYTES: usize = 4 * 1024 * 1024;
+/// The most bytes of input files, stdin included, one request may carry.
+pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
+/// The most input files one request may carry.
+pub const MAX_INPUT_FILES: usize = 1024;
+
+/// One execution: code in a language, with its inputs and limits.
+///
+/// Build one with [`ExecRequest::new`] and the `with_*` methods; every field has a safe default
+/// (no stdin, no arguments, no environment, no files, [`Limits::default`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecRequest {
+    /// The language `code` is written in.
+    pub language: Language,
+    /// The program text.
+    pub code: String,
+    /// Bytes the guest reads on standard input. Default: none (immediate end of file).
+    #[serde(default, with = "crate::result::base64_bytes")]
+    pub stdin: Vec<u8>,
+    /// Arguments after the program name (`sys.argv[1:]` in Python, `scriptArgs` in JS).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables the guest sees on top of the runtime's own base set. The host's
+    /// environment is never passed through.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Files placed in the guest's workspace before the code runs.
+    #[serde(default)]
+    pub files: Vec<InputFile>,
+    /// The limits this execution runs under.
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A file placed in the guest's workspace.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputFile {
+    /// A relative path inside the workspace, `/`-separated, without `..`.
+    pub path: String,
+    /// The file's bytes (base64 in JSON).
+    #[serde(with = "crate::result::base64_bytes")]
+    pub contents: Vec<u8>,
+}
+
+impl std::fmt::Debug for InputFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputFile")
+            .field("path", &self.path)
+            .field("bytes", &self.contents.len())
+            .finish()
+    }
+}
+
+/// A request SoulBox refuses before running anything.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    /// A limit is out of range.
+    #[error(transparent)]
+    Limits(#[from] LimitsError),
+    /// The code is larger than [`MAX_CODE_BYTES`].
+    #[error("code is {0} bytes; the most a request may carry is {MAX_CODE_BYTES}")]
+    CodeTooLarge(usize),
+    /// Input files and stdin together exceed [`MAX_INPUT_BYTES`] or [`MAX_INPUT_FILES`].
+    #[error("inputs are too large: {0}")]
+    InputsTooLarge(String),
+    /// A string holds a NUL byte, which no guest can receive.
+    #[error("{0} contains a NUL byte")]
+    NulByte(&'static str),
+    /// An environment variable name is empty or holds `=`.
+    #[error("invalid environment variable name `{0}`")]
+    EnvName(String),
+    /// An input file's path is absolute, empty, or climbs out with `..`.
+    #[error("invalid input file path `{0}`: use a relative path inside the workspace, without `..`")]
+    FilePath(String),
+}
+
+impl ExecRequest {
+    /// A request to run `code` in `language`, with safe defaults for everything else.
+    pub fn new(language: Language, code: impl Into<String>) -> Self {
+        ExecRequest {
+            language,
+            code: code.into(),
+            stdin: Vec::new(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            files: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the bytes the guest reads on stdin.
+    pub fn with_stdin(mut self, stdin: impl Into<Vec<u8>>) -> Self {
+        self.stdin = stdin.into();
+        self
+    }
+
+    /// Sets the arguments after the program name.
+    pub fn with_args<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Adds one environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.insert(key.into(), value.into());
+        self
+    }
+
+    /// Adds one input file.
+    pub fn with_file(mut self, path: impl Into<String>, contents: impl Into<Vec<u8>>) -> Self {
+        self.files.push(InputFile { path: path.into(), contents: contents.into() });
+        self
+    }
+
+    /// Replaces the limits.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Checks everything a backend relies on; the engine calls this before routing.
+    pub fn validate(&self) -> Result<(), RequestError> {
+        self.limits.validate()?;
+        if self.code.len() > MAX_CODE_BYTES {
+            return Err(RequestError::CodeTooLarge(self.code.len()));
+        }
+        if self.code.contains('\0') {
+            return Err(RequestError::NulByte("code"));
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            return Err(RequestError::NulByte("an argument"));
+        }
+        for (key, value) in &self.env {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(RequestError::EnvName(key.clone()));
+            }
+            if value.contains('\0') {
+                return Err(RequestError::NulByte("an environment value"));
+            }
+        }
+        self.validate_files()
+    }
+
+    fn validate_files(&self) -> Result<(), RequestError> {
+        if self.files.len() > MAX_INPUT_FILES {
+            let n = self.files.len();
+            return Err(RequestError::InputsTooLarge(format!("{n} files; at most {MAX_INPUT_FILES}")));
+        }
+        let total: usize = self.stdin.len() + self.files.iter().map(|f| f.contents.len()).sum::<usize>();
+        if total > MAX_INPUT_BYTES {
+            return Err(RequestError::InputsTooLarge(format!("{total} bytes; at most {MAX_INPUT_BYTES}")));
+        }
+        for file in &self.files {
+            if !is_plain_relative(&file.path) {
+                return Err(RequestError::FilePath(file.path.clone()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// True for a non-empty relative path made only of normal components.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\0')
+        && !path.contains('\\')
+        && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_a_plain_request() {
+        let req = ExecRequest::new(Language::Python, "print(1)")
+            .with_env("A", "1")
+            .with_file("data/in.csv", "a,b\n");
+        req.validate().unwrap();
+    }
+
+    #[test]
+    fn refuses_escaping_paths_and_bad_env() {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b"] {
+            let req = ExecRequest::new(Language::Python, "").with_file(bad, "");
+            assert!(matches!(req.validate(), Err(RequestError::FilePath(_))), "{bad}");
+        }
+        let req = ExecRequest::new(Language::Python, "").with_env("A=B", "1");
+        assert!(matches!(req.validate(), Err(RequestError::EnvName(_))));
+        let req = ExecRequest::new(Language::Python, "x\0");
+        assert!(matches!(req.validate(), Err(RequestError::NulByte(_))));
+    }
+
+    #[test]
+    fn json_round_trip_uses_base64_and_rejects_unknown_fields() {
+        let req = ExecRequest::new(Language::JavaScript, "1").with_file("a.bin", vec![0u8, 255]);
+        let json = serde_json::to_string(&req).unwrap();
+        assert!(json.contains("AP8="), "{json}");
+        assert_eq!(serde_json::from_str::<ExecRequest>(&json).unwrap(), req);
+        let bad = r#"{"language":"python","code":"1","timeout":3}"#;
+        assert!(serde_json::from_str::<ExecRequest>(bad).is_err());
+    }
+}

@@ -1,0 +1,201 @@
+//! [`GuestRoot`]: the guest's private file system root, which is also its workspace.
+//!
+//! Each execution gets a fresh host directory that the guest sees as `/`. Input files are placed
+//! in it before the guest starts, and afterwards every regular file the guest created or changed
+//! is collected, except under [`RESERVED_DIRS`] (`/tmp` scratch and `/usr` mount points).
+//!
+//! All host-side access goes through a `cap_std::fs::Dir` opened on that directory, so paths
+//! with `..`, absolute paths and symlinks pointing outside cannot reach the host: cap-std refuses
+//! them. Symlinks the guest made are never followed when collecting. The directory is deleted
+//! when the `GuestRoot` is dropped.
+
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Top-level guest directories that are not part of the workspace: `/tmp` (scratch, `TMPDIR`)
+/// and `/usr` (where read-only mounts such as the Python stdlib appear).
+pub const RESERVED_DIRS: [&str; 2] = ["tmp", "usr"];
+/// How deep collection descends into the workspace.
+pub const MAX_COLLECT_DEPTH: usize = 32;
+
+/// Bounds on what [`GuestRoot::collect`] returns.
+#[derive(Debug, Clone, Copy)]
+pub struct CollectLimits {
+    /// The most files returned.
+    pub max_files: usize,
+    /// The most bytes returned, all files together.
+    pub max_total_bytes: u64,
+}
+
+/// Errors placing or collecting workspace files.
+#[derive(Debug, thiserror::Error)]
+pub enum GuestRootError {
+    /// The host directory could not be created or opened.
+    #[error("cannot create the guest's workspace: {0}")]
+    Create(#[source] std::io::Error),
+    /// An input path names a reserved directory.
+    #[error("input file `{0}` is under a reserved directory ({reserved}); choose another path", reserved = RESERVED_DIRS.join(", "))]
+    Reserved(String),
+    /// cap-std refused or the write failed.
+    #[error("cannot place input file `{path}`: {source}")]
+    Place {
+        /// The input's path.
+        path: String,
+        /// What went wrong.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the workspace back failed.
+    #[error("cannot collect output files: {0}")]
+    Collect(#[source] std::io::Error),
+}
+
+/// Files collected from the workspace.
+#[derive(Debug, Default)]
+pub struct Collected {
+    /// `(relative path, bytes)` of each new or changed file, sorted by path.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Whether [`CollectLimits`] cut the list short.
+    pub truncated: bool,
+}
+
+/// A fresh guest root on the host, deleted on drop.
+#[derive(Debug)]
+pub struct GuestRoot {
+    host: tempfile::TempDir,
+    dir: Dir,
+    inputs: BTreeMap<String, blake3::Hash>,
+}
+
+impl GuestRoot {
+    /// Creates an empty root under `parent` with the reserved directories and the given mount
+    /// points (relative guest paths such as `usr/local/lib`) made.
+    pub fn create_in(parent: &Path, mount_points: &[&str]) -> Result<Self, GuestRootError> {
+        let host = tempfile::Builder::new().prefix("guest-").tempdir_in(parent).map_err(GuestRootError::Create)?;
+        let dir = Dir::open_ambient_dir(host.path(), ambient_authority()).map_err(GuestRootError::Create)?;
+        for name in RESERVED_DIRS.iter().chain(mount_points) {
+            dir.create_dir_all(name).map_err(GuestRootError::Create)?;
+        }
+        Ok(GuestRoot { host, dir, inputs: BTreeMap::new() })
+    }
+
+    /// The host directory the guest sees as `/`.
+    pub fn host_path(&self) -> PathBuf {
+        self.host.path().to_path_buf()
+    }
+
+    /// Writes one input file at a relative `path`, creating parent directories.
+    pub fn place(&mut self, path: &str, contents: &[u8]) -> Result<(), GuestRootError> {
+        let first = path.split('/').next().unwrap_or_default();
+        if RESERVED_DIRS.contains(&first) {
+            return Err(GuestRootError::Reserved(path.to_owned()));
+        }
+        let place_err = |source| GuestRootError::Place { path: path.to_owned(), source };
+        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+            self.dir.create_dir_all(parent).map_err(place_err)?;
+        }
+        self.dir.write(path, contents).map_err(place_err)?;
+        self.inputs.insert(path.to_owned(), blake3::hash(contents));
+        Ok(())
+    }
+
+    /// Reads back every regular file that is new or differs from its input, outside the
+    /// reserved directories, within `limits`. Symlinks are skipped, never followed.
+    pub fn collect(&self, limits: CollectLimits) -> Result<Collected, GuestRootError> {
+        let mut collected = Collected::default();
+        let mut budget = limits.max_total_bytes;
+        self.walk(&self.dir, "", 0, limits, &mut budget, &mut collected).map_err(GuestRootError::Collect)?;
+        collected.files.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(collected)
+    }
+
+    fn walk(
+        &self,
+        dir: &Dir,
+        prefix: &str,
+        depth: usize,
+        limits: CollectLimits,
+        budget: &mut u64,
+        out: &mut Collected,
+    ) -> std::io::Result<()> {
+        if depth > MAX_COLLECT_DEPTH {
+            out.truncated = true;
+            return Ok(());
+        }
+        for entry in dir.entries()? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+            let kind = entry.file_type()?;
+            if depth == 0 && RESERVED_DIRS.contains(&name.as_str()) {
+                continue;
+            }
+            if kind.is_dir() {
+                let sub = entry.open_dir()?;
+                self.walk(&sub, &path, depth + 1, limits, budget, out)?;
+            } else if kind.is_file() {
+                let len = entry.metadata()?.len();
+                if out.files.len() >= limits.max_files || len > *budget {
+                    out.truncated = true;
+                    continue;
+                }
+                let bytes = dir.read(&name)?;
+                if self.inputs.get(&path) == Some(&blake3::hash(&bytes)) {
+                    continue;
+                }
+                *budget -= bytes.len() as u64;
+                out.files.push((path, bytes));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: CollectLimits = CollectLimits { max_files: 10, max_total_bytes: 1 << 20 };
+
+    #[test]
+    fn collects_new_and_changed_files_only() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut root = GuestRoot::create_in(parent.path(), &["usr/local/lib"]).unwrap();
+        root.place("in/same.txt", b"same").unwrap();
+        root.place("changed.txt", b"before").unwrap();
+        let host = root.host_path();
+        std::fs::write(host.join("changed.txt"), b"after").unwrap();
+        std::fs::write(host.join("in/new.txt"), b"new").unwrap();
+        std::fs::write(host.join("tmp/scratch"), b"x").unwrap();
+        let got = root.collect(LIMITS).unwrap();
+        let paths: Vec<_> = got.files.iter().map(|f| f.0.as_str()).collect();
+        assert_eq!(paths, ["changed.txt", "in/new.txt"]);
+        assert!(!got.truncated);
+    }
+
+    #[test]
+    fn refuses_reserved_and_escaping_paths_and_skips_symlinks() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut root = GuestRoot::create_in(parent.path(), &[]).unwrap();
+        assert!(matches!(root.place("tmp/x", b""), Err(GuestRootError::Reserved(_))));
+        assert!(root.place("../escape", b"").is_err());
+        assert!(root.place("/etc/passwd", b"").is_err());
+        std::os::unix::fs::symlink("/etc/passwd", root.host_path().join("link")).unwrap();
+        assert!(root.collect(LIMITS).unwrap().files.is_empty());
+        assert!(!parent.path().join("escape").exists());
+    }
+
+    #[test]
+    fn stops_at_the_limits() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = GuestRoot::create_in(parent.path(), &[]).unwrap();
+        for i in 0..3 {
+            std::fs::write(root.host_path().join(format!("f{i}")), b"0123456789").unwrap();
+        }
+        let got = root.collect(CollectLimits { max_files: 2, max_total_bytes: 100 }).unwrap();
+        assert_eq!(got.files.len(), 2);
+        assert!(got.truncated);
+    }
+}

@@ -1,0 +1,28 @@
+//! What a SoulBox guest may reach, and nothing more.
+//!
+//! Capabilities are denied by default: a guest gets no network, no host files, no host
+//! environment and no host functions beyond the ones listed here.
+//!
+//! - [`GuestRoot`]: the guest's private, writable file system root (a fresh host directory per
+//!   execution). It is also the workspace: input files are placed in it and the files the guest
+//!   writes there are collected afterwards, all through `cap-std`, so `..` and symlinks cannot
+//!   leave it.
+//! - [`ReadOnlyMount`]: a host directory the guest may read at a fixed guest path (the Python
+//!   standard library).
+//! - [`CappedOutput`]: stdout/stderr capture that keeps at most a cap and then stops the guest.
+//! - [`GuestLimiter`]: linear-memory cap and peak tracking.
+//! - [`GuestState`] and [`add_to_linker`]: the store data a guest runs with, and the imports it
+//!   may call (WASI preview 1 plus `host.call`, which answers "no host").
+//!
+//! Clocks and randomness are WASI's defaults: real wall and monotonic clocks, and a fresh
+//! random seed per guest.
+
+mod guest_root;
+mod limiter;
+mod output;
+mod state;
+
+pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS};
+pub use limiter::GuestLimiter;
+pub use output::CappedOutput;
+pub use state::{GuestConfig, GuestState, HostApiError, NO_HOST, ReadOnlyMount, add_to_linker};

@@ -1,0 +1,125 @@
+//! [`GuestState`]: the store data a guest runs with, and [`add_to_linker`]: what it may import.
+
+use crate::limiter::GuestLimiter;
+use crate::output::CappedOutput;
+use std::path::{Path, PathBuf};
+use wasmtime::Linker;
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
+
+/// What `host.call` answers: "there is no host to call". Guests treat it as a refused call.
+pub const NO_HOST: i32 = -1;
+/// Table entries WASI keeps for itself besides open files: stdio and short-lived streams.
+const WASI_TABLE_SLACK: usize = 16;
+
+/// A host directory a guest may read, at a fixed guest path.
+#[derive(Debug, Clone)]
+pub struct ReadOnlyMount {
+    /// The host directory.
+    pub host: PathBuf,
+    /// Where the guest sees it (absolute guest path).
+    pub guest: String,
+}
+
+/// Everything that shapes one guest's view of the world.
+#[derive(Debug)]
+pub struct GuestConfig<'a> {
+    /// `argv`, program name first.
+    pub args: &'a [String],
+    /// The complete environment the guest sees.
+    pub env: &'a [(String, String)],
+    /// Bytes on standard input.
+    pub stdin: Vec<u8>,
+    /// Read-only mounts, preopened in this order before the root.
+    pub mounts: &'a [ReadOnlyMount],
+    /// The host directory preopened read-write as `/`.
+    pub root: &'a Path,
+    /// Stdout cap in bytes.
+    pub stdout_cap: usize,
+    /// Stderr cap in bytes.
+    pub stderr_cap: usize,
+    /// Linear-memory cap in bytes.
+    pub memory_cap: u64,
+    /// Files the guest may hold open at once.
+    pub open_files: u32,
+}
+
+/// Errors setting up a guest's context.
+#[derive(Debug, thiserror::Error)]
+pub enum HostApiError {
+    /// A preopened directory could not be opened.
+    #[error("cannot open `{path}` for the guest: {message}")]
+    Preopen {
+        /// The host path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// The data of a guest's `wasmtime::Store`.
+pub struct GuestState {
+    /// The WASI preview 1 context: preopens, env, args, stdio.
+    pub wasi: WasiP1Ctx,
+    /// Memory cap and peak.
+    pub limiter: GuestLimiter,
+    /// Captured stdout.
+    pub stdout: CappedOutput,
+    /// Captured stderr.
+    pub stderr: CappedOutput,
+}
+
+impl std::fmt::Debug for GuestState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestState").field("limiter", &self.limiter).finish_non_exhaustive()
+    }
+}
+
+impl GuestState {
+    /// Builds the state for one guest. Nothing of the host is inherited: no env, no args, no
+    /// stdio, no network, no directories but the ones `config` names.
+    pub fn new(config: GuestConfig<'_>) -> Result<Self, HostApiError> {
+        let stdout = CappedOutput::new(config.stdout_cap);
+        let stderr = CappedOutput::new(config.stderr_cap);
+        let mut builder = WasiCtxBuilder::new();
+        builder
+            .args(config.args)
+            .envs(config.env)
+            .stdin(MemoryInputPipe::new(config.stdin))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_blocking_current_thread(true)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false);
+        for mount in config.mounts {
+            preopen(&mut builder, &mount.host, &mount.guest, FsPerms::ReadOnly)?;
+        }
+        preopen(&mut builder, config.root, "/", FsPerms::ReadWrite)?;
+        let mut wasi = builder.build_p1();
+        let open_files = usize::try_from(config.open_files).unwrap_or(usize::MAX);
+        wasi.ctx().table.set_max_capacity(config.mounts.len() + 1 + open_files + WASI_TABLE_SLACK);
+        Ok(GuestState { wasi, limiter: GuestLimiter::new(config.memory_cap), stdout, stderr })
+    }
+}
+
+fn preopen(
+    builder: &mut WasiCtxBuilder,
+    host: &Path,
+    guest: &str,
+    perms: FsPerms,
+) -> Result<(), HostApiError> {
+    builder.preopened_dir(host, guest, perms).map(drop).map_err(|e| HostApiError::Preopen {
+        path: host.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on fibers), and `host.call`, which always
+/// answers [`NO_HOST`].
+pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
+    wasmtime_wasi::p1::add_to_linker_async(linker, |state: &mut GuestState| &mut state.wasi)?;
+    linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 { NO_HOST })?;
+    Ok(())
+}

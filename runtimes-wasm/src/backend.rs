@@ -1,0 +1,154 @@
+//! [`WasmBackend`]: the engine's [`Backend`] for Python and JavaScript in wasmtime.
+
+use crate::engine_config::{EngineRole, EngineSettings};
+use crate::error::RuntimeError;
+use crate::execution::{Interpreter, Prepared, execute};
+use crate::fetch::INSTALLED_MARKER;
+use crate::home::SoulboxHome;
+use crate::javascript::JavaScript;
+use crate::module_cache::{ModuleCache, ModuleKey};
+use crate::python::Python;
+use crate::ticker::EpochTicker;
+use async_trait::async_trait;
+use soulbox_engine::{Backend, BackendError, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig};
+use soulbox_host_api::{GuestState, add_to_linker};
+use std::sync::Arc;
+use std::time::Instant;
+use wasmtime::{Engine, Linker};
+
+/// How to open a [`WasmBackend`].
+#[derive(Debug, Clone)]
+pub struct WasmConfig {
+    /// Where runtimes and caches live. Default: [`SoulboxHome::from_env`].
+    pub home: SoulboxHome,
+    /// wasmtime settings. Default: [`EngineSettings::default`] (no fuel metering).
+    pub settings: EngineSettings,
+    /// Worker threads and queue. Default: one worker per CPU, 16 queued per worker.
+    pub pool: WorkerPoolConfig,
+    /// Show progress on stderr while compiling or building snapshots. Default: false.
+    pub progress: bool,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        WasmConfig {
+            home: SoulboxHome::from_env(),
+            settings: EngineSettings::default(),
+            pool: WorkerPoolConfig::default(),
+            progress: false,
+        }
+    }
+}
+
+/// Python and JavaScript in wasmtime. Cheap to clone.
+#[derive(Clone)]
+pub struct WasmBackend {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for WasmBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmBackend").field("home", &self.inner.config.home).finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: WasmConfig,
+    pub(crate) engine: Engine,
+    cache: ModuleCache,
+    prepared: moka::sync::Cache<Language, Arc<Prepared>>,
+    pool: WorkerPool,
+    _ticker: EpochTicker,
+}
+
+impl WasmBackend {
+    /// Opens the backend: checks that the runtimes are installed, builds the engine and starts
+    /// the worker threads. Modules are loaded (or compiled, the first time) on first use, or
+    /// up front with [`WasmBackend::prepare`].
+    pub fn open(config: WasmConfig) -> Result<Self, RuntimeError> {
+        for package in crate::manifest::runtimes() {
+            let dir = config.home.runtime_dir(&package.dir_name());
+            if !dir.join(INSTALLED_MARKER).exists() {
+                return Err(RuntimeError::NotInstalled { runtime: package.id.clone(), home: config.home.root().to_path_buf() });
+            }
+        }
+        let engine = config.settings.engine(EngineRole::Run)?;
+        let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
+        let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
+        let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
+        let prepared = moka::sync::Cache::builder().max_capacity(Language::ALL.len() as u64).build();
+        Ok(WasmBackend { inner: Arc::new(Inner { config, engine, cache, prepared, pool, _ticker: ticker }) })
+    }
+
+    /// Loads or compiles every language's module now, so the first execution is fast.
+    pub fn prepare(&self) -> Result<(), RuntimeError> {
+        for language in Language::ALL {
+            self.inner.prepared(language)?;
+        }
+        Ok(())
+    }
+
+    /// Jobs admitted right now (running plus queued) and the most admitted at once.
+    pub fn load(&self) -> (usize, usize) {
+        (self.inner.pool.in_use(), self.inner.pool.capacity())
+    }
+}
+
+impl Inner {
+    /// The ready-to-instantiate module for `language`, built at most once per process.
+    pub(crate) fn prepared(&self, language: Language) -> Result<Arc<Prepared>, RuntimeError> {
+        self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(|e| match Arc::try_unwrap(e) {
+            Ok(error) => error,
+            Err(shared) => RuntimeError::Wasm(shared.to_string()),
+        })
+    }
+
+    fn prepare(&self, language: Language) -> Result<Prepared, RuntimeError> {
+        let started = Instant::now();
+        let home = &self.config.home;
+        let (interpreter, key, module) = match language {
+            Language::Python => {
+                let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()));
+                let key = ModuleKey { name: "python".into(), content: python.content_key() };
+                let module = self.cache.load_or_compile(&self.engine, &key, || {
+                    python.snapshot_wasm(&home.snapshot_dir(), &home.scratch_dir(), &self.config.settings, self.config.progress)
+                })?;
+                (Interpreter::Python(python), key, module)
+            }
+            Language::JavaScript => {
+                let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
+                let key = ModuleKey { name: "javascript".into(), content: js.content_key() };
+                let module = self.cache.load_or_compile(&self.engine, &key, || js.wasm())?;
+                (Interpreter::JavaScript, key, module)
+            }
+        };
+        let mut linker = Linker::<GuestState>::new(&self.engine);
+        add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
+        let instance_pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::wasm(&e))?;
+        tracing::info!(%language, module = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
+        Ok(Prepared { interpreter, instance_pre })
+    }
+}
+
+#[async_trait]
+impl Backend for WasmBackend {
+    fn name(&self) -> &'static str {
+        "wasm"
+    }
+
+    fn supports(&self, _language: Language) -> bool {
+        true
+    }
+
+    async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {
+        if request.limits.fuel.is_some() && !self.inner.config.settings.fuel {
+            return Err(BackendError::Rejected(
+                "this backend was started without fuel metering; drop the fuel limit or enable metering (`--fuel-metering`)".into(),
+            ));
+        }
+        let admitted = Instant::now();
+        let inner = Arc::clone(&self.inner);
+        let result = self.inner.pool.run(move || execute(&inner, request, admitted)).await?;
+        Ok(result?)
+    }
+}

@@ -1,0 +1,98 @@
+//! The one wasmtime configuration SoulBox uses, behind SoulBox's own [`EngineSettings`].
+//!
+//! Settings that change compiled code (fuel metering, epochs, copy-on-write images) are part
+//! of every compiled-module cache key through [`EngineSettings::fingerprint`].
+
+use crate::error::RuntimeError;
+use std::hash::{Hash, Hasher};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+
+/// Guest stack SoulBox allows (CPython recurses deeply).
+pub const MAX_WASM_STACK_BYTES: usize = 8 << 20;
+/// Native stack of each guest fiber; must exceed [`MAX_WASM_STACK_BYTES`].
+pub const ASYNC_STACK_BYTES: usize = 10 << 20;
+/// Guests alive at once (pool slots for memories, tables, instances and stacks).
+pub const DEFAULT_POOL_SLOTS: u32 = 1000;
+/// Elements per table slot: CPython's function table holds ~47k.
+pub const POOL_TABLE_ELEMENTS: usize = 1 << 16;
+/// Per-instance metadata slot: CPython needs ~1.6 MB, more than wasmtime's 1 MiB default.
+pub const POOL_MAX_CORE_INSTANCE_BYTES: usize = 4 << 20;
+
+/// What SoulBox lets callers choose about its wasmtime engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EngineSettings {
+    /// Meter fuel, so requests may set a fuel budget and results report fuel used. Costs about
+    /// a third more CPU on guest code. Default: off.
+    pub fuel: bool,
+    /// Guests alive at once. Default: [`DEFAULT_POOL_SLOTS`].
+    pub pool_slots: u32,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings { fuel: false, pool_slots: DEFAULT_POOL_SLOTS }
+    }
+}
+
+/// How a [`wasmtime::Engine`] will be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineRole {
+    /// Running guests: pooling allocator, optimized code.
+    Run,
+    /// Building snapshots once: on-demand allocation, quick unoptimized compiles.
+    BuildSnapshot,
+}
+
+impl EngineSettings {
+    /// Builds the engine.
+    pub fn engine(&self, role: EngineRole) -> Result<Engine, RuntimeError> {
+        Engine::new(&self.config(role)).map_err(|e| RuntimeError::wasm(&e))
+    }
+
+    fn config(&self, role: EngineRole) -> Config {
+        let mut config = Config::new();
+        config
+            .wasm_exceptions(true)
+            .max_wasm_stack(MAX_WASM_STACK_BYTES)
+            .async_stack_size(ASYNC_STACK_BYTES)
+            .epoch_interruption(true)
+            .consume_fuel(self.fuel)
+            .memory_init_cow(true)
+            .parallel_compilation(true);
+        match role {
+            EngineRole::Run => {
+                config.cranelift_opt_level(OptLevel::Speed);
+                config.allocation_strategy(InstanceAllocationStrategy::Pooling(self.pooling()));
+            }
+            EngineRole::BuildSnapshot => {
+                config.cranelift_opt_level(OptLevel::None);
+            }
+        }
+        config
+    }
+
+    fn pooling(&self) -> PoolingAllocationConfig {
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_core_instances(self.pool_slots)
+            .total_memories(self.pool_slots)
+            .total_tables(self.pool_slots)
+            .total_stacks(self.pool_slots)
+            .total_component_instances(0)
+            .table_elements(POOL_TABLE_ELEMENTS)
+            .max_core_instance_size(POOL_MAX_CORE_INSTANCE_BYTES);
+        pool
+    }
+
+    /// A stable digest of everything that makes compiled code compatible: the wasmtime version
+    /// and the engine's compilation settings.
+    pub fn fingerprint(engine: &Engine) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        format!("wasmtime-{}-{:016x}", wasmtime_version(), hasher.finish())
+    }
+}
+
+/// The wasmtime version SoulBox was built with.
+pub fn wasmtime_version() -> &'static str {
+    "48.0.8"
+}

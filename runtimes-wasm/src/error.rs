@@ -1,0 +1,84 @@
+//! Errors of the WebAssembly backend.
+
+use soulbox_engine::BackendError;
+use std::path::{Path, PathBuf};
+
+/// Why the WebAssembly backend could not set up or run a request.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A runtime has not been fetched into the home directory.
+    #[error("the {runtime} runtime is not installed in {home}: run `soulbox runtimes fetch`")]
+    NotInstalled {
+        /// The runtime's id.
+        runtime: String,
+        /// The home directory searched.
+        home: PathBuf,
+    },
+    /// A file's SHA-256 is not the pinned one.
+    #[error("{path} does not match its pinned SHA-256 (expected {expected}, got {got}); delete it and run `soulbox runtimes fetch` again")]
+    Tampered {
+        /// The file.
+        path: PathBuf,
+        /// The pinned hash.
+        expected: String,
+        /// What the file hashes to.
+        got: String,
+    },
+    /// Downloading or unpacking failed.
+    #[error("fetching runtimes failed: {0}")]
+    Fetch(String),
+    /// A file system operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// wasmtime refused a configuration, module or instance.
+    #[error("wasmtime: {0}")]
+    Wasm(String),
+    /// Building a pre-initialized snapshot failed.
+    #[error("building the {runtime} snapshot failed: {message}")]
+    Snapshot {
+        /// The runtime's id.
+        runtime: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The request asks for something this backend refuses.
+    #[error("{0}")]
+    Rejected(String),
+    /// The guest's world could not be set up.
+    #[error(transparent)]
+    HostApi(#[from] soulbox_host_api::HostApiError),
+    /// The guest's workspace could not be set up or read.
+    #[error(transparent)]
+    GuestRoot(#[from] soulbox_host_api::GuestRootError),
+}
+
+impl RuntimeError {
+    /// An I/O error at `path`.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        RuntimeError::Io { path: path.to_path_buf(), source }
+    }
+
+    /// A wasmtime error, flattened to text with its causes.
+    pub fn wasm(error: &wasmtime::Error) -> Self {
+        RuntimeError::Wasm(format!("{error:#}"))
+    }
+}
+
+impl From<RuntimeError> for BackendError {
+    fn from(error: RuntimeError) -> Self {
+        use soulbox_host_api::GuestRootError as G;
+        match error {
+            RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } => BackendError::Unavailable(error.to_string()),
+            RuntimeError::Rejected(_) | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. }) => {
+                BackendError::Rejected(error.to_string())
+            }
+            other => BackendError::Internal(other.to_string()),
+        }
+    }
+}

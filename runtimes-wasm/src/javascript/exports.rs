@@ -1,0 +1,75 @@
+//! Exposes QuickJS internals the reactor does not export.
+//!
+//! The QuickJS-NG reactor exports only `qjs_init_argv` and friends, which evaluate one script
+//! and return without running promise jobs or flushing `std.out`. Its `name` section still names
+//! every function, so SoulBox adds exports for the few internals it drives (looked up by name,
+//! never by hard-coded index). The rest of the module is copied byte for byte.
+
+use crate::error::RuntimeError;
+use std::collections::HashMap;
+use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
+use wasmparser::{KnownCustom, Name, Parser, Payload};
+
+/// Internal functions exported, as `(internal name, export name)`.
+pub const EXTRA_EXPORTS: [(&str, &str); 4] = [
+    ("JS_GetRuntime", "soulbox_get_runtime"),
+    ("JS_ExecutePendingJob", "soulbox_execute_pending_job"),
+    ("eval_buf", "soulbox_eval_buf"),
+    ("js_std_dump_error", "soulbox_dump_error"),
+];
+
+/// Returns `wasm` with [`EXTRA_EXPORTS`] added to its export section.
+pub fn add_internal_exports(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
+    let bad = |e: wasmparser::BinaryReaderError| RuntimeError::Wasm(format!("qjs module: {e}"));
+    let names = function_names(wasm).map_err(bad)?;
+    let mut module = Module::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(bad)?;
+        if let Payload::ExportSection(reader) = &payload {
+            let mut exports = ExportSection::new();
+            for export in reader.clone() {
+                let export = export.map_err(bad)?;
+                exports.export(export.name, export_kind(export.kind), export.index);
+            }
+            for (internal, exported) in EXTRA_EXPORTS {
+                let index = names.get(internal).ok_or_else(|| {
+                    RuntimeError::Wasm(format!("qjs module has no function named `{internal}`"))
+                })?;
+                exports.export(exported, ExportKind::Func, *index);
+            }
+            module.section(&exports);
+        } else if let Some((id, range)) = payload.as_section() {
+            module.section(&RawSection { id, data: &wasm[range] });
+        }
+    }
+    Ok(module.finish())
+}
+
+fn function_names(wasm: &[u8]) -> Result<HashMap<String, u32>, wasmparser::BinaryReaderError> {
+    let mut names = HashMap::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        if let Payload::CustomSection(section) = payload?
+            && let KnownCustom::Name(reader) = section.as_known()
+        {
+            for name in reader {
+                if let Name::Function(map) = name? {
+                    for naming in map {
+                        let naming = naming?;
+                        names.insert(naming.name.to_owned(), naming.index);
+                    }
+                }
+            }
+        }
+    }
+    Ok(names)
+}
+
+fn export_kind(kind: wasmparser::ExternalKind) -> ExportKind {
+    match kind {
+        wasmparser::ExternalKind::Func | wasmparser::ExternalKind::FuncExact => ExportKind::Func,
+        wasmparser::ExternalKind::Table => ExportKind::Table,
+        wasmparser::ExternalKind::Memory => ExportKind::Memory,
+        wasmparser::ExternalKind::Global => ExportKind::Global,
+        wasmparser::ExternalKind::Tag => ExportKind::Tag,
+    }
+}

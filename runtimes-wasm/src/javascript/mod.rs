@@ -1,0 +1,137 @@
+//! JavaScript: the QuickJS-NG reactor, one fresh instance per execution.
+//!
+//! Per execution: instantiate, `_initialize` (wasi-libc constructors), then
+//! `qjs_init_argv(["qjs", "--std", "-e", code, "--", args...])`, which evaluates the script with
+//! `std` and `os` available. Then promise jobs are run until none is left (so `async` code and
+//! `.then` callbacks complete), and `std.out`/`std.err` are flushed. The script's exit status
+//! is 0, 1 for an uncaught exception (printed on stderr), or the value given to `std.exit`.
+//! Timers (`os.setTimeout`) need QuickJS's event loop, which the reactor does not expose: they
+//! never fire.
+
+mod exports;
+
+use crate::error::RuntimeError;
+use crate::verify::sha256_bytes;
+use soulbox_engine::ExecRequest;
+use soulbox_host_api::GuestState;
+use std::path::{Path, PathBuf};
+use wasmtime::{Instance, Store};
+
+/// `argv[0]` the guest sees.
+const ARGV0: &str = "qjs";
+/// Code run after the script and its jobs, so buffered `std.out` output is not lost.
+const FLUSH: &str = "std.out.flush(); std.err.flush();";
+/// Upper bound on promise jobs run after the script (each is guest code under the deadline).
+const MAX_PENDING_JOBS: u64 = u64::MAX;
+
+/// The JavaScript runtime's files.
+#[derive(Debug, Clone)]
+pub struct JavaScript {
+    wasm_path: PathBuf,
+    sha256: String,
+}
+
+impl JavaScript {
+    /// The runtime installed in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let file = crate::manifest::runtime("javascript").file("qjs-wasi-reactor.wasm");
+        JavaScript { wasm_path: dir.join(&file.install), sha256: file.sha256.clone() }
+    }
+
+    /// What identifies the module SoulBox compiles.
+    pub fn content_key(&self) -> String {
+        format!("qjs:{}:exports-v1", self.sha256)
+    }
+
+    /// The module to compile: the verified reactor with SoulBox's extra exports.
+    pub fn wasm(&self) -> Result<Vec<u8>, RuntimeError> {
+        let bytes = std::fs::read(&self.wasm_path).map_err(|e| RuntimeError::io(&self.wasm_path, e))?;
+        let got = sha256_bytes(&bytes);
+        if got != self.sha256 {
+            return Err(RuntimeError::Tampered { path: self.wasm_path.clone(), expected: self.sha256.clone(), got });
+        }
+        exports::add_internal_exports(&bytes)
+    }
+
+    /// The guest's argv.
+    pub fn argv(request: &ExecRequest) -> Vec<String> {
+        let mut argv = vec![ARGV0.to_owned(), "--std".into(), "-e".into(), request.code.clone()];
+        if !request.args.is_empty() {
+            argv.push("--".into());
+            argv.extend(request.args.iter().cloned());
+        }
+        argv
+    }
+
+    /// Runs the script in a fresh `instance`; returns its exit status.
+    pub async fn run(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<i32> {
+        call0(store, instance, "_initialize").await?;
+        let argv_ptr = write_argv(store, instance, argv).await?;
+        let argc = i32::try_from(argv.len())?;
+        let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
+        let status = init.call_async(&mut *store, (argc, argv_ptr)).await?;
+        let jobs_ok = run_pending_jobs(store, instance).await?;
+        eval(store, instance, FLUSH).await?;
+        Ok(if status == 0 && jobs_ok { 0 } else { 1 })
+    }
+}
+
+async fn call0(store: &mut Store<GuestState>, instance: &Instance, name: &str) -> wasmtime::Result<()> {
+    instance.get_typed_func::<(), ()>(&mut *store, name)?.call_async(&mut *store, ()).await
+}
+
+async fn malloc(store: &mut Store<GuestState>, instance: &Instance, bytes: &[u8]) -> wasmtime::Result<i32> {
+    let malloc = instance.get_typed_func::<i32, i32>(&mut *store, "malloc")?;
+    let ptr = malloc.call_async(&mut *store, i32::try_from(bytes.len())?).await?;
+    if ptr == 0 {
+        wasmtime::bail!("guest malloc of {} bytes failed", bytes.len());
+    }
+    let memory = instance.get_memory(&mut *store, "memory").ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+    memory.write(&mut *store, usize::try_from(ptr)?, bytes)?;
+    Ok(ptr)
+}
+
+/// Copies `argv` into guest memory as NUL-terminated strings plus a pointer array.
+async fn write_argv(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<i32> {
+    let mut pointers = Vec::with_capacity(argv.len() * 4);
+    for arg in argv {
+        let mut bytes = Vec::with_capacity(arg.len() + 1);
+        bytes.extend_from_slice(arg.as_bytes());
+        bytes.push(0);
+        pointers.extend_from_slice(&malloc(store, instance, &bytes).await?.to_le_bytes());
+    }
+    malloc(store, instance, &pointers).await
+}
+
+/// Runs queued promise jobs until none is left. False if a job threw (the error is printed).
+async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
+    let context = instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    let runtime = instance.get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?.call_async(&mut *store, context).await?;
+    let job = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "soulbox_execute_pending_job")?;
+    let job_context = malloc(store, instance, &[0; 4]).await?;
+    let mut ok = true;
+    for _ in 0..MAX_PENDING_JOBS {
+        match job.call_async(&mut *store, (runtime, job_context)).await? {
+            0 => break,
+            n if n < 0 => {
+                ok = false;
+                let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
+                dump.call_async(&mut *store, context).await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(ok)
+}
+
+/// Evaluates a snippet of SoulBox's own code in the guest's context.
+async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<()> {
+    let context = instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    let mut source = code.as_bytes().to_vec();
+    source.push(0);
+    let buf = malloc(store, instance, &source).await?;
+    let name = malloc(store, instance, b"<soulbox>\0").await?;
+    let eval_buf = instance.get_typed_func::<(i32, i32, i32, i32, i32), i32>(&mut *store, "soulbox_eval_buf")?;
+    eval_buf.call_async(&mut *store, (context, buf, i32::try_from(code.len())?, name, 0)).await?;
+    Ok(())
+}

