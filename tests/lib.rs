@@ -1,1 +1,56 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for SoulBox's integration tests: engines over the real WebAssembly backend,
+//! opened once per test binary on the machine's SoulBox home (`$SOULBOX_HOME` or the default),
+//! which `soulbox runtimes fetch` must have prepared.
+
+use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, WorkerPoolConfig};
+use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
+use std::sync::OnceLock;
+
+/// Queue places in the shared test engines: enough for the concurrency tests.
+const TEST_QUEUE: usize = 64;
+
+fn open(settings: EngineSettings) -> Engine {
+    let config = WasmConfig {
+        settings,
+        pool: WorkerPoolConfig { queue: TEST_QUEUE, ..WorkerPoolConfig::default() },
+        ..WasmConfig::default()
+    };
+    let backend = WasmBackend::open(config).expect("runtimes installed: run `soulbox runtimes fetch` first");
+    backend.prepare().expect("modules compile");
+    Engine::builder().backend(backend).build()
+}
+
+/// The shared engine without fuel metering (the production default).
+pub fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| open(EngineSettings::default()))
+}
+
+/// The shared engine with fuel metering.
+pub fn metered_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| open(EngineSettings { fuel: true, ..EngineSettings::default() }))
+}
+
+/// Runs Python `code` with default limits on the shared engine.
+pub async fn python(code: &str) -> ExecResult {
+    run(ExecRequest::new(Language::Python, code)).await
+}
+
+/// Runs JavaScript `code` with default limits on the shared engine.
+pub async fn js(code: &str) -> ExecResult {
+    run(ExecRequest::new(Language::JavaScript, code)).await
+}
+
+/// Runs `request` on the shared engine, panicking if the engine refuses it.
+pub async fn run(request: ExecRequest) -> ExecResult {
+    engine().execute(request).await.expect("the engine runs the request")
+}
+
+/// Asserts that the engine still runs a trivial program correctly in both languages.
+pub async fn assert_host_healthy() {
+    let py = python("print(6 * 7)").await;
+    assert_eq!(py.stdout, "42\n", "python after a fault: {py:?}");
+    let js = js("console.log(6 * 7)").await;
+    assert_eq!(js.stdout, "42\n", "js after a fault: {js:?}");
+}

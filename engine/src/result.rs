@@ -20,6 +20,8 @@ pub enum Outcome {
     MemoryExceeded,
     /// The program wrote more stdout or stderr than its cap.
     OutputLimitExceeded,
+    /// The program tried to hold more files open at once than its cap.
+    OpenFileLimitExceeded,
     /// The program faulted (a wasm trap such as a stack overflow); `ExecResult::error` says how.
     Crashed,
 }
@@ -33,6 +35,7 @@ impl Outcome {
             Outcome::FuelExhausted => "fuel_exhausted",
             Outcome::MemoryExceeded => "memory_exceeded",
             Outcome::OutputLimitExceeded => "output_limit_exceeded",
+            Outcome::OpenFileLimitExceeded => "open_file_limit_exceeded",
             Outcome::Crashed => "crashed",
         }
     }

@@ -15,7 +15,7 @@ use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
 use soulbox_host_api::{CollectLimits, GuestConfig, GuestRoot, GuestState};
 use std::time::{Duration, Instant};
 use wasmtime::{InstancePre, Store, Trap};
-use wasmtime_wasi::I32Exit;
+use wasmtime_wasi::{I32Exit, ResourceTableError};
 
 /// Exit status reported when the deadline stopped the guest (as `timeout(1)` does).
 pub const EXIT_DEADLINE: i32 = 124;
@@ -172,6 +172,9 @@ fn classify(ran: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>, sto
     }
     if output_hit {
         return Ended::stopped(Outcome::OutputLimitExceeded, "output limit exceeded");
+    }
+    if error.downcast_ref::<ResourceTableError>().is_some() {
+        return Ended::stopped(Outcome::OpenFileLimitExceeded, "open-file limit exceeded");
     }
     match error.downcast_ref::<Trap>() {
         Some(Trap::Interrupt) => Ended::stopped(Outcome::DeadlineExceeded, "deadline exceeded"),

@@ -1,1 +1,10 @@
-fn main(){}
+//! SoulBox's integration tests: real wasmtime, real interpreters, no mocks.
+//!
+//! Needs the runtimes installed (`soulbox runtimes fetch`), as `.ci/run` does first.
+
+mod cache;
+mod concurrency;
+mod isolation;
+mod javascript;
+mod limits;
+mod python;

@@ -5,8 +5,9 @@
 //! `std` and `os` available. Then promise jobs are run until none is left (so `async` code and
 //! `.then` callbacks complete), and `std.out`/`std.err` are flushed. The script's exit status
 //! is 0, 1 for an uncaught exception (printed on stderr), or the value given to `std.exit`.
-//! Timers (`os.setTimeout`) need QuickJS's event loop, which the reactor does not expose: they
-//! never fire.
+//! Known gaps of the reactor: timers (`os.setTimeout`) need QuickJS's event loop, which it does
+//! not expose, so they never fire; an unhandled promise rejection is not reported; and when the
+//! script throws, `std.out` output still buffered is lost (`console.log` is unbuffered).
 
 mod exports;
 
@@ -69,10 +70,14 @@ impl JavaScript {
         let argv_ptr = write_argv(store, instance, argv).await?;
         let argc = i32::try_from(argv.len())?;
         let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
-        let status = init.call_async(&mut *store, (argc, argv_ptr)).await?;
+        if init.call_async(&mut *store, (argc, argv_ptr)).await? != 0 {
+            // The script threw: qjs printed the error and tore its context down, so there are
+            // no jobs to run and nothing left to flush.
+            return Ok(1);
+        }
         let jobs_ok = run_pending_jobs(store, instance).await?;
         eval(store, instance, FLUSH).await?;
-        Ok(if status == 0 && jobs_ok { 0 } else { 1 })
+        Ok(if jobs_ok { 0 } else { 1 })
     }
 }
 

@@ -1,0 +1,96 @@
+//! Python: output, exit codes, exceptions, inputs, the scientific stack, freshness.
+
+use soulbox_engine::{ExecRequest, Language, Outcome};
+use soulbox_tests::{python, run};
+
+#[tokio::test]
+async fn prints_and_exits_zero() {
+    let r = python("print(1 + 1)").await;
+    assert_eq!(r.stdout, "2\n");
+    assert_eq!(r.exit_code, 0);
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert_eq!(r.backend, "wasm");
+    assert!(r.peak_memory_bytes > 0);
+}
+
+#[tokio::test]
+async fn echoes_a_final_expression() {
+    let r = python("x = 20\nx + 22").await;
+    assert_eq!(r.stdout, "42\n", "{r:?}");
+}
+
+#[tokio::test]
+async fn uncaught_exception_is_exit_one_with_traceback() {
+    let r = python("def f():\n    raise ValueError('boom')\nf()").await;
+    assert_eq!(r.exit_code, 1);
+    assert_eq!(r.outcome, Outcome::Completed);
+    assert!(r.stderr.contains("Traceback"), "{}", r.stderr);
+    assert!(r.stderr.contains("ValueError: boom"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn sys_exit_status_is_mirrored() {
+    assert_eq!(python("import sys; sys.exit(3)").await.exit_code, 3);
+    assert_eq!(python("import os; os._exit(5)").await.exit_code, 5);
+    assert_eq!(python("raise SystemExit(0)").await.exit_code, 0);
+}
+
+#[tokio::test]
+async fn syntax_error_is_reported() {
+    let r = python("def (:").await;
+    assert_eq!(r.exit_code, 1);
+    assert!(r.stderr.contains("SyntaxError"), "{}", r.stderr);
+}
+
+#[tokio::test]
+async fn stdin_argv_and_env_reach_the_guest() {
+    let code = "import sys, os\nprint(sys.stdin.read().upper(), sys.argv[1:], os.environ['GREETING'])";
+    let request = ExecRequest::new(Language::Python, code)
+        .with_stdin("hello")
+        .with_args(["a", "b"])
+        .with_env("GREETING", "hi");
+    let r = run(request).await;
+    assert_eq!(r.stdout, "HELLO ['a', 'b'] hi\n", "{r:?}");
+}
+
+#[tokio::test]
+async fn numpy_pandas_and_matplotlib_work() {
+    let code = r#"
+import numpy as np, pandas as pd
+import matplotlib.pyplot as plt
+a = np.arange(12).reshape(3, 4)
+print(int(a.sum()), a.shape)
+df = pd.DataFrame({"x": [1, 2, 3], "y": [10.0, 20.0, 30.0]})
+print(df["y"].mean(), len(df))
+fig, ax = plt.subplots()
+ax.plot(df["x"], df["y"])
+fig.savefig("chart.png")
+"#;
+    let r = python(code).await;
+    assert_eq!(r.exit_code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "66 (3, 4)\n20.0 3\n");
+    let png = r.files.iter().find(|f| f.path == "chart.png").expect("chart.png returned");
+    assert!(png.contents.starts_with(b"\x89PNG\r\n\x1a\n"));
+}
+
+#[tokio::test]
+async fn every_execution_is_fresh() {
+    let first = python("import random\nsecret = 1\nopen('left.txt', 'w').write('x')\nprint(random.random())").await;
+    let second = python("import os, random\nprint('secret' in globals(), os.path.exists('left.txt'))\nprint(random.random())").await;
+    assert_eq!(second.stdout.lines().next(), Some("False False"), "{second:?}");
+    assert_ne!(first.stdout.lines().last(), second.stdout.lines().last(), "random seeds must differ");
+    let np1 = python("import numpy as np; print(np.random.rand())").await;
+    let np2 = python("import numpy as np; print(np.random.rand())").await;
+    assert_ne!(np1.stdout, np2.stdout, "numpy seeds must differ");
+}
+
+#[tokio::test]
+async fn input_files_are_readable_and_outputs_returned() {
+    let code = "import csv\nrows = list(csv.reader(open('data/in.csv')))\nopen('out/sum.txt', 'w') if False else None\nimport os\nos.makedirs('out', exist_ok=True)\nopen('out/sum.txt', 'w').write(str(sum(int(r[0]) for r in rows)))";
+    let request = ExecRequest::new(Language::Python, code).with_file("data/in.csv", "1\n2\n3\n");
+    let r = run(request).await;
+    assert_eq!(r.exit_code, 0, "{}", r.stderr);
+    let paths: Vec<_> = r.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["out/sum.txt"], "unchanged inputs are not returned");
+    assert_eq!(r.files[0].contents, b"6");
+}
