@@ -6,7 +6,8 @@ use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 
 /// An engine with the production defaults and a queue deep enough for the throughput runs.
 pub fn engine() -> anyhow::Result<Engine> {
-    let config = WasmConfig { pool: WorkerPoolConfig { queue: 256, ..WorkerPoolConfig::default() }, ..WasmConfig::default() };
+    let config =
+        WasmConfig { pool: WorkerPoolConfig { queue: 256, ..WorkerPoolConfig::default() }, ..WasmConfig::default() };
     let backend = WasmBackend::open(config)?;
     backend.prepare()?;
     Ok(Engine::builder().backend(backend).build())

@@ -92,11 +92,7 @@ impl Limits {
 }
 
 fn check(name: &'static str, got: u64, min: u64, max: u64) -> Result<(), LimitsError> {
-    if (min..=max).contains(&got) {
-        Ok(())
-    } else {
-        Err(LimitsError::OutOfRange { name, min, max, got })
-    }
+    if (min..=max).contains(&got) { Ok(()) } else { Err(LimitsError::OutOfRange { name, min, max, got }) }
 }
 
 mod millis {

@@ -55,10 +55,7 @@ pub struct InputFile {
 
 impl std::fmt::Debug for InputFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InputFile")
-            .field("path", &self.path)
-            .field("bytes", &self.contents.len())
-            .finish()
+        f.debug_struct("InputFile").field("path", &self.path).field("bytes", &self.contents.len()).finish()
     }
 }
 
@@ -184,9 +181,7 @@ mod tests {
 
     #[test]
     fn accepts_a_plain_request() {
-        let req = ExecRequest::new(Language::Python, "print(1)")
-            .with_env("A", "1")
-            .with_file("data/in.csv", "a,b\n");
+        let req = ExecRequest::new(Language::Python, "print(1)").with_env("A", "1").with_file("data/in.csv", "a,b\n");
         req.validate().unwrap();
     }
 

@@ -80,10 +80,7 @@ pub struct OutputFile {
 
 impl std::fmt::Debug for OutputFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputFile")
-            .field("path", &self.path)
-            .field("bytes", &self.contents.len())
-            .finish()
+        f.debug_struct("OutputFile").field("path", &self.path).field("bytes", &self.contents.len()).finish()
     }
 }
 

@@ -71,11 +71,7 @@ impl WorkerPool {
                 .spawn(move || worker_loop(&receiver))?;
         }
         let capacity = workers + config.queue;
-        Ok(WorkerPool {
-            jobs: Mutex::new(sender),
-            admission: Arc::new(Semaphore::new(capacity)),
-            capacity,
-        })
+        Ok(WorkerPool { jobs: Mutex::new(sender), admission: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
     /// Jobs admitted at once, running plus waiting.
@@ -116,9 +112,7 @@ impl WorkerPool {
     }
 
     fn admit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
-        Arc::clone(&self.admission)
-            .try_acquire_owned()
-            .map_err(|_| BackendError::Busy { capacity: self.capacity })
+        Arc::clone(&self.admission).try_acquire_owned().map_err(|_| BackendError::Busy { capacity: self.capacity })
     }
 }
 
@@ -168,9 +162,7 @@ mod tests {
         let mut held = Vec::new();
         for _ in 0..2 {
             let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
-            held.push(tokio::spawn(async move {
-                pool.run(move || gate.lock().unwrap().recv().ok()).await
-            }));
+            held.push(tokio::spawn(async move { pool.run(move || gate.lock().unwrap().recv().ok()).await }));
         }
         while pool.in_use() < 2 {
             tokio::time::sleep(Duration::from_millis(1)).await;

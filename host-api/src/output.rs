@@ -29,11 +29,7 @@ impl CappedOutput {
     /// A sink keeping at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
         CappedOutput {
-            inner: Arc::new(Inner {
-                cap,
-                buffer: Mutex::new(BytesMut::new()),
-                overflowed: AtomicBool::new(false),
-            }),
+            inner: Arc::new(Inner { cap, buffer: Mutex::new(BytesMut::new()), overflowed: AtomicBool::new(false) }),
         }
     }
 

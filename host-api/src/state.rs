@@ -104,16 +104,11 @@ impl GuestState {
     }
 }
 
-fn preopen(
-    builder: &mut WasiCtxBuilder,
-    host: &Path,
-    guest: &str,
-    perms: FsPerms,
-) -> Result<(), HostApiError> {
-    builder.preopened_dir(host, guest, perms).map(drop).map_err(|e| HostApiError::Preopen {
-        path: host.to_path_buf(),
-        message: e.to_string(),
-    })
+fn preopen(builder: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerms) -> Result<(), HostApiError> {
+    builder
+        .preopened_dir(host, guest, perms)
+        .map(drop)
+        .map_err(|e| HostApiError::Preopen { path: host.to_path_buf(), message: e.to_string() })
 }
 
 /// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on fibers), and `host.call`, which always

@@ -69,7 +69,10 @@ impl WasmBackend {
         for package in crate::manifest::runtimes() {
             let dir = config.home.runtime_dir(&package.dir_name());
             if !dir.join(INSTALLED_MARKER).exists() {
-                return Err(RuntimeError::NotInstalled { runtime: package.id.clone(), home: config.home.root().to_path_buf() });
+                return Err(RuntimeError::NotInstalled {
+                    runtime: package.id.clone(),
+                    home: config.home.root().to_path_buf(),
+                });
             }
         }
         let engine = config.settings.engine(EngineRole::Run)?;
@@ -97,10 +100,12 @@ impl WasmBackend {
 impl Inner {
     /// The ready-to-instantiate module for `language`, built at most once per process.
     pub(crate) fn prepared(&self, language: Language) -> Result<Arc<Prepared>, RuntimeError> {
-        self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(|e| match Arc::try_unwrap(e) {
-            Ok(error) => error,
-            Err(shared) => RuntimeError::Wasm(shared.to_string()),
-        })
+        self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(
+            |e| match Arc::try_unwrap(e) {
+                Ok(error) => error,
+                Err(shared) => RuntimeError::Wasm(shared.to_string()),
+            },
+        )
     }
 
     fn prepare(&self, language: Language) -> Result<Prepared, RuntimeError> {
@@ -111,7 +116,12 @@ impl Inner {
                 let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()));
                 let key = ModuleKey { name: "python".into(), content: python.content_key() };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
-                    python.snapshot_wasm(&home.snapshot_dir(), &home.scratch_dir(), &self.config.settings, self.config.progress)
+                    python.snapshot_wasm(
+                        &home.snapshot_dir(),
+                        &home.scratch_dir(),
+                        &self.config.settings,
+                        self.config.progress,
+                    )
                 })?;
                 (Interpreter::Python(python), key, module)
             }

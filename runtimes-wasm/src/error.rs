@@ -15,7 +15,9 @@ pub enum RuntimeError {
         home: PathBuf,
     },
     /// A file's SHA-256 is not the pinned one.
-    #[error("{path} does not match its pinned SHA-256 (expected {expected}, got {got}); delete it and run `soulbox runtimes fetch` again")]
+    #[error(
+        "{path} does not match its pinned SHA-256 (expected {expected}, got {got}); delete it and run `soulbox runtimes fetch` again"
+    )]
     Tampered {
         /// The file.
         path: PathBuf,
@@ -74,7 +76,9 @@ impl From<RuntimeError> for BackendError {
     fn from(error: RuntimeError) -> Self {
         use soulbox_host_api::GuestRootError as G;
         match error {
-            RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } => BackendError::Unavailable(error.to_string()),
+            RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } => {
+                BackendError::Unavailable(error.to_string())
+            }
             RuntimeError::Rejected(_) | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. }) => {
                 BackendError::Rejected(error.to_string())
             }

@@ -73,7 +73,8 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
         })
     });
     let ended = classify(ran, &store);
-    let collected = root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
+    let collected =
+        root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
     if collected.truncated {
         tracing::warn!(max_files = MAX_OUTPUT_FILES, max_bytes = MAX_OUTPUT_FILE_BYTES, "output files truncated");
     }
@@ -92,7 +93,12 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
     })
 }
 
-fn new_store(inner: &Inner, prepared: &Prepared, request: &ExecRequest, root: &GuestRoot) -> Result<Store<GuestState>, RuntimeError> {
+fn new_store(
+    inner: &Inner,
+    prepared: &Prepared,
+    request: &ExecRequest,
+    root: &GuestRoot,
+) -> Result<Store<GuestState>, RuntimeError> {
     let root_path = root.host_path();
     let (args, env, mounts) = match &prepared.interpreter {
         Interpreter::Python(python) => (Python::wasi_argv(), Python::env(request), python.mounts()),

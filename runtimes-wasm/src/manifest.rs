@@ -47,9 +47,10 @@ impl RuntimePackage {
 
     /// The installed file whose install path is `install`.
     pub fn file(&self, install: &str) -> &RuntimeFile {
-        self.files.iter().find(|f| f.install == install).unwrap_or_else(|| {
-            panic!("runtimes.toml has no file `{install}` for `{}`", self.id)
-        })
+        self.files
+            .iter()
+            .find(|f| f.install == install)
+            .unwrap_or_else(|| panic!("runtimes.toml has no file `{install}` for `{}`", self.id))
     }
 }
 
@@ -62,9 +63,7 @@ struct Manifest {
 /// Every pinned runtime.
 pub fn runtimes() -> &'static [RuntimePackage] {
     static MANIFEST: OnceLock<Manifest> = OnceLock::new();
-    &MANIFEST
-        .get_or_init(|| toml::from_str(include_str!("../runtimes.toml")).expect("runtimes.toml is valid"))
-        .runtime
+    &MANIFEST.get_or_init(|| toml::from_str(include_str!("../runtimes.toml")).expect("runtimes.toml is valid")).runtime
 }
 
 /// The pinned runtime called `id`.

@@ -106,7 +106,10 @@ impl ModuleCache {
             return ProgressBar::hidden();
         }
         let spinner = ProgressBar::new_spinner();
-        spinner.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+        spinner.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
         spinner.set_message(format!("compiling {name} ({} MB of wasm, once; cached afterwards)", bytes >> 20));
         spinner.enable_steady_tick(Duration::from_millis(200));
         spinner

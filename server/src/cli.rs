@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use soulbox_runtimes_wasm::{EngineSettings, FetchSource, Progress, SoulboxHome, WasmBackend, WasmConfig, fetch_runtimes};
+use soulbox_runtimes_wasm::{
+    EngineSettings, FetchSource, Progress, SoulboxHome, WasmBackend, WasmConfig, fetch_runtimes,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -78,10 +78,8 @@ fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
         (None, Some(file)) => std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?,
         (None, None) => unreachable!("covered by from_stdin"),
     };
-    let language = args
-        .language
-        .or_else(|| args.file.as_deref().and_then(Language::from_path))
-        .unwrap_or(Language::Python);
+    let language =
+        args.language.or_else(|| args.file.as_deref().and_then(Language::from_path)).unwrap_or(Language::Python);
     let mut request = ExecRequest::new(language, code).with_args(args.args.clone()).with_limits(limits(args));
     if !from_stdin && !std::io::stdin().is_terminal() {
         request = request.with_stdin(read_stdin_bytes()?);

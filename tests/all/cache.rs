@@ -1,10 +1,10 @@
 //! The compiled-module cache: a corrupt file is detected, discarded and rebuilt.
 
+use soulbox_runtimes_wasm::SoulboxHome;
 use soulbox_runtimes_wasm::engine_config::{EngineRole, EngineSettings};
 use soulbox_runtimes_wasm::javascript::JavaScript;
 use soulbox_runtimes_wasm::manifest;
 use soulbox_runtimes_wasm::module_cache::{ModuleCache, ModuleKey};
-use soulbox_runtimes_wasm::SoulboxHome;
 
 #[test]
 fn a_corrupt_cached_module_is_recompiled() {
@@ -16,7 +16,11 @@ fn a_corrupt_cached_module_is_recompiled() {
     let key = ModuleKey { name: "javascript".into(), content: js.content_key() };
 
     let first = cache.load_or_compile(&engine, &key, || js.wasm()).unwrap();
-    let cwasm = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|e| e == "cwasm")).unwrap();
+    let cwasm = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .unwrap();
     let good = std::fs::read(&cwasm).unwrap();
 
     // Flip bytes in the middle of the compiled code: the checksum no longer matches.
@@ -25,14 +29,24 @@ fn a_corrupt_cached_module_is_recompiled() {
     bad[middle..middle + 64].iter_mut().for_each(|b| *b ^= 0xff);
     std::fs::write(&cwasm, &bad).unwrap();
     let mut compiled_again = false;
-    let second = cache.load_or_compile(&engine, &key, || { compiled_again = true; js.wasm() }).unwrap();
+    let second = cache
+        .load_or_compile(&engine, &key, || {
+            compiled_again = true;
+            js.wasm()
+        })
+        .unwrap();
     assert!(compiled_again, "a corrupt file must not be trusted");
     assert_eq!(std::fs::read(&cwasm).unwrap(), good, "the rebuilt file replaces the corrupt one");
 
     // A truncated file is also rebuilt; a valid one is loaded without compiling.
     std::fs::write(&cwasm, &good[..100]).unwrap();
     let mut compiled_third = false;
-    cache.load_or_compile(&engine, &key, || { compiled_third = true; js.wasm() }).unwrap();
+    cache
+        .load_or_compile(&engine, &key, || {
+            compiled_third = true;
+            js.wasm()
+        })
+        .unwrap();
     assert!(compiled_third);
     let third = cache.load_or_compile(&engine, &key, || panic!("valid cache must not recompile")).unwrap();
     for module in [first, second, third] {

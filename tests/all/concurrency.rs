@@ -24,13 +24,23 @@ async fn thirty_two_concurrent_executions_are_all_correct() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_backend_refuses_with_busy() {
-    let config = WasmConfig { pool: WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() }, ..WasmConfig::default() };
+    let config = WasmConfig {
+        pool: WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() },
+        ..WasmConfig::default()
+    };
     let backend = WasmBackend::open(config).unwrap();
     backend.prepare().unwrap();
     let small = Engine::builder().backend(backend.clone()).build();
     let slow = {
         let small = small.clone();
-        tokio::spawn(async move { small.execute(ExecRequest::new(Language::JavaScript, "const t = Date.now(); while (Date.now() - t < 1500) {}")).await })
+        tokio::spawn(async move {
+            small
+                .execute(ExecRequest::new(
+                    Language::JavaScript,
+                    "const t = Date.now(); while (Date.now() - t < 1500) {}",
+                ))
+                .await
+        })
     };
     while backend.load().0 == 0 {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -39,5 +49,8 @@ async fn a_full_backend_refuses_with_busy() {
     assert!(refused.is_busy(), "{refused}");
     assert!(refused.to_string().contains("busy"));
     assert_eq!(slow.await.unwrap().unwrap().exit_code, 0);
-    assert_eq!(small.execute(ExecRequest::new(Language::JavaScript, "console.log('free')")).await.unwrap().stdout, "free\n");
+    assert_eq!(
+        small.execute(ExecRequest::new(Language::JavaScript, "console.log('free')")).await.unwrap().stdout,
+        "free\n"
+    );
 }

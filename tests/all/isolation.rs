@@ -69,8 +69,12 @@ async fn escaping_input_paths_are_refused() {
 
 #[tokio::test]
 async fn the_stdlib_is_read_only() {
-    let r = python("try:\n    open('/usr/local/lib/evil.txt', 'w')\n    print('WROTE')\nexcept OSError as e:\n    print('denied')").await;
+    let r = python(
+        "try:\n    open('/usr/local/lib/evil.txt', 'w')\n    print('WROTE')\nexcept OSError as e:\n    print('denied')",
+    )
+    .await;
     assert_eq!(r.stdout, "denied\n", "{r:?}");
-    let again = run(ExecRequest::new(Language::Python, "import os; print(os.path.exists('/usr/local/lib/evil.txt'))")).await;
+    let again =
+        run(ExecRequest::new(Language::Python, "import os; print(os.path.exists('/usr/local/lib/evil.txt'))")).await;
     assert_eq!(again.stdout, "False\n");
 }

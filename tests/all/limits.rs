@@ -46,7 +46,9 @@ async fn output_cap_keeps_the_prefix_and_stops_the_guest() {
 #[tokio::test]
 async fn memory_cap_is_enforced() {
     let limits = Limits { memory_bytes: 256 << 20, ..Limits::default() };
-    let r = run(with(Language::Python, "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))", limits.clone())).await;
+    let r =
+        run(with(Language::Python, "blocks = []\nwhile True:\n    blocks.append(bytearray(16 << 20))", limits.clone()))
+            .await;
     assert_eq!(r.outcome, Outcome::MemoryExceeded, "{r:?}");
     assert!(r.peak_memory_bytes <= 256 << 20);
     let r = run(with(Language::JavaScript, "const a = []; for (;;) a.push(new Uint8Array(16 << 20))", limits)).await;
@@ -56,7 +58,8 @@ async fn memory_cap_is_enforced() {
 
 #[tokio::test]
 async fn fuel_budget_is_enforced_and_reported() {
-    let spin = with(Language::Python, "n = 0\nwhile True:\n    n += 1", Limits { fuel: Some(5_000_000), ..Limits::default() });
+    let spin =
+        with(Language::Python, "n = 0\nwhile True:\n    n += 1", Limits { fuel: Some(5_000_000), ..Limits::default() });
     let r = metered_engine().execute(spin).await.unwrap();
     assert_eq!(r.outcome, Outcome::FuelExhausted, "{r:?}");
     assert_eq!(r.fuel_used, Some(5_000_000));
@@ -89,7 +92,12 @@ async fn open_file_cap_is_enforced() {
     let r = run(with(Language::Python, code, Limits { open_files: 16, ..Limits::default() })).await;
     assert_eq!(r.outcome, Outcome::OpenFileLimitExceeded, "{r:?}");
     assert!(!r.stdout.contains("opened all"), "{r:?}");
-    let fine = run(with(Language::Python, "held = [open(f'f{i}.txt', 'w') for i in range(10)]\nprint('ok')", Limits { open_files: 16, ..Limits::default() })).await;
+    let fine = run(with(
+        Language::Python,
+        "held = [open(f'f{i}.txt', 'w') for i in range(10)]\nprint('ok')",
+        Limits { open_files: 16, ..Limits::default() },
+    ))
+    .await;
     assert_eq!(fine.stdout, "ok\n", "{fine:?}");
     assert_host_healthy().await;
 }

@@ -45,10 +45,8 @@ async fn syntax_error_is_reported() {
 #[tokio::test]
 async fn stdin_argv_and_env_reach_the_guest() {
     let code = "import sys, os\nprint(sys.stdin.read().upper(), sys.argv[1:], os.environ['GREETING'])";
-    let request = ExecRequest::new(Language::Python, code)
-        .with_stdin("hello")
-        .with_args(["a", "b"])
-        .with_env("GREETING", "hi");
+    let request =
+        ExecRequest::new(Language::Python, code).with_stdin("hello").with_args(["a", "b"]).with_env("GREETING", "hi");
     let r = run(request).await;
     assert_eq!(r.stdout, "HELLO ['a', 'b'] hi\n", "{r:?}");
 }
@@ -76,7 +74,9 @@ fig.savefig("chart.png")
 #[tokio::test]
 async fn every_execution_is_fresh() {
     let first = python("import random\nsecret = 1\nopen('left.txt', 'w').write('x')\nprint(random.random())").await;
-    let second = python("import os, random\nprint('secret' in globals(), os.path.exists('left.txt'))\nprint(random.random())").await;
+    let second =
+        python("import os, random\nprint('secret' in globals(), os.path.exists('left.txt'))\nprint(random.random())")
+            .await;
     assert_eq!(second.stdout.lines().next(), Some("False False"), "{second:?}");
     assert_ne!(first.stdout.lines().last(), second.stdout.lines().last(), "random seeds must differ");
     let np1 = python("import numpy as np; print(np.random.rand())").await;

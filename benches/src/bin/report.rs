@@ -18,7 +18,12 @@ fn main() -> anyhow::Result<()> {
     let py = runtime.block_on(latencies(&engine, Language::Python, "print(1 + 1)", FRESH_RUNS))?;
     let js = runtime.block_on(latencies(&engine, Language::JavaScript, "console.log(1 + 1)", FRESH_RUNS))?;
     let imports = runtime.block_on(latencies(&engine, Language::Python, "import numpy, pandas", IMPORT_RUNS))?;
-    let df = runtime.block_on(latencies(&engine, Language::Python, "import pandas as pd\npd.DataFrame({'a': range(100)}).describe()", IMPORT_RUNS))?;
+    let df = runtime.block_on(latencies(
+        &engine,
+        Language::Python,
+        "import pandas as pd\npd.DataFrame({'a': range(100)}).describe()",
+        IMPORT_RUNS,
+    ))?;
     let rate = runtime.block_on(throughput(&engine))?;
     let soulbox = soulbox_binary()?;
     let warm_start = process_latencies(Command::new(&soulbox).args(["run", "-e", "print(1 + 1)"]))?;
@@ -37,7 +42,10 @@ fn main() -> anyhow::Result<()> {
         row("native `python3 -c 'import numpy, pandas'`", np, &native);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("\nThroughput: {rate:.0} fresh Python executions/s on {cores} cores ({:.2} ms per execution per core)", 1000.0 * cores as f64 / rate);
+    println!(
+        "\nThroughput: {rate:.0} fresh Python executions/s on {cores} cores ({:.2} ms per execution per core)",
+        1000.0 * cores as f64 / rate
+    );
     Ok(())
 }
 

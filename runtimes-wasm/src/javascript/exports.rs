@@ -32,9 +32,9 @@ pub fn add_internal_exports(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
                 exports.export(export.name, export_kind(export.kind), export.index);
             }
             for (internal, exported) in EXTRA_EXPORTS {
-                let index = names.get(internal).ok_or_else(|| {
-                    RuntimeError::Wasm(format!("qjs module has no function named `{internal}`"))
-                })?;
+                let index = names
+                    .get(internal)
+                    .ok_or_else(|| RuntimeError::Wasm(format!("qjs module has no function named `{internal}`")))?;
                 exports.export(exported, ExportKind::Func, *index);
             }
             module.section(&exports);

@@ -110,8 +110,12 @@ async fn write_argv(store: &mut Store<GuestState>, instance: &Instance, argv: &[
 
 /// Runs queued promise jobs until none is left. False if a job threw (the error is printed).
 async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
-    let context = instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
-    let runtime = instance.get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?.call_async(&mut *store, context).await?;
+    let context =
+        instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    let runtime = instance
+        .get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?
+        .call_async(&mut *store, context)
+        .await?;
     let job = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "soulbox_execute_pending_job")?;
     let job_context = malloc(store, instance, &[0; 4]).await?;
     let mut ok = true;
@@ -131,7 +135,8 @@ async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) ->
 
 /// Evaluates a snippet of SoulBox's own code in the guest's context.
 async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<()> {
-    let context = instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    let context =
+        instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
     let mut source = code.as_bytes().to_vec();
     source.push(0);
     let buf = malloc(store, instance, &source).await?;

@@ -53,7 +53,11 @@ pub fn extract_mpl_data(dir: &Path) -> Result<(), RuntimeError> {
     let file = std::fs::File::open(&zip_path).map_err(|e| RuntimeError::io(&zip_path, e))?;
     let mut stdlib = zip::ZipArchive::new(file).map_err(bad)?;
     let mut inner = Vec::new();
-    stdlib.by_name(MPL_DATA_MEMBER).map_err(bad)?.read_to_end(&mut inner).map_err(|e| RuntimeError::io(&zip_path, e))?;
+    stdlib
+        .by_name(MPL_DATA_MEMBER)
+        .map_err(bad)?
+        .read_to_end(&mut inner)
+        .map_err(|e| RuntimeError::io(&zip_path, e))?;
     let mut data = zip::ZipArchive::new(std::io::Cursor::new(inner)).map_err(bad)?;
     let staging = tempfile::tempdir_in(dir).map_err(|e| RuntimeError::io(dir, e))?;
     data.extract(staging.path()).map_err(bad)?;

@@ -72,7 +72,12 @@ impl Python {
     }
 
     /// Runs the prelude and then `code` in a fresh `instance`; returns the exit status.
-    pub async fn run(store: &mut Store<GuestState>, instance: &Instance, prelude: &str, code: &str) -> wasmtime::Result<i32> {
+    pub async fn run(
+        store: &mut Store<GuestState>,
+        instance: &Instance,
+        prelude: &str,
+        code: &str,
+    ) -> wasmtime::Result<i32> {
         let status = turn(store, instance, prelude).await?;
         if status != 0 {
             wasmtime::bail!("SoulBox's Python prelude failed with status {status}");

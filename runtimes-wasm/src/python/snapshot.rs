@@ -49,7 +49,13 @@ impl super::Python {
     }
 
     /// The snapshot module's bytes: read from `cache_dir` if built before, else built and stored.
-    pub fn snapshot_wasm(&self, cache_dir: &Path, scratch: &Path, settings: &EngineSettings, progress: bool) -> Result<Vec<u8>, RuntimeError> {
+    pub fn snapshot_wasm(
+        &self,
+        cache_dir: &Path,
+        scratch: &Path,
+        settings: &EngineSettings,
+        progress: bool,
+    ) -> Result<Vec<u8>, RuntimeError> {
         let name = format!("python-{}.wasm", &blake3::hash(self.content_key().as_bytes()).to_hex()[..32]);
         let path = cache_dir.join(name);
         if let Ok(bytes) = std::fs::read(&path) {
@@ -107,7 +113,10 @@ impl super::Python {
         if settings.fuel {
             store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
         }
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| RuntimeError::io(scratch, e))?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| RuntimeError::io(scratch, e))?;
         runtime.block_on(async {
             let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
             let status = super::turn(&mut store, &instance, WARM_UP).await.map_err(|e| fail(format!("{e:#}")))?;
@@ -123,13 +132,14 @@ impl super::Python {
     }
 }
 
-
 fn spinner(progress: bool) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
     let spinner = ProgressBar::new_spinner();
-    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+    spinner.set_style(
+        ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
     spinner.set_message("building the pre-initialized Python snapshot (numpy, pandas, matplotlib; once)");
     spinner.enable_steady_tick(Duration::from_millis(200));
     spinner

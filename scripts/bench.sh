@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report table
+# (p50/p99 and ratios against native `python3 -c`, all measured in this run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --locked
+./target/release/soulbox runtimes fetch
+cargo bench -p soulbox-benches --locked --bench execution -- --warm-up-time 2 --measurement-time 5
+./target/release/report

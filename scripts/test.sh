@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# SoulBox's whole test suite, on a fresh machine or a warm one:
+#   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
+#   (skipped when already done), then every unit, integration and CLI test against real wasmtime.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "rustfmt"
+cargo fmt --all --check
+
+step "clippy (-D warnings)"
+cargo clippy --release --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --release --workspace --locked
+
+step "runtimes (pip download, verify, compile once)"
+./target/release/soulbox runtimes fetch
+
+step "tests"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --release --workspace --locked 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+echo
+echo "summary: ${passed} passed, ${failed} failed"
+exit "$status"

