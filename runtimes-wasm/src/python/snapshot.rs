@@ -37,6 +37,10 @@ def enter(env, argv):
 ''', _soulbox.__dict__)
 sys.modules["_soulbox"] = _soulbox
 del _soulbox, types, sys
+import gc
+gc.collect()
+gc.freeze()
+del gc
 "#;
 /// Bumped whenever the guest layout or the build recipe changes.
 const RECIPE_VERSION: u32 = 1;
