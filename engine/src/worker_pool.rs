@@ -55,6 +55,7 @@ pub struct WorkerPool {
     jobs: Mutex<mpsc::Sender<Job>>,
     admission: Arc<Semaphore>,
     capacity: usize,
+    workers: usize,
 }
 
 impl WorkerPool {
@@ -71,12 +72,17 @@ impl WorkerPool {
                 .spawn(move || worker_loop(&receiver))?;
         }
         let capacity = workers + config.queue;
-        Ok(WorkerPool { jobs: Mutex::new(sender), admission: Arc::new(Semaphore::new(capacity)), capacity })
+        Ok(WorkerPool { jobs: Mutex::new(sender), admission: Arc::new(Semaphore::new(capacity)), capacity, workers })
     }
 
     /// Jobs admitted at once, running plus waiting.
     pub fn capacity(&self) -> usize {
         self.capacity
+    }
+
+    /// Whether more jobs are admitted than there are workers, so some are waiting.
+    pub fn is_backlogged(&self) -> bool {
+        self.in_use() > self.workers
     }
 
     /// Jobs admitted right now, running plus waiting.
@@ -91,13 +97,29 @@ impl WorkerPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
+        self.run_then(job, || ()).await
+    }
+
+    /// Like [`WorkerPool::run`], and then, on the same worker thread after the value has been
+    /// handed back and the job's admission slot released, runs `then`: optional follow-up work
+    /// (preparing for the next job) that should not delay this caller. `then` should check
+    /// [`WorkerPool::is_backlogged`] and skip its work when jobs are waiting.
+    pub async fn run_then<F, R, T>(&self, job: F, then: T) -> Result<R, BackendError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+        T: FnOnce() + Send + 'static,
+    {
         let permit = self.admit()?;
         let (reply, answer) = oneshot::channel();
         let boxed: Job = Box::new(move || {
-            let _permit: OwnedSemaphorePermit = permit;
             let value = catch_unwind(AssertUnwindSafe(job));
+            drop::<OwnedSemaphorePermit>(permit);
             // The caller may have gone away; then nobody wants the value.
             let _ = reply.send(value);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(then)) {
+                tracing::error!(panic = panic_message(&*panic), "worker follow-up panicked");
+            }
         });
         self.jobs
             .lock()
@@ -175,6 +197,17 @@ mod tests {
             h.await.unwrap().unwrap();
         }
         pool.run(|| ()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn follow_up_runs_on_the_same_thread_after_the_reply() {
+        let pool = pool(1, 0);
+        let (tell, heard) = std::sync::mpsc::channel();
+        let job_thread = pool
+            .run_then(|| std::thread::current().id(), move || tell.send(std::thread::current().id()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(heard.recv().unwrap(), job_thread);
     }
 
     #[tokio::test]

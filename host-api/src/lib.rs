@@ -9,7 +9,8 @@
 //!   leave it.
 //! - [`ReadOnlyMount`]: a host directory the guest may read at a fixed guest path (the Python
 //!   standard library).
-//! - [`CappedOutput`]: stdout/stderr capture that keeps at most a cap and then stops the guest.
+//! - [`CappedOutput`]: stdout/stderr capture that keeps at most a cap and then stops the guest;
+//!   [`GuestStdin`]: stdin the host can set up to the moment the guest runs.
 //! - [`GuestLimiter`]: linear-memory cap and peak tracking.
 //! - [`GuestState`] and [`add_to_linker`]: the store data a guest runs with, and the imports it
 //!   may call (WASI preview 1 plus `host.call`, which answers "no host").
@@ -18,11 +19,13 @@
 //! random seed per guest.
 
 mod guest_root;
+mod input;
 mod limiter;
 mod output;
 mod state;
 
 pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS};
+pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
 pub use output::CappedOutput;
-pub use state::{GuestConfig, GuestState, HostApiError, NO_HOST, ReadOnlyMount, add_to_linker};
+pub use state::{GuestConfig, GuestLimits, GuestState, HostApiError, NO_HOST, ReadOnlyMount, add_to_linker};

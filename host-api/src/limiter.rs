@@ -20,6 +20,13 @@ impl GuestLimiter {
         GuestLimiter { memory_cap: usize::try_from(memory_cap).unwrap_or(usize::MAX), peak: 0, refused: false }
     }
 
+    /// Changes the cap for future growth and clears the refusal flag. Memory the guest already
+    /// has is not taken away: check [`GuestLimiter::peak_bytes`] against the new cap.
+    pub fn set_cap(&mut self, memory_cap: u64) {
+        self.memory_cap = usize::try_from(memory_cap).unwrap_or(usize::MAX);
+        self.refused = false;
+    }
+
     /// The largest linear memory size seen, in bytes.
     pub fn peak_bytes(&self) -> u64 {
         self.peak as u64

@@ -6,7 +6,7 @@
 
 use bytes::{Bytes, BytesMut};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
@@ -20,7 +20,7 @@ pub struct CappedOutput {
 
 #[derive(Debug)]
 struct Inner {
-    cap: usize,
+    cap: AtomicUsize,
     buffer: Mutex<BytesMut>,
     overflowed: AtomicBool,
 }
@@ -29,8 +29,17 @@ impl CappedOutput {
     /// A sink keeping at most `cap` bytes.
     pub fn new(cap: usize) -> Self {
         CappedOutput {
-            inner: Arc::new(Inner { cap, buffer: Mutex::new(BytesMut::new()), overflowed: AtomicBool::new(false) }),
+            inner: Arc::new(Inner {
+                cap: AtomicUsize::new(cap),
+                buffer: Mutex::new(BytesMut::new()),
+                overflowed: AtomicBool::new(false),
+            }),
         }
+    }
+
+    /// Changes the cap for what is written from now on.
+    pub fn set_cap(&self, cap: usize) {
+        self.inner.cap.store(cap, Ordering::Relaxed);
     }
 
     /// Whether the guest tried to write past the cap.
@@ -48,7 +57,7 @@ impl CappedOutput {
     /// Appends what fits; returns how many bytes were kept and whether the cap was hit.
     fn append(&self, bytes: &[u8]) -> (usize, bool) {
         let mut buffer = self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.inner.cap.saturating_sub(buffer.len());
+        let room = self.inner.cap.load(Ordering::Relaxed).saturating_sub(buffer.len());
         let kept = bytes.len().min(room);
         buffer.extend_from_slice(&bytes[..kept]);
         let hit = kept < bytes.len();

@@ -1,11 +1,11 @@
 //! [`GuestState`]: the store data a guest runs with, and [`add_to_linker`]: what it may import.
 
+use crate::input::GuestStdin;
 use crate::limiter::GuestLimiter;
 use crate::output::CappedOutput;
 use std::path::{Path, PathBuf};
 use wasmtime::Linker;
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
 /// What `host.call` answers: "there is no host to call". Guests treat it as a refused call.
@@ -29,12 +29,17 @@ pub struct GuestConfig<'a> {
     pub args: &'a [String],
     /// The complete environment the guest sees.
     pub env: &'a [(String, String)],
-    /// Bytes on standard input.
-    pub stdin: Vec<u8>,
     /// Read-only mounts, preopened in this order before the root.
     pub mounts: &'a [ReadOnlyMount],
     /// The host directory preopened read-write as `/`.
     pub root: &'a Path,
+    /// The limits the guest starts with; [`GuestState::set_limits`] changes them later.
+    pub limits: GuestLimits,
+}
+
+/// The per-guest limits the host API enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuestLimits {
     /// Stdout cap in bytes.
     pub stdout_cap: usize,
     /// Stderr cap in bytes.
@@ -68,6 +73,10 @@ pub struct GuestState {
     pub stdout: CappedOutput,
     /// Captured stderr.
     pub stderr: CappedOutput,
+    /// Standard input.
+    pub stdin: GuestStdin,
+    /// WASI table entries that are not open files (stdio, preopens, slack).
+    reserved_table_entries: usize,
 }
 
 impl std::fmt::Debug for GuestState {
@@ -80,13 +89,14 @@ impl GuestState {
     /// Builds the state for one guest. Nothing of the host is inherited: no env, no args, no
     /// stdio, no network, no directories but the ones `config` names.
     pub fn new(config: GuestConfig<'_>) -> Result<Self, HostApiError> {
-        let stdout = CappedOutput::new(config.stdout_cap);
-        let stderr = CappedOutput::new(config.stderr_cap);
+        let stdout = CappedOutput::new(config.limits.stdout_cap);
+        let stderr = CappedOutput::new(config.limits.stderr_cap);
+        let stdin = GuestStdin::default();
         let mut builder = WasiCtxBuilder::new();
         builder
             .args(config.args)
             .envs(config.env)
-            .stdin(MemoryInputPipe::new(config.stdin))
+            .stdin(stdin.clone())
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_blocking_current_thread(true)
@@ -97,10 +107,26 @@ impl GuestState {
             preopen(&mut builder, &mount.host, &mount.guest, FsPerms::ReadOnly)?;
         }
         preopen(&mut builder, config.root, "/", FsPerms::ReadWrite)?;
-        let mut wasi = builder.build_p1();
-        let open_files = usize::try_from(config.open_files).unwrap_or(usize::MAX);
-        wasi.ctx().table.set_max_capacity(config.mounts.len() + 1 + open_files + WASI_TABLE_SLACK);
-        Ok(GuestState { wasi, limiter: GuestLimiter::new(config.memory_cap), stdout, stderr })
+        let mut state = GuestState {
+            wasi: builder.build_p1(),
+            limiter: GuestLimiter::new(config.limits.memory_cap),
+            stdout,
+            stderr,
+            stdin,
+            reserved_table_entries: config.mounts.len() + 1 + WASI_TABLE_SLACK,
+        };
+        state.set_limits(config.limits);
+        Ok(state)
+    }
+
+    /// Applies `limits` from now on (a guest instantiated ahead of its request gets the
+    /// request's limits just before it runs).
+    pub fn set_limits(&mut self, limits: GuestLimits) {
+        self.stdout.set_cap(limits.stdout_cap);
+        self.stderr.set_cap(limits.stderr_cap);
+        self.limiter.set_cap(limits.memory_cap);
+        let open_files = usize::try_from(limits.open_files).unwrap_or(usize::MAX);
+        self.wasi.ctx().table.set_max_capacity(self.reserved_table_entries.saturating_add(open_files));
     }
 }
 

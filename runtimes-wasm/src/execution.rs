@@ -1,20 +1,27 @@
 //! One execution, start to finish, on a worker thread.
 //!
-//! Fresh guest root, input files placed, fresh store (limits armed: memory limiter, epoch
-//! deadline, fuel), fresh instance from the `InstancePre` (pooling allocator, copy-on-write
-//! memory image), the interpreter's entry point, then the outcome classified, the output files
-//! collected, and everything dropped. Nothing outlives the execution, so nothing leaks between
-//! executions.
+//! A [`Guest`] is a fresh instance with its own guest root and store: instantiated from the
+//! `InstancePre` (pooling allocator, copy-on-write memory image) and, for Python, warmed by one
+//! request-independent turn. An execution takes a guest, applies the request (limits, stdin,
+//! input files, then the epoch deadline and fuel), runs the interpreter's entry point,
+//! classifies how it ended, collects the output files, and drops the guest. A guest serves
+//! exactly one execution, so nothing leaks between executions.
+//!
+//! Python guests may be started ahead of time: after each job a worker starts its next Python
+//! guest ([`refill`]) and keeps it in a thread-local slot, so a request finds the page-faulting
+//! warm-up already done. JavaScript guests take their argv and env from the WASI context (the
+//! reactor reads them at start), so they are always started for their request.
 
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
 use crate::python::{Python, layout};
 use crate::ticker::EpochTicker;
-use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
-use soulbox_host_api::{CollectLimits, GuestConfig, GuestRoot, GuestState};
+use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, Outcome, OutputFile};
+use soulbox_host_api::{CollectLimits, GuestConfig, GuestLimits, GuestRoot, GuestState};
+use std::cell::RefCell;
 use std::time::{Duration, Instant};
-use wasmtime::{InstancePre, Store, Trap};
+use wasmtime::{Instance, InstancePre, Store, Trap};
 use wasmtime_wasi::{I32Exit, ResourceTableError};
 
 /// Exit status reported when the deadline stopped the guest (as `timeout(1)` does).
@@ -30,6 +37,15 @@ pub const MAX_OUTPUT_FILE_BYTES: u64 = 64 << 20;
 /// Extra wall time allowed past the deadline before a guest blocked in a host call (a
 /// `sleep`, say) is abandoned; running guest code is stopped by the epoch at the deadline.
 const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+/// Deadline for SoulBox's own warm-up turn.
+const WARM_DEADLINE: Duration = Duration::from_secs(30);
+/// Limits while a guest warms up, before a request's apply.
+const WARM_LIMITS: GuestLimits = GuestLimits {
+    stdout_cap: 64 << 10,
+    stderr_cap: 64 << 10,
+    memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
+    open_files: 64,
+};
 
 /// Which interpreter a module runs.
 #[derive(Debug)]
@@ -44,41 +60,150 @@ pub(crate) struct Prepared {
     pub(crate) instance_pre: InstancePre<GuestState>,
 }
 
+/// A fresh instance, its store and its guest root: used by exactly one execution.
+struct Guest {
+    store: Store<GuestState>,
+    instance: Instance,
+    root: GuestRoot,
+    /// The backend that started it (worker threads belong to one backend; checked anyway).
+    owner: *const Inner,
+}
+
 thread_local! {
     /// Each worker thread drives its guests on its own single-threaded runtime.
     static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime");
+    /// This worker's next Python guest, started ahead of its request.
+    static READY_PYTHON: RefCell<Option<Guest>> = const { RefCell::new(None) };
 }
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
 pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) -> Result<ExecResult, RuntimeError> {
-    let prepared = inner.prepared(request.language)?;
+    let mut guest = match request.language {
+        Language::Python => match take_ready_python(inner) {
+            Some(guest) => guest,
+            None => start_guest(inner, Language::Python, None)?,
+        },
+        Language::JavaScript => start_guest(inner, Language::JavaScript, Some(&request))?,
+    };
+    apply(inner, &mut guest, &request)?;
+    let ended = if guest.store.data().limiter.peak_bytes() > request.limits.memory_bytes {
+        Ended::stopped(Outcome::MemoryExceeded, "the interpreter alone needs more memory than the limit")
+    } else {
+        let deadline = request.limits.deadline + HOST_CALL_GRACE;
+        let ran = block_on(async { tokio::time::timeout(deadline, run_entry(&mut guest, &request)).await });
+        classify(ran, &guest.store)
+    };
+    finish(guest, ended, &request.limits, admitted)
+}
+
+/// Starts this worker's next Python guest if it has none (called after each job, once the
+/// caller has its result). Failures are logged: the next request starts its guest itself.
+pub(crate) fn refill(inner: &Inner) {
+    if !inner.config.prewarm || READY_PYTHON.with(|ready| ready.borrow().is_some()) {
+        return;
+    }
+    match start_guest(inner, Language::Python, None) {
+        Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest)),
+        Err(error) => tracing::warn!(%error, "could not start the next Python guest ahead of time"),
+    }
+}
+
+fn take_ready_python(inner: &Inner) -> Option<Guest> {
+    READY_PYTHON.with(|ready| ready.borrow_mut().take()).filter(|guest| std::ptr::eq(guest.owner, inner))
+}
+
+fn block_on<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|runtime| runtime.block_on(future))
+}
+
+/// A fresh, instantiated guest. Python guests also run the warm-up turn; JavaScript guests get
+/// `request`'s argv and env in their WASI context.
+fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
+    let prepared = inner.prepared(language)?;
     let scratch = inner.config.home.scratch_dir();
     std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
-    let mount_points: &[&str] = match prepared.interpreter {
-        Interpreter::Python(_) => &layout::MOUNT_POINTS,
-        Interpreter::JavaScript => &[],
+    let (args, env, mounts, mount_points): (Vec<String>, Vec<(String, String)>, _, &[&str]) = match &prepared
+        .interpreter
+    {
+        Interpreter::Python(python) => {
+            (Python::wasi_argv(), Python::base_env(), python.mounts(), &layout::MOUNT_POINTS)
+        }
+        Interpreter::JavaScript => {
+            let request = request.ok_or_else(|| RuntimeError::Wasm("a JavaScript guest needs its request".into()))?;
+            (JavaScript::argv(request), request.env.clone().into_iter().collect(), Vec::new(), &[])
+        }
     };
-    let mut root = GuestRoot::create_in(&scratch, mount_points)?;
-    for file in &request.files {
-        root.place(&file.path, &file.contents)?;
+    let root = GuestRoot::create_in(&scratch, mount_points)?;
+    let root_path = root.host_path();
+    let state = GuestState::new(GuestConfig {
+        args: &args,
+        env: &env,
+        mounts: &mounts,
+        root: &root_path,
+        limits: WARM_LIMITS,
+    })?;
+    let mut store = Store::new(&inner.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(EpochTicker::ticks_for(WARM_DEADLINE));
+    if inner.config.settings.fuel {
+        store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    let mut store = new_store(inner, &prepared, &request, &root)?;
-    let ran = RUNTIME.with(|runtime| {
-        runtime.block_on(async {
-            let deadline = request.limits.deadline + HOST_CALL_GRACE;
-            tokio::time::timeout(deadline, run_guest(&mut store, &prepared, &request)).await
-        })
+    let instance = block_on(async {
+        let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
+        if let Interpreter::Python(_) = prepared.interpreter {
+            Python::run_internal(&mut store, &instance, Python::WARM).await?;
+        }
+        wasmtime::Result::<Instance>::Ok(instance)
+    })
+    .map_err(|e| RuntimeError::wasm(&e))?;
+    store.data().stdout.take();
+    store.data().stderr.take();
+    Ok(Guest { store, instance, root, owner: inner })
+}
+
+/// Gives `guest` the request's limits, stdin and input files, and arms its deadline and fuel.
+fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), RuntimeError> {
+    for file in &request.files {
+        guest.root.place(&file.path, &file.contents)?;
+    }
+    let limits = &request.limits;
+    let state = guest.store.data_mut();
+    state.stdin.set(request.stdin.clone());
+    state.set_limits(GuestLimits {
+        stdout_cap: usize::try_from(limits.stdout_bytes).unwrap_or(usize::MAX),
+        stderr_cap: usize::try_from(limits.stderr_bytes).unwrap_or(usize::MAX),
+        memory_cap: limits.memory_bytes,
+        open_files: limits.open_files,
     });
-    let ended = classify(ran, &store);
+    if inner.config.settings.fuel {
+        guest.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
+    }
+    guest.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
+    Ok(())
+}
+
+async fn run_entry(guest: &mut Guest, request: &ExecRequest) -> wasmtime::Result<i32> {
+    let (store, instance) = (&mut guest.store, &guest.instance);
+    match request.language {
+        Language::Python => {
+            let prelude = Python::prelude(request, &Python::env(request));
+            Python::run(store, instance, &prelude, &request.code).await
+        }
+        Language::JavaScript => JavaScript::run(store, instance, &JavaScript::argv(request)).await,
+    }
+}
+
+fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Result<ExecResult, RuntimeError> {
     let collected =
-        root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
+        guest.root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
     if collected.truncated {
         tracing::warn!(max_files = MAX_OUTPUT_FILES, max_bytes = MAX_OUTPUT_FILE_BYTES, "output files truncated");
     }
-    let state = store.data();
+    let state = guest.store.data();
     Ok(ExecResult {
         stdout: String::from_utf8_lossy(&state.stdout.take()).into_owned(),
         stderr: String::from_utf8_lossy(&state.stderr.take()).into_owned(),
@@ -86,56 +211,11 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
         outcome: ended.outcome,
         error: ended.error,
         duration: admitted.elapsed(),
-        fuel_used: fuel_used(&store, &request.limits),
+        fuel_used: fuel_used(&guest.store, limits),
         peak_memory_bytes: state.limiter.peak_bytes(),
         files: collected.files.into_iter().map(|(path, contents)| OutputFile { path, contents }).collect(),
         backend: "wasm".into(),
     })
-}
-
-fn new_store(
-    inner: &Inner,
-    prepared: &Prepared,
-    request: &ExecRequest,
-    root: &GuestRoot,
-) -> Result<Store<GuestState>, RuntimeError> {
-    let root_path = root.host_path();
-    let (args, env, mounts) = match &prepared.interpreter {
-        Interpreter::Python(python) => (Python::wasi_argv(), Python::env(request), python.mounts()),
-        Interpreter::JavaScript => (JavaScript::argv(request), request.env.clone().into_iter().collect(), Vec::new()),
-    };
-    let limits = &request.limits;
-    let state = GuestState::new(GuestConfig {
-        args: &args,
-        env: &env,
-        stdin: request.stdin.clone(),
-        mounts: &mounts,
-        root: &root_path,
-        stdout_cap: usize::try_from(limits.stdout_bytes).unwrap_or(usize::MAX),
-        stderr_cap: usize::try_from(limits.stderr_bytes).unwrap_or(usize::MAX),
-        memory_cap: limits.memory_bytes,
-        open_files: limits.open_files,
-    })?;
-    let mut store = Store::new(&inner.engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
-    if inner.config.settings.fuel {
-        store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
-    }
-    Ok(store)
-}
-
-async fn run_guest(store: &mut Store<GuestState>, prepared: &Prepared, request: &ExecRequest) -> wasmtime::Result<i32> {
-    let instance = prepared.instance_pre.instantiate_async(&mut *store).await?;
-    match &prepared.interpreter {
-        Interpreter::Python(_) => {
-            let env = Python::env(request);
-            let prelude = Python::prelude(request, &env);
-            Python::run(store, &instance, &prelude, &request.code).await
-        }
-        Interpreter::JavaScript => JavaScript::run(store, &instance, &JavaScript::argv(request)).await,
-    }
 }
 
 /// How a guest ended, as the result reports it.

@@ -57,6 +57,14 @@ async fn memory_cap_is_enforced() {
 }
 
 #[tokio::test]
+async fn a_cap_below_the_interpreters_own_memory_is_reported_not_run() {
+    let r = run(with(Language::Python, "print('ran')", Limits { memory_bytes: 16 << 20, ..Limits::default() })).await;
+    assert_eq!(r.outcome, Outcome::MemoryExceeded, "{r:?}");
+    assert!(r.stdout.is_empty());
+    assert_host_healthy().await;
+}
+
+#[tokio::test]
 async fn fuel_budget_is_enforced_and_reported() {
     let spin =
         with(Language::Python, "n = 0\nwhile True:\n    n += 1", Limits { fuel: Some(5_000_000), ..Limits::default() });

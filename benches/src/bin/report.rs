@@ -15,6 +15,10 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
+    if std::env::var_os("SOULBOX_REPORT_ONLY_THROUGHPUT").is_some() {
+        println!("{:.0}/s", runtime.block_on(throughput(&engine))?);
+        return Ok(());
+    }
     let py = runtime.block_on(latencies(&engine, Language::Python, "print(1 + 1)", FRESH_RUNS))?;
     let js = runtime.block_on(latencies(&engine, Language::JavaScript, "console.log(1 + 1)", FRESH_RUNS))?;
     let imports = runtime.block_on(latencies(&engine, Language::Python, "import numpy, pandas", IMPORT_RUNS))?;

@@ -5,12 +5,14 @@
 //! pandas and matplotlib (Agg) imported, so a fresh instance starts with the scientific stack
 //! ready and only copy-on-write pages to touch.
 //!
-//! Per execution, through the reactor's `turn(ptr, len)` export (code written into a buffer from
-//! `host_alloc`):
+//! Each instance is started with a warm-up turn, `__import__("_soulbox").warm()`, which reseeds
+//! `random` and `numpy.random` from fresh WASI entropy (the snapshot froze the first turn's
+//! seeds) and takes the instance's first-touch page faults; it needs nothing from a request, so
+//! a worker can start its next instance before the request arrives. Then, per execution, through
+//! the reactor's `turn(ptr, len)` export (code written into a buffer from `host_alloc`):
 //!
 //! 1. a prelude turn, `__import__("_soulbox").enter(env, argv)`, which applies the request's
-//!    environment and `sys.argv` and reseeds `random` and `numpy.random` from fresh WASI
-//!    entropy (the snapshot froze the first turn's env, argv and seeds);
+//!    environment and `sys.argv` (the snapshot froze the first turn's);
 //! 2. the request's code, REPL-style: a final expression's value is echoed to stdout.
 //!
 //! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
@@ -48,10 +50,14 @@ impl Python {
         layout::mounts(&self.dir)
     }
 
-    /// The guest's environment: [`layout::BASE_ENV`] with the request's laid over it.
+    /// The environment every guest starts with ([`layout::BASE_ENV`]).
+    pub fn base_env() -> Vec<(String, String)> {
+        layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    /// The environment a request's code sees: the base with the request's laid over it.
     pub fn env(request: &ExecRequest) -> Vec<(String, String)> {
-        let mut env: std::collections::BTreeMap<String, String> =
-            layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let mut env: std::collections::BTreeMap<String, String> = Self::base_env().into_iter().collect();
         env.extend(request.env.clone());
         env.into_iter().collect()
     }
@@ -61,7 +67,10 @@ impl Python {
         vec![layout::ARGV0.to_owned()]
     }
 
-    /// The prelude turn for `request`: environment, `sys.argv`, fresh random seeds.
+    /// The request-independent warm-up turn every instance runs first.
+    pub const WARM: &str = "__import__(\"_soulbox\").warm()";
+
+    /// The prelude turn for `request`: environment and `sys.argv`.
     pub fn prelude(request: &ExecRequest, env: &[(String, String)]) -> String {
         let env: serde_json::Map<String, serde_json::Value> =
             env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
@@ -71,17 +80,22 @@ impl Python {
         format!("__import__(\"_soulbox\").enter({env}, {argv})")
     }
 
-    /// Runs the prelude and then `code` in a fresh `instance`; returns the exit status.
+    /// Runs one of SoulBox's own turns ([`Python::WARM`], a prelude), which must succeed.
+    pub async fn run_internal(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<()> {
+        match turn(store, instance, code).await? {
+            0 => Ok(()),
+            status => wasmtime::bail!("SoulBox's Python turn `{code}` failed with status {status}"),
+        }
+    }
+
+    /// Runs the prelude and then `code` in a warmed instance; returns the exit status.
     pub async fn run(
         store: &mut Store<GuestState>,
         instance: &Instance,
         prelude: &str,
         code: &str,
     ) -> wasmtime::Result<i32> {
-        let status = turn(store, instance, prelude).await?;
-        if status != 0 {
-            wasmtime::bail!("SoulBox's Python prelude failed with status {status}");
-        }
+        Self::run_internal(store, instance, prelude).await?;
         Ok(turn(store, instance, code).await? & 0xff)
     }
 }

@@ -11,14 +11,15 @@ use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use soulbox_host_api::{GuestConfig, GuestRoot, GuestState, add_to_linker};
+use soulbox_host_api::{GuestConfig, GuestLimits, GuestRoot, GuestState, add_to_linker};
 use std::path::Path;
 use std::time::Duration;
 use wasmtime::{Linker, Module, Store};
 use wasmtime_wizer::{WasmtimeWizer, Wizer};
 
-/// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (the
-/// per-execution prelude's target), imports the scientific stack, and leaves `__main__` clean.
+/// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (`warm`
+/// reseeds `random` and `numpy.random` from fresh WASI entropy for each instance; `enter` applies
+/// a request's environment and `sys.argv`), imports the scientific stack, and leaves `__main__` clean.
 pub const WARM_UP: &str = r#"
 import sys, types
 _soulbox = types.ModuleType("_soulbox")
@@ -28,12 +29,14 @@ import base64, csv, decimal, fractions, statistics, string, textwrap, time, trac
 import numpy, pandas, matplotlib
 import matplotlib.pyplot
 
+def warm():
+    random.seed()
+    numpy.random.seed()
+
 def enter(env, argv):
     os.environ.clear()
     os.environ.update(env)
     sys.argv[:] = argv
-    random.seed()
-    numpy.random.seed()
 ''', _soulbox.__dict__)
 sys.modules["_soulbox"] = _soulbox
 del _soulbox, types, sys
@@ -42,6 +45,13 @@ gc.collect()
 gc.freeze()
 del gc
 "#;
+/// Limits while building the snapshot (SoulBox's own code runs, not a request's).
+const BUILD_LIMITS: GuestLimits = GuestLimits {
+    stdout_cap: 1 << 20,
+    stderr_cap: 1 << 20,
+    memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
+    open_files: 256,
+};
 /// Bumped whenever the guest layout or the build recipe changes.
 const RECIPE_VERSION: u32 = 1;
 
@@ -102,13 +112,9 @@ impl super::Python {
         let state = GuestState::new(GuestConfig {
             args: &args,
             env: &env,
-            stdin: Vec::new(),
             mounts: &mounts,
             root: &root_path,
-            stdout_cap: 1 << 20,
-            stderr_cap: 1 << 20,
-            memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
-            open_files: 256,
+            limits: BUILD_LIMITS,
         })?;
         let mut store = Store::new(&engine, state);
         store.limiter(|state| &mut state.limiter);
