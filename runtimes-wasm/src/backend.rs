@@ -2,7 +2,7 @@
 
 use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
-use crate::execution::{Interpreter, Prepared, execute, refill};
+use crate::execution::{Interpreter, Prepared, execute, refill, release_spent};
 use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
 use crate::javascript::JavaScript;
@@ -169,6 +169,7 @@ impl Backend for WasmBackend {
             .run_then(
                 move || execute(&inner, request, admitted),
                 move || {
+                    release_spent();
                     if !after.pool.is_backlogged() {
                         refill(&after);
                     }

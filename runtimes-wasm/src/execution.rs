@@ -77,6 +77,9 @@ thread_local! {
         .expect("a current-thread tokio runtime");
     /// This worker's next Python guest, started ahead of its request.
     static READY_PYTHON: RefCell<Option<Guest>> = const { RefCell::new(None) };
+    /// The guest of the job just answered, dropped in the follow-up (tearing down an instance
+    /// resets its memory slot and deletes its guest root: work the caller need not wait for).
+    static SPENT: RefCell<Option<Guest>> = const { RefCell::new(None) };
 }
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
@@ -97,6 +100,11 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
         classify(ran, &guest.store)
     };
     finish(guest, ended, &request.limits, admitted)
+}
+
+/// Drops the last job's guest (called after each job, once the caller has its result).
+pub(crate) fn release_spent() {
+    drop(SPENT.with(|spent| spent.borrow_mut().take()));
 }
 
 /// Starts this worker's next Python guest if it has none (called after each job, once the
@@ -156,6 +164,8 @@ fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>)
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
         if let Interpreter::Python(_) = prepared.interpreter {
             Python::run_internal(&mut store, &instance, Python::WARM).await?;
+            // The same prelude a request runs, so its first-touch page faults happen here too.
+            Python::run_internal(&mut store, &instance, &Python::prelude(&[], &Python::base_env())).await?;
         }
         wasmtime::Result::<Instance>::Ok(instance)
     })
@@ -190,7 +200,7 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest) -> wasmtime::Result
     let (store, instance) = (&mut guest.store, &guest.instance);
     match request.language {
         Language::Python => {
-            let prelude = Python::prelude(request, &Python::env(request));
+            let prelude = Python::prelude(&request.args, &Python::env(request));
             Python::run(store, instance, &prelude, &request.code).await
         }
         Language::JavaScript => JavaScript::run(store, instance, &JavaScript::argv(request)).await,
@@ -204,7 +214,7 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
         tracing::warn!(max_files = MAX_OUTPUT_FILES, max_bytes = MAX_OUTPUT_FILE_BYTES, "output files truncated");
     }
     let state = guest.store.data();
-    Ok(ExecResult {
+    let result = ExecResult {
         stdout: String::from_utf8_lossy(&state.stdout.take()).into_owned(),
         stderr: String::from_utf8_lossy(&state.stderr.take()).into_owned(),
         exit_code: ended.exit_code,
@@ -215,7 +225,9 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
         peak_memory_bytes: state.limiter.peak_bytes(),
         files: collected.files.into_iter().map(|(path, contents)| OutputFile { path, contents }).collect(),
         backend: "wasm".into(),
-    })
+    };
+    SPENT.with(|spent| *spent.borrow_mut() = Some(guest));
+    Ok(result)
 }
 
 /// How a guest ended, as the result reports it.

@@ -15,6 +15,11 @@ const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
+    if std::env::var_os("SB_ONLY").is_some() {
+        let py = runtime.block_on(latencies(&engine, Language::Python, "print(1 + 1)", 300))?;
+        println!("p50 {:?} p99 {:?}", percentile(&py, 0.5), percentile(&py, 0.99));
+        return Ok(());
+    }
     if std::env::var_os("SOULBOX_REPORT_ONLY_THROUGHPUT").is_some() {
         println!("{:.0}/s", runtime.block_on(throughput(&engine))?);
         return Ok(());
@@ -59,6 +64,9 @@ async fn latencies(engine: &Engine, language: Language, code: &str, runs: usize)
     }
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
+        if let Some(ms) = std::env::var("SB_GAP_MS").ok().and_then(|v| v.parse().ok()) {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         let started = Instant::now();
         let result = engine.execute(ExecRequest::new(language, code)).await?;
         samples.push(started.elapsed());

@@ -70,11 +70,11 @@ impl Python {
     /// The request-independent warm-up turn every instance runs first.
     pub const WARM: &str = "__import__(\"_soulbox\").warm()";
 
-    /// The prelude turn for `request`: environment and `sys.argv`.
-    pub fn prelude(request: &ExecRequest, env: &[(String, String)]) -> String {
+    /// The prelude turn: environment and `sys.argv` (`-c` then `args`).
+    pub fn prelude(args: &[String], env: &[(String, String)]) -> String {
         let env: serde_json::Map<String, serde_json::Value> =
             env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
-        let argv: Vec<&str> = std::iter::once("-c").chain(request.args.iter().map(String::as_str)).collect();
+        let argv: Vec<&str> = std::iter::once("-c").chain(args.iter().map(String::as_str)).collect();
         let env = serde_json::Value::Object(env);
         let argv = serde_json::to_string(&argv).unwrap_or_else(|_| "[]".into());
         format!("__import__(\"_soulbox\").enter({env}, {argv})")
