@@ -1,5 +1,13 @@
 //! `report`: measures SoulBox's headline figures in one run and prints a Markdown table, with
-//! native CPython (`python3 -c`) measured beside it as the baseline.
+//! native CPython measured beside them as the baseline.
+//!
+//! The baseline interpreter is `$SOULBOX_BASELINE_PYTHON`, else the real executable behind
+//! `python3` (resolved through `sys.executable`, so a version-manager shim's start-up is not
+//! counted). Rows needing numpy/pandas natively say `n/a` when the baseline lacks them.
+//!
+//! "Idle engine" rows leave [`IDLE_GAP`] between requests, as LLM tool calls do, so workers
+//! have started their next Python guest; "back-to-back" rows send the next request the moment
+//! the last one is answered.
 
 use anyhow::Context;
 use soulbox_engine::{Engine, ExecRequest, Language};
@@ -7,65 +15,71 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const FRESH_RUNS: usize = 1000;
-const IMPORT_RUNS: usize = 200;
+const IN_PROCESS_RUNS: usize = 500;
+const HEAVY_RUNS: usize = 100;
 const PROCESS_RUNS: usize = 30;
+const IDLE_GAP: Duration = Duration::from_millis(10);
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+
+/// How requests are spaced.
+#[derive(Clone, Copy)]
+enum Pace {
+    Idle,
+    BackToBack,
+}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
-    if std::env::var_os("SB_ONLY").is_some() {
-        let py = runtime.block_on(latencies(&engine, Language::Python, "print(1 + 1)", 300))?;
-        println!("p50 {:?} p99 {:?}", percentile(&py, 0.5), percentile(&py, 0.99));
-        return Ok(());
-    }
-    if std::env::var_os("SOULBOX_REPORT_ONLY_THROUGHPUT").is_some() {
-        println!("{:.0}/s", runtime.block_on(throughput(&engine))?);
-        return Ok(());
-    }
-    let py = runtime.block_on(latencies(&engine, Language::Python, "print(1 + 1)", FRESH_RUNS))?;
-    let js = runtime.block_on(latencies(&engine, Language::JavaScript, "console.log(1 + 1)", FRESH_RUNS))?;
-    let imports = runtime.block_on(latencies(&engine, Language::Python, "import numpy, pandas", IMPORT_RUNS))?;
-    let df = runtime.block_on(latencies(
-        &engine,
-        Language::Python,
-        "import pandas as pd\npd.DataFrame({'a': range(100)}).describe()",
-        IMPORT_RUNS,
-    ))?;
+    let measure = |language, code, runs, pace| runtime.block_on(latencies(&engine, language, code, runs, pace));
+    let py_idle = measure(Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::Idle)?;
+    let py_busy = measure(Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack)?;
+    let js_idle = measure(Language::JavaScript, "console.log(1 + 1)", IN_PROCESS_RUNS, Pace::Idle)?;
+    let js_busy = measure(Language::JavaScript, "console.log(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack)?;
+    let imports = measure(Language::Python, "import numpy, pandas", HEAVY_RUNS, Pace::Idle)?;
+    let describe = "import pandas as pd\nprint(pd.DataFrame({'a': range(100)}).describe())";
+    let df = measure(Language::Python, describe, HEAVY_RUNS, Pace::Idle)?;
     let rate = runtime.block_on(throughput(&engine))?;
-    let soulbox = soulbox_binary()?;
-    let warm_start = process_latencies(Command::new(&soulbox).args(["run", "-e", "print(1 + 1)"]))?;
-    let native = process_latencies(Command::new("python3").args(["-c", "print(1 + 1)"]))?;
-    let native_np = process_latencies(Command::new("python3").args(["-c", "import numpy, pandas"])).ok();
 
-    println!("| measure | p50 | p99 | vs native `python3 -c` p50 |");
-    println!("|---|---|---|---|");
-    row("fresh Python `print(1+1)` (in-process)", &py, &native);
-    row("fresh JS `console.log(1+1)` (in-process)", &js, &native);
-    row("fresh Python `import numpy, pandas`", &imports, native_np.as_ref().unwrap_or(&native));
-    row("fresh Python `DataFrame.describe()`", &df, &native);
-    row("warm process start `soulbox run -e 'print(1+1)'`", &warm_start, &native);
-    row("native `python3 -c 'print(1+1)'` (baseline)", &native, &native);
-    if let Some(np) = &native_np {
-        row("native `python3 -c 'import numpy, pandas'`", np, &native);
-    }
+    let python = baseline_python()?;
+    let native = process_latencies(Command::new(&python).args(["-c", "print(1 + 1)"]))?;
+    let native_np = process_latencies(Command::new(&python).args(["-c", "import numpy, pandas"])).ok();
+    let native_df = process_latencies(Command::new(&python).args(["-c", describe])).ok();
+    let warm_start = process_latencies(Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]))?;
+
+    println!("Baseline: {} (native CPython, a new process per run)\n", python.display());
+    println!("| measure | p50 | p99 | native baseline p50 | ratio (native / SoulBox) |");
+    println!("|---|---|---|---|---|");
+    row("fresh Python `print(1+1)`, idle engine", &py_idle, Some(&native));
+    row("fresh Python `print(1+1)`, back-to-back", &py_busy, Some(&native));
+    row("fresh JS `console.log(1+1)`, idle engine", &js_idle, Some(&native));
+    row("fresh JS `console.log(1+1)`, back-to-back", &js_busy, Some(&native));
+    row("fresh Python `import numpy, pandas`", &imports, native_np.as_deref());
+    row("fresh Python `DataFrame.describe()`", &df, native_df.as_deref());
+    row("process start + run: `soulbox run -e 'print(1+1)'`", &warm_start, Some(&native));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let native_rate = cores as f64 / percentile(&native, 0.5).as_secs_f64();
     println!(
-        "\nThroughput: {rate:.0} fresh Python executions/s on {cores} cores ({:.2} ms per execution per core)",
-        1000.0 * cores as f64 / rate
+        "\nThroughput: {rate:.0} fresh Python `print(1+1)` executions/s on {cores} cores \
+         (native CPython, one process per run on every core: about {native_rate:.0}/s)"
     );
     Ok(())
 }
 
-async fn latencies(engine: &Engine, language: Language, code: &str, runs: usize) -> anyhow::Result<Vec<Duration>> {
+async fn latencies(
+    engine: &Engine,
+    language: Language,
+    code: &str,
+    runs: usize,
+    pace: Pace,
+) -> anyhow::Result<Vec<Duration>> {
     for _ in 0..runs / 10 {
         engine.execute(ExecRequest::new(language, code)).await?; // warm up
     }
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
-        if let Some(ms) = std::env::var("SB_GAP_MS").ok().and_then(|v| v.parse().ok()) {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
+        if let Pace::Idle = pace {
+            tokio::time::sleep(IDLE_GAP).await;
         }
         let started = Instant::now();
         let result = engine.execute(ExecRequest::new(language, code)).await?;
@@ -111,6 +125,15 @@ fn process_latencies(command: &mut Command) -> anyhow::Result<Vec<Duration>> {
     Ok(samples)
 }
 
+fn baseline_python() -> anyhow::Result<PathBuf> {
+    if let Some(python) = std::env::var_os("SOULBOX_BASELINE_PYTHON") {
+        return Ok(python.into());
+    }
+    let output = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output()?;
+    anyhow::ensure!(output.status.success(), "python3 is needed for the native baseline");
+    Ok(String::from_utf8(output.stdout)?.trim().into())
+}
+
 fn soulbox_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name("soulbox");
     anyhow::ensure!(path.exists(), "{} not found: run `cargo build --release --workspace` first", path.display());
@@ -128,8 +151,14 @@ fn ms(d: Duration) -> String {
     format!("{:.3} ms", d.as_secs_f64() * 1000.0)
 }
 
-fn row(name: &str, samples: &[Duration], baseline: &[Duration]) {
+fn row(name: &str, samples: &[Duration], baseline: Option<&[Duration]>) {
     let p50 = percentile(samples, 0.5);
-    let ratio = percentile(baseline, 0.5).as_secs_f64() / p50.as_secs_f64();
-    println!("| {name} | {} | {} | {ratio:.1}x faster |", ms(p50), ms(percentile(samples, 0.99)));
+    let (native, ratio) = match baseline {
+        Some(baseline) => {
+            let native = percentile(baseline, 0.5);
+            (ms(native), format!("{:.1}x", native.as_secs_f64() / p50.as_secs_f64()))
+        }
+        None => ("n/a".into(), "n/a".into()),
+    };
+    println!("| {name} | {} | {} | {native} | {ratio} |", ms(p50), ms(percentile(samples, 0.99)));
 }
