@@ -8,3 +8,4 @@ mod isolation;
 mod javascript;
 mod limits;
 mod python;
+mod readme;
