@@ -1,12 +1,19 @@
 //! The compiled-module cache on disk.
 //!
-//! A compiled module is stored at `cache/modules/<name>-<key>.cwasm`, where the key is a
-//! blake3 digest of the wasm's content hash, what SoulBox did to it, and the engine fingerprint
-//! (wasmtime version + compilation settings). Beside it, `<...>.cwasm.b3` holds the blake3 of
-//! the file's bytes. A file is loaded only if that checksum matches and wasmtime accepts it;
-//! anything else (missing, truncated, corrupt, built by another engine) is deleted and compiled
-//! again. Writes go to a temporary file that is renamed into place, so a crash never leaves a
-//! half-written module under the final name.
+//! A compiled module is stored at `cache/modules/<name>-<engine>-<key>.cwasm`: `<engine>` is a
+//! digest of the engine fingerprint (wasmtime version + compilation settings) and `<key>` a
+//! blake3 digest of the wasm's content hash, what SoulBox did to it, and that fingerprint.
+//! Storing a module removes the same name's older modules for the same engine (left by an
+//! earlier recipe), so upgrades do not pile up 300 MB files.
+//!
+//! Beside each module, `<...>.cwasm.b3` holds the blake3 of its bytes and a stamp of the file's
+//! metadata (length, mtime, ctime, inode) taken when those bytes were last hashed. A module is
+//! loaded only if wasmtime accepts it and either the stamp still matches (the file has not been
+//! touched since it was hashed, so hashing 300 MB again on every process start is skipped) or
+//! its bytes hash to the checksum again. Anything else (missing, truncated, rewritten, corrupt,
+//! built by another engine) is deleted and compiled again. Media corruption that leaves a file's
+//! metadata untouched is the one case not re-hashed. Writes go to a temporary file that is
+//! renamed into place, so a crash never leaves a half-written module under the final name.
 
 use crate::error::RuntimeError;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,13 +62,20 @@ impl ModuleCache {
         let compiled = engine.precompile_module(&bytes).map_err(|e| RuntimeError::wasm(&e))?;
         spinner.finish_and_clear();
         self.store(&path, &compiled)?;
+        remove_stale(&self.dir, &self.prefix_for(key), &path);
         // SAFETY: `compiled` was produced just now by `engine` itself.
         unsafe { Module::deserialize(engine, &compiled) }.map_err(|e| RuntimeError::wasm(&e))
     }
 
+    /// `<name>-<engine>-`: the file-name prefix shared by every module of this name compiled
+    /// by this engine configuration.
+    fn prefix_for(&self, key: &ModuleKey) -> String {
+        format!("{}-{}-", key.name, &blake3::hash(self.fingerprint.as_bytes()).to_hex()[..8])
+    }
+
     fn path_for(&self, key: &ModuleKey) -> PathBuf {
         let digest = blake3::hash(format!("{}\n{}\n{}", key.name, key.content, self.fingerprint).as_bytes());
-        self.dir.join(format!("{}-{}.cwasm", key.name, &digest.to_hex()[..32]))
+        self.dir.join(format!("{}{}.cwasm", self.prefix_for(key), &digest.to_hex()[..32]))
     }
 
     /// Loads `path` if its checksum matches and wasmtime accepts it; otherwise removes it.
@@ -81,24 +95,31 @@ impl ModuleCache {
     }
 
     fn verified_load(&self, engine: &Engine, path: &Path) -> Result<Module, String> {
-        let expected = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
-        let mut hasher = blake3::Hasher::new();
-        hasher.update_mmap_rayon(path).map_err(|e| format!("unreadable: {e}"))?;
-        if hasher.finalize().to_hex().as_str() != expected.trim() {
-            return Err("checksum mismatch".into());
+        let sidecar = std::fs::read_to_string(checksum_path(path)).map_err(|e| format!("no checksum: {e}"))?;
+        let (expected, hashed_at) = sidecar.split_once('\n').unwrap_or((sidecar.as_str(), ""));
+        let now = stamp(path).map_err(|e| format!("unreadable: {e}"))?;
+        if hashed_at.trim() != now {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update_mmap_rayon(path).map_err(|e| format!("unreadable: {e}"))?;
+            if hasher.finalize().to_hex().as_str() != expected.trim() {
+                return Err("checksum mismatch".into());
+            }
+            // The bytes are intact (say, the file was copied): remember that for next time.
+            let _ = atomic_write(&checksum_path(path), format!("{}\n{now}\n", expected.trim()).as_bytes());
         }
-        // SAFETY: the file's bytes match the checksum written when SoulBox compiled it, into a
-        // directory only SoulBox writes; wasmtime further checks that it was built by a
-        // compatible engine. The file is never modified in place (only replaced by rename), so
-        // the mapping stays valid.
+        // SAFETY: the file's bytes hashed to the checksum written when SoulBox compiled it, and
+        // its metadata is unchanged since (or it was hashed just now), in a directory only
+        // SoulBox writes; wasmtime further checks that it was built by a compatible engine. The
+        // file is never modified in place (only replaced by rename), so the mapping stays valid.
         unsafe { Module::deserialize_file(engine, path) }.map_err(|e| format!("{e:#}"))
     }
 
     fn store(&self, path: &Path, compiled: &[u8]) -> Result<(), RuntimeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| RuntimeError::io(&self.dir, e))?;
+        atomic_write(path, compiled)?;
         let checksum = blake3::hash(compiled).to_hex().to_string();
-        atomic_write(&checksum_path(path), checksum.as_bytes())?;
-        atomic_write(path, compiled)
+        let hashed_at = stamp(path).map_err(|e| RuntimeError::io(path, e))?;
+        atomic_write(&checksum_path(path), format!("{checksum}\n{hashed_at}\n").as_bytes())
     }
 
     fn spinner(&self, name: &str, bytes: usize) -> ProgressBar {
@@ -113,6 +134,34 @@ impl ModuleCache {
         spinner.set_message(format!("compiling {name} ({} MB of wasm, once; cached afterwards)", bytes >> 20));
         spinner.enable_steady_tick(Duration::from_millis(200));
         spinner
+    }
+}
+
+/// The metadata that changes whenever a file is written, truncated or replaced.
+fn stamp(path: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok(format!(
+        "len={} mtime={}.{} ctime={}.{} ino={}",
+        m.len(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+        m.ino()
+    ))
+}
+
+/// Removes the files in `dir` whose names start with `prefix`, except `keep` (and its `.b3`).
+pub(crate) fn remove_stale(dir: &Path, prefix: &str, keep: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let keep_sidecar = checksum_path(keep);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let stale = entry.file_name().to_string_lossy().starts_with(prefix) && path != keep && path != keep_sidecar;
+        if stale && std::fs::remove_file(&path).is_ok() {
+            tracing::info!(path = %path.display(), "removed a stale cached module");
+        }
     }
 }
 

@@ -53,3 +53,43 @@ fn a_corrupt_cached_module_is_recompiled() {
         assert!(module.get_export("qjs_init_argv").is_some());
     }
 }
+
+#[test]
+fn an_intact_copy_is_rehashed_and_kept_and_stale_modules_are_removed() {
+    let home = SoulboxHome::from_env();
+    let js = JavaScript::new(&home.runtime_dir(&manifest::runtime("javascript").dir_name()));
+    let engine = EngineSettings::default().engine(EngineRole::Run).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = ModuleCache::new(dir.path().to_path_buf(), &engine, false);
+    let old = ModuleKey { name: "javascript".into(), content: format!("{}:old-recipe", js.content_key()) };
+    cache.load_or_compile(&engine, &old, || js.wasm()).unwrap();
+    let cwasm = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {
+        let mut files: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+            .collect();
+        files.sort();
+        files
+    };
+    let first = cwasm(dir.path());
+
+    // Rewriting the file with the same bytes changes its metadata: it is hashed again, found
+    // intact, and loaded without compiling.
+    let bytes = std::fs::read(&first[0]).unwrap();
+    std::fs::remove_file(&first[0]).unwrap();
+    std::fs::write(&first[0], &bytes).unwrap();
+    cache.load_or_compile(&engine, &old, || panic!("an intact file must not be recompiled")).unwrap();
+
+    // A new recipe for the same module and engine replaces the old file.
+    let new = ModuleKey { name: "javascript".into(), content: js.content_key() };
+    cache.load_or_compile(&engine, &new, || js.wasm()).unwrap();
+    let now = cwasm(dir.path());
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_ne!(now, first);
+    let sidecars = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|e| e == "b3"))
+        .count();
+    assert_eq!(sidecars, 1);
+}

@@ -79,6 +79,7 @@ impl super::Python {
         let bytes = self.build_snapshot(scratch, settings)?;
         spinner.finish_and_clear();
         crate::module_cache::atomic_write(&path, &bytes)?;
+        crate::module_cache::remove_stale(cache_dir, "python-", &path);
         Ok(bytes)
     }
 
