@@ -24,5 +24,20 @@ fn fresh_executions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, fresh_executions);
+/// The baseline: native CPython, a new process per run (the real executable behind `python3`).
+fn native_baseline(c: &mut Criterion) {
+    let python = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .expect("python3 for the baseline");
+    c.bench_function("native/python3_c_print", |b| {
+        b.iter(|| {
+            let out = std::process::Command::new(&python).args(["-c", "print(1 + 1)"]).output().expect("runs");
+            assert!(out.status.success());
+        })
+    });
+}
+
+criterion_group!(benches, fresh_executions, native_baseline);
 criterion_main!(benches);
