@@ -87,7 +87,7 @@ impl Engine {
                     duration_us = r.duration.as_micros() as u64,
                     "executed"
                 ),
-                Err(e) => tracing::warn!(error = %e, "execution refused"),
+                Err(e) => tracing::debug!(error = %e, "execution refused"),
             }
             Ok(result?)
         }

@@ -64,6 +64,8 @@ pub struct ExecResult {
     pub peak_memory_bytes: u64,
     /// Files the program created or changed in its workspace.
     pub files: Vec<OutputFile>,
+    /// Whether `files` was cut short by the backend's cap on returned files.
+    pub files_truncated: bool,
     /// Which backend ran it (`wasm`).
     pub backend: String,
 }

@@ -52,7 +52,7 @@ type Job = Box<dyn FnOnce() + Send + 'static>;
 /// finish the admitted jobs and exit.
 #[derive(Debug)]
 pub struct WorkerPool {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     admission: Arc<Semaphore>,
     capacity: usize,
     workers: usize,
@@ -72,7 +72,7 @@ impl WorkerPool {
                 .spawn(move || worker_loop(&receiver))?;
         }
         let capacity = workers + config.queue;
-        Ok(WorkerPool { jobs: Mutex::new(sender), admission: Arc::new(Semaphore::new(capacity)), capacity, workers })
+        Ok(WorkerPool { jobs: sender, admission: Arc::new(Semaphore::new(capacity)), capacity, workers })
     }
 
     /// Jobs admitted at once, running plus waiting.
@@ -121,11 +121,7 @@ impl WorkerPool {
                 tracing::error!(panic = panic_message(&*panic), "worker follow-up panicked");
             }
         });
-        self.jobs
-            .lock()
-            .map_err(|_| BackendError::Internal("worker pool lock poisoned".into()))?
-            .send(boxed)
-            .map_err(|_| BackendError::Internal("worker pool has stopped".into()))?;
+        self.jobs.send(boxed).map_err(|_| BackendError::Internal("worker pool has stopped".into()))?;
         match answer.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(panic)) => Err(BackendError::Internal(format!("job panicked: {}", panic_message(&*panic)))),

@@ -80,6 +80,10 @@ impl WasmBackend {
                 });
             }
         }
+        let swept = config.home.sweep_dead_scratch();
+        if swept > 0 {
+            tracing::info!(swept, "removed guest files left by processes that died");
+        }
         let engine = config.settings.engine(EngineRole::Run)?;
         let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;

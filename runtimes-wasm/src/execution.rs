@@ -131,7 +131,7 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// `request`'s argv and env in their WASI context.
 fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
     let prepared = inner.prepared(language)?;
-    let scratch = inner.config.home.scratch_dir();
+    let scratch = inner.config.home.process_scratch_dir();
     std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
     let (args, env, mounts, mount_points): (Vec<String>, Vec<(String, String)>, _, &[&str]) = match &prepared
         .interpreter
@@ -210,9 +210,6 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest) -> wasmtime::Result
 fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Result<ExecResult, RuntimeError> {
     let collected =
         guest.root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
-    if collected.truncated {
-        tracing::warn!(max_files = MAX_OUTPUT_FILES, max_bytes = MAX_OUTPUT_FILE_BYTES, "output files truncated");
-    }
     let state = guest.store.data();
     let result = ExecResult {
         stdout: String::from_utf8_lossy(&state.stdout.take()).into_owned(),
@@ -224,6 +221,7 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
         fuel_used: fuel_used(&guest.store, limits),
         peak_memory_bytes: state.limiter.peak_bytes(),
         files: collected.files.into_iter().map(|(path, contents)| OutputFile { path, contents }).collect(),
+        files_truncated: collected.truncated,
         backend: "wasm".into(),
     };
     SPENT.with(|spent| *spent.borrow_mut() = Some(guest));

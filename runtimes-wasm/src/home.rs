@@ -6,7 +6,8 @@
 //! runtimes/<package>-<version>/   verified interpreter files, plus `.installed` once complete
 //! cache/snapshots/<key>.wasm      pre-initialized modules built here (Wizer)
 //! cache/modules/<key>.cwasm       compiled modules, each with a `.b3` checksum beside it
-//! scratch/                        per-execution guest roots (deleted after each execution)
+//! scratch/<pid>/                  this process's guest roots (each deleted after its execution;
+//!                                 folders of processes that died are swept at start-up)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -56,8 +57,25 @@ impl SoulboxHome {
         self.root.join("cache").join("modules")
     }
 
-    /// Per-execution guest roots.
+    /// Where all processes keep guest roots.
     pub fn scratch_dir(&self) -> PathBuf {
         self.root.join("scratch")
+    }
+
+    /// This process's guest roots.
+    pub fn process_scratch_dir(&self) -> PathBuf {
+        self.scratch_dir().join(std::process::id().to_string())
+    }
+
+    /// Removes the guest-root folders of processes that no longer run (a killed process leaves
+    /// its guests' files behind). Returns how many were removed.
+    pub fn sweep_dead_scratch(&self) -> usize {
+        let Ok(entries) = std::fs::read_dir(self.scratch_dir()) else { return 0 };
+        let dead = |name: &str| name.parse::<u32>().is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
+        entries
+            .flatten()
+            .filter(|e| dead(&e.file_name().to_string_lossy()))
+            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
+            .count()
     }
 }

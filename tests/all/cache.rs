@@ -6,13 +6,19 @@ use soulbox_runtimes_wasm::javascript::JavaScript;
 use soulbox_runtimes_wasm::manifest;
 use soulbox_runtimes_wasm::module_cache::{ModuleCache, ModuleKey};
 
-#[test]
-fn a_corrupt_cached_module_is_recompiled() {
+/// The installed JavaScript runtime, an engine, and an empty cache in a temporary directory.
+fn js_and_empty_cache() -> (JavaScript, wasmtime::Engine, tempfile::TempDir, ModuleCache) {
     let home = SoulboxHome::from_env();
     let js = JavaScript::new(&home.runtime_dir(&manifest::runtime("javascript").dir_name()));
     let engine = EngineSettings::default().engine(EngineRole::Run).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let cache = ModuleCache::new(dir.path().to_path_buf(), &engine, false);
+    (js, engine, dir, cache)
+}
+
+#[test]
+fn a_corrupt_cached_module_is_recompiled() {
+    let (js, engine, dir, cache) = js_and_empty_cache();
     let key = ModuleKey { name: "javascript".into(), content: js.content_key() };
 
     let first = cache.load_or_compile(&engine, &key, || js.wasm()).unwrap();
@@ -56,11 +62,7 @@ fn a_corrupt_cached_module_is_recompiled() {
 
 #[test]
 fn an_intact_copy_is_rehashed_and_kept_and_stale_modules_are_removed() {
-    let home = SoulboxHome::from_env();
-    let js = JavaScript::new(&home.runtime_dir(&manifest::runtime("javascript").dir_name()));
-    let engine = EngineSettings::default().engine(EngineRole::Run).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let cache = ModuleCache::new(dir.path().to_path_buf(), &engine, false);
+    let (js, engine, dir, cache) = js_and_empty_cache();
     let old = ModuleKey { name: "javascript".into(), content: format!("{}:old-recipe", js.content_key()) };
     cache.load_or_compile(&engine, &old, || js.wasm()).unwrap();
     let cwasm = |dir: &std::path::Path| -> Vec<std::path::PathBuf> {

@@ -4,6 +4,7 @@
 
 mod cache;
 mod concurrency;
+mod home;
 mod isolation;
 mod javascript;
 mod limits;
