@@ -9,6 +9,7 @@ use crate::javascript::JavaScript;
 use crate::module_cache::{ModuleCache, ModuleKey};
 use crate::python::Python;
 use crate::ticker::EpochTicker;
+use crate::worker_process::Workers;
 use async_trait::async_trait;
 use soulbox_engine::{Backend, BackendError, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig};
 use soulbox_host_api::{GuestState, add_to_linker};
@@ -29,8 +30,12 @@ pub struct WasmConfig {
     pub progress: bool,
     /// After each job, have the worker start its next Python guest (instantiated and warmed,
     /// not yet given any request) so the next Python request skips that work. Costs one idle
-    /// instance per worker (shared copy-on-write pages plus about 2 MiB private). Default: true.
+    /// instance per worker (the snapshot's pages are shared copy-on-write; only what its
+    /// warm-up dirtied is private). Default: true.
     pub prewarm: bool,
+    /// Where guests run: worker threads in this process, or one child process per worker
+    /// thread. Default: [`Workers::Threads`].
+    pub workers: Workers,
 }
 
 impl Default for WasmConfig {
@@ -41,6 +46,7 @@ impl Default for WasmConfig {
             pool: WorkerPoolConfig::default(),
             progress: false,
             prewarm: true,
+            workers: Workers::Threads,
         }
     }
 }
@@ -164,6 +170,10 @@ impl Backend for WasmBackend {
             return Err(BackendError::Rejected(
                 "this backend was started without fuel metering; drop the fuel limit or enable metering (`--fuel-metering`)".into(),
             ));
+        }
+        if let Workers::Processes { program, args } = &self.inner.config.workers {
+            let (program, args) = (program.clone(), args.clone());
+            return self.inner.pool.run(move || crate::worker_process::execute(&program, &args, &request)).await?;
         }
         let admitted = Instant::now();
         let (inner, after) = (Arc::clone(&self.inner), Arc::clone(&self.inner));

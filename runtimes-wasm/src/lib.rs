@@ -12,6 +12,9 @@
 //! - [`WasmBackend`]: implements the engine's `Backend`. Each execution runs on a worker thread
 //!   of the engine's `WorkerPool`, in a fresh instance with every limit armed.
 //!
+//! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
+//!   copy-on-write faults of fresh guests do not interrupt every core.
+//!
 //! Invariants: a guest never outlives its execution; a deadline is always armed; nothing from
 //! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
 
@@ -27,6 +30,7 @@ pub mod module_cache;
 pub mod python;
 mod ticker;
 mod verify;
+pub mod worker_process;
 
 pub use backend::{WasmBackend, WasmConfig};
 pub use engine_config::EngineSettings;
@@ -35,3 +39,4 @@ pub use execution::{EXIT_CRASH, EXIT_DEADLINE, EXIT_LIMIT};
 pub use fetch::{FetchSource, Progress, fetch_runtimes};
 pub use home::SoulboxHome;
 pub use ticker::EPOCH_TICK;
+pub use worker_process::Workers;

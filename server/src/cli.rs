@@ -29,6 +29,9 @@ pub enum Command {
     /// Manage the interpreter runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
+    /// Internal: serve a parent SoulBox as a worker process (JSON lines on stdin/stdout).
+    #[command(name = "__worker", hide = true)]
+    Worker,
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +75,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => crate::run::run(&cli, args).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
+        Command::Worker => {
+            soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(false)).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

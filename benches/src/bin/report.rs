@@ -40,6 +40,10 @@ fn main() -> anyhow::Result<()> {
     let describe = "import pandas as pd\nprint(pd.DataFrame({'a': range(100)}).describe())";
     let df = measure(Language::Python, describe, HEAVY_RUNS, Pace::Idle)?;
     let rate = runtime.block_on(throughput(&engine))?;
+    let processes = soulbox_benches::engine_with(soulbox_benches::worker_processes()?)?;
+    let process_rate = runtime.block_on(throughput(&processes))?;
+    let py_processes =
+        runtime.block_on(latencies(&processes, Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack))?;
 
     let python = baseline_python()?;
     let native = process_latencies(Command::new(&python).args(["-c", "print(1 + 1)"]))?;
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
     println!("|---|---|---|---|---|");
     row("fresh Python `print(1+1)`, idle engine", &py_idle, Some(&native));
     row("fresh Python `print(1+1)`, back-to-back", &py_busy, Some(&native));
+    row("fresh Python `print(1+1)`, back-to-back, worker processes", &py_processes, Some(&native));
     row("fresh JS `console.log(1+1)`, idle engine", &js_idle, Some(&native));
     row("fresh JS `console.log(1+1)`, back-to-back", &js_busy, Some(&native));
     row("fresh Python `import numpy, pandas`", &imports, native_np.as_deref());
@@ -59,10 +64,12 @@ fn main() -> anyhow::Result<()> {
     row("process start + run: `soulbox run -e 'print(1+1)'`", &warm_start, Some(&native));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let native_rate = cores as f64 / percentile(&native, 0.5).as_secs_f64();
-    println!(
-        "\nThroughput: {rate:.0} fresh Python `print(1+1)` executions/s on {cores} cores \
-         (native CPython, one process per run on every core: about {native_rate:.0}/s)"
-    );
+    println!("\nThroughput, fresh Python `print(1+1)` on {cores} cores, {} requests in flight:\n", 2 * cores);
+    println!("| guests run in | executions/s |");
+    println!("|---|---|");
+    println!("| worker threads (default) | {rate:.0} |");
+    println!("| worker processes (`Workers::Processes`) | {process_rate:.0} |");
+    println!("| native CPython, a process per run on every core | {native_rate:.0} |");
     Ok(())
 }
 

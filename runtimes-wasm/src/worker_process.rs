@@ -1,0 +1,168 @@
+//! Guests in worker processes instead of worker threads.
+//!
+//! In one multi-threaded process, every copy-on-write page fault a fresh guest takes sends a
+//! TLB-shootdown interrupt to the other cores running that process, and a fresh Python guest
+//! takes hundreds. With [`Workers::Processes`], each of the backend's worker threads instead
+//! owns one child process (the SoulBox binary's hidden `__worker` command), which runs guests on
+//! a single thread of its own, so faults stay on one core. A child that dies is replaced on the
+//! next request; the request it was running gets an internal error, never a hung caller. The
+//! parent keeps the admission bound (its `WorkerPool`); each child enforces its own limits.
+//!
+//! Protocol: one JSON line per request on the child's stdin ([`ExecRequest`]), one JSON line
+//! per answer on its stdout ([`WorkerReply`]). The child's stderr is inherited (its logs).
+
+use crate::backend::{WasmBackend, WasmConfig};
+use serde::{Deserialize, Serialize};
+use soulbox_engine::{Backend, BackendError, ExecRequest, ExecResult, WorkerPoolConfig};
+use std::cell::RefCell;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// Where guests run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Workers {
+    /// On the backend's worker threads, in this process (the default; nothing to spawn).
+    #[default]
+    Threads,
+    /// In one child process per worker thread, started with `program args... __worker`.
+    Processes {
+        /// The SoulBox executable (or any program whose `__worker` command calls [`serve`]).
+        program: PathBuf,
+        /// Arguments before `__worker` (global flags such as `--home`).
+        args: Vec<String>,
+    },
+}
+
+/// One answer from a worker process.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerReply {
+    /// The execution's result.
+    Result(Box<ExecResult>),
+    /// The worker could not run it.
+    Refused {
+        /// `busy`, `rejected`, `unavailable` or `internal`.
+        kind: String,
+        /// The error's message.
+        message: String,
+    },
+}
+
+impl From<BackendError> for WorkerReply {
+    fn from(error: BackendError) -> Self {
+        let kind = match &error {
+            BackendError::Busy { .. } => "busy",
+            BackendError::Rejected(_) => "rejected",
+            BackendError::Unavailable(_) => "unavailable",
+            BackendError::Internal(_) => "internal",
+        };
+        WorkerReply::Refused { kind: kind.into(), message: error.to_string() }
+    }
+}
+
+impl WorkerReply {
+    fn into_result(self) -> Result<ExecResult, BackendError> {
+        match self {
+            WorkerReply::Result(result) => Ok(*result),
+            WorkerReply::Refused { kind, message } => Err(match kind.as_str() {
+                "rejected" => BackendError::Rejected(message),
+                "unavailable" => BackendError::Unavailable(message),
+                _ => BackendError::Internal(message),
+            }),
+        }
+    }
+}
+
+/// A running child and its pipes.
+struct WorkerChild {
+    child: Child,
+    requests: ChildStdin,
+    replies: BufReader<ChildStdout>,
+}
+
+impl Drop for WorkerChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+thread_local! {
+    /// This worker thread's child process, started on its first job.
+    static CHILD: RefCell<Option<WorkerChild>> = const { RefCell::new(None) };
+}
+
+/// Runs `request` in this worker thread's child process. Blocks: call it on a worker thread.
+pub(crate) fn execute(program: &PathBuf, args: &[String], request: &ExecRequest) -> Result<ExecResult, BackendError> {
+    let line =
+        serde_json::to_string(request).map_err(|e| BackendError::Internal(format!("encoding the request: {e}")))?;
+    CHILD.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        if slot.is_none() {
+            *slot = Some(spawn(program, args)?);
+        }
+        let child = slot.as_mut().expect("just started");
+        match exchange(child, &line) {
+            Ok(reply) => reply.into_result(),
+            Err(error) => {
+                *slot = None; // kill it; the next job starts a new one
+                Err(BackendError::Internal(format!("the worker process failed: {error}")))
+            }
+        }
+    })
+}
+
+fn spawn(program: &PathBuf, args: &[String]) -> Result<WorkerChild, BackendError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .arg("__worker")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| BackendError::Unavailable(format!("cannot start worker process {}: {e}", program.display())))?;
+    let requests = child.stdin.take().ok_or_else(|| BackendError::Internal("worker has no stdin".into()))?;
+    let replies =
+        BufReader::new(child.stdout.take().ok_or_else(|| BackendError::Internal("worker has no stdout".into()))?);
+    Ok(WorkerChild { child, requests, replies })
+}
+
+fn exchange(child: &mut WorkerChild, line: &str) -> std::io::Result<WorkerReply> {
+    child.requests.write_all(line.as_bytes())?;
+    child.requests.write_all(b"\n")?;
+    child.requests.flush()?;
+    let mut reply = String::new();
+    if child.replies.read_line(&mut reply)? == 0 {
+        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "it exited"));
+    }
+    serde_json::from_str(&reply).map_err(std::io::Error::other)
+}
+
+/// The child's side: runs requests read from stdin, one at a time, on a single worker thread,
+/// until stdin closes. `config`'s pool is replaced by one worker with no queue.
+pub async fn serve(mut config: WasmConfig) -> Result<(), crate::RuntimeError> {
+    config.pool = WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() };
+    config.workers = Workers::Threads;
+    let backend = WasmBackend::open(config)?;
+    backend.prepare()?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
+    let mut stdout = tokio::io::stdout();
+    while let Some(line) = lines.next_line().await.map_err(|e| crate::RuntimeError::io("stdin".as_ref(), e))? {
+        let reply = match serde_json::from_str::<ExecRequest>(&line) {
+            Ok(request) => {
+                backend.execute(request).await.map_or_else(WorkerReply::from, |r| WorkerReply::Result(Box::new(r)))
+            }
+            Err(e) => WorkerReply::Refused { kind: "rejected".into(), message: format!("invalid request: {e}") },
+        };
+        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec());
+        out.push(b'\n');
+        tokio::io::AsyncWriteExt::write_all(&mut stdout, &out)
+            .await
+            .map_err(|e| crate::RuntimeError::io("stdout".as_ref(), e))?;
+        tokio::io::AsyncWriteExt::flush(&mut stdout)
+            .await
+            .map_err(|e| crate::RuntimeError::io("stdout".as_ref(), e))?;
+    }
+    Ok(())
+}

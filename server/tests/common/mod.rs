@@ -1,0 +1,12 @@
+//! Shared by the worker-process tests: an engine whose guests run in `soulbox __worker`
+//! children of this crate's binary.
+
+use soulbox_engine::{Engine, WorkerPoolConfig};
+use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
+
+pub fn process_engine() -> Engine {
+    let workers = Workers::Processes { program: env!("CARGO_BIN_EXE_soulbox").into(), args: Vec::new() };
+    let pool = WorkerPoolConfig { workers: 2, queue: 32, ..WorkerPoolConfig::default() };
+    let backend = WasmBackend::open(WasmConfig { workers, pool, ..WasmConfig::default() }).unwrap();
+    Engine::builder().backend(backend).build()
+}

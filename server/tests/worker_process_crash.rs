@@ -1,0 +1,39 @@
+//! A worker process that dies is replaced, and its caller gets an error, never a hang. In its
+//! own test binary: it kills every `soulbox __worker` child of this test process.
+
+mod common;
+
+use soulbox_engine::{ExecRequest, Language};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_process_is_replaced() {
+    let engine = common::process_engine();
+    assert_eq!(engine.execute(ExecRequest::new(Language::Python, "print(1)")).await.unwrap().stdout, "1\n");
+    let killed = kill_worker_children();
+    assert!(killed > 0, "a worker process was running");
+    // Each worker thread notices its dead child on its next job (an internal error, never a
+    // hang) and starts a new one; within a few requests every answer is right again.
+    let mut answers = Vec::new();
+    for _ in 0..6 {
+        answers.push(engine.execute(ExecRequest::new(Language::Python, "print(2)")).await.map(|r| r.stdout));
+    }
+    assert!(answers.iter().any(|a| a.is_err()), "the dead child's job reports an error: {answers:?}");
+    assert_eq!(answers.last().unwrap().as_deref().unwrap(), "2\n", "{answers:?}");
+}
+
+/// Kills this test process's `soulbox __worker` children; returns how many.
+fn kill_worker_children() -> usize {
+    let me = std::process::id().to_string();
+    let mut killed = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let parent = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1));
+        let cmdline = std::fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
+        if parent == Some(me.as_str()) && cmdline.contains("__worker") {
+            std::process::Command::new("kill").args(["-9", &pid]).status().unwrap();
+            killed += 1;
+        }
+    }
+    killed
+}
