@@ -172,8 +172,13 @@ impl Backend for WasmBackend {
             ));
         }
         if let Workers::Processes { program, args } = &self.inner.config.workers {
-            let (program, args) = (program.clone(), args.clone());
-            return self.inner.pool.run(move || crate::worker_process::execute(&program, &args, &request)).await?;
+            let spec = crate::worker_process::ChildSpec {
+                program: program.clone(),
+                args: args.clone(),
+                home: self.inner.config.home.root().to_path_buf(),
+                fuel: self.inner.config.settings.fuel,
+            };
+            return self.inner.pool.run(move || crate::worker_process::execute(&spec, &request)).await?;
         }
         let admitted = Instant::now();
         let (inner, after) = (Arc::clone(&self.inner), Arc::clone(&self.inner));

@@ -96,7 +96,9 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
         Ended::stopped(Outcome::MemoryExceeded, "the interpreter alone needs more memory than the limit")
     } else {
         let deadline = request.limits.deadline + HOST_CALL_GRACE;
-        let ran = block_on(async { tokio::time::timeout(deadline, run_entry(&mut guest, &request)).await });
+        let ran = block_on(async {
+            tokio::time::timeout(deadline, run_entry(&mut guest, &request, inner.config.settings.fuel)).await
+        });
         classify(ran, &guest.store)
     };
     finish(guest, ended, &request.limits, admitted)
@@ -190,18 +192,28 @@ fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), 
         open_files: limits.open_files,
     });
     if inner.config.settings.fuel {
-        guest.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
+        // Python's budget is armed after its prelude (in `run_entry`); JS runs only request code.
+        let budget = match request.language {
+            Language::Python => u64::MAX,
+            Language::JavaScript => limits.fuel.unwrap_or(u64::MAX),
+        };
+        guest.store.set_fuel(budget).map_err(|e| RuntimeError::wasm(&e))?;
     }
     guest.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
     Ok(())
 }
 
-async fn run_entry(guest: &mut Guest, request: &ExecRequest) -> wasmtime::Result<i32> {
+async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> wasmtime::Result<i32> {
     let (store, instance) = (&mut guest.store, &guest.instance);
     match request.language {
         Language::Python => {
             let prelude = Python::prelude(&request.args, &Python::env(request));
-            Python::run(store, instance, &prelude, &request.code).await
+            Python::run_internal(store, instance, &prelude).await?;
+            if metering {
+                // The budget is for the request's code, not SoulBox's prelude.
+                store.set_fuel(request.limits.fuel.unwrap_or(u64::MAX))?;
+            }
+            Python::run_code(store, instance, &request.code).await
         }
         Language::JavaScript => JavaScript::run(store, instance, &JavaScript::argv(request)).await,
     }

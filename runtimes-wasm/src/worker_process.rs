@@ -9,7 +9,10 @@
 //! parent keeps the admission bound (its `WorkerPool`); each child enforces its own limits.
 //!
 //! Protocol: one JSON line per request on the child's stdin ([`ExecRequest`]), one JSON line
-//! per answer on its stdout ([`WorkerReply`]). The child's stderr is inherited (its logs).
+//! per answer on its stdout ([`WorkerReply`]). The child's stderr is inherited (its logs). The
+//! child gets the parent's home and fuel setting through `SOULBOX_HOME` and
+//! `SOULBOX_FUEL_METERING`; it starts on its worker thread's first job and loads the compiled
+//! modules then (tens of milliseconds, once).
 
 use crate::backend::{WasmBackend, WasmConfig};
 use serde::{Deserialize, Serialize};
@@ -18,6 +21,9 @@ use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+
+/// The environment variable that tells a worker process to meter fuel.
+pub const FUEL_ENV: &str = "SOULBOX_FUEL_METERING";
 
 /// Where guests run.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,14 +99,23 @@ thread_local! {
     static CHILD: RefCell<Option<WorkerChild>> = const { RefCell::new(None) };
 }
 
+/// How to start a worker process.
+#[derive(Debug, Clone)]
+pub(crate) struct ChildSpec {
+    pub(crate) program: PathBuf,
+    pub(crate) args: Vec<String>,
+    pub(crate) home: PathBuf,
+    pub(crate) fuel: bool,
+}
+
 /// Runs `request` in this worker thread's child process. Blocks: call it on a worker thread.
-pub(crate) fn execute(program: &PathBuf, args: &[String], request: &ExecRequest) -> Result<ExecResult, BackendError> {
+pub(crate) fn execute(spec: &ChildSpec, request: &ExecRequest) -> Result<ExecResult, BackendError> {
     let line =
         serde_json::to_string(request).map_err(|e| BackendError::Internal(format!("encoding the request: {e}")))?;
     CHILD.with(|slot| {
         let mut slot = slot.borrow_mut();
         if slot.is_none() {
-            *slot = Some(spawn(program, args)?);
+            *slot = Some(spawn(spec)?);
         }
         let child = slot.as_mut().expect("just started");
         match exchange(child, &line) {
@@ -113,10 +128,13 @@ pub(crate) fn execute(program: &PathBuf, args: &[String], request: &ExecRequest)
     })
 }
 
-fn spawn(program: &PathBuf, args: &[String]) -> Result<WorkerChild, BackendError> {
+fn spawn(spec: &ChildSpec) -> Result<WorkerChild, BackendError> {
+    let program = &spec.program;
     let mut child = Command::new(program)
-        .args(args)
+        .args(&spec.args)
         .arg("__worker")
+        .env(crate::home::HOME_ENV, &spec.home)
+        .env(FUEL_ENV, if spec.fuel { "true" } else { "false" })
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -16,7 +16,7 @@ pub struct Cli {
     #[arg(long, global = true, env = "SOULBOX_HOME")]
     pub home: Option<PathBuf>,
     /// Meter fuel so `--fuel` budgets can be set (about a third slower guest code).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = "SOULBOX_FUEL_METERING")]
     pub fuel_metering: bool,
     #[command(subcommand)]
     pub command: Command,

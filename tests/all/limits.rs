@@ -71,6 +71,11 @@ async fn fuel_budget_is_enforced_and_reported() {
     let r = metered_engine().execute(spin).await.unwrap();
     assert_eq!(r.outcome, Outcome::FuelExhausted, "{r:?}");
     assert_eq!(r.fuel_used, Some(5_000_000));
+    // The budget covers the request's code only, not SoulBox's own prelude.
+    let tight = with(Language::Python, "print(1)", Limits { fuel: Some(2_000_000), ..Limits::default() });
+    let r = metered_engine().execute(tight).await.unwrap();
+    assert_eq!((r.outcome, r.stdout.as_str()), (Outcome::Completed, "1\n"), "{r:?}");
+    assert!(r.fuel_used.unwrap() < 2_000_000);
     let small = with(Language::JavaScript, "console.log(1)", Limits { fuel: Some(1 << 40), ..Limits::default() });
     let r = metered_engine().execute(small).await.unwrap();
     assert_eq!(r.outcome, Outcome::Completed);

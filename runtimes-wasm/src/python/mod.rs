@@ -88,14 +88,8 @@ impl Python {
         }
     }
 
-    /// Runs the prelude and then `code` in a warmed instance; returns the exit status.
-    pub async fn run(
-        store: &mut Store<GuestState>,
-        instance: &Instance,
-        prelude: &str,
-        code: &str,
-    ) -> wasmtime::Result<i32> {
-        Self::run_internal(store, instance, prelude).await?;
+    /// Runs a request's `code` (after its prelude); returns the exit status.
+    pub async fn run_code(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<i32> {
         Ok(turn(store, instance, code).await? & 0xff)
     }
 }
