@@ -80,8 +80,8 @@ impl ModuleCache {
 
     /// Loads `path` if its checksum matches and wasmtime accepts it; otherwise removes it.
     fn load(&self, engine: &Engine, path: &Path) -> Option<Module> {
-        if !path.exists() {
-            return None;
+        if !path.exists() || !checksum_path(path).exists() {
+            return None; // absent, or another process is still writing it
         }
         match self.verified_load(engine, path) {
             Ok(module) => Some(module),
@@ -114,12 +114,17 @@ impl ModuleCache {
         unsafe { Module::deserialize_file(engine, path) }.map_err(|e| format!("{e:#}"))
     }
 
+    /// Writes the checksum first and the module second, so a reader (another process) never
+    /// sees a module without its checksum; the stamp is added last and only saves re-hashing.
     fn store(&self, path: &Path, compiled: &[u8]) -> Result<(), RuntimeError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| RuntimeError::io(&self.dir, e))?;
-        atomic_write(path, compiled)?;
         let checksum = blake3::hash(compiled).to_hex().to_string();
-        let hashed_at = stamp(path).map_err(|e| RuntimeError::io(path, e))?;
-        atomic_write(&checksum_path(path), format!("{checksum}\n{hashed_at}\n").as_bytes())
+        atomic_write(&checksum_path(path), format!("{checksum}\n").as_bytes())?;
+        atomic_write(path, compiled)?;
+        if let Ok(hashed_at) = stamp(path) {
+            atomic_write(&checksum_path(path), format!("{checksum}\n{hashed_at}\n").as_bytes())?;
+        }
+        Ok(())
     }
 
     fn spinner(&self, name: &str, bytes: usize) -> ProgressBar {

@@ -4,12 +4,15 @@
 //! TLB-shootdown interrupt to the other cores running that process, and a fresh Python guest
 //! takes hundreds. With [`Workers::Processes`], each of the backend's worker threads instead
 //! owns one child process (the SoulBox binary's hidden `__worker` command), which runs guests on
-//! a single thread of its own, so faults stay on one core. A child that dies is replaced on the
-//! next request; the request it was running gets an internal error, never a hung caller. The
-//! parent keeps the admission bound (its `WorkerPool`); each child enforces its own limits.
+//! a single thread of its own, so faults stay on one core. The parent keeps the admission bound
+//! (its `WorkerPool`); each child enforces its request's limits. A watchdog kills a child that
+//! has not answered [`WATCHDOG_MARGIN`] after its request's deadline (or not reported ready
+//! within [`STARTUP_TIMEOUT`]); a child that dies is replaced on the next request, and the
+//! request it was running gets an internal error, never a hung caller.
 //!
-//! Protocol: one JSON line per request on the child's stdin ([`ExecRequest`]), one JSON line
-//! per answer on its stdout ([`WorkerReply`]). The child's stderr is inherited (its logs). The
+//! Protocol: the child first writes [`WorkerReply::Ready`] once its modules are loaded; then one
+//! JSON line per request on its stdin ([`ExecRequest`]), one JSON line per answer on its stdout
+//! ([`WorkerReply`]). The child's stderr is inherited (its logs). The
 //! child gets the parent's home and fuel setting through `SOULBOX_HOME` and
 //! `SOULBOX_FUEL_METERING`; it starts on its worker thread's first job and loads the compiled
 //! modules then (tens of milliseconds, once).
@@ -21,6 +24,15 @@ use std::cell::RefCell;
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::mpsc::{RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How long past its request's deadline a child may take to answer before it is killed.
+pub const WATCHDOG_MARGIN: Duration = Duration::from_secs(10);
+/// How long a new child may take to report ready (loading, or on a cold cache compiling, the
+/// modules).
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 
 /// The environment variable that tells a worker process to meter fuel.
 pub const FUEL_ENV: &str = "SOULBOX_FUEL_METERING";
@@ -44,6 +56,8 @@ pub enum Workers {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkerReply {
+    /// The child has loaded its modules and takes requests.
+    Ready,
     /// The execution's result.
     Result(Box<ExecResult>),
     /// The worker could not run it.
@@ -71,7 +85,9 @@ impl WorkerReply {
     fn into_result(self) -> Result<ExecResult, BackendError> {
         match self {
             WorkerReply::Result(result) => Ok(*result),
+            WorkerReply::Ready => Err(BackendError::Internal("the worker process answered out of turn".into())),
             WorkerReply::Refused { kind, message } => Err(match kind.as_str() {
+                "busy" => BackendError::Busy { capacity: 1 },
                 "rejected" => BackendError::Rejected(message),
                 "unavailable" => BackendError::Unavailable(message),
                 _ => BackendError::Internal(message),
@@ -80,17 +96,37 @@ impl WorkerReply {
     }
 }
 
-/// A running child and its pipes.
+/// A running child and its pipes. The process handle is shared with watchdogs.
 struct WorkerChild {
-    child: Child,
+    child: Arc<Mutex<Child>>,
     requests: ChildStdin,
     replies: BufReader<ChildStdout>,
 }
 
 impl Drop for WorkerChild {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+/// Kills `child` unless disarmed (dropped) within `limit`.
+struct Watchdog {
+    _disarm: Sender<()>,
+}
+
+impl Watchdog {
+    fn arm(child: &Arc<Mutex<Child>>, limit: Duration) -> Self {
+        let (disarm, disarmed) = channel::<()>();
+        let child = Arc::clone(child);
+        let _ = std::thread::Builder::new().name("soulbox-watchdog".into()).spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
+                tracing::warn!(?limit, "a worker process did not answer in time; killing it");
+                let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            }
+        });
+        Watchdog { _disarm: disarm }
     }
 }
 
@@ -118,7 +154,10 @@ pub(crate) fn execute(spec: &ChildSpec, request: &ExecRequest) -> Result<ExecRes
             *slot = Some(spawn(spec)?);
         }
         let child = slot.as_mut().expect("just started");
-        match exchange(child, &line) {
+        let watchdog = Watchdog::arm(&child.child, request.limits.deadline + WATCHDOG_MARGIN);
+        let answer = exchange(child, &line);
+        drop(watchdog);
+        match answer {
             Ok(reply) => reply.into_result(),
             Err(error) => {
                 *slot = None; // kill it; the next job starts a new one
@@ -143,29 +182,52 @@ fn spawn(spec: &ChildSpec) -> Result<WorkerChild, BackendError> {
     let requests = child.stdin.take().ok_or_else(|| BackendError::Internal("worker has no stdin".into()))?;
     let replies =
         BufReader::new(child.stdout.take().ok_or_else(|| BackendError::Internal("worker has no stdout".into()))?);
-    Ok(WorkerChild { child, requests, replies })
+    let mut worker = WorkerChild { child: Arc::new(Mutex::new(child)), requests, replies };
+    let watchdog = Watchdog::arm(&worker.child, STARTUP_TIMEOUT);
+    let ready = read_reply(&mut worker.replies);
+    drop(watchdog);
+    match ready {
+        Ok(WorkerReply::Ready) => Ok(worker),
+        Ok(WorkerReply::Refused { message, .. }) => Err(BackendError::Unavailable(message)),
+        Ok(_) => Err(BackendError::Internal("the worker process did not start cleanly".into())),
+        Err(error) => Err(BackendError::Internal(format!("the worker process did not start: {error}"))),
+    }
 }
 
 fn exchange(child: &mut WorkerChild, line: &str) -> std::io::Result<WorkerReply> {
     child.requests.write_all(line.as_bytes())?;
     child.requests.write_all(b"\n")?;
     child.requests.flush()?;
+    read_reply(&mut child.replies)
+}
+
+fn read_reply(replies: &mut BufReader<ChildStdout>) -> std::io::Result<WorkerReply> {
     let mut reply = String::new();
-    if child.replies.read_line(&mut reply)? == 0 {
+    if replies.read_line(&mut reply)? == 0 {
         return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "it exited"));
     }
     serde_json::from_str(&reply).map_err(std::io::Error::other)
 }
 
-/// The child's side: runs requests read from stdin, one at a time, on a single worker thread,
-/// until stdin closes. `config`'s pool is replaced by one worker with no queue.
+/// The child's side: reports [`WorkerReply::Ready`] once its modules are loaded, then runs
+/// requests read from stdin, one at a time, on a single worker thread, until stdin closes.
+/// `config`'s pool is replaced by one worker with no queue.
 pub async fn serve(mut config: WasmConfig) -> Result<(), crate::RuntimeError> {
     config.pool = WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() };
     config.workers = Workers::Threads;
-    let backend = WasmBackend::open(config)?;
-    backend.prepare()?;
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
     let mut stdout = tokio::io::stdout();
+    let opened = tokio::task::spawn_blocking(move || {
+        let backend = WasmBackend::open(config)?;
+        backend.prepare().map(|()| backend)
+    })
+    .await
+    .map_err(|e| crate::RuntimeError::Wasm(format!("worker start-up panicked: {e}")))?;
+    let backend = match opened {
+        Ok(backend) => backend,
+        Err(error) => return send(&mut stdout, &WorkerReply::from(BackendError::from(error))).await,
+    };
+    send(&mut stdout, &WorkerReply::Ready).await?;
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(tokio::io::stdin()));
     while let Some(line) = lines.next_line().await.map_err(|e| crate::RuntimeError::io("stdin".as_ref(), e))? {
         let reply = match serde_json::from_str::<ExecRequest>(&line) {
             Ok(request) => {
@@ -173,14 +235,17 @@ pub async fn serve(mut config: WasmConfig) -> Result<(), crate::RuntimeError> {
             }
             Err(e) => WorkerReply::Refused { kind: "rejected".into(), message: format!("invalid request: {e}") },
         };
-        let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec());
-        out.push(b'\n');
-        tokio::io::AsyncWriteExt::write_all(&mut stdout, &out)
-            .await
-            .map_err(|e| crate::RuntimeError::io("stdout".as_ref(), e))?;
-        tokio::io::AsyncWriteExt::flush(&mut stdout)
-            .await
-            .map_err(|e| crate::RuntimeError::io("stdout".as_ref(), e))?;
+        send(&mut stdout, &reply).await?;
     }
     Ok(())
+}
+
+async fn send(stdout: &mut tokio::io::Stdout, reply: &WorkerReply) -> Result<(), crate::RuntimeError> {
+    use tokio::io::AsyncWriteExt;
+    let mut line =
+        serde_json::to_vec(reply).map_err(|e| crate::RuntimeError::Wasm(format!("encoding a reply: {e}")))?;
+    line.push(b'\n');
+    let io = |e| crate::RuntimeError::io("stdout".as_ref(), e);
+    stdout.write_all(&line).await.map_err(io)?;
+    stdout.flush().await.map_err(io)
 }

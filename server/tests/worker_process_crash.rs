@@ -37,3 +37,31 @@ fn kill_worker_children() -> usize {
     }
     killed
 }
+
+fn fake_worker_engine(script: &str) -> soulbox_engine::Engine {
+    use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
+    let workers = Workers::Processes { program: "/bin/sh".into(), args: vec!["-c".into(), script.into(), "sh".into()] };
+    let pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 4, ..Default::default() };
+    soulbox_engine::Engine::builder()
+        .backend(WasmBackend::open(WasmConfig { workers, pool, ..WasmConfig::default() }).unwrap())
+        .build()
+}
+
+#[tokio::test]
+async fn a_worker_that_never_answers_is_killed_by_the_watchdog() {
+    let engine = fake_worker_engine("echo '\"ready\"'; read line; exec sleep 600");
+    let request = ExecRequest::new(Language::Python, "1")
+        .with_limits(soulbox_engine::Limits { deadline: std::time::Duration::from_millis(100), ..Default::default() });
+    let started = std::time::Instant::now();
+    let error = engine.execute(request).await.unwrap_err();
+    assert!(error.to_string().contains("worker process failed"), "{error}");
+    let waited = started.elapsed();
+    assert!(waited < std::time::Duration::from_secs(60), "the watchdog fired after {waited:?}");
+}
+
+#[tokio::test]
+async fn a_worker_that_cannot_start_is_an_error_not_a_hang() {
+    let engine = fake_worker_engine("exit 3");
+    let error = engine.execute(ExecRequest::new(Language::Python, "1")).await.unwrap_err();
+    assert!(error.to_string().contains("did not start"), "{error}");
+}

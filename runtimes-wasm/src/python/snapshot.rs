@@ -4,7 +4,8 @@
 //! with exactly the guest layout every execution uses ([`super::layout`]), run [`WARM_UP`] as
 //! the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
 //! The instrumented module is compiled without optimization (it runs once). The result is
-//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`WARM_UP`].
+//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`WARM_UP`], with a blake3
+//! checksum beside it; a snapshot that no longer matches it is rebuilt.
 
 use super::layout;
 use crate::engine_config::{EngineRole, EngineSettings};
@@ -72,13 +73,27 @@ impl super::Python {
     ) -> Result<Vec<u8>, RuntimeError> {
         let name = format!("python-{}.wasm", &blake3::hash(self.content_key().as_bytes()).to_hex()[..32]);
         let path = cache_dir.join(name);
-        if let Ok(bytes) = std::fs::read(&path) {
-            return Ok(bytes);
+        let checksum = cache_dir.join(format!("{}.b3", path.file_name().unwrap_or_default().to_string_lossy()));
+        if let (Ok(bytes), Ok(expected)) = (std::fs::read(&path), std::fs::read_to_string(&checksum)) {
+            if blake3::hash(&bytes).to_hex().as_str() == expected.trim() {
+                return Ok(bytes);
+            }
+            tracing::warn!(path = %path.display(), "cached snapshot is corrupt; rebuilding");
         }
         let spinner = spinner(progress);
-        let bytes = self.build_snapshot(scratch, settings)?;
+        let (this, scratch, settings) = (self.clone(), scratch.to_path_buf(), *settings);
+        // On a thread of its own: building drives wasmtime on a private tokio runtime, which
+        // must not be nested in a caller's runtime.
+        let bytes = std::thread::Builder::new()
+            .name("soulbox-snapshot".into())
+            .stack_size(crate::engine_config::ASYNC_STACK_BYTES * 2)
+            .spawn(move || this.build_snapshot(&scratch, &settings))
+            .map_err(|e| RuntimeError::io(cache_dir, e))?
+            .join()
+            .map_err(|_| RuntimeError::Snapshot { runtime: "python".into(), message: "the build panicked".into() })??;
         spinner.finish_and_clear();
         crate::module_cache::atomic_write(&path, &bytes)?;
+        crate::module_cache::atomic_write(&checksum, blake3::hash(&bytes).to_hex().as_bytes())?;
         crate::module_cache::remove_stale(cache_dir, "python-", &path);
         Ok(bytes)
     }
