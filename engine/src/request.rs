@@ -8,7 +8,7 @@ use std::path::{Component, Path};
 
 /// The largest program text a request may carry.
 pub const MAX_CODE_BYTES: usize = 4 * 1024 * 1024;
-/// The most bytes of input files, stdin included, one request may carry.
+/// The most bytes of inputs (files, stdin, arguments and environment) one request may carry.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024 * 1024;
 /// The most input files one request may carry.
 pub const MAX_INPUT_FILES: usize = 1024;
@@ -154,7 +154,10 @@ impl ExecRequest {
             let n = self.files.len();
             return Err(RequestError::InputsTooLarge(format!("{n} files; at most {MAX_INPUT_FILES}")));
         }
-        let total: usize = self.stdin.len() + self.files.iter().map(|f| f.contents.len()).sum::<usize>();
+        let total: usize = self.stdin.len()
+            + self.files.iter().map(|f| f.path.len() + f.contents.len()).sum::<usize>()
+            + self.args.iter().map(String::len).sum::<usize>()
+            + self.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
         if total > MAX_INPUT_BYTES {
             return Err(RequestError::InputsTooLarge(format!("{total} bytes; at most {MAX_INPUT_BYTES}")));
         }
@@ -167,11 +170,12 @@ impl ExecRequest {
     }
 }
 
-/// True for a non-empty relative path made only of normal components.
+/// True for a non-empty relative path of `/`-separated normal names: no empty, `.` or `..`
+/// component, no backslash or NUL (so each path has exactly one spelling).
 fn is_plain_relative(path: &str) -> bool {
     !path.is_empty()
-        && !path.contains('\0')
-        && !path.contains('\\')
+        && !path.contains(['\0', '\\'])
+        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
         && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
 }
 
@@ -187,7 +191,7 @@ mod tests {
 
     #[test]
     fn refuses_escaping_paths_and_bad_env() {
-        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b"] {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b", "a//b", "a/./b", "a/", "./a"] {
             let req = ExecRequest::new(Language::Python, "").with_file(bad, "");
             assert!(matches!(req.validate(), Err(RequestError::FilePath(_))), "{bad}");
         }

@@ -19,6 +19,9 @@ use std::path::{Path, PathBuf};
 pub const RESERVED_DIRS: [&str; 2] = ["tmp", "usr"];
 /// How deep collection descends into the workspace.
 pub const MAX_COLLECT_DEPTH: usize = 32;
+/// Directory entries collection looks at, at most, so a guest that made millions of files
+/// cannot keep the host walking its workspace.
+pub const MAX_COLLECT_ENTRIES: usize = 100_000;
 
 /// Bounds on what [`GuestRoot::collect`] returns.
 #[derive(Debug, Clone, Copy)]
@@ -57,8 +60,10 @@ pub enum GuestRootError {
 pub struct Collected {
     /// `(relative path, bytes)` of each new or changed file, sorted by path.
     pub files: Vec<(String, Vec<u8>)>,
-    /// Whether [`CollectLimits`] cut the list short.
+    /// Whether [`CollectLimits`] or [`MAX_COLLECT_ENTRIES`] cut the list short.
     pub truncated: bool,
+    /// Directory entries looked at.
+    seen: usize,
 }
 
 /// A fresh guest root on the host, deleted on drop.
@@ -126,6 +131,11 @@ impl GuestRoot {
         }
         for entry in dir.entries()? {
             let entry = entry?;
+            out.seen += 1;
+            if out.seen > MAX_COLLECT_ENTRIES {
+                out.truncated = true;
+                return Ok(());
+            }
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
             let kind = entry.file_type()?;

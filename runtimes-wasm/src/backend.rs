@@ -70,6 +70,7 @@ pub(crate) struct Inner {
     prepared: moka::sync::Cache<Language, Arc<Prepared>>,
     pub(crate) pool: WorkerPool,
     _ticker: EpochTicker,
+    _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
 
 impl WasmBackend {
@@ -90,12 +91,23 @@ impl WasmBackend {
         if swept > 0 {
             tracing::info!(swept, "removed guest files left by processes that died");
         }
+        let scratch_claim = config.home.claim_scratch().map_err(|e| RuntimeError::io(&config.home.scratch_dir(), e))?;
         let engine = config.settings.engine(EngineRole::Run)?;
         let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let prepared = moka::sync::Cache::builder().max_capacity(Language::ALL.len() as u64).build();
-        Ok(WasmBackend { inner: Arc::new(Inner { config, engine, cache, prepared, pool, _ticker: ticker }) })
+        Ok(WasmBackend {
+            inner: Arc::new(Inner {
+                config,
+                engine,
+                cache,
+                prepared,
+                pool,
+                _ticker: ticker,
+                _scratch_claim: scratch_claim,
+            }),
+        })
     }
 
     /// Loads or compiles every language's module now, so the first execution is fast.

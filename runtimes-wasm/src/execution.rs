@@ -290,15 +290,15 @@ fn classify(ran: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>, sto
         _ if memory_hit => Ended::stopped(Outcome::MemoryExceeded, "memory limit exceeded"),
         Some(Trap::StackOverflow) => Ended::stopped(Outcome::Crashed, "stack overflow"),
         Some(trap) => Ended::stopped(Outcome::Crashed, format!("guest trapped: {trap}")),
+        None if error.root_cause().to_string().contains("invalid exit status") => Ended::stopped(
+            Outcome::Crashed,
+            "the program exited with a status of 126 or more, which WASI cannot report",
+        ),
         None => {
             tracing::debug!(error = format!("{error:#}"), "guest failed");
-            Ended::stopped(Outcome::Crashed, format!("guest failed: {}", first_line(&error)))
+            Ended::stopped(Outcome::Crashed, format!("guest failed: {}", error.root_cause()))
         }
     }
-}
-
-fn first_line(error: &wasmtime::Error) -> String {
-    format!("{error:#}").lines().next().unwrap_or_default().to_owned()
 }
 
 fn fuel_used(store: &Store<GuestState>, limits: &Limits) -> Option<u64> {

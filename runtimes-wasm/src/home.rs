@@ -6,11 +6,20 @@
 //! runtimes/<package>-<version>/   verified interpreter files, plus `.installed` once complete
 //! cache/snapshots/<key>.wasm      pre-initialized modules built here (Wizer)
 //! cache/modules/<key>.cwasm       compiled modules, each with a `.b3` checksum beside it
-//! scratch/<pid>/                  this process's guest roots (each deleted after its execution;
-//!                                 folders of processes that died are swept at start-up)
+//! scratch/<pid>/                  this process's guest roots (each deleted after its execution)
+//! scratch/<pid>.lock              locked while that process lives; folders whose lock is free
+//!                                 (their process died) are swept at start-up
 //! ```
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// A held claim on this process's scratch folder (see [`SoulboxHome::claim_scratch`]).
+#[derive(Debug)]
+pub struct ScratchClaim {
+    _lock: std::fs::File,
+}
 
 /// The environment variable that overrides the home directory.
 pub const HOME_ENV: &str = "SOULBOX_HOME";
@@ -67,15 +76,54 @@ impl SoulboxHome {
         self.scratch_dir().join(std::process::id().to_string())
     }
 
-    /// Removes the guest-root folders of processes that no longer run (a killed process leaves
-    /// its guests' files behind). Returns how many were removed.
+    /// Claims [`SoulboxHome::process_scratch_dir`] for this process: an exclusive lock on
+    /// `scratch/<pid>.lock`, held until the process exits, tells sweepers the folder is in use.
+    /// Claiming again (another backend on the same home) returns the same claim.
+    pub fn claim_scratch(&self) -> std::io::Result<Arc<ScratchClaim>> {
+        static CLAIMS: Mutex<BTreeMap<PathBuf, Arc<ScratchClaim>>> = Mutex::new(BTreeMap::new());
+        let mut claims = CLAIMS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(claim) = claims.get(&self.root) {
+            return Ok(Arc::clone(claim));
+        }
+        let claim = Arc::new(self.lock_scratch()?);
+        claims.insert(self.root.clone(), Arc::clone(&claim));
+        Ok(claim)
+    }
+
+    fn lock_scratch(&self) -> std::io::Result<ScratchClaim> {
+        let scratch = self.scratch_dir();
+        std::fs::create_dir_all(&scratch)?;
+        let lock_path = scratch.join(format!("{}.lock", std::process::id()));
+        loop {
+            let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+            lock.lock()?;
+            // A sweeper may have removed the file while we waited for its lock: start over.
+            if lock_path.exists() {
+                std::fs::create_dir_all(self.process_scratch_dir())?;
+                return Ok(ScratchClaim { _lock: lock });
+            }
+        }
+    }
+
+    /// Removes the guest-root folders of processes that no longer hold their claim (a killed
+    /// process leaves its guests' files behind). Returns how many were removed.
     pub fn sweep_dead_scratch(&self) -> usize {
         let Ok(entries) = std::fs::read_dir(self.scratch_dir()) else { return 0 };
-        let dead = |name: &str| name.parse::<u32>().is_ok_and(|pid| !Path::new("/proc").join(pid.to_string()).exists());
-        entries
-            .flatten()
-            .filter(|e| dead(&e.file_name().to_string_lossy()))
-            .filter(|e| std::fs::remove_dir_all(e.path()).is_ok())
-            .count()
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "lock") {
+                continue;
+            }
+            let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
+            if lock.try_lock().is_ok() {
+                let folder = path.with_extension("");
+                if !folder.exists() || std::fs::remove_dir_all(&folder).is_ok() {
+                    let _ = std::fs::remove_file(&path);
+                    swept += 1;
+                }
+            }
+        }
+        swept
     }
 }

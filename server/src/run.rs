@@ -1,7 +1,9 @@
 //! `soulbox run`.
 
 use crate::cli::Cli;
-use anyhow::{Context, bail};
+use anyhow::Context;
+use cap_std::ambient_authority;
+use cap_std::fs::Dir;
 use clap::Args;
 use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, Limits};
 use soulbox_runtimes_wasm::WasmBackend;
@@ -44,9 +46,14 @@ pub struct RunArgs {
     /// Input file for the guest workspace: HOST_PATH, or GUEST_PATH=HOST_PATH (repeatable).
     #[arg(long = "file", value_name = "[GUEST=]HOST")]
     pub files: Vec<String>,
-    /// Write the files the program created or changed into this directory.
+    /// Write the files the program created or changed into this directory (created if needed;
+    /// paths cannot leave it, existing files are replaced).
     #[arg(long, value_name = "DIR")]
     pub out_dir: Option<PathBuf>,
+    /// Give the program no stdin. Otherwise, when the program comes from a file or `-e` and
+    /// stdin is not a terminal, stdin is read to its end and given to the program.
+    #[arg(long)]
+    pub no_stdin: bool,
 }
 
 pub async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
@@ -81,7 +88,7 @@ fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
     let language =
         args.language.or_else(|| args.file.as_deref().and_then(Language::from_path)).unwrap_or(Language::Python);
     let mut request = ExecRequest::new(language, code).with_args(args.args.clone()).with_limits(limits(args));
-    if !from_stdin && !std::io::stdin().is_terminal() {
+    if !from_stdin && !args.no_stdin && !std::io::stdin().is_terminal() {
         request = request.with_stdin(read_stdin_bytes()?);
     }
     for pair in &args.env {
@@ -130,16 +137,21 @@ fn read_stdin_bytes() -> anyhow::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Writes the result's files under `dir` through cap-std, so no path (nor a symlink already in
+/// `dir`) can lead outside it.
 fn write_outputs(dir: &Path, result: &ExecResult) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let out = Dir::open_ambient_dir(dir, ambient_authority()).with_context(|| format!("opening {}", dir.display()))?;
     for file in &result.files {
-        if file.path.split('/').any(|c| c == ".." || c.is_empty()) {
-            bail!("refusing to write output file `{}`", file.path);
+        let path = Path::new(&file.path);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            out.create_dir_all(parent)
+                .with_context(|| format!("creating {} in {}", parent.display(), dir.display()))?;
         }
-        let path = dir.join(&file.path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(&path, &file.contents).with_context(|| format!("writing {}", path.display()))?;
+        out.write(path, &file.contents).with_context(|| format!("writing {} in {}", file.path, dir.display()))?;
+    }
+    if result.files_truncated {
+        eprintln!("soulbox: only the first {} output files were returned", result.files.len());
     }
     Ok(())
 }

@@ -138,3 +138,22 @@ fn fetch_from_a_directory_refuses_tampered_files() {
         "nothing unverified is installed"
     );
 }
+
+#[test]
+fn output_files_cannot_escape_the_out_dir_through_a_symlink() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::create_dir(&out_dir).unwrap();
+    std::os::unix::fs::symlink(outside.path(), out_dir.join("link")).unwrap();
+    let code = "import os\nos.makedirs('link', exist_ok=True)\nopen('link/x.txt', 'w').write('escape')";
+    let out = soulbox(&["run", "--no-stdin", "--out-dir", out_dir.to_str().unwrap(), "-e", code], "");
+    assert!(!outside.path().join("x.txt").exists(), "wrote outside --out-dir");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn no_stdin_leaves_stdin_unread() {
+    let out = soulbox(&["run", "--no-stdin", "-e", "import sys; print(repr(sys.stdin.read()))"], "ignored");
+    assert_eq!(text(&out.stdout), "''\n", "{}", text(&out.stderr));
+}

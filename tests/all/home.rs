@@ -1,16 +1,20 @@
-//! Home-directory hygiene: guest files of dead processes are swept; live ones are kept.
+//! Home-directory hygiene: guest files of dead processes are swept; live ones are kept, even
+//! when several backends in one process share a home.
 
 use soulbox_runtimes_wasm::{SoulboxHome, WasmBackend, WasmConfig};
 
 #[test]
 fn opening_a_backend_sweeps_guest_roots_of_dead_processes() {
     let home = SoulboxHome::from_env();
-    let dead = home.scratch_dir().join(u32::MAX.to_string()); // no such pid
+    // A folder whose lock nobody holds belongs to a process that died.
+    let dead = home.scratch_dir().join(u32::MAX.to_string());
     std::fs::create_dir_all(dead.join("guest-left/secret")).unwrap();
-    let alive = home.scratch_dir().join("1"); // init: always running
-    std::fs::create_dir_all(&alive).unwrap();
+    std::fs::write(dead.with_extension("lock"), b"").unwrap();
+    // This process's own folder is claimed (locked) by the backends the tests opened.
     drop(WasmBackend::open(WasmConfig::default()).unwrap());
+    let mine = home.process_scratch_dir();
     assert!(!dead.exists(), "a dead process's guest files are removed");
-    assert!(alive.exists(), "a live process's folder is kept");
-    std::fs::remove_dir(&alive).unwrap();
+    assert!(!dead.with_extension("lock").exists());
+    drop(WasmBackend::open(WasmConfig::default()).unwrap());
+    assert!(mine.exists(), "a live process's folder is kept");
 }
