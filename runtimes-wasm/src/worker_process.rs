@@ -99,6 +99,7 @@ impl WorkerReply {
 /// A running child and its pipes. The process handle is shared with watchdogs.
 struct WorkerChild {
     child: Arc<Mutex<Child>>,
+    watchdog: Watchdog,
     requests: ChildStdin,
     replies: BufReader<ChildStdout>,
 }
@@ -111,22 +112,35 @@ impl Drop for WorkerChild {
     }
 }
 
-/// Kills `child` unless disarmed (dropped) within `limit`.
+/// One thread per child that kills it when an armed limit passes before it is disarmed.
+/// (A thread per child, not per request, keeps the request path free of thread spawns.)
 struct Watchdog {
-    _disarm: Sender<()>,
+    commands: Sender<Option<Duration>>,
 }
 
 impl Watchdog {
-    fn arm(child: &Arc<Mutex<Child>>, limit: Duration) -> Self {
-        let (disarm, disarmed) = channel::<()>();
+    fn start(child: &Arc<Mutex<Child>>) -> Self {
+        let (commands, orders) = channel::<Option<Duration>>();
         let child = Arc::clone(child);
         let _ = std::thread::Builder::new().name("soulbox-watchdog".into()).spawn(move || {
-            if let Err(RecvTimeoutError::Timeout) = disarmed.recv_timeout(limit) {
-                tracing::warn!(?limit, "a worker process did not answer in time; killing it");
-                let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+            // `Some(limit)` arms, `None` disarms; the thread ends when the child's handle drops.
+            while let Ok(order) = orders.recv() {
+                let Some(limit) = order else { continue };
+                if let Err(RecvTimeoutError::Timeout) = orders.recv_timeout(limit) {
+                    tracing::warn!(?limit, "a worker process did not answer in time; killing it");
+                    let _ = child.lock().unwrap_or_else(|e| e.into_inner()).kill();
+                }
             }
         });
-        Watchdog { _disarm: disarm }
+        Watchdog { commands }
+    }
+
+    /// Runs `work`, killing the child if it takes longer than `limit`.
+    fn guard<T>(&self, limit: Duration, work: impl FnOnce() -> T) -> T {
+        let _ = self.commands.send(Some(limit));
+        let value = work();
+        let _ = self.commands.send(None);
+        value
     }
 }
 
@@ -154,9 +168,8 @@ pub(crate) fn execute(spec: &ChildSpec, request: &ExecRequest) -> Result<ExecRes
             *slot = Some(spawn(spec)?);
         }
         let child = slot.as_mut().expect("just started");
-        let watchdog = Watchdog::arm(&child.child, request.limits.deadline + WATCHDOG_MARGIN);
-        let answer = exchange(child, &line);
-        drop(watchdog);
+        let limit = request.limits.deadline + WATCHDOG_MARGIN;
+        let answer = child.watchdog.guard(limit, || exchange(&mut child.requests, &mut child.replies, &line));
         match answer {
             Ok(reply) => reply.into_result(),
             Err(error) => {
@@ -182,10 +195,10 @@ fn spawn(spec: &ChildSpec) -> Result<WorkerChild, BackendError> {
     let requests = child.stdin.take().ok_or_else(|| BackendError::Internal("worker has no stdin".into()))?;
     let replies =
         BufReader::new(child.stdout.take().ok_or_else(|| BackendError::Internal("worker has no stdout".into()))?);
-    let mut worker = WorkerChild { child: Arc::new(Mutex::new(child)), requests, replies };
-    let watchdog = Watchdog::arm(&worker.child, STARTUP_TIMEOUT);
-    let ready = read_reply(&mut worker.replies);
-    drop(watchdog);
+    let child = Arc::new(Mutex::new(child));
+    let watchdog = Watchdog::start(&child);
+    let mut worker = WorkerChild { child, watchdog, requests, replies };
+    let ready = worker.watchdog.guard(STARTUP_TIMEOUT, || read_reply(&mut worker.replies));
     match ready {
         Ok(WorkerReply::Ready) => Ok(worker),
         Ok(WorkerReply::Refused { message, .. }) => Err(BackendError::Unavailable(message)),
@@ -194,11 +207,15 @@ fn spawn(spec: &ChildSpec) -> Result<WorkerChild, BackendError> {
     }
 }
 
-fn exchange(child: &mut WorkerChild, line: &str) -> std::io::Result<WorkerReply> {
-    child.requests.write_all(line.as_bytes())?;
-    child.requests.write_all(b"\n")?;
-    child.requests.flush()?;
-    read_reply(&mut child.replies)
+fn exchange(
+    requests: &mut ChildStdin,
+    replies: &mut BufReader<ChildStdout>,
+    line: &str,
+) -> std::io::Result<WorkerReply> {
+    requests.write_all(line.as_bytes())?;
+    requests.write_all(b"\n")?;
+    requests.flush()?;
+    read_reply(replies)
 }
 
 fn read_reply(replies: &mut BufReader<ChildStdout>) -> std::io::Result<WorkerReply> {
