@@ -207,8 +207,12 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
     let (store, instance) = (&mut guest.store, &guest.instance);
     match request.language {
         Language::Python => {
-            let prelude = Python::prelude(&request.args, &Python::env(request));
-            Python::run_internal(store, instance, &prelude).await?;
+            // Every guest already ran the prelude for the base environment and no arguments
+            // while warming up, so only a request with its own env or args needs another.
+            if !request.env.is_empty() || !request.args.is_empty() {
+                let prelude = Python::prelude(&request.args, &Python::env(request));
+                Python::run_internal(store, instance, &prelude).await?;
+            }
             if metering {
                 // The budget is for the request's code, not SoulBox's prelude.
                 store.set_fuel(request.limits.fuel.unwrap_or(u64::MAX))?;

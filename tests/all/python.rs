@@ -94,3 +94,16 @@ async fn input_files_are_readable_and_outputs_returned() {
     assert_eq!(paths, ["out/sum.txt"], "unchanged inputs are not returned");
     assert_eq!(r.files[0].contents, b"6");
 }
+
+#[tokio::test]
+async fn a_request_without_env_or_args_sees_the_base_ones() {
+    // Such requests skip the prelude turn: the warm-up already applied the same state.
+    let r = python("import os, sys\nprint(sys.argv, os.environ['HOME'], 'GREETING' in os.environ)").await;
+    assert_eq!(r.stdout, "['-c'] /tmp False\n", "{r:?}");
+    let with_env =
+        run(ExecRequest::new(Language::Python, "import os\nprint(os.environ['GREETING'])").with_env("GREETING", "x"))
+            .await;
+    assert_eq!(with_env.stdout, "x\n");
+    let again = python("import os\nprint('GREETING' in os.environ)").await;
+    assert_eq!(again.stdout, "False\n", "a later request never sees an earlier one's env");
+}

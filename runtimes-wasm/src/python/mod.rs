@@ -12,7 +12,9 @@
 //! the reactor's `turn(ptr, len)` export (code written into a buffer from `host_alloc`):
 //!
 //! 1. a prelude turn, `__import__("_soulbox").enter(env, argv)`, which applies the request's
-//!    environment and `sys.argv` (the snapshot froze the first turn's);
+//!    environment and `sys.argv` (the snapshot froze the first turn's); every guest runs it for
+//!    the base environment while warming up, so it is repeated only for a request with its own
+//!    env or args;
 //! 2. the request's code, REPL-style: a final expression's value is echoed to stdout.
 //!
 //! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
