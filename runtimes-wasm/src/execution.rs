@@ -65,6 +65,8 @@ struct Guest {
     store: Store<GuestState>,
     instance: Instance,
     root: GuestRoot,
+    /// The argv its WASI context was built with (JavaScript's entry point needs it again).
+    argv: Vec<String>,
     /// The backend that started it (worker threads belong to one backend; checked anyway).
     owner: *const Inner,
 }
@@ -83,7 +85,7 @@ thread_local! {
 }
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
-pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) -> Result<ExecResult, RuntimeError> {
+pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant) -> Result<ExecResult, RuntimeError> {
     let mut guest = match request.language {
         Language::Python => match take_ready_python(inner) {
             Some(guest) => guest,
@@ -91,6 +93,8 @@ pub(crate) fn execute(inner: &Inner, request: ExecRequest, admitted: Instant) ->
         },
         Language::JavaScript => start_guest(inner, Language::JavaScript, Some(&request))?,
     };
+    // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
+    guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
     apply(inner, &mut guest, &request)?;
     let ended = if guest.store.data().limiter.peak_bytes() > request.limits.memory_bytes {
         Ended::stopped(Outcome::MemoryExceeded, "the interpreter alone needs more memory than the limit")
@@ -174,17 +178,16 @@ fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>)
     .map_err(|e| RuntimeError::wasm(&e))?;
     store.data().stdout.take();
     store.data().stderr.take();
-    Ok(Guest { store, instance, root, owner: inner })
+    Ok(Guest { store, instance, root, argv: args, owner: inner })
 }
 
-/// Gives `guest` the request's limits, stdin and input files, and arms its deadline and fuel.
+/// Gives `guest` the request's limits and input files, and arms its deadline and fuel.
 fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), RuntimeError> {
     for file in &request.files {
         guest.root.place(&file.path, &file.contents)?;
     }
     let limits = &request.limits;
     let state = guest.store.data_mut();
-    state.stdin.set(request.stdin.clone());
     state.set_limits(GuestLimits {
         stdout_cap: usize::try_from(limits.stdout_bytes).unwrap_or(usize::MAX),
         stderr_cap: usize::try_from(limits.stderr_bytes).unwrap_or(usize::MAX),
@@ -219,7 +222,7 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
             }
             Python::run_code(store, instance, &request.code).await
         }
-        Language::JavaScript => JavaScript::run(store, instance, &JavaScript::argv(request)).await,
+        Language::JavaScript => JavaScript::run(store, instance, &guest.argv).await,
     }
 }
 
