@@ -54,3 +54,13 @@ pub async fn assert_host_healthy() {
     let js = js("console.log(6 * 7)").await;
     assert_eq!(js.stdout, "42\n", "js after a fault: {js:?}");
 }
+
+/// A sandbox registry on the shared engine, its workspaces in a temporary directory. Call it
+/// inside the test's runtime (the registry's reaper runs there).
+pub fn sandboxes() -> soulbox_engine::Sandboxes {
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: std::env::temp_dir().join(format!("soulbox-test-sandboxes-{}", std::process::id())),
+        ..Default::default()
+    };
+    soulbox_engine::Sandboxes::new(engine().clone(), config).expect("a sandbox registry opens")
+}

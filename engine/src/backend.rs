@@ -1,5 +1,6 @@
 //! The one trait every backend implements.
 
+use crate::kernel::{Kernel, KernelSpec};
 use crate::language::Language;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
@@ -21,6 +22,12 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs one request to completion.
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError>;
+
+    /// Starts a stateful context (a kernel) for a sandbox. Backends without stateful contexts
+    /// keep the default, which refuses.
+    async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
+        Err(BackendError::Rejected(format!("the {} backend has no stateful {} contexts", self.name(), spec.language)))
+    }
 }
 
 /// Why a backend could not run a request.

@@ -2,6 +2,7 @@
 
 use crate::backend::Backend;
 use crate::error::EngineError;
+use crate::kernel::{Kernel, KernelSpec};
 use crate::language::Language;
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
@@ -93,6 +94,15 @@ impl Engine {
         }
         .instrument(span)
         .await
+    }
+
+    /// Starts a stateful context on the backend for its language (used by
+    /// [`crate::sandbox::Sandboxes`]; embedders normally go through sandboxes).
+    pub async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, EngineError> {
+        let language = spec.language;
+        let backend = self.backend_for(language).ok_or(EngineError::UnsupportedLanguage(language))?;
+        let span = tracing::info_span!("start_kernel", %language, backend = backend.name(), preload = ?spec.preload);
+        Ok(backend.start_kernel(spec).instrument(span).await?)
     }
 
     fn backend_for(&self, language: Language) -> Option<&Arc<dyn Backend>> {

@@ -14,22 +14,30 @@
 //!   big-stack threads, never on the async runtime's, with bounded admission (excess work is
 //!   refused with [`EngineError::Busy`], never queued without bound).
 //!
+//! - [`sandbox::Sandboxes`] holds stateful sandboxes: a workspace plus Python/JavaScript
+//!   contexts ([`kernel::Kernel`]s) that keep state between cells, with rich results, streamed
+//!   events and file operations.
+//!
 //! Dependencies point one way: backends depend on this crate; this crate depends on no backend.
 
 mod backend;
 mod engine;
 mod error;
+pub mod kernel;
 mod language;
 pub mod limits;
 pub mod request;
 mod result;
+pub mod sandbox;
 mod worker_pool;
 
 pub use backend::{Backend, BackendError};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
+pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};
 pub use language::{Language, UnknownLanguage};
 pub use limits::{Limits, LimitsError};
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile};
+pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
 pub use worker_pool::{WorkerPool, WorkerPoolConfig};

@@ -86,7 +86,7 @@ impl std::fmt::Debug for OutputFile {
     }
 }
 
-mod micros {
+pub(crate) mod micros {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

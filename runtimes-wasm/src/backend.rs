@@ -6,11 +6,13 @@ use crate::execution::{Interpreter, Prepared, execute, refill, release_spent};
 use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
 use crate::javascript::JavaScript;
+use crate::kernel::WasmKernel;
 use crate::module_cache::{ModuleCache, ModuleKey};
 use crate::python::Python;
 use crate::ticker::EpochTicker;
 use crate::worker_process::Workers;
 use async_trait::async_trait;
+use soulbox_engine::kernel::{Kernel, KernelSpec};
 use soulbox_engine::{Backend, BackendError, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig};
 use soulbox_host_api::{GuestState, add_to_linker};
 use std::sync::Arc;
@@ -208,5 +210,9 @@ impl Backend for WasmBackend {
             )
             .await?;
         Ok(result?)
+    }
+
+    async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
+        Ok(Box::new(WasmKernel::start(Arc::clone(&self.inner), spec).await?))
     }
 }

@@ -11,8 +11,10 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, Po
 pub const MAX_WASM_STACK_BYTES: usize = 8 << 20;
 /// Native stack of each guest fiber; must exceed [`MAX_WASM_STACK_BYTES`].
 pub const ASYNC_STACK_BYTES: usize = 10 << 20;
-/// Guests alive at once (pool slots for memories, tables, instances and stacks).
-pub const DEFAULT_POOL_SLOTS: u32 = 1000;
+/// Guests alive at once (pool slots for memories, tables, instances and stacks): stateless
+/// guests in flight plus every sandbox context. Slots are address space, not memory: each
+/// reserves its 4 GiB of virtual memory and touches none until used.
+pub const DEFAULT_POOL_SLOTS: u32 = 4096;
 /// Elements per table slot: CPython's function table holds ~47k.
 pub const POOL_TABLE_ELEMENTS: usize = 1 << 16;
 /// Per-instance metadata slot: CPython needs ~1.6 MB, more than wasmtime's 1 MiB default.

@@ -36,11 +36,11 @@ pub const MAX_OUTPUT_FILES: usize = 256;
 pub const MAX_OUTPUT_FILE_BYTES: u64 = 64 << 20;
 /// Extra wall time allowed past the deadline before a guest blocked in a host call (a
 /// `sleep`, say) is abandoned; running guest code is stopped by the epoch at the deadline.
-const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
+pub(crate) const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
 /// Deadline for SoulBox's own warm-up turn.
-const WARM_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const WARM_DEADLINE: Duration = Duration::from_secs(30);
 /// Limits while a guest warms up, before a request's apply.
-const WARM_LIMITS: GuestLimits = GuestLimits {
+pub(crate) const WARM_LIMITS: GuestLimits = GuestLimits {
     stdout_cap: 64 << 10,
     stderr_cap: 64 << 10,
     memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
@@ -129,7 +129,7 @@ fn take_ready_python(inner: &Inner) -> Option<Guest> {
     READY_PYTHON.with(|ready| ready.borrow_mut().take()).filter(|guest| std::ptr::eq(guest.owner, inner))
 }
 
-fn block_on<F: Future>(future: F) -> F::Output {
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     RUNTIME.with(|runtime| runtime.block_on(future))
 }
 
@@ -159,13 +159,7 @@ fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>)
         root: &root_path,
         limits: WARM_LIMITS,
     })?;
-    let mut store = Store::new(&inner.engine, state);
-    store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_trap();
-    store.set_epoch_deadline(EpochTicker::ticks_for(WARM_DEADLINE));
-    if inner.config.settings.fuel {
-        store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
-    }
+    let mut store = new_store(inner, state)?;
     let instance = block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
         if let Interpreter::Python(_) = prepared.interpreter {
@@ -179,6 +173,19 @@ fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>)
     store.data().stdout.take();
     store.data().stderr.take();
     Ok(Guest { store, instance, root, argv: args, owner: inner })
+}
+
+/// A store for `state` with the memory limiter, an epoch deadline of [`WARM_DEADLINE`] and, when
+/// metering, unlimited fuel (each request or cell arms its own).
+pub(crate) fn new_store(inner: &Inner, state: GuestState) -> Result<Store<GuestState>, RuntimeError> {
+    let mut store = Store::new(&inner.engine, state);
+    store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_trap();
+    store.set_epoch_deadline(EpochTicker::ticks_for(WARM_DEADLINE));
+    if inner.config.settings.fuel {
+        store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
+    }
+    Ok(store)
 }
 
 /// Gives `guest` the request's limits and input files, and arms its deadline and fuel.
@@ -249,18 +256,18 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
 
 /// How a guest ended, as the result reports it.
 #[derive(Debug)]
-struct Ended {
-    outcome: Outcome,
-    exit_code: i32,
-    error: Option<String>,
+pub(crate) struct Ended {
+    pub(crate) outcome: Outcome,
+    pub(crate) exit_code: i32,
+    pub(crate) error: Option<String>,
 }
 
 impl Ended {
-    fn completed(exit_code: i32) -> Self {
+    pub(crate) fn completed(exit_code: i32) -> Self {
         Ended { outcome: Outcome::Completed, exit_code, error: None }
     }
 
-    fn stopped(outcome: Outcome, error: impl Into<String>) -> Self {
+    pub(crate) fn stopped(outcome: Outcome, error: impl Into<String>) -> Self {
         let exit_code = match outcome {
             Outcome::DeadlineExceeded => EXIT_DEADLINE,
             Outcome::Crashed => EXIT_CRASH,
@@ -270,7 +277,10 @@ impl Ended {
     }
 }
 
-fn classify(ran: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>, store: &Store<GuestState>) -> Ended {
+pub(crate) fn classify(
+    ran: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>,
+    store: &Store<GuestState>,
+) -> Ended {
     let state = store.data();
     let memory_hit = state.limiter.hit_cap();
     let output_hit = state.stdout.overflowed() || state.stderr.overflowed();
@@ -308,7 +318,7 @@ fn classify(ran: Result<wasmtime::Result<i32>, tokio::time::error::Elapsed>, sto
     }
 }
 
-fn fuel_used(store: &Store<GuestState>, limits: &Limits) -> Option<u64> {
+pub(crate) fn fuel_used(store: &Store<GuestState>, limits: &Limits) -> Option<u64> {
     let budget = limits.fuel?;
     store.get_fuel().ok().map(|left| budget.saturating_sub(left))
 }

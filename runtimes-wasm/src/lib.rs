@@ -12,10 +12,15 @@
 //! - [`WasmBackend`]: implements the engine's `Backend`. Each execution runs on a worker thread
 //!   of the engine's `WorkerPool`, in a fresh instance with every limit armed.
 //!
+//! - `kernel`: stateful contexts for sandboxes (the engine's `Kernel`): one long-lived
+//!   instance per context whose root is the sandbox's workspace, driven cell by cell on the
+//!   same worker pool, streaming output and rich results as they happen.
+//!
 //! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
 //!   copy-on-write faults of fresh guests do not interrupt every core.
 //!
-//! Invariants: a guest never outlives its execution; a deadline is always armed; nothing from
+//! Invariants: a stateless guest never outlives its execution (a context's instance lives as
+//! long as its context, and is replaced when a limit trapped it); a deadline is always armed; nothing from
 //! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
 
 mod backend;
@@ -25,6 +30,7 @@ mod execution;
 pub mod fetch;
 pub mod home;
 pub mod javascript;
+mod kernel;
 pub mod manifest;
 pub mod module_cache;
 pub mod python;

@@ -10,3 +10,5 @@ mod javascript;
 mod limits;
 mod python;
 mod readme;
+mod sandbox;
+mod sandbox_files;

@@ -62,6 +62,24 @@ impl JavaScript {
         argv
     }
 
+    /// Starts a stateful context in a fresh `instance`: `qjs --std -e ''` with `env` from the
+    /// WASI context, leaving `std` and `os` as globals for later [`eval`]s.
+    pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
+        call0(store, instance, "_initialize").await?;
+        let argv = Self::context_argv();
+        let argv_ptr = write_argv(store, instance, &argv).await?;
+        let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
+        match init.call_async(&mut *store, (i32::try_from(argv.len())?, argv_ptr)).await? {
+            0 => Ok(()),
+            status => wasmtime::bail!("the JavaScript context did not start (status {status})"),
+        }
+    }
+
+    /// The guest's argv for a stateful context.
+    pub fn context_argv() -> Vec<String> {
+        [ARGV0, "--std", "-e", ""].map(String::from).into()
+    }
+
     /// Runs the script in a fresh `instance`; returns its exit status.
     pub async fn run(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<i32> {
         call0(store, instance, "_initialize").await?;
@@ -79,7 +97,7 @@ impl JavaScript {
     }
 }
 
-async fn call0(store: &mut Store<GuestState>, instance: &Instance, name: &str) -> wasmtime::Result<()> {
+pub(crate) async fn call0(store: &mut Store<GuestState>, instance: &Instance, name: &str) -> wasmtime::Result<()> {
     instance.get_typed_func::<(), ()>(&mut *store, name)?.call_async(&mut *store, ()).await
 }
 
@@ -95,7 +113,11 @@ async fn malloc(store: &mut Store<GuestState>, instance: &Instance, bytes: &[u8]
 }
 
 /// Copies `argv` into guest memory as NUL-terminated strings plus a pointer array.
-async fn write_argv(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<i32> {
+pub(crate) async fn write_argv(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    argv: &[String],
+) -> wasmtime::Result<i32> {
     let mut pointers = Vec::with_capacity(argv.len() * 4);
     for arg in argv {
         let mut bytes = Vec::with_capacity(arg.len() + 1);
@@ -107,7 +129,7 @@ async fn write_argv(store: &mut Store<GuestState>, instance: &Instance, argv: &[
 }
 
 /// Runs queued promise jobs until none is left. False if a job threw (the error is printed).
-async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
+pub(crate) async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
     let context =
         instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
     let runtime = instance
@@ -129,11 +151,13 @@ async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) ->
             _ => {}
         }
     }
+    free(store, instance, job_context).await?;
     Ok(ok)
 }
 
-/// Evaluates a snippet of SoulBox's own code in the guest's context.
-async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<()> {
+/// Evaluates `code` as a global script in the guest's context; false if it threw (the error is
+/// printed on stderr). The buffers are freed afterwards: a context lives for many cells.
+pub(crate) async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<bool> {
     let context =
         instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
     let mut source = code.as_bytes().to_vec();
@@ -141,6 +165,12 @@ async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) ->
     let buf = malloc(store, instance, &source).await?;
     let name = malloc(store, instance, b"<soulbox>\0").await?;
     let eval_buf = instance.get_typed_func::<(i32, i32, i32, i32, i32), i32>(&mut *store, "soulbox_eval_buf")?;
-    eval_buf.call_async(&mut *store, (context, buf, i32::try_from(code.len())?, name, 0)).await?;
-    Ok(())
+    let status = eval_buf.call_async(&mut *store, (context, buf, i32::try_from(code.len())?, name, 0)).await?;
+    free(store, instance, buf).await?;
+    free(store, instance, name).await?;
+    Ok(status == 0)
+}
+
+async fn free(store: &mut Store<GuestState>, instance: &Instance, ptr: i32) -> wasmtime::Result<()> {
+    instance.get_typed_func::<i32, ()>(&mut *store, "free")?.call_async(&mut *store, ptr).await
 }

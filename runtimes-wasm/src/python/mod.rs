@@ -59,8 +59,13 @@ impl Python {
 
     /// The environment a request's code sees: the base with the request's laid over it.
     pub fn env(request: &ExecRequest) -> Vec<(String, String)> {
+        Self::env_over(request.env.clone())
+    }
+
+    /// The base environment with `extra` laid over it.
+    pub fn env_over(extra: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
         let mut env: std::collections::BTreeMap<String, String> = Self::base_env().into_iter().collect();
-        env.extend(request.env.clone());
+        env.extend(extra);
         env.into_iter().collect()
     }
 

@@ -1,10 +1,10 @@
 //! Builds SoulBox's pre-initialized Python module with Wizer, once per machine.
 //!
 //! `Wizer::instrument` the package's `python-snapshot.wasm`, instantiate the instrumented module
-//! with exactly the guest layout every execution uses ([`super::layout`]), run [`WARM_UP`] as
-//! the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
+//! with exactly the guest layout every execution uses ([`super::layout`]), run [`first_turn`] (the
+//! warm-up and the kernel module) as the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
 //! The instrumented module is compiled without optimization (it runs once). The result is
-//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`WARM_UP`], with a blake3
+//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`first_turn`], with a blake3
 //! checksum beside it; a snapshot that no longer matches it is rebuilt.
 
 use super::layout;
@@ -41,11 +41,22 @@ def enter(env, argv):
 ''', _soulbox.__dict__)
 sys.modules["_soulbox"] = _soulbox
 del _soulbox, types, sys
-import gc
-gc.collect()
-gc.freeze()
-del gc
 "#;
+/// SoulBox's Python kernel for stateful contexts, built into the snapshot as `_soulbox_kernel`.
+pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
+/// The end of the first turn: everything imported so far is frozen out of the collector's way.
+const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
+
+/// The whole first turn: [`WARM_UP`], then the kernel module ([`KERNEL_SOURCE`], compiled under
+/// the file name `<soulbox kernel>` so tracebacks can leave its frames out), then the freeze.
+pub fn first_turn() -> String {
+    let source = serde_json::to_string(KERNEL_SOURCE).unwrap_or_default();
+    format!(
+        "{WARM_UP}\nimport sys as _s, types as _t\n_k = _t.ModuleType(\"_soulbox_kernel\")\n\
+         exec(compile({source}, \"<soulbox kernel>\", \"exec\"), _k.__dict__)\n\
+         _s.modules[\"_soulbox_kernel\"] = _k\ndel _s, _t, _k\n{FREEZE}"
+    )
+}
 /// Limits while building the snapshot (SoulBox's own code runs, not a request's).
 const BUILD_LIMITS: GuestLimits = GuestLimits {
     stdout_cap: 1 << 20,
@@ -59,7 +70,7 @@ const RECIPE_VERSION: u32 = 1;
 impl super::Python {
     /// Identifies the snapshot module: inputs, warm-up code and recipe.
     pub fn content_key(&self) -> String {
-        let warm_up = blake3::hash(WARM_UP.as_bytes());
+        let warm_up = blake3::hash(first_turn().as_bytes());
         format!("python:{}:{}:{warm_up}:v{RECIPE_VERSION}", self.wasm_sha256, self.stdlib_sha256)
     }
 
@@ -145,7 +156,7 @@ impl super::Python {
             .map_err(|e| RuntimeError::io(scratch, e))?;
         runtime.block_on(async {
             let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
-            let status = super::turn(&mut store, &instance, WARM_UP).await.map_err(|e| fail(format!("{e:#}")))?;
+            let status = super::turn(&mut store, &instance, &first_turn()).await.map_err(|e| fail(format!("{e:#}")))?;
             if status != 0 {
                 let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
                 return Err(fail(format!("warm-up turn exited with {status}: {stderr}")));

@@ -1,0 +1,668 @@
+//! Sandboxes: isolated, stateful units with a workspace and one or more contexts (kernels).
+//!
+//! [`Sandboxes`] is the registry a service holds; [`Sandbox`] is a cheap handle to one sandbox.
+//! A sandbox has an id, metadata, environment variables, a creation time, an idle timeout and an
+//! absolute lifetime (both adjustable with [`Sandbox::set_timeouts`]), a [`Workspace`] that all
+//! its contexts see as `/`, and contexts: Python or JavaScript kernels that keep their state
+//! from cell to cell. It opens with one context for its [`Template`]'s language; more may be
+//! added, and a cell names its context or takes the default one for its language.
+//!
+//! Concurrency: cells in one context run one at a time (queued on the context's lock); different
+//! contexts and sandboxes run in parallel, as far as the backend's worker pool admits them.
+//!
+//! Lifetime: a reaper task checks every [`REAP_INTERVAL`] and kills sandboxes past their
+//! lifetime, or idle (no cell running, no file operation) for longer than their idle timeout.
+//! Killing drops the kernels (freeing their memory; a cell still running ends first, within its
+//! deadline) and deletes the workspace; the id is then unknown.
+
+mod context;
+mod stream;
+mod watch;
+mod workspace;
+
+pub use context::ContextInfo;
+pub use stream::ExecutionStream;
+pub use watch::{FsEvent, FsEventKind, WatchStream};
+pub use workspace::{EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, Workspace};
+
+use crate::backend::BackendError;
+use crate::engine::Engine;
+use crate::error::EngineError;
+use crate::kernel::{Cell, Execution, KernelSpec, Preload, Template};
+use crate::language::Language;
+use crate::limits::Limits;
+use crate::request::{MAX_CODE_BYTES, RequestError};
+use context::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
+
+/// Idle time after which a sandbox is killed, when its spec names none.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// Lifetime of a sandbox, when its spec names none.
+pub const DEFAULT_LIFETIME: Duration = Duration::from_secs(60 * 60);
+/// The longest idle timeout or lifetime a sandbox may have.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 60 * 60);
+/// Contexts one sandbox may hold.
+pub const MAX_CONTEXTS_PER_SANDBOX: usize = 16;
+/// Sandboxes open at once, when the configuration names no other bound.
+pub const DEFAULT_MAX_SANDBOXES: usize = 2000;
+/// Metadata entries per sandbox, and bytes of all keys and values together.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// See [`MAX_METADATA_ENTRIES`].
+pub const MAX_METADATA_BYTES: usize = 16 << 10;
+/// How often expired sandboxes are looked for.
+pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a sandbox operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// No sandbox has this id (it never existed, was killed or expired).
+    #[error("sandbox `{0}` not found")]
+    NotFound(String),
+    /// The sandbox has no context with this id.
+    #[error("context `{0}` not found in this sandbox")]
+    ContextNotFound(String),
+    /// The request is malformed (the message says how).
+    #[error("{0}")]
+    Invalid(String),
+    /// Too many sandboxes or contexts are open.
+    #[error("{0}")]
+    Full(String),
+    /// The cell's task ended without a result (the runtime is shutting down).
+    #[error("the execution was interrupted before it ended")]
+    Interrupted,
+    /// The engine refused (no backend for the language, busy, backend failure).
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A file operation failed.
+    #[error(transparent)]
+    File(#[from] FileError),
+}
+
+impl From<BackendError> for SandboxError {
+    fn from(error: BackendError) -> Self {
+        SandboxError::Engine(EngineError::Backend(error))
+    }
+}
+
+impl From<RequestError> for SandboxError {
+    fn from(error: RequestError) -> Self {
+        SandboxError::Invalid(error.to_string())
+    }
+}
+
+/// How to open a [`Sandboxes`] registry.
+#[derive(Debug, Clone)]
+pub struct SandboxesConfig {
+    /// Where workspaces are made. Default: `$TMPDIR/soulbox-sandboxes`.
+    pub workspace_root: PathBuf,
+    /// Sandboxes open at once. Default: [`DEFAULT_MAX_SANDBOXES`].
+    pub max_sandboxes: usize,
+}
+
+impl Default for SandboxesConfig {
+    fn default() -> Self {
+        SandboxesConfig {
+            workspace_root: std::env::temp_dir().join("soulbox-sandboxes"),
+            max_sandboxes: DEFAULT_MAX_SANDBOXES,
+        }
+    }
+}
+
+/// What a new sandbox looks like. Unknown fields are rejected; durations are milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSpec {
+    /// Its starting point. Default: [`Template::Python`].
+    pub template: Template,
+    /// Key/value labels, for the caller's own bookkeeping and filtering.
+    pub metadata: BTreeMap<String, String>,
+    /// Environment variables every context sees.
+    pub env: BTreeMap<String, String>,
+    /// Idle time before it is killed. Default: [`DEFAULT_IDLE_TIMEOUT`].
+    #[serde(rename = "idle_timeout_ms", with = "optional_millis")]
+    pub idle_timeout: Option<Duration>,
+    /// Time from creation before it is killed. Default: [`DEFAULT_LIFETIME`].
+    #[serde(rename = "lifetime_ms", with = "optional_millis")]
+    pub lifetime: Option<Duration>,
+}
+
+impl SandboxSpec {
+    fn validate(&self) -> Result<(), SandboxError> {
+        let invalid = |m: String| Err(SandboxError::Invalid(m));
+        let bytes: usize = self.metadata.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.metadata.len() > MAX_METADATA_ENTRIES || bytes > MAX_METADATA_BYTES {
+            return invalid(format!(
+                "metadata is too large: at most {MAX_METADATA_ENTRIES} entries and {MAX_METADATA_BYTES} bytes"
+            ));
+        }
+        validate_env(&self.env)?;
+        for (name, value) in [("idle_timeout_ms", self.idle_timeout), ("lifetime_ms", self.lifetime)] {
+            validate_timeout(name, value)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_timeout(name: &str, value: Option<Duration>) -> Result<(), SandboxError> {
+    match value {
+        Some(d) if d.is_zero() || d > MAX_LIFETIME => {
+            Err(SandboxError::Invalid(format!("`{name}` must be between 1 and {} ms", MAX_LIFETIME.as_millis())))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SandboxError> {
+    for (key, value) in env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(RequestError::EnvName(key.clone()).into());
+        }
+        if value.contains('\0') {
+            return Err(RequestError::NulByte("an environment value").into());
+        }
+    }
+    Ok(())
+}
+
+/// Where and how to run a cell. Unknown fields are rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunOptions {
+    /// The context to run in. Default: the sandbox's default context for `language`.
+    pub context: Option<String>,
+    /// The language, when no context is named. Default: the template's.
+    pub language: Option<Language>,
+    /// Limits for this cell. Default: [`Limits::default`].
+    pub limits: Limits,
+}
+
+/// What a caller may know about a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    /// Its id.
+    pub id: String,
+    /// Its template.
+    pub template: Template,
+    /// Its metadata.
+    pub metadata: BTreeMap<String, String>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: u64,
+    /// When its lifetime ends, milliseconds since the Unix epoch.
+    pub expires_at_ms: u64,
+    /// Its idle timeout in milliseconds.
+    pub idle_timeout_ms: u64,
+    /// Its contexts.
+    pub contexts: Vec<ContextInfo>,
+}
+
+/// The registry of open sandboxes. Cheap to clone; the reaper stops when the last clone drops.
+#[derive(Clone)]
+pub struct Sandboxes {
+    registry: Arc<Registry>,
+}
+
+impl std::fmt::Debug for Sandboxes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandboxes").field("open", &self.len()).finish_non_exhaustive()
+    }
+}
+
+struct Registry {
+    engine: Engine,
+    config: SandboxesConfig,
+    open: Mutex<HashMap<String, Sandbox>>,
+    reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(reaper) = self.reaper.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            reaper.abort();
+        }
+        for sandbox in self.open.get_mut().unwrap_or_else(|e| e.into_inner()).values() {
+            sandbox.shared.shut();
+        }
+    }
+}
+
+impl Sandboxes {
+    /// Opens a registry whose sandboxes run on `engine`. Must be called inside a tokio runtime
+    /// (the reaper is a task on it).
+    pub fn new(engine: Engine, config: SandboxesConfig) -> Result<Self, SandboxError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|_| SandboxError::Invalid("Sandboxes::new must be called inside a tokio runtime".into()))?;
+        std::fs::create_dir_all(&config.workspace_root).map_err(|e| {
+            SandboxError::File(FileError::Io { path: config.workspace_root.display().to_string(), source: e })
+        })?;
+        let registry =
+            Arc::new(Registry { engine, config, open: Mutex::new(HashMap::new()), reaper: Mutex::new(None) });
+        let weak = Arc::downgrade(&registry);
+        let reaper = runtime.spawn(reap(weak));
+        *registry.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
+        Ok(Sandboxes { registry })
+    }
+
+    /// Creates a sandbox with its template's default context started.
+    pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
+        spec.validate()?;
+        let max = self.registry.config.max_sandboxes;
+        if self.len() >= max {
+            return Err(SandboxError::Full(format!("{max} sandboxes are open, the most allowed; kill one first")));
+        }
+        let workspace = Workspace::create_in(&self.registry.config.workspace_root)
+            .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))?;
+        let now = Instant::now();
+        let idle_timeout = spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
+        let shared = Arc::new(Shared {
+            id: new_id("sbx"),
+            template: spec.template,
+            metadata: spec.metadata,
+            env: spec.env,
+            created_at: SystemTime::now(),
+            engine: self.registry.engine.clone(),
+            workspace,
+            clock: Mutex::new(Clock {
+                idle_timeout,
+                ends_at: now + spec.lifetime.unwrap_or(DEFAULT_LIFETIME),
+                last_active: now,
+                busy: 0,
+            }),
+            contexts: Mutex::new(Contexts::default()),
+        });
+        let sandbox = Sandbox { shared };
+        let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
+        sandbox.default_context(spec.template.language()).instrument(span).await?;
+        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id().to_owned(), sandbox.clone());
+        tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
+        Ok(sandbox)
+    }
+
+    /// The sandbox with this id.
+    pub fn get(&self, id: &str) -> Result<Sandbox, SandboxError> {
+        let open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.get(id).cloned().ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+    }
+
+    /// Every open sandbox whose metadata holds all of `filter`'s pairs, oldest first.
+    pub fn list(&self, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
+        let open: Vec<Sandbox> =
+            self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+        let mut infos: Vec<SandboxInfo> = open
+            .iter()
+            .filter(|s| filter.iter().all(|(k, v)| s.shared.metadata.get(k) == Some(v)))
+            .map(Sandbox::info)
+            .collect();
+        infos.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
+        infos
+    }
+
+    /// Kills the sandbox with this id: its kernels are dropped and its workspace deleted.
+    pub fn kill(&self, id: &str) -> Result<(), SandboxError> {
+        let removed = self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let sandbox = removed.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
+        sandbox.shared.shut();
+        tracing::info!(sandbox = %id, "sandbox killed");
+        Ok(())
+    }
+
+    /// Sandboxes open now.
+    pub fn len(&self) -> usize {
+        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether no sandbox is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn reap(registry: Weak<Registry>) {
+    let mut tick = tokio::time::interval(REAP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(registry) = registry.upgrade() else { return };
+        let now = Instant::now();
+        let expired: Vec<(String, &'static str)> = {
+            let open = registry.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.values().filter_map(|s| s.shared.expired(now).map(|why| (s.id().to_owned(), why))).collect()
+        };
+        for (id, why) in expired {
+            let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            if let Some(sandbox) = removed {
+                sandbox.shared.shut();
+                tracing::info!(sandbox = %id, reason = why, "sandbox expired");
+            }
+        }
+    }
+}
+
+/// A handle to one sandbox. Cheap to clone. Once the sandbox is killed or expired, operations
+/// fail with [`SandboxError::NotFound`].
+#[derive(Clone)]
+pub struct Sandbox {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox").field("id", &self.shared.id).finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    id: String,
+    template: Template,
+    metadata: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    created_at: SystemTime,
+    engine: Engine,
+    workspace: Workspace,
+    clock: Mutex<Clock>,
+    contexts: Mutex<Contexts>,
+}
+
+struct Clock {
+    idle_timeout: Duration,
+    ends_at: Instant,
+    last_active: Instant,
+    /// Cells running or queued, and file operations in flight.
+    busy: usize,
+}
+
+#[derive(Default)]
+struct Contexts {
+    by_id: BTreeMap<String, Arc<Context>>,
+    defaults: HashMap<Language, String>,
+    shut: bool,
+}
+
+impl Shared {
+    fn expired(&self, now: Instant) -> Option<&'static str> {
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if now >= clock.ends_at {
+            Some("lifetime")
+        } else if clock.busy == 0 && now.duration_since(clock.last_active) >= clock.idle_timeout {
+            Some("idle")
+        } else {
+            None
+        }
+    }
+
+    fn shut(&self) {
+        let dropped = {
+            let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.shut = true;
+            contexts.defaults.clear();
+            std::mem::take(&mut contexts.by_id)
+        };
+        drop(dropped);
+        self.workspace.remove();
+    }
+
+    fn begin(&self) -> Result<Activity<'_>, SandboxError> {
+        if self.contexts.lock().unwrap_or_else(|e| e.into_inner()).shut {
+            return Err(SandboxError::NotFound(self.id.clone()));
+        }
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        clock.busy += 1;
+        clock.last_active = Instant::now();
+        Ok(Activity { clock: &self.clock })
+    }
+}
+
+/// Marks a sandbox busy (not idle) while it lives.
+struct Activity<'a> {
+    clock: &'a Mutex<Clock>,
+}
+
+impl Drop for Activity<'_> {
+    fn drop(&mut self) {
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        clock.busy = clock.busy.saturating_sub(1);
+        clock.last_active = Instant::now();
+    }
+}
+
+impl Sandbox {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// Its template.
+    pub fn template(&self) -> Template {
+        self.shared.template
+    }
+
+    /// Its metadata.
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.shared.metadata
+    }
+
+    /// Whether it has been killed or has expired.
+    pub fn is_gone(&self) -> bool {
+        self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner()).shut
+    }
+
+    /// A snapshot of what it is.
+    pub fn info(&self) -> SandboxInfo {
+        let clock = self.shared.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let now = (Instant::now(), SystemTime::now());
+        let expires = now.1 + clock.ends_at.saturating_duration_since(now.0);
+        SandboxInfo {
+            id: self.shared.id.clone(),
+            template: self.shared.template,
+            metadata: self.shared.metadata.clone(),
+            created_at_ms: epoch_ms(self.shared.created_at),
+            expires_at_ms: epoch_ms(expires),
+            idle_timeout_ms: u64::try_from(clock.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            contexts: self.contexts(),
+        }
+    }
+
+    /// Changes its idle timeout, and/or ends its lifetime `lifetime` from now (as E2B's
+    /// `set_timeout`).
+    pub fn set_timeouts(&self, idle_timeout: Option<Duration>, lifetime: Option<Duration>) -> Result<(), SandboxError> {
+        validate_timeout("idle_timeout_ms", idle_timeout)?;
+        validate_timeout("lifetime_ms", lifetime)?;
+        let _active = self.shared.begin()?;
+        let mut clock = self.shared.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(idle) = idle_timeout {
+            clock.idle_timeout = idle;
+        }
+        if let Some(lifetime) = lifetime {
+            clock.ends_at = Instant::now() + lifetime;
+        }
+        Ok(())
+    }
+
+    /// Its workspace files. Operations keep the sandbox from going idle.
+    pub fn files(&self) -> Result<Files<'_>, SandboxError> {
+        Ok(Files { workspace: &self.shared.workspace, _active: self.shared.begin()? })
+    }
+
+    /// Its contexts, oldest first.
+    pub fn contexts(&self) -> Vec<ContextInfo> {
+        let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        contexts.by_id.values().map(|c| c.info()).collect()
+    }
+
+    /// Starts a new context in `language`; `preload` defaults to what the template preloads.
+    pub async fn create_context(
+        &self,
+        language: Language,
+        preload: Option<Preload>,
+    ) -> Result<ContextInfo, SandboxError> {
+        let _active = self.shared.begin()?;
+        let context =
+            self.start_context(language, preload.unwrap_or(self.shared.template.preload_for(language))).await?;
+        Ok(context.info())
+    }
+
+    /// Replaces a context's kernel with a fresh one (its state is lost).
+    pub async fn restart_context(&self, id: &str) -> Result<ContextInfo, SandboxError> {
+        let _active = self.shared.begin()?;
+        let context = self.context(id)?;
+        context.restart(&self.shared.engine).await?;
+        Ok(context.info())
+    }
+
+    /// Removes a context (a cell running in it ends first).
+    pub fn remove_context(&self, id: &str) -> Result<(), SandboxError> {
+        let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        contexts.by_id.remove(id).ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))?;
+        contexts.defaults.retain(|_, default| default != id);
+        Ok(())
+    }
+
+    /// Runs `code` and waits for it to end.
+    pub async fn run_code(&self, code: &str, options: RunOptions) -> Result<Execution, SandboxError> {
+        self.run_code_stream(code, options).await?.finish().await
+    }
+
+    /// Runs `code`, returning its events as they happen.
+    pub async fn run_code_stream(&self, code: &str, options: RunOptions) -> Result<ExecutionStream, SandboxError> {
+        options.limits.validate().map_err(RequestError::from)?;
+        if code.len() > MAX_CODE_BYTES {
+            return Err(RequestError::CodeTooLarge(code.len()).into());
+        }
+        if code.contains('\0') {
+            return Err(RequestError::NulByte("code").into());
+        }
+        let active = self.shared.begin()?;
+        let context = match (&options.context, options.language) {
+            (Some(id), language) => {
+                let context = self.context(id)?;
+                if language.is_some_and(|l| l != context.language()) {
+                    return Err(SandboxError::Invalid(format!("context `{id}` runs {}", context.language())));
+                }
+                context
+            }
+            (None, language) => self.default_context(language.unwrap_or(self.shared.template.language())).await?,
+        };
+        drop(active);
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
+        let shared = Arc::clone(&self.shared);
+        let cell = Cell { code: code.to_owned(), limits: options.limits };
+        let span = tracing::info_span!(
+            "run_cell",
+            sandbox = %shared.id,
+            context = %context.id,
+            language = %context.language(),
+            code_bytes = code.len(),
+        );
+        tokio::spawn(
+            async move {
+                let Ok(_active) = shared.begin() else {
+                    let _ = failure_tx.send(SandboxError::NotFound(shared.id.clone()));
+                    return;
+                };
+                context.run(&shared.engine, cell, events_tx, failure_tx).await;
+            }
+            .instrument(span),
+        );
+        Ok(ExecutionStream::new(events_rx, failure_rx))
+    }
+
+    fn context(&self, id: &str) -> Result<Arc<Context>, SandboxError> {
+        let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        if contexts.shut {
+            return Err(SandboxError::NotFound(self.shared.id.clone()));
+        }
+        contexts.by_id.get(id).cloned().ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))
+    }
+
+    async fn default_context(&self, language: Language) -> Result<Arc<Context>, SandboxError> {
+        let existing = {
+            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.defaults.get(&language).and_then(|id| contexts.by_id.get(id)).cloned()
+        };
+        if let Some(context) = existing {
+            return Ok(context);
+        }
+        let context = self.start_context(language, self.shared.template.preload_for(language)).await?;
+        let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        // Two first cells may race to start a default: the first one registered wins.
+        let id = contexts.defaults.entry(language).or_insert_with(|| context.id.clone()).clone();
+        Ok(contexts.by_id.get(&id).cloned().unwrap_or(context))
+    }
+
+    async fn start_context(&self, language: Language, preload: Preload) -> Result<Arc<Context>, SandboxError> {
+        if self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner()).by_id.len() >= MAX_CONTEXTS_PER_SANDBOX {
+            return Err(SandboxError::Full(format!("a sandbox holds at most {MAX_CONTEXTS_PER_SANDBOX} contexts")));
+        }
+        let spec = KernelSpec {
+            language,
+            preload,
+            workspace: self.shared.workspace.host_path().to_path_buf(),
+            env: self.shared.env.clone(),
+        };
+        let context = Arc::new(Context::start(&self.shared.engine, new_id("ctx"), spec).await?);
+        let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        if contexts.shut {
+            return Err(SandboxError::NotFound(self.shared.id.clone()));
+        }
+        contexts.by_id.insert(context.id.clone(), Arc::clone(&context));
+        Ok(context)
+    }
+}
+
+/// A sandbox's workspace, borrowed for file operations (see [`Workspace`]); while it lives the
+/// sandbox is not idle.
+pub struct Files<'a> {
+    workspace: &'a Workspace,
+    _active: Activity<'a>,
+}
+
+impl std::fmt::Debug for Files<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Files").field("workspace", &self.workspace).finish()
+    }
+}
+
+impl std::ops::Deref for Files<'_> {
+    type Target = Workspace;
+
+    fn deref(&self) -> &Workspace {
+        self.workspace
+    }
+}
+
+impl Files<'_> {
+    /// Watches the directory at `path` for changes (`recursive`: its subdirectories too).
+    pub async fn watch(&self, path: &str, recursive: bool) -> Result<WatchStream, SandboxError> {
+        let host_dir = self.workspace.host_dir(path).await?;
+        Ok(WatchStream::start(self.workspace.host_path(), &host_dir, recursive)?)
+    }
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn epoch_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
+}
+
+mod optional_millis {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Option::<u64>::deserialize(d).map(|ms| ms.map(Duration::from_millis))
+    }
+}

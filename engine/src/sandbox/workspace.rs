@@ -1,0 +1,450 @@
+//! [`Workspace`]: a sandbox's files, shared by all its contexts.
+//!
+//! The workspace is a private host directory that every context of the sandbox sees as its `/`.
+//! The host side reaches it only through a `cap_std::fs::Dir` opened on it: a path is taken
+//! relative to the workspace (a leading `/` is the workspace root), `..` is refused outright,
+//! and cap-std refuses symlinks that lead outside. Large files go through as streams (a
+//! `tokio::fs::File` either way), never whole in memory; writes go to a temporary file beside
+//! the target and are renamed into place, so a reader never sees half a file.
+//! The directory is deleted when the workspace is dropped (or [`Workspace::remove`]d).
+
+use cap_std::ambient_authority;
+use cap_std::fs::{Dir, Metadata};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+use tokio::io::{AsyncRead, AsyncWriteExt};
+
+/// The deepest a listing descends.
+pub const MAX_LIST_DEPTH: usize = 32;
+/// Entries a listing returns, at most.
+pub const MAX_LIST_ENTRIES: usize = 100_000;
+/// Copy buffer for streamed writes.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+
+/// Why a file operation failed. Messages are safe to show to clients: they name the
+/// workspace path, never a host path.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    /// The path climbs out with `..`, holds a NUL, or is otherwise unusable.
+    #[error("invalid path `{path}`: {reason}")]
+    InvalidPath {
+        /// The path as given.
+        path: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Nothing exists at the path.
+    #[error("no such file or directory: `{0}`")]
+    NotFound(String),
+    /// Something already exists at the path.
+    #[error("already exists: `{0}`")]
+    AlreadyExists(String),
+    /// The path (or a parent) is not a directory, or a directory where a file is needed.
+    #[error("`{path}`: {reason}")]
+    WrongKind {
+        /// The path.
+        path: String,
+        /// What was expected.
+        reason: &'static str,
+    },
+    /// The path leads outside the workspace (through a symlink).
+    #[error("`{0}` is outside the sandbox's workspace")]
+    Escapes(String),
+    /// The sandbox is gone.
+    #[error("the sandbox's workspace has been removed")]
+    Removed,
+    /// Any other I/O failure.
+    #[error("`{path}`: {source}")]
+    Io {
+        /// The path.
+        path: String,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl FileError {
+    fn from_io(path: &str, error: io::Error) -> Self {
+        match error.kind() {
+            io::ErrorKind::NotFound => FileError::NotFound(path.to_owned()),
+            io::ErrorKind::AlreadyExists => FileError::AlreadyExists(path.to_owned()),
+            io::ErrorKind::NotADirectory => FileError::WrongKind { path: path.into(), reason: "not a directory" },
+            io::ErrorKind::IsADirectory => FileError::WrongKind { path: path.into(), reason: "is a directory" },
+            io::ErrorKind::PermissionDenied if error.to_string().contains("outside") => {
+                FileError::Escapes(path.to_owned())
+            }
+            _ if error.to_string().contains("a path led outside of the filesystem") => FileError::Escapes(path.into()),
+            _ => FileError::Io { path: path.to_owned(), source: error },
+        }
+    }
+}
+
+/// What kind of entry a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (never followed when listing).
+    Symlink,
+    /// Anything else.
+    Other,
+}
+
+/// A workspace entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryInfo {
+    /// Its file name.
+    pub name: String,
+    /// Its workspace path, starting with `/`.
+    pub path: String,
+    /// File, directory, symlink.
+    pub kind: EntryKind,
+    /// Size in bytes (files).
+    pub size: u64,
+    /// Last modification, milliseconds since the Unix epoch.
+    pub modified_ms: Option<u64>,
+}
+
+/// A sandbox's workspace directory.
+#[derive(Debug)]
+pub struct Workspace {
+    host_path: PathBuf,
+    state: Mutex<Option<(tempfile::TempDir, Dir)>>,
+}
+
+impl Workspace {
+    /// Creates an empty workspace under `parent`.
+    pub fn create_in(parent: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(parent)?;
+        let host = tempfile::Builder::new().prefix("sandbox-").tempdir_in(parent)?;
+        let dir = Dir::open_ambient_dir(host.path(), ambient_authority())?;
+        Ok(Workspace { host_path: host.path().to_path_buf(), state: Mutex::new(Some((host, dir))) })
+    }
+
+    /// The host directory (for backends, which hand it to guests as `/`).
+    pub fn host_path(&self) -> &Path {
+        &self.host_path
+    }
+
+    /// Deletes the directory and everything in it; later operations fail with
+    /// [`FileError::Removed`].
+    pub fn remove(&self) {
+        let taken = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((host, _)) = taken
+            && let Err(error) = host.close()
+        {
+            tracing::warn!(%error, "could not delete a sandbox workspace");
+        }
+    }
+
+    fn dir(&self) -> Result<Dir, FileError> {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, dir) = state.as_ref().ok_or(FileError::Removed)?;
+        dir.try_clone().map_err(|e| FileError::from_io("/", e))
+    }
+
+    /// Writes `bytes` to `path` (parents created, an existing file replaced).
+    pub async fn write(&self, path: &str, bytes: &[u8]) -> Result<u64, FileError> {
+        self.write_stream(path, bytes).await
+    }
+
+    /// Writes everything `reader` yields to `path`, streamed (parents created, an existing file
+    /// replaced atomically). Returns the bytes written.
+    pub async fn write_stream(&self, path: &str, mut reader: impl AsyncRead + Unpin) -> Result<u64, FileError> {
+        let rel = relative(path)?;
+        if rel.as_os_str().is_empty() {
+            return Err(FileError::WrongKind { path: path.into(), reason: "is the workspace root" });
+        }
+        let dir = self.dir()?;
+        let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let name = rel.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        let (parent_dir, temp_name) = blocking(path, move || {
+            if !parent.as_os_str().is_empty() {
+                dir.create_dir_all(&parent)?;
+            }
+            let parent_dir = if parent.as_os_str().is_empty() { dir } else { dir.open_dir(&parent)? };
+            if parent_dir.symlink_metadata(&name).map(|m| m.is_dir()).unwrap_or(false) {
+                return Err(io::Error::from(io::ErrorKind::IsADirectory));
+            }
+            Ok((parent_dir, format!(".{name}.soulbox-upload-{}", std::process::id())))
+        })
+        .await?;
+        let (dir_for_open, temp) =
+            (parent_dir.try_clone().map_err(|e| FileError::from_io(path, e))?, temp_name.clone());
+        let file = blocking(path, move || dir_for_open.create(&temp)).await?;
+        let mut file = tokio::fs::File::from_std(file.into_std());
+        let copied = {
+            let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, &mut file);
+            let copied = tokio::io::copy(&mut reader, &mut writer).await;
+            match copied {
+                Ok(n) => writer.flush().await.map(|()| n),
+                Err(e) => Err(e),
+            }
+        };
+        let final_name = rel.file_name().unwrap_or_default().to_owned();
+        match copied {
+            Ok(n) => {
+                drop(file);
+                blocking(path, move || parent_dir.rename(&temp_name, &parent_dir, &final_name)).await?;
+                Ok(n)
+            }
+            Err(error) => {
+                drop(file);
+                let _ = parent_dir.remove_file(&temp_name);
+                Err(FileError::from_io(path, error))
+            }
+        }
+    }
+
+    /// Reads the whole file at `path`.
+    pub async fn read(&self, path: &str) -> Result<Vec<u8>, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        blocking(path, move || dir.read(&rel)).await
+    }
+
+    /// Opens the file at `path` for streamed reading.
+    pub async fn read_stream(&self, path: &str) -> Result<tokio::fs::File, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        let file = blocking(path, move || {
+            let file = dir.open(&rel)?;
+            if file.metadata()?.is_dir() {
+                return Err(io::Error::from(io::ErrorKind::IsADirectory));
+            }
+            Ok(file)
+        })
+        .await?;
+        Ok(tokio::fs::File::from_std(file.into_std()))
+    }
+
+    /// Whether anything exists at `path` (a symlink counts, wherever it points).
+    pub async fn exists(&self, path: &str) -> Result<bool, FileError> {
+        match self.stat(path).await {
+            Ok(_) => Ok(true),
+            Err(FileError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What is at `path` (symlinks not followed).
+    pub async fn stat(&self, path: &str) -> Result<EntryInfo, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        let shown = display(&rel);
+        blocking(path, move || {
+            let meta = if rel.as_os_str().is_empty() { dir.dir_metadata()? } else { dir.symlink_metadata(&rel)? };
+            Ok(entry(&rel, &shown, &meta))
+        })
+        .await
+    }
+
+    /// Lists the directory at `path`, descending `depth` levels (1 = its entries only), sorted
+    /// by path. Symlinks are listed, never followed.
+    pub async fn list(&self, path: &str, depth: usize) -> Result<Vec<EntryInfo>, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        let depth = depth.clamp(1, MAX_LIST_DEPTH);
+        blocking(path, move || {
+            let start = if rel.as_os_str().is_empty() { dir } else { dir.open_dir(&rel)? };
+            let mut entries = Vec::new();
+            walk(&start, &rel, depth, &mut entries)?;
+            entries.sort_by(|a, b| a.path.cmp(&b.path));
+            Ok(entries)
+        })
+        .await
+    }
+
+    /// Removes the file, symlink or directory (with its contents) at `path`.
+    pub async fn remove_path(&self, path: &str) -> Result<(), FileError> {
+        let rel = relative(path)?;
+        if rel.as_os_str().is_empty() {
+            return Err(FileError::WrongKind { path: path.into(), reason: "is the workspace root" });
+        }
+        let dir = self.dir()?;
+        blocking(path, move || {
+            if dir.symlink_metadata(&rel)?.is_dir() { dir.remove_dir_all(&rel) } else { dir.remove_file(&rel) }
+        })
+        .await
+    }
+
+    /// Renames `from` to `to` (parents of `to` created; an existing file at `to` replaced).
+    pub async fn rename(&self, from: &str, to: &str) -> Result<EntryInfo, FileError> {
+        let (src, dst) = (relative(from)?, relative(to)?);
+        if src.as_os_str().is_empty() || dst.as_os_str().is_empty() {
+            return Err(FileError::WrongKind { path: from.into(), reason: "is the workspace root" });
+        }
+        let dir = self.dir()?;
+        let shown = display(&dst);
+        blocking(from, move || {
+            dir.symlink_metadata(&src)?;
+            if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dir.create_dir_all(parent)?;
+            }
+            dir.rename(&src, &dir, &dst)?;
+            Ok(entry(&dst, &shown, &dir.symlink_metadata(&dst)?))
+        })
+        .await
+    }
+
+    /// Makes the directory `path` and its parents. Returns false if it already existed.
+    pub async fn make_dir(&self, path: &str) -> Result<bool, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        blocking(path, move || {
+            if rel.as_os_str().is_empty() {
+                return Ok(false);
+            }
+            match dir.symlink_metadata(&rel) {
+                Ok(meta) if meta.is_dir() => Ok(false),
+                Ok(_) => Err(io::Error::from(io::ErrorKind::AlreadyExists)),
+                Err(_) => dir.create_dir_all(&rel).map(|()| true),
+            }
+        })
+        .await
+    }
+
+    /// The host path of the directory at `path`, checked to be a real directory inside the
+    /// workspace (for watching).
+    pub(crate) async fn host_dir(&self, path: &str) -> Result<PathBuf, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        let host = self.host_path.join(&rel);
+        blocking(path, move || {
+            if !rel.as_os_str().is_empty() {
+                let mut walked = PathBuf::new();
+                for part in rel.components() {
+                    walked.push(part);
+                    if dir.symlink_metadata(&walked)?.is_symlink() {
+                        return Err(io::Error::other("a path led outside of the filesystem"));
+                    }
+                }
+                dir.open_dir(&rel)?;
+            }
+            Ok(host)
+        })
+        .await
+    }
+}
+
+/// `path` as a clean path relative to the workspace root.
+pub(crate) fn relative(path: &str) -> Result<PathBuf, FileError> {
+    let invalid = |reason| FileError::InvalidPath { path: path.to_owned(), reason };
+    if path.contains('\0') {
+        return Err(invalid("it holds a NUL byte"));
+    }
+    let mut clean = PathBuf::new();
+    for part in Path::new(path).components() {
+        match part {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) => clean.push(name),
+            Component::ParentDir => return Err(invalid("`..` is not allowed")),
+            Component::Prefix(_) => return Err(invalid("it is not a workspace path")),
+        }
+    }
+    Ok(clean)
+}
+
+fn display(rel: &Path) -> String {
+    format!("/{}", rel.to_string_lossy())
+}
+
+fn entry(rel: &Path, shown: &str, meta: &Metadata) -> EntryInfo {
+    let kind = if meta.is_symlink() {
+        EntryKind::Symlink
+    } else if meta.is_dir() {
+        EntryKind::Dir
+    } else if meta.is_file() {
+        EntryKind::File
+    } else {
+        EntryKind::Other
+    };
+    let modified_ms = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.into_std().duration_since(UNIX_EPOCH).ok())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    EntryInfo {
+        name: rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        path: shown.to_owned(),
+        kind,
+        size: if kind == EntryKind::File { meta.len() } else { 0 },
+        modified_ms,
+    }
+}
+
+fn walk(dir: &Dir, rel: &Path, depth: usize, out: &mut Vec<EntryInfo>) -> io::Result<()> {
+    for item in dir.entries()? {
+        if out.len() >= MAX_LIST_ENTRIES {
+            return Ok(());
+        }
+        let item = item?;
+        let name = item.file_name();
+        let child = rel.join(&name);
+        let meta = dir.symlink_metadata(&name)?;
+        out.push(entry(&child, &display(&child), &meta));
+        if meta.is_dir() && depth > 1 {
+            walk(&dir.open_dir(&name)?, &child, depth - 1, out)?;
+        }
+    }
+    Ok(())
+}
+
+async fn blocking<T: Send + 'static>(
+    path: &str,
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> Result<T, FileError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done.map_err(|e| FileError::from_io(path, e)),
+        Err(join) => Err(FileError::Io { path: path.to_owned(), source: io::Error::other(join.to_string()) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside() {
+        assert_eq!(relative("/a/./b").unwrap(), PathBuf::from("a/b"));
+        assert_eq!(relative("/").unwrap(), PathBuf::new());
+        assert!(matches!(relative("a/../../etc"), Err(FileError::InvalidPath { .. })));
+        assert!(matches!(relative("a\0b"), Err(FileError::InvalidPath { .. })));
+    }
+
+    #[tokio::test]
+    async fn files_round_trip_and_symlinks_cannot_escape() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create_in(parent.path()).unwrap();
+        ws.write("/data/a.txt", b"hello").await.unwrap();
+        assert_eq!(ws.read("data/a.txt").await.unwrap(), b"hello");
+        assert_eq!(ws.stat("/data/a.txt").await.unwrap().size, 5);
+        assert!(ws.make_dir("/x/y").await.unwrap());
+        assert!(!ws.make_dir("/x/y").await.unwrap());
+        let listed = ws.list("/", 3).await.unwrap();
+        let paths: Vec<_> = listed.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["/data", "/data/a.txt", "/x", "/x/y"]);
+        ws.rename("/data/a.txt", "/b/c.txt").await.unwrap();
+        assert!(!ws.exists("/data/a.txt").await.unwrap());
+        assert!(ws.exists("/b/c.txt").await.unwrap());
+        std::os::unix::fs::symlink("/etc", ws.host_path().join("out")).unwrap();
+        assert!(
+            matches!(ws.read("/out/passwd").await, Err(FileError::Escapes(_))),
+            "{:?}",
+            ws.read("/out/passwd").await
+        );
+        assert!(ws.write("/out/x", b"no").await.is_err());
+        assert!(ws.host_dir("/out").await.is_err());
+        ws.remove_path("/b").await.unwrap();
+        assert!(matches!(ws.read("/b/c.txt").await, Err(FileError::NotFound(_))));
+        ws.remove();
+        assert!(matches!(ws.read("/x").await, Err(FileError::Removed)));
+    }
+}

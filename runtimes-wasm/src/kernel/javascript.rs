@@ -1,0 +1,75 @@
+//! JavaScript contexts: a fresh QuickJS instance started as `qjs --std -e ''` with the sandbox's
+//! environment, then given the driver in `kernel.js`. Each cell is `__soulbox.cell(code)`, then
+//! the promise jobs, then a flush; then the host captures `__soulbox.report()`'s JSON line from
+//! stdout (the tap is off, so it is never streamed as output) and turns it into events.
+
+use super::Live;
+use crate::backend::Inner;
+use crate::error::RuntimeError;
+use crate::execution::{self, WARM_LIMITS};
+use crate::javascript::{JavaScript, eval, run_pending_jobs};
+use serde::Deserialize;
+use soulbox_engine::Language;
+use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
+use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+
+/// The driver, evaluated once per context.
+const DRIVER: &str = include_str!("kernel.js");
+
+/// What `__soulbox.report()` writes.
+#[derive(Deserialize)]
+struct Report {
+    result: Option<RichResult>,
+    error: Option<CellError>,
+}
+
+/// Starts a JavaScript context for `spec` (blocking).
+pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
+    let prepared = inner.prepared(Language::JavaScript)?;
+    prepare_root(&spec.workspace, &[])?;
+    let args = JavaScript::context_argv();
+    let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+    let state = GuestState::new(GuestConfig {
+        args: &args,
+        env: &env,
+        mounts: &[],
+        root: &spec.workspace,
+        limits: WARM_LIMITS,
+    })?;
+    let mut store = execution::new_store(inner, state)?;
+    let instance = execution::block_on(async {
+        let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
+        JavaScript::start_context(&mut store, &instance).await?;
+        if !eval(&mut store, &instance, DRIVER).await? {
+            wasmtime::bail!("the JavaScript kernel driver failed to load");
+        }
+        wasmtime::Result::<_>::Ok(instance)
+    })
+    .map_err(|e| {
+        let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
+        RuntimeError::Wasm(format!("the JavaScript context did not start: {e:#} {stderr}"))
+    })?;
+    Ok(Live { store, instance })
+}
+
+/// Runs one cell.
+pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
+    let (store, instance) = (&mut live.store, &live.instance);
+    eval(store, instance, &format!("__soulbox.cell({})", serde_json::to_string(code)?)).await?;
+    run_pending_jobs(store, instance).await?;
+    eval(store, instance, "__soulbox.flush()").await?;
+    let stdout = store.data().stdout.clone();
+    stdout.set_tap(None);
+    stdout.take();
+    eval(store, instance, "__soulbox.report()").await?;
+    let captured = stdout.take();
+    let report: Report = serde_json::from_slice(&captured)
+        .map_err(|e| wasmtime::format_err!("the JavaScript kernel's report is unreadable: {e}"))?;
+    if let Some(error) = report.error {
+        let _ = events.send(ExecutionEvent::Error(error));
+    }
+    if let Some(result) = report.result {
+        let _ = events.send(ExecutionEvent::Result(RichResult { is_main_result: true, ..result }));
+    }
+    Ok(())
+}

@@ -1,0 +1,202 @@
+//! Stateful contexts: [`WasmKernel`], the engine's [`Kernel`] for Python and JavaScript.
+//!
+//! A kernel is one long-lived instance (store + instance) whose guest root is the sandbox's
+//! workspace. It lives in a slot shared with the jobs that drive it: every operation (start,
+//! cell) runs on a worker-pool thread, the one async boundary, and takes the live instance out
+//! of the slot for the job's duration. A job the pool refuses (busy) never touched the slot,
+//! so the kernel survives it; a job that loses the instance (a panic) leaves the slot empty and
+//! the next cell starts afresh.
+//!
+//! A cell streams as it runs: taps on stdout/stderr send each write as an event, and rich
+//! results and errors come from the guest's own driver ([`python`]: the `_soulbox_kernel`
+//! module in the snapshot, through the `host.call` door; [`javascript`]: `kernel.js`, whose
+//! report the host captures from stdout after the cell). A cell stopped by a limit (a trap)
+//! leaves the interpreter's state undefined, so the kernel is replaced by a fresh one from the
+//! same spec and the report says `restarted`.
+
+mod javascript;
+mod python;
+mod utf8;
+
+use crate::backend::Inner;
+use crate::error::RuntimeError;
+use crate::execution::{self, Ended, HOST_CALL_GRACE};
+use crate::ticker::EpochTicker;
+use async_trait::async_trait;
+use soulbox_engine::kernel::{Cell, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec};
+use soulbox_engine::{BackendError, Language, Outcome};
+use soulbox_host_api::{GuestLimits, GuestState};
+use std::sync::{Arc, Mutex};
+use wasmtime::{Instance, Store};
+
+/// One live interpreter instance.
+pub(crate) struct Live {
+    store: Store<GuestState>,
+    instance: Instance,
+}
+
+type Slot = Arc<Mutex<Option<Live>>>;
+
+/// A stateful Python or JavaScript context in wasmtime.
+pub(crate) struct WasmKernel {
+    inner: Arc<Inner>,
+    spec: Arc<KernelSpec>,
+    slot: Slot,
+}
+
+impl std::fmt::Debug for WasmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WasmKernel").field("language", &self.spec.language).finish_non_exhaustive()
+    }
+}
+
+impl WasmKernel {
+    /// Starts a kernel for `spec` on a worker thread.
+    pub(crate) async fn start(inner: Arc<Inner>, spec: KernelSpec) -> Result<Self, BackendError> {
+        let spec = Arc::new(spec);
+        let (job_inner, job_spec) = (Arc::clone(&inner), Arc::clone(&spec));
+        let live = inner.pool.run(move || start_live(&job_inner, &job_spec)).await??;
+        Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
+    }
+}
+
+#[async_trait]
+impl Kernel for WasmKernel {
+    fn language(&self) -> Language {
+        self.spec.language
+    }
+
+    async fn run(&mut self, cell: Cell, events: EventSender) -> Result<CellReport, BackendError> {
+        if cell.limits.fuel.is_some() && !self.inner.config.settings.fuel {
+            return Err(BackendError::Rejected(
+                "this backend was started without fuel metering; drop the fuel limit or enable metering".into(),
+            ));
+        }
+        let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
+        self.inner.pool.run(move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
+    }
+}
+
+/// Instantiates and prepares a kernel (blocking; on a worker thread).
+fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
+    match spec.language {
+        Language::Python => python::start(inner, spec),
+        Language::JavaScript => javascript::start(inner, spec),
+    }
+}
+
+/// Runs one cell (blocking; on a worker thread).
+fn run_cell(
+    inner: &Inner,
+    spec: &KernelSpec,
+    slot: &Mutex<Option<Live>>,
+    cell: &Cell,
+    events: &EventSender,
+) -> Result<CellReport, BackendError> {
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut restarted = false;
+    let mut live = match slot.take() {
+        Some(live) => live,
+        None => {
+            restarted = true;
+            start_live(inner, spec)?
+        }
+    };
+    arm(inner, &mut live, cell, events)?;
+    let deadline = cell.limits.deadline + HOST_CALL_GRACE;
+    let ran = execution::block_on(async {
+        tokio::time::timeout(deadline, async {
+            match spec.language {
+                Language::Python => python::run(&mut live, &cell.code, events).await,
+                Language::JavaScript => javascript::run(&mut live, &cell.code, events).await,
+            }
+        })
+        .await
+    });
+    let ended = match ran {
+        Ok(Ok(())) => Ended::completed(0),
+        Ok(Err(error)) => execution::classify(Ok(Err(error)), &live.store),
+        Err(elapsed) => execution::classify(Err(elapsed), &live.store),
+    };
+    disarm(&mut live);
+    let report = CellReport {
+        outcome: ended.outcome,
+        message: ended.error,
+        restarted: restarted || ended.outcome != Outcome::Completed,
+        fuel_used: execution::fuel_used(&live.store, &cell.limits),
+        peak_memory_bytes: live.store.data().limiter.peak_bytes(),
+    };
+    if ended.outcome == Outcome::Completed {
+        *slot = Some(live);
+    } else {
+        // The trap left the interpreter mid-flight: replace it with a fresh one now, so the
+        // next cell finds it ready (if this fails, the next cell tries again).
+        drop(live);
+        match start_live(inner, spec) {
+            Ok(fresh) => *slot = Some(fresh),
+            Err(error) => tracing::warn!(%error, "could not restart a context"),
+        }
+    }
+    Ok(report)
+}
+
+/// Gives the kernel the cell's limits and connects its output to `events`.
+fn arm(inner: &Inner, live: &mut Live, cell: &Cell, events: &EventSender) -> Result<(), RuntimeError> {
+    let limits = &cell.limits;
+    let state = live.store.data_mut();
+    // Leftovers of SoulBox's own turns are not the cell's output.
+    state.stdout.take();
+    state.stderr.take();
+    state.set_limits(GuestLimits {
+        stdout_cap: usize::try_from(limits.stdout_bytes).unwrap_or(usize::MAX),
+        stderr_cap: usize::try_from(limits.stderr_bytes).unwrap_or(usize::MAX),
+        memory_cap: limits.memory_bytes,
+        open_files: limits.open_files,
+    });
+    state.stdout.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stdout { text })));
+    state.stderr.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stderr { text })));
+    if inner.config.settings.fuel {
+        live.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
+    }
+    live.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
+    Ok(())
+}
+
+/// Sends a result or error frame from the guest's driver to `events`. Anything else (a
+/// malformed frame, or an attempt to forge output or the end) is dropped with a rate-limited
+/// warning: guest code can reach the door too.
+pub(crate) fn forward_guest_event(events: &EventSender, frame: &[u8]) {
+    match serde_json::from_slice::<ExecutionEvent>(frame) {
+        Ok(event @ (ExecutionEvent::Result(_) | ExecutionEvent::Error(_))) => {
+            let _ = events.send(event);
+        }
+        Ok(_) => warn_rate_limited("a guest sent an event kind only the host may send; dropped"),
+        Err(_) => warn_rate_limited("a guest sent an unreadable frame through the door; dropped"),
+    }
+}
+
+/// Logs `message` at most once per [`GUEST_LOG_INTERVAL`] across the process.
+fn warn_rate_limited(message: &'static str) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + GUEST_LOG_INTERVAL.as_secs()
+        && LAST.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    {
+        tracing::warn!("{message}");
+    }
+}
+
+/// The shortest interval between two guest-triggered warnings.
+const GUEST_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Disconnects the kernel from the cell's events (so the stream can end) and clears its output.
+fn disarm(live: &mut Live) {
+    let state = live.store.data_mut();
+    state.stdout.set_tap(None);
+    state.stderr.set_tap(None);
+    state.door = None;
+    state.stdout.take();
+    state.stderr.take();
+}

@@ -1,0 +1,316 @@
+//! Sandboxes with stateful kernels: state across cells, results, errors, charts, tables,
+//! streaming, limits, lifetimes and many sandboxes at once.
+
+use base64::Engine as _;
+use soulbox_engine::kernel::ExecutionEvent;
+use soulbox_engine::{Language, Limits, Outcome, RunOptions, SandboxError, SandboxSpec, Template};
+use soulbox_tests::sandboxes;
+use std::time::{Duration, Instant};
+
+fn python() -> RunOptions {
+    RunOptions::default()
+}
+
+fn js() -> RunOptions {
+    RunOptions { language: Some(Language::JavaScript), ..RunOptions::default() }
+}
+
+fn spec(template: Template) -> SandboxSpec {
+    SandboxSpec { template, ..SandboxSpec::default() }
+}
+
+/// Decodes a base64 PNG fully; returns its size.
+fn png_size(b64: &str) -> (u32, u32) {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("PNG pixels decode");
+    (info.width, info.height)
+}
+
+#[tokio::test]
+async fn python_keeps_state_and_returns_final_values() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let first = sandbox.run_code("x = 41\ndef bump(v):\n    return v + 1\nimport math", python()).await.unwrap();
+    assert_eq!(first.outcome(), Outcome::Completed);
+    assert!(first.results.is_empty(), "{first:?}");
+    let second = sandbox.run_code("print('hi')\nbump(x)", python()).await.unwrap();
+    assert_eq!(second.stdout, "hi\n");
+    assert_eq!(second.text(), Some("42"));
+    assert_eq!(second.end.execution_count, 2);
+    let third = sandbox.run_code("math.sqrt(16)", python()).await.unwrap();
+    assert_eq!(third.text(), Some("4.0"));
+    let none = sandbox.run_code("y = None\ny", python()).await.unwrap();
+    assert!(none.results.is_empty(), "a None value is not a result: {none:?}");
+}
+
+#[tokio::test]
+async fn python_exceptions_are_errors_and_the_context_survives() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("total = 10", python()).await.unwrap();
+    let failed = sandbox.run_code("def div(a, b):\n    return a / b\ndiv(total, 0)", python()).await.unwrap();
+    let error = failed.error.as_ref().expect("an error");
+    assert_eq!(error.name, "ZeroDivisionError");
+    assert_eq!(error.value, "division by zero");
+    assert!(error.traceback.contains("Traceback"), "{}", error.traceback);
+    assert!(error.traceback.contains("in div"), "{}", error.traceback);
+    assert!(error.traceback.contains("return a / b"), "source lines shown: {}", error.traceback);
+    assert!(!error.traceback.contains("soulbox kernel"), "the kernel's frames are hidden: {}", error.traceback);
+    assert_eq!(failed.outcome(), Outcome::Completed);
+    assert!(!failed.end.context_restarted);
+    let syntax = sandbox.run_code("def broken(:", python()).await.unwrap();
+    assert_eq!(syntax.error.as_ref().unwrap().name, "SyntaxError");
+    let exit = sandbox.run_code("import sys\nsys.exit(3)", python()).await.unwrap();
+    assert_eq!(exit.error.as_ref().unwrap().name, "SystemExit");
+    let after = sandbox.run_code("total * 2", python()).await.unwrap();
+    assert_eq!(after.text(), Some("20"), "{after:?}");
+}
+
+#[tokio::test]
+async fn matplotlib_charts_come_back_as_png_and_data() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(spec(Template::DataScience)).await.unwrap();
+    let line = sandbox
+        .run_code(
+            "fig, ax = plt.subplots()\nax.plot([1, 2, 3], [2, 4, 8], label='growth')\n\
+             ax.set_title('Growth')\nax.set_xlabel('Day')\nax.set_ylabel('Size (cm)')\nax.legend()\nplt.show()",
+            python(),
+        )
+        .await
+        .unwrap();
+    assert!(line.error.is_none(), "{line:?}");
+    assert_eq!(line.results.len(), 1, "{:?}", line.results);
+    let figure = &line.results[0];
+    assert!(!figure.is_main_result);
+    assert_eq!(png_size(figure.png.as_ref().unwrap()), (640, 480));
+    let chart = figure.chart.as_ref().expect("chart data");
+    assert_eq!(chart["type"], "line");
+    assert_eq!(chart["title"], "Growth");
+    assert_eq!(chart["x_label"], "Day");
+    assert_eq!(chart["y_unit"], "cm");
+    assert_eq!(chart["elements"][0]["label"], "growth");
+    assert_eq!(chart["elements"][0]["points"], serde_json::json!([[1.0, 2.0], [2.0, 4.0], [3.0, 8.0]]));
+
+    // A bar chart left open at the end of the cell is sent too.
+    let bars = sandbox
+        .run_code("plt.figure()\nplt.bar(['apples', 'pears'], [3, 5])\nplt.title('Fruit')", python())
+        .await
+        .unwrap();
+    let figure = bars.results.iter().find(|r| r.png.is_some()).expect("the open figure");
+    png_size(figure.png.as_ref().unwrap());
+    let chart = figure.chart.as_ref().unwrap();
+    assert_eq!(chart["type"], "bar");
+    let elements = chart["elements"].as_array().unwrap();
+    assert_eq!(elements.len(), 2);
+    assert_eq!(elements[0]["label"], "apples");
+    assert_eq!(elements[0]["value"], 3.0);
+    assert_eq!(elements[1]["label"], "pears");
+    assert_eq!(elements[1]["value"], 5.0);
+
+    let more = sandbox
+        .run_code(
+            "fig, axes = plt.subplots(1, 3)\naxes[0].pie([1, 3], labels=['a', 'b'])\n\
+             axes[1].scatter([1, 2], [3, 4])\naxes[2].boxplot([[1, 2, 3, 4, 100]])\nfig",
+            python(),
+        )
+        .await
+        .unwrap();
+    let figure = more.main_result().expect("the figure as the final value");
+    png_size(figure.png.as_ref().unwrap());
+    let chart = figure.chart.as_ref().unwrap();
+    assert_eq!(chart["type"], "superchart");
+    let kinds: Vec<_> = chart["elements"].as_array().unwrap().iter().map(|c| c["type"].clone()).collect();
+    assert_eq!(kinds, ["pie", "scatter", "box_and_whisker"]);
+    assert_eq!(chart["elements"][0]["elements"][1]["label"], "b");
+    assert_eq!(chart["elements"][2]["elements"][0]["median"], 3.0);
+    assert_eq!(chart["elements"][2]["elements"][0]["outliers"], serde_json::json!([100.0]));
+    assert_eq!(more.results.len(), 1, "the figure is not sent twice: {:?}", more.results);
+}
+
+#[tokio::test]
+async fn dataframes_come_back_as_data_and_html() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(spec(Template::DataScience)).await.unwrap();
+    let r = sandbox.run_code("pd.DataFrame({'a': [1, 2], 'b': ['x', None]})", python()).await.unwrap();
+    let table = r.main_result().expect("a main result");
+    assert!(table.html.as_ref().unwrap().contains("<table"), "{table:?}");
+    let data = table.data.as_ref().unwrap();
+    assert_eq!(data["columns"], serde_json::json!(["a", "b"]));
+    assert_eq!(data["data"], serde_json::json!([[1, "x"], [2, null]]));
+    assert!(table.text.as_ref().unwrap().contains('a'));
+}
+
+#[tokio::test]
+async fn events_stream_while_the_cell_runs() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let started = Instant::now();
+    let code = "import time\nfor i in range(3):\n    print('tick', i)\n    time.sleep(0.3)\n1/0";
+    let mut stream = sandbox.run_code_stream(code, python()).await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(event) = stream.next_event().await {
+        seen.push((started.elapsed(), event.unwrap()));
+    }
+    let ticks: Vec<_> = seen.iter().filter(|(_, e)| matches!(e, ExecutionEvent::Stdout { .. })).collect();
+    assert_eq!(ticks.len(), 3, "one event per line: {seen:?}");
+    let (end_at, end) = seen.last().unwrap();
+    assert!(matches!(end, ExecutionEvent::End(_)), "{end:?}");
+    assert!(
+        *end_at - ticks[0].0 >= Duration::from_millis(600),
+        "the first line arrived before the cell ended: {seen:?}"
+    );
+    let kinds: Vec<&str> = seen
+        .iter()
+        .map(|(_, e)| match e {
+            ExecutionEvent::Stdout { .. } => "stdout",
+            ExecutionEvent::Stderr { .. } => "stderr",
+            ExecutionEvent::Result(_) => "result",
+            ExecutionEvent::Error(_) => "error",
+            ExecutionEvent::End(_) => "end",
+        })
+        .collect();
+    assert_eq!(kinds, ["stdout", "stdout", "stdout", "error", "end"]);
+}
+
+#[tokio::test]
+async fn javascript_keeps_state_and_reports_values_and_errors() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
+    let first =
+        sandbox.run_code("let n = 40; function add(a) { return a + n }\nconsole.log('ready')", js()).await.unwrap();
+    assert_eq!(first.stdout, "ready\n", "{first:?}");
+    let second = sandbox.run_code("add(2)", js()).await.unwrap();
+    assert_eq!(second.text(), Some("42"), "{second:?}");
+    let object = sandbox.run_code("({a: [1, 2], b: 'x'})", js()).await.unwrap();
+    assert_eq!(object.main_result().unwrap().json, Some(serde_json::json!({"a": [1, 2], "b": "x"})));
+    let awaited = sandbox.run_code("const v = await Promise.resolve(n + 1); v", js()).await.unwrap();
+    assert_eq!(awaited.text(), Some("41"), "{awaited:?}");
+    let failed = sandbox.run_code("null.boom", js()).await.unwrap();
+    let error = failed.error.as_ref().expect("an error");
+    assert_eq!(error.name, "TypeError");
+    assert!(!error.traceback.is_empty());
+    let after = sandbox.run_code("n + v", js()).await.unwrap();
+    assert_eq!(after.text(), Some("81"));
+}
+
+#[tokio::test]
+async fn python_and_javascript_share_the_workspace() {
+    let sandboxes = sandboxes();
+    let env = [("GREETING".to_owned(), "hello".to_owned())].into();
+    let sandbox = sandboxes.create(SandboxSpec { env, ..SandboxSpec::default() }).await.unwrap();
+    let wrote = sandbox
+        .run_code("import os\nopen('/shared.txt', 'w').write(os.environ['GREETING'] + ' from python')", python())
+        .await
+        .unwrap();
+    assert!(wrote.error.is_none(), "{wrote:?}");
+    let read = sandbox.run_code("std.loadFile('/shared.txt') + ' / ' + std.getenv('GREETING')", js()).await.unwrap();
+    assert_eq!(read.text(), Some("'hello from python / hello'"), "{read:?}");
+    assert_eq!(sandbox.files().unwrap().read("/shared.txt").await.unwrap(), b"hello from python");
+    assert_eq!(sandbox.contexts().len(), 2);
+}
+
+#[tokio::test]
+async fn a_deadline_stops_the_cell_and_restarts_the_context() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("kept = 1", python()).await.unwrap();
+    let limits = Limits { deadline: Duration::from_millis(300), ..Limits::default() };
+    let options = RunOptions { limits, ..RunOptions::default() };
+    let spun = sandbox.run_code("print('spinning')\nwhile True: pass", options.clone()).await.unwrap();
+    assert_eq!(spun.outcome(), Outcome::DeadlineExceeded);
+    assert!(spun.end.context_restarted);
+    assert_eq!(spun.stdout, "spinning\n");
+    let slept = sandbox.run_code("import time\ntime.sleep(5)", options).await.unwrap();
+    assert_eq!(slept.outcome(), Outcome::DeadlineExceeded);
+    let after = sandbox.run_code("'kept' in globals()", python()).await.unwrap();
+    assert_eq!(after.text(), Some("False"), "state is gone after a restart: {after:?}");
+    let output = RunOptions { limits: Limits { stdout_bytes: 1000, ..Limits::default() }, ..RunOptions::default() };
+    let flood = sandbox.run_code("while True: print('x' * 100)", output).await.unwrap();
+    assert_eq!(flood.outcome(), Outcome::OutputLimitExceeded);
+    assert!(flood.stdout.len() <= 1000);
+    let fine = sandbox.run_code("6 * 7", python()).await.unwrap();
+    assert_eq!(fine.text(), Some("42"));
+}
+
+#[tokio::test]
+async fn contexts_are_separate_and_can_be_restarted_and_removed() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let default_id = sandbox.contexts()[0].id.clone();
+    let other = sandbox.create_context(Language::Python, None).await.unwrap();
+    sandbox.run_code("a = 1", python()).await.unwrap();
+    let in_other = RunOptions { context: Some(other.id.clone()), ..RunOptions::default() };
+    let r = sandbox.run_code("'a' in globals()", in_other.clone()).await.unwrap();
+    assert_eq!(r.text(), Some("False"));
+    sandbox.restart_context(&default_id).await.unwrap();
+    let r = sandbox.run_code("'a' in globals()", python()).await.unwrap();
+    assert_eq!(r.text(), Some("False"));
+    sandbox.remove_context(&other.id).unwrap();
+    assert!(matches!(sandbox.run_code("1", in_other).await, Err(SandboxError::ContextNotFound(_))));
+    let wrong = RunOptions { context: Some(default_id), language: Some(Language::JavaScript), ..RunOptions::default() };
+    assert!(matches!(sandbox.run_code("1", wrong).await, Err(SandboxError::Invalid(_))));
+}
+
+#[tokio::test]
+async fn killed_and_expired_sandboxes_are_gone() {
+    let sandboxes = sandboxes();
+    let killed = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let workspace = {
+        let files = killed.files().unwrap();
+        files.write("/a.txt", b"x").await.unwrap();
+        files.host_path().to_path_buf()
+    };
+    sandboxes.kill(killed.id()).unwrap();
+    assert!(!workspace.exists(), "the workspace is deleted");
+    assert!(matches!(sandboxes.get(killed.id()), Err(SandboxError::NotFound(_))));
+    assert!(matches!(killed.run_code("1", python()).await, Err(SandboxError::NotFound(_))));
+    assert!(killed.is_gone());
+
+    let idle = SandboxSpec { idle_timeout: Some(Duration::from_millis(300)), ..SandboxSpec::default() };
+    let short = sandboxes.create(idle).await.unwrap();
+    let lifetime = SandboxSpec { lifetime: Some(Duration::from_millis(400)), ..SandboxSpec::default() };
+    let brief = sandboxes.create(lifetime).await.unwrap();
+    let kept = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    kept.set_timeouts(Some(Duration::from_secs(60)), Some(Duration::from_secs(60))).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(short.is_gone() && brief.is_gone());
+    assert!(!kept.is_gone());
+    assert_eq!(sandboxes.list(&Default::default()).len(), 1);
+    assert!(kept.set_timeouts(Some(Duration::ZERO), None).is_err());
+}
+
+#[tokio::test]
+async fn fifty_sandboxes_at_once() {
+    let sandboxes = sandboxes();
+    let mut created = Vec::new();
+    for i in 0..50 {
+        let metadata = [("n".to_owned(), i.to_string()), ("suite".to_owned(), "fifty".to_owned())].into();
+        let template = if i % 2 == 0 { Template::Python } else { Template::JavaScript };
+        created.push(sandboxes.create(SandboxSpec { template, metadata, ..SandboxSpec::default() }).await.unwrap());
+    }
+    let runs = created.iter().enumerate().map(|(i, sandbox)| {
+        let sandbox = sandbox.clone();
+        tokio::spawn(async move {
+            let options = RunOptions { language: Some(sandbox.template().language()), ..RunOptions::default() };
+            sandbox.run_code(&format!("{i} * 2"), options).await.unwrap()
+        })
+    });
+    let mut i = 0;
+    for run in runs.collect::<Vec<_>>() {
+        let execution = run.await.unwrap();
+        assert_eq!(execution.text(), Some((i * 2).to_string().as_str()));
+        i += 1;
+    }
+    let filter = [("n".to_owned(), "7".to_owned())].into();
+    let found = sandboxes.list(&filter);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].metadata["n"], "7");
+    assert_eq!(sandboxes.list(&[("suite".to_owned(), "fifty".to_owned())].into()).len(), 50);
+    for sandbox in &created {
+        sandboxes.kill(sandbox.id()).unwrap();
+    }
+    assert!(sandboxes.is_empty());
+}
