@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// A sandbox's starting point: which context it opens with and what is already imported.
@@ -113,6 +115,37 @@ pub struct KernelSpec {
     pub workspace: PathBuf,
     /// Environment variables the guest sees (over the interpreter's base environment).
     pub env: BTreeMap<String, String>,
+    /// Raised when the sandbox is killed: a running cell stops at once and the kernel is not
+    /// restarted.
+    pub stop: StopSignal,
+}
+
+/// A one-way signal that a sandbox is gone. Cheap to clone; clones share the signal.
+#[derive(Debug, Clone, Default)]
+pub struct StopSignal {
+    shared: Arc<(AtomicBool, tokio::sync::Notify)>,
+}
+
+impl StopSignal {
+    /// Raises the signal (idempotent).
+    pub fn stop(&self) {
+        self.shared.0.store(true, Ordering::SeqCst);
+        self.shared.1.notify_waiters();
+    }
+
+    /// Whether the signal was raised.
+    pub fn is_stopped(&self) -> bool {
+        self.shared.0.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the signal is raised.
+    pub async fn stopped(&self) {
+        let notified = self.shared.1.notified();
+        if self.is_stopped() {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// One cell to run.

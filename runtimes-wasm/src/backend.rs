@@ -71,6 +71,8 @@ pub(crate) struct Inner {
     cache: ModuleCache,
     prepared: moka::sync::Cache<Language, Arc<Prepared>>,
     pub(crate) pool: WorkerPool,
+    /// Live context instances (sandbox kernels), for callers' gauges and tests.
+    pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
@@ -106,6 +108,7 @@ impl WasmBackend {
                 cache,
                 prepared,
                 pool,
+                contexts_alive: Arc::default(),
                 _ticker: ticker,
                 _scratch_claim: scratch_claim,
             }),
@@ -118,6 +121,12 @@ impl WasmBackend {
             self.inner.prepared(language)?;
         }
         Ok(())
+    }
+
+    /// Context instances (sandbox kernels) alive right now: each holds a pool slot and its
+    /// memory until its sandbox is killed or the context removed.
+    pub fn contexts_alive(&self) -> usize {
+        self.inner.contexts_alive.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Jobs admitted right now (running plus queued) and the most admitted at once.

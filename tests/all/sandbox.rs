@@ -298,11 +298,9 @@ async fn fifty_sandboxes_at_once() {
             sandbox.run_code(&format!("{i} * 2"), options).await.unwrap()
         })
     });
-    let mut i = 0;
-    for run in runs.collect::<Vec<_>>() {
+    for (i, run) in runs.collect::<Vec<_>>().into_iter().enumerate() {
         let execution = run.await.unwrap();
         assert_eq!(execution.text(), Some((i * 2).to_string().as_str()));
-        i += 1;
     }
     let filter = [("n".to_owned(), "7".to_owned())].into();
     let found = sandboxes.list(&filter);
@@ -313,4 +311,42 @@ async fn fifty_sandboxes_at_once() {
         sandboxes.kill(sandbox.id()).unwrap();
     }
     assert!(sandboxes.is_empty());
+}
+
+#[tokio::test]
+async fn killing_stops_a_running_cell_and_frees_every_context() {
+    // A backend of its own, so other tests' contexts do not count.
+    let backend = soulbox_runtimes_wasm::WasmBackend::open(soulbox_runtimes_wasm::WasmConfig::default()).unwrap();
+    let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: std::env::temp_dir().join(format!("soulbox-test-kill-{}", std::process::id())),
+        ..Default::default()
+    };
+    let sandboxes = soulbox_engine::Sandboxes::new(engine, config).unwrap();
+    let spinning = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let js_box = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
+    js_box.create_context(Language::Python, None).await.unwrap();
+    let idle = SandboxSpec { idle_timeout: Some(Duration::from_millis(200)), ..spec(Template::DataScience) };
+    sandboxes.create(idle).await.unwrap();
+    assert_eq!(backend.contexts_alive(), 4);
+
+    let long = RunOptions { limits: Limits { deadline: Duration::from_secs(600), ..Limits::default() }, ..python() };
+    let mut stream = spinning.run_code_stream("print('going', flush=True)\nwhile True: pass", long).await.unwrap();
+    assert!(matches!(stream.next_event().await, Some(Ok(ExecutionEvent::Stdout { .. }))));
+    let killed_at = Instant::now();
+    sandboxes.kill(spinning.id()).unwrap();
+    while stream.next_event().await.is_some() {}
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "the cell stopped when its sandbox was killed");
+    wait_for(|| backend.contexts_alive() == 2).await;
+    sandboxes.kill(js_box.id()).unwrap();
+    wait_for(|| backend.contexts_alive() == 0).await;
+    assert!(sandboxes.is_empty(), "the idle one expired");
+}
+
+async fn wait_for(condition: impl Fn() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < Duration::from_secs(10), "condition not met in time");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -12,8 +12,8 @@
 //!
 //! Lifetime: a reaper task checks every [`REAP_INTERVAL`] and kills sandboxes past their
 //! lifetime, or idle (no cell running, no file operation) for longer than their idle timeout.
-//! Killing drops the kernels (freeing their memory; a cell still running ends first, within its
-//! deadline) and deletes the workspace; the id is then unknown.
+//! Killing raises the sandbox's [`StopSignal`] (a running cell stops within an epoch check),
+//! drops the kernels (freeing their memory) and deletes the workspace; the id is then unknown.
 
 mod context;
 mod stream;
@@ -28,7 +28,7 @@ pub use workspace::{EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_EN
 use crate::backend::BackendError;
 use crate::engine::Engine;
 use crate::error::EngineError;
-use crate::kernel::{Cell, Execution, KernelSpec, Preload, Template};
+use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
 use crate::language::Language;
 use crate::limits::Limits;
 use crate::request::{MAX_CODE_BYTES, RequestError};
@@ -273,6 +273,7 @@ impl Sandboxes {
                 busy: 0,
             }),
             contexts: Mutex::new(Contexts::default()),
+            stop: StopSignal::default(),
         });
         let sandbox = Sandbox { shared };
         let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
@@ -365,6 +366,7 @@ struct Shared {
     workspace: Workspace,
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
+    stop: StopSignal,
 }
 
 struct Clock {
@@ -395,6 +397,7 @@ impl Shared {
     }
 
     fn shut(&self) {
+        self.stop.stop();
         let dropped = {
             let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
             contexts.shut = true;
@@ -603,6 +606,7 @@ impl Sandbox {
             preload,
             workspace: self.shared.workspace.host_path().to_path_buf(),
             env: self.shared.env.clone(),
+            stop: self.shared.stop.clone(),
         };
         let context = Arc::new(Context::start(&self.shared.engine, new_id("ctx"), spec).await?);
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());

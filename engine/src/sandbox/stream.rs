@@ -32,7 +32,7 @@ impl ExecutionStream {
         while let Some(event) = self.next_event().await {
             events.push(event?);
         }
-        Execution::from_events(events).ok_or_else(|| SandboxError::Interrupted)
+        Execution::from_events(events).ok_or(SandboxError::Interrupted)
     }
 
     /// The next event, `None` after the last.

@@ -12,6 +12,7 @@ use serde::Deserialize;
 use soulbox_engine::Language;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
 use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+use wasmtime::{Instance, Store};
 
 /// The driver, evaluated once per context.
 const DRIVER: &str = include_str!("kernel.js");
@@ -24,7 +25,7 @@ struct Report {
 }
 
 /// Starts a JavaScript context for `spec` (blocking).
-pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
+pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
     let prepared = inner.prepared(Language::JavaScript)?;
     prepare_root(&spec.workspace, &[])?;
     let args = JavaScript::context_argv();
@@ -49,7 +50,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeErr
         let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
         RuntimeError::Wasm(format!("the JavaScript context did not start: {e:#} {stderr}"))
     })?;
-    Ok(Live { store, instance })
+    Ok((store, instance))
 }
 
 /// Runs one cell.

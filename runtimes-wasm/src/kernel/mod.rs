@@ -26,13 +26,35 @@ use async_trait::async_trait;
 use soulbox_engine::kernel::{Cell, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec};
 use soulbox_engine::{BackendError, Language, Outcome};
 use soulbox_host_api::{GuestLimits, GuestState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use wasmtime::{Instance, Store};
+use std::time::Instant;
+use wasmtime::{Instance, Store, Trap, UpdateDeadline};
+
+/// Epoch ticks between two checks of a running cell's deadline and stop signal (50 ms).
+const STOP_CHECK_TICKS: u64 = 10;
 
 /// One live interpreter instance.
 pub(crate) struct Live {
     store: Store<GuestState>,
     instance: Instance,
+    _alive: AliveCount,
+}
+
+/// Counts a live instance in [`Inner::contexts_alive`] from creation to drop.
+struct AliveCount(Arc<AtomicUsize>);
+
+impl AliveCount {
+    fn new(inner: &Inner) -> Self {
+        inner.contexts_alive.fetch_add(1, Ordering::Relaxed);
+        AliveCount(Arc::clone(&inner.contexts_alive))
+    }
+}
+
+impl Drop for AliveCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type Slot = Arc<Mutex<Option<Live>>>;
@@ -79,10 +101,11 @@ impl Kernel for WasmKernel {
 
 /// Instantiates and prepares a kernel (blocking; on a worker thread).
 fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
-    match spec.language {
-        Language::Python => python::start(inner, spec),
-        Language::JavaScript => javascript::start(inner, spec),
-    }
+    let (store, instance) = match spec.language {
+        Language::Python => python::start(inner, spec)?,
+        Language::JavaScript => javascript::start(inner, spec)?,
+    };
+    Ok(Live { store, instance, _alive: AliveCount::new(inner) })
 }
 
 /// Runs one cell (blocking; on a worker thread).
@@ -94,6 +117,9 @@ fn run_cell(
     events: &EventSender,
 ) -> Result<CellReport, BackendError> {
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    if spec.stop.is_stopped() {
+        return Err(BackendError::Rejected("the sandbox was killed".into()));
+    }
     let mut restarted = false;
     let mut live = match slot.take() {
         Some(live) => live,
@@ -102,21 +128,27 @@ fn run_cell(
             start_live(inner, spec)?
         }
     };
-    arm(inner, &mut live, cell, events)?;
-    let deadline = cell.limits.deadline + HOST_CALL_GRACE;
-    let ran = execution::block_on(async {
-        tokio::time::timeout(deadline, async {
+    arm(inner, spec, &mut live, cell, events)?;
+    let grace_deadline = cell.limits.deadline + HOST_CALL_GRACE;
+    let finished = execution::block_on(async {
+        let run = async {
             match spec.language {
                 Language::Python => python::run(&mut live, &cell.code, events).await,
                 Language::JavaScript => javascript::run(&mut live, &cell.code, events).await,
             }
-        })
-        .await
+        };
+        tokio::select! {
+            ran = tokio::time::timeout(grace_deadline, run) => ran.map_or(Finished::TimedOut, Finished::Ran),
+            () = spec.stop.stopped() => Finished::Stopped,
+        }
     });
-    let ended = match ran {
-        Ok(Ok(())) => Ended::completed(0),
-        Ok(Err(error)) => execution::classify(Ok(Err(error)), &live.store),
-        Err(elapsed) => execution::classify(Err(elapsed), &live.store),
+    let ended = match finished {
+        Finished::Ran(Ok(())) => Ended::completed(0),
+        Finished::Ran(Err(error)) => execution::classify(Ok(Err(error)), &live.store),
+        Finished::TimedOut => {
+            Ended::stopped(Outcome::DeadlineExceeded, "deadline exceeded while blocked in a host call")
+        }
+        Finished::Stopped => Ended::stopped(Outcome::Crashed, "the sandbox was killed"),
     };
     disarm(&mut live);
     let report = CellReport {
@@ -128,6 +160,8 @@ fn run_cell(
     };
     if ended.outcome == Outcome::Completed {
         *slot = Some(live);
+    } else if spec.stop.is_stopped() {
+        drop(live);
     } else {
         // The trap left the interpreter mid-flight: replace it with a fresh one now, so the
         // next cell finds it ready (if this fails, the next cell tries again).
@@ -140,8 +174,26 @@ fn run_cell(
     Ok(report)
 }
 
-/// Gives the kernel the cell's limits and connects its output to `events`.
-fn arm(inner: &Inner, live: &mut Live, cell: &Cell, events: &EventSender) -> Result<(), RuntimeError> {
+/// How a cell's run ended, before classification.
+enum Finished {
+    /// The guest returned or trapped.
+    Ran(wasmtime::Result<()>),
+    /// The guest sat in a host call (a sleep) past the deadline.
+    TimedOut,
+    /// The sandbox was killed.
+    Stopped,
+}
+
+/// Gives the kernel the cell's limits and connects its output to `events`. The deadline is
+/// checked by an epoch callback every [`STOP_CHECK_TICKS`] at most, which also stops the cell
+/// when the sandbox is killed.
+fn arm(
+    inner: &Inner,
+    spec: &KernelSpec,
+    live: &mut Live,
+    cell: &Cell,
+    events: &EventSender,
+) -> Result<(), RuntimeError> {
     let limits = &cell.limits;
     let state = live.store.data_mut();
     // Leftovers of SoulBox's own turns are not the cell's output.
@@ -158,7 +210,15 @@ fn arm(inner: &Inner, live: &mut Live, cell: &Cell, events: &EventSender) -> Res
     if inner.config.settings.fuel {
         live.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    live.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
+    let (stop, ends) = (spec.stop.clone(), Instant::now() + limits.deadline);
+    live.store.epoch_deadline_callback(move |_| {
+        let now = Instant::now();
+        if stop.is_stopped() || now >= ends {
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(UpdateDeadline::Continue(EpochTicker::ticks_for(ends - now).min(STOP_CHECK_TICKS)))
+    });
+    live.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline).min(STOP_CHECK_TICKS));
     Ok(())
 }
 

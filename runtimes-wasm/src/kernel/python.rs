@@ -10,9 +10,10 @@ use crate::python::{Python, layout, turn};
 use soulbox_engine::Language;
 use soulbox_engine::kernel::{EventSender, KernelSpec, Preload};
 use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+use wasmtime::{Instance, Store};
 
 /// Starts a Python context for `spec` (blocking).
-pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
+pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
     let prepared = inner.prepared(Language::Python)?;
     let Interpreter::Python(python) = &prepared.interpreter else {
         return Err(RuntimeError::Wasm("the Python module is not a Python interpreter".into()));
@@ -44,7 +45,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeErr
         let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
         RuntimeError::Wasm(format!("the Python context did not start: {e:#} {stderr}"))
     })?;
-    Ok(Live { store, instance })
+    Ok((store, instance))
 }
 
 /// Runs one cell.
