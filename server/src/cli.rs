@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run code in a fresh sandbox.
     Run(crate::run::RunArgs),
+    /// Start an interactive session: one context that keeps its state across inputs.
+    Repl(crate::repl::ReplArgs),
     /// Manage the interpreter runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
@@ -74,6 +76,7 @@ impl Cli {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => crate::run::run(&cli, args).await,
+        Command::Repl(args) => crate::repl::repl(&cli, args).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
         Command::Worker => {
             soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(false)).await?;

@@ -4,8 +4,11 @@
 //!   (and builds the Python snapshot) once, with progress on stderr.
 //! - `soulbox run` runs a file, `-e` code or stdin in a fresh sandbox and exits with the guest's
 //!   status; `--json` prints the whole result instead.
+//! - `soulbox repl -l python|js` keeps one stateful context across inputs (a sandbox of the
+//!   engine's, streaming output as it runs).
 
 mod cli;
+mod repl;
 mod run;
 
 use clap::Parser;

@@ -157,3 +157,32 @@ fn no_stdin_leaves_stdin_unread() {
     let out = soulbox(&["run", "--no-stdin", "-e", "import sys; print(repr(sys.stdin.read()))"], "ignored");
     assert_eq!(text(&out.stdout), "''\n", "{}", text(&out.stderr));
 }
+
+#[test]
+fn repl_keeps_state_across_inputs() {
+    let input = "x = 40\ndef double(v):\n    return v * 2\n\nx + 2\nprint(double(\n  x))\n1/0\nx\n";
+    let out = soulbox(&["repl", "-l", "python"], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "42\n80\n40\n", "stderr: {}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("ZeroDivisionError"));
+
+    let out =
+        soulbox(&["repl", "-l", "js"], "let n = 1\nfunction inc() {\n  return ++n\n}\ninc()\n.restart\ntypeof n\n");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "2\n'undefined'\n", "stderr: {}", text(&out.stderr));
+}
+
+#[test]
+fn repl_saves_figures_and_refuses_a_mismatched_template() {
+    let dir = tempfile::tempdir().unwrap();
+    let figures = dir.path().join("figs");
+    let input = "plt.plot([1, 2], [3, 4])\nplt.show()\n";
+    let out = soulbox(&["repl", "--template", "data-science", "--figures", figures.to_str().unwrap()], input);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("line:"), "{}", text(&out.stdout));
+    let png = std::fs::read(figures.join("figure-1.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let out = soulbox(&["repl", "-l", "js", "--template", "data-science"], "");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("template"), "{}", text(&out.stderr));
+}
