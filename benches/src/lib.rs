@@ -1,8 +1,12 @@
 //! Shared set-up for SoulBox's benchmarks: engines over the real WebAssembly backend on the
 //! machine's SoulBox home (prepared by `soulbox runtimes fetch`).
 
+use anyhow::Context;
 use soulbox_engine::{Engine, WorkerPoolConfig};
 use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
 
 /// An engine with the production defaults (guests on worker threads) and a queue deep enough
 /// for the throughput runs.
@@ -23,4 +27,56 @@ pub fn worker_processes() -> anyhow::Result<Workers> {
     let program = std::env::current_exe()?.with_file_name("soulbox");
     anyhow::ensure!(program.exists(), "{} not found: run `cargo build --release --workspace` first", program.display());
     Ok(Workers::Processes { program, args: Vec::new() })
+}
+
+/// Runs `command` `runs` times (after one unmeasured run) and returns each wall time.
+pub fn process_latencies(command: &mut Command, runs: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = Vec::with_capacity(runs);
+    for i in 0..=runs {
+        let started = std::time::Instant::now();
+        let output = command.output().with_context(|| format!("running {command:?}"))?;
+        anyhow::ensure!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
+        if i > 0 {
+            samples.push(started.elapsed());
+        }
+    }
+    Ok(samples)
+}
+
+/// The native baseline interpreter: `$SOULBOX_BASELINE_PYTHON`, else the real executable behind
+/// `python3` (resolved through `sys.executable`, so a version-manager shim's start-up is not
+/// counted).
+pub fn baseline_python() -> anyhow::Result<PathBuf> {
+    if let Some(python) = std::env::var_os("SOULBOX_BASELINE_PYTHON") {
+        return Ok(python.into());
+    }
+    let output = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output()?;
+    anyhow::ensure!(output.status.success(), "python3 is needed for the native baseline");
+    Ok(String::from_utf8(output.stdout)?.trim().into())
+}
+
+/// The `p` quantile (0..=1) of `samples`.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index.min(sorted.len() - 1)]
+}
+
+/// `d` in milliseconds, three decimals.
+pub fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Prints a table row: p50, p99, the baseline's p50 and the ratio baseline / SoulBox.
+pub fn row(name: &str, samples: &[Duration], baseline: Option<&[Duration]>) {
+    let p50 = percentile(samples, 0.5);
+    let (native, ratio) = match baseline {
+        Some(baseline) => {
+            let native = percentile(baseline, 0.5);
+            (ms(native), format!("{:.1}x", native.as_secs_f64() / p50.as_secs_f64()))
+        }
+        None => ("n/a".into(), "n/a".into()),
+    };
+    println!("| {name} | {} | {} | {native} | {ratio} |", ms(p50), ms(percentile(samples, 0.99)));
 }

@@ -72,6 +72,11 @@ impl CappedOutput {
         std::mem::take(&mut *buffer).to_vec()
     }
 
+    /// A copy of the captured bytes, leaving them in place.
+    pub fn snapshot(&self) -> Vec<u8> {
+        self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner()).to_vec()
+    }
+
     /// Appends what fits; returns how many bytes were kept and whether the cap was hit.
     fn append(&self, bytes: &[u8]) -> (usize, bool) {
         let mut buffer = self.inner.buffer.lock().unwrap_or_else(|e| e.into_inner());

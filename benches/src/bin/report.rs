@@ -9,7 +9,7 @@
 //! have started their next Python guest; "back-to-back" rows send the next request the moment
 //! the last one is answered.
 
-use anyhow::Context;
+use soulbox_benches::{baseline_python, percentile, row};
 use soulbox_engine::{Engine, ExecRequest, Language};
 use std::path::PathBuf;
 use std::process::Command;
@@ -46,10 +46,15 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(latencies(&processes, Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack))?;
 
     let python = baseline_python()?;
-    let native = process_latencies(Command::new(&python).args(["-c", "print(1 + 1)"]))?;
-    let native_np = process_latencies(Command::new(&python).args(["-c", "import numpy, pandas"])).ok();
-    let native_df = process_latencies(Command::new(&python).args(["-c", describe])).ok();
-    let warm_start = process_latencies(Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]))?;
+    let native = soulbox_benches::process_latencies(Command::new(&python).args(["-c", "print(1 + 1)"]), PROCESS_RUNS)?;
+    let native_np =
+        soulbox_benches::process_latencies(Command::new(&python).args(["-c", "import numpy, pandas"]), PROCESS_RUNS)
+            .ok();
+    let native_df = soulbox_benches::process_latencies(Command::new(&python).args(["-c", describe]), PROCESS_RUNS).ok();
+    let warm_start = soulbox_benches::process_latencies(
+        Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]),
+        PROCESS_RUNS,
+    )?;
 
     println!("Baseline: {} (native CPython, a new process per run)\n", python.display());
     println!("| measure | p50 | p99 | native baseline p50 | ratio (native / SoulBox) |");
@@ -119,53 +124,8 @@ async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
     Ok(total as f64 / started.elapsed().as_secs_f64())
 }
 
-fn process_latencies(command: &mut Command) -> anyhow::Result<Vec<Duration>> {
-    let mut samples = Vec::with_capacity(PROCESS_RUNS);
-    for i in 0..=PROCESS_RUNS {
-        let started = Instant::now();
-        let output = command.output().with_context(|| format!("running {command:?}"))?;
-        anyhow::ensure!(output.status.success(), "{command:?}: {}", String::from_utf8_lossy(&output.stderr));
-        if i > 0 {
-            samples.push(started.elapsed());
-        }
-    }
-    Ok(samples)
-}
-
-fn baseline_python() -> anyhow::Result<PathBuf> {
-    if let Some(python) = std::env::var_os("SOULBOX_BASELINE_PYTHON") {
-        return Ok(python.into());
-    }
-    let output = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output()?;
-    anyhow::ensure!(output.status.success(), "python3 is needed for the native baseline");
-    Ok(String::from_utf8(output.stdout)?.trim().into())
-}
-
 fn soulbox_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name("soulbox");
     anyhow::ensure!(path.exists(), "{} not found: run `cargo build --release --workspace` first", path.display());
     Ok(path)
-}
-
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index.min(sorted.len() - 1)]
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
-}
-
-fn row(name: &str, samples: &[Duration], baseline: Option<&[Duration]>) {
-    let p50 = percentile(samples, 0.5);
-    let (native, ratio) = match baseline {
-        Some(baseline) => {
-            let native = percentile(baseline, 0.5);
-            (ms(native), format!("{:.1}x", native.as_secs_f64() / p50.as_secs_f64()))
-        }
-        None => ("n/a".into(), "n/a".into()),
-    };
-    println!("| {name} | {} | {} | {native} | {ratio} |", ms(p50), ms(percentile(samples, 0.99)));
 }

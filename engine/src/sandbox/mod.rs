@@ -526,41 +526,24 @@ impl Sandbox {
 
     /// Runs `code` and waits for it to end.
     pub async fn run_code(&self, code: &str, options: RunOptions) -> Result<Execution, SandboxError> {
-        self.run_code_stream(code, options).await?.finish().await
+        let (context, cell, span) = self.prepare_cell(code, options).await?;
+        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
+        {
+            // Awaited here rather than spawned: one task hop less for the common call.
+            let _active = self.shared.begin()?;
+            context.run(&self.shared.engine, cell, events_tx, failure_tx).instrument(span).await;
+        }
+        ExecutionStream::new(events_rx, failure_rx).finish().await
     }
 
-    /// Runs `code`, returning its events as they happen.
+    /// Runs `code`, returning its events as they happen. The cell runs on a task of its own:
+    /// dropping the stream does not stop it.
     pub async fn run_code_stream(&self, code: &str, options: RunOptions) -> Result<ExecutionStream, SandboxError> {
-        options.limits.validate().map_err(RequestError::from)?;
-        if code.len() > MAX_CODE_BYTES {
-            return Err(RequestError::CodeTooLarge(code.len()).into());
-        }
-        if code.contains('\0') {
-            return Err(RequestError::NulByte("code").into());
-        }
-        let active = self.shared.begin()?;
-        let context = match (&options.context, options.language) {
-            (Some(id), language) => {
-                let context = self.context(id)?;
-                if language.is_some_and(|l| l != context.language()) {
-                    return Err(SandboxError::Invalid(format!("context `{id}` runs {}", context.language())));
-                }
-                context
-            }
-            (None, language) => self.default_context(language.unwrap_or(self.shared.template.language())).await?,
-        };
-        drop(active);
+        let (context, cell, span) = self.prepare_cell(code, options).await?;
         let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
         let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
         let shared = Arc::clone(&self.shared);
-        let cell = Cell { code: code.to_owned(), limits: options.limits };
-        let span = tracing::info_span!(
-            "run_cell",
-            sandbox = %shared.id,
-            context = %context.id,
-            language = %context.language(),
-            code_bytes = code.len(),
-        );
         tokio::spawn(
             async move {
                 let Ok(_active) = shared.begin() else {
@@ -572,6 +555,40 @@ impl Sandbox {
             .instrument(span),
         );
         Ok(ExecutionStream::new(events_rx, failure_rx))
+    }
+
+    /// Checks a cell and finds (or starts) its context.
+    async fn prepare_cell(
+        &self,
+        code: &str,
+        options: RunOptions,
+    ) -> Result<(Arc<Context>, Cell, tracing::Span), SandboxError> {
+        options.limits.validate().map_err(RequestError::from)?;
+        if code.len() > MAX_CODE_BYTES {
+            return Err(RequestError::CodeTooLarge(code.len()).into());
+        }
+        if code.contains('\0') {
+            return Err(RequestError::NulByte("code").into());
+        }
+        let _active = self.shared.begin()?;
+        let context = match (&options.context, options.language) {
+            (Some(id), language) => {
+                let context = self.context(id)?;
+                if language.is_some_and(|l| l != context.language()) {
+                    return Err(SandboxError::Invalid(format!("context `{id}` runs {}", context.language())));
+                }
+                context
+            }
+            (None, language) => self.default_context(language.unwrap_or(self.shared.template.language())).await?,
+        };
+        let span = tracing::info_span!(
+            "run_cell",
+            sandbox = %self.shared.id,
+            context = %context.id,
+            language = %context.language(),
+            code_bytes = code.len(),
+        );
+        Ok((context, Cell { code: code.to_owned(), limits: options.limits }, span))
     }
 
     fn context(&self, id: &str) -> Result<Arc<Context>, SandboxError> {

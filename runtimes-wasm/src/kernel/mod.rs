@@ -23,7 +23,9 @@ use crate::error::RuntimeError;
 use crate::execution::{self, Ended, HOST_CALL_GRACE};
 use crate::ticker::EpochTicker;
 use async_trait::async_trait;
-use soulbox_engine::kernel::{Cell, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec};
+use soulbox_engine::kernel::{
+    Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec, RichResult,
+};
 use soulbox_engine::{BackendError, Language, Outcome};
 use soulbox_host_api::{GuestLimits, GuestState};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -222,17 +224,28 @@ fn arm(
     Ok(())
 }
 
-/// Sends a result or error frame from the guest's driver to `events`. Anything else (a
-/// malformed frame, or an attempt to forge output or the end) is dropped with a rate-limited
-/// warning: guest code can reach the door too.
-pub(crate) fn forward_guest_event(events: &EventSender, frame: &[u8]) {
-    match serde_json::from_slice::<ExecutionEvent>(frame) {
-        Ok(event @ (ExecutionEvent::Result(_) | ExecutionEvent::Error(_))) => {
-            let _ = events.send(event);
-        }
-        Ok(_) => warn_rate_limited("a guest sent an event kind only the host may send; dropped"),
-        Err(_) => warn_rate_limited("a guest sent an unreadable frame through the door; dropped"),
+/// A frame a guest's kernel driver sends through the door.
+#[derive(Debug, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum GuestFrame {
+    /// A rich result.
+    Result(RichResult),
+    /// An exception.
+    Error(CellError),
+    /// A pyplot figure was made during the cell (Python: the host finishes the cell with a
+    /// turn that sends the figures still open).
+    FiguresOpen,
+}
+
+/// Reads a frame from the guest's kernel driver. A malformed frame is dropped with a
+/// rate-limited warning: guest code can reach the door too, so nothing it sends is trusted
+/// beyond these shapes (it can never forge output or the end of a cell).
+pub(crate) fn read_guest_frame(frame: &[u8]) -> Option<GuestFrame> {
+    let read = serde_json::from_slice::<GuestFrame>(frame);
+    if read.is_err() {
+        warn_rate_limited("a guest sent an unreadable frame through the door; dropped");
     }
+    read.ok()
 }
 
 /// Logs `message` at most once per [`GUEST_LOG_INTERVAL`] across the process.

