@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report table
-# (p50/p99 and ratios against native `python3 -c`, all measured in this run).
+# SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report tables
+# (p50/p99 and ratios against native CPython, memory per sandbox, all measured in this run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --locked
 ./target/release/soulbox runtimes fetch
-cargo bench -p soulbox-benches --locked --bench execution -- --warm-up-time 2 --measurement-time 5
+cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --warm-up-time 2 --measurement-time 5
 ./target/release/report
+./target/release/sandbox-report

@@ -134,10 +134,13 @@ impl WorkerPool {
     }
 }
 
+/// How long an idle worker polls for its next job before parking.
+const SPIN_BEFORE_PARKING: std::time::Duration = std::time::Duration::from_micros(100);
+
 fn worker_loop(receiver: &Mutex<mpsc::Receiver<Job>>) {
     loop {
         let job = match receiver.lock() {
-            Ok(guard) => guard.recv(),
+            Ok(guard) => next_job(&guard),
             Err(_) => return,
         };
         match job {
@@ -145,6 +148,21 @@ fn worker_loop(receiver: &Mutex<mpsc::Receiver<Job>>) {
             Err(_) => return, // the pool was dropped
         }
     }
+}
+
+/// The next job: polled for up to [`SPIN_BEFORE_PARKING`] first (a caller driving a session
+/// sends its next cell right after the last answer, and waking a parked thread costs more than
+/// the cell itself on small VMs), then waited for.
+fn next_job(receiver: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
+    let spinning = std::time::Instant::now();
+    while spinning.elapsed() < SPIN_BEFORE_PARKING {
+        match receiver.try_recv() {
+            Ok(job) => return Ok(job),
+            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
+            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    receiver.recv()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
