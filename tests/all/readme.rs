@@ -37,7 +37,7 @@ async fn readme_sandbox_example_works() -> anyhow::Result<()> {
 
     sandbox.files()?.write("/data.csv", b"day,sales\n1,3\n2,5\n3,4\n").await?;
     sandbox.run_code("df = pd.read_csv('/data.csv')", RunOptions::default()).await?;
-    let cell = sandbox.run_code("df.sales.sum()", RunOptions::default()).await?;
+    let cell = sandbox.run_code("int(df.sales.sum())", RunOptions::default()).await?;
     assert_eq!(cell.text(), Some("12"));
 
     let plot = sandbox.run_code("df.plot(x='day', y='sales')\nplt.show()", RunOptions::default()).await?;
