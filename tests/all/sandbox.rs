@@ -236,6 +236,20 @@ async fn a_deadline_stops_the_cell_and_restarts_the_context() {
 }
 
 #[tokio::test]
+async fn a_refused_allocation_is_a_memory_error_and_the_context_survives() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("kept = 'yes'", python()).await.unwrap();
+    let small = RunOptions { limits: Limits { memory_bytes: 256 << 20, ..Limits::default() }, ..RunOptions::default() };
+    let hog = sandbox.run_code("block = bytearray(600 << 20)", small).await.unwrap();
+    assert_eq!(hog.outcome(), Outcome::MemoryExceeded, "{hog:?}");
+    assert_eq!(hog.error.as_ref().map(|e| e.name.as_str()), Some("MemoryError"));
+    assert!(!hog.end.context_restarted);
+    let after = sandbox.run_code("kept", python()).await.unwrap();
+    assert_eq!(after.text(), Some("'yes'"));
+}
+
+#[tokio::test]
 async fn contexts_are_separate_and_can_be_restarted_and_removed() {
     let sandboxes = sandboxes();
     let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();

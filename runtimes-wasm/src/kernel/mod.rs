@@ -144,7 +144,14 @@ fn run_cell(
             () = spec.stop.stopped() => Finished::Stopped,
         }
     });
+    // Only a cell that returned normally leaves the interpreter in a known state.
+    let intact = matches!(finished, Finished::Ran(Ok(())));
     let ended = match finished {
+        // The guest got its allocation refused and raised (Python's `MemoryError`) by itself.
+        Finished::Ran(Ok(())) if live.store.data().limiter.hit_cap() => Ended::stopped(
+            Outcome::MemoryExceeded,
+            "memory limit exceeded: the code's allocation was refused; the context is intact",
+        ),
         Finished::Ran(Ok(())) => Ended::completed(0),
         Finished::Ran(Err(error)) => execution::classify(Ok(Err(error)), &live.store),
         Finished::TimedOut => {
@@ -156,11 +163,11 @@ fn run_cell(
     let report = CellReport {
         outcome: ended.outcome,
         message: ended.error,
-        restarted: restarted || ended.outcome != Outcome::Completed,
+        restarted: restarted || !intact,
         fuel_used: execution::fuel_used(&live.store, &cell.limits),
         peak_memory_bytes: live.store.data().limiter.peak_bytes(),
     };
-    if ended.outcome == Outcome::Completed {
+    if intact {
         *slot = Some(live);
     } else if spec.stop.is_stopped() {
         drop(live);
