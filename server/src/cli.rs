@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run code in a fresh sandbox.
     Run(crate::run::RunArgs),
+    /// Serve the HTTP API (development mode for now: `--dev`, loopback, no API keys).
+    Serve(crate::serve::ServeArgs),
     /// Start an interactive session: one context that keeps its state across inputs.
     Repl(crate::repl::ReplArgs),
     /// Manage the interpreter runtimes.
@@ -77,6 +79,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Run(args) => crate::run::run(&cli, args).await,
         Command::Repl(args) => crate::repl::repl(&cli, args).await,
+        Command::Serve(args) => crate::serve::serve(&cli, args).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
         Command::Worker => {
             soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(false)).await?;

@@ -6,10 +6,13 @@
 //!   status; `--json` prints the whole result instead.
 //! - `soulbox repl -l python|js` keeps one stateful context across inputs (a sandbox of the
 //!   engine's, streaming output as it runs).
+//! - `soulbox serve --dev` serves the HTTP API ([`http`]) on loopback.
 
 mod cli;
+mod http;
 mod repl;
 mod run;
+mod serve;
 
 use clap::Parser;
 use std::process::ExitCode;

@@ -1,0 +1,136 @@
+//! A sandbox's workspace files: streamed upload and download, list, stat, remove, rename,
+//! mkdir. Paths are workspace paths (`/data/in.csv`); `..` and escaping symlinks are refused.
+
+use super::{ApiError, ApiJson, ApiQuery, AppState};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use soulbox_engine::sandbox::EntryInfo;
+use tokio_util::io::{ReaderStream, StreamReader};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/sandboxes/{id}/files", get(download).put(upload).delete(remove))
+        .route("/sandboxes/{id}/files/list", get(list))
+        .route("/sandboxes/{id}/files/stat", get(stat))
+        .route("/sandboxes/{id}/files/rename", post(rename))
+        .route("/sandboxes/{id}/files/mkdir", post(mkdir))
+}
+
+/// `?path=...`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct At {
+    path: String,
+}
+
+/// `?path=...&depth=...`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListAt {
+    #[serde(default = "root")]
+    path: String,
+    #[serde(default = "one")]
+    depth: usize,
+}
+
+fn root() -> String {
+    "/".into()
+}
+
+fn one() -> usize {
+    1
+}
+
+async fn download(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(at): ApiQuery<At>,
+) -> Result<Response, ApiError> {
+    let sandbox = state.sandboxes.get(&id)?;
+    let file = sandbox.files()?.read_stream(&at.path).await?;
+    let body = Body::from_stream(ReaderStream::new(file));
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(at): ApiQuery<At>,
+    body: Body,
+) -> Result<(StatusCode, ApiJson<EntryInfo>), ApiError> {
+    let sandbox = state.sandboxes.get(&id)?;
+    let files = sandbox.files()?;
+    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
+    files.write_stream(&at.path, reader).await.map_err(|error| match error {
+        soulbox_engine::sandbox::FileError::Io { source, .. } if is_too_large(&source) => {
+            ApiError::TooLarge("the upload is too large".into())
+        }
+        other => other.into(),
+    })?;
+    Ok((StatusCode::CREATED, ApiJson(files.stat(&at.path).await?)))
+}
+
+fn is_too_large(error: &std::io::Error) -> bool {
+    error.get_ref().is_some_and(|inner| inner.to_string().contains("length limit exceeded"))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(at): ApiQuery<At>,
+) -> Result<StatusCode, ApiError> {
+    state.sandboxes.get(&id)?.files()?.remove_path(&at.path).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(at): ApiQuery<ListAt>,
+) -> Result<ApiJson<Vec<EntryInfo>>, ApiError> {
+    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.list(&at.path, at.depth).await?))
+}
+
+async fn stat(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(at): ApiQuery<At>,
+) -> Result<ApiJson<EntryInfo>, ApiError> {
+    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.stat(&at.path).await?))
+}
+
+/// A rename.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rename {
+    from: String,
+    to: String,
+}
+
+async fn rename(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(rename): ApiJson<Rename>,
+) -> Result<ApiJson<EntryInfo>, ApiError> {
+    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.rename(&rename.from, &rename.to).await?))
+}
+
+/// Whether `mkdir` made the directory (false: it existed).
+#[derive(Debug, Serialize)]
+struct Made {
+    created: bool,
+}
+
+async fn mkdir(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiJson(at): ApiJson<At>,
+) -> Result<ApiJson<Made>, ApiError> {
+    Ok(ApiJson(Made { created: state.sandboxes.get(&id)?.files()?.make_dir(&at.path).await? }))
+}

@@ -1,0 +1,132 @@
+//! `soulbox serve` end to end: a real server process on loopback and a real HTTP client.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+            .args(["serve", "--dev", "--addr", "127.0.0.1:0"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("soulbox serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        stderr.read_line(&mut line).unwrap();
+        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
+        // Keep draining stderr so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in stderr.lines() {});
+        Server { child, base }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn cells_stream_as_ndjson_and_sse_while_they_run() {
+    let server = Server::start();
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(server.url("/v1/sandboxes"))
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let execute = server.url(&format!("/v1/sandboxes/{}/execute", created["id"].as_str().unwrap()));
+    let code = "import time\nprint('first', flush=True)\ntime.sleep(0.6)\nprint('second')\n6 * 7";
+
+    let started = Instant::now();
+    let mut response = client
+        .post(&execute)
+        .header("accept", "application/x-ndjson")
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut text = String::new();
+    let mut first_at = None;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        if first_at.is_none() && text.contains("first") {
+            first_at = Some(started.elapsed());
+        }
+    }
+    let ended_at = started.elapsed();
+    assert!(ended_at - first_at.unwrap() >= Duration::from_millis(400), "the first line arrived before the end");
+    let events: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["stdout", "stdout", "result", "end"], "{text}");
+    assert_eq!(events[2]["text"], "42");
+
+    let sse = client
+        .post(&execute)
+        .header("accept", "text/event-stream")
+        .json(&serde_json::json!({"code": "print('hi')\n1/0"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(sse.contains("event: stdout"), "{sse}");
+    assert!(sse.contains("event: error") && sse.contains("ZeroDivisionError"), "{sse}");
+    assert!(sse.contains("event: end"), "{sse}");
+    assert!(server.terminate().success(), "a graceful shutdown exits 0");
+}
+
+#[tokio::test]
+async fn bad_requests_get_clean_json_errors() {
+    let server = Server::start();
+    let client = reqwest::Client::new();
+    let response = client
+        .post(server.url("/v1/execute"))
+        .header("content-type", "application/json")
+        .body(r#"{"language": "python", "code": 5}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    let missing = client.get(server.url("/v1/sandboxes/sbx-nope")).send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("sbx-nope"));
+}
+
+#[test]
+fn dev_mode_refuses_a_public_address_and_keys_are_required_otherwise() {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_soulbox")).args(["serve", "--dev", "--addr", "0.0.0.0:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+    let out = Command::new(env!("CARGO_BIN_EXE_soulbox")).args(["serve", "--addr", "127.0.0.1:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev"));
+}
