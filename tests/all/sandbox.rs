@@ -364,3 +364,27 @@ async fn wait_for(condition: impl Fn() -> bool) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[tokio::test]
+async fn a_fuel_budget_applies_per_cell() {
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: std::env::temp_dir().join(format!("soulbox-test-fuel-{}", std::process::id())),
+        ..Default::default()
+    };
+    let sandboxes = soulbox_engine::Sandboxes::new(soulbox_tests::metered_engine().clone(), config).unwrap();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let budget = |fuel| RunOptions { limits: Limits { fuel: Some(fuel), ..Limits::default() }, ..python() };
+    let cheap = sandbox.run_code("x = sum(range(100))", budget(50_000_000)).await.unwrap();
+    assert_eq!(cheap.outcome(), Outcome::Completed, "{cheap:?}");
+    assert!(cheap.end.fuel_used.unwrap() > 0);
+    let spin = sandbox.run_code("while True: pass", budget(5_000_000)).await.unwrap();
+    assert_eq!(spin.outcome(), Outcome::FuelExhausted);
+    assert!(spin.end.context_restarted);
+    let after = sandbox.run_code("1 + 1", python()).await.unwrap();
+    assert_eq!(after.text(), Some("2"));
+    // Without metering, a fuel budget is refused rather than ignored.
+    let plain = soulbox_tests::sandboxes();
+    let unmetered = plain.create(SandboxSpec::default()).await.unwrap();
+    let err = unmetered.run_code("1", budget(1000)).await.unwrap_err();
+    assert!(err.to_string().contains("fuel"), "{err}");
+}
