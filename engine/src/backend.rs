@@ -23,11 +23,28 @@ pub trait Backend: Send + Sync + 'static {
     /// Runs one request to completion.
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError>;
 
+    /// How busy the backend is: jobs admitted now (running plus queued) and the most it
+    /// admits at once. `None` for a backend that does not say.
+    fn load(&self) -> Option<BackendLoad> {
+        None
+    }
+
     /// Starts a stateful context (a kernel) for a sandbox. Backends without stateful contexts
     /// keep the default, which refuses.
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         Err(BackendError::Rejected(format!("the {} backend has no stateful {} contexts", self.name(), spec.language)))
     }
+}
+
+/// A backend's admission state, for gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BackendLoad {
+    /// Jobs admitted now (running plus queued).
+    pub in_use: usize,
+    /// The most jobs admitted at once.
+    pub capacity: usize,
+    /// Stateful contexts alive (each holds an instance and its memory).
+    pub contexts: usize,
 }
 
 /// Why a backend could not run a request.

@@ -105,6 +105,11 @@ impl Engine {
         Ok(backend.start_kernel(spec).instrument(span).await?)
     }
 
+    /// Each backend's name and load (backends that report one).
+    pub fn load(&self) -> Vec<(&'static str, crate::backend::BackendLoad)> {
+        self.backends.iter().filter_map(|b| b.load().map(|load| (b.name(), load))).collect()
+    }
+
     fn backend_for(&self, language: Language) -> Option<&Arc<dyn Backend>> {
         self.backends.iter().find(|b| b.supports(language))
     }

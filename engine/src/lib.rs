@@ -31,7 +31,7 @@ mod result;
 pub mod sandbox;
 mod worker_pool;
 
-pub use backend::{Backend, BackendError};
+pub use backend::{Backend, BackendError, BackendLoad};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
 pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};

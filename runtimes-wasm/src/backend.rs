@@ -13,7 +13,9 @@ use crate::ticker::EpochTicker;
 use crate::worker_process::Workers;
 use async_trait::async_trait;
 use soulbox_engine::kernel::{Kernel, KernelSpec};
-use soulbox_engine::{Backend, BackendError, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig};
+use soulbox_engine::{
+    Backend, BackendError, BackendLoad, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig,
+};
 use soulbox_host_api::{GuestState, add_to_linker};
 use std::sync::Arc;
 use std::time::Instant;
@@ -219,6 +221,11 @@ impl Backend for WasmBackend {
             )
             .await?;
         Ok(result?)
+    }
+
+    fn load(&self) -> Option<BackendLoad> {
+        let (in_use, capacity) = WasmBackend::load(self);
+        Some(BackendLoad { in_use, capacity, contexts: self.contexts_alive() })
     }
 
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {

@@ -38,7 +38,9 @@ pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let sandboxes = Sandboxes::new(engine.clone(), SandboxesConfig::default())?;
     let listener = tokio::net::TcpListener::bind(args.addr).await?;
     eprintln!("soulbox: listening on http://{} (development mode: no API keys)", listener.local_addr()?);
-    axum::serve(listener, app(AppState { engine, sandboxes })).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app(AppState { engine, sandboxes, metrics: Default::default() }))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     eprintln!("soulbox: stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,7 @@
 //! `POST /v1/execute`: one stateless execution, JSON in and out (an [`ExecRequest`] in, an
 //! [`ExecResult`] out).
 
+use super::metrics::Kind;
 use super::{ApiError, ApiJson, AppState};
 use axum::Router;
 use axum::extract::State;
@@ -15,5 +16,8 @@ async fn execute(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<ExecRequest>,
 ) -> Result<ApiJson<ExecResult>, ApiError> {
-    Ok(ApiJson(state.engine.execute(request).await?))
+    let language = request.language;
+    let result = state.engine.execute(request).await?;
+    state.metrics.execution(Kind::Stateless, language, result.outcome, result.duration);
+    Ok(ApiJson(result))
 }

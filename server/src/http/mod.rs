@@ -8,13 +8,16 @@
 //!
 //! Bodies are bounded per route ([`JSON_BODY_LIMIT`] for JSON, [`UPLOAD_BODY_LIMIT`] for file
 //! uploads, which stream to disk); a cell's events stream as NDJSON or server-sent events.
+//! `/metrics` serves Prometheus metrics ([`Metrics`]).
 
 mod error;
 mod execute;
 mod files;
+mod metrics;
 mod sandboxes;
 
 pub use error::ApiError;
+pub use metrics::Metrics;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
@@ -38,6 +41,8 @@ pub struct AppState {
     pub engine: Engine,
     /// Holds the sandboxes.
     pub sandboxes: Sandboxes,
+    /// Counts what happens, for `GET /metrics`.
+    pub metrics: Metrics,
 }
 
 /// The whole API.
@@ -51,8 +56,9 @@ pub fn app(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/metrics", get(metrics::scrape))
         .fallback(not_found)
-        .layer(middleware::from_fn(request_span))
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
 }
 
@@ -88,12 +94,13 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
-async fn request_span(request: Request, next: Next) -> Response {
+async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path());
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
+    state.metrics.response(response.status().as_u16());
     if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-request-id", value);
     }

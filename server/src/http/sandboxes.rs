@@ -1,5 +1,6 @@
 //! Sandboxes, their contexts, and cells run in them (JSON, NDJSON or server-sent events).
 
+use super::metrics::Kind;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
 use axum::Router;
 use axum::body::Body;
@@ -12,7 +13,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use soulbox_engine::kernel::Preload;
 use soulbox_engine::sandbox::{ContextInfo, SandboxInfo};
-use soulbox_engine::{Execution, Language, Limits, RunOptions, SandboxSpec};
+use soulbox_engine::{Execution, ExecutionEvent, Language, Limits, RunOptions, SandboxSpec};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -167,15 +168,23 @@ async fn execute(
     ApiJson(cell): ApiJson<CellRequest>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandboxes.get(&id)?;
+    let language = cell_language(&sandbox, &cell);
     let options = RunOptions { context: cell.context, language: cell.language, limits: cell.limits };
     let delivery = delivery(&headers);
+    let metrics = state.metrics.clone();
     if delivery == Delivery::Json {
         let execution: Execution = sandbox.run_code(&cell.code, options).await?;
+        metrics.execution(Kind::Cell, language, execution.end.outcome, execution.end.duration);
         return Ok(ApiJson(execution).into_response());
     }
     let events = sandbox.run_code_stream(&cell.code, options).await?;
-    // A failure after the stream started (busy, backend fault) becomes an `error` item.
-    let items = events.map(|item| item.map_err(ApiError::from));
+    // A failure after the stream started (busy, backend fault) becomes a `failure` item.
+    let items = events.map(move |item| {
+        if let Ok(ExecutionEvent::End(end)) = &item {
+            metrics.execution(Kind::Cell, language, end.outcome, end.duration);
+        }
+        item.map_err(ApiError::from)
+    });
     Ok(match delivery {
         Delivery::Sse => Sse::new(items.map(|item| Ok::<_, Infallible>(sse_event(item)))).into_response(),
         _ => {
@@ -185,7 +194,14 @@ async fn execute(
     })
 }
 
-fn ndjson_line(item: Result<soulbox_engine::ExecutionEvent, ApiError>) -> String {
+/// The language a cell runs in, for metrics: its context's, else the one asked for, else the
+/// template's.
+fn cell_language(sandbox: &soulbox_engine::Sandbox, cell: &CellRequest) -> Language {
+    let of_context = cell.context.as_ref().and_then(|id| sandbox.contexts().into_iter().find(|c| &c.id == id));
+    of_context.map(|c| c.language).or(cell.language).unwrap_or(sandbox.template().language())
+}
+
+fn ndjson_line(item: Result<ExecutionEvent, ApiError>) -> String {
     let mut line = match item {
         Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
         Err(error) => failure_json(&error).to_string(),
@@ -194,7 +210,7 @@ fn ndjson_line(item: Result<soulbox_engine::ExecutionEvent, ApiError>) -> String
     line
 }
 
-fn sse_event(item: Result<soulbox_engine::ExecutionEvent, ApiError>) -> Event {
+fn sse_event(item: Result<ExecutionEvent, ApiError>) -> Event {
     match item {
         Ok(event) => {
             let data = serde_json::to_value(&event).unwrap_or_default();

@@ -26,7 +26,7 @@ fn test_app() -> Router {
         ..Default::default()
     };
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
-    app(AppState { engine: engine(), sandboxes })
+    app(AppState { engine: engine(), sandboxes, metrics: Metrics::default() })
 }
 
 async fn call(app: &Router, method: Method, uri: &str, body: Body) -> (StatusCode, Vec<u8>) {
@@ -82,6 +82,17 @@ async fn stateless_execute_and_clean_errors() {
     let huge = vec![b' '; JSON_BODY_LIMIT + 1];
     let (status, _) = call(&app, Method::POST, "/v1/execute", Body::from(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let (status, text) = call(&app, Method::GET, "/metrics", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains(r#"soulbox_executions_total{kind="stateless",language="python",outcome="completed"} 1"#),
+        "{text}"
+    );
+    assert!(text.contains("soulbox_execution_duration_seconds_bucket"), "{text}");
+    assert!(text.contains(r#"soulbox_http_responses_total{class="4xx"} 5"#), "{text}");
+    assert!(text.contains("soulbox_worker_pool_capacity"), "{text}");
 }
 
 #[tokio::test]

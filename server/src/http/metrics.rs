@@ -1,0 +1,149 @@
+//! Prometheus metrics (`GET /metrics`, OpenMetrics text): executions by kind, language and
+//! outcome, their latency, HTTP responses by status class, and gauges read at scrape time
+//! (sandboxes open, worker-pool use, live contexts).
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use soulbox_engine::{Language, Outcome};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Labels of an execution.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ExecutionLabels {
+    /// `stateless` or `cell`.
+    kind: &'static str,
+    language: &'static str,
+    outcome: &'static str,
+}
+
+/// Labels of an execution's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    kind: &'static str,
+    language: &'static str,
+}
+
+/// Labels of an HTTP response.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    /// `2xx`, `4xx`, `5xx`.
+    class: &'static str,
+}
+
+/// The server's metrics. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    registry: Registry,
+    executions: Family<ExecutionLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+    responses: Family<ResponseLabels, Counter>,
+    sandboxes: Gauge,
+    pool_in_use: Gauge,
+    pool_capacity: Gauge,
+    contexts: Gauge,
+}
+
+/// What kind of execution a metric is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// `POST /v1/execute`.
+    Stateless,
+    /// A cell in a sandbox.
+    Cell,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Stateless => "stateless",
+            Kind::Cell => "cell",
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("soulbox");
+        let executions = Family::<ExecutionLabels, Counter>::default();
+        // 0.1 ms to ~26 s.
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(1e-4, 2.0, 19))
+        });
+        let responses = Family::<ResponseLabels, Counter>::default();
+        let (sandboxes, pool_in_use, pool_capacity, contexts) =
+            (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register("executions", "Executions by kind, language and outcome", executions.clone());
+        registry.register("execution_duration_seconds", "Execution latency", latency.clone());
+        registry.register("http_responses", "HTTP responses by status class", responses.clone());
+        registry.register("sandboxes_open", "Sandboxes open", sandboxes.clone());
+        registry.register("worker_pool_in_use", "Jobs admitted (running plus queued)", pool_in_use.clone());
+        registry.register("worker_pool_capacity", "Jobs admitted at most", pool_capacity.clone());
+        registry.register("contexts_alive", "Stateful contexts alive", contexts.clone());
+        Metrics {
+            inner: Arc::new(Inner {
+                registry,
+                executions,
+                latency,
+                responses,
+                sandboxes,
+                pool_in_use,
+                pool_capacity,
+                contexts,
+            }),
+        }
+    }
+}
+
+impl Metrics {
+    /// Counts an execution and records its latency.
+    pub fn execution(&self, kind: Kind, language: Language, outcome: Outcome, duration: Duration) {
+        let (kind, language) = (kind.name(), language.name());
+        self.inner.executions.get_or_create(&ExecutionLabels { kind, language, outcome: outcome.name() }).inc();
+        self.inner.latency.get_or_create(&LatencyLabels { kind, language }).observe(duration.as_secs_f64());
+    }
+
+    /// Counts a response by its status class.
+    pub fn response(&self, status: u16) {
+        let class = match status {
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            _ => "5xx",
+        };
+        self.inner.responses.get_or_create(&ResponseLabels { class }).inc();
+    }
+}
+
+/// `GET /metrics`.
+pub(super) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
+    let inner = &state.metrics.inner;
+    inner.sandboxes.set(i64::try_from(state.sandboxes.len()).unwrap_or(i64::MAX));
+    let (mut in_use, mut capacity, mut contexts) = (0, 0, 0);
+    for (_, load) in state.engine.load() {
+        in_use += load.in_use;
+        capacity += load.capacity;
+        contexts += load.contexts;
+    }
+    inner.pool_in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
+    inner.pool_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
+    inner.contexts.set(i64::try_from(contexts).unwrap_or(i64::MAX));
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &inner.registry) {
+        tracing::error!(%error, "could not encode the metrics");
+    }
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+}
