@@ -146,19 +146,7 @@ fn run_cell(
     });
     // Only a cell that returned normally leaves the interpreter in a known state.
     let intact = matches!(finished, Finished::Ran(Ok(())));
-    let ended = match finished {
-        // The guest got its allocation refused and raised (Python's `MemoryError`) by itself.
-        Finished::Ran(Ok(())) if live.store.data().limiter.hit_cap() => Ended::stopped(
-            Outcome::MemoryExceeded,
-            "memory limit exceeded: the code's allocation was refused; the context is intact",
-        ),
-        Finished::Ran(Ok(())) => Ended::completed(0),
-        Finished::Ran(Err(error)) => execution::classify(Ok(Err(error)), &live.store),
-        Finished::TimedOut => {
-            Ended::stopped(Outcome::DeadlineExceeded, "deadline exceeded while blocked in a host call")
-        }
-        Finished::Stopped => Ended::stopped(Outcome::Crashed, "the sandbox was killed"),
-    };
+    let ended = conclude(finished, &live.store);
     disarm(&mut live);
     let report = CellReport {
         outcome: ended.outcome,
@@ -169,18 +157,35 @@ fn run_cell(
     };
     if intact {
         *slot = Some(live);
-    } else if spec.stop.is_stopped() {
-        drop(live);
     } else {
-        // The trap left the interpreter mid-flight: replace it with a fresh one now, so the
-        // next cell finds it ready (if this fails, the next cell tries again).
+        // The trap left the interpreter mid-flight: replace it now (unless the sandbox is
+        // gone), so the next cell finds it ready; if this fails, the next cell tries again.
         drop(live);
-        match start_live(inner, spec) {
-            Ok(fresh) => *slot = Some(fresh),
-            Err(error) => tracing::warn!(%error, "could not restart a context"),
+        if !spec.stop.is_stopped() {
+            match start_live(inner, spec) {
+                Ok(fresh) => *slot = Some(fresh),
+                Err(error) => tracing::warn!(%error, "could not restart a context"),
+            }
         }
     }
     Ok(report)
+}
+
+/// How the cell ended, as its report says it.
+fn conclude(finished: Finished, store: &Store<GuestState>) -> Ended {
+    match finished {
+        // The guest got its allocation refused and raised (Python's `MemoryError`) by itself.
+        Finished::Ran(Ok(())) if store.data().limiter.hit_cap() => Ended::stopped(
+            Outcome::MemoryExceeded,
+            "memory limit exceeded: the code's allocation was refused; the context is intact",
+        ),
+        Finished::Ran(Ok(())) => Ended::completed(0),
+        Finished::Ran(Err(error)) => execution::classify(Ok(Err(error)), store),
+        Finished::TimedOut => {
+            Ended::stopped(Outcome::DeadlineExceeded, "deadline exceeded while blocked in a host call")
+        }
+        Finished::Stopped => Ended::stopped(Outcome::Crashed, "the sandbox was killed"),
+    }
 }
 
 /// How a cell's run ended, before classification.
