@@ -18,6 +18,10 @@ pub struct Cli {
     /// Meter fuel so `--fuel` budgets can be set (about a third slower guest code).
     #[arg(long, global = true, env = "SOULBOX_FUEL_METERING")]
     pub fuel_metering: bool,
+    /// The server's database: `sqlite://PATH` or `postgres://...` (default: `soulbox.db` in
+    /// the home directory).
+    #[arg(long, global = true, env = "SOULBOX_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -28,6 +32,9 @@ pub enum Command {
     Run(crate::run::RunArgs),
     /// Serve the HTTP API (development mode for now: `--dev`, loopback, no API keys).
     Serve(crate::serve::ServeArgs),
+    /// Manage the server's API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Start an interactive session: one context that keeps its state across inputs.
     Repl(crate::repl::ReplArgs),
     /// Manage the interpreter runtimes.
@@ -42,6 +49,23 @@ pub enum Command {
 pub enum RuntimesCommand {
     /// Download (pip), verify and install the pinned interpreters, then compile them once.
     Fetch(FetchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key for a tenant and print it (shown only this once).
+    Create {
+        /// The tenant the key acts for (letters, digits, `-`, `_`).
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List the keys (never their secrets).
+    List,
+    /// Revoke a key by its id; it stops working at once.
+    Revoke {
+        /// The key's id (`key_...`).
+        id: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +89,18 @@ impl Cli {
         self.home.clone().map_or_else(SoulboxHome::from_env, SoulboxHome::at)
     }
 
+    pub fn database_url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.home().root().join("soulbox.db").display()))
+    }
+
+    pub async fn database(&self) -> anyhow::Result<crate::database::Database> {
+        let home = self.home();
+        std::fs::create_dir_all(home.root()).with_context(|| format!("creating {}", home.root().display()))?;
+        Ok(crate::database::Database::open(&self.database_url()).await?)
+    }
+
     pub fn wasm_config(&self, progress: bool) -> WasmConfig {
         WasmConfig {
             home: self.home(),
@@ -80,12 +116,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => crate::run::run(&cli, args).await,
         Command::Repl(args) => crate::repl::repl(&cli, args).await,
         Command::Serve(args) => crate::serve::serve(&cli, args).await,
+        Command::Keys(command) => keys(&cli, command).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
         Command::Worker => {
             soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(false)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn keys(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    let db = cli.database().await?;
+    match command {
+        KeysCommand::Create { tenant } => {
+            let (id, secret) = db.create_key(tenant).await?;
+            eprintln!("Created key {id} for tenant `{tenant}`. Store it now: it is not shown again.");
+            println!("{secret}");
+        }
+        KeysCommand::List => {
+            println!("{:<22} {:<24} {:<14} {:<15} revoked", "id", "tenant", "prefix", "created (ms)");
+            for key in db.keys().await? {
+                let revoked = key.revoked_ms.map_or_else(|| "-".to_owned(), |ms| ms.to_string());
+                println!("{:<22} {:<24} {:<14} {:<15} {revoked}", key.id, key.tenant, key.prefix, key.created_ms);
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            db.revoke(id).await?;
+            eprintln!("Revoked {id}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn fetch(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {

@@ -9,6 +9,7 @@
 //! - `soulbox serve --dev` serves the HTTP API ([`http`]) on loopback.
 
 mod cli;
+mod database;
 mod http;
 mod repl;
 mod run;

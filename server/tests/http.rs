@@ -11,8 +11,12 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0"])
+    }
+
+    fn start_with(args: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-            .args(["serve", "--dev", "--addr", "127.0.0.1:0"])
+            .args(args)
             .stderr(Stdio::piped())
             .spawn()
             .expect("soulbox serve starts");
@@ -121,12 +125,94 @@ async fn bad_requests_get_clean_json_errors() {
 }
 
 #[test]
-fn dev_mode_refuses_a_public_address_and_keys_are_required_otherwise() {
+fn dev_mode_refuses_a_public_address() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_soulbox")).args(["serve", "--dev", "--addr", "0.0.0.0:0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
-    let out = Command::new(env!("CARGO_BIN_EXE_soulbox")).args(["serve", "--addr", "127.0.0.1:0"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--dev"));
+}
+
+#[tokio::test]
+async fn api_keys_separate_tenants_and_record_usage() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("keys.db").display());
+    let key = |tenant: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+            .args(["--database-url", &database, "keys", "create", "--tenant", tenant])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (alice, bob) = (key("alice"), key("bob"));
+    let server = Server::start_with(&["--database-url", &database, "serve", "--addr", "127.0.0.1:0"]);
+    let client = reqwest::Client::new();
+
+    let anonymous = client.get(server.url("/v1/sandboxes")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let body: serde_json::Value = anonymous.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let forged = client.get(server.url("/v1/sandboxes")).bearer_auth("sbk_0000").send().await.unwrap();
+    assert_eq!(forged.status(), 401);
+
+    let created: serde_json::Value = client
+        .post(server.url("/v1/sandboxes"))
+        .bearer_auth(&alice)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let cell = serde_json::json!({"code": "6 * 7"});
+    let mine = client.post(server.url(&format!("/v1/sandboxes/{id}/execute"))).bearer_auth(&alice).json(&cell);
+    let done: serde_json::Value = mine.send().await.unwrap().json().await.unwrap();
+    assert_eq!(done["results"][0]["text"], "42");
+    let theirs = client.get(server.url(&format!("/v1/sandboxes/{id}"))).header("x-api-key", &bob).send().await.unwrap();
+    assert_eq!(theirs.status(), 404, "another tenant's sandbox does not exist for bob");
+    let run_theirs = client
+        .post(server.url(&format!("/v1/sandboxes/{id}/execute")))
+        .bearer_auth(&bob)
+        .json(&cell)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(run_theirs.status(), 404);
+    let bobs: serde_json::Value =
+        client.get(server.url("/v1/sandboxes")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bobs, serde_json::json!([]));
+    let stateless = serde_json::json!({"language": "python", "code": "print(1)"});
+    client.post(server.url("/v1/execute")).bearer_auth(&alice).json(&stateless).send().await.unwrap();
+
+    // Usage is recorded in the background: poll briefly.
+    let mut usage = serde_json::Value::Null;
+    for _ in 0..50 {
+        usage = client.get(server.url("/v1/usage")).bearer_auth(&alice).send().await.unwrap().json().await.unwrap();
+        if usage.as_array().is_some_and(|rows| rows.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kinds: Vec<&str> = usage.as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["cell", "stateless"], "{usage}");
+    let bob_usage: serde_json::Value =
+        client.get(server.url("/v1/usage")).bearer_auth(&bob).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bob_usage, serde_json::json!([]));
+
+    let listed = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["--database-url", &database, "keys", "list"])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8(listed.stdout).unwrap();
+    assert!(listing.contains("alice") && !listing.contains(&alice), "{listing}");
+    let alice_id = listing.lines().find(|l| l.contains("alice")).unwrap().split_whitespace().next().unwrap().to_owned();
+    let revoked = Command::new(env!("CARGO_BIN_EXE_soulbox"))
+        .args(["--database-url", &database, "keys", "revoke", &alice_id])
+        .status()
+        .unwrap();
+    assert!(revoked.success());
+    let after = client.get(server.url("/v1/sandboxes")).bearer_auth(&alice).send().await.unwrap();
+    assert_eq!(after.status(), 401, "a revoked key stops working at once");
 }

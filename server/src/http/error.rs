@@ -20,6 +20,9 @@ pub enum ApiError {
     /// The request is malformed: bad JSON, wrong types, unknown fields, invalid values.
     #[error("{0}")]
     BadRequest(String),
+    /// No API key, or one that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
     /// No such sandbox, context, file or route.
     #[error("{0}")]
     NotFound(String),
@@ -56,6 +59,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest(_) => "bad_request",
+            ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
@@ -68,6 +72,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -90,6 +95,12 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
         }
         response
+    }
+}
+
+impl From<crate::database::DatabaseError> for ApiError {
+    fn from(error: crate::database::DatabaseError) -> Self {
+        ApiError::Internal(error.to_string())
     }
 }
 

@@ -1,7 +1,8 @@
 //! A sandbox's workspace files: streamed upload and download, list, stat, remove, rename,
 //! mkdir. Paths are workspace paths (`/data/in.csv`); `..` and escaping symlinks are refused.
 
-use super::{ApiError, ApiJson, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant};
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -49,10 +50,11 @@ fn one() -> usize {
 
 async fn download(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<Response, ApiError> {
-    let sandbox = state.sandboxes.get(&id)?;
+    let sandbox = state.sandbox(&tenant, &id)?;
     let file = sandbox.files()?.read_stream(&at.path).await?;
     let body = Body::from_stream(ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
@@ -60,11 +62,12 @@ async fn download(
 
 async fn upload(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<EntryInfo>), ApiError> {
-    let sandbox = state.sandboxes.get(&id)?;
+    let sandbox = state.sandbox(&tenant, &id)?;
     let files = sandbox.files()?;
     let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
     files.write_stream(&at.path, reader).await.map_err(|error| match error {
@@ -82,27 +85,30 @@ fn is_too_large(error: &std::io::Error) -> bool {
 
 async fn remove(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandboxes.get(&id)?.files()?.remove_path(&at.path).await?;
+    state.sandbox(&tenant, &id)?.files()?.remove_path(&at.path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn list(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<ListAt>,
 ) -> Result<ApiJson<Vec<EntryInfo>>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.list(&at.path, at.depth).await?))
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.list(&at.path, at.depth).await?))
 }
 
 async fn stat(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<ApiJson<EntryInfo>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.stat(&at.path).await?))
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.stat(&at.path).await?))
 }
 
 /// A rename.
@@ -115,10 +121,11 @@ struct Rename {
 
 async fn rename(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiJson(rename): ApiJson<Rename>,
 ) -> Result<ApiJson<EntryInfo>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.files()?.rename(&rename.from, &rename.to).await?))
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.rename(&rename.from, &rename.to).await?))
 }
 
 /// Whether `mkdir` made the directory (false: it existed).
@@ -129,8 +136,9 @@ struct Made {
 
 async fn mkdir(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiJson(at): ApiJson<At>,
 ) -> Result<ApiJson<Made>, ApiError> {
-    Ok(ApiJson(Made { created: state.sandboxes.get(&id)?.files()?.make_dir(&at.path).await? }))
+    Ok(ApiJson(Made { created: state.sandbox(&tenant, &id)?.files()?.make_dir(&at.path).await? }))
 }

@@ -8,14 +8,18 @@
 //!
 //! Bodies are bounded per route ([`JSON_BODY_LIMIT`] for JSON, [`UPLOAD_BODY_LIMIT`] for file
 //! uploads, which stream to disk); a cell's events stream as NDJSON or server-sent events.
-//! `/metrics` serves Prometheus metrics ([`Metrics`]).
+//! `/metrics` serves Prometheus metrics ([`Metrics`]). Every `/v1` route needs an API key
+//! (`Authorization: Bearer sbk_...` or `x-api-key`) naming a [`Tenant`], except in development
+//! mode ([`Auth`]); a tenant sees only its own sandboxes: another tenant's id is a 404.
 
+mod auth;
 mod error;
 mod execute;
 mod files;
 mod metrics;
 mod sandboxes;
 
+pub use auth::{Auth, Tenant};
 pub use error::ApiError;
 pub use metrics::Metrics;
 
@@ -43,6 +47,8 @@ pub struct AppState {
     pub sandboxes: Sandboxes,
     /// Counts what happens, for `GET /metrics`.
     pub metrics: Metrics,
+    /// Who may call, and whose sandboxes are whose.
+    pub auth: Auth,
 }
 
 /// The whole API.
@@ -51,7 +57,8 @@ pub fn app(state: AppState) -> Router {
         .merge(execute::routes())
         .merge(sandboxes::routes())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .merge(files::routes().layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)));
+        .merge(files::routes().layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)
         .route("/health", get(health))
@@ -97,7 +104,13 @@ async fn not_found() -> ApiError {
 async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
     static NEXT_ID: AtomicU64 = AtomicU64::new(1);
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!("request", id, method = %request.method(), path = %request.uri().path());
+    let span = tracing::info_span!(
+        "request",
+        id,
+        method = %request.method(),
+        path = %request.uri().path(),
+        tenant = tracing::field::Empty,
+    );
     let mut response = next.run(request).instrument(span.clone()).await;
     span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
     state.metrics.response(response.status().as_u16());

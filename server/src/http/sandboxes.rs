@@ -1,7 +1,8 @@
 //! Sandboxes, their contexts, and cells run in them (JSON, NDJSON or server-sent events).
 
 use super::metrics::Kind;
-use super::{ApiError, ApiJson, ApiQuery, AppState};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant};
+use axum::Extension;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -34,14 +35,20 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn create(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     ApiJson(spec): ApiJson<SandboxSpec>,
 ) -> Result<(StatusCode, ApiJson<SandboxInfo>), ApiError> {
     let sandbox = state.sandboxes.create(spec).await?;
+    if let Err(error) = state.auth.own(&tenant, &sandbox).await {
+        let _ = state.sandboxes.kill(sandbox.id());
+        return Err(error);
+    }
     Ok((StatusCode::CREATED, ApiJson(sandbox.info())))
 }
 
 async fn list(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<ApiJson<Vec<SandboxInfo>>, ApiError> {
     let mut filter = BTreeMap::new();
@@ -53,15 +60,25 @@ async fn list(
         };
         filter.insert(name.to_owned(), value);
     }
-    Ok(ApiJson(state.sandboxes.list(&filter)))
+    Ok(ApiJson(state.list_sandboxes(&tenant, &filter)))
 }
 
-async fn info(State(state): State<AppState>, Path(id): Path<String>) -> Result<ApiJson<SandboxInfo>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.info()))
+async fn info(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<ApiJson<SandboxInfo>, ApiError> {
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.info()))
 }
 
-async fn kill(State(state): State<AppState>, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn kill(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state.sandbox(&tenant, &id)?;
     state.sandboxes.kill(&id)?;
+    state.auth.disown(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -75,10 +92,11 @@ struct Timeouts {
 
 async fn set_timeout(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiJson(timeouts): ApiJson<Timeouts>,
 ) -> Result<ApiJson<SandboxInfo>, ApiError> {
-    let sandbox = state.sandboxes.get(&id)?;
+    let sandbox = state.sandbox(&tenant, &id)?;
     sandbox.set_timeouts(
         timeouts.idle_timeout_ms.map(Duration::from_millis),
         timeouts.lifetime_ms.map(Duration::from_millis),
@@ -88,9 +106,10 @@ async fn set_timeout(
 
 async fn contexts(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Vec<ContextInfo>>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.contexts()))
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.contexts()))
 }
 
 /// A new context.
@@ -104,25 +123,28 @@ struct NewContext {
 
 async fn create_context(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     ApiJson(new): ApiJson<NewContext>,
 ) -> Result<(StatusCode, ApiJson<ContextInfo>), ApiError> {
-    let context = state.sandboxes.get(&id)?.create_context(new.language, new.preload).await?;
+    let context = state.sandbox(&tenant, &id)?.create_context(new.language, new.preload).await?;
     Ok((StatusCode::CREATED, ApiJson(context)))
 }
 
 async fn restart_context(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path((id, context)): Path<(String, String)>,
 ) -> Result<ApiJson<ContextInfo>, ApiError> {
-    Ok(ApiJson(state.sandboxes.get(&id)?.restart_context(&context).await?))
+    Ok(ApiJson(state.sandbox(&tenant, &id)?.restart_context(&context).await?))
 }
 
 async fn remove_context(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path((id, context)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandboxes.get(&id)?.remove_context(&context)?;
+    state.sandbox(&tenant, &id)?.remove_context(&context)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -163,11 +185,12 @@ fn delivery(headers: &HeaderMap) -> Delivery {
 /// whole [`Execution`] once the cell ends.
 async fn execute(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(cell): ApiJson<CellRequest>,
 ) -> Result<Response, ApiError> {
-    let sandbox = state.sandboxes.get(&id)?;
+    let sandbox = state.sandbox(&tenant, &id)?;
     let language = cell_language(&sandbox, &cell);
     let options = RunOptions { context: cell.context, language: cell.language, limits: cell.limits };
     let delivery = delivery(&headers);
@@ -175,13 +198,17 @@ async fn execute(
     if delivery == Delivery::Json {
         let execution: Execution = sandbox.run_code(&cell.code, options).await?;
         metrics.execution(Kind::Cell, language, execution.end.outcome, execution.end.duration);
+        let end = &execution.end;
+        state.auth.record(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used);
         return Ok(ApiJson(execution).into_response());
     }
     let events = sandbox.run_code_stream(&cell.code, options).await?;
     // A failure after the stream started (busy, backend fault) becomes a `failure` item.
+    let auth = state.auth.clone();
     let items = events.map(move |item| {
         if let Ok(ExecutionEvent::End(end)) = &item {
             metrics.execution(Kind::Cell, language, end.outcome, end.duration);
+            auth.record(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used);
         }
         item.map_err(ApiError::from)
     });

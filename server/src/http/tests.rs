@@ -20,14 +20,16 @@ fn engine() -> Engine {
         .clone()
 }
 
-fn test_app() -> Router {
-    let config = soulbox_engine::SandboxesConfig {
-        workspace_root: std::env::temp_dir().join(format!("soulbox-http-test-{}", std::process::id())),
-        ..Default::default()
-    };
+async fn test_app() -> Router {
+    let root = std::env::temp_dir().join(format!("soulbox-http-test-{}", std::process::id()));
+    let config = soulbox_engine::SandboxesConfig { workspace_root: root.clone(), ..Default::default() };
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
-    app(AppState { engine: engine(), sandboxes, metrics: Metrics::default() })
+    let db_path = root.join(format!("db-{}.sqlite", NEXT_DB.fetch_add(1, Ordering::Relaxed)));
+    let db = crate::database::Database::open(&format!("sqlite://{}", db_path.display())).await.expect("a database");
+    app(AppState { engine: engine(), sandboxes, metrics: Metrics::default(), auth: Auth::dev(db) })
 }
+
+static NEXT_DB: AtomicU64 = AtomicU64::new(0);
 
 async fn call(app: &Router, method: Method, uri: &str, body: Body) -> (StatusCode, Vec<u8>) {
     let request = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(body);
@@ -43,7 +45,7 @@ async fn json_call(app: &Router, method: Method, uri: &str, body: Value) -> (Sta
 
 #[tokio::test]
 async fn health_and_unknown_routes() {
-    let app = test_app();
+    let app = test_app().await;
     let (status, body) = call(&app, Method::GET, "/health", Body::empty()).await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, b"ok".as_slice()));
     let (status, body) = json_call(&app, Method::GET, "/v1/nope", Value::Null).await;
@@ -53,7 +55,7 @@ async fn health_and_unknown_routes() {
 
 #[tokio::test]
 async fn stateless_execute_and_clean_errors() {
-    let app = test_app();
+    let app = test_app().await;
     let (status, body) =
         json_call(&app, Method::POST, "/v1/execute", json!({"language": "python", "code": "print(1 + 1)"})).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -97,7 +99,7 @@ async fn stateless_execute_and_clean_errors() {
 
 #[tokio::test]
 async fn sandbox_lifecycle_contexts_and_cells() {
-    let app = test_app();
+    let app = test_app().await;
     let spec = json!({"template": "python", "metadata": {"owner": "router-test"}, "env": {"MODE": "test"}});
     let (status, created) = json_call(&app, Method::POST, "/v1/sandboxes", spec).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -147,7 +149,7 @@ async fn sandbox_lifecycle_contexts_and_cells() {
 
 #[tokio::test]
 async fn files_round_trip() {
-    let app = test_app();
+    let app = test_app().await;
     let (_, created) = json_call(&app, Method::POST, "/v1/sandboxes", json!({})).await;
     let base = format!("/v1/sandboxes/{}", created["id"].as_str().unwrap());
     let (status, stat) = call(&app, Method::PUT, &format!("{base}/files?path=/in/data.txt"), Body::from("hello")).await;

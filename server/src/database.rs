@@ -1,0 +1,287 @@
+//! [`Database`]: tenants, API keys, the sandbox registry and usage records, in SQLite by
+//! default or PostgreSQL when a `postgres://` URL is given, through the same sqlx code (the
+//! `Any` driver; portable SQL only, `$n` placeholders, ids as text, times as Unix
+//! milliseconds).
+//!
+//! API keys are `sbk_` + 64 hex digits of OS randomness; only their blake3 hash is stored, with
+//! a short prefix to recognise them in listings. A key is shown once, when it is created.
+
+use serde::Serialize;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{AnyPool, Row};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// What every key starts with.
+pub const KEY_PREFIX: &str = "sbk_";
+/// Characters of a key kept in clear, to tell keys apart in listings.
+const SHOWN_PREFIX_CHARS: usize = 12;
+/// Connections in the pool.
+const MAX_CONNECTIONS: u32 = 8;
+
+const SCHEMA: [&str; 4] = [
+    "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
+     prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
+    "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
+     created_ms BIGINT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
+     language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
+];
+
+/// Database failures. Messages name what failed, never a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    /// sqlx failed.
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
+    /// No key has this id.
+    #[error("no API key with id `{0}`")]
+    NoSuchKey(String),
+    /// The tenant name is empty or unusual.
+    #[error("invalid tenant name `{0}`: use 1-64 letters, digits, `-` or `_`")]
+    InvalidTenant(String),
+}
+
+/// A key as listed (never the secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyInfo {
+    /// Its id.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Its first characters.
+    pub prefix: String,
+    /// When it was made (Unix ms).
+    pub created_ms: i64,
+    /// When it was revoked (Unix ms), if it was.
+    pub revoked_ms: Option<i64>,
+}
+
+/// One row of a tenant's usage summary.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct UsageRow {
+    /// `stateless` or `cell`.
+    pub kind: String,
+    /// The language.
+    pub language: String,
+    /// The outcome.
+    pub outcome: String,
+    /// Executions.
+    pub executions: i64,
+    /// Their total duration in microseconds.
+    pub duration_us: i64,
+    /// Their total fuel, where metered.
+    pub fuel: i64,
+}
+
+/// One execution to record.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    /// Whose.
+    pub tenant: String,
+    /// `stateless` or `cell`.
+    pub kind: &'static str,
+    /// The language.
+    pub language: &'static str,
+    /// The outcome.
+    pub outcome: &'static str,
+    /// Its duration in microseconds.
+    pub duration_us: i64,
+    /// Fuel used, when metered.
+    pub fuel: Option<i64>,
+}
+
+/// The database handle. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pool: AnyPool,
+}
+
+impl Database {
+    /// Connects to `url` (`sqlite://path` is created if missing; `postgres://...`) and creates
+    /// the tables that are missing.
+    pub async fn open(url: &str) -> Result<Self, DatabaseError> {
+        install_default_drivers();
+        let url = if url.starts_with("sqlite:") && !url.contains('?') { format!("{url}?mode=rwc") } else { url.into() };
+        let pool = AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).connect(&url).await?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&pool).await?;
+        }
+        Ok(Database { pool })
+    }
+
+    /// Makes a key for `tenant`; returns its id and the secret (shown once).
+    pub async fn create_key(&self, tenant: &str) -> Result<(String, String), DatabaseError> {
+        let valid = (1..=64).contains(&tenant.len())
+            && tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !valid {
+            return Err(DatabaseError::InvalidTenant(tenant.to_owned()));
+        }
+        let secret = format!("{KEY_PREFIX}{}", random_hex::<32>());
+        let id = format!("key_{}", random_hex::<8>());
+        sqlx::query("INSERT INTO api_keys (id, tenant, hash, prefix, created_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(&id)
+            .bind(tenant)
+            .bind(hash(&secret))
+            .bind(&secret[..SHOWN_PREFIX_CHARS])
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok((id, secret))
+    }
+
+    /// Every key, oldest first.
+    pub async fn keys(&self) -> Result<Vec<KeyInfo>, DatabaseError> {
+        let rows =
+            sqlx::query("SELECT id, tenant, prefix, created_ms, revoked_ms FROM api_keys ORDER BY created_ms, id")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(KeyInfo {
+                    id: row.try_get("id")?,
+                    tenant: row.try_get("tenant")?,
+                    prefix: row.try_get("prefix")?,
+                    created_ms: row.try_get("created_ms")?,
+                    revoked_ms: row.try_get("revoked_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Revokes a key: it stops working at once.
+    pub async fn revoke(&self, id: &str) -> Result<(), DatabaseError> {
+        let done = sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DatabaseError::NoSuchKey(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The tenant of a live key, if `secret` is one.
+    pub async fn tenant_of(&self, secret: &str) -> Result<Option<String>, DatabaseError> {
+        if !secret.starts_with(KEY_PREFIX) {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL")
+            .bind(hash(secret))
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|row| row.try_get("tenant")).transpose()?)
+    }
+
+    /// Records who owns a new sandbox.
+    pub async fn record_sandbox(&self, id: &str, tenant: &str, template: &str) -> Result<(), DatabaseError> {
+        sqlx::query("INSERT INTO sandboxes (id, tenant, template, created_ms) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(tenant)
+            .bind(template)
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records one execution.
+    pub async fn record_usage(&self, usage: &Usage) -> Result<(), DatabaseError> {
+        sqlx::query(
+            "INSERT INTO usage (id, tenant, kind, language, outcome, duration_us, fuel, at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(random_hex::<16>())
+        .bind(&usage.tenant)
+        .bind(usage.kind)
+        .bind(usage.language)
+        .bind(usage.outcome)
+        .bind(usage.duration_us)
+        .bind(usage.fuel)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A tenant's usage since `since_ms`, by kind, language and outcome.
+    pub async fn usage(&self, tenant: &str, since_ms: i64) -> Result<Vec<UsageRow>, DatabaseError> {
+        let rows = sqlx::query(
+            "SELECT kind, language, outcome, COUNT(*) AS executions, CAST(SUM(duration_us) AS BIGINT) AS duration_us, \
+             CAST(COALESCE(SUM(fuel), 0) AS BIGINT) AS fuel FROM usage WHERE tenant = $1 AND at_ms >= $2 \
+             GROUP BY kind, language, outcome ORDER BY kind, language, outcome",
+        )
+        .bind(tenant)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageRow {
+                    kind: row.try_get("kind")?,
+                    language: row.try_get("language")?,
+                    outcome: row.try_get("outcome")?,
+                    executions: row.try_get("executions")?,
+                    duration_us: row.try_get("duration_us")?,
+                    fuel: row.try_get("fuel")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The stored form of a key.
+fn hash(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
+
+/// `N` random bytes from the OS, as hex.
+fn random_hex<const N: usize>() -> String {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn keys_tenants_and_usage() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let db = Database::open(&url).await.unwrap();
+        let (id, secret) = db.create_key("acme").await.unwrap();
+        assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 64);
+        assert_eq!(db.tenant_of(&secret).await.unwrap().as_deref(), Some("acme"));
+        assert_eq!(db.tenant_of("sbk_wrong").await.unwrap(), None);
+        let listed = db.keys().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(!format!("{listed:?}").contains(&secret), "the secret is never listed");
+        let usage = Usage {
+            tenant: "acme".into(),
+            kind: "stateless",
+            language: "python",
+            outcome: "completed",
+            duration_us: 700,
+            fuel: None,
+        };
+        db.record_usage(&usage).await.unwrap();
+        db.record_usage(&usage).await.unwrap();
+        let rows = db.usage("acme", 0).await.unwrap();
+        assert_eq!((rows[0].executions, rows[0].duration_us), (2, 1400));
+        assert!(db.usage("other", 0).await.unwrap().is_empty());
+        db.revoke(&id).await.unwrap();
+        assert_eq!(db.tenant_of(&secret).await.unwrap(), None);
+        assert!(matches!(db.revoke(&id).await, Err(DatabaseError::NoSuchKey(_))));
+        assert!(matches!(db.create_key("no spaces").await, Err(DatabaseError::InvalidTenant(_))));
+        // Reopening keeps everything.
+        let again = Database::open(&url).await.unwrap();
+        assert_eq!(again.keys().await.unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,160 @@
+//! Who is calling: API keys, tenants, and which sandboxes belong to whom.
+//!
+//! [`authenticate`] runs before every `/v1` handler: it resolves the key in `Authorization:
+//! Bearer <key>` or `x-api-key: <key>` to a [`Tenant`] (an extension handlers read), or
+//! answers 401. In development mode every caller is the tenant `dev`. Sandbox ownership is
+//! recorded in the database and kept in memory for lookups; a sandbox that is not the caller's
+//! is reported exactly like one that does not exist.
+
+use super::{ApiError, AppState};
+use crate::database::{Database, Usage};
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use soulbox_engine::sandbox::SandboxInfo;
+use soulbox_engine::{Language, Outcome, Sandbox};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The tenant every development-mode caller is.
+pub const DEV_TENANT: &str = "dev";
+
+/// The calling tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant(pub String);
+
+/// How callers are recognised, and the records kept about them.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    mode: Mode,
+    db: Database,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Dev,
+    Keys,
+}
+
+impl Auth {
+    /// API keys checked against `db`.
+    pub fn keys(db: Database) -> Self {
+        Auth { mode: Mode::Keys, db, owners: Arc::default() }
+    }
+
+    /// Development mode: no keys, one tenant (`dev`); records still go to `db`.
+    pub fn dev(db: Database) -> Self {
+        Auth { mode: Mode::Dev, db, owners: Arc::default() }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Database {
+        &self.db
+    }
+
+    /// Records that `tenant` owns `sandbox`.
+    pub async fn own(&self, tenant: &Tenant, sandbox: &Sandbox) -> Result<(), ApiError> {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id().to_owned(), tenant.0.clone());
+        self.db.record_sandbox(sandbox.id(), &tenant.0, sandbox.template().name()).await?;
+        Ok(())
+    }
+
+    /// Whether `tenant` owns the sandbox `id`.
+    pub fn owns(&self, tenant: &Tenant, id: &str) -> bool {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).get(id) == Some(&tenant.0)
+    }
+
+    /// Forgets a sandbox (killed).
+    pub fn disown(&self, id: &str) {
+        self.owners.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+    }
+
+    /// `tenant`'s sandboxes among `all`; forgets owners of sandboxes no longer open.
+    pub fn only_own(&self, tenant: &Tenant, all: Vec<SandboxInfo>, open: &[String]) -> Vec<SandboxInfo> {
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        owners.retain(|id, _| open.contains(id));
+        all.into_iter().filter(|info| owners.get(&info.id) == Some(&tenant.0)).collect()
+    }
+
+    /// Records an execution in the background (a failure is logged, the caller not delayed).
+    pub fn record(
+        &self,
+        tenant: &Tenant,
+        kind: &'static str,
+        language: Language,
+        outcome: Outcome,
+        took: Duration,
+        fuel: Option<u64>,
+    ) {
+        let usage = Usage {
+            tenant: tenant.0.clone(),
+            kind,
+            language: language.name(),
+            outcome: outcome.name(),
+            duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+            fuel: fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        };
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(error) = db.record_usage(&usage).await {
+                tracing::error!(%error, "could not record usage");
+            }
+        });
+    }
+}
+
+impl AppState {
+    /// The sandbox `id` if `tenant` owns it; otherwise not found, exactly as if it did not exist.
+    pub fn sandbox(&self, tenant: &Tenant, id: &str) -> Result<Sandbox, ApiError> {
+        if !self.auth.owns(tenant, id) {
+            return Err(soulbox_engine::SandboxError::NotFound(id.to_owned()).into());
+        }
+        Ok(self.sandboxes.get(id)?)
+    }
+
+    /// `tenant`'s open sandboxes whose metadata holds `filter`.
+    pub fn list_sandboxes(&self, tenant: &Tenant, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
+        let all = self.sandboxes.list(&BTreeMap::new());
+        let open: Vec<String> = all.iter().map(|info| info.id.clone()).collect();
+        let matching =
+            all.into_iter().filter(|info| filter.iter().all(|(k, v)| info.metadata.get(k) == Some(v))).collect();
+        self.auth.only_own(tenant, matching, &open)
+    }
+}
+
+/// Resolves the caller's tenant, or answers 401.
+pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let tenant = match state.auth.mode {
+        Mode::Dev => Ok(Tenant(DEV_TENANT.into())),
+        Mode::Keys => match presented_key(&request) {
+            None => Err(ApiError::Unauthorized("an API key is required: `Authorization: Bearer <key>`".into())),
+            Some(key) => match state.auth.db.tenant_of(&key).await {
+                Ok(Some(tenant)) => Ok(Tenant(tenant)),
+                Ok(None) => Err(ApiError::Unauthorized("unknown or revoked API key".into())),
+                Err(error) => Err(error.into()),
+            },
+        },
+    };
+    match tenant {
+        Ok(tenant) => {
+            tracing::Span::current().record("tenant", tenant.0.as_str());
+            request.extensions_mut().insert(tenant);
+            next.run(request).await
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+fn presented_key(request: &Request) -> Option<String> {
+    let headers = request.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let key = bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim));
+    key.filter(|k| !k.is_empty()).map(str::to_owned)
+}
