@@ -129,23 +129,11 @@ impl ExecRequest {
     /// Checks everything a backend relies on; the engine calls this before routing.
     pub fn validate(&self) -> Result<(), RequestError> {
         self.limits.validate()?;
-        if self.code.len() > MAX_CODE_BYTES {
-            return Err(RequestError::CodeTooLarge(self.code.len()));
-        }
-        if self.code.contains('\0') {
-            return Err(RequestError::NulByte("code"));
-        }
+        validate_code(&self.code)?;
         if self.args.iter().any(|a| a.contains('\0')) {
             return Err(RequestError::NulByte("an argument"));
         }
-        for (key, value) in &self.env {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                return Err(RequestError::EnvName(key.clone()));
-            }
-            if value.contains('\0') {
-                return Err(RequestError::NulByte("an environment value"));
-            }
-        }
+        validate_env(&self.env)?;
         self.validate_files()
     }
 
@@ -177,6 +165,31 @@ fn is_plain_relative(path: &str) -> bool {
         && !path.contains(['\0', '\\'])
         && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
         && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Checks code any guest receives: at most [`MAX_CODE_BYTES`], no NUL byte.
+pub(crate) fn validate_code(code: &str) -> Result<(), RequestError> {
+    if code.len() > MAX_CODE_BYTES {
+        return Err(RequestError::CodeTooLarge(code.len()));
+    }
+    if code.contains('\0') {
+        return Err(RequestError::NulByte("code"));
+    }
+    Ok(())
+}
+
+/// Checks environment variables any guest receives: names non-empty without `=` or NUL,
+/// values without NUL.
+pub(crate) fn validate_env<'a>(env: impl IntoIterator<Item = (&'a String, &'a String)>) -> Result<(), RequestError> {
+    for (key, value) in env {
+        if key.is_empty() || key.contains('=') || key.contains('\0') {
+            return Err(RequestError::EnvName(key.clone()));
+        }
+        if value.contains('\0') {
+            return Err(RequestError::NulByte("an environment value"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use crate::error::EngineError;
 use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
 use crate::language::Language;
 use crate::limits::Limits;
-use crate::request::{MAX_CODE_BYTES, RequestError};
+use crate::request::{RequestError, validate_code, validate_env};
 use context::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
@@ -155,18 +155,6 @@ fn validate_timeout(name: &str, value: Option<Duration>) -> Result<(), SandboxEr
         }
         _ => Ok(()),
     }
-}
-
-fn validate_env(env: &BTreeMap<String, String>) -> Result<(), SandboxError> {
-    for (key, value) in env {
-        if key.is_empty() || key.contains('=') || key.contains('\0') {
-            return Err(RequestError::EnvName(key.clone()).into());
-        }
-        if value.contains('\0') {
-            return Err(RequestError::NulByte("an environment value").into());
-        }
-    }
-    Ok(())
 }
 
 /// Where and how to run a cell. Unknown fields are rejected.
@@ -564,12 +552,7 @@ impl Sandbox {
         options: RunOptions,
     ) -> Result<(Arc<Context>, Cell, tracing::Span), SandboxError> {
         options.limits.validate().map_err(RequestError::from)?;
-        if code.len() > MAX_CODE_BYTES {
-            return Err(RequestError::CodeTooLarge(code.len()).into());
-        }
-        if code.contains('\0') {
-            return Err(RequestError::NulByte("code").into());
-        }
+        validate_code(code)?;
         let _active = self.shared.begin()?;
         let context = match (&options.context, options.language) {
             (Some(id), language) => {
