@@ -74,9 +74,7 @@ impl FileError {
             io::ErrorKind::AlreadyExists => FileError::AlreadyExists(path.to_owned()),
             io::ErrorKind::NotADirectory => FileError::WrongKind { path: path.into(), reason: "not a directory" },
             io::ErrorKind::IsADirectory => FileError::WrongKind { path: path.into(), reason: "is a directory" },
-            io::ErrorKind::PermissionDenied if error.to_string().contains("outside") => {
-                FileError::Escapes(path.to_owned())
-            }
+            // cap-std reports an escape only by this message (no error kind of its own).
             _ if error.to_string().contains("a path led outside of the filesystem") => FileError::Escapes(path.into()),
             _ => FileError::Io { path: path.to_owned(), source: error },
         }
@@ -317,20 +315,25 @@ impl Workspace {
         let rel = relative(path)?;
         let dir = self.dir()?;
         let host = self.host_path.join(&rel);
-        blocking(path, move || {
-            if !rel.as_os_str().is_empty() {
-                let mut walked = PathBuf::new();
-                for part in rel.components() {
-                    walked.push(part);
-                    if dir.symlink_metadata(&walked)?.is_symlink() {
-                        return Err(io::Error::other("a path led outside of the filesystem"));
-                    }
+        // inotify follows symlinks, so no component of the watched path may be one.
+        let through_symlink = blocking(path, move || {
+            let mut walked = PathBuf::new();
+            for part in rel.components() {
+                walked.push(part);
+                if dir.symlink_metadata(&walked)?.is_symlink() {
+                    return Ok(true);
                 }
+            }
+            if !rel.as_os_str().is_empty() {
                 dir.open_dir(&rel)?;
             }
-            Ok(host)
+            Ok(false)
         })
-        .await
+        .await?;
+        if through_symlink {
+            return Err(FileError::Escapes(path.to_owned()));
+        }
+        Ok(host)
     }
 }
 
