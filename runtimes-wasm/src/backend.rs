@@ -138,6 +138,16 @@ impl WasmBackend {
 }
 
 impl Inner {
+    /// Refuses a fuel budget when this backend does not meter fuel (rather than ignoring it).
+    pub(crate) fn require_metering(&self, limits: &soulbox_engine::Limits) -> Result<(), BackendError> {
+        if limits.fuel.is_some() && !self.config.settings.fuel {
+            return Err(BackendError::Rejected(
+                "this backend was started without fuel metering; drop the fuel limit or enable metering (`--fuel-metering`)".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The ready-to-instantiate module for `language`, built at most once per process.
     pub(crate) fn prepared(&self, language: Language) -> Result<Arc<Prepared>, RuntimeError> {
         self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(
@@ -191,11 +201,7 @@ impl Backend for WasmBackend {
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {
-        if request.limits.fuel.is_some() && !self.inner.config.settings.fuel {
-            return Err(BackendError::Rejected(
-                "this backend was started without fuel metering; drop the fuel limit or enable metering (`--fuel-metering`)".into(),
-            ));
-        }
+        self.inner.require_metering(&request.limits)?;
         if let Workers::Processes { program, args } = &self.inner.config.workers {
             let spec = crate::worker_process::ChildSpec {
                 program: program.clone(),

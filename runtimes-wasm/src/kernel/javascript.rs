@@ -3,15 +3,15 @@
 //! the promise jobs, then a flush; then the host captures `__soulbox.report()`'s JSON line from
 //! stdout (the tap is off, so it is never streamed as output) and turns it into events.
 
-use super::Live;
+use super::{Live, context_store, start_failed};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
-use crate::execution::{self, WARM_LIMITS};
+use crate::execution;
 use crate::javascript::{JavaScript, eval, run_pending_jobs};
 use serde::Deserialize;
 use soulbox_engine::Language;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
-use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+use soulbox_host_api::GuestState;
 use wasmtime::{Instance, Store};
 
 /// The driver, evaluated once per context.
@@ -27,17 +27,9 @@ struct Report {
 /// Starts a JavaScript context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
     let prepared = inner.prepared(Language::JavaScript)?;
-    prepare_root(&spec.workspace, &[])?;
     let args = JavaScript::context_argv();
     let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
-    let state = GuestState::new(GuestConfig {
-        args: &args,
-        env: &env,
-        mounts: &[],
-        root: &spec.workspace,
-        limits: WARM_LIMITS,
-    })?;
-    let mut store = execution::new_store(inner, state)?;
+    let mut store = context_store(inner, &spec.workspace, &[], &args, &env, &[])?;
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
         JavaScript::start_context(&mut store, &instance).await?;
@@ -46,10 +38,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         }
         wasmtime::Result::<_>::Ok(instance)
     })
-    .map_err(|e| {
-        let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
-        RuntimeError::Wasm(format!("the JavaScript context did not start: {e:#} {stderr}"))
-    })?;
+    .map_err(|e| start_failed(Language::JavaScript, &e, &store))?;
     Ok((store, instance))
 }
 

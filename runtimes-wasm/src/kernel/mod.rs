@@ -20,14 +20,15 @@ mod utf8;
 
 use crate::backend::Inner;
 use crate::error::RuntimeError;
-use crate::execution::{self, Ended, HOST_CALL_GRACE};
+use crate::execution::{self, Ended, HOST_CALL_GRACE, WARM_LIMITS};
 use crate::ticker::EpochTicker;
 use async_trait::async_trait;
 use soulbox_engine::kernel::{
     Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec, RichResult,
 };
 use soulbox_engine::{BackendError, Language, Outcome};
-use soulbox_host_api::{GuestLimits, GuestState};
+use soulbox_host_api::{GuestConfig, GuestLimits, GuestState, ReadOnlyMount, prepare_root};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -91,11 +92,7 @@ impl Kernel for WasmKernel {
     }
 
     async fn run(&mut self, cell: Cell, events: EventSender) -> Result<CellReport, BackendError> {
-        if cell.limits.fuel.is_some() && !self.inner.config.settings.fuel {
-            return Err(BackendError::Rejected(
-                "this backend was started without fuel metering; drop the fuel limit or enable metering".into(),
-            ));
-        }
+        self.inner.require_metering(&cell.limits)?;
         let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
         self.inner.pool.run(move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
     }
@@ -108,6 +105,27 @@ fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
         Language::JavaScript => javascript::start(inner, spec)?,
     };
     Ok(Live { store, instance, _alive: AliveCount::new(inner) })
+}
+
+/// A store for a context: its guest sees the sandbox's workspace as `/` (reserved directories
+/// and `mount_points` made in it), with `args`, `env` and `mounts`, under the warm-up limits.
+fn context_store(
+    inner: &Inner,
+    workspace: &Path,
+    mount_points: &[&str],
+    args: &[String],
+    env: &[(String, String)],
+    mounts: &[ReadOnlyMount],
+) -> Result<Store<GuestState>, RuntimeError> {
+    prepare_root(workspace, mount_points)?;
+    let state = GuestState::new(GuestConfig { args, env, mounts, root: workspace, limits: WARM_LIMITS })?;
+    execution::new_store(inner, state)
+}
+
+/// The error for a context that did not start, with what its guest printed on stderr.
+fn start_failed(language: Language, error: &wasmtime::Error, store: &Store<GuestState>) -> RuntimeError {
+    let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
+    RuntimeError::Wasm(format!("the {language} context did not start: {error:#} {stderr}"))
 }
 
 /// Runs one cell (blocking; on a worker thread).

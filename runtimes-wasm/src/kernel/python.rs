@@ -4,14 +4,14 @@
 //! results and errors through the door, and a cell that made figures ends with one more turn
 //! that sends the figures still open.
 
-use super::{GuestFrame, Live, read_guest_frame};
+use super::{GuestFrame, Live, context_store, read_guest_frame, start_failed};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
-use crate::execution::{self, Interpreter, WARM_LIMITS};
+use crate::execution::{self, Interpreter};
 use crate::python::{Python, layout, turn};
 use soulbox_engine::Language;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, Preload};
-use soulbox_host_api::{GuestConfig, GuestState, prepare_root};
+use soulbox_host_api::GuestState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::{Instance, Store};
@@ -22,16 +22,8 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     let Interpreter::Python(python) = &prepared.interpreter else {
         return Err(RuntimeError::Wasm("the Python module is not a Python interpreter".into()));
     };
-    prepare_root(&spec.workspace, &layout::MOUNT_POINTS)?;
     let (args, base_env, mounts) = (Python::wasi_argv(), Python::base_env(), python.mounts());
-    let state = GuestState::new(GuestConfig {
-        args: &args,
-        env: &base_env,
-        mounts: &mounts,
-        root: &spec.workspace,
-        limits: WARM_LIMITS,
-    })?;
-    let mut store = execution::new_store(inner, state)?;
+    let mut store = context_store(inner, &spec.workspace, &layout::MOUNT_POINTS, &args, &base_env, &mounts)?;
     let preload = match spec.preload {
         Preload::Nothing => "nothing",
         Preload::DataScience => "data-science",
@@ -48,10 +40,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         Python::run_internal(&mut store, &instance, &setup).await?;
         wasmtime::Result::<_>::Ok(instance)
     })
-    .map_err(|e| {
-        let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
-        RuntimeError::Wasm(format!("the Python context did not start: {e:#} {stderr}"))
-    })?;
+    .map_err(|e| start_failed(Language::Python, &e, &store))?;
     Ok((store, instance))
 }
 
