@@ -1,7 +1,7 @@
 //! A sandbox's workspace files: streamed upload and download, list, stat, remove, rename,
 //! mkdir. Paths are workspace paths (`/data/in.csv`); `..` and escaping symlinks are refused.
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant};
+use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant, UPLOAD_BODY_LIMIT};
 use axum::Extension;
 use axum::Router;
 use axum::body::Body;
@@ -10,8 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::TryStreamExt;
+use http_body_util::{LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
-use soulbox_engine::sandbox::EntryInfo;
+use soulbox_engine::sandbox::{EntryInfo, FileError, Workspace};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -69,18 +70,27 @@ async fn upload(
 ) -> Result<(StatusCode, ApiJson<EntryInfo>), ApiError> {
     let sandbox = state.sandbox(&tenant, &id)?;
     let files = sandbox.files()?;
-    let reader = StreamReader::new(body.into_data_stream().map_err(std::io::Error::other));
-    files.write_stream(&at.path, reader).await.map_err(|error| match error {
-        soulbox_engine::sandbox::FileError::Io { source, .. } if is_too_large(&source) => {
-            ApiError::TooLarge("the upload is too large".into())
-        }
-        other => other.into(),
-    })?;
+    write_upload(&files, &at.path, body, UPLOAD_BODY_LIMIT).await?;
     Ok((StatusCode::CREATED, ApiJson(files.stat(&at.path).await?)))
 }
 
-fn is_too_large(error: &std::io::Error) -> bool {
-    error.get_ref().is_some_and(|inner| inner.to_string().contains("length limit exceeded"))
+/// Streams `body` into the workspace file at `path`, refusing it past `limit` bytes (a raw
+/// body is not bounded by `DefaultBodyLimit`, so the limit is applied here).
+async fn write_upload(files: &Workspace, path: &str, body: Body, limit: usize) -> Result<u64, ApiError> {
+    let limited = Body::new(Limited::new(body, limit));
+    let reader = StreamReader::new(limited.into_data_stream().map_err(std::io::Error::other));
+    files.write_stream(path, reader).await.map_err(|error| match error {
+        FileError::Io { source, .. } if over_limit(&source) => {
+            ApiError::TooLarge(format!("the upload is over {limit} bytes"))
+        }
+        other => other.into(),
+    })
+}
+
+/// Whether a streaming failure is the body limit being hit.
+fn over_limit(error: &std::io::Error) -> bool {
+    let body_error = error.get_ref().and_then(|e| e.downcast_ref::<axum::Error>());
+    body_error.and_then(std::error::Error::source).is_some_and(|cause| cause.is::<LengthLimitError>())
 }
 
 async fn remove(
@@ -141,4 +151,20 @@ async fn mkdir(
     ApiJson(at): ApiJson<At>,
 ) -> Result<ApiJson<Made>, ApiError> {
     Ok(ApiJson(Made { created: state.sandbox(&tenant, &id)?.files()?.make_dir(&at.path).await? }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn uploads_over_the_limit_are_refused_and_leave_nothing() {
+        let parent = tempfile::tempdir().unwrap();
+        let files = Workspace::create_in(parent.path()).unwrap();
+        assert_eq!(write_upload(&files, "/ok.bin", Body::from(vec![1u8; 10]), 10).await.unwrap(), 10);
+        let refused = write_upload(&files, "/big.bin", Body::from(vec![1u8; 11]), 10).await.unwrap_err();
+        assert!(matches!(refused, ApiError::TooLarge(_)), "{refused:?}");
+        assert!(!files.exists("/big.bin").await.unwrap());
+        assert_eq!(files.list("/", 1).await.unwrap().len(), 1, "no partial upload left behind");
+    }
 }

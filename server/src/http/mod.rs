@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 /// Largest JSON body (a stateless request carries up to 64 MiB of inputs, base64-encoded).
 pub const JSON_BODY_LIMIT: usize = 96 << 20;
-/// Largest file upload.
+/// Largest file upload (enforced by the upload handler as it streams).
 pub const UPLOAD_BODY_LIMIT: usize = 1 << 30;
 
 /// What every handler shares.
@@ -56,8 +56,8 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(execute::routes())
         .merge(sandboxes::routes())
+        .merge(files::routes())
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .merge(files::routes().layer(DefaultBodyLimit::max(UPLOAD_BODY_LIMIT)))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
     Router::new()
         .nest("/v1", v1)
@@ -89,7 +89,8 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// Ready when the Python and JavaScript backends answer a trivial request.
+/// Ready once a backend is configured: `soulbox serve` loads (or compiles) every module before
+/// it listens, so a server that answers has its runtimes ready.
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
     if state.engine.languages().is_empty() {
         return Err(ApiError::Unavailable("no backend is configured".into()));
