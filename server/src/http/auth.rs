@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use soulbox_engine::sandbox::SandboxInfo;
 use soulbox_engine::{Language, Outcome, Sandbox};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -73,7 +73,7 @@ impl Auth {
     }
 
     /// `tenant`'s sandboxes among `all`; forgets owners of sandboxes no longer open.
-    pub fn only_own(&self, tenant: &Tenant, all: Vec<SandboxInfo>, open: &[String]) -> Vec<SandboxInfo> {
+    pub fn only_own(&self, tenant: &Tenant, all: Vec<SandboxInfo>, open: &HashSet<String>) -> Vec<SandboxInfo> {
         let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
         owners.retain(|id, _| open.contains(id));
         all.into_iter().filter(|info| owners.get(&info.id) == Some(&tenant.0)).collect()
@@ -118,7 +118,7 @@ impl AppState {
     /// `tenant`'s open sandboxes whose metadata holds `filter`.
     pub fn list_sandboxes(&self, tenant: &Tenant, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
         let all = self.sandboxes.list(&BTreeMap::new());
-        let open: Vec<String> = all.iter().map(|info| info.id.clone()).collect();
+        let open: HashSet<String> = all.iter().map(|info| info.id.clone()).collect();
         let matching =
             all.into_iter().filter(|info| filter.iter().all(|(k, v)| info.metadata.get(k) == Some(v))).collect();
         self.auth.only_own(tenant, matching, &open)
