@@ -58,9 +58,14 @@ pub async fn assert_host_healthy() {
 /// A sandbox registry on the shared engine, its workspaces in a temporary directory. Call it
 /// inside the test's runtime (the registry's reaper runs there).
 pub fn sandboxes() -> soulbox_engine::Sandboxes {
+    sandboxes_on(engine())
+}
+
+/// A sandbox registry on `engine`, as [`sandboxes`].
+pub fn sandboxes_on(engine: &Engine) -> soulbox_engine::Sandboxes {
     let config = soulbox_engine::SandboxesConfig {
         workspace_root: std::env::temp_dir().join(format!("soulbox-test-sandboxes-{}", std::process::id())),
         ..Default::default()
     };
-    soulbox_engine::Sandboxes::new(engine().clone(), config).expect("a sandbox registry opens")
+    soulbox_engine::Sandboxes::new(engine.clone(), config).expect("a sandbox registry opens")
 }

@@ -48,20 +48,22 @@ impl Drop for Server {
     }
 }
 
+/// Creates a default sandbox (with `key`, when given); returns its id.
+async fn create_sandbox(client: &reqwest::Client, server: &Server, key: Option<&str>) -> String {
+    let mut request = client.post(server.url("/v1/sandboxes")).json(&serde_json::json!({}));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let created: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    created["id"].as_str().expect("a sandbox id").to_owned()
+}
+
 #[tokio::test]
 async fn cells_stream_as_ndjson_and_sse_while_they_run() {
     let server = Server::start();
     let client = reqwest::Client::new();
-    let created: serde_json::Value = client
-        .post(server.url("/v1/sandboxes"))
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let execute = server.url(&format!("/v1/sandboxes/{}/execute", created["id"].as_str().unwrap()));
+    let id = create_sandbox(&client, &server, None).await;
+    let execute = server.url(&format!("/v1/sandboxes/{id}/execute"));
     let code = "import time\nprint('first', flush=True)\ntime.sleep(0.6)\nprint('second')\n6 * 7";
 
     let started = Instant::now();
@@ -155,17 +157,7 @@ async fn api_keys_separate_tenants_and_record_usage() {
     let forged = client.get(server.url("/v1/sandboxes")).bearer_auth("sbk_0000").send().await.unwrap();
     assert_eq!(forged.status(), 401);
 
-    let created: serde_json::Value = client
-        .post(server.url("/v1/sandboxes"))
-        .bearer_auth(&alice)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
+    let id = create_sandbox(&client, &server, Some(&alice)).await;
     let cell = serde_json::json!({"code": "6 * 7"});
     let mine = client.post(server.url(&format!("/v1/sandboxes/{id}/execute"))).bearer_auth(&alice).json(&cell);
     let done: serde_json::Value = mine.send().await.unwrap().json().await.unwrap();

@@ -332,11 +332,7 @@ async fn killing_stops_a_running_cell_and_frees_every_context() {
     // A backend of its own, so other tests' contexts do not count.
     let backend = soulbox_runtimes_wasm::WasmBackend::open(soulbox_runtimes_wasm::WasmConfig::default()).unwrap();
     let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
-    let config = soulbox_engine::SandboxesConfig {
-        workspace_root: std::env::temp_dir().join(format!("soulbox-test-kill-{}", std::process::id())),
-        ..Default::default()
-    };
-    let sandboxes = soulbox_engine::Sandboxes::new(engine, config).unwrap();
+    let sandboxes = soulbox_tests::sandboxes_on(&engine);
     let spinning = sandboxes.create(SandboxSpec::default()).await.unwrap();
     let js_box = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
     js_box.create_context(Language::Python, None).await.unwrap();
@@ -367,11 +363,7 @@ async fn wait_for(condition: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn a_fuel_budget_applies_per_cell() {
-    let config = soulbox_engine::SandboxesConfig {
-        workspace_root: std::env::temp_dir().join(format!("soulbox-test-fuel-{}", std::process::id())),
-        ..Default::default()
-    };
-    let sandboxes = soulbox_engine::Sandboxes::new(soulbox_tests::metered_engine().clone(), config).unwrap();
+    let sandboxes = soulbox_tests::sandboxes_on(soulbox_tests::metered_engine());
     let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
     let budget = |fuel| RunOptions { limits: Limits { fuel: Some(fuel), ..Limits::default() }, ..python() };
     let cheap = sandbox.run_code("x = sum(range(100))", budget(50_000_000)).await.unwrap();
