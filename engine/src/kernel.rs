@@ -27,6 +27,7 @@ use std::time::Duration;
 
 /// A sandbox's starting point: which context it opens with and what is already imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Template {
     /// A plain Python context (the scientific stack is loaded but not imported into `__main__`).
@@ -94,6 +95,7 @@ impl FromStr for Template {
 
 /// What a new context imports into its global namespace before its first cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Preload {
     /// Nothing.
@@ -188,6 +190,7 @@ pub trait Kernel: Send + std::fmt::Debug {
 
 /// Something a running cell produced, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ExecutionEvent {
     /// Text the code wrote to stdout.
@@ -212,6 +215,7 @@ pub enum ExecutionEvent {
 /// A rich result, shaped like a notebook output (and E2B's `Result`): one object in several
 /// formats; every field but `is_main_result` is optional.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RichResult {
     /// True for the value of the cell's final expression.
@@ -250,6 +254,7 @@ pub struct RichResult {
 
 /// An exception a cell raised.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CellError {
     /// The exception's type name (`ZeroDivisionError`, `TypeError`).
@@ -262,6 +267,7 @@ pub struct CellError {
 
 /// The end of an execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionEnd {
     /// `Completed`, or the limit that stopped the cell.
     pub outcome: Outcome,
@@ -274,6 +280,7 @@ pub struct ExecutionEnd {
     pub execution_count: u64,
     /// Wall time of the execution, queueing for the context included.
     #[serde(rename = "duration_us", with = "crate::result::micros")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub duration: Duration,
     /// Fuel consumed, when the cell set a fuel budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -284,6 +291,7 @@ pub struct ExecutionEnd {
 
 /// A finished execution: every event folded into one value, for callers that do not stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Execution {
     /// Everything written to stdout.
     pub stdout: String,

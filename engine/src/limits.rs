@@ -27,10 +27,12 @@ pub const MAX_OPEN_FILES: u32 = 4096;
 ///
 /// Serialized with durations in milliseconds; unknown fields are rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Wall-clock deadline, enforced by epoch interruption. Default [`DEFAULT_DEADLINE`].
     #[serde(rename = "deadline_ms", with = "millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub deadline: Duration,
     /// Instruction budget in wasmtime fuel units; `None` (the default) meters nothing.
     /// Needs a backend started with fuel metering.
@@ -55,6 +57,41 @@ impl Default for Limits {
             stdout_bytes: DEFAULT_OUTPUT_BYTES,
             stderr_bytes: DEFAULT_OUTPUT_BYTES,
             open_files: DEFAULT_OPEN_FILES,
+        }
+    }
+}
+
+/// Limits a caller asked for, each `None` when not named: laid [`LimitsPatch::over`] a base,
+/// so a service can give omitted limits its own defaults. Same JSON names as [`Limits`];
+/// unknown fields are rejected.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LimitsPatch {
+    /// Wall-clock deadline in milliseconds.
+    pub deadline_ms: Option<u64>,
+    /// Fuel budget (needs a backend with fuel metering).
+    pub fuel: Option<u64>,
+    /// Memory cap in bytes.
+    pub memory_bytes: Option<u64>,
+    /// Stdout cap in bytes.
+    pub stdout_bytes: Option<u64>,
+    /// Stderr cap in bytes.
+    pub stderr_bytes: Option<u64>,
+    /// Open-file cap.
+    pub open_files: Option<u32>,
+}
+
+impl LimitsPatch {
+    /// `base` with every limit this patch names replaced.
+    pub fn over(&self, base: &Limits) -> Limits {
+        Limits {
+            deadline: self.deadline_ms.map_or(base.deadline, Duration::from_millis),
+            fuel: self.fuel.or(base.fuel),
+            memory_bytes: self.memory_bytes.unwrap_or(base.memory_bytes),
+            stdout_bytes: self.stdout_bytes.unwrap_or(base.stdout_bytes),
+            stderr_bytes: self.stderr_bytes.unwrap_or(base.stderr_bytes),
+            open_files: self.open_files.unwrap_or(base.open_files),
         }
     }
 }
@@ -130,5 +167,14 @@ mod tests {
         assert!(err.to_string().contains("unknown field"));
         let ok: Limits = serde_json::from_str(r#"{"deadline_ms": 250}"#).unwrap();
         assert_eq!(ok.deadline, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn a_patch_replaces_only_what_it_names() {
+        let base = Limits { memory_bytes: 64 << 20, ..Limits::default() };
+        let patch: LimitsPatch = serde_json::from_str(r#"{"deadline_ms": 250}"#).unwrap();
+        let limits = patch.over(&base);
+        assert_eq!((limits.deadline, limits.memory_bytes), (Duration::from_millis(250), 64 << 20));
+        assert!(serde_json::from_str::<LimitsPatch>(r#"{"deadline": 5}"#).is_err());
     }
 }

@@ -44,12 +44,14 @@ pub struct ExecRequest {
 
 /// A file placed in the guest's workspace.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct InputFile {
     /// A relative path inside the workspace, `/`-separated, without `..`.
     pub path: String,
     /// The file's bytes (base64 in JSON).
     #[serde(with = "crate::result::base64_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub contents: Vec<u8>,
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 /// `Completed` means the program ran to its end (its exit status may still be non-zero); every
 /// other variant names the limit or fault that stopped it. The host is unaffected by all of them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// The program ended by itself.
@@ -43,6 +44,7 @@ impl Outcome {
 
 /// The result of one execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecResult {
     /// Captured standard output (invalid UTF-8 replaced), at most the stdout cap.
     pub stdout: String,
@@ -57,6 +59,7 @@ pub struct ExecResult {
     pub error: Option<String>,
     /// Wall-clock time from admission to result, guest set-up included.
     #[serde(rename = "duration_us", with = "micros")]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64))]
     pub duration: Duration,
     /// Fuel consumed, when the request set a fuel budget.
     pub fuel_used: Option<u64>,
@@ -72,11 +75,13 @@ pub struct ExecResult {
 
 /// A file the program wrote in its workspace.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OutputFile {
     /// Its path relative to the workspace, `/`-separated.
     pub path: String,
     /// Its bytes (base64 in JSON).
     #[serde(with = "base64_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub contents: Vec<u8>,
 }
 
@@ -100,7 +105,8 @@ pub(crate) mod micros {
 }
 
 /// Serde for byte fields as standard base64 strings.
-pub(crate) mod base64_bytes {
+/// Serde for byte fields as standard base64 strings (`#[serde(with = ...)]`).
+pub mod base64_bytes {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};

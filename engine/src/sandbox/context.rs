@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// What a caller may know about a context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ContextInfo {
     /// Its id, unique within the sandbox.
     pub id: String,

@@ -69,6 +69,9 @@ pub enum SandboxError {
     /// The request is malformed (the message says how).
     #[error("{0}")]
     Invalid(String),
+    /// A sandbox with the id asked for is already open.
+    #[error("a sandbox with id `{0}` is already open")]
+    Exists(String),
     /// Too many sandboxes or contexts are open.
     #[error("{0}")]
     Full(String),
@@ -115,6 +118,7 @@ impl Default for SandboxesConfig {
 
 /// What a new sandbox looks like. Unknown fields are rejected; durations are milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSpec {
     /// Its starting point. Default: [`Template::Python`].
@@ -125,10 +129,18 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// Idle time before it is killed. Default: [`DEFAULT_IDLE_TIMEOUT`].
     #[serde(rename = "idle_timeout_ms", with = "optional_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub idle_timeout: Option<Duration>,
     /// Time from creation before it is killed. Default: [`DEFAULT_LIFETIME`].
     #[serde(rename = "lifetime_ms", with = "optional_millis")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub lifetime: Option<Duration>,
+    /// The id to give it (from [`new_sandbox_id`]); `None`, the default, makes one. Not part
+    /// of the wire format: a service that needs the id before the sandbox exists (to put it in
+    /// the sandbox's environment) takes one first.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub id: Option<String>,
 }
 
 impl SandboxSpec {
@@ -141,6 +153,13 @@ impl SandboxSpec {
             ));
         }
         validate_env(&self.env)?;
+        if let Some(id) = &self.id {
+            let valid =
+                (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid {
+                return invalid(format!("invalid sandbox id `{id}`: use 1-64 letters, digits, `-` or `_`"));
+            }
+        }
         for (name, value) in [("idle_timeout_ms", self.idle_timeout), ("lifetime_ms", self.lifetime)] {
             validate_timeout(name, value)?;
         }
@@ -171,6 +190,7 @@ pub struct RunOptions {
 
 /// What a caller may know about a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SandboxInfo {
     /// Its id.
     pub id: String,
@@ -238,6 +258,11 @@ impl Sandboxes {
     /// Creates a sandbox with its template's default context started.
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
+        if let Some(id) = &spec.id
+            && self.get(id).is_ok()
+        {
+            return Err(SandboxError::Exists(id.clone()));
+        }
         let max = self.registry.config.max_sandboxes;
         if self.len() >= max {
             return Err(SandboxError::Full(format!("{max} sandboxes are open, the most allowed; kill one first")));
@@ -247,7 +272,7 @@ impl Sandboxes {
         let now = Instant::now();
         let idle_timeout = spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let shared = Arc::new(Shared {
-            id: new_id("sbx"),
+            id: spec.id.clone().unwrap_or_else(new_sandbox_id),
             template: spec.template,
             metadata: spec.metadata,
             env: spec.env,
@@ -266,7 +291,15 @@ impl Sandboxes {
         let sandbox = Sandbox { shared };
         let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
         sandbox.default_context(spec.template.language()).instrument(span).await?;
-        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id().to_owned(), sandbox.clone());
+        {
+            let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+            if open.contains_key(sandbox.id()) {
+                drop(open);
+                sandbox.shared.shut();
+                return Err(SandboxError::Exists(sandbox.id().to_owned()));
+            }
+            open.insert(sandbox.id().to_owned(), sandbox.clone());
+        }
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
         Ok(sandbox)
     }
@@ -645,6 +678,11 @@ impl Files<'_> {
         let host_dir = self.workspace.host_dir(path).await?;
         Ok(WatchStream::start(self.workspace.host_path(), &host_dir, recursive)?)
     }
+}
+
+/// A fresh sandbox id (`sbx-` and 32 hex digits), for [`SandboxSpec::id`].
+pub fn new_sandbox_id() -> String {
+    new_id("sbx")
 }
 
 fn new_id(prefix: &str) -> String {

@@ -83,6 +83,7 @@ impl FileError {
 
 /// What kind of entry a path names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
     /// A regular file.
@@ -97,6 +98,7 @@ pub enum EntryKind {
 
 /// A workspace entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EntryInfo {
     /// Its file name.
     pub name: String,
