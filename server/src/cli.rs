@@ -1,5 +1,6 @@
 //! Command-line arguments and dispatch.
 
+use crate::config::{Config, ConfigSource};
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use soulbox_runtimes_wasm::{
@@ -22,6 +23,13 @@ pub struct Cli {
     /// the home directory).
     #[arg(long, global = true, env = "SOULBOX_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// The configuration file (default for `serve` and `keys`: `./soulbox.toml` if present).
+    #[arg(long, global = true, env = "SOULBOX_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Set one configuration key over the file and `SOULBOX__...` variables (repeatable):
+    /// `--set server.request_timeout_ms=60000`.
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -30,7 +38,7 @@ pub struct Cli {
 pub enum Command {
     /// Run code in a fresh sandbox.
     Run(crate::run::RunArgs),
-    /// Serve the HTTP API (development mode for now: `--dev`, loopback, no API keys).
+    /// Serve the HTTP API (API keys required; `--dev`: none, loopback only).
     Serve(crate::serve::ServeArgs),
     /// Manage the server's API keys.
     #[command(subcommand)]
@@ -84,26 +92,55 @@ pub struct FetchArgs {
     pub quiet: bool,
 }
 
+/// The configuration a command runs with, and the file it came from.
+#[derive(Debug, Clone, Default)]
+pub struct Loaded {
+    /// The merged, validated configuration.
+    pub config: Config,
+    /// The file read, if any.
+    pub file: Option<PathBuf>,
+}
+
 impl Cli {
-    fn home(&self) -> SoulboxHome {
-        self.home.clone().map_or_else(SoulboxHome::from_env, SoulboxHome::at)
+    /// The configuration: read for `serve` and `keys` (which find `./soulbox.toml` by
+    /// themselves), and for any command given `--config`; other commands use the defaults, so
+    /// an unrelated `soulbox.toml` in a project directory never stops `soulbox run`.
+    pub fn load_config(&self) -> anyhow::Result<Loaded> {
+        let uses_config = matches!(self.command, Command::Serve(_) | Command::Keys(_));
+        if !uses_config && self.config.is_none() && self.sets.is_empty() {
+            return Ok(Loaded::default());
+        }
+        let source =
+            ConfigSource { file: self.config.clone(), env: crate::config::env_overrides(), sets: self.sets.clone() };
+        let (config, file) = crate::config::load(&source)?;
+        Ok(Loaded { config, file })
     }
 
-    pub fn database_url(&self) -> String {
+    /// `--home` (or `SOULBOX_HOME`), else the configuration's `storage.home`, else the user
+    /// data directory.
+    fn home(&self, config: &Config) -> SoulboxHome {
+        match (&self.home, &config.storage.home) {
+            (Some(home), _) | (None, Some(home)) => SoulboxHome::at(home.clone()),
+            (None, None) => SoulboxHome::from_env(),
+        }
+    }
+
+    pub fn database_url(&self, config: &Config) -> String {
         self.database_url
             .clone()
-            .unwrap_or_else(|| format!("sqlite://{}", self.home().root().join("soulbox.db").display()))
+            .or_else(|| config.storage.database_url.clone())
+            .unwrap_or_else(|| format!("sqlite://{}", self.home(config).root().join("soulbox.db").display()))
     }
 
-    pub async fn database(&self) -> anyhow::Result<crate::database::Database> {
-        let home = self.home();
+    pub async fn database(&self, config: &Config) -> anyhow::Result<crate::database::Database> {
+        let home = self.home(config);
         std::fs::create_dir_all(home.root()).with_context(|| format!("creating {}", home.root().display()))?;
-        Ok(crate::database::Database::open(&self.database_url()).await?)
+        Ok(crate::database::Database::open(&self.database_url(config)).await?)
     }
 
-    pub fn wasm_config(&self, progress: bool) -> WasmConfig {
+    pub fn wasm_config(&self, config: &Config, progress: bool) -> WasmConfig {
         WasmConfig {
-            home: self.home(),
+            home: self.home(config),
             settings: EngineSettings { fuel: self.fuel_metering, ..EngineSettings::default() },
             progress,
             ..WasmConfig::default()
@@ -111,22 +148,23 @@ impl Cli {
     }
 }
 
-pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+pub async fn dispatch(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
+    let config = &loaded.config;
     match &cli.command {
-        Command::Run(args) => crate::run::run(&cli, args).await,
-        Command::Repl(args) => crate::repl::repl(&cli, args).await,
-        Command::Serve(args) => crate::serve::serve(&cli, args).await,
-        Command::Keys(command) => keys(&cli, command).await,
-        Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, args).await,
+        Command::Run(args) => crate::run::run(&cli, config, args).await,
+        Command::Repl(args) => crate::repl::repl(&cli, config, args).await,
+        Command::Serve(args) => crate::serve::serve(&cli, &loaded, args).await,
+        Command::Keys(command) => keys(&cli, config, command).await,
+        Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, config, args).await,
         Command::Worker => {
-            soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(false)).await?;
+            soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(config, false)).await?;
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-async fn keys(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
-    let db = cli.database().await?;
+async fn keys(cli: &Cli, config: &Config, command: &KeysCommand) -> anyhow::Result<ExitCode> {
+    let db = cli.database(config).await?;
     match command {
         KeysCommand::Create { tenant } => {
             let (id, secret) = db.create_key(tenant).await?;
@@ -148,8 +186,8 @@ async fn keys(cli: &Cli, command: &KeysCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fetch(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
-    let home = cli.home();
+async fn fetch(cli: &Cli, config: &Config, args: &FetchArgs) -> anyhow::Result<ExitCode> {
+    let home = cli.home(config);
     let source = match &args.from {
         Some(dir) => FetchSource::Directory(dir.clone()),
         None => FetchSource::Pip { python: args.python.clone() },
@@ -167,7 +205,7 @@ async fn fetch(cli: &Cli, args: &FetchArgs) -> anyhow::Result<ExitCode> {
         }
     }
     if !args.no_prepare {
-        let config = cli.wasm_config(!args.quiet);
+        let config = cli.wasm_config(config, !args.quiet);
         tokio::task::spawn_blocking(move || WasmBackend::open(config)?.prepare())
             .await?
             .context("preparing the runtimes")?;

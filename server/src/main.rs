@@ -9,6 +9,7 @@
 //! - `soulbox serve --dev` serves the HTTP API ([`http`]) on loopback.
 
 mod cli;
+mod config;
 mod database;
 mod http;
 mod repl;
@@ -19,8 +20,15 @@ use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    init_tracing();
     let cli = cli::Cli::parse();
+    let loaded = match cli.load_config() {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            eprintln!("soulbox: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(matches!(cli.command, cli::Command::Serve(_)), &loaded.config.monitoring);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -28,7 +36,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(cli::dispatch(cli)) {
+    match runtime.block_on(cli::dispatch(cli, loaded)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("soulbox: {error:#}");
@@ -37,7 +45,20 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG").unwrap_or_else(|_| "warn".into());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+/// Logs on stderr: `SOULBOX_LOG` (an `EnvFilter`) or, for the server, the configured level
+/// (`warn` when its request logs are off); one JSON object per line (with the request and
+/// execution spans) when configured.
+fn init_tracing(serving: bool, monitoring: &config::MonitoringSection) {
+    let default = match (serving, monitoring.logs_enabled) {
+        (true, true) => monitoring.log_level.as_str(),
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
+        .unwrap_or_else(|_| "warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match monitoring.log_format {
+        config::LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
+        config::LogFormat::Text => builder.init(),
+    }
 }

@@ -39,7 +39,7 @@ pub struct ReplArgs {
     pub figures: Option<PathBuf>,
 }
 
-pub async fn repl(cli: &Cli, args: &ReplArgs) -> anyhow::Result<ExitCode> {
+pub async fn repl(cli: &Cli, config: &crate::config::Config, args: &ReplArgs) -> anyhow::Result<ExitCode> {
     let template = args.template.unwrap_or(match args.language {
         Language::Python => Template::Python,
         Language::JavaScript => Template::JavaScript,
@@ -54,7 +54,7 @@ pub async fn repl(cli: &Cli, args: &ReplArgs) -> anyhow::Result<ExitCode> {
         let (key, value) = pair.split_once('=').with_context(|| format!("--env `{pair}`: expected KEY=VALUE"))?;
         spec.env.insert(key.to_owned(), value.to_owned());
     }
-    let config = cli.wasm_config(std::io::stderr().is_terminal());
+    let config = cli.wasm_config(config, std::io::stderr().is_terminal());
     let backend = tokio::task::spawn_blocking(move || WasmBackend::open(config)).await??;
     let engine = Engine::builder().backend(backend).build();
     let sandboxes = Sandboxes::new(engine, SandboxesConfig::default())?;

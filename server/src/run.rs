@@ -56,9 +56,9 @@ pub struct RunArgs {
     pub no_stdin: bool,
 }
 
-pub async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
-    let config = cli.wasm_config(std::io::stderr().is_terminal());
+    let config = cli.wasm_config(config, std::io::stderr().is_terminal());
     let backend = tokio::task::spawn_blocking(move || WasmBackend::open(config)).await??;
     let engine = Engine::builder().backend(backend).build();
     let result = engine.execute(request).await?;

@@ -1,0 +1,526 @@
+//! `soulbox.toml`: the server's configuration.
+//!
+//! A configuration is built in layers, each overriding the one before: built-in defaults, the
+//! file (`--config` / `SOULBOX_CONFIG`, else `./soulbox.toml` when present), environment
+//! variables named `SOULBOX__<SECTION>__<KEY>` (for example `SOULBOX__SERVER__ADDR`), and
+//! `--set section.key=value` flags. Every layer goes through the same typed parse, so an unknown
+//! key or a value of the wrong type is refused with a message naming it, wherever it came from.
+//!
+//! The sections follow the product's original `soulbox.toml` spec where it applies to SoulBox
+//! (`resources`, `environment`, `network`, `security`, `monitoring`, part of `storage`), plus
+//! SoulBox's own (`server`, `auth`). Sections and keys of that spec that SoulBox does not
+//! implement (`project`, `template`, `commands`, `scaling`, ...) are refused with the reason
+//! ([`unsupported`]), never ignored.
+//!
+//! Invariants: a loaded [`Config`] has passed [`Config::validate`]; the environment it hands
+//! to guests ([`Environment`]) has every `$VAR` and `$SECRET_NAME` resolved, and its values are
+//! never printed by `Debug`.
+
+mod environment;
+mod layers;
+mod unsupported;
+
+pub use environment::{DynamicEnv, Environment, SecretsError};
+pub use layers::{ConfigSource, env_overrides, load};
+
+use serde::Deserialize;
+use soulbox_engine::limits::{MAX_DEADLINE, MAX_MEMORY_BYTES};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The file looked for in the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "soulbox.toml";
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, a key is unknown or a value has the wrong type (the message names
+    /// the key and, for the file, its line).
+    #[error("{origin}: {message}")]
+    Parse {
+        /// Which layer: the file's path, an environment variable or `--set`.
+        origin: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key of the product spec that SoulBox does not implement.
+    #[error("`{key}` is not supported: {reason}")]
+    Unsupported {
+        /// The dotted key.
+        key: String,
+        /// Why, and what to do instead.
+        reason: &'static str,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("`{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// An `environment` value names a variable or secret that is not set.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+}
+
+/// The whole configuration. Every section is optional; unknown keys are refused.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where and how the HTTP server listens.
+    pub server: ServerSection,
+    /// API keys: development mode, per-key rate limit and concurrency quota.
+    pub auth: AuthSection,
+    /// Where SoulBox keeps its data.
+    pub storage: StorageSection,
+    /// What each execution and sandbox may use.
+    pub resources: ResourcesSection,
+    /// Environment variables every guest sees (values may be `$VAR` or `$SECRET_NAME`).
+    pub environment: EnvironmentSection,
+    /// Network access of guests.
+    pub network: NetworkSection,
+    /// Confinement switches and the secrets file.
+    pub security: SecuritySection,
+    /// Metrics and logs.
+    pub monitoring: MonitoringSection,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    /// Address to listen on. Default `127.0.0.1:8080`; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// How long a request may take to produce its response (a streamed body may go on after).
+    /// Default 300 000 ms. Execution deadlines may not exceed it.
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long in-flight requests may take to finish before the server exits
+    /// anyway. Default 30 000 ms.
+    pub shutdown_timeout_ms: u64,
+    /// Requests handled at once; past it, new requests get 503 with `Retry-After` at once.
+    /// Default 512.
+    pub max_in_flight_requests: usize,
+    /// Largest JSON body in bytes. Default 96 MiB (a request carries up to 64 MiB of inputs,
+    /// base64-encoded).
+    pub json_body_limit_bytes: usize,
+    /// Largest file upload in bytes (streamed to disk). Default 1 GiB.
+    pub upload_limit_bytes: u64,
+    /// The URL clients reach this server at, for `$SOULBOX_SANDBOX_URL`. Default: `http://`
+    /// plus the listening address.
+    pub public_url: Option<String>,
+    /// Run one-shot guests in worker processes (one per worker thread) rather than threads of
+    /// the server: about twice the throughput on a multi-core host. Default true.
+    pub worker_processes: bool,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            request_timeout_ms: 300_000,
+            shutdown_timeout_ms: 30_000,
+            max_in_flight_requests: 512,
+            json_body_limit_bytes: 96 << 20,
+            upload_limit_bytes: 1 << 30,
+            public_url: None,
+            worker_processes: true,
+        }
+    }
+}
+
+impl ServerSection {
+    /// [`ServerSection::request_timeout_ms`] as a duration.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// [`ServerSection::shutdown_timeout_ms`] as a duration.
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_millis(self.shutdown_timeout_ms)
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSection {
+    /// Development mode: no API keys, every caller is the tenant `dev`, and the server only
+    /// binds a loopback address. Default false.
+    pub dev: bool,
+    /// Requests per second each API key may make (a token bucket). Default 100.
+    pub requests_per_second: u32,
+    /// Requests a key may make at once above its rate. Default 200.
+    pub burst: u32,
+    /// Executions (one-shot runs and cells) each key may have running at once. Default 16.
+    pub max_concurrent_executions: u32,
+    /// Sandboxes each tenant may have open at once. Default 100.
+    pub max_sandboxes_per_tenant: usize,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        AuthSection {
+            dev: false,
+            requests_per_second: 100,
+            burst: 200,
+            max_concurrent_executions: 16,
+            max_sandboxes_per_tenant: 100,
+        }
+    }
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    /// Runtimes, compiled modules and the default database. Default: `$SOULBOX_HOME`, else the
+    /// user data directory.
+    pub home: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://...`. Default: `soulbox.db` in the home directory.
+    pub database_url: Option<String>,
+    /// Where sandbox workspaces are made. Default: `$TMPDIR/soulbox-sandboxes`.
+    pub workspace_root: Option<PathBuf>,
+}
+
+/// `[resources]`: each value is both the default for a request that names none and the most
+/// a request may ask for.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcesSection {
+    /// CPU cores a container sandbox may use (fractions allowed). A WebAssembly guest is
+    /// single-threaded: it never uses more than one core.
+    pub cpu_cores: Option<f64>,
+    /// Memory per execution, in MiB. Default: 512.
+    pub memory_mb: Option<u64>,
+    /// Wall-clock deadline per execution or cell, in seconds. Default: 30 (at most the request
+    /// timeout).
+    pub timeout_seconds: Option<u64>,
+    /// A sandbox's lifetime, in hours. Default: 1; at most 24.
+    pub total_timeout_hours: Option<f64>,
+    /// Stdout and stderr kept per execution, in bytes each. Default: 1 MiB.
+    pub output_bytes: Option<u64>,
+    /// GPUs: SoulBox has none to give; only 0 is accepted.
+    pub gpu_count: Option<u32>,
+    /// GPU memory: only 0 is accepted.
+    pub gpu_memory_mb: Option<u64>,
+    /// `[resources.policy]`.
+    pub policy: ResourcePolicy,
+}
+
+/// `[resources.policy]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResourcePolicy {
+    /// Guests never swap: only `false` is accepted.
+    pub memory_swap: Option<bool>,
+}
+
+/// `[environment]`: `NAME = "value"`, `NAME = "$VAR"` (from SoulBox's environment) or
+/// `NAME = "$SECRET_NAME"` (from the secrets file, else the environment). `$$` is a literal `$`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct EnvironmentSection {
+    /// `[environment.dynamic]`: per-sandbox values, `$SOULBOX_SANDBOX_ID`,
+    /// `$SOULBOX_INSTANCE_ID` (the same id), `$SOULBOX_SANDBOX_URL`, `$SOULBOX_TENANT` or
+    /// `$SOULBOX_TEMPLATE`.
+    pub dynamic: std::collections::BTreeMap<String, String>,
+    /// The static variables.
+    #[serde(flatten)]
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSection {
+    /// Whether guests may reach the internet. WebAssembly guests have no sockets at all; only
+    /// `false` is accepted.
+    pub allow_internet: Option<bool>,
+    /// Whether guests may reach the host's loopback: only `false` is accepted.
+    pub allow_localhost: Option<bool>,
+}
+
+/// `[security]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecuritySection {
+    /// Docker inside a sandbox: only `false` is accepted.
+    pub allow_docker: Option<bool>,
+    /// sudo inside a sandbox: only `false` is accepted.
+    pub allow_sudo: Option<bool>,
+    /// A read-only root: always the case for the interpreters' files; only `true` is accepted.
+    pub read_only_root: Option<bool>,
+    /// No privilege gain: always the case; only `true` is accepted.
+    pub no_new_privileges: Option<bool>,
+    /// A TOML file of `NAME = "value"` secrets for `$SECRET_NAME` values in `[environment]`.
+    /// It must not be readable by other users.
+    pub secrets_file: Option<PathBuf>,
+    /// `[security.seccomp]`.
+    pub seccomp: Seccomp,
+}
+
+/// `[security.seccomp]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Seccomp {
+    /// Only `default` is accepted: WebAssembly guests make no system calls of their own.
+    pub profile: Option<String>,
+}
+
+/// `[monitoring]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitoringSection {
+    /// Serve `GET /metrics`. Default true.
+    pub metrics_enabled: bool,
+    /// Log each request. Default true.
+    pub logs_enabled: bool,
+    /// `tracing` spans per request and execution in the logs: always on; only `true` is
+    /// accepted.
+    pub traces_enabled: Option<bool>,
+    /// `text` (default) or `json` log lines.
+    pub log_format: LogFormat,
+    /// The default log filter (`SOULBOX_LOG` overrides it). Default `info`.
+    pub log_level: String,
+    /// `[monitoring.sampling]`: every value must be 1.0 (everything is recorded).
+    pub sampling: Sampling,
+}
+
+impl Default for MonitoringSection {
+    fn default() -> Self {
+        MonitoringSection {
+            metrics_enabled: true,
+            logs_enabled: true,
+            traces_enabled: None,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            sampling: Sampling::default(),
+        }
+    }
+}
+
+/// How log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[monitoring.sampling]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Sampling {
+    /// Fraction of metrics kept: only 1.0.
+    pub metrics: Option<f64>,
+    /// Fraction of logs kept: only 1.0.
+    pub logs: Option<f64>,
+    /// Fraction of traces kept: only 1.0.
+    pub traces: Option<f64>,
+}
+
+/// Default memory per execution when `resources.memory_mb` is not set.
+const DEFAULT_MEMORY_MB: u64 = 512;
+/// Default deadline per execution when `resources.timeout_seconds` is not set.
+const DEFAULT_TIMEOUT_SECONDS: u64 = 30;
+
+impl Config {
+    /// Checks ranges and the switches only one value of which SoulBox implements.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_server()?;
+        self.validate_auth()?;
+        self.validate_resources()?;
+        self.validate_fixed_switches()?;
+        if self.monitoring.log_level.trim().is_empty() {
+            return invalid("monitoring.log_level", "must name a level such as `info`");
+        }
+        Ok(())
+    }
+
+    fn validate_server(&self) -> Result<(), ConfigError> {
+        let server = &self.server;
+        if !(1_000..=MAX_DEADLINE.as_millis() as u64 * 2).contains(&server.request_timeout_ms) {
+            return invalid("server.request_timeout_ms", "must be between 1000 and 7200000");
+        }
+        if server.shutdown_timeout_ms > 3_600_000 {
+            return invalid("server.shutdown_timeout_ms", "must be at most 3600000");
+        }
+        if server.max_in_flight_requests == 0 {
+            return invalid("server.max_in_flight_requests", "must be at least 1");
+        }
+        if server.json_body_limit_bytes < 1024 {
+            return invalid("server.json_body_limit_bytes", "must be at least 1024");
+        }
+        if server.upload_limit_bytes == 0 {
+            return invalid("server.upload_limit_bytes", "must be at least 1");
+        }
+        if let Some(url) = &server.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("server.public_url", "must start with http:// or https://");
+        }
+        Ok(())
+    }
+
+    fn validate_auth(&self) -> Result<(), ConfigError> {
+        let auth = &self.auth;
+        if auth.requests_per_second == 0 {
+            return invalid("auth.requests_per_second", "must be at least 1");
+        }
+        if auth.burst == 0 {
+            return invalid("auth.burst", "must be at least 1");
+        }
+        if auth.max_concurrent_executions == 0 {
+            return invalid("auth.max_concurrent_executions", "must be at least 1");
+        }
+        if auth.max_sandboxes_per_tenant == 0 {
+            return invalid("auth.max_sandboxes_per_tenant", "must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn validate_resources(&self) -> Result<(), ConfigError> {
+        let resources = &self.resources;
+        if let Some(cores) = resources.cpu_cores
+            && !(cores > 0.0 && cores <= 1024.0)
+        {
+            return invalid("resources.cpu_cores", "must be more than 0 and at most 1024");
+        }
+        let max_mb = MAX_MEMORY_BYTES >> 20;
+        if let Some(mb) = resources.memory_mb
+            && !(16..=max_mb).contains(&mb)
+        {
+            return invalid("resources.memory_mb", &format!("must be between 16 and {max_mb}"));
+        }
+        if let Some(seconds) = resources.timeout_seconds {
+            let most = self.deadline_ceiling().as_secs();
+            if seconds == 0 || seconds > most {
+                return invalid(
+                    "resources.timeout_seconds",
+                    &format!("must be between 1 and {most} (90% of the server's request timeout)"),
+                );
+            }
+        }
+        if let Some(hours) = resources.total_timeout_hours
+            && !(hours > 0.0 && hours <= 24.0)
+        {
+            return invalid("resources.total_timeout_hours", "must be more than 0 and at most 24");
+        }
+        if let Some(bytes) = resources.output_bytes
+            && !(1..=soulbox_engine::limits::MAX_OUTPUT_BYTES).contains(&bytes)
+        {
+            return invalid("resources.output_bytes", "must be between 1 and 67108864");
+        }
+        if resources.gpu_count.is_some_and(|n| n > 0) || resources.gpu_memory_mb.is_some_and(|n| n > 0) {
+            return Err(ConfigError::Unsupported {
+                key: "resources.gpu_count".into(),
+                reason: "SoulBox has no GPUs to give; set 0 or leave it out",
+            });
+        }
+        Ok(())
+    }
+
+    /// Switches whose only implemented value is SoulBox's fixed behaviour.
+    fn validate_fixed_switches(&self) -> Result<(), ConfigError> {
+        let fixed: [(&str, Option<bool>, bool, &'static str); 8] = [
+            ("resources.policy.memory_swap", self.resources.policy.memory_swap, false, "guests never swap"),
+            (
+                "network.allow_internet",
+                self.network.allow_internet,
+                false,
+                "WebAssembly guests have no sockets; network access is not available",
+            ),
+            ("network.allow_localhost", self.network.allow_localhost, false, "guests never reach the host"),
+            ("security.allow_docker", self.security.allow_docker, false, "sandboxes cannot run Docker"),
+            ("security.allow_sudo", self.security.allow_sudo, false, "guests have no privileges to gain"),
+            (
+                "security.read_only_root",
+                self.security.read_only_root,
+                true,
+                "the interpreters' files are always read-only",
+            ),
+            ("security.no_new_privileges", self.security.no_new_privileges, true, "guests never gain privileges"),
+            (
+                "monitoring.traces_enabled",
+                self.monitoring.traces_enabled,
+                true,
+                "request and execution spans are always kept",
+            ),
+        ];
+        for (key, value, only, reason) in fixed {
+            if value.is_some_and(|v| v != only) {
+                return Err(ConfigError::Unsupported { key: format!("{key} = {}", !only), reason });
+            }
+        }
+        if self.security.seccomp.profile.as_deref().is_some_and(|p| p != "default") {
+            return Err(ConfigError::Unsupported {
+                key: "security.seccomp.profile".into(),
+                reason: "only `default` is supported: WebAssembly guests make no system calls of their own",
+            });
+        }
+        let sampling = &self.monitoring.sampling;
+        for (key, value) in [
+            ("monitoring.sampling.metrics", sampling.metrics),
+            ("monitoring.sampling.logs", sampling.logs),
+            ("monitoring.sampling.traces", sampling.traces),
+        ] {
+            if value.is_some_and(|v| v != 1.0) {
+                return Err(ConfigError::Unsupported {
+                    key: key.into(),
+                    reason: "SoulBox records everything; only 1.0 is accepted",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Memory per execution in bytes: the default and the most a request may ask for.
+    pub fn memory_bytes(&self) -> u64 {
+        self.resources.memory_mb.unwrap_or(DEFAULT_MEMORY_MB) << 20
+    }
+
+    /// The default deadline of an execution or cell.
+    pub fn default_deadline(&self) -> Duration {
+        Duration::from_secs(self.resources.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS))
+    }
+
+    /// The longest deadline a request may ask for: `resources.timeout_seconds` when set, else
+    /// [`Config::deadline_ceiling`].
+    pub fn max_deadline(&self) -> Duration {
+        match self.resources.timeout_seconds {
+            Some(seconds) => Duration::from_secs(seconds),
+            None => self.deadline_ceiling(),
+        }
+    }
+
+    /// 90% of the request timeout (the rest is for queueing, restarting a context and sending
+    /// the answer), and at most the engine's longest deadline: an execution that uses its whole
+    /// deadline still answers before the request times out.
+    pub fn deadline_ceiling(&self) -> Duration {
+        (self.server.request_timeout() * 9 / 10).min(MAX_DEADLINE)
+    }
+
+    /// A sandbox's default lifetime, when `resources.total_timeout_hours` is set.
+    pub fn sandbox_lifetime(&self) -> Option<Duration> {
+        self.resources.total_timeout_hours.map(|h| Duration::from_secs_f64(h * 3600.0))
+    }
+}
+
+fn invalid<T>(key: &'static str, message: &str) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid { key, message: message.to_owned() })
+}
+
+#[cfg(test)]
+mod tests;
