@@ -1,49 +1,138 @@
-//! `soulbox serve`: the HTTP API on a socket, with API keys from the database (or `--dev`:
-//! none, loopback only), shut down gracefully on Ctrl-C or SIGTERM (in-flight requests
-//! finish; new connections are refused).
+//! `soulbox serve`: the HTTP API on a socket.
+//!
+//! Start-up: the configuration (file, `SOULBOX__...` variables, `--set`, then `--addr` and
+//! `--dev`) is loaded and validated, `[environment]` is resolved (secrets included), the
+//! database opened, and the runtimes loaded (or compiled) before the server listens, so a
+//! server that answers is ready. Without `--dev` every `/v1` and `/mcp` request needs an API
+//! key; `--dev` has none and binds loopback only.
+//!
+//! Shutdown (Ctrl-C or SIGTERM): `/ready` turns 503, the listener stops accepting, idle
+//! connections close, and in-flight requests (streamed cells included) get up to
+//! `server.shutdown_timeout_ms` to finish; then queued usage records are written and the
+//! process exits.
 
-use crate::cli::Cli;
-use crate::http::{AppState, Auth, app};
+use crate::cli::{Cli, Loaded};
+use crate::config::Environment;
+use crate::database::UsageRecorder;
+use crate::http::{AppState, Auth, Guard, Lifecycle, Metrics, Settings, app};
 use clap::Args;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
-use soulbox_runtimes_wasm::WasmBackend;
+use soulbox_runtimes_wasm::{WasmBackend, Workers};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often idle keys' rate-limit state is forgotten.
+const GUARD_SHRINK_INTERVAL: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// Address to listen on (port 0 picks a free port; the address is printed on stderr).
-    #[arg(long, default_value = "127.0.0.1:8080", env = "SOULBOX_ADDR")]
-    pub addr: SocketAddr,
+    /// Address to listen on, over `server.addr` (port 0 picks a free port; the address is
+    /// printed on stderr).
+    #[arg(long, env = "SOULBOX_ADDR")]
+    pub addr: Option<SocketAddr>,
     /// Development mode: no API keys (every caller is the tenant `dev`), so only a loopback
-    /// address is accepted.
+    /// address is accepted. Same as `auth.dev = true`.
     #[arg(long)]
     pub dev: bool,
 }
 
-pub async fn serve(cli: &Cli, args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    if args.dev && !args.addr.ip().is_loopback() {
-        anyhow::bail!("--dev serves without API keys, so it binds to loopback only, not {}", args.addr.ip());
+pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut config = loaded.config.clone();
+    if let Some(addr) = args.addr {
+        config.server.addr = addr;
     }
-    let db = cli.database().await?;
-    let auth = if args.dev { Auth::dev(db) } else { Auth::keys(db) };
-    let config = cli.wasm_config(false);
+    config.auth.dev |= args.dev;
+    let addr = config.server.addr;
+    if config.auth.dev && !addr.ip().is_loopback() {
+        anyhow::bail!("--dev serves without API keys, so it binds to loopback only, not {}", addr.ip());
+    }
+    let env = Environment::resolve(&config.environment, config.security.secrets_file.as_deref(), |name| {
+        std::env::var(name).ok()
+    })?;
+    let db = cli.database(&config).await?;
+    let auth = if config.auth.dev { Auth::dev(db.clone()) } else { Auth::keys(db.clone()) };
+    let backend = open_backend(cli, &config).await?;
+    let engine = Engine::builder().backend(backend).build();
+    let mut sandboxes_config = SandboxesConfig::default();
+    if let Some(root) = &config.storage.workspace_root {
+        sandboxes_config.workspace_root = root.clone();
+    }
+    let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
+    let state = AppState {
+        engine,
+        sandboxes,
+        metrics: Metrics::default(),
+        auth,
+        usage: UsageRecorder::start(db),
+        settings: Arc::new(Settings::from_config(&config, env, public_url)),
+        guard: Guard::new(config.auth.requests_per_second, config.auth.burst, config.auth.max_concurrent_executions),
+        lifecycle: Lifecycle::default(),
+    };
+    tokio::spawn(shrink_guard(state.guard.clone()));
+    let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };
+    let file = loaded.file.as_ref().map(|f| format!(", config {}", f.display())).unwrap_or_default();
+    eprintln!("soulbox: listening on http://{local} ({mode}{file})");
+    let stopped = run_until_drained(listener, state.clone(), config.server.shutdown_timeout()).await;
+    state.usage.close().await;
+    match stopped {
+        Ok(()) => eprintln!("soulbox: stopped"),
+        Err(error) => eprintln!("soulbox: {error}; stopped anyway"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.
+async fn open_backend(cli: &Cli, config: &crate::config::Config) -> anyhow::Result<WasmBackend> {
+    let mut wasm = cli.wasm_config(config, false);
+    if config.server.worker_processes {
+        wasm.workers = Workers::Processes { program: std::env::current_exe()?, args: vec![] };
+    }
     let backend = tokio::task::spawn_blocking(move || -> anyhow::Result<WasmBackend> {
-        let backend = WasmBackend::open(config)?;
+        let backend = WasmBackend::open(wasm)?;
         backend.prepare()?;
         Ok(backend)
     })
     .await??;
-    let engine = Engine::builder().backend(backend).build();
-    let sandboxes = Sandboxes::new(engine.clone(), SandboxesConfig::default())?;
-    let listener = tokio::net::TcpListener::bind(args.addr).await?;
-    let mode = if args.dev { "development mode: no API keys" } else { "API keys required" };
-    eprintln!("soulbox: listening on http://{} ({mode})", listener.local_addr()?);
-    axum::serve(listener, app(AppState { engine, sandboxes, metrics: Default::default(), auth }))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    eprintln!("soulbox: stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(backend)
+}
+
+/// Serves until a shutdown signal, then drains for at most `grace`.
+async fn run_until_drained(listener: tokio::net::TcpListener, state: AppState, grace: Duration) -> Result<(), String> {
+    let lifecycle = state.lifecycle.clone();
+    let signalled = {
+        let lifecycle = lifecycle.clone();
+        async move {
+            shutdown_signal().await;
+            eprintln!("soulbox: shutting down; draining in-flight requests");
+            lifecycle.drain();
+        }
+    };
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled).into_future();
+    let mut server = tokio::spawn(server);
+    tokio::select! {
+        ended = &mut server => return ended.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        () = lifecycle.shutdown.cancelled() => {}
+    }
+    match tokio::time::timeout(grace, &mut server).await {
+        Ok(ended) => ended.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        Err(_) => {
+            server.abort();
+            Err(format!("in-flight requests did not finish within {} ms", grace.as_millis()))
+        }
+    }
+}
+
+async fn shrink_guard(guard: Guard) {
+    let mut tick = tokio::time::interval(GUARD_SHRINK_INTERVAL);
+    loop {
+        tick.tick().await;
+        guard.shrink();
+    }
 }
 
 async fn shutdown_signal() {

@@ -21,9 +21,18 @@ impl Server {
             .spawn()
             .expect("soulbox serve starts");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut line = String::new();
-        stderr.read_line(&mut line).unwrap();
-        let base = line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
+        let mut seen = String::new();
+        let base = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("soulbox serve exited before listening:\n{seen}");
+            }
+            if line.contains("listening on") {
+                break line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
+            }
+            seen.push_str(&line);
+        };
         // Keep draining stderr so the server never blocks on a full pipe.
         std::thread::spawn(move || for _ in stderr.lines() {});
         Server { child, base }

@@ -5,10 +5,18 @@
 //!
 //! API keys are `sbk_` + 64 hex digits of OS randomness; only their blake3 hash is stored, with
 //! a short prefix to recognise them in listings. A key is shown once, when it is created.
+//!
+//! Usage records are written in batches by [`UsageRecorder`], off the request path. SQLite runs
+//! in WAL mode with `synchronous = NORMAL` (a crash may lose the last records, never corrupt
+//! the file) so reads of keys never wait for a write.
+
+mod usage;
+
+pub use usage::UsageRecorder;
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyPool, Executor, Row};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What every key starts with.
@@ -58,7 +66,7 @@ pub struct KeyInfo {
 }
 
 /// One row of a tenant's usage summary.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct UsageRow {
     /// `stateless` or `cell`.
     pub kind: String,
@@ -72,6 +80,15 @@ pub struct UsageRow {
     pub duration_us: i64,
     /// Their total fuel, where metered.
     pub fuel: i64,
+}
+
+/// A live API key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveKey {
+    /// Its id (`key_...`).
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
 }
 
 /// One execution to record.
@@ -89,6 +106,8 @@ pub struct Usage {
     pub duration_us: i64,
     /// Fuel used, when metered.
     pub fuel: Option<i64>,
+    /// When it ended (Unix ms).
+    pub at_ms: i64,
 }
 
 /// The database handle. Cheap to clone.
@@ -102,8 +121,23 @@ impl Database {
     /// the tables that are missing.
     pub async fn open(url: &str) -> Result<Self, DatabaseError> {
         install_default_drivers();
-        let url = if url.starts_with("sqlite:") && !url.contains('?') { format!("{url}?mode=rwc") } else { url.into() };
-        let pool = AnyPoolOptions::new().max_connections(MAX_CONNECTIONS).connect(&url).await?;
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains('?') { format!("{url}?mode=rwc") } else { url.into() };
+        let pool = AnyPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    if sqlite {
+                        connection.execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&url)
+            .await?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
+        }
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
@@ -162,16 +196,17 @@ impl Database {
         Ok(())
     }
 
-    /// The tenant of a live key, if `secret` is one.
-    pub async fn tenant_of(&self, secret: &str) -> Result<Option<String>, DatabaseError> {
+    /// The id and tenant of a live key, if `secret` is one.
+    pub async fn key_of(&self, secret: &str) -> Result<Option<LiveKey>, DatabaseError> {
         if !secret.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
-        let row = sqlx::query("SELECT tenant FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL")
+        let row = sqlx::query("SELECT id, tenant FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL")
             .bind(hash(secret))
             .fetch_optional(&self.pool)
             .await?;
-        Ok(row.map(|row| row.try_get("tenant")).transpose()?)
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(LiveKey { id: row.try_get("id")?, tenant: row.try_get("tenant")? }))
     }
 
     /// Records who owns a new sandbox.
@@ -186,22 +221,26 @@ impl Database {
         Ok(())
     }
 
-    /// Records one execution.
-    pub async fn record_usage(&self, usage: &Usage) -> Result<(), DatabaseError> {
-        sqlx::query(
-            "INSERT INTO usage (id, tenant, kind, language, outcome, duration_us, fuel, at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(random_hex::<16>())
-        .bind(&usage.tenant)
-        .bind(usage.kind)
-        .bind(usage.language)
-        .bind(usage.outcome)
-        .bind(usage.duration_us)
-        .bind(usage.fuel)
-        .bind(now_ms())
-        .execute(&self.pool)
-        .await?;
+    /// Records executions, in one transaction.
+    pub async fn record_usage(&self, records: &[Usage]) -> Result<(), DatabaseError> {
+        let mut transaction = self.pool.begin().await?;
+        for usage in records {
+            sqlx::query(
+                "INSERT INTO usage (id, tenant, kind, language, outcome, duration_us, fuel, at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(random_hex::<16>())
+            .bind(&usage.tenant)
+            .bind(usage.kind)
+            .bind(usage.language)
+            .bind(usage.outcome)
+            .bind(usage.duration_us)
+            .bind(usage.fuel)
+            .bind(usage.at_ms)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -243,7 +282,8 @@ fn random_hex<const N: usize>() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn now_ms() -> i64 {
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
@@ -258,8 +298,8 @@ mod tests {
         let db = Database::open(&url).await.unwrap();
         let (id, secret) = db.create_key("acme").await.unwrap();
         assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 64);
-        assert_eq!(db.tenant_of(&secret).await.unwrap().as_deref(), Some("acme"));
-        assert_eq!(db.tenant_of("sbk_wrong").await.unwrap(), None);
+        assert_eq!(db.key_of(&secret).await.unwrap(), Some(LiveKey { id: id.clone(), tenant: "acme".into() }));
+        assert_eq!(db.key_of("sbk_wrong").await.unwrap(), None);
         let listed = db.keys().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert!(!format!("{listed:?}").contains(&secret), "the secret is never listed");
@@ -270,14 +310,14 @@ mod tests {
             outcome: "completed",
             duration_us: 700,
             fuel: None,
+            at_ms: now_ms(),
         };
-        db.record_usage(&usage).await.unwrap();
-        db.record_usage(&usage).await.unwrap();
+        db.record_usage(&[usage.clone(), usage]).await.unwrap();
         let rows = db.usage("acme", 0).await.unwrap();
         assert_eq!((rows[0].executions, rows[0].duration_us), (2, 1400));
         assert!(db.usage("other", 0).await.unwrap().is_empty());
         db.revoke(&id).await.unwrap();
-        assert_eq!(db.tenant_of(&secret).await.unwrap(), None);
+        assert_eq!(db.key_of(&secret).await.unwrap(), None);
         assert!(matches!(db.revoke(&id).await, Err(DatabaseError::NoSuchKey(_))));
         assert!(matches!(db.create_key("no spaces").await, Err(DatabaseError::InvalidTenant(_))));
         // Reopening keeps everything.

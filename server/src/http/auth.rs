@@ -1,15 +1,17 @@
 //! Who is calling: API keys, tenants, and which sandboxes belong to whom.
 //!
-//! [`authenticate`] runs before every `/v1` handler: it resolves the key in `Authorization:
-//! Bearer <key>` or `x-api-key: <key>` to a [`Tenant`] (an extension handlers read), or
-//! answers 401. In development mode every caller is the tenant `dev`. Sandbox ownership is
-//! recorded in the database and kept in memory for lookups; a sandbox that is not the caller's
-//! is reported exactly like one that does not exist.
+//! [`authenticate`] runs before every `/v1` and `/mcp` handler: it resolves the key in
+//! `Authorization: Bearer <key>` or `x-api-key: <key>` to a [`Caller`] (its key and tenant, an
+//! extension handlers read), applies the key's rate limit, or answers 401. In development mode
+//! every caller is the tenant `dev`. Sandbox ownership is recorded in the database and kept in
+//! memory for lookups; a sandbox that is not the caller's is reported exactly like one that
+//! does not exist.
 
 use super::{ApiError, AppState};
-use crate::database::{Database, Usage};
-use axum::extract::{Request, State};
+use crate::database::{Database, Usage, now_ms};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use soulbox_engine::sandbox::SandboxInfo;
@@ -24,6 +26,28 @@ pub const DEV_TENANT: &str = "dev";
 /// The calling tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub String);
+
+/// Who is calling: the key (its id; `dev` in development mode) and its tenant. Handlers take it
+/// as an extractor; it exists only behind [`authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The API key's id.
+    pub key: String,
+    /// The key's tenant.
+    pub tenant: Tenant,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(|| ApiError::Internal("a route outside authentication".into()))
+    }
+}
 
 /// How callers are recognised, and the records kept about them.
 #[derive(Debug, Clone)]
@@ -48,6 +72,11 @@ impl Auth {
     /// Development mode: no keys, one tenant (`dev`); records still go to `db`.
     pub fn dev(db: Database) -> Self {
         Auth { mode: Mode::Dev, db, owners: Arc::default() }
+    }
+
+    /// Whether this is development mode (no keys).
+    pub fn is_dev(&self) -> bool {
+        self.mode == Mode::Dev
     }
 
     /// The database.
@@ -78,31 +107,25 @@ impl Auth {
         owners.retain(|id, _| open.contains(id));
         all.into_iter().filter(|info| owners.get(&info.id) == Some(&tenant.0)).collect()
     }
+}
 
-    /// Records an execution in the background (a failure is logged, the caller not delayed).
-    pub fn record(
-        &self,
-        tenant: &Tenant,
-        kind: &'static str,
-        language: Language,
-        outcome: Outcome,
-        took: Duration,
-        fuel: Option<u64>,
-    ) {
-        let usage = Usage {
-            tenant: tenant.0.clone(),
-            kind,
-            language: language.name(),
-            outcome: outcome.name(),
-            duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
-            fuel: fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
-        };
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            if let Err(error) = db.record_usage(&usage).await {
-                tracing::error!(%error, "could not record usage");
-            }
-        });
+/// One execution's usage record.
+pub fn usage(
+    tenant: &Tenant,
+    kind: &'static str,
+    language: Language,
+    outcome: Outcome,
+    took: Duration,
+    fuel: Option<u64>,
+) -> Usage {
+    Usage {
+        tenant: tenant.0.clone(),
+        kind,
+        language: language.name(),
+        outcome: outcome.name(),
+        duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
+        fuel: fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        at_ms: now_ms(),
     }
 }
 
@@ -125,26 +148,31 @@ impl AppState {
     }
 }
 
-/// Resolves the caller's tenant, or answers 401.
+/// Resolves the caller and applies its key's rate limit, or answers 401 or 429.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let tenant = match state.auth.mode {
-        Mode::Dev => Ok(Tenant(DEV_TENANT.into())),
-        Mode::Keys => match presented_key(&request) {
-            None => Err(ApiError::Unauthorized("an API key is required: `Authorization: Bearer <key>`".into())),
-            Some(key) => match state.auth.db.tenant_of(&key).await {
-                Ok(Some(tenant)) => Ok(Tenant(tenant)),
-                Ok(None) => Err(ApiError::Unauthorized("unknown or revoked API key".into())),
-                Err(error) => Err(error.into()),
-            },
-        },
+    let secret = presented_key(&request);
+    let caller = match identify(&state, secret).await {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
     };
-    match tenant {
-        Ok(tenant) => {
-            tracing::Span::current().record("tenant", tenant.0.as_str());
-            request.extensions_mut().insert(tenant);
-            next.run(request).await
-        }
-        Err(error) => error.into_response(),
+    tracing::Span::current().record("tenant", caller.tenant.0.as_str());
+    if let Err(error) = state.guard.check_rate(&caller.key) {
+        return error.into_response();
+    }
+    request.extensions_mut().insert(caller);
+    next.run(request).await
+}
+
+async fn identify(state: &AppState, secret: Option<String>) -> Result<Caller, ApiError> {
+    if state.auth.mode == Mode::Dev {
+        return Ok(Caller { key: DEV_TENANT.into(), tenant: Tenant(DEV_TENANT.into()) });
+    }
+    let Some(secret) = secret else {
+        return Err(ApiError::Unauthorized("an API key is required: `Authorization: Bearer <key>`".into()));
+    };
+    match state.auth.db.key_of(&secret).await? {
+        Some(key) => Ok(Caller { key: key.id, tenant: Tenant(key.tenant) }),
+        None => Err(ApiError::Unauthorized("unknown or revoked API key".into())),
     }
 }
 

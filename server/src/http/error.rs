@@ -1,7 +1,8 @@
 //! [`ApiError`]: every failure the HTTP API reports, as JSON with a stable code.
 //!
 //! Clients see `{"error": {"code": "...", "message": "..."}}` with a message safe to show;
-//! internal details go to the log (with the request's span), never into a response.
+//! internal details go to the log (with the request's span), never into a response. Refusals
+//! a client should retry (429 and 503) carry `Retry-After`.
 
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
@@ -10,9 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use soulbox_engine::sandbox::FileError;
 use soulbox_engine::{BackendError, EngineError, SandboxError};
+use std::time::Duration;
 
-/// Seconds a client is asked to wait before retrying a refused request.
-pub const RETRY_AFTER_SECONDS: u32 = 1;
+/// Seconds a client is asked to wait before retrying a refused request, unless the refusal
+/// knows better (a rate limit knows when the next request is allowed).
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 /// An API failure.
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +35,24 @@ pub enum ApiError {
     /// The body is over the limit for this route.
     #[error("{0}")]
     TooLarge(String),
-    /// Every execution slot is taken, or too many sandboxes are open: retry later.
+    /// The caller's API key is over its rate limit.
+    #[error("{message}")]
+    RateLimited {
+        /// What happened.
+        message: String,
+        /// When to retry.
+        retry_after: Duration,
+    },
+    /// The caller is over a quota (executions running at once, sandboxes open).
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// The server as a whole is at a limit (requests in flight, execution slots, sandboxes):
+    /// retry later.
     #[error("{0}")]
     Busy(String),
+    /// Producing the response took longer than the server's request timeout.
+    #[error("{0}")]
+    Timeout(String),
     /// A backend is not ready (runtimes missing).
     #[error("{0}")]
     Unavailable(String),
@@ -43,15 +61,26 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Detail<'a>,
+/// The code of an error response, kept in the response's extensions for the metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
+
+/// What every error response carries.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Detail<'a> {
-    code: &'a str,
-    message: String,
+/// An error's code and message.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: `bad_request`, `unauthorized`, `not_found`, `conflict`,
+    /// `payload_too_large`, `rate_limited`, `quota_exceeded`, `busy`, `unavailable`,
+    /// `timeout`, `internal`.
+    pub code: &'static str,
+    /// For people; safe to show.
+    pub message: String,
 }
 
 impl ApiError {
@@ -63,20 +92,37 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge(_) => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::QuotaExceeded(_) => "quota_exceeded",
             ApiError::Busy(_) => "busy",
+            ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
     }
 
-    fn status(&self) -> StatusCode {
+    /// How long a client should wait before retrying, for refusals worth retrying.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::QuotaExceeded(_) | ApiError::Busy(_) | ApiError::Unavailable(_) => {
+                Some(Duration::from_secs(RETRY_AFTER_SECONDS))
+            }
+            _ => None,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -89,10 +135,13 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "request failed");
         }
         let status = self.status();
-        let body = Body { error: Detail { code: self.code(), message: self.to_string() } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
         let mut response = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Busy(_) | ApiError::Unavailable(_)) {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+        response.extensions_mut().insert(ErrorCode(self.code()));
+        if let Some(wait) = self.retry_after() {
+            // Whole seconds, rounded up.
+            let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -161,6 +210,7 @@ impl From<SandboxError> for ApiError {
         match error {
             SandboxError::NotFound(_) | SandboxError::ContextNotFound(_) => ApiError::NotFound(error.to_string()),
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
+            SandboxError::Exists(_) => ApiError::Conflict(error.to_string()),
             SandboxError::Full(message) => ApiError::Busy(message),
             SandboxError::Interrupted => ApiError::Unavailable(error.to_string()),
             SandboxError::Engine(e) => e.into(),

@@ -1,8 +1,9 @@
 //! A sandbox's workspace files: streamed upload and download, list, stat, remove, rename,
 //! mkdir. Paths are workspace paths (`/data/in.csv`); `..` and escaping symlinks are refused.
 
-use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant, UPLOAD_BODY_LIMIT};
-use axum::Extension;
+use super::auth::Caller;
+use super::openapi::ErrorResponses;
+use super::{ApiError, ApiJson, ApiQuery, AppState};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -25,18 +26,23 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// `?path=...`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct At {
+    /// A workspace path (`/data/in.csv`).
     path: String,
 }
 
 /// `?path=...&depth=...`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListAt {
+    /// The directory (default `/`).
     #[serde(default = "root")]
     path: String,
+    /// How deep to list (default 1: the directory's own entries).
     #[serde(default = "one")]
     depth: usize,
 }
@@ -49,28 +55,37 @@ fn one() -> usize {
     1
 }
 
+/// Download a file (streamed).
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files", tag = "files", params(("id" = String, Path), At),
+    responses((status = 200, description = "The file's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        ErrorResponses))]
 async fn download(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<Response, ApiError> {
-    let sandbox = state.sandbox(&tenant, &id)?;
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
     let file = sandbox.files()?.read_stream(&at.path).await?;
     let body = Body::from_stream(ReaderStream::new(file));
     Ok(([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response())
 }
 
+/// Upload a file (the raw body, streamed to disk; replaces an existing file).
+#[utoipa::path(put, path = "/v1/sandboxes/{id}/files", tag = "files", params(("id" = String, Path), At),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 201, body = EntryInfo), ErrorResponses))]
 async fn upload(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
     body: Body,
 ) -> Result<(StatusCode, ApiJson<EntryInfo>), ApiError> {
-    let sandbox = state.sandbox(&tenant, &id)?;
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
     let files = sandbox.files()?;
-    write_upload(&files, &at.path, body, UPLOAD_BODY_LIMIT).await?;
+    let limit = usize::try_from(state.settings.upload_limit).unwrap_or(usize::MAX);
+    write_upload(&files, &at.path, body, limit).await?;
     Ok((StatusCode::CREATED, ApiJson(files.stat(&at.path).await?)))
 }
 
@@ -93,64 +108,82 @@ fn over_limit(error: &std::io::Error) -> bool {
     body_error.and_then(std::error::Error::source).is_some_and(|cause| cause.is::<LengthLimitError>())
 }
 
+/// Remove a file or a directory (with its contents).
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/files", tag = "files", params(("id" = String, Path), At),
+    responses((status = 204, description = "Removed"), ErrorResponses))]
 async fn remove(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandbox(&tenant, &id)?.files()?.remove_path(&at.path).await?;
+    state.sandbox(&caller.tenant, &id)?.files()?.remove_path(&at.path).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// List a directory.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/list", tag = "files", params(("id" = String, Path), ListAt),
+    responses((status = 200, body = Vec<EntryInfo>), ErrorResponses))]
 async fn list(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<ListAt>,
 ) -> Result<ApiJson<Vec<EntryInfo>>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.list(&at.path, at.depth).await?))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.files()?.list(&at.path, at.depth).await?))
 }
 
+/// Describe one entry.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/files/stat", tag = "files", params(("id" = String, Path), At),
+    responses((status = 200, body = EntryInfo), ErrorResponses))]
 async fn stat(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(at): ApiQuery<At>,
 ) -> Result<ApiJson<EntryInfo>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.stat(&at.path).await?))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.files()?.stat(&at.path).await?))
 }
 
 /// A rename.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Rename {
+    /// The entry's path.
     from: String,
+    /// Its new path.
     to: String,
 }
 
+/// Rename or move an entry.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/rename", tag = "files", params(("id" = String, Path)),
+    request_body = Rename, responses((status = 200, body = EntryInfo), ErrorResponses))]
 async fn rename(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(rename): ApiJson<Rename>,
 ) -> Result<ApiJson<EntryInfo>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.files()?.rename(&rename.from, &rename.to).await?))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.files()?.rename(&rename.from, &rename.to).await?))
 }
 
 /// Whether `mkdir` made the directory (false: it existed).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Made {
+    /// True when the directory was made.
     created: bool,
 }
 
+/// Make a directory (and its parents).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/files/mkdir", tag = "files", params(("id" = String, Path)),
+    request_body = At, responses((status = 200, body = Made), ErrorResponses))]
 async fn mkdir(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(at): ApiJson<At>,
 ) -> Result<ApiJson<Made>, ApiError> {
-    Ok(ApiJson(Made { created: state.sandbox(&tenant, &id)?.files()?.make_dir(&at.path).await? }))
+    Ok(ApiJson(Made { created: state.sandbox(&caller.tenant, &id)?.files()?.make_dir(&at.path).await? }))
 }
 
 #[cfg(test)]

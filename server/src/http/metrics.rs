@@ -1,6 +1,7 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): executions by kind, language and
-//! outcome, their latency, HTTP responses by status class, and gauges read at scrape time
-//! (sandboxes open, worker-pool use, live contexts).
+//! outcome, their latency, HTTP responses by status class and their latency, error responses
+//! by code (`rate_limited`, `quota_exceeded`, `busy`, `timeout`, ...), and values read at
+//! scrape time (sandboxes open, worker-pool use, live contexts, usage records dropped).
 
 use super::AppState;
 use axum::extract::State;
@@ -39,6 +40,13 @@ struct ResponseLabels {
     class: &'static str,
 }
 
+/// Labels of an error response.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    /// The [`super::ApiError`] code.
+    code: &'static str,
+}
+
 /// The server's metrics. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -51,6 +59,9 @@ struct Inner {
     executions: Family<ExecutionLabels, Counter>,
     latency: Family<LatencyLabels, Histogram>,
     responses: Family<ResponseLabels, Counter>,
+    response_latency: Histogram,
+    errors: Family<ErrorLabels, Counter>,
+    usage_dropped: Gauge,
     sandboxes: Gauge,
     pool_in_use: Gauge,
     pool_capacity: Gauge,
@@ -84,11 +95,17 @@ impl Default for Metrics {
             Histogram::new(exponential_buckets(1e-4, 2.0, 19))
         });
         let responses = Family::<ResponseLabels, Counter>::default();
+        let response_latency = Histogram::new(exponential_buckets(1e-4, 2.0, 19));
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let usage_dropped = Gauge::default();
         let (sandboxes, pool_in_use, pool_capacity, contexts) =
             (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
         registry.register("executions", "Executions by kind, language and outcome", executions.clone());
         registry.register("execution_duration_seconds", "Execution latency", latency.clone());
         registry.register("http_responses", "HTTP responses by status class", responses.clone());
+        registry.register("http_response_duration_seconds", "Time to answer an HTTP request", response_latency.clone());
+        registry.register("http_errors", "Error responses by code", errors.clone());
+        registry.register("usage_records_dropped", "Usage records dropped (database behind)", usage_dropped.clone());
         registry.register("sandboxes_open", "Sandboxes open", sandboxes.clone());
         registry.register("worker_pool_in_use", "Jobs admitted (running plus queued)", pool_in_use.clone());
         registry.register("worker_pool_capacity", "Jobs admitted at most", pool_capacity.clone());
@@ -99,6 +116,9 @@ impl Default for Metrics {
                 executions,
                 latency,
                 responses,
+                response_latency,
+                errors,
+                usage_dropped,
                 sandboxes,
                 pool_in_use,
                 pool_capacity,
@@ -116,8 +136,12 @@ impl Metrics {
         self.inner.latency.get_or_create(&LatencyLabels { kind, language }).observe(duration.as_secs_f64());
     }
 
-    /// Counts a response by its status class.
-    pub fn response(&self, status: u16) {
+    /// Counts a response by its status class (and its error code), and its latency.
+    pub fn response(&self, status: u16, error: Option<&'static str>, took: Duration) {
+        self.inner.response_latency.observe(took.as_secs_f64());
+        if let Some(code) = error {
+            self.inner.errors.get_or_create(&ErrorLabels { code }).inc();
+        }
         let class = match status {
             200..=299 => "2xx",
             300..=399 => "3xx",
@@ -141,6 +165,7 @@ pub(super) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     inner.pool_in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
     inner.pool_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
     inner.contexts.set(i64::try_from(contexts).unwrap_or(i64::MAX));
+    inner.usage_dropped.set(i64::try_from(state.usage.dropped()).unwrap_or(i64::MAX));
     let mut text = String::new();
     if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &inner.registry) {
         tracing::error!(%error, "could not encode the metrics");

@@ -1,44 +1,61 @@
 //! The HTTP API (axum): what LLM tool calls hit.
 //!
-//! [`app`] builds the whole `Router` over an [`AppState`] (the engine and the sandbox registry),
-//! so tests drive it with `oneshot` and `soulbox serve` binds it to a socket. Every route lives
-//! under `/v1`; `/health` and `/ready` are for operators. Errors are [`ApiError`]s: JSON with a
-//! stable code and a clean message. Each request gets a `tracing` span with a request id,
-//! which is also returned in `x-request-id`.
+//! [`app`] builds the whole `Router` over an [`AppState`], so tests drive it with `oneshot` and
+//! `soulbox serve` binds it to a socket. Routes:
 //!
-//! Bodies are bounded per route ([`JSON_BODY_LIMIT`] for JSON, [`UPLOAD_BODY_LIMIT`] for file
-//! uploads, which stream to disk); a cell's events stream as NDJSON or server-sent events.
-//! `/metrics` serves Prometheus metrics ([`Metrics`]). Every `/v1` route needs an API key
-//! (`Authorization: Bearer sbk_...` or `x-api-key`) naming a [`Tenant`], except in development
-//! mode ([`Auth`]); a tenant sees only its own sandboxes: another tenant's id is a 404.
+//! - `/v1/...`: executions, sandboxes, contexts, cells (JSON, NDJSON or SSE), files, usage and
+//!   the LLM tools ([`tools`]); `/mcp`: the same tools over MCP ([`mcp`]). These need an API key
+//!   naming a tenant, except in development mode ([`auth`]); a tenant sees only its own
+//!   sandboxes (another tenant's id is a 404).
+//! - `/health`, `/ready`, `/metrics` (Prometheus), `/openapi.json` and `/docs` for operators.
+//!
+//! Layers, outside in: a request span with a request id (taken from `x-request-id` when the
+//! client sends a sane one, and returned in it), counted in the metrics; then, for `/v1` and
+//! `/mcp`, the in-flight bound (503 at once past it), the request timeout (504), the body
+//! limit, and authentication with the key's rate limit ([`guard`]). Errors are [`ApiError`]s:
+//! JSON with a stable code and a clean message; details only go to the log.
+//!
+//! Handlers stay thin: what a request does lives in [`operations`], shared by REST routes,
+//! MCP tools and `/v1/tools/call`.
 
 mod auth;
 mod error;
 mod execute;
 mod files;
+mod guard;
+mod mcp;
 mod metrics;
+mod openapi;
+mod operations;
 mod sandboxes;
+mod settings;
+mod tools;
 
 pub use auth::{Auth, Tenant};
 pub use error::ApiError;
+pub use guard::Guard;
 pub use metrics::Metrics;
+pub use settings::Settings;
 
+use crate::database::UsageRecorder;
 use axum::Router;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use soulbox_engine::{Engine, Sandboxes};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tracing::Instrument;
 
-/// Largest JSON body (a stateless request carries up to 64 MiB of inputs, base64-encoded).
-pub const JSON_BODY_LIMIT: usize = 96 << 20;
-/// Largest file upload (enforced by the upload handler as it streams).
-pub const UPLOAD_BODY_LIMIT: usize = 1 << 30;
+/// Longest request id taken from a client.
+const MAX_REQUEST_ID_CHARS: usize = 64;
 
-/// What every handler shares.
+/// What every handler shares. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState {
     /// Runs one-shot executions.
@@ -49,6 +66,36 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Who may call, and whose sandboxes are whose.
     pub auth: Auth,
+    /// Writes usage records.
+    pub usage: UsageRecorder,
+    /// What the configuration decides per request.
+    pub settings: Arc<Settings>,
+    /// Per-key rate limits and quotas.
+    pub guard: Guard,
+    /// Draining and shutdown.
+    pub lifecycle: Lifecycle,
+}
+
+/// The server's life: whether it is draining, and the token that ends long-lived work (MCP
+/// streams) at shutdown.
+#[derive(Clone, Debug, Default)]
+pub struct Lifecycle {
+    draining: Arc<AtomicBool>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Lifecycle {
+    /// Marks the server as draining: `/ready` answers 503 from now on.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.shutdown.cancel();
+    }
+
+    /// Whether the server is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
 }
 
 /// The whole API.
@@ -57,13 +104,28 @@ pub fn app(state: AppState) -> Router {
         .merge(execute::routes())
         .merge(sandboxes::routes())
         .merge(files::routes())
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate));
-    Router::new()
+        .merge(tools::routes())
+        .layer(DefaultBodyLimit::max(state.settings.json_body_limit));
+    let guarded = Router::new()
         .nest("/v1", v1)
-        .route("/health", get(health))
-        .route("/ready", get(ready))
-        .route("/metrics", get(metrics::scrape))
+        .nest_service("/mcp", mcp::service(state.clone()))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
+        .layer(middleware::from_fn_with_state(state.clone(), timeout))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(guard::overloaded))
+                .load_shed()
+                .concurrency_limit(state.settings.max_in_flight),
+        );
+    let mut open = Router::new().route("/health", get(health)).route("/ready", get(ready));
+    if state.settings.metrics_enabled {
+        open = open.route("/metrics", get(metrics::scrape));
+    }
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
+    Router::new()
+        .merge(guarded)
+        .merge(open)
+        .merge(docs)
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
@@ -85,13 +147,21 @@ impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "operations", responses((status = 200, body = String)))]
 async fn health() -> &'static str {
     "ok"
 }
 
-/// Ready once a backend is configured: `soulbox serve` loads (or compiles) every module before
-/// it listens, so a server that answers has its runtimes ready.
+/// Readiness: a backend is configured and the server is not draining. `soulbox serve` loads
+/// (or compiles) every module before it listens, so a server that answers has its runtimes
+/// ready.
+#[utoipa::path(get, path = "/ready", tag = "operations",
+    responses((status = 200, body = String), (status = 503, body = error::ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
+    if state.lifecycle.is_draining() {
+        return Err(ApiError::Unavailable("the server is shutting down".into()));
+    }
     if state.engine.languages().is_empty() {
         return Err(ApiError::Unavailable("no backend is configured".into()));
     }
@@ -102,23 +172,48 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("no such route".into())
 }
 
+/// Bounds the time to produce a response (a streamed body may go on after it).
+async fn timeout(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.settings.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(format!("the request took longer than {} ms", limit.as_millis())).into_response(),
+    }
+}
+
 async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    let id = request_id(&request);
     let span = tracing::info_span!(
         "request",
-        id,
+        id = %id,
         method = %request.method(),
         path = %request.uri().path(),
         tenant = tracing::field::Empty,
     );
+    let started = std::time::Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
-    span.in_scope(|| tracing::debug!(status = response.status().as_u16(), "answered"));
-    state.metrics.response(response.status().as_u16());
-    if let Ok(value) = HeaderValue::from_str(&id.to_string()) {
+    let status = response.status().as_u16();
+    span.in_scope(|| tracing::info!(status, took_us = started.elapsed().as_micros() as u64, "answered"));
+    let error = response.extensions().get::<error::ErrorCode>().map(|code| code.0);
+    state.metrics.response(status, error, started.elapsed());
+    if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// The client's `x-request-id` when it is short and plain, else a new one.
+fn request_id(request: &Request) -> String {
+    let given = request.headers().get("x-request-id").and_then(|v| v.to_str().ok());
+    let plain = |id: &&str| {
+        !id.is_empty()
+            && id.len() <= MAX_REQUEST_ID_CHARS
+            && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+    };
+    match given.filter(plain) {
+        Some(id) => id.to_owned(),
+        None => uuid::Uuid::new_v4().simple().to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! Sandboxes, their contexts, and cells run in them (JSON, NDJSON or server-sent events).
 
-use super::metrics::Kind;
-use super::{ApiError, ApiJson, ApiQuery, AppState, Tenant};
-use axum::Extension;
+use super::auth::Caller;
+use super::openapi::ErrorResponses;
+use super::{ApiError, ApiJson, ApiQuery, AppState};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 use soulbox_engine::kernel::Preload;
 use soulbox_engine::sandbox::{ContextInfo, SandboxInfo};
-use soulbox_engine::{Execution, ExecutionEvent, Language, Limits, RunOptions, SandboxSpec};
+use soulbox_engine::{Execution, ExecutionEvent, Language, LimitsPatch, RunOptions, SandboxSpec};
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::time::Duration;
@@ -33,22 +33,26 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes/{id}/execute", post(execute))
 }
 
+/// Open a sandbox: a workspace and its template's context, started.
+#[utoipa::path(post, path = "/v1/sandboxes", tag = "sandboxes", request_body = SandboxSpec,
+    responses((status = 201, description = "Created", body = SandboxInfo), ErrorResponses))]
 async fn create(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     ApiJson(spec): ApiJson<SandboxSpec>,
 ) -> Result<(StatusCode, ApiJson<SandboxInfo>), ApiError> {
-    let sandbox = state.sandboxes.create(spec).await?;
-    if let Err(error) = state.auth.own(&tenant, &sandbox).await {
-        let _ = state.sandboxes.kill(sandbox.id());
-        return Err(error);
-    }
+    let sandbox = state.open_sandbox(&caller, spec).await?;
     Ok((StatusCode::CREATED, ApiJson(sandbox.info())))
 }
 
+/// The caller's open sandboxes, oldest first; filter with `metadata.<key>=<value>` query
+/// parameters (all must match).
+#[utoipa::path(get, path = "/v1/sandboxes", tag = "sandboxes",
+    params(("metadata.<key>" = Option<String>, Query, description = "Only sandboxes whose metadata has this value")),
+    responses((status = 200, body = Vec<SandboxInfo>), ErrorResponses))]
 async fn list(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     ApiQuery(query): ApiQuery<BTreeMap<String, String>>,
 ) -> Result<ApiJson<Vec<SandboxInfo>>, ApiError> {
     let mut filter = BTreeMap::new();
@@ -60,43 +64,50 @@ async fn list(
         };
         filter.insert(name.to_owned(), value);
     }
-    Ok(ApiJson(state.list_sandboxes(&tenant, &filter)))
+    Ok(ApiJson(state.list_sandboxes(&caller.tenant, &filter)))
 }
 
+/// A sandbox's details.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxInfo), ErrorResponses))]
 async fn info(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<ApiJson<SandboxInfo>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.info()))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.info()))
 }
 
-async fn kill(
-    State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    state.sandbox(&tenant, &id)?;
+/// Kill a sandbox: a running cell stops, its contexts and workspace are gone.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 204, description = "Killed"), ErrorResponses))]
+async fn kill(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.sandbox(&caller.tenant, &id)?;
     state.sandboxes.kill(&id)?;
     state.auth.disown(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// New timeouts, counted from now.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Timeouts {
+    /// Idle time before the sandbox is killed.
     idle_timeout_ms: Option<u64>,
+    /// Time from now before it is killed.
     lifetime_ms: Option<u64>,
 }
 
+/// Change a sandbox's idle timeout or remaining lifetime.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/timeout", tag = "sandboxes", params(("id" = String, Path)),
+    request_body = Timeouts, responses((status = 200, body = SandboxInfo), ErrorResponses))]
 async fn set_timeout(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(timeouts): ApiJson<Timeouts>,
 ) -> Result<ApiJson<SandboxInfo>, ApiError> {
-    let sandbox = state.sandbox(&tenant, &id)?;
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
     sandbox.set_timeouts(
         timeouts.idle_timeout_ms.map(Duration::from_millis),
         timeouts.lifetime_ms.map(Duration::from_millis),
@@ -104,61 +115,81 @@ async fn set_timeout(
     Ok(ApiJson(sandbox.info()))
 }
 
+/// A sandbox's contexts.
+#[utoipa::path(get, path = "/v1/sandboxes/{id}/contexts", tag = "contexts", params(("id" = String, Path)),
+    responses((status = 200, body = Vec<ContextInfo>), ErrorResponses))]
 async fn contexts(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<ApiJson<Vec<ContextInfo>>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.contexts()))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.contexts()))
 }
 
 /// A new context.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct NewContext {
+    /// Its language.
     language: Language,
+    /// What it imports first (default: nothing, or the template's preload).
     #[serde(default)]
     preload: Option<Preload>,
 }
 
+/// Start another context (a Python or JavaScript kernel) in a sandbox.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/contexts", tag = "contexts", params(("id" = String, Path)),
+    request_body = NewContext, responses((status = 201, body = ContextInfo), ErrorResponses))]
 async fn create_context(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiJson(new): ApiJson<NewContext>,
 ) -> Result<(StatusCode, ApiJson<ContextInfo>), ApiError> {
-    let context = state.sandbox(&tenant, &id)?.create_context(new.language, new.preload).await?;
+    let context = state.sandbox(&caller.tenant, &id)?.create_context(new.language, new.preload).await?;
     Ok((StatusCode::CREATED, ApiJson(context)))
 }
 
+/// Restart a context: its variables are gone.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/contexts/{context}/restart", tag = "contexts",
+    params(("id" = String, Path), ("context" = String, Path)),
+    responses((status = 200, body = ContextInfo), ErrorResponses))]
 async fn restart_context(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path((id, context)): Path<(String, String)>,
 ) -> Result<ApiJson<ContextInfo>, ApiError> {
-    Ok(ApiJson(state.sandbox(&tenant, &id)?.restart_context(&context).await?))
+    Ok(ApiJson(state.sandbox(&caller.tenant, &id)?.restart_context(&context).await?))
 }
 
+/// Remove a context.
+#[utoipa::path(delete, path = "/v1/sandboxes/{id}/contexts/{context}", tag = "contexts",
+    params(("id" = String, Path), ("context" = String, Path)),
+    responses((status = 204, description = "Removed"), ErrorResponses))]
 async fn remove_context(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path((id, context)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandbox(&tenant, &id)?.remove_context(&context)?;
+    state.sandbox(&caller.tenant, &id)?.remove_context(&context)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A cell to run.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CellRequest {
+pub struct CellRequest {
+    /// The code.
     code: String,
+    /// The context to run in (default: the sandbox's default context for `language`).
     #[serde(default)]
     context: Option<String>,
+    /// The language, when no context is named (default: the template's).
     #[serde(default)]
     language: Option<Language>,
+    /// Limits for this cell; those left out get the server's defaults.
     #[serde(default)]
-    limits: Limits,
+    limits: LimitsPatch,
 }
 
 /// How the client wants a cell's events.
@@ -180,38 +211,33 @@ fn delivery(headers: &HeaderMap) -> Delivery {
     }
 }
 
-/// Runs a cell. With `Accept: application/x-ndjson` each event is a JSON line as it happens;
-/// with `Accept: text/event-stream`, a server-sent event named after its type; otherwise the
-/// whole [`Execution`] once the cell ends.
+/// Run a cell in a sandbox's context. With `Accept: application/x-ndjson` each event is a JSON
+/// line as it happens; with `Accept: text/event-stream`, a server-sent event named after its
+/// type (`stdout`, `stderr`, `result`, `error`, `end`; `failure` if the run fails midway);
+/// otherwise the whole `Execution` once the cell ends.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/execute", tag = "sandboxes", params(("id" = String, Path)),
+    request_body = CellRequest,
+    responses(
+        (status = 200, description = "The cell ran (JSON), or its events (NDJSON, SSE)",
+            content((Execution = "application/json"), (ExecutionEvent = "application/x-ndjson"),
+                (ExecutionEvent = "text/event-stream"))),
+        ErrorResponses))]
 async fn execute(
     State(state): State<AppState>,
-    Extension(tenant): Extension<Tenant>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiJson(cell): ApiJson<CellRequest>,
 ) -> Result<Response, ApiError> {
-    let sandbox = state.sandbox(&tenant, &id)?;
-    let language = cell_language(&sandbox, &cell);
-    let options = RunOptions { context: cell.context, language: cell.language, limits: cell.limits };
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
+    let limits = state.settings.limits.resolve(&cell.limits)?;
+    let options = RunOptions { context: cell.context, language: cell.language, limits };
     let delivery = delivery(&headers);
-    let metrics = state.metrics.clone();
     if delivery == Delivery::Json {
-        let execution: Execution = sandbox.run_code(&cell.code, options).await?;
-        metrics.execution(Kind::Cell, language, execution.end.outcome, execution.end.duration);
-        let end = &execution.end;
-        state.auth.record(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used);
+        let execution: Execution = state.run_cell(&caller, &sandbox, &cell.code, options).await?;
         return Ok(ApiJson(execution).into_response());
     }
-    let events = sandbox.run_code_stream(&cell.code, options).await?;
-    // A failure after the stream started (busy, backend fault) becomes a `failure` item.
-    let auth = state.auth.clone();
-    let items = events.map(move |item| {
-        if let Ok(ExecutionEvent::End(end)) = &item {
-            metrics.execution(Kind::Cell, language, end.outcome, end.duration);
-            auth.record(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used);
-        }
-        item.map_err(ApiError::from)
-    });
+    let items = state.stream_cell(&caller, &sandbox, &cell.code, options).await?;
     Ok(match delivery {
         Delivery::Sse => Sse::new(items.map(|item| Ok::<_, Infallible>(sse_event(item)))).into_response(),
         _ => {
@@ -219,13 +245,6 @@ async fn execute(
             ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
         }
     })
-}
-
-/// The language a cell runs in, for metrics: its context's, else the one asked for, else the
-/// template's.
-fn cell_language(sandbox: &soulbox_engine::Sandbox, cell: &CellRequest) -> Language {
-    let of_context = cell.context.as_ref().and_then(|id| sandbox.contexts().into_iter().find(|c| &c.id == id));
-    of_context.map(|c| c.language).or(cell.language).unwrap_or(sandbox.template().language())
 }
 
 fn ndjson_line(item: Result<ExecutionEvent, ApiError>) -> String {

@@ -20,16 +20,30 @@ fn engine() -> Engine {
         .clone()
 }
 
-async fn test_app() -> Router {
+/// The app in development mode over the shared engine, with `settings` and `guard`.
+async fn app_with(settings: Settings, guard: Guard) -> Router {
     let root = std::env::temp_dir().join(format!("soulbox-http-test-{}", std::process::id()));
     let config = soulbox_engine::SandboxesConfig { workspace_root: root.clone(), ..Default::default() };
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
     let db_path = root.join(format!("db-{}.sqlite", NEXT_DB.fetch_add(1, Ordering::Relaxed)));
     let db = crate::database::Database::open(&format!("sqlite://{}", db_path.display())).await.expect("a database");
-    app(AppState { engine: engine(), sandboxes, metrics: Metrics::default(), auth: Auth::dev(db) })
+    app(AppState {
+        engine: engine(),
+        sandboxes,
+        metrics: Metrics::default(),
+        auth: Auth::dev(db.clone()),
+        usage: crate::database::UsageRecorder::start(db),
+        settings: std::sync::Arc::new(settings),
+        guard,
+        lifecycle: Lifecycle::default(),
+    })
 }
 
-static NEXT_DB: AtomicU64 = AtomicU64::new(0);
+async fn test_app() -> Router {
+    app_with(Settings::default(), Guard::new(10_000, 10_000, 64)).await
+}
+
+static NEXT_DB: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 async fn call(app: &Router, method: Method, uri: &str, body: Body) -> (StatusCode, Vec<u8>) {
     let request = Request::builder().method(method).uri(uri).header("content-type", "application/json").body(body);
@@ -81,7 +95,7 @@ async fn stateless_execute_and_clean_errors() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(body["error"]["message"].as_str().unwrap().contains("deadline_ms"), "{body}");
-    let huge = vec![b' '; JSON_BODY_LIMIT + 1];
+    let huge = vec![b' '; Settings::default().json_body_limit + 1];
     let (status, _) = call(&app, Method::POST, "/v1/execute", Body::from(huge)).await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
 
@@ -94,6 +108,7 @@ async fn stateless_execute_and_clean_errors() {
     );
     assert!(text.contains("soulbox_execution_duration_seconds_bucket"), "{text}");
     assert!(text.contains(r#"soulbox_http_responses_total{class="4xx"} 5"#), "{text}");
+    assert!(text.contains(r#"soulbox_http_errors_total{code="bad_request"} 4"#), "{text}");
     assert!(text.contains("soulbox_worker_pool_capacity"), "{text}");
 }
 
@@ -178,4 +193,153 @@ async fn files_round_trip() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "{escape}");
     let (status, _) = json_call(&app, Method::GET, &format!("{base}/files"), Value::Null).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a path is required");
+}
+
+/// Sends `body` to `uri` with a request id; returns the status, headers and JSON body.
+async fn full_call(app: &Router, uri: &str, body: Value) -> (StatusCode, axum::http::HeaderMap, Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .header("x-request-id", "req-42")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_key_over_its_rate_is_told_when_to_retry() {
+    let app = app_with(Settings::default(), Guard::new(1, 2, 64)).await;
+    let code = json!({"language": "javascript", "code": "1"});
+    for _ in 0..2 {
+        let (status, headers, _) = full_call(&app, "/v1/execute", code.clone()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["x-request-id"], "req-42", "the client's request id comes back");
+    }
+    let (status, headers, body) = full_call(&app, "/v1/execute", code).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    let wait: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&wait), "{wait}");
+    let (status, _) = call(&app, Method::GET, "/health", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK, "operators' routes are not rate limited");
+}
+
+#[tokio::test]
+async fn executions_past_the_key_quota_are_refused_at_once() {
+    let app = app_with(Settings::default(), Guard::new(1000, 1000, 1)).await;
+    let slow = json!({"language": "python", "code": "import time; time.sleep(0.5)"});
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { full_call(&app, "/v1/execute", slow).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    let started = std::time::Instant::now();
+    let (status, headers, body) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded");
+    assert!(headers.contains_key("retry-after"));
+    assert!(started.elapsed() < std::time::Duration::from_millis(300), "refused, not queued");
+    assert_eq!(first.await.unwrap().0, StatusCode::OK);
+    let (status, _, _) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
+    assert_eq!(status, StatusCode::OK, "the slot is free again");
+}
+
+#[tokio::test]
+async fn slow_responses_time_out_and_limits_follow_the_configuration() {
+    let mut config = crate::config::Config::default();
+    config.server.request_timeout_ms = 1000;
+    config.resources.memory_mb = Some(256);
+    let settings = Settings::from_config(&config, crate::config::Environment::default(), "http://x".into());
+    let app = app_with(settings, Guard::new(1000, 1000, 64)).await;
+    // Two slow cells queue on one context: the second cannot answer within the timeout.
+    let (_, created) = json_call(&app, Method::POST, "/v1/sandboxes", json!({})).await;
+    let cells = format!("/v1/sandboxes/{}/execute", created["id"].as_str().unwrap());
+    let slow = json!({"code": "import time; time.sleep(5)", "limits": {"deadline_ms": 900}});
+    let first = tokio::spawn({
+        let (app, cells, slow) = (app.clone(), cells.clone(), slow.clone());
+        async move { full_call(&app, &cells, slow).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (status, _, body) = full_call(&app, &cells, slow).await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    assert_eq!(body["error"]["code"], "timeout");
+    let (status, _, body) = first.await.unwrap();
+    assert_eq!((status, body["end"].clone()), (StatusCode::OK, Value::Null), "{body}");
+    assert_eq!(body["outcome"], "deadline_exceeded");
+    let too_long = json!({"language": "python", "code": "1", "limits": {"deadline_ms": 5000}});
+    let (status, _, body) = full_call(&app, "/v1/execute", too_long).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body["error"]["message"].as_str().unwrap().contains("deadline_ms"), "{body}");
+    let probe =
+        json!({"language": "python", "code": "import resource; print(1)", "limits": {"memory_bytes": 512 << 20}});
+    let (status, _, body) = full_call(&app, "/v1/execute", probe).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "above the configured memory: {body}");
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_docs_page_are_served() {
+    let app = test_app().await;
+    let (status, bytes) = call(&app, Method::GET, "/openapi.json", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."), "{}", doc["openapi"]);
+    assert!(doc["paths"]["/v1/sandboxes/{id}/files"]["put"].is_object());
+    let (status, page) = call(&app, Method::GET, "/docs/", Body::empty()).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8_lossy(&page).contains("swagger"), "the Swagger UI page");
+}
+
+#[tokio::test]
+async fn tools_are_defined_for_each_vendor_and_callable() {
+    let app = test_app().await;
+    let (status, all) = json_call(&app, Method::GET, "/v1/tools", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let openai = all["openai"].as_array().unwrap();
+    let run_code = openai.iter().find(|t| t["function"]["name"] == "run_code").expect("run_code");
+    assert_eq!(run_code["type"], "function");
+    assert_eq!(run_code["function"]["parameters"]["type"], "object");
+    assert!(run_code["function"]["parameters"]["required"].as_array().unwrap().contains(&json!("code")));
+    let anthropic = all["anthropic"].as_array().unwrap();
+    assert!(anthropic.iter().all(|t| t["input_schema"]["type"] == "object" && t["name"].is_string()));
+    assert_eq!(anthropic.len(), openai.len());
+    let (status, only) = json_call(&app, Method::GET, "/v1/tools?format=anthropic", Value::Null).await;
+    assert_eq!((status, only.as_array().unwrap().len()), (StatusCode::OK, anthropic.len()));
+    let (status, _) = json_call(&app, Method::GET, "/v1/tools?format=cohere", Value::Null).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // OpenAI hands arguments over as a JSON string.
+    let arguments = json!({"language": "python", "code": "print(6 * 7)"}).to_string();
+    let (status, reply) =
+        json_call(&app, Method::POST, "/v1/tools/call", json!({"name": "run_code", "arguments": arguments})).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply["content"]["stdout"], "42\n");
+    let (_, created) = json_call(
+        &app,
+        Method::POST,
+        "/v1/tools/call",
+        json!({"name": "create_sandbox", "arguments": {"template": "data-science"}}),
+    )
+    .await;
+    let sandbox = created["content"]["sandbox_id"].as_str().expect("a sandbox id").to_owned();
+    let plot = json!({"sandbox_id": sandbox, "code": "plt.plot([1, 2, 3])\nplt.show()\n'drawn'"});
+    let (_, cell) =
+        json_call(&app, Method::POST, "/v1/tools/call", json!({"name": "run_cell", "arguments": plot})).await;
+    assert_eq!(cell["images"].as_array().unwrap().len(), 1, "{cell}");
+    assert_eq!(cell["images"][0]["mime_type"], "image/png");
+    assert!(cell["content"]["results"].to_string().contains("drawn"), "{cell}");
+    let (status, missing) = json_call(
+        &app,
+        Method::POST,
+        "/v1/tools/call",
+        json!({"name": "read_file", "arguments": {"sandbox_id": sandbox, "path": "/nope.txt"}}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "a tool's failure is for the model to read");
+    assert_eq!((missing["is_error"].clone(), missing["content"]["error"].clone()), (json!(true), json!("not_found")));
+    let (status, _) = json_call(&app, Method::POST, "/v1/tools/call", json!({"name": "rm_rf", "arguments": {}})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }

@@ -1,0 +1,130 @@
+//! [`UsageRecorder`]: one usage record per execution, written in batches off the request path.
+//!
+//! Handlers hand a record to a bounded channel and return at once; one writer task inserts
+//! whatever has queued up (up to [`BATCH`] rows) in a single transaction. A full queue (the
+//! database far behind) drops the record and counts it rather than slowing requests or growing
+//! without bound; the warning is logged at most once per [`WARN_EVERY`]. On shutdown,
+//! [`UsageRecorder::close`] writes what is queued and waits for the writer.
+
+use super::{Database, Usage};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Records waiting for the writer, at most.
+pub const QUEUE: usize = 16_384;
+/// Records per transaction, at most.
+pub const BATCH: usize = 512;
+/// Dropped-record warnings are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Queues usage records for the database. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct UsageRecorder {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    sender: Mutex<Option<mpsc::Sender<Usage>>>,
+    writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    dropped: AtomicU64,
+    warn: DefaultDirectRateLimiter,
+}
+
+impl UsageRecorder {
+    /// Starts the writer task (inside a tokio runtime).
+    pub fn start(db: Database) -> Self {
+        let (sender, receiver) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write_batches(db, receiver));
+        let period = Quota::with_period(WARN_EVERY).expect("a non-zero period");
+        UsageRecorder {
+            inner: Arc::new(Inner {
+                sender: Mutex::new(Some(sender)),
+                writer: tokio::sync::Mutex::new(Some(writer)),
+                dropped: AtomicU64::new(0),
+                warn: RateLimiter::direct(period),
+            }),
+        }
+    }
+
+    /// Queues a record; never waits.
+    pub fn record(&self, usage: Usage) {
+        let sender = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let refused = match sender {
+            Some(sender) => sender.try_send(usage).is_err(),
+            None => true,
+        };
+        if refused {
+            let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.inner.warn.check().is_ok() {
+                tracing::warn!(dropped, "usage records dropped: the database is not keeping up or is closed");
+            }
+        }
+    }
+
+    /// Records dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking records, writes those queued and waits for the writer.
+    pub async fn close(&self) {
+        self.inner.sender.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(writer) = self.inner.writer.lock().await.take()
+            && let Err(error) = writer.await
+        {
+            tracing::error!(%error, "the usage writer failed");
+        }
+    }
+}
+
+async fn write_batches(db: Database, mut receiver: mpsc::Receiver<Usage>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while receiver.recv_many(&mut batch, BATCH).await > 0 {
+        if let Err(error) = db.record_usage(&batch).await {
+            tracing::error!(%error, records = batch.len(), "could not record usage");
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::database::now_ms;
+
+    #[tokio::test]
+    async fn records_arrive_in_batches_and_close_flushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&format!("sqlite://{}", dir.path().join("u.db").display())).await.unwrap();
+        let recorder = UsageRecorder::start(db.clone());
+        for n in 0..1000 {
+            recorder.record(Usage {
+                tenant: "acme".into(),
+                kind: "stateless",
+                language: "python",
+                outcome: "completed",
+                duration_us: n,
+                fuel: None,
+                at_ms: now_ms(),
+            });
+        }
+        recorder.close().await;
+        let rows = db.usage("acme", 0).await.unwrap();
+        assert_eq!((rows[0].executions, rows[0].duration_us), (1000, 999 * 1000 / 2));
+        assert_eq!(recorder.dropped(), 0);
+        recorder.record(Usage {
+            tenant: "acme".into(),
+            kind: "cell",
+            language: "python",
+            outcome: "completed",
+            duration_us: 1,
+            fuel: None,
+            at_ms: now_ms(),
+        });
+        assert_eq!(recorder.dropped(), 1, "a closed recorder counts what it could not take");
+    }
+}

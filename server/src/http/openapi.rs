@@ -1,0 +1,128 @@
+//! The OpenAPI 3 document, generated from the handlers' `#[utoipa::path]` annotations and the
+//! wire types' `ToSchema` derives, served at `/openapi.json`, with Swagger UI (vendored, so it
+//! works offline) at `/docs`.
+
+use super::error::ErrorBody;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+/// The error responses every `/v1` route may give.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ErrorResponses {
+    /// Malformed JSON, wrong types, unknown fields, invalid values.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No API key, or an unknown or revoked one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such sandbox (or not the caller's), context, file or tool.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The body is over the limit.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// The API key's rate limit or a quota; see `Retry-After`.
+    #[response(status = 429)]
+    TooMany(ErrorBody),
+    /// The server is at a limit or not ready; see `Retry-After`.
+    #[response(status = 503)]
+    Busy(ErrorBody),
+    /// The response took longer than the server's request timeout.
+    #[response(status = 504)]
+    Timeout(ErrorBody),
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "SoulBox",
+        description = "Run untrusted Python and JavaScript fast and safely: one-shot executions, stateful \
+                       sandboxes with streaming, files, and tools for LLMs (also over MCP at `/mcp`). Every \
+                       `/v1` route takes an API key (`Authorization: Bearer sbk_...` or `x-api-key`)."
+    ),
+    paths(
+        super::execute::execute,
+        super::execute::usage,
+        super::sandboxes::create,
+        super::sandboxes::list,
+        super::sandboxes::info,
+        super::sandboxes::kill,
+        super::sandboxes::set_timeout,
+        super::sandboxes::contexts,
+        super::sandboxes::create_context,
+        super::sandboxes::restart_context,
+        super::sandboxes::remove_context,
+        super::sandboxes::execute,
+        super::files::download,
+        super::files::upload,
+        super::files::remove,
+        super::files::list,
+        super::files::stat,
+        super::files::rename,
+        super::files::mkdir,
+        super::tools::definitions,
+        super::tools::call,
+        super::health,
+        super::ready,
+    ),
+    modifiers(&Security),
+    tags(
+        (name = "executions", description = "One-shot runs in fresh guests"),
+        (name = "sandboxes", description = "Stateful sandboxes and their cells"),
+        (name = "contexts", description = "Kernels inside a sandbox"),
+        (name = "files", description = "A sandbox's workspace"),
+        (name = "tools", description = "Function-calling tools for LLMs"),
+        (name = "usage", description = "What a tenant ran"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+/// Declares the API-key schemes and applies them to every `/v1` operation.
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("sbk_...").build()),
+        );
+        components
+            .add_security_scheme("api_key", SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("x-api-key"))));
+        let requirement = vec![
+            utoipa::openapi::security::SecurityRequirement::new("bearer", Vec::<String>::new()),
+            utoipa::openapi::security::SecurityRequirement::new("api_key", Vec::<String>::new()),
+        ];
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [&mut item.get, &mut item.put, &mut item.post, &mut item.delete].into_iter().flatten() {
+                operation.security = Some(requirement.clone());
+            }
+        }
+    }
+}
+
+/// The document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_route_is_documented_with_its_schemas() {
+        let doc = super::document();
+        let json = serde_json::to_value(&doc).unwrap();
+        for path in ["/v1/execute", "/v1/sandboxes/{id}/execute", "/v1/sandboxes/{id}/files", "/v1/tools/call"] {
+            assert!(json["paths"][path].is_object(), "{path} is documented");
+        }
+        for schema in ["ExecuteBody", "ExecResult", "SandboxSpec", "Execution", "ExecutionEvent", "ErrorBody"] {
+            assert!(json["components"]["schemas"][schema].is_object(), "{schema} is in the components");
+        }
+        assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+    }
+}

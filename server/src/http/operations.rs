@@ -1,0 +1,93 @@
+//! What a request does, whichever door it came in by: a REST route, an MCP tool or a
+//! `/v1/tools` call.
+//!
+//! Each operation applies the caller's quotas, runs on the engine, counts metrics and records
+//! usage, so every door enforces the same rules and reports the same way.
+
+use super::auth::{Caller, usage};
+use super::metrics::Kind;
+use super::{ApiError, AppState};
+use futures_util::{Stream, StreamExt};
+use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Language, RunOptions, Sandbox, SandboxSpec};
+use std::collections::BTreeMap;
+
+impl AppState {
+    /// Runs one stateless execution for `caller`.
+    pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
+        let _slot = self.execution_slot(caller)?;
+        let language = request.language;
+        let result = self.engine.execute(request).await?;
+        self.metrics.execution(Kind::Stateless, language, result.outcome, result.duration);
+        let record = usage(&caller.tenant, "stateless", language, result.outcome, result.duration, result.fuel_used);
+        self.usage.record(record);
+        Ok(result)
+    }
+
+    /// Opens a sandbox for `caller`, with the configured environment and lifetime, within the
+    /// tenant's quota.
+    pub async fn open_sandbox(&self, caller: &Caller, spec: SandboxSpec) -> Result<Sandbox, ApiError> {
+        let max = self.settings.max_sandboxes_per_tenant;
+        if self.list_sandboxes(&caller.tenant, &BTreeMap::new()).len() >= max {
+            return Err(ApiError::QuotaExceeded(format!(
+                "this tenant has {max} sandboxes open, the most allowed; kill one first"
+            )));
+        }
+        let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
+        if let Err(error) = self.auth.own(&caller.tenant, &sandbox).await {
+            let _ = self.sandboxes.kill(sandbox.id());
+            return Err(error);
+        }
+        Ok(sandbox)
+    }
+
+    /// Runs a cell to its end.
+    pub async fn run_cell(
+        &self,
+        caller: &Caller,
+        sandbox: &Sandbox,
+        code: &str,
+        options: RunOptions,
+    ) -> Result<Execution, ApiError> {
+        let _slot = self.execution_slot(caller)?;
+        let language = cell_language(sandbox, &options);
+        let execution = sandbox.run_code(code, options).await?;
+        let end = &execution.end;
+        self.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
+        self.usage.record(usage(&caller.tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
+        Ok(execution)
+    }
+
+    /// Runs a cell, yielding its events as they happen. The caller's execution slot is held
+    /// until the stream ends or is dropped; a failure after the start is an `Err` item.
+    pub async fn stream_cell(
+        &self,
+        caller: &Caller,
+        sandbox: &Sandbox,
+        code: &str,
+        options: RunOptions,
+    ) -> Result<impl Stream<Item = Result<ExecutionEvent, ApiError>> + Send + 'static, ApiError> {
+        let slot = self.execution_slot(caller)?;
+        let language = cell_language(sandbox, &options);
+        let events = sandbox.run_code_stream(code, options).await?;
+        let (state, tenant) = (self.clone(), caller.tenant.clone());
+        Ok(events.map(move |item| {
+            let _held = &slot;
+            if let Ok(ExecutionEvent::End(end)) = &item {
+                state.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
+                state.usage.record(usage(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
+            }
+            item.map_err(ApiError::from)
+        }))
+    }
+
+    fn execution_slot(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {
+        self.guard.execution_slot(&caller.key)
+    }
+}
+
+/// The language a cell runs in, for metrics: its context's, else the one asked for, else the
+/// template's.
+fn cell_language(sandbox: &Sandbox, options: &RunOptions) -> Language {
+    let of_context = options.context.as_ref().and_then(|id| sandbox.contexts().into_iter().find(|c| &c.id == id));
+    of_context.map(|c| c.language).or(options.language).unwrap_or(sandbox.template().language())
+}
