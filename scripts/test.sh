@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SoulBox's whole test suite, on a fresh machine or a warm one:
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
-#   (skipped when already done), then every unit, integration and CLI test against real wasmtime.
+#   (skipped when already done), the test Python (the official MCP SDK, pinned), then every
+#   unit, integration, CLI and server test against real wasmtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +25,10 @@ cargo build --release --workspace --locked
 
 step "runtimes (pip download, verify, compile once)"
 ./target/release/soulbox runtimes fetch
+
+step "test Python (server/tests/python/requirements.txt)"
+if [ ! -x target/test-venv/bin/python ]; then python3 -m venv target/test-venv; fi
+target/test-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/requirements.txt
 
 step "tests"
 log=$(mktemp)

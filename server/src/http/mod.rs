@@ -50,6 +50,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tracing::Instrument;
 
 /// Longest request id taken from a client.
@@ -115,7 +116,9 @@ pub fn app(state: AppState) -> Router {
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(guard::overloaded))
                 .load_shed()
-                .concurrency_limit(state.settings.max_in_flight),
+                // Global: one semaphore shared by every route (a plain concurrency limit would
+                // be cloned per route by `Router::layer`).
+                .layer(GlobalConcurrencyLimitLayer::new(state.settings.max_in_flight)),
         );
     let mut open = Router::new().route("/health", get(health)).route("/ready", get(ready));
     if state.settings.metrics_enabled {

@@ -1,71 +1,8 @@
-//! `soulbox serve` end to end: a real server process on loopback and a real HTTP client.
+//! The REST API end to end: streaming, clean errors, keys and tenants.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use crate::support::{Server, create_key, create_sandbox, database_in};
+use std::process::Command;
 use std::time::{Duration, Instant};
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0"])
-    }
-
-    fn start_with(args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-            .args(args)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("soulbox serve starts");
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = String::new();
-        let base = loop {
-            let mut line = String::new();
-            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
-                let _ = child.kill();
-                panic!("soulbox serve exited before listening:\n{seen}");
-            }
-            if line.contains("listening on") {
-                break line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
-            }
-            seen.push_str(&line);
-        };
-        // Keep draining stderr so the server never blocks on a full pipe.
-        std::thread::spawn(move || for _ in stderr.lines() {});
-        Server { child, base }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    fn terminate(mut self) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
-        let status = self.child.wait().unwrap();
-        std::mem::forget(self);
-        status
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Creates a default sandbox (with `key`, when given); returns its id.
-async fn create_sandbox(client: &reqwest::Client, server: &Server, key: Option<&str>) -> String {
-    let mut request = client.post(server.url("/v1/sandboxes")).json(&serde_json::json!({}));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    let created: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
-    created["id"].as_str().expect("a sandbox id").to_owned()
-}
 
 #[tokio::test]
 async fn cells_stream_as_ndjson_and_sse_while_they_run() {
@@ -146,16 +83,8 @@ fn dev_mode_refuses_a_public_address() {
 #[tokio::test]
 async fn api_keys_separate_tenants_and_record_usage() {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("keys.db").display());
-    let key = |tenant: &str| {
-        let out = Command::new(env!("CARGO_BIN_EXE_soulbox"))
-            .args(["--database-url", &database, "keys", "create", "--tenant", tenant])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
-    let (alice, bob) = (key("alice"), key("bob"));
+    let database = database_in(dir.path());
+    let (alice, bob) = (create_key(&database, "alice"), create_key(&database, "bob"));
     let server = Server::start_with(&["--database-url", &database, "serve", "--addr", "127.0.0.1:0"]);
     let client = reqwest::Client::new();
 

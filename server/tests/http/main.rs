@@ -1,0 +1,8 @@
+//! `soulbox serve` end to end: a real server process on loopback, a real HTTP client
+//! (reqwest), and the official MCP Python SDK.
+
+mod api;
+mod config;
+mod mcp;
+mod protection;
+mod support;

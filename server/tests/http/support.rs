@@ -1,0 +1,144 @@
+//! A real `soulbox serve` process on loopback, and helpers to drive it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A running server. Killed when dropped; [`Server::terminate`] stops it gracefully.
+pub struct Server {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<String>>,
+}
+
+impl Server {
+    /// A development-mode server (no keys) on a free loopback port.
+    pub fn start() -> Server {
+        Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0"])
+    }
+
+    /// `soulbox ARGS...`, waiting until it listens.
+    pub fn start_with(args: &[&str]) -> Server {
+        Server::start_in_env(args, &[])
+    }
+
+    /// `soulbox ARGS...` with extra environment variables, waiting until it listens.
+    pub fn start_in_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut child = soulbox()
+            .args(args)
+            .envs(env.iter().copied())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("soulbox serve starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let base = loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("soulbox serve exited before listening:\n{seen}");
+            }
+            if line.contains("listening on") {
+                break line.split_whitespace().find(|w| w.starts_with("http://")).expect("the address").to_owned();
+            }
+            seen.push_str(&line);
+        };
+        // Keep draining stderr (so the server never blocks on a full pipe), and keep it.
+        let log = Arc::new(Mutex::new(seen));
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Server { child, base, log }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// What the server has written on stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub fn terminate(mut self) -> ExitStatus {
+        self.signal_terminate();
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_terminate(&self) {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+    }
+
+    /// Waits for the exit.
+    pub fn wait(mut self) -> ExitStatus {
+        let status = self.child.wait().unwrap();
+        std::mem::forget(self);
+        status
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `soulbox` binary under test.
+pub fn soulbox() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_soulbox"))
+}
+
+/// A SQLite database URL in `dir`.
+pub fn database_in(dir: &Path) -> String {
+    format!("sqlite://{}", dir.join("soulbox.db").display())
+}
+
+/// Makes an API key for `tenant` with `soulbox keys create`; returns the secret.
+pub fn create_key(database: &str, tenant: &str) -> String {
+    let out = soulbox().args(["--database-url", database, "keys", "create", "--tenant", tenant]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Creates a default sandbox (with `key`, when given); returns its id.
+pub async fn create_sandbox(client: &reqwest::Client, server: &Server, key: Option<&str>) -> String {
+    let mut request = client.post(server.url("/v1/sandboxes")).json(&serde_json::json!({}));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let created: serde_json::Value = request.send().await.unwrap().json().await.unwrap();
+    created["id"].as_str().expect("a sandbox id").to_owned()
+}
+
+/// The Python with the test requirements (`server/tests/python/requirements.txt`):
+/// `$SOULBOX_TEST_PYTHON`, else `target/test-venv` (which `scripts/test.sh` makes).
+pub fn test_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("SOULBOX_TEST_PYTHON") {
+        return python.into();
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no test Python at {}: run scripts/test.sh, or `python3 -m venv target/test-venv && \
+         target/test-venv/bin/pip install -r server/tests/python/requirements.txt`",
+        venv.display()
+    );
+    venv
+}
+
+/// A file in `server/tests/python`.
+pub fn python_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)
+}
