@@ -40,4 +40,4 @@ pub use limits::{Limits, LimitsError, LimitsPatch};
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
-pub use worker_pool::{WorkerPool, WorkerPoolConfig};
+pub use worker_pool::{DEFAULT_QUEUE_PER_WORKER, WorkerPool, WorkerPoolConfig};

@@ -89,6 +89,13 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
 /// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.
 async fn open_backend(cli: &Cli, config: &crate::config::Config) -> anyhow::Result<WasmBackend> {
     let mut wasm = cli.wasm_config(config, false);
+    if let Some(workers) = config.server.workers {
+        wasm.pool.workers = workers;
+        wasm.pool.queue = workers * soulbox_engine::DEFAULT_QUEUE_PER_WORKER;
+    }
+    if let Some(queue) = config.server.queue {
+        wasm.pool.queue = queue;
+    }
     if config.server.worker_processes {
         wasm.workers = Workers::Processes { program: std::env::current_exe()?, args: vec![] };
     }

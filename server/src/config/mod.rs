@@ -121,6 +121,12 @@ pub struct ServerSection {
     /// Run one-shot guests in worker processes (one per worker thread) rather than threads of
     /// the server: about twice the throughput on a multi-core host. Default true.
     pub worker_processes: bool,
+    /// Guests running at once (worker threads, each with its process when
+    /// `worker_processes`). Default: the number of CPUs.
+    pub workers: Option<usize>,
+    /// Executions that may wait for a worker, beyond those running; past it, 503 `busy`.
+    /// Default: 16 per worker.
+    pub queue: Option<usize>,
 }
 
 impl Default for ServerSection {
@@ -134,6 +140,8 @@ impl Default for ServerSection {
             upload_limit_bytes: 1 << 30,
             public_url: None,
             worker_processes: true,
+            workers: None,
+            queue: None,
         }
     }
 }
@@ -356,6 +364,12 @@ impl Config {
         }
         if server.shutdown_timeout_ms > 3_600_000 {
             return invalid("server.shutdown_timeout_ms", "must be at most 3600000");
+        }
+        if server.workers.is_some_and(|n| !(1..=256).contains(&n)) {
+            return invalid("server.workers", "must be between 1 and 256");
+        }
+        if server.queue.is_some_and(|n| n > 65_536) {
+            return invalid("server.queue", "must be at most 65536");
         }
         if server.max_in_flight_requests == 0 {
             return invalid("server.max_in_flight_requests", "must be at least 1");

@@ -81,6 +81,9 @@ async fn the_file_variables_and_secrets_reach_the_guests() {
         .await
         .unwrap();
     assert_eq!(cell["results"][0]["text"], format!("'{id}'"));
-    assert!(dir.path().join("workspaces").read_dir().unwrap().next().is_some(), "workspaces under storage.workspace_root");
+    assert!(
+        dir.path().join("workspaces").read_dir().unwrap().next().is_some(),
+        "workspaces under storage.workspace_root"
+    );
     assert!(!server.log().contains("s3cret"), "secrets never reach the log");
 }

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn past_the_in_flight_bound_requests_get_503_at_once() {
-    let server = Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "server.max_in_flight_requests=1"]);
+    let server =
+        Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "server.max_in_flight_requests=1"]);
     let client = reqwest::Client::new();
     let slow = client
         .post(server.url("/v1/execute"))
@@ -126,7 +127,8 @@ async fn sigterm_drains_in_flight_work_then_exits() {
 
 #[tokio::test]
 async fn a_drain_longer_than_the_shutdown_timeout_is_cut_short() {
-    let server = Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "server.shutdown_timeout_ms=300"]);
+    let server =
+        Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "server.shutdown_timeout_ms=300"]);
     let client = reqwest::Client::new();
     let slow = client
         .post(server.url("/v1/execute"))
