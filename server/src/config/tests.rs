@@ -203,3 +203,10 @@ fn variables_and_secrets_are_resolved_or_refused() {
     let refused = Environment::resolve(&section, Some(&garbled), lookup).unwrap_err().to_string();
     assert!(!refused.contains("oops-secret"), "a parse error never quotes the file: {refused}");
 }
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let config = load_text(include_str!("../../soulbox.example.toml")).unwrap();
+    assert_eq!(config.server.max_in_flight_requests, 512);
+    assert_eq!(config.sandbox_lifetime(), Some(Duration::from_secs(3600)));
+}
