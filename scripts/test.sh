@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SoulBox's whole test suite, on a fresh machine or a warm one:
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
-#   (skipped when already done), the test Python (the official MCP SDK, pinned), then every
-#   unit, integration, CLI and server test against real wasmtime.
+#   (skipped when already done), the test Python (the official MCP SDK, pinned), a PostgreSQL
+#   server on loopback, then every unit, integration, CLI and server test against real wasmtime.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +29,12 @@ step "runtimes (pip download, verify, compile once)"
 step "test Python (server/tests/python/requirements.txt)"
 if [ ! -x target/test-venv/bin/python ]; then python3 -m venv target/test-venv; fi
 target/test-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/requirements.txt
+
+step "PostgreSQL on loopback (scripts/postgres.sh), for the database tests"
+if [ -z "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then
+  SOULBOX_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
+fi
+export SOULBOX_TEST_POSTGRES_URL SOULBOX_TEST_REQUIRE_POSTGRES=1
 
 step "tests"
 log=$(mktemp)

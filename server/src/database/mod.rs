@@ -292,10 +292,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn keys_tenants_and_usage() {
+    async fn keys_tenants_and_usage_in_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("t.db").display());
-        let db = Database::open(&url).await.unwrap();
+        keys_tenants_and_usage(&format!("sqlite://{}", dir.path().join("t.db").display())).await;
+    }
+
+    /// The same code against a real PostgreSQL server: `$SOULBOX_TEST_POSTGRES_URL` (which
+    /// `scripts/test.sh` sets up with `scripts/postgres.sh`), in a schema of its own. Without
+    /// it the test says so and passes, unless `SOULBOX_TEST_REQUIRE_POSTGRES=1`.
+    #[tokio::test]
+    async fn keys_tenants_and_usage_in_postgres() {
+        let Ok(url) = std::env::var("SOULBOX_TEST_POSTGRES_URL") else {
+            assert!(
+                std::env::var("SOULBOX_TEST_REQUIRE_POSTGRES").is_err(),
+                "SOULBOX_TEST_POSTGRES_URL is required"
+            );
+            eprintln!("skipped: SOULBOX_TEST_POSTGRES_URL is not set");
+            return;
+        };
+        let schema = format!("test_{}", random_hex::<6>());
+        install_default_drivers();
+        let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        keys_tenants_and_usage(&format!("{url}{separator}options=-c%20search_path%3D{schema}")).await;
+        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+    }
+
+    async fn keys_tenants_and_usage(url: &str) {
+        let db = Database::open(url).await.unwrap();
         let (id, secret) = db.create_key("acme").await.unwrap();
         assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 64);
         assert_eq!(db.key_of(&secret).await.unwrap(), Some(LiveKey { id: id.clone(), tenant: "acme".into() }));
@@ -321,7 +346,7 @@ mod tests {
         assert!(matches!(db.revoke(&id).await, Err(DatabaseError::NoSuchKey(_))));
         assert!(matches!(db.create_key("no spaces").await, Err(DatabaseError::InvalidTenant(_))));
         // Reopening keeps everything.
-        let again = Database::open(&url).await.unwrap();
+        let again = Database::open(url).await.unwrap();
         assert_eq!(again.keys().await.unwrap().len(), 1);
     }
 }
