@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 /// Queue places in the shared test engines: enough for the concurrency tests.
 const TEST_QUEUE: usize = 64;
 
-fn open(settings: EngineSettings) -> Engine {
+fn open(settings: EngineSettings) -> WasmBackend {
     let config = WasmConfig {
         settings,
         pool: WorkerPoolConfig { queue: TEST_QUEUE, ..WorkerPoolConfig::default() },
@@ -17,20 +17,30 @@ fn open(settings: EngineSettings) -> Engine {
     };
     let backend = WasmBackend::open(config).expect("runtimes installed: run `soulbox runtimes fetch` first");
     backend.prepare().expect("modules compile");
-    Engine::builder().backend(backend).build()
+    backend
+}
+
+/// The shared WebAssembly backend without fuel metering (the production default).
+pub fn wasm_backend() -> &'static WasmBackend {
+    static BACKEND: OnceLock<WasmBackend> = OnceLock::new();
+    BACKEND.get_or_init(|| open(EngineSettings::default()))
 }
 
 /// The shared engine without fuel metering (the production default).
 pub fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| open(EngineSettings::default()))
+    ENGINE.get_or_init(|| Engine::builder().backend(wasm_backend().clone()).build())
 }
 
 /// The shared engine with fuel metering.
 pub fn metered_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| open(EngineSettings { fuel: true, ..EngineSettings::default() }))
+    ENGINE.get_or_init(|| {
+        Engine::builder().backend(open(EngineSettings { fuel: true, ..EngineSettings::default() })).build()
+    })
 }
+
+pub mod containers;
 
 /// Runs Python `code` with default limits on the shared engine.
 pub async fn python(code: &str) -> ExecResult {

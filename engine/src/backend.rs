@@ -2,11 +2,12 @@
 
 use crate::kernel::{Kernel, KernelSpec};
 use crate::language::Language;
+use crate::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
 use async_trait::async_trait;
 
-/// A place code runs: the WebAssembly backend, or (later) containers.
+/// A place code runs: the WebAssembly backend, or containers.
 ///
 /// The engine validates a request before handing it over, so a backend may rely on
 /// [`ExecRequest::validate`] having passed. A backend never panics on guest behaviour: whatever the
@@ -14,7 +15,8 @@ use async_trait::async_trait;
 /// backend could not run the request at all.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// A short stable name reported in results and logs (`wasm`).
+    /// A short stable name reported in results and logs (`wasm`, `container`); a request's
+    /// [`crate::BackendKind`] picks the backend of that name.
     fn name(&self) -> &'static str;
 
     /// Whether this backend runs `language`.
@@ -33,6 +35,19 @@ pub trait Backend: Send + Sync + 'static {
     /// keep the default, which refuses.
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         Err(BackendError::Rejected(format!("the {} backend has no stateful {} contexts", self.name(), spec.language)))
+    }
+
+    /// Starts a machine for a sandbox's native processes. Backends without processes keep
+    /// the default, which refuses.
+    async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, BackendError> {
+        let _ = spec;
+        Err(BackendError::Rejected(format!("the {} backend runs no processes", self.name())))
+    }
+
+    /// Renders a page in a fresh headless browser. Backends without one keep the default.
+    async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
+        let _ = request;
+        Err(BackendError::Rejected(format!("the {} backend has no browser", self.name())))
     }
 }
 

@@ -3,7 +3,8 @@
 use crate::backend::Backend;
 use crate::error::EngineError;
 use crate::kernel::{Kernel, KernelSpec};
-use crate::language::Language;
+use crate::language::{BackendKind, Language};
+use crate::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
 use std::sync::Arc;
@@ -62,7 +63,7 @@ impl Engine {
 
     /// The languages some backend runs.
     pub fn languages(&self) -> Vec<Language> {
-        Language::ALL.into_iter().filter(|l| self.backend_for(*l).is_some()).collect()
+        Language::ALL.into_iter().filter(|l| self.backend_for(*l, None).is_ok()).collect()
     }
 
     /// Validates `request`, runs it on the backend for its language, and returns the result.
@@ -72,7 +73,7 @@ impl Engine {
     pub async fn execute(&self, request: ExecRequest) -> Result<ExecResult, EngineError> {
         request.validate()?;
         let language = request.language;
-        let backend = self.backend_for(language).ok_or(EngineError::UnsupportedLanguage(language))?;
+        let backend = self.backend_for(language, request.backend)?;
         let span = tracing::info_span!(
             "execute",
             %language,
@@ -100,7 +101,7 @@ impl Engine {
     /// [`crate::sandbox::Sandboxes`]; embedders normally go through sandboxes).
     pub async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, EngineError> {
         let language = spec.language;
-        let backend = self.backend_for(language).ok_or(EngineError::UnsupportedLanguage(language))?;
+        let backend = self.backend_for(language, Some(BackendKind::Wasm))?;
         let span = tracing::info_span!("start_kernel", %language, backend = backend.name(), preload = ?spec.preload);
         Ok(backend.start_kernel(spec).instrument(span).await?)
     }
@@ -110,7 +111,36 @@ impl Engine {
         self.backends.iter().filter_map(|b| b.load().map(|load| (b.name(), load))).collect()
     }
 
-    fn backend_for(&self, language: Language) -> Option<&Arc<dyn Backend>> {
-        self.backends.iter().find(|b| b.supports(language))
+    /// Starts a machine (a container) for a sandbox's processes, on the first backend that
+    /// runs processes.
+    pub async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, EngineError> {
+        let backend = self.backend_named(BackendKind::Container).ok_or(EngineError::NoMachines)?;
+        let span = tracing::info_span!("start_machine", backend = backend.name(), sandbox = %spec.sandbox_id);
+        Ok(backend.start_machine(spec).instrument(span).await?)
+    }
+
+    /// Renders a page in a fresh headless browser (the container backend's).
+    pub async fn render(&self, request: RenderRequest) -> Result<RenderedPage, EngineError> {
+        let backend = self.backend_named(BackendKind::Container).ok_or(EngineError::NoMachines)?;
+        let span = tracing::info_span!("render", backend = backend.name());
+        Ok(backend.render(request).instrument(span).await?)
+    }
+
+    /// Whether a backend of this kind is configured.
+    pub fn has_backend(&self, kind: BackendKind) -> bool {
+        self.backend_named(kind).is_some()
+    }
+
+    /// The backend for `language`: the one named by `choice`, else the first added that runs it.
+    fn backend_for(&self, language: Language, choice: Option<BackendKind>) -> Result<&Arc<dyn Backend>, EngineError> {
+        let found = match choice {
+            Some(kind) => self.backend_named(kind).filter(|b| b.supports(language)),
+            None => self.backends.iter().find(|b| b.supports(language)),
+        };
+        found.ok_or(EngineError::UnsupportedLanguage { language, backend: choice })
+    }
+
+    fn backend_named(&self, kind: BackendKind) -> Option<&Arc<dyn Backend>> {
+        self.backends.iter().find(|b| b.name() == kind.name())
     }
 }

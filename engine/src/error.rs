@@ -1,7 +1,7 @@
 //! Errors from the engine's API.
 
 use crate::backend::BackendError;
-use crate::language::Language;
+use crate::language::{BackendKind, Language};
 use crate::request::RequestError;
 
 /// Why the engine did not produce an [`crate::ExecResult`].
@@ -12,12 +12,33 @@ pub enum EngineError {
     /// The request was refused before anything ran.
     #[error("invalid request: {0}")]
     InvalidRequest(#[from] RequestError),
-    /// No configured backend runs this language.
-    #[error("no backend is configured for {0}")]
-    UnsupportedLanguage(Language),
+    /// No configured backend runs this language (on the backend asked for).
+    #[error("{}", unsupported(*language, *backend))]
+    UnsupportedLanguage {
+        /// The language.
+        language: Language,
+        /// The backend the request named, if it named one.
+        backend: Option<BackendKind>,
+    },
+    /// No backend that runs processes (containers) is configured.
+    #[error("container backend unavailable: no container backend is configured (it needs a Docker engine)")]
+    NoMachines,
     /// The backend could not run the request.
     #[error(transparent)]
     Backend(#[from] BackendError),
+}
+
+fn unsupported(language: Language, backend: Option<BackendKind>) -> String {
+    match backend {
+        Some(BackendKind::Wasm) => {
+            format!("the wasm backend does not run {language}; WebAssembly runs python and javascript")
+        }
+        Some(BackendKind::Container) | None if !language.runs_in_wasm() => {
+            format!("container backend unavailable: {language} needs the container backend, which is not configured")
+        }
+        Some(kind) => format!("no {kind} backend is configured for {language}"),
+        None => format!("no backend is configured for {language}"),
+    }
 }
 
 impl EngineError {

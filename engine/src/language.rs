@@ -1,4 +1,8 @@
-//! The languages SoulBox runs.
+//! The languages SoulBox runs, and the backends that may run them.
+//!
+//! Python and JavaScript run in WebAssembly by default (CPython and QuickJS); asked for with
+//! [`BackendKind::Container`], they run natively (`python3`, `node`) in a container instead.
+//! The other languages need native processes and only run in containers.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -9,32 +13,80 @@ use std::str::FromStr;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
-    /// CPython 3.15 with numpy, pandas and matplotlib.
+    /// CPython 3.15 with numpy, pandas and matplotlib (WebAssembly); `python3` in a container.
+    #[serde(alias = "py", alias = "python3")]
     Python,
-    /// QuickJS-NG (ES2023).
-    #[serde(alias = "js")]
+    /// QuickJS-NG (ES2023, WebAssembly); Node.js in a container.
+    #[serde(alias = "js", alias = "node", alias = "nodejs")]
     JavaScript,
+    /// A bash script (containers).
+    #[serde(alias = "sh", alias = "shell")]
+    Bash,
+    /// C, compiled with gcc (containers).
+    C,
+    /// C++, compiled with g++ (containers).
+    #[serde(alias = "c++", alias = "cxx")]
+    Cpp,
+    /// Go, `go run` (containers).
+    #[serde(alias = "golang")]
+    Go,
+    /// Java, the single-file source launcher (containers).
+    Java,
+    /// Ruby (containers).
+    #[serde(alias = "rb")]
+    Ruby,
+    /// PHP (containers).
+    Php,
 }
 
 impl Language {
     /// Every language, in a stable order.
-    pub const ALL: [Language; 2] = [Language::Python, Language::JavaScript];
+    pub const ALL: [Language; 9] = [
+        Language::Python,
+        Language::JavaScript,
+        Language::Bash,
+        Language::C,
+        Language::Cpp,
+        Language::Go,
+        Language::Java,
+        Language::Ruby,
+        Language::Php,
+    ];
 
-    /// The canonical lower-case name (`python`, `javascript`).
+    /// The canonical lower-case name (`python`, `javascript`, `cpp`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Language::Python => "python",
             Language::JavaScript => "javascript",
+            Language::Bash => "bash",
+            Language::C => "c",
+            Language::Cpp => "cpp",
+            Language::Go => "go",
+            Language::Java => "java",
+            Language::Ruby => "ruby",
+            Language::Php => "php",
         }
     }
 
-    /// The language a file name's extension implies (`.py`, `.js`, `.mjs`), if any.
+    /// The language a file name's extension implies, if any.
     pub fn from_path(path: &std::path::Path) -> Option<Language> {
         match path.extension()?.to_str()? {
             "py" => Some(Language::Python),
             "js" | "mjs" | "cjs" => Some(Language::JavaScript),
+            "sh" | "bash" => Some(Language::Bash),
+            "c" => Some(Language::C),
+            "cc" | "cpp" | "cxx" => Some(Language::Cpp),
+            "go" => Some(Language::Go),
+            "java" => Some(Language::Java),
+            "rb" => Some(Language::Ruby),
+            "php" => Some(Language::Php),
             _ => None,
         }
+    }
+
+    /// Whether SoulBox's WebAssembly interpreters run this language.
+    pub fn runs_in_wasm(self) -> bool {
+        matches!(self, Language::Python | Language::JavaScript)
     }
 }
 
@@ -46,18 +98,42 @@ impl fmt::Display for Language {
 
 /// A language name SoulBox does not know.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown language `{0}`: expected one of python (py), javascript (js)")]
+#[error("unknown language `{0}`: expected one of python, javascript, bash, c, cpp, go, java, ruby, php")]
 pub struct UnknownLanguage(pub String);
 
 impl FromStr for Language {
     type Err = UnknownLanguage;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "python" | "py" | "python3" => Ok(Language::Python),
-            "javascript" | "js" | "node" => Ok(Language::JavaScript),
-            _ => Err(UnknownLanguage(s.to_owned())),
+        serde_json::from_value(serde_json::Value::String(s.to_ascii_lowercase()))
+            .map_err(|_| UnknownLanguage(s.to_owned()))
+    }
+}
+
+/// Where a request runs, when the caller chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// WebAssembly (Python and JavaScript only): fastest, most isolated.
+    Wasm,
+    /// A Docker container: native processes, any language of the image.
+    Container,
+}
+
+impl BackendKind {
+    /// The name the backend reports (`wasm`, `container`).
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Wasm => "wasm",
+            BackendKind::Container => "container",
         }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -69,15 +145,21 @@ mod tests {
     fn parses_names_and_aliases() {
         assert_eq!("py".parse::<Language>().unwrap(), Language::Python);
         assert_eq!("JS".parse::<Language>().unwrap(), Language::JavaScript);
+        assert_eq!("c++".parse::<Language>().unwrap(), Language::Cpp);
+        assert_eq!("sh".parse::<Language>().unwrap(), Language::Bash);
         assert!("cobol".parse::<Language>().is_err());
         let json: Language = serde_json::from_str("\"js\"").unwrap();
         assert_eq!(json, Language::JavaScript);
+        for language in Language::ALL {
+            assert_eq!(language.name().parse::<Language>().unwrap(), language);
+        }
     }
 
     #[test]
     fn guesses_from_extension() {
         assert_eq!(Language::from_path("a/b.py".as_ref()), Some(Language::Python));
         assert_eq!(Language::from_path("x.mjs".as_ref()), Some(Language::JavaScript));
+        assert_eq!(Language::from_path("x.go".as_ref()), Some(Language::Go));
         assert_eq!(Language::from_path("x.txt".as_ref()), None);
     }
 }

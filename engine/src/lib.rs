@@ -16,7 +16,10 @@
 //!
 //! - [`sandbox::Sandboxes`] holds stateful sandboxes: a workspace plus Python/JavaScript
 //!   contexts ([`kernel::Kernel`]s) that keep state between cells, with rich results, streamed
-//!   events and file operations.
+//!   events and file operations, and, on a backend with machines (containers), native
+//!   processes, terminals and a headless browser ([`process`]).
+//! - Routing: Python and JavaScript go to WebAssembly unless a request names the `container`
+//!   backend ([`BackendKind`]); every other language goes to a container.
 //!
 //! Dependencies point one way: backends depend on this crate; this crate depends on no backend.
 
@@ -26,16 +29,18 @@ mod error;
 pub mod kernel;
 mod language;
 pub mod limits;
+pub mod process;
 pub mod request;
-mod result;
+pub mod result;
 pub mod sandbox;
+pub mod text;
 mod worker_pool;
 
 pub use backend::{Backend, BackendError, BackendLoad};
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
 pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};
-pub use language::{Language, UnknownLanguage};
+pub use language::{BackendKind, Language, UnknownLanguage};
 pub use limits::{Limits, LimitsError, LimitsPatch};
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};

@@ -1,6 +1,6 @@
 //! What to run: an [`ExecRequest`].
 
-use crate::language::Language;
+use crate::language::{BackendKind, Language};
 use crate::limits::{Limits, LimitsError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -40,6 +40,10 @@ pub struct ExecRequest {
     /// The limits this execution runs under.
     #[serde(default)]
     pub limits: Limits,
+    /// Where to run it: `wasm` or `container`. Default: WebAssembly for Python and JavaScript,
+    /// a container for every other language.
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
 }
 
 /// A file placed in the guest's workspace.
@@ -95,7 +99,14 @@ impl ExecRequest {
             env: BTreeMap::new(),
             files: Vec::new(),
             limits: Limits::default(),
+            backend: None,
         }
+    }
+
+    /// Asks for a backend (`container` runs Python and JavaScript natively).
+    pub fn with_backend(mut self, backend: BackendKind) -> Self {
+        self.backend = Some(backend);
+        self
     }
 
     /// Sets the bytes the guest reads on stdin.

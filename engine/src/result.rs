@@ -3,6 +3,11 @@
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Most files a backend returns from one execution; more are reported as `files_truncated`.
+pub const MAX_OUTPUT_FILES: usize = 256;
+/// Most bytes of files a backend returns from one execution.
+pub const MAX_OUTPUT_FILE_BYTES: u64 = 64 << 20;
+
 /// How an execution ended.
 ///
 /// `Completed` means the program ran to its end (its exit status may still be non-zero); every
@@ -23,8 +28,11 @@ pub enum Outcome {
     OutputLimitExceeded,
     /// The program tried to hold more files open at once than its cap.
     OpenFileLimitExceeded,
-    /// The program faulted (a wasm trap such as a stack overflow); `ExecResult::error` says how.
+    /// The program faulted (a wasm trap such as a stack overflow; a container that died);
+    /// `ExecResult::error` says how.
     Crashed,
+    /// The process was killed on request.
+    Killed,
 }
 
 impl Outcome {
@@ -38,6 +46,7 @@ impl Outcome {
             Outcome::OutputLimitExceeded => "output_limit_exceeded",
             Outcome::OpenFileLimitExceeded => "open_file_limit_exceeded",
             Outcome::Crashed => "crashed",
+            Outcome::Killed => "killed",
         }
     }
 }

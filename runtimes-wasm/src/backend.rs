@@ -7,6 +7,7 @@ use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
 use crate::javascript::JavaScript;
 use crate::kernel::WasmKernel;
+use crate::language::WasmLanguage;
 use crate::module_cache::{ModuleCache, ModuleKey};
 use crate::python::Python;
 use crate::ticker::EpochTicker;
@@ -71,7 +72,7 @@ pub(crate) struct Inner {
     pub(crate) config: WasmConfig,
     pub(crate) engine: Engine,
     cache: ModuleCache,
-    prepared: moka::sync::Cache<Language, Arc<Prepared>>,
+    prepared: moka::sync::Cache<WasmLanguage, Arc<Prepared>>,
     pub(crate) pool: WorkerPool,
     /// Live context instances (sandbox kernels), for callers' gauges and tests.
     pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
@@ -102,7 +103,7 @@ impl WasmBackend {
         let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
-        let prepared = moka::sync::Cache::builder().max_capacity(Language::ALL.len() as u64).build();
+        let prepared = moka::sync::Cache::builder().max_capacity(WasmLanguage::ALL.len() as u64).build();
         Ok(WasmBackend {
             inner: Arc::new(Inner {
                 config,
@@ -119,7 +120,7 @@ impl WasmBackend {
 
     /// Loads or compiles every language's module now, so the first execution is fast.
     pub fn prepare(&self) -> Result<(), RuntimeError> {
-        for language in Language::ALL {
+        for language in WasmLanguage::ALL {
             self.inner.prepared(language)?;
         }
         Ok(())
@@ -149,7 +150,7 @@ impl Inner {
     }
 
     /// The ready-to-instantiate module for `language`, built at most once per process.
-    pub(crate) fn prepared(&self, language: Language) -> Result<Arc<Prepared>, RuntimeError> {
+    pub(crate) fn prepared(&self, language: WasmLanguage) -> Result<Arc<Prepared>, RuntimeError> {
         self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(
             |e| match Arc::try_unwrap(e) {
                 Ok(error) => error,
@@ -158,11 +159,11 @@ impl Inner {
         )
     }
 
-    fn prepare(&self, language: Language) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, language: WasmLanguage) -> Result<Prepared, RuntimeError> {
         let started = Instant::now();
         let home = &self.config.home;
         let (interpreter, key, module) = match language {
-            Language::Python => {
+            WasmLanguage::Python => {
                 let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()));
                 let key = ModuleKey { name: "python".into(), content: python.content_key() };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
@@ -175,7 +176,7 @@ impl Inner {
                 })?;
                 (Interpreter::Python(python), key, module)
             }
-            Language::JavaScript => {
+            WasmLanguage::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
                 let key = ModuleKey { name: "javascript".into(), content: js.content_key() };
                 let module = self.cache.load_or_compile(&self.engine, &key, || js.wasm())?;
@@ -196,8 +197,8 @@ impl Backend for WasmBackend {
         "wasm"
     }
 
-    fn supports(&self, _language: Language) -> bool {
-        true
+    fn supports(&self, language: Language) -> bool {
+        language.runs_in_wasm()
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {

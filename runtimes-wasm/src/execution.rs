@@ -15,9 +15,10 @@
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
+use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
 use crate::ticker::EpochTicker;
-use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, Outcome, OutputFile};
+use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
 use soulbox_host_api::{CollectLimits, GuestConfig, GuestLimits, GuestRoot, GuestState};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -30,10 +31,7 @@ pub const EXIT_DEADLINE: i32 = 124;
 pub const EXIT_LIMIT: i32 = 137;
 /// Exit status reported when the guest faulted (as for SIGABRT).
 pub const EXIT_CRASH: i32 = 134;
-/// Output files returned per execution, at most.
-pub const MAX_OUTPUT_FILES: usize = 256;
-/// Bytes of output files returned per execution, at most.
-pub const MAX_OUTPUT_FILE_BYTES: u64 = 64 << 20;
+pub use soulbox_engine::result::{MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES};
 /// Extra wall time allowed past the deadline before a guest blocked in a host call (a
 /// `sleep`, say) is abandoned; running guest code is stopped by the epoch at the deadline.
 pub(crate) const HOST_CALL_GRACE: Duration = Duration::from_millis(50);
@@ -86,12 +84,12 @@ thread_local! {
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
 pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant) -> Result<ExecResult, RuntimeError> {
-    let mut guest = match request.language {
-        Language::Python => match take_ready_python(inner) {
+    let mut guest = match WasmLanguage::of(request.language)? {
+        WasmLanguage::Python => match take_ready_python(inner) {
             Some(guest) => guest,
-            None => start_guest(inner, Language::Python, None)?,
+            None => start_guest(inner, WasmLanguage::Python, None)?,
         },
-        Language::JavaScript => start_guest(inner, Language::JavaScript, Some(&request))?,
+        WasmLanguage::JavaScript => start_guest(inner, WasmLanguage::JavaScript, Some(&request))?,
     };
     // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
     guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
@@ -119,7 +117,7 @@ pub(crate) fn refill(inner: &Inner) {
     if !inner.config.prewarm || READY_PYTHON.with(|ready| ready.borrow().is_some()) {
         return;
     }
-    match start_guest(inner, Language::Python, None) {
+    match start_guest(inner, WasmLanguage::Python, None) {
         Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest)),
         Err(error) => tracing::warn!(%error, "could not start the next Python guest ahead of time"),
     }
@@ -135,7 +133,7 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A fresh, instantiated guest. Python guests also run the warm-up turn; JavaScript guests get
 /// `request`'s argv and env in their WASI context.
-fn start_guest(inner: &Inner, language: Language, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
+fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
     let prepared = inner.prepared(language)?;
     let scratch = inner.config.home.process_scratch_dir();
     std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
@@ -203,9 +201,9 @@ fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), 
     });
     if inner.config.settings.fuel {
         // Python's budget is armed after its prelude (in `run_entry`); JS runs only request code.
-        let budget = match request.language {
-            Language::Python => u64::MAX,
-            Language::JavaScript => limits.fuel.unwrap_or(u64::MAX),
+        let budget = match WasmLanguage::of(request.language)? {
+            WasmLanguage::Python => u64::MAX,
+            WasmLanguage::JavaScript => limits.fuel.unwrap_or(u64::MAX),
         };
         guest.store.set_fuel(budget).map_err(|e| RuntimeError::wasm(&e))?;
     }
@@ -215,8 +213,8 @@ fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), 
 
 async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> wasmtime::Result<i32> {
     let (store, instance) = (&mut guest.store, &guest.instance);
-    match request.language {
-        Language::Python => {
+    match WasmLanguage::of(request.language)? {
+        WasmLanguage::Python => {
             // Every guest already ran the prelude for the base environment and no arguments
             // while warming up, so only a request with its own env or args needs another.
             if !request.env.is_empty() || !request.args.is_empty() {
@@ -229,7 +227,7 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
             }
             Python::run_code(store, instance, &request.code).await
         }
-        Language::JavaScript => JavaScript::run(store, instance, &guest.argv).await,
+        WasmLanguage::JavaScript => JavaScript::run(store, instance, &guest.argv).await,
     }
 }
 

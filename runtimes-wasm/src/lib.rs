@@ -31,6 +31,7 @@ pub mod fetch;
 pub mod home;
 pub mod javascript;
 mod kernel;
+mod language;
 pub mod manifest;
 pub mod module_cache;
 pub mod python;

@@ -40,10 +40,12 @@ pub struct ReplArgs {
 }
 
 pub async fn repl(cli: &Cli, config: &crate::config::Config, args: &ReplArgs) -> anyhow::Result<ExitCode> {
-    let template = args.template.unwrap_or(match args.language {
-        Language::Python => Template::Python,
-        Language::JavaScript => Template::JavaScript,
-    });
+    let template = match (args.template, args.language) {
+        (Some(template), _) => template,
+        (None, Language::Python) => Template::Python,
+        (None, Language::JavaScript) => Template::JavaScript,
+        (None, other) => anyhow::bail!("the REPL keeps state in python or javascript contexts, not {other}"),
+    };
     if template.language() != args.language {
         anyhow::bail!("template `{template}` starts a {} context, not {}", template.language(), args.language);
     }
@@ -191,7 +193,7 @@ fn is_complete(cell: &str, language: Language) -> bool {
             let opens_block = lines.iter().any(|l| l.trim_end().ends_with(':'));
             !opens_block || last.trim().is_empty()
         }
-        Language::JavaScript => true,
+        _ => true,
     }
 }
 

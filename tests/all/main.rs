@@ -4,10 +4,12 @@
 
 mod cache;
 mod concurrency;
+mod containers;
 mod home;
 mod isolation;
 mod javascript;
 mod limits;
+mod machines;
 mod python;
 mod readme;
 mod sandbox;

@@ -16,11 +16,13 @@
 //! drops the kernels (freeing their memory) and deletes the workspace; the id is then unknown.
 
 mod context;
+mod processes;
 mod stream;
 mod watch;
 mod workspace;
 
 pub use context::ContextInfo;
+pub use processes::{MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream};
 pub use stream::ExecutionStream;
 pub use watch::{FsEvent, FsEventKind, WatchStream};
 pub use workspace::{EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, Workspace};
@@ -33,6 +35,7 @@ use crate::language::Language;
 use crate::limits::Limits;
 use crate::request::{RequestError, validate_code, validate_env};
 use context::Context;
+use processes::Processes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -66,6 +69,9 @@ pub enum SandboxError {
     /// The sandbox has no context with this id.
     #[error("context `{0}` not found in this sandbox")]
     ContextNotFound(String),
+    /// The sandbox has no process with this id.
+    #[error("process {0} not found in this sandbox")]
+    ProcessNotFound(u32),
     /// The request is malformed (the message says how).
     #[error("{0}")]
     Invalid(String),
@@ -135,6 +141,9 @@ pub struct SandboxSpec {
     #[serde(rename = "lifetime_ms", with = "optional_millis")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub lifetime: Option<Duration>,
+    /// Whether its processes may reach the network (containers only; the service decides
+    /// whether to allow it). Default false.
+    pub network: bool,
     /// The id to give it (from [`new_sandbox_id`]); `None`, the default, makes one. Not part
     /// of the wire format: a service that needs the id before the sandbox exists (to put it in
     /// the sandbox's environment) takes one first.
@@ -287,6 +296,8 @@ impl Sandboxes {
             }),
             contexts: Mutex::new(Contexts::default()),
             stop: StopSignal::default(),
+            network: spec.network,
+            processes: Processes::default(),
         });
         let sandbox = Sandbox { shared };
         let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
@@ -388,6 +399,8 @@ struct Shared {
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
     stop: StopSignal,
+    network: bool,
+    processes: Processes,
 }
 
 struct Clock {
@@ -426,6 +439,7 @@ impl Shared {
             std::mem::take(&mut contexts.by_id)
         };
         drop(dropped);
+        self.processes.shut();
         self.workspace.remove();
     }
 
@@ -693,7 +707,7 @@ fn epoch_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-mod optional_millis {
+pub(crate) mod optional_millis {
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::Duration;
 

@@ -8,8 +8,8 @@ use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution;
 use crate::javascript::{JavaScript, eval, run_pending_jobs};
+use crate::language::WasmLanguage;
 use serde::Deserialize;
-use soulbox_engine::Language;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
 use soulbox_host_api::GuestState;
 use wasmtime::{Instance, Store};
@@ -26,7 +26,7 @@ struct Report {
 
 /// Starts a JavaScript context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
-    let prepared = inner.prepared(Language::JavaScript)?;
+    let prepared = inner.prepared(WasmLanguage::JavaScript)?;
     let args = JavaScript::context_argv();
     let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
     let mut store = context_store(inner, &spec.workspace, &[], &args, &env, &[])?;
@@ -38,7 +38,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         }
         wasmtime::Result::<_>::Ok(instance)
     })
-    .map_err(|e| start_failed(Language::JavaScript, &e, &store))?;
+    .map_err(|e| start_failed(WasmLanguage::JavaScript, &e, &store))?;
     Ok((store, instance))
 }
 

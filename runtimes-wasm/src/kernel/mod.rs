@@ -21,6 +21,7 @@ mod utf8;
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution::{self, Ended, HOST_CALL_GRACE, WARM_LIMITS};
+use crate::language::WasmLanguage;
 use crate::ticker::EpochTicker;
 use async_trait::async_trait;
 use soulbox_engine::kernel::{
@@ -100,9 +101,9 @@ impl Kernel for WasmKernel {
 
 /// Instantiates and prepares a kernel (blocking; on a worker thread).
 fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
-    let (store, instance) = match spec.language {
-        Language::Python => python::start(inner, spec)?,
-        Language::JavaScript => javascript::start(inner, spec)?,
+    let (store, instance) = match WasmLanguage::of(spec.language)? {
+        WasmLanguage::Python => python::start(inner, spec)?,
+        WasmLanguage::JavaScript => javascript::start(inner, spec)?,
     };
     Ok(Live { store, instance, _alive: AliveCount::new(inner) })
 }
@@ -123,7 +124,7 @@ fn context_store(
 }
 
 /// The error for a context that did not start, with what its guest printed on stderr.
-fn start_failed(language: Language, error: &wasmtime::Error, store: &Store<GuestState>) -> RuntimeError {
+fn start_failed(language: WasmLanguage, error: &wasmtime::Error, store: &Store<GuestState>) -> RuntimeError {
     let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
     RuntimeError::Wasm(format!("the {language} context did not start: {error:#} {stderr}"))
 }
@@ -136,6 +137,7 @@ fn run_cell(
     cell: &Cell,
     events: &EventSender,
 ) -> Result<CellReport, BackendError> {
+    let language = WasmLanguage::of(spec.language)?;
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     if spec.stop.is_stopped() {
         return Err(BackendError::Rejected("the sandbox was killed".into()));
@@ -152,9 +154,9 @@ fn run_cell(
     let grace_deadline = cell.limits.deadline + HOST_CALL_GRACE;
     let finished = execution::block_on(async {
         let run = async {
-            match spec.language {
-                Language::Python => python::run(&mut live, &cell.code, events).await,
-                Language::JavaScript => javascript::run(&mut live, &cell.code, events).await,
+            match language {
+                WasmLanguage::Python => python::run(&mut live, &cell.code, events).await,
+                WasmLanguage::JavaScript => javascript::run(&mut live, &cell.code, events).await,
             }
         };
         tokio::select! {

@@ -8,8 +8,8 @@ use super::{GuestFrame, Live, context_store, read_guest_frame, start_failed};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
+use crate::language::WasmLanguage;
 use crate::python::{Python, layout, turn};
-use soulbox_engine::Language;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, Preload};
 use soulbox_host_api::GuestState;
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use wasmtime::{Instance, Store};
 
 /// Starts a Python context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
-    let prepared = inner.prepared(Language::Python)?;
+    let prepared = inner.prepared(WasmLanguage::Python)?;
     let Interpreter::Python(python) = &prepared.interpreter else {
         return Err(RuntimeError::Wasm("the Python module is not a Python interpreter".into()));
     };
@@ -40,7 +40,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         Python::run_internal(&mut store, &instance, &setup).await?;
         wasmtime::Result::<_>::Ok(instance)
     })
-    .map_err(|e| start_failed(Language::Python, &e, &store))?;
+    .map_err(|e| start_failed(WasmLanguage::Python, &e, &store))?;
     Ok((store, instance))
 }
 

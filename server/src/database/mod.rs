@@ -303,10 +303,7 @@ mod tests {
     #[tokio::test]
     async fn keys_tenants_and_usage_in_postgres() {
         let Ok(url) = std::env::var("SOULBOX_TEST_POSTGRES_URL") else {
-            assert!(
-                std::env::var("SOULBOX_TEST_REQUIRE_POSTGRES").is_err(),
-                "SOULBOX_TEST_POSTGRES_URL is required"
-            );
+            assert!(std::env::var("SOULBOX_TEST_REQUIRE_POSTGRES").is_err(), "SOULBOX_TEST_POSTGRES_URL is required");
             eprintln!("skipped: SOULBOX_TEST_POSTGRES_URL is not set");
             return;
         };

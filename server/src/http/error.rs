@@ -185,7 +185,15 @@ impl From<EngineError> for ApiError {
     fn from(error: EngineError) -> Self {
         match error {
             EngineError::InvalidRequest(e) => ApiError::BadRequest(e.to_string()),
-            EngineError::UnsupportedLanguage(_) => ApiError::BadRequest(error.to_string()),
+            // A language only containers run, with no container backend: the service lacks it.
+            EngineError::UnsupportedLanguage { backend, .. } => {
+                if backend == Some(soulbox_engine::BackendKind::Wasm) {
+                    ApiError::BadRequest(error.to_string())
+                } else {
+                    ApiError::Unavailable(error.to_string())
+                }
+            }
+            EngineError::NoMachines => ApiError::Unavailable(error.to_string()),
             EngineError::Backend(e) => e.into(),
         }
     }
@@ -208,7 +216,9 @@ impl From<FileError> for ApiError {
 impl From<SandboxError> for ApiError {
     fn from(error: SandboxError) -> Self {
         match error {
-            SandboxError::NotFound(_) | SandboxError::ContextNotFound(_) => ApiError::NotFound(error.to_string()),
+            SandboxError::NotFound(_) | SandboxError::ContextNotFound(_) | SandboxError::ProcessNotFound(_) => {
+                ApiError::NotFound(error.to_string())
+            }
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
             SandboxError::Exists(_) => ApiError::Conflict(error.to_string()),
             SandboxError::Full(message) => ApiError::Busy(message),

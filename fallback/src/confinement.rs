@@ -1,0 +1,137 @@
+//! How every SoulBox container is made: the confinement is not optional.
+//!
+//! No network (unless a sandbox asked and the service allows it), a non-root user, every
+//! capability dropped, no privilege gain, a read-only root with the workspace writable at
+//! [`MACHINE_WORKSPACE`] and a size-capped `/tmp`, memory (without swap), CPU and process
+//! limits, and an init (`--init`) that reaps orphans. Each container carries
+//! [`labels`](Labels): `soulbox.managed`, the owning process and instance, and its purpose, so
+//! leftovers can be found and removed.
+
+use crate::config::{ContainerConfig, DEFAULT_UID};
+use bollard::models::{ContainerCreateBody, HostConfig};
+use soulbox_engine::process::MACHINE_WORKSPACE;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// The label every SoulBox container carries.
+pub const MANAGED_LABEL: &str = "soulbox.managed";
+/// The label naming the host process that made the container (`hostname:pid`).
+pub const OWNER_LABEL: &str = "soulbox.owner";
+/// The label naming the backend instance that made it.
+pub const INSTANCE_LABEL: &str = "soulbox.instance";
+/// The label naming what it is for (`pool`, or `sandbox:<id>`).
+pub const PURPOSE_LABEL: &str = "soulbox.purpose";
+
+/// Who made a container.
+#[derive(Debug, Clone)]
+pub struct Labels {
+    /// `hostname:pid` of this process.
+    pub owner: String,
+    /// This backend's instance id.
+    pub instance: String,
+}
+
+impl Labels {
+    /// Labels for this process and instance.
+    pub fn for_this_process(instance: String) -> Self {
+        Labels { owner: format!("{}:{}", hostname(), std::process::id()), instance }
+    }
+
+    fn with_purpose(&self, purpose: &str) -> HashMap<String, String> {
+        HashMap::from([
+            (MANAGED_LABEL.to_owned(), "true".to_owned()),
+            (OWNER_LABEL.to_owned(), self.owner.clone()),
+            (INSTANCE_LABEL.to_owned(), self.instance.clone()),
+            (PURPOSE_LABEL.to_owned(), purpose.to_owned()),
+        ])
+    }
+}
+
+/// The host's name (for owner labels).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into())
+}
+
+/// One container to make.
+#[derive(Debug)]
+pub struct ContainerSpec<'a> {
+    /// The host directory mounted at [`MACHINE_WORKSPACE`].
+    pub workspace: &'a Path,
+    /// Memory cap (and memory plus swap: no swap).
+    pub memory_bytes: u64,
+    /// Network access.
+    pub network: bool,
+    /// Environment variables of the container (every process sees them).
+    pub env: Vec<String>,
+    /// `pool` or `sandbox:<id>`.
+    pub purpose: &'a str,
+}
+
+/// The user containers run as: this process's own (non-root) user, or [`DEFAULT_UID`] when it
+/// runs as root.
+pub fn container_user() -> (u32, u32) {
+    let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+    if uid == 0 { (DEFAULT_UID, DEFAULT_UID) } else { (uid, gid) }
+}
+
+/// The create request for `spec`.
+pub fn create_body(config: &ContainerConfig, labels: &Labels, spec: &ContainerSpec<'_>) -> ContainerCreateBody {
+    let (uid, gid) = container_user();
+    let memory = i64::try_from(spec.memory_bytes).unwrap_or(i64::MAX);
+    let tmp = format!("rw,exec,nosuid,nodev,size={},mode=1777", config.tmp_bytes);
+    ContainerCreateBody {
+        image: Some(config.image.clone()),
+        cmd: Some(vec!["sleep".into(), "infinity".into()]),
+        user: Some(format!("{uid}:{gid}")),
+        working_dir: Some(MACHINE_WORKSPACE.into()),
+        env: Some(spec.env.clone()),
+        labels: Some(labels.with_purpose(spec.purpose)),
+        network_disabled: Some(!spec.network),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:{MACHINE_WORKSPACE}:rw", spec.workspace.display())]),
+            network_mode: Some(if spec.network { "bridge" } else { "none" }.into()),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmp)])),
+            memory: Some(memory),
+            memory_swap: Some(memory),
+            nano_cpus: Some((config.cpus * 1e9) as i64),
+            pids_limit: Some(config.pids_limit),
+            init: Some(true),
+            ..HostConfig::default()
+        }),
+        ..ContainerCreateBody::default()
+    }
+}
+
+/// Gives `dir`'s entries that this process owns to the containers' user, so a process in a
+/// container may change what the host (a WebAssembly context, an upload) wrote. Only when
+/// SoulBox runs as root; links are not followed. Bounded by [`MAX_CHOWN_ENTRIES`].
+pub fn share_with_containers(dir: &Path) -> std::io::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let (uid, gid) = container_user();
+    let mut pending = vec![dir.to_path_buf()];
+    let mut seen = 0usize;
+    while let Some(path) = pending.pop() {
+        let metadata = std::fs::symlink_metadata(&path)?;
+        if std::os::unix::fs::MetadataExt::uid(&metadata) != uid {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+        }
+        seen += 1;
+        if seen >= MAX_CHOWN_ENTRIES {
+            break;
+        }
+        if metadata.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Entries [`share_with_containers`] looks at, at most.
+pub const MAX_CHOWN_ENTRIES: usize = 100_000;

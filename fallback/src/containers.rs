@@ -1,0 +1,158 @@
+//! [`Containers`]: making, starting, resizing and removing SoulBox's containers.
+
+use crate::config::ContainerConfig;
+use crate::confinement::{ContainerSpec, INSTANCE_LABEL, Labels, MANAGED_LABEL, create_body};
+use crate::docker::{DockerEngine, Retry};
+use crate::error::ContainerError;
+use bollard::models::ContainerUpdateBody;
+use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, RemoveContainerOptions};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Container operations under one configuration and one set of labels.
+#[derive(Debug)]
+pub struct Containers {
+    /// The engine.
+    pub docker: Arc<DockerEngine>,
+    /// How containers are made.
+    pub config: ContainerConfig,
+    /// Who makes them.
+    pub labels: Labels,
+}
+
+impl Containers {
+    /// Makes and starts a container; returns its id. A container that does not start is
+    /// removed.
+    pub async fn start(&self, spec: &ContainerSpec<'_>) -> Result<String, ContainerError> {
+        let body = create_body(&self.config, &self.labels, spec);
+        let created = self
+            .docker
+            .call("create a container", Retry::No, |d| {
+                let body = body.clone();
+                async move { d.create_container(None, body).await }
+            })
+            .await
+            .map_err(|e| self.missing_image(e))?;
+        let id = created.id;
+        let id_ref = id.as_str();
+        let started = self
+            .docker
+            .call("start a container", Retry::Yes, |d| async move { d.start_container(id_ref, None).await })
+            .await;
+        if let Err(error) = started {
+            self.remove(&id).await;
+            return Err(error);
+        }
+        Ok(id)
+    }
+
+    /// A missing image is an operator's job: say which command builds it.
+    fn missing_image(&self, error: ContainerError) -> ContainerError {
+        match error {
+            ContainerError::Refused { status: Some(404), message, .. } if message.contains("image") => {
+                ContainerError::Unavailable(format!(
+                    "the image {} is not on the Docker engine; build it with scripts/build-images.sh",
+                    self.config.image
+                ))
+            }
+            other => other,
+        }
+    }
+
+    /// Removes a container (and its anonymous volumes), running or not. Never fails: a
+    /// container already gone is fine, and a failure is logged (the janitor retries later).
+    pub async fn remove(&self, id: &str) {
+        let options = RemoveContainerOptions { force: true, v: true, ..RemoveContainerOptions::default() };
+        let removed = self
+            .docker
+            .call("remove a container", Retry::Yes, |d| {
+                let options = options.clone();
+                async move { d.remove_container(id, Some(options)).await }
+            })
+            .await;
+        match removed {
+            Ok(()) => {}
+            Err(error) if error.is_not_found() => {}
+            Err(error) => tracing::warn!(container = %short(id), %error, "could not remove a container"),
+        }
+    }
+
+    /// Kills a container's processes at once (SIGKILL to its init).
+    pub async fn kill(&self, id: &str) -> Result<(), ContainerError> {
+        let options = KillContainerOptions { signal: "KILL".into() };
+        let killed = self
+            .docker
+            .call("kill a container", Retry::Yes, |d| {
+                let options = options.clone();
+                async move { d.kill_container(id, Some(options)).await }
+            })
+            .await;
+        match killed {
+            Err(error)
+                if !error.is_not_found() && !matches!(&error, ContainerError::Refused { status: Some(409), .. }) =>
+            {
+                Err(error)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sets a container's memory cap (memory plus swap: no swap).
+    pub async fn set_memory(&self, id: &str, bytes: u64) -> Result<(), ContainerError> {
+        let memory = i64::try_from(bytes).unwrap_or(i64::MAX);
+        let body =
+            ContainerUpdateBody { memory: Some(memory), memory_swap: Some(memory), ..ContainerUpdateBody::default() };
+        self.docker
+            .call("update a container's memory", Retry::Yes, |d| {
+                let body = body.clone();
+                async move { d.update_container(id, body).await }
+            })
+            .await
+    }
+
+    /// Whether a container is running.
+    pub async fn is_running(&self, id: &str) -> Result<bool, ContainerError> {
+        let inspected = self
+            .docker
+            .call("inspect a container", Retry::Yes, |d| async move { d.inspect_container(id, None).await })
+            .await;
+        match inspected {
+            Ok(info) => Ok(info.state.and_then(|s| s.running).unwrap_or(false)),
+            Err(error) if error.is_not_found() => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// SoulBox containers matching `labels` (`key=value` each), running or not: `(id, labels)`.
+    pub async fn list(&self, labels: &[String]) -> Result<Vec<(String, HashMap<String, String>)>, ContainerError> {
+        let mut filter = vec![format!("{MANAGED_LABEL}=true")];
+        filter.extend(labels.iter().cloned());
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([("label".to_owned(), filter)])),
+            ..ListContainersOptions::default()
+        };
+        let listed = self
+            .docker
+            .call("list containers", Retry::Yes, |d| {
+                let options = options.clone();
+                async move { d.list_containers(Some(options)).await }
+            })
+            .await?;
+        Ok(listed.into_iter().filter_map(|c| Some((c.id?, c.labels.unwrap_or_default()))).collect())
+    }
+
+    /// Removes every container this instance made.
+    pub async fn remove_all_of_this_instance(&self) -> usize {
+        let mine = format!("{INSTANCE_LABEL}={}", self.labels.instance);
+        let Ok(listed) = self.list(&[mine]).await else { return 0 };
+        let count = listed.len();
+        futures_util::future::join_all(listed.iter().map(|(id, _)| self.remove(id))).await;
+        count
+    }
+}
+
+/// A container id's first 12 characters, as Docker shows them.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}

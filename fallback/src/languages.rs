@@ -1,0 +1,54 @@
+//! How each language runs in a container: the file its code goes in, and the command that
+//! compiles (if needed) and runs it. Arguments follow as `"$@"`; compiled programs go to
+//! `/tmp`, so the workspace holds only what the program itself writes.
+
+use soulbox_engine::Language;
+
+/// A language's recipe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recipe {
+    /// The file the code is written to, in the workspace.
+    pub file: &'static str,
+    /// The shell command that runs it (`$@`: the request's arguments).
+    pub command: &'static str,
+}
+
+/// The recipe for `language`.
+pub fn recipe(language: Language) -> Recipe {
+    let (file, command) = match language {
+        Language::Python => ("main.py", r#"exec python3 main.py "$@""#),
+        Language::JavaScript => ("main.js", r#"exec node main.js "$@""#),
+        Language::Bash => ("main.sh", r#"exec bash main.sh "$@""#),
+        Language::C => ("main.c", r#"gcc -O2 -o /tmp/.soulbox/main main.c -lm && exec /tmp/.soulbox/main "$@""#),
+        Language::Cpp => ("main.cpp", r#"g++ -O2 -o /tmp/.soulbox/main main.cpp && exec /tmp/.soulbox/main "$@""#),
+        Language::Go => ("main.go", r#"exec go run main.go "$@""#),
+        Language::Java => ("Main.java", r#"exec java Main.java "$@""#),
+        Language::Ruby => ("main.rb", r#"exec ruby main.rb "$@""#),
+        Language::Php => ("main.php", r#"exec php main.php "$@""#),
+    };
+    Recipe { file, command }
+}
+
+/// `command` with `args` bound to `"$@"` (each quoted for the shell).
+pub fn with_args(command: &str, args: &[String]) -> String {
+    if args.is_empty() {
+        return command.to_owned();
+    }
+    let quoted: Vec<String> = args.iter().map(|a| format!("'{}'", a.replace('\'', r#"'\''"#))).collect();
+    format!("set -- {}; {command}", quoted.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_language_has_a_recipe_and_arguments_are_quoted() {
+        for language in Language::ALL {
+            let recipe = recipe(language);
+            assert!(recipe.command.contains(recipe.file), "{language}");
+        }
+        assert_eq!(with_args("run", &[]), "run");
+        assert_eq!(with_args("run \"$@\"", &["a b".into(), "it's".into()]), r#"set -- 'a b' 'it'\''s'; run "$@""#);
+    }
+}

@@ -1,0 +1,284 @@
+//! [`DockerMachine`]: a sandbox's container, where its processes, terminals and browser run.
+//!
+//! The container is made when the sandbox starts its first process, with the sandbox's
+//! workspace bind-mounted at `/workspace` (so a file a Python cell writes is there for `ls`,
+//! and the other way round), and removed when the sandbox dies. If it dies first (killed to
+//! stop a fork bomb, say), the next process gets a new one over the same workspace.
+//!
+//! A process's output is forwarded as it comes; its deadline is enforced by the wrapper inside
+//! the container, with a backstop here; a kill takes its whole process group, and when the
+//! container cannot even run the kill (every pid taken) the container itself is killed.
+
+use crate::browser;
+use crate::confinement::{ContainerSpec, share_with_containers};
+use crate::containers::{Containers, short};
+use crate::error::ContainerError;
+use crate::exec::{self, Channel, CommandLine, Decoder, EXIT_KILLED, Input};
+use async_trait::async_trait;
+use bollard::exec::ResizeExecOptions;
+use futures_util::StreamExt;
+use soulbox_engine::process::{
+    Machine, MachineSpec, ProcessControl, ProcessEvent, ProcessExit, ProcessSender, ProcessSpec, PtySize,
+    RenderRequest, RenderedPage,
+};
+use soulbox_engine::{BackendError, Outcome};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
+
+/// Time past a process's deadline before SoulBox kills it itself.
+const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
+/// A sandbox's container.
+#[derive(Debug)]
+pub struct DockerMachine {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    containers: Arc<Containers>,
+    spec: MachineSpec,
+    /// The container's id, once made; `None` after it died.
+    container: tokio::sync::Mutex<Option<String>>,
+    next_process: AtomicU64,
+    shut: AtomicBool,
+}
+
+impl DockerMachine {
+    /// A machine for `spec` (its container is made on first use).
+    pub fn new(containers: Arc<Containers>, spec: MachineSpec) -> Result<Self, ContainerError> {
+        if spec.network && !containers.config.allow_network {
+            return Err(ContainerError::Rejected(
+                "network access is not allowed on this server (`network.allow_internet`)".into(),
+            ));
+        }
+        Ok(DockerMachine {
+            shared: Arc::new(Shared {
+                containers,
+                spec,
+                container: tokio::sync::Mutex::new(None),
+                next_process: AtomicU64::new(0),
+                shut: AtomicBool::new(false),
+            }),
+        })
+    }
+}
+
+impl Shared {
+    /// The running container, made (or made again) when needed.
+    async fn container(&self) -> Result<String, ContainerError> {
+        if self.shut.load(Ordering::SeqCst) {
+            return Err(ContainerError::Rejected("the sandbox is gone".into()));
+        }
+        let mut current = self.container.lock().await;
+        if let Some(id) = current.as_ref() {
+            if self.containers.is_running(id).await? {
+                return Ok(id.clone());
+            }
+            tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(id), "sandbox container died; making another");
+            self.containers.remove(id).await;
+        }
+        let env: Vec<String> = self.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let purpose = format!("sandbox:{}", self.spec.sandbox_id);
+        let spec = ContainerSpec {
+            workspace: &self.spec.workspace,
+            memory_bytes: self.containers.config.machine_memory_bytes,
+            network: self.spec.network,
+            env,
+            purpose: &purpose,
+        };
+        let id = self.containers.start(&spec).await?;
+        tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(&id), "sandbox container started");
+        *current = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Kills the container (its processes die; the next process gets a new one).
+    async fn kill_container(&self, id: &str) {
+        if let Err(error) = self.containers.kill(id).await {
+            tracing::warn!(container = %short(id), %error, "could not kill a sandbox container");
+        }
+    }
+}
+
+#[async_trait]
+impl Machine for DockerMachine {
+    async fn start(&self, spec: ProcessSpec, events: ProcessSender) -> Result<Arc<dyn ProcessControl>, BackendError> {
+        let shared = &self.shared;
+        let container = shared.container().await?;
+        share_with_containers(&shared.spec.workspace).map_err(|e| ContainerError::io("sharing the workspace", e))?;
+        let number = shared.next_process.fetch_add(1, Ordering::Relaxed) + 1;
+        let line = CommandLine {
+            command: spec.command.clone(),
+            env: spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd: spec.cwd.clone(),
+            deadline: spec.deadline,
+            tty: spec.pty.is_some(),
+            pid_file: format!("/tmp/.soulbox/{number}.pid"),
+        };
+        let started = exec::start(&shared.containers.docker, &container, &line).await?;
+        let process = Arc::new(MachineProcess {
+            shared: Arc::clone(shared),
+            container,
+            exec_id: started.exec_id.clone(),
+            pid_file: line.pid_file.clone(),
+            input: tokio::sync::Mutex::new(Some(started.input)),
+            killed: AtomicBool::new(false),
+        });
+        if let Some(size) = spec.pty {
+            process.resize(size).await?;
+        }
+        tokio::spawn(drive(Arc::clone(&process), started.output, events, spec.deadline));
+        Ok(process)
+    }
+
+    async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
+        let container = self.shared.container().await?;
+        Ok(browser::render(&self.shared.containers, &container, request, true).await?)
+    }
+
+    async fn shutdown(&self) {
+        self.shared.shut.store(true, Ordering::SeqCst);
+        if let Some(id) = self.shared.container.lock().await.take() {
+            self.shared.containers.remove(&id).await;
+            tracing::info!(sandbox = %self.shared.spec.sandbox_id, container = %short(&id), "sandbox container removed");
+        }
+    }
+}
+
+/// One process in a sandbox's container.
+struct MachineProcess {
+    shared: Arc<Shared>,
+    container: String,
+    exec_id: String,
+    pid_file: String,
+    input: tokio::sync::Mutex<Option<Input>>,
+    killed: AtomicBool,
+}
+
+impl std::fmt::Debug for MachineProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MachineProcess")
+            .field("container", &short(&self.container))
+            .field("exec", &self.exec_id)
+            .finish()
+    }
+}
+
+impl MachineProcess {
+    /// Kills the process group; if the container cannot run the kill, the container.
+    async fn kill_group(&self) {
+        let docker = &self.shared.containers.docker;
+        if let Err(error) = exec::kill_group(docker, &self.container, &self.pid_file).await {
+            tracing::info!(%error, container = %short(&self.container), "could not kill a process group; killing its container");
+            self.shared.kill_container(&self.container).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ProcessControl for MachineProcess {
+    async fn write_stdin(&self, data: Vec<u8>) -> Result<(), BackendError> {
+        let mut input = self.input.lock().await;
+        let writer = input.as_mut().ok_or_else(|| BackendError::Rejected("stdin is closed".into()))?;
+        let written = async {
+            writer.write_all(&data).await?;
+            writer.flush().await
+        };
+        written.await.map_err(|e| BackendError::Rejected(format!("the process does not take input: {e}")))
+    }
+
+    async fn close_stdin(&self) -> Result<(), BackendError> {
+        if let Some(mut writer) = self.input.lock().await.take() {
+            let _ = writer.shutdown().await;
+        }
+        Ok(())
+    }
+
+    async fn kill(&self) -> Result<(), BackendError> {
+        self.killed.store(true, Ordering::SeqCst);
+        self.kill_group().await;
+        Ok(())
+    }
+
+    async fn resize(&self, size: PtySize) -> Result<(), BackendError> {
+        let options = ResizeExecOptions { height: size.rows, width: size.cols };
+        let id = self.exec_id.clone();
+        self.shared
+            .containers
+            .docker
+            .call("resize a terminal", crate::docker::Retry::Yes, |d| {
+                let id = id.clone();
+                async move { d.resize_exec(&id, options).await }
+            })
+            .await
+            .map_err(BackendError::from)
+    }
+}
+
+/// Forwards a process's output, enforces its deadline's backstop, and reports its exit.
+async fn drive(
+    process: Arc<MachineProcess>,
+    mut output: exec::Output,
+    events: ProcessSender,
+    deadline: Option<Duration>,
+) {
+    let started = Instant::now();
+    let mut decoder = Decoder::default();
+    let backstop = tokio::time::sleep(deadline.map_or(Duration::from_secs(u64::MAX / 4), |d| d + DEADLINE_GRACE));
+    tokio::pin!(backstop);
+    let mut overdue = false;
+    let mut lost = false;
+    loop {
+        tokio::select! {
+            chunk = output.next() => match chunk {
+                Some(Ok(chunk)) => {
+                    if let Some((channel, text, _)) = decoder.decode(chunk) {
+                        send(&events, channel, text);
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::debug!(%error, "lost a process's output");
+                    lost = true;
+                    break;
+                }
+                None => break,
+            },
+            () = &mut backstop, if !overdue => {
+                overdue = true;
+                process.kill_group().await;
+            }
+        }
+    }
+    for (channel, text) in decoder.finish() {
+        send(&events, channel, text);
+    }
+    let code = exec::exit_code(&process.shared.containers.docker, &process.exec_id).await.ok().flatten();
+    let elapsed = started.elapsed();
+    let timed_out = overdue || deadline.is_some_and(|d| elapsed + Duration::from_millis(50) >= d);
+    let (outcome, message) = match code {
+        _ if process.killed.load(Ordering::SeqCst) => (Outcome::Killed, Some("killed on request".to_owned())),
+        Some(EXIT_KILLED) if timed_out => (Outcome::DeadlineExceeded, Some("stopped at its deadline".to_owned())),
+        Some(EXIT_KILLED) => {
+            (Outcome::MemoryExceeded, Some("killed (SIGKILL): most likely the sandbox's memory cap".to_owned()))
+        }
+        Some(_) => (Outcome::Completed, None),
+        None if lost => (Outcome::Crashed, Some("the sandbox's container stopped answering".to_owned())),
+        None => (Outcome::Crashed, Some("the process's exit status is unknown (its container died)".to_owned())),
+    };
+    let exit_code = code.and_then(|c| i32::try_from(c).ok());
+    let _ = events.send(ProcessEvent::Exit(ProcessExit { exit_code, outcome, message, duration: elapsed }));
+}
+
+fn send(events: &ProcessSender, channel: Channel, text: String) {
+    if text.is_empty() {
+        return;
+    }
+    let event = match channel {
+        Channel::Stdout => ProcessEvent::Stdout { text },
+        Channel::Stderr => ProcessEvent::Stderr { text },
+    };
+    let _ = events.send(event);
+}

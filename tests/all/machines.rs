@@ -1,0 +1,154 @@
+//! Sandboxes with a container: commands, background processes, terminals, the browser, and the
+//! workspace shared with WebAssembly contexts, on the real Docker engine.
+
+use soulbox_engine::process::{PageSource, ProcessEvent, ProcessSpec, PtySize, RenderRequest};
+use soulbox_engine::{Outcome, RunOptions, SandboxSpec};
+use soulbox_tests::containers::Containers;
+use soulbox_tests::sandboxes_on;
+use std::time::{Duration, Instant};
+
+fn command(line: &str) -> ProcessSpec {
+    ProcessSpec { command: line.into(), ..ProcessSpec::default() }
+}
+
+/// Collects a process's output until `needle` shows up (or its exit).
+async fn read_until(stream: &mut soulbox_engine::sandbox::ProcessStream, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !seen.contains(needle) && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(20), stream.next_event()).await {
+            Ok(Some(ProcessEvent::Stdout { text } | ProcessEvent::Stderr { text })) => seen.push_str(&text),
+            Ok(Some(ProcessEvent::Exit(exit))) => {
+                seen.push_str(&format!("[exit {exit:?}]"));
+                break;
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn files_cross_between_python_cells_and_shell_commands() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox
+        .run_code("open('from_python.txt', 'w').write('written by a cell\\n')", RunOptions::default())
+        .await
+        .unwrap();
+    let listed = sandbox.run_command(command("ls && cat from_python.txt && pwd")).await.unwrap();
+    assert_eq!(listed.exit.outcome, Outcome::Completed, "{listed:?}");
+    assert!(listed.stdout.contains("from_python.txt") && listed.stdout.contains("written by a cell"), "{listed:?}");
+    assert!(listed.stdout.ends_with("/workspace\n"), "{listed:?}");
+    let shell = sandbox
+        .run_command(command("echo 'written by bash' > from_bash.txt && echo more >> from_python.txt"))
+        .await
+        .unwrap();
+    assert_eq!(shell.exit.exit_code, Some(0), "the container may change what a cell wrote: {shell:?}");
+    let read = sandbox
+        .run_code("open('/from_bash.txt').read() + open('/workspace/from_python.txt').read()", RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(read.text(), Some("'written by bash\\nwritten by a cell\\nmore\\n'"), "{read:?}");
+    let failed = sandbox.run_command(command("echo to stderr >&2; exit 3")).await.unwrap();
+    assert_eq!((failed.exit.exit_code, failed.stderr.as_str()), (Some(3), "to stderr\n"));
+    let slow = ProcessSpec { deadline: Some(Duration::from_millis(500)), ..command("sleep 30") };
+    let stopped = sandbox.run_command(slow).await.unwrap();
+    assert_eq!(stopped.exit.outcome, Outcome::DeadlineExceeded, "{stopped:?}");
+    sandboxes.kill(sandbox.id()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    containers.finish().await;
+}
+
+#[tokio::test]
+async fn background_processes_take_stdin_and_are_killed_with_their_children() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let reader = sandbox.spawn(command("while read line; do echo \"got $line\"; done; echo done")).await.unwrap();
+    let mut output = sandbox.process_output(reader.pid).unwrap();
+    sandbox.send_stdin(reader.pid, b"first\n".to_vec()).await.unwrap();
+    assert!(read_until(&mut output, "got first").await.contains("got first"));
+    sandbox.send_stdin(reader.pid, b"second\n".to_vec()).await.unwrap();
+    sandbox.close_stdin(reader.pid).await.unwrap();
+    let exit = sandbox.wait_process(reader.pid).await.unwrap();
+    assert_eq!((exit.outcome, exit.exit_code), (Outcome::Completed, Some(0)));
+    let replay = read_until(&mut sandbox.process_output(reader.pid).unwrap(), "[exit").await;
+    assert!(replay.contains("got first\ngot second\ndone\n"), "a late reader replays everything: {replay}");
+
+    let server = sandbox.spawn(command("sleep 300 & sleep 300 & echo started; wait")).await.unwrap();
+    let listed = sandbox.processes();
+    assert!(listed.iter().any(|p| p.pid == server.pid && p.exit.is_none()), "{listed:?}");
+    assert!(read_until(&mut sandbox.process_output(server.pid).unwrap(), "started").await.contains("started"));
+    sandbox.kill_process(server.pid).await.unwrap();
+    let exit = sandbox.wait_process(server.pid).await.unwrap();
+    assert_eq!(exit.outcome, Outcome::Killed);
+    let sleeping = sandbox.run_command(command("ps -eo args | grep -c '^sleep 300$' || true")).await.unwrap();
+    assert_eq!(sleeping.stdout.trim(), "0", "the children died with it");
+    sandboxes.kill(sandbox.id()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    containers.finish().await;
+}
+
+#[tokio::test]
+async fn a_terminal_echoes_input_and_resizes() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let pty = ProcessSpec { pty: Some(PtySize { cols: 80, rows: 24 }), ..ProcessSpec::default() };
+    let shell = sandbox.spawn(pty).await.unwrap();
+    assert!(shell.pty);
+    let mut output = sandbox.process_output(shell.pid).unwrap();
+    sandbox.send_stdin(shell.pid, b"stty size; echo marker-$((6*7))\n".to_vec()).await.unwrap();
+    let seen = read_until(&mut output, "marker-42").await;
+    assert!(seen.contains("24 80") && seen.contains("marker-42"), "{seen}");
+    sandbox.resize_pty(shell.pid, PtySize { cols: 120, rows: 40 }).await.unwrap();
+    sandbox.send_stdin(shell.pid, b"stty size\n".to_vec()).await.unwrap();
+    assert!(read_until(&mut output, "40 120").await.contains("40 120"));
+    sandbox.kill_process(shell.pid).await.unwrap();
+    assert_eq!(sandbox.wait_process(shell.pid).await.unwrap().outcome, Outcome::Killed);
+    sandboxes.kill(sandbox.id()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    containers.finish().await;
+}
+
+/// Decodes a PNG fully; returns its size.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("PNG pixels decode");
+    (info.width, info.height)
+}
+
+#[tokio::test]
+async fn the_browser_renders_a_workspace_page_and_inline_html() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let page = "<html><head><title>Quarterly</title></head><body><h1>Sales up</h1>\
+                <p id='js'></p><a href='details.html'>Details</a>\
+                <script>document.getElementById('js').textContent = 'rendered ' + (6 * 7);</script></body></html>";
+    sandbox.files().unwrap().write("/report.html", page.as_bytes()).await.unwrap();
+    let request = RenderRequest { source: PageSource::Path("/report.html".into()), width: 640, height: 480, pdf: true };
+    let rendered = sandbox.render(request).await.unwrap();
+    assert_eq!(png_size(&rendered.png), (640, 480));
+    assert!(rendered.pdf.as_deref().unwrap().starts_with(b"%PDF"));
+    assert_eq!(rendered.title, "Quarterly");
+    assert!(rendered.text.contains("Sales up") && rendered.text.contains("rendered 42"), "{}", rendered.text);
+    assert_eq!(rendered.links[0].href, "file:///workspace/details.html");
+
+    let inline = RenderRequest {
+        source: PageSource::Html("<h1>Hello</h1><a href='https://example.com/'>out</a>".into()),
+        width: 320,
+        height: 200,
+        pdf: false,
+    };
+    let once = containers.engine.render(inline).await.unwrap();
+    assert_eq!(png_size(&once.png), (320, 200));
+    assert_eq!((once.text.as_str(), once.links[0].href.as_str()), ("Hello\nout", "https://example.com/"));
+    sandboxes.kill(sandbox.id()).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    containers.finish().await;
+}
