@@ -2,7 +2,8 @@
 # SoulBox's whole test suite, on a fresh machine or a warm one:
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
 #   (skipped when already done), the test Python (the official MCP SDK, pinned), a PostgreSQL
-#   server on loopback, then every unit, integration, CLI and server test against real wasmtime.
+#   server on loopback, the container images (built locally, no registry), then every unit,
+#   integration, CLI and server test against real wasmtime and the real Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,9 @@ if [ -z "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then
   SOULBOX_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)
 fi
 export SOULBOX_TEST_POSTGRES_URL SOULBOX_TEST_REQUIRE_POSTGRES=1
+
+step "container images (scripts/build-images.sh: a Debian root filesystem, then the runtimes; kept when up to date)"
+bash scripts/build-images.sh
 
 step "tests"
 log=$(mktemp)

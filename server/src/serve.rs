@@ -6,10 +6,14 @@
 //! server that answers is ready. Without `--dev` every `/v1` and `/mcp` request needs an API
 //! key; `--dev` has none and binds loopback only.
 //!
+//! The container backend (`[containers]`, on by default) starts beside the WebAssembly one;
+//! without a Docker engine it only makes container requests fail with "container backend
+//! unavailable".
+//!
 //! Shutdown (Ctrl-C or SIGTERM): `/ready` turns 503, the listener stops accepting, idle
 //! connections close, and in-flight requests (streamed cells included) get up to
-//! `server.shutdown_timeout_ms` to finish; then queued usage records are written and the
-//! process exits.
+//! `server.shutdown_timeout_ms` to finish; then queued usage records are written, every
+//! container this server made is removed, and the process exits.
 
 use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
@@ -17,6 +21,7 @@ use crate::database::UsageRecorder;
 use crate::http::{AppState, Auth, Guard, Lifecycle, Metrics, Settings, app};
 use clap::Args;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
+use soulbox_fallback::ContainerBackend;
 use soulbox_runtimes_wasm::{WasmBackend, Workers};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -54,7 +59,16 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let db = cli.database(&config).await?;
     let auth = if config.auth.dev { Auth::dev(db.clone()) } else { Auth::keys(db.clone()) };
     let backend = open_backend(cli, &config).await?;
-    let engine = Engine::builder().backend(backend).build();
+    let containers = match config.container_config() {
+        Some(container_config) => Some(ContainerBackend::start(container_config).await?),
+        None => None,
+    };
+    let mut engine = Engine::builder();
+    engine.backend(backend);
+    if let Some(containers) = &containers {
+        engine.backend(containers.clone());
+    }
+    let engine = engine.build();
     let mut sandboxes_config = SandboxesConfig::default();
     if let Some(root) = &config.storage.workspace_root {
         sandboxes_config.workspace_root = root.clone();
@@ -79,6 +93,9 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     eprintln!("soulbox: listening on http://{local} ({mode}{file})");
     let stopped = run_until_drained(listener, state.clone(), config.server.shutdown_timeout()).await;
     state.usage.close().await;
+    if let Some(containers) = containers {
+        containers.shutdown().await;
+    }
     match stopped {
         Ok(()) => eprintln!("soulbox: stopped"),
         Err(error) => eprintln!("soulbox: {error}; stopped anyway"),

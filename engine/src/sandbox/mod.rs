@@ -22,7 +22,9 @@ mod watch;
 mod workspace;
 
 pub use context::ContextInfo;
-pub use processes::{MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream};
+pub use processes::{
+    CommandResult, MAX_COMMAND_OUTPUT_BYTES, MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream,
+};
 pub use stream::ExecutionStream;
 pub use watch::{FsEvent, FsEventKind, WatchStream};
 pub use workspace::{EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, Workspace};

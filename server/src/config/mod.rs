@@ -93,6 +93,45 @@ pub struct Config {
     pub security: SecuritySection,
     /// Metrics and logs.
     pub monitoring: MonitoringSection,
+    /// The container backend (Docker).
+    pub containers: ContainersSection,
+}
+
+/// `[containers]`: the Docker backend for shells, native languages, processes and the
+/// browser.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersSection {
+    /// Start the container backend. Default true (requests for it fail with "container
+    /// backend unavailable" while no Docker engine answers).
+    pub enabled: bool,
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://...`). Default:
+    /// `$DOCKER_HOST`, else the default socket. It must run on this host.
+    pub docker_host: Option<String>,
+    /// The image. Default `soulbox/runtime:bookworm` (`scripts/build-images.sh`).
+    pub image: String,
+    /// Started containers kept ready for one-shot runs. Default 2.
+    pub pool_size: usize,
+    /// Memory of a sandbox's container, in MiB. Default 1024.
+    pub sandbox_memory_mb: u64,
+    /// Processes per container. Default 256.
+    pub pids_limit: i64,
+    /// Size of a container's `/tmp`, in MiB. Default 512.
+    pub tmp_mb: u64,
+}
+
+impl Default for ContainersSection {
+    fn default() -> Self {
+        ContainersSection {
+            enabled: true,
+            docker_host: None,
+            image: soulbox_fallback::config::DEFAULT_IMAGE.into(),
+            pool_size: soulbox_fallback::config::DEFAULT_POOL_SIZE,
+            sandbox_memory_mb: soulbox_fallback::config::DEFAULT_MACHINE_MEMORY_BYTES >> 20,
+            pids_limit: soulbox_fallback::config::DEFAULT_PIDS_LIMIT,
+            tmp_mb: soulbox_fallback::config::DEFAULT_TMP_BYTES >> 20,
+        }
+    }
 }
 
 /// `[server]`.
@@ -205,8 +244,8 @@ pub struct StorageSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ResourcesSection {
-    /// CPU cores a container sandbox may use (fractions allowed). A WebAssembly guest is
-    /// single-threaded: it never uses more than one core.
+    /// CPU cores each container may use (fractions allowed; default 1). A WebAssembly guest
+    /// is single-threaded: it never uses more than one core.
     pub cpu_cores: Option<f64>,
     /// Memory per execution, in MiB. Default: 512.
     pub memory_mb: Option<u64>,
@@ -251,8 +290,8 @@ pub struct EnvironmentSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkSection {
-    /// Whether guests may reach the internet. WebAssembly guests have no sockets at all; only
-    /// `false` is accepted.
+    /// Whether a sandbox may ask for network access for its container (`"network": true`).
+    /// WebAssembly guests never have sockets. Default false.
     pub allow_internet: Option<bool>,
     /// Whether guests may reach the host's loopback: only `false` is accepted.
     pub allow_localhost: Option<bool>,
@@ -351,6 +390,7 @@ impl Config {
         self.validate_auth()?;
         self.validate_resources()?;
         self.validate_fixed_switches()?;
+        self.validate_containers()?;
         if self.monitoring.log_level.trim().is_empty() {
             return invalid("monitoring.log_level", "must name a level such as `info`");
         }
@@ -446,16 +486,46 @@ impl Config {
         Ok(())
     }
 
+    fn validate_containers(&self) -> Result<(), ConfigError> {
+        let containers = &self.containers;
+        if containers.image.trim().is_empty() {
+            return invalid("containers.image", "must name an image");
+        }
+        if containers.pool_size > 64 {
+            return invalid("containers.pool_size", "must be at most 64");
+        }
+        if !(64..=1 << 20).contains(&containers.sandbox_memory_mb) {
+            return invalid("containers.sandbox_memory_mb", "must be between 64 and 1048576");
+        }
+        if !(16..=1 << 20).contains(&containers.pids_limit) {
+            return invalid("containers.pids_limit", "must be between 16 and 1048576");
+        }
+        if !(1..=1 << 20).contains(&containers.tmp_mb) {
+            return invalid("containers.tmp_mb", "must be between 1 and 1048576");
+        }
+        Ok(())
+    }
+
+    /// The container backend's configuration, or `None` when it is disabled.
+    pub fn container_config(&self) -> Option<soulbox_fallback::ContainerConfig> {
+        let section = &self.containers;
+        section.enabled.then(|| soulbox_fallback::ContainerConfig {
+            docker_host: section.docker_host.clone(),
+            image: section.image.clone(),
+            pool_size: section.pool_size,
+            cpus: self.resources.cpu_cores.unwrap_or(1.0),
+            machine_memory_bytes: section.sandbox_memory_mb << 20,
+            pids_limit: section.pids_limit,
+            tmp_bytes: section.tmp_mb << 20,
+            allow_network: self.network.allow_internet.unwrap_or(false),
+            ..soulbox_fallback::ContainerConfig::default()
+        })
+    }
+
     /// Switches whose only implemented value is SoulBox's fixed behaviour.
     fn validate_fixed_switches(&self) -> Result<(), ConfigError> {
-        let fixed: [(&str, Option<bool>, bool, &'static str); 8] = [
+        let fixed: [(&str, Option<bool>, bool, &'static str); 7] = [
             ("resources.policy.memory_swap", self.resources.policy.memory_swap, false, "guests never swap"),
-            (
-                "network.allow_internet",
-                self.network.allow_internet,
-                false,
-                "WebAssembly guests have no sockets; network access is not available",
-            ),
             ("network.allow_localhost", self.network.allow_localhost, false, "guests never reach the host"),
             ("security.allow_docker", self.security.allow_docker, false, "sandboxes cannot run Docker"),
             ("security.allow_sudo", self.security.allow_sudo, false, "guests have no privileges to gain"),
@@ -463,7 +533,7 @@ impl Config {
                 "security.read_only_root",
                 self.security.read_only_root,
                 true,
-                "the interpreters' files are always read-only",
+                "guests' roots are always read-only (containers too; /workspace and /tmp are writable)",
             ),
             ("security.no_new_privileges", self.security.no_new_privileges, true, "guests never gain privileges"),
             (
@@ -481,7 +551,8 @@ impl Config {
         if self.security.seccomp.profile.as_deref().is_some_and(|p| p != "default") {
             return Err(ConfigError::Unsupported {
                 key: "security.seccomp.profile".into(),
-                reason: "only `default` is supported: WebAssembly guests make no system calls of their own",
+                reason: "only `default` is supported: WebAssembly guests make no system calls of their own and \
+                         containers run under Docker's default profile",
             });
         }
         let sampling = &self.monitoring.sampling;

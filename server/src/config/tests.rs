@@ -112,7 +112,6 @@ fn spec_sections_soulbox_lacks_are_refused_with_the_reason() {
         assert!(refused.contains(&format!("`{key}` is not supported:")), "{text}: {refused}");
     }
     for (text, key) in [
-        ("[network]\nallow_internet = true\n", "network.allow_internet"),
         ("[security]\nallow_sudo = true\n", "security.allow_sudo"),
         ("[resources]\ngpu_count = 1\n", "resources.gpu_count"),
         ("[monitoring.sampling]\nlogs = 0.1\n", "monitoring.sampling.logs"),

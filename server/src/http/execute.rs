@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use soulbox_engine::{ExecRequest, ExecResult, InputFile, Language, LimitsPatch};
+use soulbox_engine::{BackendKind, ExecRequest, ExecResult, InputFile, Language, LimitsPatch};
 use std::collections::BTreeMap;
 
 pub(super) fn routes() -> Router<AppState> {
@@ -21,7 +21,7 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecuteBody {
-    /// `python` or `javascript` (`js`).
+    /// `python`, `javascript`, `bash`, `c`, `cpp`, `go`, `java`, `ruby` or `php`.
     pub language: Language,
     /// The program text.
     pub code: String,
@@ -41,6 +41,10 @@ pub struct ExecuteBody {
     /// Deadline, memory, output and open-file caps, fuel.
     #[serde(default)]
     pub limits: LimitsPatch,
+    /// `wasm` or `container`; default: WebAssembly for Python and JavaScript, a container for
+    /// the other languages.
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
 }
 
 impl ExecuteBody {
@@ -50,6 +54,7 @@ impl ExecuteBody {
         let mut request = ExecRequest::new(self.language, self.code).with_stdin(self.stdin).with_args(self.args);
         request.env = state.settings.execution_env(self.env);
         request.files = self.files;
+        request.backend = self.backend;
         Ok(request.with_limits(limits))
     }
 }

@@ -10,7 +10,8 @@
 
 use super::auth::Caller;
 use super::tools::{
-    self, CreateSandboxArgs, PathArgs, RunCellArgs, RunCodeArgs, SandboxArgs, ToolReply, WriteFileArgs, for_the_model,
+    self, CreateSandboxArgs, PathArgs, RunCellArgs, RunCodeArgs, RunCommandArgs, SandboxArgs, ToolReply, WriteFileArgs,
+    for_the_model,
 };
 use super::{ApiError, AppState};
 use axum::http::request::Parts;
@@ -91,11 +92,10 @@ pub fn service(state: AppState) -> StreamableHttpService<SoulboxMcp, LocalSessio
 #[tool_router(vis = "pub")]
 impl SoulboxMcp {
     /// Run Python or JavaScript once in a fresh, isolated sandbox.
-    #[tool(
-        description = "Run Python (with numpy, pandas, matplotlib) or JavaScript once in a fresh, isolated sandbox \
-                       and return its stdout, stderr and exit code. Nothing persists between calls; use \
-                       create_sandbox and run_cell to keep state."
-    )]
+    #[tool(description = "Run a program once in a fresh, isolated sandbox and return its stdout, stderr and exit \
+                       code: Python (with numpy, pandas, matplotlib) or JavaScript in WebAssembly, or bash, C, \
+                       C++, Go, Java, Ruby or PHP in a container. Nothing persists between calls; use \
+                       create_sandbox and run_cell to keep state.")]
     async fn run_code(
         &self,
         Parameters(args): Parameters<RunCodeArgs>,
@@ -129,6 +129,19 @@ impl SoulboxMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let caller = caller(&parts)?;
         reply(tools::run_cell(&self.state, &caller, args).await)
+    }
+
+    /// Run a shell command in a sandbox.
+    #[tool(description = "Run a shell command (bash) in a sandbox's Linux container: compilers (gcc, go, javac), \
+                       python3, node, ruby, php, and a shell. It works in the same files as run_cell. Returns \
+                       stdout, stderr and the exit code.")]
+    async fn run_command(
+        &self,
+        Parameters(args): Parameters<RunCommandArgs>,
+        Extension(parts): Extension<Parts>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let caller = caller(&parts)?;
+        reply(tools::run_command(&self.state, &caller, args).await)
     }
 
     /// List the caller's sandboxes.

@@ -75,6 +75,8 @@ pub enum Kind {
     Stateless,
     /// A cell in a sandbox.
     Cell,
+    /// A command in a sandbox's container.
+    Command,
 }
 
 impl Kind {
@@ -82,6 +84,7 @@ impl Kind {
         match self {
             Kind::Stateless => "stateless",
             Kind::Cell => "cell",
+            Kind::Command => "command",
         }
     }
 }

@@ -27,8 +27,10 @@ mod mcp;
 mod metrics;
 mod openapi;
 mod operations;
+mod processes;
 mod sandboxes;
 mod settings;
+mod streaming;
 mod tools;
 
 pub use auth::{Auth, Tenant};
@@ -105,6 +107,7 @@ pub fn app(state: AppState) -> Router {
         .merge(execute::routes())
         .merge(sandboxes::routes())
         .merge(files::routes())
+        .merge(processes::routes())
         .merge(tools::routes())
         .layer(DefaultBodyLimit::max(state.settings.json_body_limit));
     let guarded = Router::new()

@@ -8,6 +8,8 @@ use super::auth::{Caller, usage};
 use super::metrics::Kind;
 use super::{ApiError, AppState};
 use futures_util::{Stream, StreamExt};
+use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec};
+use soulbox_engine::sandbox::CommandResult;
 use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Language, RunOptions, Sandbox, SandboxSpec};
 use std::collections::BTreeMap;
 
@@ -26,6 +28,11 @@ impl AppState {
     /// Opens a sandbox for `caller`, with the configured environment and lifetime, within the
     /// tenant's quota.
     pub async fn open_sandbox(&self, caller: &Caller, spec: SandboxSpec) -> Result<Sandbox, ApiError> {
+        if spec.network && !self.settings.allow_network {
+            return Err(ApiError::BadRequest(
+                "network access is not allowed on this server (`network.allow_internet`)".into(),
+            ));
+        }
         let max = self.settings.max_sandboxes_per_tenant;
         if self.list_sandboxes(&caller.tenant, &BTreeMap::new()).len() >= max {
             return Err(ApiError::QuotaExceeded(format!(
@@ -78,6 +85,44 @@ impl AppState {
             }
             item.map_err(ApiError::from)
         }))
+    }
+
+    /// Runs a command in a sandbox's container to its end.
+    pub async fn run_command(
+        &self,
+        caller: &Caller,
+        sandbox: &Sandbox,
+        spec: ProcessSpec,
+    ) -> Result<CommandResult, ApiError> {
+        let _slot = self.execution_slot(caller)?;
+        let result = sandbox.run_command(spec).await?;
+        self.command_ended(caller, &result.exit);
+        Ok(result)
+    }
+
+    /// Runs a command, yielding its events as they happen; the caller's execution slot is held
+    /// until the stream ends or is dropped.
+    pub async fn stream_command(
+        &self,
+        caller: &Caller,
+        sandbox: &Sandbox,
+        spec: ProcessSpec,
+    ) -> Result<impl Stream<Item = Result<ProcessEvent, ApiError>> + Send + 'static, ApiError> {
+        let slot = self.execution_slot(caller)?;
+        let (_, events) = sandbox.run_command_stream(spec).await?;
+        let (state, caller) = (self.clone(), caller.clone());
+        Ok(events.map(move |event| {
+            let _held = &slot;
+            if let ProcessEvent::Exit(exit) = &event {
+                state.command_ended(&caller, exit);
+            }
+            Ok(event)
+        }))
+    }
+
+    fn command_ended(&self, caller: &Caller, exit: &ProcessExit) {
+        self.metrics.execution(Kind::Command, Language::Bash, exit.outcome, exit.duration);
+        self.usage.record(usage(&caller.tenant, "command", Language::Bash, exit.outcome, exit.duration, None));
     }
 
     fn execution_slot(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {

@@ -2,21 +2,18 @@
 
 use super::auth::Caller;
 use super::openapi::ErrorResponses;
+use super::streaming::{Delivery, streamed};
 use super::{ApiError, ApiJson, ApiQuery, AppState};
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::sse::{Event, Sse};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use futures_util::StreamExt;
 use serde::Deserialize;
 use soulbox_engine::kernel::Preload;
 use soulbox_engine::sandbox::{ContextInfo, SandboxInfo};
 use soulbox_engine::{Execution, ExecutionEvent, Language, LimitsPatch, RunOptions, SandboxSpec};
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::time::Duration;
 
 /// Query parameters that filter the sandbox list: `metadata.<key>=<value>`.
@@ -192,25 +189,6 @@ pub struct CellRequest {
     limits: LimitsPatch,
 }
 
-/// How the client wants a cell's events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Delivery {
-    Json,
-    Ndjson,
-    Sse,
-}
-
-fn delivery(headers: &HeaderMap) -> Delivery {
-    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    if accept.contains("text/event-stream") {
-        Delivery::Sse
-    } else if accept.contains("application/x-ndjson") || accept.contains("application/jsonl") {
-        Delivery::Ndjson
-    } else {
-        Delivery::Json
-    }
-}
-
 /// Run a cell in a sandbox's context. With `Accept: application/x-ndjson` each event is a JSON
 /// line as it happens; with `Accept: text/event-stream`, a server-sent event named after its
 /// type (`stdout`, `stderr`, `result`, `error`, `end`; `failure` if the run fails midway);
@@ -232,41 +210,11 @@ async fn execute(
     let sandbox = state.sandbox(&caller.tenant, &id)?;
     let limits = state.settings.limits.resolve(&cell.limits)?;
     let options = RunOptions { context: cell.context, language: cell.language, limits };
-    let delivery = delivery(&headers);
+    let delivery = Delivery::of(&headers);
     if delivery == Delivery::Json {
         let execution: Execution = state.run_cell(&caller, &sandbox, &cell.code, options).await?;
         return Ok(ApiJson(execution).into_response());
     }
     let items = state.stream_cell(&caller, &sandbox, &cell.code, options).await?;
-    Ok(match delivery {
-        Delivery::Sse => Sse::new(items.map(|item| Ok::<_, Infallible>(sse_event(item)))).into_response(),
-        _ => {
-            let lines = items.map(|item| Ok::<_, Infallible>(ndjson_line(item)));
-            ([(header::CONTENT_TYPE, "application/x-ndjson")], Body::from_stream(lines)).into_response()
-        }
-    })
-}
-
-fn ndjson_line(item: Result<ExecutionEvent, ApiError>) -> String {
-    let mut line = match item {
-        Ok(event) => serde_json::to_string(&event).unwrap_or_default(),
-        Err(error) => failure_json(&error).to_string(),
-    };
-    line.push('\n');
-    line
-}
-
-fn sse_event(item: Result<ExecutionEvent, ApiError>) -> Event {
-    match item {
-        Ok(event) => {
-            let data = serde_json::to_value(&event).unwrap_or_default();
-            let kind = data["type"].as_str().unwrap_or("event").to_owned();
-            Event::default().event(kind).data(data.to_string())
-        }
-        Err(error) => Event::default().event("failure").data(failure_json(&error).to_string()),
-    }
-}
-
-fn failure_json(error: &ApiError) -> serde_json::Value {
-    serde_json::json!({"type": "failure", "code": error.code(), "message": error.to_string()})
+    Ok(streamed(delivery, items))
 }

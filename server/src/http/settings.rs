@@ -34,6 +34,8 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Whether `/metrics` is served.
     pub metrics_enabled: bool,
+    /// Whether sandboxes may ask for network access (containers).
+    pub allow_network: bool,
 }
 
 /// Defaults and maxima for execution limits.
@@ -77,6 +79,7 @@ impl Settings {
             request_timeout: config.server.request_timeout(),
             max_in_flight: config.server.max_in_flight_requests,
             metrics_enabled: config.monitoring.metrics_enabled,
+            allow_network: config.network.allow_internet.unwrap_or(false),
         }
     }
 

@@ -33,10 +33,24 @@ pub(super) fn routes() -> Router<AppState> {
 #[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolLanguage {
-    /// CPython 3.15 with numpy, pandas, matplotlib.
+    /// CPython 3.15 with numpy, pandas, matplotlib (WebAssembly).
     Python,
-    /// QuickJS (ES2023).
+    /// QuickJS (ES2023, WebAssembly).
     Javascript,
+    /// A bash script (container).
+    Bash,
+    /// C, gcc (container).
+    C,
+    /// C++, g++ (container).
+    Cpp,
+    /// Go (container).
+    Go,
+    /// Java (container).
+    Java,
+    /// Ruby (container).
+    Ruby,
+    /// PHP (container).
+    Php,
 }
 
 impl From<ToolLanguage> for Language {
@@ -44,6 +58,13 @@ impl From<ToolLanguage> for Language {
         match language {
             ToolLanguage::Python => Language::Python,
             ToolLanguage::Javascript => Language::JavaScript,
+            ToolLanguage::Bash => Language::Bash,
+            ToolLanguage::C => Language::C,
+            ToolLanguage::Cpp => Language::Cpp,
+            ToolLanguage::Go => Language::Go,
+            ToolLanguage::Java => Language::Java,
+            ToolLanguage::Ruby => Language::Ruby,
+            ToolLanguage::Php => Language::Php,
         }
     }
 }
@@ -88,6 +109,20 @@ pub struct RunCellArgs {
     #[serde(default)]
     pub language: Option<ToolLanguage>,
     /// Milliseconds before the cell is stopped (default: the server's).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// `run_command`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunCommandArgs {
+    /// The sandbox.
+    pub sandbox_id: String,
+    /// A shell command line, run in the sandbox's container (its working directory is the
+    /// sandbox's workspace, the same files `run_cell` sees).
+    pub command: String,
+    /// Milliseconds before it is killed (default: the server's deadline).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
@@ -175,6 +210,7 @@ pub async fn run_tool(state: &AppState, caller: &Caller, name: &str, arguments: 
         "run_code" => run_code(state, caller, args(name, arguments)?).await,
         "create_sandbox" => create_sandbox(state, caller, args(name, arguments)?).await,
         "run_cell" => run_cell(state, caller, args(name, arguments)?).await,
+        "run_command" => run_command(state, caller, args(name, arguments)?).await,
         "list_sandboxes" => Ok(list_sandboxes(state, caller)),
         "kill_sandbox" => kill_sandbox(state, caller, args(name, arguments)?),
         "write_file" => write_file(state, caller, args(name, arguments)?).await,
@@ -222,6 +258,25 @@ pub async fn run_cell(state: &AppState, caller: &Caller, args: RunCellArgs) -> R
     let options = RunOptions { context: None, language: args.language.map(Into::into), limits };
     let execution = state.run_cell(caller, &sandbox, &args.code, options).await?;
     Ok(cell_reply(execution))
+}
+
+/// Runs a shell command in a sandbox's container.
+pub async fn run_command(state: &AppState, caller: &Caller, args: RunCommandArgs) -> Result<ToolReply, ApiError> {
+    let sandbox = state.sandbox(&caller.tenant, &args.sandbox_id)?;
+    let limits = state.settings.limits.resolve(&limits(args.timeout_ms))?;
+    let spec = soulbox_engine::process::ProcessSpec {
+        command: args.command,
+        deadline: Some(limits.deadline),
+        ..soulbox_engine::process::ProcessSpec::default()
+    };
+    let result = state.run_command(caller, &sandbox, spec).await?;
+    Ok(ToolReply::ok(json!({
+        "stdout": result.stdout,
+        "stderr": result.stderr,
+        "exit_code": result.exit.exit_code,
+        "outcome": result.exit.outcome,
+        "message": result.exit.message,
+    })))
 }
 
 /// A cell's result for a model: results without their base64 PNGs, which travel as images (a

@@ -3,6 +3,7 @@
 
 mod api;
 mod config;
+mod containers;
 mod mcp;
 mod protection;
 mod support;

@@ -62,6 +62,11 @@ impl Server {
         format!("{}{path}", self.base)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the server has written on stderr so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()

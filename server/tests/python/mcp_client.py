@@ -27,7 +27,7 @@ async def session_calls(session: ClientSession) -> None:
     init = await session.initialize()
     assert init.server_info.name == "soulbox", init.server_info
     tools = {tool.name: tool for tool in (await session.list_tools()).tools}
-    expected = {"run_code", "create_sandbox", "run_cell", "list_sandboxes", "kill_sandbox",
+    expected = {"run_code", "create_sandbox", "run_cell", "run_command", "list_sandboxes", "kill_sandbox",
                 "write_file", "read_file", "list_files"}
     assert expected <= set(tools), sorted(tools)
     assert tools["run_code"].input_schema["type"] == "object"
@@ -48,6 +48,10 @@ async def session_calls(session: ClientSession) -> None:
     assert not written.is_error, written
     summed = await session.call_tool("run_cell", {"sandbox_id": sandbox, "code": "int(pd.read_csv('/data/in.csv').sum().sum())"})
     assert payload(summed)["results"][0]["text"] == "3", summed
+    counted = payload(await session.call_tool("run_command", {"sandbox_id": sandbox, "command": "wc -l < data/in.csv"}))
+    assert counted["stdout"] == "2\n" and counted["exit_code"] == 0, counted
+    go = payload(await session.call_tool("run_code", {"language": "go", "code": "package main\nfunc main() { println(7) }"}))
+    assert go["stderr"] == "7\n", go
     listed = payload(await session.call_tool("list_files", {"sandbox_id": sandbox, "path": "/data"}))
     assert [e["name"] for e in listed["entries"]] == ["in.csv"], listed
     read = payload(await session.call_tool("read_file", {"sandbox_id": sandbox, "path": "/data/in.csv"}))
