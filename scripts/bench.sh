@@ -10,3 +10,5 @@ cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --w
 ./target/release/sandbox-report
 command -v wrk >/dev/null || apt-get install -y wrk
 ./target/release/http-report
+bash scripts/build-images.sh
+./target/release/container-report

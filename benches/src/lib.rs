@@ -16,10 +16,15 @@ pub fn engine() -> anyhow::Result<Engine> {
 
 /// Like [`engine`], with guests where `workers` says.
 pub fn engine_with(workers: Workers) -> anyhow::Result<Engine> {
+    Ok(Engine::builder().backend(wasm_backend(workers)?).build())
+}
+
+/// The WebAssembly backend, prepared, with guests where `workers` says.
+pub fn wasm_backend(workers: Workers) -> anyhow::Result<WasmBackend> {
     let pool = WorkerPoolConfig { queue: 256, ..WorkerPoolConfig::default() };
     let backend = WasmBackend::open(WasmConfig { pool, workers, ..WasmConfig::default() })?;
     backend.prepare()?;
-    Ok(Engine::builder().backend(backend).build())
+    Ok(backend)
 }
 
 /// Guests in worker processes of the `soulbox` binary built beside the running benchmark.

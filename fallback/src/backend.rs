@@ -40,7 +40,10 @@ impl ContainerBackend {
     /// behind, and starts filling the warm pool. Call inside a tokio runtime.
     pub async fn start(config: ContainerConfig) -> Result<Self, ContainerError> {
         let docker = Arc::new(DockerEngine::connect(config.docker_host.as_deref()));
-        let instance = format!("{:016x}", rand_u64());
+        let instance = format!(
+            "{:016x}",
+            getrandom::u64().map_err(|e| ContainerError::Unavailable(format!("no randomness: {e}")))?
+        );
         let pool_size = config.pool_size;
         let containers = Arc::new(Containers { docker, config, labels: Labels::for_this_process(instance) });
         match containers.docker.ping().await {
@@ -122,14 +125,4 @@ impl Backend for ContainerBackend {
         self.inner.pool.discard(slot);
         Ok(rendered?)
     }
-}
-
-/// 64 random bits (an instance id).
-fn rand_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    if std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes)).is_err() {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
-        return nanos as u64 ^ u64::from(std::process::id());
-    }
-    u64::from_le_bytes(bytes)
 }

@@ -4,8 +4,11 @@ use crate::config::ContainerConfig;
 use crate::confinement::{ContainerSpec, INSTANCE_LABEL, Labels, MANAGED_LABEL, create_body};
 use crate::docker::{DockerEngine, Retry};
 use crate::error::ContainerError;
+use crate::exec::{Input, Output};
 use bollard::models::ContainerUpdateBody;
-use bollard::query_parameters::{KillContainerOptions, ListContainersOptions, RemoveContainerOptions};
+use bollard::query_parameters::{
+    AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -44,6 +47,41 @@ impl Containers {
             return Err(error);
         }
         Ok(id)
+    }
+
+    /// Attaches to a container's stdin, stdout and stderr (its main process's).
+    pub async fn attach(&self, id: &str) -> Result<Session, ContainerError> {
+        let options =
+            AttachContainerOptions { stream: true, stdin: true, stdout: true, stderr: true, ..Default::default() };
+        let attached = self
+            .docker
+            .call("attach to a container", Retry::No, |d| {
+                let options = options.clone();
+                async move { d.attach_container(id, Some(options)).await }
+            })
+            .await?;
+        Ok(Session { output: attached.output, input: attached.input })
+    }
+
+    /// Waits for a container to stop; returns its exit status.
+    pub async fn wait_exit(&self, id: &str) -> Result<i64, ContainerError> {
+        use futures_util::StreamExt;
+        let options = WaitContainerOptions { condition: "not-running".into() };
+        let waited = self
+            .docker
+            .call("wait for a container", Retry::Yes, |d| {
+                let options = options.clone();
+                async move {
+                    match d.wait_container(id, Some(options)).next().await {
+                        Some(Ok(response)) => Ok(response.status_code),
+                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+                        Some(Err(error)) => Err(error),
+                        None => Ok(-1),
+                    }
+                }
+            })
+            .await?;
+        Ok(waited)
     }
 
     /// A missing image is an operator's job: say which command builds it.
@@ -149,6 +187,20 @@ impl Containers {
         let count = listed.len();
         futures_util::future::join_all(listed.iter().map(|(id, _)| self.remove(id))).await;
         count
+    }
+}
+
+/// An attachment to a container's main process.
+pub struct Session {
+    /// Its stdout and stderr.
+    pub output: Output,
+    /// Its stdin.
+    pub input: Input,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Session")
     }
 }
 

@@ -88,6 +88,7 @@ impl Shared {
             network: self.spec.network,
             env,
             purpose: &purpose,
+            agent: false,
         };
         let id = self.containers.start(&spec).await?;
         tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(&id), "sandbox container started");

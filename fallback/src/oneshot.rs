@@ -1,32 +1,30 @@
 //! One-shot executions in containers: an [`ExecRequest`] in a fresh (pooled) container, used
 //! once and destroyed.
 //!
-//! The code and input files are written into the container's workspace on the host, the
-//! language's recipe runs under the exec wrapper (deadline inside the container, and here as a
-//! backstop), output is kept up to the request's caps (past a cap the container is killed),
-//! and every file the program created or changed is returned, like the WebAssembly backend
-//! does. Limits: deadline, memory (the container's cap, resized for the request), output.
+//! The code and input files are written into the container's workspace on the host; the
+//! language's recipe goes to the container's waiting agent
+//! ([`crate::confinement::ONE_SHOT_AGENT`]) over the attachment the pool made in advance,
+//! followed by the request's stdin; the agent runs the program and reports its exit status
+//! with an end marker. At the deadline, or past an output cap, SoulBox kills the container
+//! (used once anyway). Every file the program created or changed is returned, like the
+//! WebAssembly backend does. Limits: deadline, memory (the container's cap, resized for the request), output.
 //! Fuel and the open-file cap are WebAssembly limits: fuel is refused, open files are the
 //! image's default.
 
-use crate::containers::Containers;
+use crate::containers::{Containers, Session};
 use crate::error::ContainerError;
-use crate::exec::{self, Channel, CommandLine, Decoder, EXIT_KILLED};
+use crate::exec::EXIT_KILLED;
 use crate::languages::{recipe, with_args};
 use crate::pool::{Slot, WarmPool};
+use bollard::container::LogOutput;
 use futures_util::StreamExt;
+use soulbox_engine::process::MACHINE_WORKSPACE;
 use soulbox_engine::result::{MAX_OUTPUT_FILE_BYTES, MAX_OUTPUT_FILES};
 use soulbox_engine::{ExecRequest, ExecResult, Outcome, OutputFile};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
-
-/// Time past the deadline before SoulBox kills the container itself (the wrapper's `timeout`
-/// normally ends the process at the deadline).
-pub const DEADLINE_GRACE: Duration = Duration::from_millis(500);
-/// Where the wrapper keeps the run's pid.
-const PID_FILE: &str = "/tmp/.soulbox/run.pid";
 
 /// Runs `request` in a container from `pool`.
 pub async fn execute(
@@ -57,21 +55,9 @@ async fn run(
     if request.limits.memory_bytes != slot.memory_bytes {
         containers.set_memory(&slot.id, request.limits.memory_bytes).await?;
     }
-    let line = CommandLine {
-        command: with_args(recipe.command, &request.args),
-        env: request.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-        cwd: None,
-        deadline: Some(request.limits.deadline),
-        tty: false,
-        pid_file: PID_FILE.into(),
-    };
-    let started = exec::start(&containers.docker, &slot.id, &line).await?;
-    let exec_id = started.exec_id.clone();
-    let (stdout, stderr, stopped) = collect(containers, slot, request, started).await;
-    let code = match stopped {
-        Some(_) => None,
-        None => exec::exit_code(&containers.docker, &exec_id).await.ok().flatten(),
-    };
+    let session = slot.session.lock().unwrap_or_else(|e| e.into_inner()).take();
+    let session = session.ok_or_else(|| ContainerError::Rejected("the container was used already".into()))?;
+    let (stdout, stderr, code, stopped) = collect(containers, slot, request, recipe.command, session).await;
     let elapsed = admitted.elapsed();
     let (outcome, error) = classify(stopped, code, elapsed, request.limits.deadline);
     let (files, files_truncated) = collect_outputs(&slot.dir, recipe.file, &inputs)?;
@@ -98,40 +84,80 @@ enum Stopped {
     Lost,
 }
 
-/// Reads the run's output to its end, keeping up to the caps; stops the container past a cap
-/// or past the deadline's grace.
+/// What starts a run in a pooled container's agent: the end marker's nonce (random, so output
+/// cannot forge it) and the script's length, then the script: go to the workspace, set the
+/// request's environment and run `command` with its arguments.
+fn agent_input(request: &ExecRequest, command: &str, nonce: &str) -> Vec<u8> {
+    let mut script = format!("cd {MACHINE_WORKSPACE} || exit 125\n");
+    let mut other_names = Vec::new();
+    for (name, value) in &request.env {
+        let identifier = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        match identifier {
+            true => script.push_str(&format!("export {name}={}\n", quote(value))),
+            false => other_names.push(quote(&format!("{name}={value}"))),
+        }
+    }
+    let command = with_args(command, &request.args);
+    match other_names.is_empty() {
+        true => script.push_str(&command),
+        false => script.push_str(&format!("exec env {} bash -c {}", other_names.join(" "), quote(&command))),
+    }
+    let mut input = format!("{nonce} {}\n", script.len()).into_bytes();
+    input.extend_from_slice(script.as_bytes());
+    input
+}
+
+/// `text` single-quoted for the shell.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r#"'\''"#))
+}
+
+/// Starts the run and reads its output until the agent's end marker has come on both streams,
+/// keeping up to the caps; kills the container past a cap, past the deadline's grace, or
+/// when the output breaks off. Returns the output, the exit status (from the marker) and why
+/// SoulBox stopped the run, if it did.
 async fn collect(
     containers: &Containers,
     slot: &Slot,
     request: &ExecRequest,
-    started: exec::Started,
-) -> (String, String, Option<Stopped>) {
-    let exec::Started { mut output, mut input, .. } = started;
-    let stdin = request.stdin.clone();
+    command: &str,
+    session: Session,
+) -> (String, String, Option<i64>, Option<Stopped>) {
+    let Session { mut output, mut input } = session;
+    let nonce = format!("soulbox-end-{:016x}", getrandom::u64().unwrap_or_else(|_| u64::from(std::process::id())));
+    let mut feed = agent_input(request, command, &nonce);
+    feed.extend_from_slice(&request.stdin);
     let feeder = tokio::spawn(async move {
-        let _ = input.write_all(&stdin).await;
+        let _ = input.write_all(&feed).await;
         let _ = input.shutdown().await;
     });
     let limits = &request.limits;
-    let caps = [limits.stdout_bytes as usize, limits.stderr_bytes as usize];
-    let (mut kept, mut decoder) = ([String::new(), String::new()], Decoder::default());
-    let deadline = tokio::time::sleep(limits.deadline + DEADLINE_GRACE);
+    let mut streams = [Stream::new(limits.stdout_bytes, &nonce), Stream::new(limits.stderr_bytes, &nonce)];
+    let deadline = tokio::time::sleep(limits.deadline);
     tokio::pin!(deadline);
     let stopped = loop {
+        if streams.iter().all(|s| s.status.is_some()) {
+            break None;
+        }
         tokio::select! {
             chunk = output.next() => match chunk {
-                Some(Ok(chunk)) => {
-                    let Some((channel, text, _)) = decoder.decode(chunk) else { continue };
-                    let index = if channel == Channel::Stdout { 0 } else { 1 };
-                    if keep(&mut kept[index], &text, caps[index]) {
+                Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                    if streams[0].push(&message) {
                         break Some(Stopped::Output);
                     }
                 }
+                Some(Ok(LogOutput::StdErr { message })) => {
+                    if streams[1].push(&message) {
+                        break Some(Stopped::Output);
+                    }
+                }
+                Some(Ok(LogOutput::StdIn { .. })) => {}
                 Some(Err(error)) => {
                     tracing::debug!(%error, "lost a container's output");
                     break Some(Stopped::Lost);
                 }
-                None => break None,
+                None => break Some(Stopped::Lost),
             },
             () = &mut deadline => break Some(Stopped::Deadline),
         }
@@ -139,29 +165,64 @@ async fn collect(
     feeder.abort();
     if stopped.is_some() {
         let _ = containers.kill(&slot.id).await;
-    } else {
-        for (channel, text) in decoder.finish() {
-            let index = if channel == Channel::Stdout { 0 } else { 1 };
-            keep(&mut kept[index], &text, caps[index]);
-        }
     }
-    let [stdout, stderr] = kept;
-    (stdout, stderr, stopped)
+    let status = streams[0].status;
+    let [stdout, stderr] = streams.map(Stream::text);
+    (stdout, stderr, status, stopped)
 }
 
-/// Appends `text` up to `cap` bytes; true when it did not all fit.
-fn keep(kept: &mut String, text: &str, cap: usize) -> bool {
-    let room = cap.saturating_sub(kept.len());
-    if text.len() <= room {
-        kept.push_str(text);
-        return false;
+/// One output stream of a run: its bytes up to the cap, then the agent's end marker.
+struct Stream {
+    bytes: Vec<u8>,
+    cap: usize,
+    marker: String,
+    status: Option<i64>,
+}
+
+impl Stream {
+    fn new(cap: u64, nonce: &str) -> Self {
+        Stream {
+            bytes: Vec::new(),
+            cap: usize::try_from(cap).unwrap_or(usize::MAX),
+            marker: format!("\n{nonce} "),
+            status: None,
+        }
     }
-    let mut cut = room;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
+
+    /// Takes a chunk; true when the program wrote past the cap.
+    fn push(&mut self, chunk: &[u8]) -> bool {
+        self.bytes.extend_from_slice(chunk);
+        if self.bytes.ends_with(b"\n")
+            && let Some(at) = find_last(&self.bytes, self.marker.as_bytes())
+        {
+            let tail = &self.bytes[at + self.marker.len()..self.bytes.len() - 1];
+            if let Some(status) = std::str::from_utf8(tail).ok().and_then(|t| t.parse().ok()) {
+                self.status = Some(status);
+                self.bytes.truncate(at);
+                return self.bytes.len() > self.cap;
+            }
+        }
+        // Room for the marker past the cap: only what is certainly output counts.
+        self.bytes.len() > self.cap.saturating_add(self.marker.len() + 24)
     }
-    kept.push_str(&text[..cut]);
-    true
+
+    /// The output, cut to the cap on a character boundary.
+    fn text(self) -> String {
+        let mut text = String::from_utf8_lossy(&self.bytes).into_owned();
+        if text.len() > self.cap {
+            let mut cut = self.cap;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+        }
+        text
+    }
+}
+
+/// Where `needle` last starts in `haystack`.
+fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).rposition(|window| window == needle)
 }
 
 /// The outcome of a run, from how it stopped and its exit status.
@@ -288,11 +349,20 @@ mod tests {
     }
 
     #[test]
-    fn keeps_output_up_to_its_cap_on_a_character_boundary() {
-        let mut kept = String::new();
-        assert!(!keep(&mut kept, "ab", 4));
-        assert!(keep(&mut kept, "c€", 4));
-        assert_eq!(kept, "abc");
+    fn the_end_marker_gives_the_status_and_is_not_output() {
+        let mut stream = Stream::new(4, "n0nce");
+        assert!(!stream.push(b"ab"));
+        assert!(!stream.push(b"c\nn0n"));
+        assert!(!stream.push(b"ce 3\n"));
+        assert_eq!(stream.status, Some(3));
+        assert_eq!(stream.text(), "abc");
+        let mut forged = Stream::new(100, "n0nce");
+        forged.push(b"\nother 0\n");
+        assert_eq!(forged.status, None, "only the run's own nonce ends it");
+        let mut chatty = Stream::new(4, "n0nce");
+        assert!(chatty.push(&[b'x'; 64]), "far past the cap");
+        let mut over = Stream::new(2, "n0nce");
+        assert!(over.push(b"abc\nn0nce 0\n"), "past the cap, even with the marker");
     }
 
     #[test]

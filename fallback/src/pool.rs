@@ -8,7 +8,7 @@
 //! pool is empty (or sized 0) a container is started on the spot.
 
 use crate::confinement::{ContainerSpec, share_with_containers};
-use crate::containers::Containers;
+use crate::containers::{Containers, Session};
 use crate::error::ContainerError;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -32,6 +32,8 @@ pub struct Slot {
     pub dir: PathBuf,
     /// Its memory cap now.
     pub memory_bytes: u64,
+    /// The attachment to its agent (taken by the run; behind a lock so a slot is `Sync`).
+    pub session: Mutex<Option<Session>>,
 }
 
 /// The pool. Shared behind an `Arc`; its refill task stops when the last `Arc` drops.
@@ -113,9 +115,22 @@ impl WarmPool {
             network: false,
             env: vec![],
             purpose: "pool",
+            agent: true,
         };
-        match self.containers.start(&spec).await {
-            Ok(id) => Ok(Slot { id, dir, memory_bytes: POOL_MEMORY_BYTES }),
+        let started = async {
+            let id = self.containers.start(&spec).await?;
+            match self.containers.attach(&id).await {
+                Ok(session) => Ok((id, session)),
+                Err(error) => {
+                    self.containers.remove(&id).await;
+                    Err(error)
+                }
+            }
+        };
+        match started.await {
+            Ok((id, session)) => {
+                Ok(Slot { id, dir, memory_bytes: POOL_MEMORY_BYTES, session: Mutex::new(Some(session)) })
+            }
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&dir);
                 Err(error)
