@@ -5,7 +5,8 @@ use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::Args;
-use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, Limits};
+use soulbox_engine::{BackendKind, Engine, ExecRequest, ExecResult, Language, Limits};
+use soulbox_fallback::{ContainerBackend, ContainerConfig};
 use soulbox_runtimes_wasm::WasmBackend;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +20,8 @@ pub struct RunArgs {
     /// Arguments for the program (after `--`).
     #[arg(last = true)]
     pub args: Vec<String>,
-    /// The language (python/py, javascript/js); guessed from the file extension, else Python.
+    /// The language (python, javascript, bash, c, cpp, go, java, ruby, php); guessed from the
+    /// file extension, else Python.
     #[arg(long, short)]
     pub language: Option<Language>,
     /// Run this code instead of a file.
@@ -54,14 +56,43 @@ pub struct RunArgs {
     /// stdin is not a terminal, stdin is read to its end and given to the program.
     #[arg(long)]
     pub no_stdin: bool,
+    /// Where to run: `wasm` or `container` (default: WebAssembly for Python and JavaScript, a
+    /// Docker container for the other languages).
+    #[arg(long, value_enum)]
+    pub backend: Option<BackendArg>,
+}
+
+/// `--backend`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum BackendArg {
+    /// WebAssembly.
+    Wasm,
+    /// A Docker container.
+    Container,
 }
 
 pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
-    let config = cli.wasm_config(config, std::io::stderr().is_terminal());
-    let backend = tokio::task::spawn_blocking(move || WasmBackend::open(config)).await??;
-    let engine = Engine::builder().backend(backend).build();
-    let result = engine.execute(request).await?;
+    let wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
+    let backend = tokio::task::spawn_blocking(move || WasmBackend::open(wasm)).await??;
+    let mut engine = Engine::builder();
+    engine.backend(backend);
+    // A container only when the run needs one: one container, started for this run.
+    let containers = match (request.language.runs_in_wasm(), request.backend) {
+        (true, None | Some(BackendKind::Wasm)) => None,
+        _ => {
+            let container_config = config.container_config().unwrap_or_default();
+            Some(ContainerBackend::start(ContainerConfig { pool_size: 0, ..container_config }).await?)
+        }
+    };
+    if let Some(containers) = &containers {
+        engine.backend(containers.clone());
+    }
+    let result = engine.build().execute(request).await;
+    if let Some(containers) = containers {
+        containers.shutdown().await;
+    }
+    let result = result?;
     if let Some(dir) = &args.out_dir {
         write_outputs(dir, &result)?;
     }
@@ -88,6 +119,10 @@ fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
     let language =
         args.language.or_else(|| args.file.as_deref().and_then(Language::from_path)).unwrap_or(Language::Python);
     let mut request = ExecRequest::new(language, code).with_args(args.args.clone()).with_limits(limits(args));
+    request.backend = args.backend.map(|b| match b {
+        BackendArg::Wasm => BackendKind::Wasm,
+        BackendArg::Container => BackendKind::Container,
+    });
     if !from_stdin && !args.no_stdin && !std::io::stdin().is_terminal() {
         request = request.with_stdin(read_stdin_bytes()?);
     }

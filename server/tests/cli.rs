@@ -186,3 +186,17 @@ fn repl_saves_figures_and_refuses_a_mismatched_template() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("template"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn other_languages_and_native_runs_go_to_a_container() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("hello.go");
+    std::fs::write(&program, "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello from go\") }\n").unwrap();
+    let out = soulbox(&["run", "--no-stdin", program.to_str().unwrap()], "");
+    assert_eq!((out.status.code(), text(&out.stdout).as_str()), (Some(0), "hello from go\n"), "{}", text(&out.stderr));
+    let native = soulbox(&["run", "--json", "--backend", "container", "-e", "import sys; print(sys.platform)"], "");
+    let result: serde_json::Value = serde_json::from_slice(&native.stdout).unwrap();
+    assert_eq!((result["stdout"].as_str(), result["backend"].as_str()), (Some("linux\n"), Some("container")));
+    let status = soulbox(&["run", "-l", "bash", "-e", "exit 7"], "");
+    assert_eq!(status.status.code(), Some(7));
+}
