@@ -42,6 +42,15 @@ pub fn metered_engine() -> &'static Engine {
 
 pub mod containers;
 
+/// Decodes a PNG fully (every pixel); returns its width and height.
+pub fn png_size(bytes: &[u8]) -> (u32, u32) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("PNG pixels decode");
+    (info.width, info.height)
+}
+
 /// Runs Python `code` with default limits on the shared engine.
 pub async fn python(code: &str) -> ExecResult {
     run(ExecRequest::new(Language::Python, code)).await

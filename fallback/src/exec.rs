@@ -136,36 +136,10 @@ pub async fn exit_code(docker: &DockerEngine, exec_id: &str) -> Result<Option<i6
 
 /// Kills the process group whose leader's pid is in `pid_file` (inside `container`).
 pub async fn kill_group(docker: &DockerEngine, container: &str, pid_file: &str) -> Result<(), ContainerError> {
-    let line = CommandLine {
-        command: String::new(),
-        env: vec![],
-        cwd: None,
-        deadline: None,
-        tty: false,
-        pid_file: pid_file.to_owned(),
-    };
-    let options = CreateExecOptions::<String> {
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        cmd: Some(vec!["sh".into(), "-c".into(), r#"kill -KILL -- -"$(cat "$0")""#.into(), line.pid_file.clone()]),
-        ..CreateExecOptions::default()
-    };
-    let created = docker
-        .call("create a kill exec", Retry::No, |d| {
-            let options = options.clone();
-            async move { d.create_exec(container, options).await }
-        })
-        .await?;
-    let started = docker
-        .call("start a kill exec", Retry::No, |d| {
-            let id = created.id.clone();
-            async move { d.start_exec(&id, None).await }
-        })
-        .await?;
-    if let StartExecResults::Attached { mut output, .. } = started {
-        while output.next().await.is_some() {}
-    }
-    match exit_code(docker, &created.id).await? {
+    let argv = ["sh", "-c", r#"kill -KILL -- -"$(cat "$0")""#, pid_file].map(str::to_owned).to_vec();
+    let Started { exec_id, mut output, .. } = start_argv(docker, container, argv, vec![], None, false).await?;
+    while output.next().await.is_some() {}
+    match exit_code(docker, &exec_id).await? {
         Some(0) | None => Ok(()),
         Some(code) => Err(ContainerError::Rejected(format!("the kill exited with status {code}"))),
     }

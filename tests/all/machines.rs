@@ -4,7 +4,7 @@
 use soulbox_engine::process::{PageSource, ProcessEvent, ProcessSpec, PtySize, RenderRequest};
 use soulbox_engine::{Outcome, RunOptions, SandboxSpec};
 use soulbox_tests::containers::Containers;
-use soulbox_tests::sandboxes_on;
+use soulbox_tests::{png_size, sandboxes_on};
 use std::time::{Duration, Instant};
 
 fn command(line: &str) -> ProcessSpec {
@@ -111,15 +111,6 @@ async fn a_terminal_echoes_input_and_resizes() {
     sandboxes.kill(sandbox.id()).unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     containers.finish().await;
-}
-
-/// Decodes a PNG fully; returns its size.
-fn png_size(bytes: &[u8]) -> (u32, u32) {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder.read_info().expect("a PNG header");
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).expect("PNG pixels decode");
-    (info.width, info.height)
 }
 
 #[tokio::test]

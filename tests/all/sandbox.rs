@@ -21,12 +21,7 @@ fn spec(template: Template) -> SandboxSpec {
 
 /// Decodes a base64 PNG fully; returns its size.
 fn png_size(b64: &str) -> (u32, u32) {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder.read_info().expect("a PNG header");
-    let mut pixels = vec![0; reader.output_buffer_size()];
-    let info = reader.next_frame(&mut pixels).expect("PNG pixels decode");
-    (info.width, info.height)
+    soulbox_tests::png_size(&base64::engine::general_purpose::STANDARD.decode(b64).expect("base64"))
 }
 
 #[tokio::test]
