@@ -40,7 +40,7 @@ impl Drop for Containers {
     fn drop(&mut self) {
         // After a failed test: remove what is left, synchronously (no runtime to await in).
         for id in leftovers(self.backend.instance()) {
-            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            let _ = Command::new("timeout").args(["20", "docker", "rm", "-f", &id]).output();
         }
     }
 }

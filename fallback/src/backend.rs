@@ -116,13 +116,16 @@ impl Backend for ContainerBackend {
 
     async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
         let _running = self.admit()?;
-        let slot = self.inner.pool.take().await?;
-        let rendered = async {
-            self.inner.containers.set_memory(&slot.id, RENDER_MEMORY_BYTES).await?;
-            browser::render(&self.inner.containers, &slot.id, request, false).await
+        if let soulbox_engine::process::PageSource::Url(url) = &request.source
+            && !url.starts_with("file:")
+            && !url.starts_with("data:")
+        {
+            return Err(BackendError::Rejected(
+                "a one-shot render has no network: render web pages in a sandbox created with network access".into(),
+            ));
         }
-        .await;
-        self.inner.pool.discard(slot);
-        Ok(rendered?)
+        let slot = self.inner.pool.take().await?;
+        self.inner.containers.set_memory(&slot.id, RENDER_MEMORY_BYTES).await?;
+        Ok(browser::render(&self.inner.containers, &slot.id, request, false).await?)
     }
 }

@@ -26,8 +26,13 @@ struct State {
     failures: u32,
     open_until: Option<Instant>,
     cool_down: Option<Duration>,
-    probing: bool,
+    /// When the probe in flight was let through (a probe whose caller gave up never reports:
+    /// after [`PROBE_TIMEOUT`] another may go).
+    probing: Option<Instant>,
 }
+
+/// How long a probe may take before another is let through.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Breaker {
     /// Whether a call may go to the engine now; `Err` says for how long it will not.
@@ -39,10 +44,10 @@ impl Breaker {
                 let now = Instant::now();
                 if now < until {
                     Err(until - now)
-                } else if state.probing {
+                } else if state.probing.is_some_and(|since| now.duration_since(since) < PROBE_TIMEOUT) {
                     Err(Duration::ZERO)
                 } else {
-                    state.probing = true;
+                    state.probing = Some(now);
                     Ok(())
                 }
             }
@@ -58,7 +63,7 @@ impl Breaker {
     pub fn failed(&self) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         state.failures += 1;
-        state.probing = false;
+        state.probing = None;
         if state.failures >= FAILURES_TO_OPEN {
             let cool_down = state.cool_down.map_or(FIRST_COOL_DOWN, |d| (d * 2).min(MAX_COOL_DOWN));
             state.cool_down = Some(cool_down);
@@ -91,6 +96,8 @@ mod tests {
         breaker.state.lock().unwrap().open_until = Some(Instant::now());
         assert!(breaker.admit().is_ok(), "one probe");
         assert!(breaker.admit().is_err(), "only one");
+        breaker.state.lock().unwrap().probing = Some(Instant::now() - PROBE_TIMEOUT);
+        assert!(breaker.admit().is_ok(), "another, once the first probe is overdue");
         breaker.failed();
         let longer = breaker.admit().unwrap_err();
         assert!(longer > FIRST_COOL_DOWN, "the cool-down doubles: {longer:?}");

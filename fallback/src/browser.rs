@@ -21,7 +21,7 @@ use tokio::io::AsyncWriteExt;
 /// How long a whole render may take (three Chromium runs of at most a minute each).
 pub const RENDER_TIMEOUT: Duration = Duration::from_secs(200);
 /// Most bytes of rendered output read back.
-const MAX_RENDER_OUTPUT: usize = 256 << 20;
+const MAX_RENDER_OUTPUT: usize = 64 << 20;
 
 const SCRIPT: &str = r#"d="$0"; url="$1"; w="$2"; h="$3"; pdf="$4"; html="$5"
 mkdir -p "$d" || exit 125
@@ -83,7 +83,7 @@ pub async fn render(
         }
     };
     if tokio::time::timeout(RENDER_TIMEOUT, read).await.is_err() {
-        return Err(ContainerError::Rejected(format!("the page did not render within {} s", RENDER_TIMEOUT.as_secs())));
+        return Err(ContainerError::Internal(format!("the page did not render within {} s", RENDER_TIMEOUT.as_secs())));
     }
     page(&String::from_utf8_lossy(&stdout), &url, request.pdf)
 }

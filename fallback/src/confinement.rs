@@ -13,6 +13,10 @@ use soulbox_engine::process::MACHINE_WORKSPACE;
 use std::collections::HashMap;
 use std::path::Path;
 
+/// The network of containers allowed to reach the internet: a bridge without traffic between
+/// its containers (`enable_icc=false`), so one tenant's container cannot reach another's.
+pub const SANDBOX_NETWORK: &str = "soulbox-sandboxes";
+
 /// The label every SoulBox container carries.
 pub const MANAGED_LABEL: &str = "soulbox.managed";
 /// The label naming the host process that made the container (`hostname:pid`).
@@ -70,18 +74,26 @@ pub struct ContainerSpec<'a> {
     pub agent: bool,
 }
 
-/// The main process of a pooled container (bash): it waits for a line `<nonce> <length>` on
-/// its stdin, then `<length>` bytes of shell script, runs the script in a subshell (which
-/// reads the rest of stdin), then writes `\n<nonce> <exit status>\n` on stdout and stderr.
-/// So a one-shot run is one write to an attachment made in advance, runs with no process
-/// started but its own, and ends when the marker arrives: no `docker exec`, no waiting for the
-/// container to stop (each costs tens of milliseconds in the container runtime). The deadline
-/// is SoulBox's: it kills the container, used once anyway.
+/// The main process of a pooled container (bash): it waits for a line `<nonce> <length>
+/// <deadline in seconds>` on its stdin, then `<length>` bytes of shell script; runs the script
+/// in a subshell of its own process group (which reads the rest of stdin), with a timer that
+/// kills that whole group at the deadline (a fork bomb included: its processes stay in the
+/// group); then writes `\n<nonce> <exit status>\n` on stdout and stderr. So a one-shot run is
+/// one write to an attachment made in advance, starts no process before the program's own,
+/// and ends when the marker arrives: no `docker exec`, no waiting for the container to stop
+/// (each costs tens of milliseconds in the container runtime).
 pub const ONE_SHOT_AGENT: &str = r#"export LC_ALL=C
-read -r nonce length || exit 125
+read -r nonce length deadline || exit 125
 read -r -N "$length" script || exit 125
-( unset LC_ALL; eval "$script" )
+set -m
+( set +m; unset LC_ALL; eval "$script" ) &
+child=$!
+( sleep "$deadline"; kill -KILL -- "-$child" ) 2>/dev/null &
+timer=$!
+set +m
+wait "$child"
 status=$?
+kill -KILL -- "-$timer" 2>/dev/null
 printf '\n%s %s\n' "$nonce" "$status"
 printf '\n%s %s\n' "$nonce" "$status" >&2"#;
 
@@ -115,7 +127,7 @@ pub fn create_body(config: &ContainerConfig, labels: &Labels, spec: &ContainerSp
         network_disabled: Some(!spec.network),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{MACHINE_WORKSPACE}:rw", spec.workspace.display())]),
-            network_mode: Some(if spec.network { "bridge" } else { "none" }.into()),
+            network_mode: Some(if spec.network { SANDBOX_NETWORK } else { "none" }.into()),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             readonly_rootfs: Some(true),
@@ -131,33 +143,65 @@ pub fn create_body(config: &ContainerConfig, labels: &Labels, spec: &ContainerSp
     }
 }
 
-/// Gives `dir`'s entries that this process owns to the containers' user, so a process in a
+/// Gives the entries of `dir` (a workspace) to the containers' user, so a process in a
 /// container may change what the host (a WebAssembly context, an upload) wrote. Only when
-/// SoulBox runs as root; links are not followed. Bounded by [`MAX_CHOWN_ENTRIES`].
+/// SoulBox runs as root. Race-safe against a container swapping a directory for a link while
+/// it runs: it descends only through directory handles opened without following links, and
+/// changes ownership relative to them without following links. Bounded by
+/// [`MAX_CHOWN_ENTRIES`] entries and [`MAX_CHOWN_DEPTH`] levels. Blocking: call it off the
+/// async runtime's threads.
 pub fn share_with_containers(dir: &Path) -> std::io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
     if !rustix::process::geteuid().is_root() {
         return Ok(());
     }
     let (uid, gid) = container_user();
-    let mut pending = vec![dir.to_path_buf()];
-    let mut seen = 0usize;
-    while let Some(path) = pending.pop() {
-        let metadata = std::fs::symlink_metadata(&path)?;
-        if std::os::unix::fs::MetadataExt::uid(&metadata) != uid {
-            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))?;
+    let owner = (rustix::fs::Uid::from_raw(uid), rustix::fs::Gid::from_raw(gid));
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let root = rustix::fs::open(dir, flags, Mode::empty())?;
+    if rustix::fs::fstat(&root)?.st_uid != uid {
+        rustix::fs::fchown(&root, Some(owner.0), Some(owner.1))?;
+    }
+    let mut seen = 0;
+    share_below(&root, owner, 0, &mut seen)
+}
+
+/// Entries [`share_with_containers`] looks at, at most.
+pub const MAX_CHOWN_ENTRIES: usize = 100_000;
+/// Directory levels [`share_with_containers`] descends, at most.
+pub const MAX_CHOWN_DEPTH: usize = 64;
+
+fn share_below(
+    dir: &rustix::fd::OwnedFd,
+    owner: (rustix::fs::Uid, rustix::fs::Gid),
+    depth: usize,
+    seen: &mut usize,
+) -> std::io::Result<()> {
+    use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+    if depth >= MAX_CHOWN_DEPTH {
+        return Ok(());
+    }
+    for entry in rustix::fs::Dir::read_from(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if name.to_bytes() == b"." || name.to_bytes() == b".." {
+            continue;
         }
-        seen += 1;
-        if seen >= MAX_CHOWN_ENTRIES {
-            break;
+        *seen += 1;
+        if *seen > MAX_CHOWN_ENTRIES {
+            return Ok(());
         }
-        if metadata.is_dir() {
-            for entry in std::fs::read_dir(&path)? {
-                pending.push(entry?.path());
+        let Ok(stat) = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) else { continue };
+        if stat.st_uid != owner.0.as_raw() {
+            // Gone or swapped since it was listed: skip it, the next walk sees it again.
+            let _ = rustix::fs::chownat(dir, name, Some(owner.0), Some(owner.1), AtFlags::SYMLINK_NOFOLLOW);
+        }
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(child) = rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                share_below(&child, owner, depth + 1, seen)?;
             }
         }
     }
     Ok(())
 }
-
-/// Entries [`share_with_containers`] looks at, at most.
-pub const MAX_CHOWN_ENTRIES: usize = 100_000;

@@ -1,11 +1,11 @@
 //! [`Containers`]: making, starting, resizing and removing SoulBox's containers.
 
 use crate::config::ContainerConfig;
-use crate::confinement::{ContainerSpec, INSTANCE_LABEL, Labels, MANAGED_LABEL, create_body};
+use crate::confinement::{ContainerSpec, INSTANCE_LABEL, Labels, MANAGED_LABEL, SANDBOX_NETWORK, create_body};
 use crate::docker::{DockerEngine, Retry};
 use crate::error::ContainerError;
 use crate::exec::{Input, Output};
-use bollard::models::ContainerUpdateBody;
+use bollard::models::{ContainerUpdateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
 };
@@ -82,6 +82,38 @@ impl Containers {
             })
             .await?;
         Ok(waited)
+    }
+
+    /// Makes [`SANDBOX_NETWORK`] if it is missing.
+    pub async fn ensure_sandbox_network(&self) -> Result<(), ContainerError> {
+        let exists = self
+            .docker
+            .call("inspect a network", Retry::Yes, |d| async move { d.inspect_network(SANDBOX_NETWORK, None).await })
+            .await;
+        match exists {
+            Ok(_) => return Ok(()),
+            Err(error) if !error.is_not_found() => return Err(error),
+            Err(_) => {}
+        }
+        let request = NetworkCreateRequest {
+            name: SANDBOX_NETWORK.into(),
+            driver: Some("bridge".into()),
+            options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned())])),
+            labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
+            ..NetworkCreateRequest::default()
+        };
+        let created = self
+            .docker
+            .call("create a network", Retry::No, |d| {
+                let request = request.clone();
+                async move { d.create_network(request).await }
+            })
+            .await;
+        match created {
+            // Made meanwhile by another SoulBox on this engine.
+            Err(ContainerError::Refused { status: Some(409), .. }) => Ok(()),
+            other => other.map(drop),
+        }
     }
 
     /// A missing image is an operator's job: say which command builds it.

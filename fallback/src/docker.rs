@@ -18,8 +18,11 @@ use tokio::sync::OnceCell;
 pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
 /// Waits between attempts of a retried call.
 const BACKOFF: [Duration; 2] = [Duration::from_millis(50), Duration::from_millis(250)];
-/// How long one API call may take (long-running output streams are not bounded by it).
+/// bollard's own bound on one HTTP exchange (long-running output streams are not bounded).
 const CALL_TIMEOUT_SECONDS: u64 = 120;
+/// How long SoulBox waits for one API call: an engine that answers other calls but not this
+/// one (a container it cannot tear down) is not left to hold a request.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Whether a call may be sent again after a transport failure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +129,17 @@ impl DockerEngine {
                 )));
             }
             let outcome = match self.client() {
-                Ok(client) => call(client).await,
+                Ok(client) => match tokio::time::timeout(CALL_TIMEOUT, call(client)).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => {
+                        // Not counted against the breaker: the engine may be fine but for this call.
+                        return Err(ContainerError::Refused {
+                            op,
+                            status: None,
+                            message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                        });
+                    }
+                },
                 Err(error) => Err(error),
             };
             match outcome {

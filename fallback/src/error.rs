@@ -22,6 +22,9 @@ pub enum ContainerError {
     /// The request cannot run on this backend as asked (the message says why).
     #[error("{0}")]
     Rejected(String),
+    /// A fault on SoulBox's side (the message is for the log).
+    #[error("{0}")]
+    Internal(String),
     /// A host-side file operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -49,7 +52,9 @@ impl From<ContainerError> for BackendError {
         match error {
             ContainerError::Unavailable(_) => BackendError::Unavailable(error.to_string()),
             ContainerError::Rejected(message) => BackendError::Rejected(message),
-            ContainerError::Refused { .. } | ContainerError::Io { .. } => BackendError::Internal(error.to_string()),
+            ContainerError::Refused { .. } | ContainerError::Io { .. } | ContainerError::Internal(_) => {
+                BackendError::Internal(error.to_string())
+            }
         }
     }
 }

@@ -123,7 +123,7 @@ pub async fn start_argv(
         .await?;
     match started {
         StartExecResults::Attached { output, input } => Ok(Started { exec_id, output, input }),
-        StartExecResults::Detached => Err(ContainerError::Rejected("the exec started detached".into())),
+        StartExecResults::Detached => Err(ContainerError::Internal("the exec started detached".into())),
     }
 }
 

@@ -73,12 +73,18 @@ impl Shared {
             return Err(ContainerError::Rejected("the sandbox is gone".into()));
         }
         let mut current = self.container.lock().await;
+        if self.shut.load(Ordering::SeqCst) {
+            return Err(ContainerError::Rejected("the sandbox is gone".into()));
+        }
         if let Some(id) = current.as_ref() {
             if self.containers.is_running(id).await? {
                 return Ok(id.clone());
             }
             tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(id), "sandbox container died; making another");
             self.containers.remove(id).await;
+        }
+        if self.spec.network {
+            self.containers.ensure_sandbox_network().await?;
         }
         let env: Vec<String> = self.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let purpose = format!("sandbox:{}", self.spec.sandbox_id);
@@ -109,7 +115,11 @@ impl Machine for DockerMachine {
     async fn start(&self, spec: ProcessSpec, events: ProcessSender) -> Result<Arc<dyn ProcessControl>, BackendError> {
         let shared = &self.shared;
         let container = shared.container().await?;
-        share_with_containers(&shared.spec.workspace).map_err(|e| ContainerError::io("sharing the workspace", e))?;
+        let workspace = shared.spec.workspace.clone();
+        tokio::task::spawn_blocking(move || share_with_containers(&workspace))
+            .await
+            .map_err(|e| ContainerError::Internal(format!("sharing the workspace: {e}")))?
+            .map_err(|e| ContainerError::io("sharing the workspace", e))?;
         let number = shared.next_process.fetch_add(1, Ordering::Relaxed) + 1;
         let line = CommandLine {
             command: spec.command.clone(),
@@ -232,6 +242,10 @@ async fn drive(
     tokio::pin!(backstop);
     let mut overdue = false;
     let mut lost = false;
+    // After the deadline's kill, output that stays open (a child that left the process group
+    // holds it) is given up on after this long, and the container killed.
+    let give_up = tokio::time::sleep(Duration::MAX / 4);
+    tokio::pin!(give_up);
     loop {
         tokio::select! {
             chunk = output.next() => match chunk {
@@ -250,6 +264,11 @@ async fn drive(
             () = &mut backstop, if !overdue => {
                 overdue = true;
                 process.kill_group().await;
+                give_up.as_mut().reset(tokio::time::Instant::now() + DEADLINE_GRACE);
+            }
+            () = &mut give_up => {
+                process.shared.kill_container(&process.container).await;
+                break;
             }
         }
     }

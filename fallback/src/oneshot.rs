@@ -26,6 +26,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::io::AsyncWriteExt;
 
+/// Time past the deadline before SoulBox stops waiting for the agent (which kills the program
+/// at the deadline itself).
+pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+
 /// Runs `request` in a container from `pool`.
 pub async fn execute(
     pool: &WarmPool,
@@ -38,10 +42,10 @@ pub async fn execute(
         ));
     }
     let admitted = Instant::now();
+    // Dropping the slot destroys the container, however this ends (a caller that gives up
+    // included).
     let slot = pool.take().await?;
-    let result = run(containers, &slot, &request, admitted).await;
-    pool.discard(slot);
-    result
+    run(containers, &slot, &request, admitted).await
 }
 
 async fn run(
@@ -56,11 +60,14 @@ async fn run(
         containers.set_memory(&slot.id, request.limits.memory_bytes).await?;
     }
     let session = slot.session.lock().unwrap_or_else(|e| e.into_inner()).take();
-    let session = session.ok_or_else(|| ContainerError::Rejected("the container was used already".into()))?;
-    let (stdout, stderr, code, stopped) = collect(containers, slot, request, recipe.command, session).await;
+    let session = session.ok_or_else(|| ContainerError::Internal("the container was used already".into()))?;
+    let (stdout, stderr, code, stopped) = collect(request, recipe.command, session).await;
     let elapsed = admitted.elapsed();
     let (outcome, error) = classify(stopped, code, elapsed, request.limits.deadline);
-    let (files, files_truncated) = collect_outputs(&slot.dir, recipe.file, &inputs)?;
+    let (dir, code_file) = (slot.dir.clone(), recipe.file);
+    let (files, files_truncated) = tokio::task::spawn_blocking(move || collect_outputs(&dir, code_file, &inputs))
+        .await
+        .map_err(|e| ContainerError::Internal(format!("collecting output files: {e}")))??;
     Ok(ExecResult {
         stdout,
         stderr,
@@ -103,7 +110,8 @@ fn agent_input(request: &ExecRequest, command: &str, nonce: &str) -> Vec<u8> {
         true => script.push_str(&command),
         false => script.push_str(&format!("exec env {} bash -c {}", other_names.join(" "), quote(&command))),
     }
-    let mut input = format!("{nonce} {}\n", script.len()).into_bytes();
+    let seconds = request.limits.deadline.as_secs_f64().max(0.001);
+    let mut input = format!("{nonce} {} {seconds:.3}\n", script.len()).into_bytes();
     input.extend_from_slice(script.as_bytes());
     input
 }
@@ -114,12 +122,10 @@ fn quote(text: &str) -> String {
 }
 
 /// Starts the run and reads its output until the agent's end marker has come on both streams,
-/// keeping up to the caps; kills the container past a cap, past the deadline's grace, or
-/// when the output breaks off. Returns the output, the exit status (from the marker) and why
+/// keeping up to the caps; gives up past a cap, past the deadline's grace, or when the output
+/// breaks off (the container is removed with its slot). Returns the output, the exit status (from the marker) and why
 /// SoulBox stopped the run, if it did.
 async fn collect(
-    containers: &Containers,
-    slot: &Slot,
     request: &ExecRequest,
     command: &str,
     session: Session,
@@ -134,7 +140,8 @@ async fn collect(
     });
     let limits = &request.limits;
     let mut streams = [Stream::new(limits.stdout_bytes, &nonce), Stream::new(limits.stderr_bytes, &nonce)];
-    let deadline = tokio::time::sleep(limits.deadline);
+    // The agent kills the program at its deadline; this is the backstop.
+    let deadline = tokio::time::sleep(limits.deadline + DEADLINE_GRACE);
     tokio::pin!(deadline);
     let stopped = loop {
         if streams.iter().all(|s| s.status.is_some()) {
@@ -163,9 +170,8 @@ async fn collect(
         }
     };
     feeder.abort();
-    if stopped.is_some() {
-        let _ = containers.kill(&slot.id).await;
-    }
+    // A run SoulBox stopped is not waited for: dropping the slot removes the container (force),
+    // in the background.
     let status = streams[0].status;
     let [stdout, stderr] = streams.map(Stream::text);
     (stdout, stderr, status, stopped)
@@ -192,8 +198,10 @@ impl Stream {
     /// Takes a chunk; true when the program wrote past the cap.
     fn push(&mut self, chunk: &[u8]) -> bool {
         self.bytes.extend_from_slice(chunk);
+        // The marker is the stream's last line: look for it in the tail only.
+        let tail_start = self.bytes.len().saturating_sub(self.marker.len() + 24);
         if self.bytes.ends_with(b"\n")
-            && let Some(at) = find_last(&self.bytes, self.marker.as_bytes())
+            && let Some(at) = find_last(&self.bytes[tail_start..], self.marker.as_bytes()).map(|at| at + tail_start)
         {
             let tail = &self.bytes[at + self.marker.len()..self.bytes.len() - 1];
             if let Some(status) = std::str::from_utf8(tail).ok().and_then(|t| t.parse().ok()) {
@@ -282,25 +290,39 @@ fn stamp(path: &Path) -> Result<Stamp, ContainerError> {
     Ok((metadata.len(), metadata.modified().ok()))
 }
 
+/// Entries the output walk looks at, at most.
+pub const MAX_WALK_ENTRIES: usize = 100_000;
+
 /// The files the program created or changed (not its code), in path order, within the caps.
+/// Read through cap-std: a link the program left (or swaps in while this runs) cannot lead
+/// outside the workspace. Blocking.
 fn collect_outputs(
     dir: &Path,
     code_file: &str,
     inputs: &HashMap<PathBuf, Stamp>,
 ) -> Result<(Vec<OutputFile>, bool), ContainerError> {
-    let mut found = Vec::new();
-    let mut pending = vec![PathBuf::new()];
+    let io = |e| ContainerError::io("reading the workspace", e);
+    let root = cap_std::fs::Dir::open_ambient_dir(dir, cap_std::ambient_authority()).map_err(io)?;
+    let (mut found, mut pending, mut seen) = (Vec::new(), vec![PathBuf::new()], 0usize);
     while let Some(relative) = pending.pop() {
-        let entries =
-            std::fs::read_dir(dir.join(&relative)).map_err(|e| ContainerError::io("reading the workspace", e))?;
+        let entries = match relative.as_os_str().is_empty() {
+            true => root.entries(),
+            false => root.read_dir(&relative),
+        };
+        let Ok(entries) = entries else { continue };
         for entry in entries {
-            let entry = entry.map_err(|e| ContainerError::io("reading the workspace", e))?;
+            seen += 1;
+            if seen > MAX_WALK_ENTRIES {
+                break;
+            }
+            let entry = entry.map_err(io)?;
             let path = relative.join(entry.file_name());
-            let kind = entry.file_type().map_err(|e| ContainerError::io("reading the workspace", e))?;
+            let Ok(kind) = entry.file_type() else { continue };
             if kind.is_dir() {
                 pending.push(path);
             } else if kind.is_file() && path != Path::new(code_file) {
-                let now = stamp(&dir.join(&path))?;
+                let Ok(metadata) = root.symlink_metadata(&path) else { continue };
+                let now = (metadata.len(), metadata.modified().ok().map(cap_std::time::SystemTime::into_std));
                 if inputs.get(&path) != Some(&now) {
                     found.push((path, now.0));
                 }
@@ -308,13 +330,13 @@ fn collect_outputs(
         }
     }
     found.sort();
-    let (mut files, mut total, mut truncated) = (Vec::new(), 0u64, false);
+    let (mut files, mut total, mut truncated) = (Vec::new(), 0u64, seen > MAX_WALK_ENTRIES);
     for (path, size) in found {
         if files.len() >= MAX_OUTPUT_FILES || total + size > MAX_OUTPUT_FILE_BYTES {
             truncated = true;
             continue;
         }
-        let contents = std::fs::read(dir.join(&path)).map_err(|e| ContainerError::io("reading an output file", e))?;
+        let Ok(contents) = root.read(&path) else { continue };
         total += contents.len() as u64;
         let path = path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         files.push(OutputFile { path, contents });

@@ -20,10 +20,13 @@ use tokio_util::task::TaskTracker;
 
 /// The memory a pooled container starts with (a request asking otherwise is resized).
 pub const POOL_MEMORY_BYTES: u64 = soulbox_engine::limits::DEFAULT_MEMORY_BYTES;
+/// How long shutdown waits for removals in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the refill task waits before trying again after the engine failed it.
 const REFILL_RETRY: Duration = Duration::from_secs(2);
 
-/// A started container with its own workspace, used once.
+/// A started container with its own workspace, used once: dropping the slot destroys both
+/// (in the background), however the run ended, even when its caller gave up midway.
 #[derive(Debug)]
 pub struct Slot {
     /// The container's id.
@@ -34,6 +37,26 @@ pub struct Slot {
     pub memory_bytes: u64,
     /// The attachment to its agent (taken by the run; behind a lock so a slot is `Sync`).
     pub session: Mutex<Option<Session>>,
+    /// Who destroys it.
+    reaper: Reaper,
+}
+
+/// What a slot needs to destroy itself.
+#[derive(Debug, Clone)]
+struct Reaper {
+    containers: Arc<Containers>,
+    tasks: TaskTracker,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let (id, dir) = (std::mem::take(&mut self.id), std::mem::take(&mut self.dir));
+        let containers = Arc::clone(&self.reaper.containers);
+        // Outside a runtime (the process is ending) the janitor of the next start removes it.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            self.reaper.tasks.spawn(async move { destroy(&containers, &id, dir).await });
+        }
+    }
 }
 
 /// The pool. Shared behind an `Arc`; its refill task stops when the last `Arc` drops.
@@ -89,21 +112,16 @@ impl WarmPool {
         self.ready.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
-    /// Destroys a used container and its workspace, in the background.
-    pub fn discard(&self, slot: Slot) {
-        let containers = Arc::clone(&self.containers);
-        self.tasks.spawn(async move { destroy(&containers, slot).await });
-    }
-
     /// Stops refilling, destroys the ready containers and waits for removals in flight (at
     /// shutdown).
     pub async fn drain(&self) {
         self.closed.store(true, Ordering::SeqCst);
         self.wake.notify_one();
+        drop(self.ready.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect::<Vec<Slot>>());
         self.tasks.close();
-        self.tasks.wait().await;
-        let slots: Vec<Slot> = self.ready.lock().unwrap_or_else(|e| e.into_inner()).drain(..).collect();
-        futures_util::future::join_all(slots.into_iter().map(|slot| destroy(&self.containers, slot))).await;
+        if tokio::time::timeout(DRAIN_TIMEOUT, self.tasks.wait()).await.is_err() {
+            tracing::warn!("container removals still running at shutdown; the janitor will finish them");
+        }
     }
 
     async fn new_slot(&self) -> Result<Slot, ContainerError> {
@@ -129,7 +147,8 @@ impl WarmPool {
         };
         match started.await {
             Ok((id, session)) => {
-                Ok(Slot { id, dir, memory_bytes: POOL_MEMORY_BYTES, session: Mutex::new(Some(session)) })
+                let reaper = Reaper { containers: Arc::clone(&self.containers), tasks: self.tasks.clone() };
+                Ok(Slot { id, dir, memory_bytes: POOL_MEMORY_BYTES, session: Mutex::new(Some(session)), reaper })
             }
             Err(error) => {
                 let _ = std::fs::remove_dir_all(&dir);
@@ -149,7 +168,7 @@ async fn refill(pool: Weak<WarmPool>, wake: Arc<Notify>) {
             }
             while pool.ready() < pool.size && !pool.closed.load(Ordering::SeqCst) {
                 match pool.new_slot().await {
-                    Ok(slot) if pool.closed.load(Ordering::SeqCst) => destroy(&pool.containers, slot).await,
+                    Ok(slot) if pool.closed.load(Ordering::SeqCst) => drop(slot),
                     Ok(slot) => pool.ready.lock().unwrap_or_else(|e| e.into_inner()).push_back(slot),
                     Err(error) => {
                         tracing::debug!(%error, "could not refill the container pool");
@@ -167,12 +186,14 @@ async fn refill(pool: Weak<WarmPool>, wake: Arc<Notify>) {
     }
 }
 
-async fn destroy(containers: &Containers, slot: Slot) {
-    containers.remove(&slot.id).await;
-    if let Err(error) = std::fs::remove_dir_all(&slot.dir)
-        && error.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(%error, dir = %slot.dir.display(), "could not remove a container workspace");
+async fn destroy(containers: &Containers, id: &str, dir: PathBuf) {
+    containers.remove(id).await;
+    let removed = tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err((error, dir)),
+        _ => Ok(()),
+    });
+    if let Ok(Err((error, dir))) = removed.await {
+        tracing::warn!(%error, dir = %dir.display(), "could not remove a container workspace");
     }
 }
 

@@ -143,3 +143,33 @@ async fn the_browser_renders_a_workspace_page_and_inline_html() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     containers.finish().await;
 }
+
+#[tokio::test]
+async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
+    let config = soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() };
+    let containers = Containers::start(config).await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let closed = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let interfaces = closed.run_command(command("ls /sys/class/net")).await.unwrap();
+    assert_eq!(interfaces.stdout, "lo\n", "no network unless asked for");
+    let open = SandboxSpec { network: true, ..SandboxSpec::default() };
+    let (server, client) = (sandboxes.create(open.clone()).await.unwrap(), sandboxes.create(open).await.unwrap());
+    assert!(server.run_command(command("ls /sys/class/net")).await.unwrap().stdout.contains("eth0"));
+    server.spawn(command("python3 -m http.server 8000 --bind 0.0.0.0")).await.unwrap();
+    let address = server.run_command(command("hostname -I")).await.unwrap().stdout.trim().to_owned();
+    let own = server
+        .run_command(command("sleep 1; python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000', timeout=3); print('served')\""))
+        .await
+        .unwrap();
+    assert_eq!(own.stdout, "served\n", "{own:?}");
+    let probe = format!(
+        "python3 -c \"import socket; socket.create_connection(('{address}', 8000), 3); print('reached')\" 2>/dev/null || echo blocked"
+    );
+    let reached = client.run_command(command(&probe)).await.unwrap();
+    assert_eq!(reached.stdout, "blocked\n", "another sandbox's container is out of reach: {reached:?}");
+    for sandbox in [closed, server, client] {
+        sandboxes.kill(sandbox.id()).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    containers.finish().await;
+}

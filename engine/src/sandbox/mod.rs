@@ -74,6 +74,9 @@ pub enum SandboxError {
     /// The sandbox has no process with this id.
     #[error("process {0} not found in this sandbox")]
     ProcessNotFound(u32),
+    /// The process has ended: it takes no input, signal or resize.
+    #[error("process {0} has ended")]
+    ProcessEnded(u32),
     /// The request is malformed (the message says how).
     #[error("{0}")]
     Invalid(String),

@@ -185,7 +185,7 @@ impl Processes {
     fn running_entry(&self, pid: u32) -> Result<Arc<Entry>, SandboxError> {
         let entry = self.entry(pid)?;
         if !entry.running() {
-            return Err(SandboxError::Invalid(format!("process {pid} has ended")));
+            return Err(SandboxError::ProcessEnded(pid));
         }
         Ok(entry)
     }

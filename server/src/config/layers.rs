@@ -44,8 +44,7 @@ pub fn load(source: &ConfigSource) -> Result<(Config, Option<PathBuf>), ConfigEr
     }
     for (name, raw) in &source.env {
         let Some(path) = name.strip_prefix(ENV_PREFIX) else { continue };
-        let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
-        merge(&mut merged, override_layer(&keys, raw, name)?);
+        merge(&mut merged, override_layer(&env_keys(path), raw, name)?);
     }
     for set in &source.sets {
         let origin = format!("--set {set}");
@@ -70,13 +69,36 @@ fn parse_layer(text: &str, origin: &str) -> Result<Table, ConfigError> {
     Ok(table)
 }
 
-/// One key set by a variable or flag, as a table; the value is TOML when it parses as TOML
-/// (`8080`, `true`, `[1, 2]`, `"quoted"`), else a plain string.
+/// The keys of a `SOULBOX__...` variable: `SERVER__ADDR` is `server.addr`. Names under
+/// `environment` keep their case (they are the guests' variable names).
+fn env_keys(path: &str) -> Vec<String> {
+    let mut keys: Vec<String> = path.split("__").map(str::to_owned).collect();
+    let in_environment = keys.first().is_some_and(|k| k.eq_ignore_ascii_case("environment"));
+    let dynamic = in_environment && keys.len() > 2 && keys[1].eq_ignore_ascii_case("dynamic");
+    // Lower the section names; keep a variable's name as written.
+    let lower = match (in_environment, dynamic) {
+        (false, _) => keys.len(),
+        (true, false) => 1,
+        (true, true) => 2,
+    };
+    for key in keys.iter_mut().take(lower) {
+        key.make_ascii_lowercase();
+    }
+    keys
+}
+
+/// One key set by a variable or flag, as a table. The value is TOML when it parses as TOML
+/// (`8080`, `true`, `[1, 2]`, `"quoted"`), else a plain string; under `environment` it is
+/// always the plain string (a secret that looks like a number stays a string, and is never
+/// quoted back in an error).
 fn override_layer(keys: &[String], raw: &str, origin: &str) -> Result<Table, ConfigError> {
     if keys.iter().any(|k| k.is_empty()) {
         return Err(ConfigError::Parse { origin: origin.into(), message: "the key has an empty part".into() });
     }
-    let value = format!("v = {raw}").parse::<Table>().ok().and_then(|mut t| t.remove("v"));
+    let value = match keys.first().map(String::as_str) {
+        Some("environment") => None,
+        _ => format!("v = {raw}").parse::<Table>().ok().and_then(|mut t| t.remove("v")),
+    };
     let mut layer = Table::new();
     let (last, parents) = keys.split_last().expect("at least one key");
     let mut at = &mut layer;

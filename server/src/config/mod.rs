@@ -526,7 +526,7 @@ impl Config {
     fn validate_fixed_switches(&self) -> Result<(), ConfigError> {
         let fixed: [(&str, Option<bool>, bool, &'static str); 7] = [
             ("resources.policy.memory_swap", self.resources.policy.memory_swap, false, "guests never swap"),
-            ("network.allow_localhost", self.network.allow_localhost, false, "guests never reach the host"),
+            ("network.allow_localhost", self.network.allow_localhost, false, "guests never reach the host's loopback"),
             ("security.allow_docker", self.security.allow_docker, false, "sandboxes cannot run Docker"),
             ("security.allow_sudo", self.security.allow_sudo, false, "guests have no privileges to gain"),
             (

@@ -131,6 +131,8 @@ fn variables_and_flags_override_the_file_in_order() {
         env: vec![
             ("SOULBOX__SERVER__ADDR".into(), "127.0.0.1:2000".into()),
             ("SOULBOX__AUTH__DEV".into(), "true".into()),
+            ("SOULBOX__ENVIRONMENT__API_KEY".into(), "123456".into()),
+            ("SOULBOX__ENVIRONMENT__DYNAMIC__ME".into(), "$SOULBOX_SANDBOX_ID".into()),
             ("UNRELATED".into(), "x".into()),
         ],
         sets: vec!["server.addr=127.0.0.1:3000".into(), "resources.memory_mb = 64".into()],
@@ -141,6 +143,8 @@ fn variables_and_flags_override_the_file_in_order() {
     assert_eq!(config.server.request_timeout_ms, 5000, "the file's other keys stay");
     assert!(config.auth.dev);
     assert_eq!(config.memory_bytes(), 64 << 20);
+    assert_eq!(config.environment.vars["API_KEY"], "123456", "a variable keeps its name's case and stays a string");
+    assert_eq!(config.environment.dynamic["ME"], "$SOULBOX_SANDBOX_ID");
 
     let bad_env = ConfigSource { env: vec![("SOULBOX__SERVER__PORT".into(), "1".into())], ..ConfigSource::default() };
     let refused = load(&bad_env).unwrap_err().to_string();

@@ -220,7 +220,7 @@ impl From<SandboxError> for ApiError {
                 ApiError::NotFound(error.to_string())
             }
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
-            SandboxError::Exists(_) => ApiError::Conflict(error.to_string()),
+            SandboxError::Exists(_) | SandboxError::ProcessEnded(_) => ApiError::Conflict(error.to_string()),
             SandboxError::Full(message) => ApiError::Busy(message),
             SandboxError::Interrupted => ApiError::Unavailable(error.to_string()),
             SandboxError::Engine(e) => e.into(),

@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`, OpenMetrics text): executions by kind, language and
 //! outcome, their latency, HTTP responses by status class and their latency, error responses
 //! by code (`rate_limited`, `quota_exceeded`, `busy`, `timeout`, ...), and values read at
-//! scrape time (sandboxes open, worker-pool use, live contexts, usage records dropped).
+//! scrape time (sandboxes open, each backend's admitted jobs and capacity, live contexts, usage
+//! records dropped).
 
 use super::AppState;
 use axum::extract::State;
@@ -40,6 +41,13 @@ struct ResponseLabels {
     class: &'static str,
 }
 
+/// Labels of a backend's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    /// `wasm` or `container`.
+    backend: &'static str,
+}
+
 /// Labels of an error response.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ErrorLabels {
@@ -63,8 +71,8 @@ struct Inner {
     errors: Family<ErrorLabels, Counter>,
     usage_dropped: Gauge,
     sandboxes: Gauge,
-    pool_in_use: Gauge,
-    pool_capacity: Gauge,
+    pool_in_use: Family<BackendLabels, Gauge>,
+    pool_capacity: Family<BackendLabels, Gauge>,
     contexts: Gauge,
 }
 
@@ -101,8 +109,8 @@ impl Default for Metrics {
         let response_latency = Histogram::new(exponential_buckets(1e-4, 2.0, 19));
         let errors = Family::<ErrorLabels, Counter>::default();
         let usage_dropped = Gauge::default();
-        let (sandboxes, pool_in_use, pool_capacity, contexts) =
-            (Gauge::default(), Gauge::default(), Gauge::default(), Gauge::default());
+        let (sandboxes, contexts) = (Gauge::default(), Gauge::default());
+        let (pool_in_use, pool_capacity) = (Family::default(), Family::default());
         registry.register("executions", "Executions by kind, language and outcome", executions.clone());
         registry.register("execution_duration_seconds", "Execution latency", latency.clone());
         registry.register("http_responses", "HTTP responses by status class", responses.clone());
@@ -110,8 +118,8 @@ impl Default for Metrics {
         registry.register("http_errors", "Error responses by code", errors.clone());
         registry.register("usage_records_dropped", "Usage records dropped (database behind)", usage_dropped.clone());
         registry.register("sandboxes_open", "Sandboxes open", sandboxes.clone());
-        registry.register("worker_pool_in_use", "Jobs admitted (running plus queued)", pool_in_use.clone());
-        registry.register("worker_pool_capacity", "Jobs admitted at most", pool_capacity.clone());
+        registry.register("worker_pool_in_use", "Jobs a backend admitted (running plus queued)", pool_in_use.clone());
+        registry.register("worker_pool_capacity", "Jobs a backend admits at most", pool_capacity.clone());
         registry.register("contexts_alive", "Stateful contexts alive", contexts.clone());
         Metrics {
             inner: Arc::new(Inner {
@@ -159,14 +167,13 @@ impl Metrics {
 pub(super) async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     let inner = &state.metrics.inner;
     inner.sandboxes.set(i64::try_from(state.sandboxes.len()).unwrap_or(i64::MAX));
-    let (mut in_use, mut capacity, mut contexts) = (0, 0, 0);
-    for (_, load) in state.engine.load() {
-        in_use += load.in_use;
-        capacity += load.capacity;
+    let mut contexts = 0;
+    for (backend, load) in state.engine.load() {
+        let labels = BackendLabels { backend };
+        inner.pool_in_use.get_or_create(&labels).set(i64::try_from(load.in_use).unwrap_or(i64::MAX));
+        inner.pool_capacity.get_or_create(&labels).set(i64::try_from(load.capacity).unwrap_or(i64::MAX));
         contexts += load.contexts;
     }
-    inner.pool_in_use.set(i64::try_from(in_use).unwrap_or(i64::MAX));
-    inner.pool_capacity.set(i64::try_from(capacity).unwrap_or(i64::MAX));
     inner.contexts.set(i64::try_from(contexts).unwrap_or(i64::MAX));
     inner.usage_dropped.set(i64::try_from(state.usage.dropped()).unwrap_or(i64::MAX));
     let mut text = String::new();

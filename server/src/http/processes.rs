@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 use serde::Deserialize;
+use soulbox_engine::LimitsPatch;
 use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, PtySize, RenderRequest, RenderedPage};
 use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
 use std::collections::BTreeMap;
@@ -48,7 +49,8 @@ struct CommandBody {
     /// Environment variables, over the sandbox's.
     #[serde(default)]
     env: BTreeMap<String, String>,
-    /// Milliseconds before it (and its children) are killed.
+    /// Milliseconds before it (and its children) are killed. A foreground command gets the
+    /// server's default deadline and may not ask for more than its maximum.
     #[serde(default)]
     timeout_ms: Option<u64>,
     /// Start it and answer at once (201 with its pid); read it through `/processes/{pid}`.
@@ -80,13 +82,20 @@ async fn command(
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &id)?;
     let background = body.background || body.pty.is_some();
-    let spec = ProcessSpec {
-        command: body.command,
-        cwd: body.cwd,
-        env: body.env,
-        deadline: body.timeout_ms.map(std::time::Duration::from_millis),
-        pty: body.pty,
+    // A foreground command answers within the request timeout: it gets the server's deadline
+    // policy (default and maximum). A background one runs until it ends, is killed, reaches
+    // its own `timeout_ms`, or the sandbox dies.
+    let deadline = match background {
+        true => body.timeout_ms.map(std::time::Duration::from_millis),
+        false => Some(
+            state
+                .settings
+                .limits
+                .resolve(&LimitsPatch { deadline_ms: body.timeout_ms, ..LimitsPatch::default() })?
+                .deadline,
+        ),
     };
+    let spec = ProcessSpec { command: body.command, cwd: body.cwd, env: body.env, deadline, pty: body.pty };
     if background {
         let info = sandbox.spawn(spec).await?;
         return Ok((StatusCode::CREATED, ApiJson(info)).into_response());

@@ -353,13 +353,21 @@ pub async fn read_file(state: &AppState, caller: &Caller, args: PathArgs) -> Res
     let path = args.path.ok_or_else(|| ApiError::BadRequest("`read_file` needs a `path`".into()))?;
     let sandbox = state.sandbox(&caller.tenant, &args.sandbox_id)?;
     let files = sandbox.files()?;
-    let size = files.stat(&path).await?.size;
-    if size > MAX_READ_BYTES as u64 {
+    // Read at most one byte past the limit: the file may grow while it is read.
+    let mut bytes = Vec::new();
+    let file = files.read_stream(&path).await?;
+    tokio::io::AsyncReadExt::read_to_end(
+        &mut tokio::io::AsyncReadExt::take(file, MAX_READ_BYTES as u64 + 1),
+        &mut bytes,
+    )
+    .await
+    .map_err(|e| ApiError::Internal(format!("reading {path}: {e}")))?;
+    if bytes.len() > MAX_READ_BYTES {
         return Err(ApiError::TooLarge(format!(
-            "{path} is {size} bytes; read_file returns at most {MAX_READ_BYTES} (download it over HTTP instead)"
+            "{path} is over {MAX_READ_BYTES} bytes, the most read_file returns (download it over HTTP instead)"
         )));
     }
-    let bytes = files.read(&path).await?;
+    let size = bytes.len();
     Ok(ToolReply::ok(match String::from_utf8(bytes) {
         Ok(text) => json!({"path": path, "size": size, "content": text}),
         Err(e) => json!({"path": path, "size": size, "content_base64": STANDARD.encode(e.into_bytes())}),
