@@ -23,7 +23,11 @@ if [ "$(recipe_of "$BASE")" = "$base_recipe" ]; then
   step "base image $BASE is up to date"
 else
   step "base image $BASE: Debian bookworm root filesystem (mmdebstrap), then docker import"
-  command -v mmdebstrap >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >&2
+  if ! command -v mmdebstrap >/dev/null; then
+    # Stale package lists on a fresh machine: refresh them and try again.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >&2 \
+      || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q mmdebstrap >&2; }
+  fi
   # On tmpfs when there is room: several times faster than on disk.
   scratch=$(mktemp -d "$( [ -w /dev/shm ] && echo /dev/shm || echo "${TMPDIR:-/tmp}" )/soulbox-base.XXXXXX")
   trap 'rm -rf "$scratch"' EXIT

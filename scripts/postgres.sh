@@ -5,7 +5,9 @@
 set -euo pipefail
 
 if ! command -v pg_lsclusters >/dev/null 2>&1; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2
+  # Stale package lists on a fresh machine: refresh them and try again.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2 \
+    || { apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >&2; }
 fi
 cluster=$(pg_lsclusters --no-header | awk 'NR == 1 {print $1 " " $2}')
 if [ -z "$cluster" ]; then
