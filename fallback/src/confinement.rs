@@ -93,7 +93,7 @@ timer=$!
 set +m
 wait "$child"
 status=$?
-kill -KILL -- "-$timer" 2>/dev/null
+{ kill -KILL -- "-$timer"; wait "$timer"; } 2>/dev/null
 printf '\n%s %s\n' "$nonce" "$status"
 printf '\n%s %s\n' "$nonce" "$status" >&2"#;
 
