@@ -7,7 +7,7 @@ use crate::error::ContainerError;
 use crate::exec::{Input, Output};
 use bollard::models::{ContainerUpdateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
-    AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions, WaitContainerOptions,
+    AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,27 +61,6 @@ impl Containers {
             })
             .await?;
         Ok(Session { output: attached.output, input: attached.input })
-    }
-
-    /// Waits for a container to stop; returns its exit status.
-    pub async fn wait_exit(&self, id: &str) -> Result<i64, ContainerError> {
-        use futures_util::StreamExt;
-        let options = WaitContainerOptions { condition: "not-running".into() };
-        let waited = self
-            .docker
-            .call("wait for a container", Retry::Yes, |d| {
-                let options = options.clone();
-                async move {
-                    match d.wait_container(id, Some(options)).next().await {
-                        Some(Ok(response)) => Ok(response.status_code),
-                        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-                        Some(Err(error)) => Err(error),
-                        None => Ok(-1),
-                    }
-                }
-            })
-            .await?;
-        Ok(waited)
     }
 
     /// Makes [`SANDBOX_NETWORK`] if it is missing.

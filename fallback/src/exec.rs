@@ -163,7 +163,7 @@ pub enum Channel {
 
 impl Decoder {
     /// The text a chunk completes, and its stream; `None` for chunks that carry no output.
-    pub fn decode(&mut self, chunk: LogOutput) -> Option<(Channel, String, usize)> {
+    pub fn decode(&mut self, chunk: LogOutput) -> Option<(Channel, String)> {
         let (channel, bytes) = match chunk {
             LogOutput::StdOut { message } | LogOutput::Console { message } => (Channel::Stdout, message),
             LogOutput::StdErr { message } => (Channel::Stderr, message),
@@ -173,7 +173,7 @@ impl Decoder {
             Channel::Stdout => self.stdout.push(&bytes),
             Channel::Stderr => self.stderr.push(&bytes),
         };
-        Some((channel, text, bytes.len()))
+        Some((channel, text))
     }
 
     /// What is held back at the end.

@@ -250,7 +250,7 @@ async fn drive(
         tokio::select! {
             chunk = output.next() => match chunk {
                 Some(Ok(chunk)) => {
-                    if let Some((channel, text, _)) = decoder.decode(chunk) {
+                    if let Some((channel, text)) = decoder.decode(chunk) {
                         send(&events, channel, text);
                     }
                 }

@@ -36,7 +36,9 @@ struct Inner {
 
 /// The right to run one execution for a key; dropping it frees the slot.
 #[derive(Debug)]
-pub struct ExecutionPermit(#[allow(dead_code)] OwnedSemaphorePermit);
+pub struct ExecutionPermit {
+    _permit: OwnedSemaphorePermit,
+}
 
 impl Guard {
     /// Limits of `per_second` requests (with `burst` at once) and `max_executions` running
@@ -74,7 +76,7 @@ impl Guard {
             let mut all = self.inner.executions.lock().unwrap_or_else(|e| e.into_inner());
             Arc::clone(all.entry(key.to_owned()).or_insert_with(|| Arc::new(Semaphore::new(self.inner.max_executions))))
         };
-        semaphore.try_acquire_owned().map(ExecutionPermit).map_err(|_| {
+        semaphore.try_acquire_owned().map(|permit| ExecutionPermit { _permit: permit }).map_err(|_| {
             ApiError::QuotaExceeded(format!(
                 "this API key already has {} executions running, the most allowed; retry when one ends",
                 self.inner.max_executions
