@@ -81,7 +81,9 @@ pub struct ContainerSpec<'a> {
 /// group); then writes `\n<nonce> <exit status>\n` on stdout and stderr. So a one-shot run is
 /// one write to an attachment made in advance, starts no process before the program's own,
 /// and ends when the marker arrives: no `docker exec`, no waiting for the container to stop
-/// (each costs tens of milliseconds in the container runtime).
+/// (each costs tens of milliseconds in the container runtime). The timer is killed after the
+/// marker (nothing after it is read), and reaped with stderr discarded, so bash's "Killed"
+/// notice never reaches the program's output.
 pub const ONE_SHOT_AGENT: &str = r#"export LC_ALL=C
 read -r nonce length deadline || exit 125
 read -r -N "$length" script || exit 125
@@ -93,9 +95,9 @@ timer=$!
 set +m
 wait "$child"
 status=$?
-{ kill -KILL -- "-$timer"; wait "$timer"; } 2>/dev/null
 printf '\n%s %s\n' "$nonce" "$status"
-printf '\n%s %s\n' "$nonce" "$status" >&2"#;
+printf '\n%s %s\n' "$nonce" "$status" >&2
+{ kill -KILL -- "-$timer"; wait "$timer"; } 2>/dev/null"#;
 
 /// The user containers run as: this process's own (non-root) user, or [`DEFAULT_UID`] when it
 /// runs as root.
