@@ -26,6 +26,7 @@
 mod backend;
 mod engine;
 mod error;
+pub mod guest_tree;
 pub mod kernel;
 mod language;
 pub mod limits;

@@ -357,9 +357,8 @@ impl super::Sandbox {
         shared
             .processes
             .machine(&shared.engine, || {
-                let link = shared.workspace.host_path().join("workspace");
-                if let Err(error) = std::os::unix::fs::symlink(".", &link)
-                    && error.kind() != std::io::ErrorKind::AlreadyExists
+                if let Err(error) = shared.workspace.link_root_as("workspace")
+                    && !matches!(error, super::FileError::AlreadyExists(_))
                 {
                     tracing::warn!(%error, "could not link /workspace in the workspace");
                 }

@@ -8,10 +8,12 @@
 //! the target and are renamed into place, so a reader never sees half a file.
 //! The directory is deleted when the workspace is dropped (or [`Workspace::remove`]d).
 
+use crate::guest_tree;
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, Metadata};
+use cap_std::fs::{Dir, Metadata, OpenOptions};
 use serde::{Deserialize, Serialize};
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
@@ -23,6 +25,12 @@ pub const MAX_LIST_DEPTH: usize = 32;
 pub const MAX_LIST_ENTRIES: usize = 100_000;
 /// Copy buffer for streamed writes.
 const WRITE_BUFFER_BYTES: usize = 256 << 10;
+/// The longest workspace path accepted, in bytes (Linux's `PATH_MAX`).
+pub const MAX_PATH_BYTES: usize = 4096;
+/// The longest name of one path component, in bytes (Linux's `NAME_MAX`).
+pub const MAX_NAME_BYTES: usize = 255;
+/// Permissions of workspaces and of the directory holding them: the server's own.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
 
 /// Why a file operation failed. Messages are safe to show to clients: they name the
 /// workspace path, never a host path.
@@ -69,8 +77,15 @@ pub enum FileError {
 
 impl FileError {
     fn from_io(path: &str, error: io::Error) -> Self {
+        if let Some(refused) = guest_tree::is_not_regular(&error) {
+            let reason = if refused.is_dir { "is a directory" } else { "is not a regular file" };
+            return FileError::WrongKind { path: path.into(), reason };
+        }
         match error.kind() {
             io::ErrorKind::NotFound => FileError::NotFound(path.to_owned()),
+            io::ErrorKind::InvalidFilename => {
+                FileError::InvalidPath { path: path.to_owned(), reason: "a name in it is too long" }
+            }
             io::ErrorKind::AlreadyExists => FileError::AlreadyExists(path.to_owned()),
             io::ErrorKind::NotADirectory => FileError::WrongKind { path: path.into(), reason: "not a directory" },
             io::ErrorKind::IsADirectory => FileError::WrongKind { path: path.into(), reason: "is a directory" },
@@ -120,10 +135,14 @@ pub struct Workspace {
 }
 
 impl Workspace {
-    /// Creates an empty workspace under `parent`.
+    /// Creates an empty workspace, private to the server (mode 0700), under `parent` (which
+    /// should be private too: see [`prepare_workspace_root`]).
     pub fn create_in(parent: &Path) -> io::Result<Self> {
         std::fs::create_dir_all(parent)?;
-        let host = tempfile::Builder::new().prefix("sandbox-").tempdir_in(parent)?;
+        let host = tempfile::Builder::new()
+            .prefix("sandbox-")
+            .permissions(std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .tempdir_in(parent)?;
         let dir = Dir::open_ambient_dir(host.path(), ambient_authority())?;
         Ok(Workspace { host_path: host.path().to_path_buf(), state: Mutex::new(Some((host, dir))) })
     }
@@ -164,21 +183,22 @@ impl Workspace {
         }
         let dir = self.dir()?;
         let parent = rel.parent().unwrap_or(Path::new("")).to_path_buf();
-        let name = rel.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        let (parent_dir, temp_name) = blocking(path, move || {
-            if !parent.as_os_str().is_empty() {
-                dir.create_dir_all(&parent)?;
-            }
-            let parent_dir = if parent.as_os_str().is_empty() { dir } else { dir.open_dir(&parent)? };
+        let name = rel.file_name().unwrap_or_default().to_owned();
+        let shown = path.to_owned();
+        let (parent_dir, temp_name, file) = blocking_file(path, move || {
+            let parent_dir = open_parent(&dir, &parent, &shown)?;
             if parent_dir.symlink_metadata(&name).map(|m| m.is_dir()).unwrap_or(false) {
-                return Err(io::Error::from(io::ErrorKind::IsADirectory));
+                return Err(FileError::WrongKind { path: shown, reason: "is a directory" });
             }
-            Ok((parent_dir, format!(".{name}.soulbox-upload-{}", std::process::id())))
+            // A fresh name, created exclusively: never an existing entry (a FIFO a guest
+            // planted, another upload's temporary file).
+            let temp_name = format!(".{}.soulbox-upload-{}", name.to_string_lossy(), uuid::Uuid::new_v4().simple());
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            let file = parent_dir.open_with(&temp_name, &options).map_err(|e| FileError::from_io(&shown, e))?;
+            Ok((parent_dir, temp_name, file))
         })
         .await?;
-        let (dir_for_open, temp) =
-            (parent_dir.try_clone().map_err(|e| FileError::from_io(path, e))?, temp_name.clone());
-        let file = blocking(path, move || dir_for_open.create(&temp)).await?;
         let mut file = tokio::fs::File::from_std(file.into_std());
         let copied = {
             let mut writer = tokio::io::BufWriter::with_capacity(WRITE_BUFFER_BYTES, &mut file);
@@ -188,40 +208,37 @@ impl Workspace {
                 Err(e) => Err(e),
             }
         };
+        drop(file);
         let final_name = rel.file_name().unwrap_or_default().to_owned();
         match copied {
             Ok(n) => {
-                drop(file);
                 blocking(path, move || parent_dir.rename(&temp_name, &parent_dir, &final_name)).await?;
                 Ok(n)
             }
             Err(error) => {
-                drop(file);
-                let _ = parent_dir.remove_file(&temp_name);
+                let _ = blocking(path, move || parent_dir.remove_file(&temp_name)).await;
                 Err(FileError::from_io(path, error))
             }
         }
     }
 
-    /// Reads the whole file at `path`.
+    /// Reads the whole regular file at `path`.
     pub async fn read(&self, path: &str) -> Result<Vec<u8>, FileError> {
-        let rel = relative(path)?;
-        let dir = self.dir()?;
-        blocking(path, move || dir.read(&rel)).await
+        self.read_at_most(path, u64::MAX).await
     }
 
-    /// Opens the file at `path` for streamed reading.
+    /// Reads at most `max` bytes of the regular file at `path`.
+    pub async fn read_at_most(&self, path: &str, max: u64) -> Result<Vec<u8>, FileError> {
+        let rel = relative(path)?;
+        let dir = self.dir()?;
+        blocking(path, move || guest_tree::read_regular(&dir, &rel, max)).await
+    }
+
+    /// Opens the regular file at `path` for streamed reading.
     pub async fn read_stream(&self, path: &str) -> Result<tokio::fs::File, FileError> {
         let rel = relative(path)?;
         let dir = self.dir()?;
-        let file = blocking(path, move || {
-            let file = dir.open(&rel)?;
-            if file.metadata()?.is_dir() {
-                return Err(io::Error::from(io::ErrorKind::IsADirectory));
-            }
-            Ok(file)
-        })
-        .await?;
+        let file = blocking(path, move || guest_tree::open_regular(&dir, &rel)).await?;
         Ok(tokio::fs::File::from_std(file.into_std()))
     }
 
@@ -311,6 +328,13 @@ impl Workspace {
         .await
     }
 
+    /// Makes `name` in the workspace's root a link to the root itself (`.`), through the
+    /// workspace's directory handle (never through a host path a guest could redirect).
+    pub(crate) fn link_root_as(&self, name: &str) -> Result<(), FileError> {
+        let dir = self.dir()?;
+        dir.symlink(".", name).map_err(|e| FileError::from_io(name, e))
+    }
+
     /// The host path of the directory at `path`, checked to be a real directory inside the
     /// workspace (for watching).
     pub(crate) async fn host_dir(&self, path: &str) -> Result<PathBuf, FileError> {
@@ -339,16 +363,27 @@ impl Workspace {
     }
 }
 
-/// `path` as a clean path relative to the workspace root.
+/// `path` as a clean path relative to the workspace root. Refused: `..`, a NUL byte, control
+/// characters (a newline in a path would forge log lines), a name over [`MAX_NAME_BYTES`], a
+/// path over [`MAX_PATH_BYTES`].
 pub(crate) fn relative(path: &str) -> Result<PathBuf, FileError> {
-    let invalid = |reason| FileError::InvalidPath { path: path.to_owned(), reason };
+    let invalid = |reason| FileError::InvalidPath { path: path.escape_debug().to_string(), reason };
     if path.contains('\0') {
         return Err(invalid("it holds a NUL byte"));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(invalid("it holds a control character"));
+    }
+    if path.len() > MAX_PATH_BYTES {
+        return Err(invalid("it is longer than 4096 bytes"));
     }
     let mut clean = PathBuf::new();
     for part in Path::new(path).components() {
         match part {
             Component::RootDir | Component::CurDir => {}
+            Component::Normal(name) if name.len() > MAX_NAME_BYTES => {
+                return Err(invalid("a name in it is longer than 255 bytes"));
+            }
             Component::Normal(name) => clean.push(name),
             Component::ParentDir => return Err(invalid("`..` is not allowed")),
             Component::Prefix(_) => return Err(invalid("it is not a workspace path")),
@@ -402,14 +437,82 @@ fn walk(dir: &Dir, rel: &Path, depth: usize, out: &mut Vec<EntryInfo>) -> io::Re
     Ok(())
 }
 
+/// Opens (making it first) the directory `parent` of an upload to `shown`. When a component
+/// is in the way, the error names that component: a link leading out of the workspace is
+/// [`FileError::Escapes`], anything else that is not a directory is [`FileError::WrongKind`].
+fn open_parent(dir: &Dir, parent: &Path, shown: &str) -> Result<Dir, FileError> {
+    if parent.as_os_str().is_empty() {
+        return dir.try_clone().map_err(|e| FileError::from_io(shown, e));
+    }
+    let made = dir.create_dir_all(parent).and_then(|()| dir.open_dir(parent));
+    made.map_err(|error| {
+        let mut walked = PathBuf::new();
+        for part in parent.components() {
+            walked.push(part);
+            let at = display(&walked);
+            match dir.symlink_metadata(&walked) {
+                Ok(meta) if meta.is_symlink() && !dir.metadata(&walked).is_ok_and(|m| m.is_dir()) => {
+                    return FileError::Escapes(at);
+                }
+                Ok(meta) if !meta.is_dir() && !meta.is_symlink() => {
+                    return FileError::WrongKind { path: at, reason: "not a directory" };
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        FileError::from_io(shown, error)
+    })
+}
+
+/// Prepares the directory holding workspaces: made if missing (mode 0700), and refused when it
+/// is not a directory owned by this process's user or when others may write to it (they could
+/// swap a link in and have the server create files through it).
+pub fn prepare_workspace_root(root: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(root) {
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new().recursive(true).mode(PRIVATE_DIR_MODE).create(root)?;
+            std::fs::set_permissions(root, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+        }
+        Err(error) => Err(error),
+        Ok(meta) => check_private_dir(root, &meta),
+    }
+}
+
+/// Refuses a directory this process's user does not own, or that others may write to.
+pub fn check_private_dir(path: &Path, meta: &std::fs::Metadata) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let refuse = |why: String| Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        return refuse(format!("{} is not a directory", path.display()));
+    }
+    if meta.uid() != me {
+        return refuse(format!("{} is owned by uid {}, not by SoulBox's user (uid {me})", path.display(), meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return refuse(format!("{} may be written by other users; `chmod go-w` it", path.display()));
+    }
+    Ok(())
+}
+
+/// Like [`blocking`], for work that reports [`FileError`]s itself.
+async fn blocking_file<T: Send + 'static>(
+    path: &str,
+    work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
+) -> Result<T, FileError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => done,
+        Err(join) => Err(FileError::Io { path: path.to_owned(), source: io::Error::other(join.to_string()) }),
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     path: &str,
     work: impl FnOnce() -> io::Result<T> + Send + 'static,
 ) -> Result<T, FileError> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(done) => done.map_err(|e| FileError::from_io(path, e)),
-        Err(join) => Err(FileError::Io { path: path.to_owned(), source: io::Error::other(join.to_string()) }),
-    }
+    let shown = path.to_owned();
+    blocking_file(path, move || work().map_err(|e| FileError::from_io(&shown, e))).await
 }
 
 #[cfg(test)]
