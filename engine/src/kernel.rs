@@ -37,7 +37,7 @@ pub enum Template {
     /// already imported into `__main__`.
     DataScience,
     /// A plain JavaScript context.
-    #[serde(alias = "js")]
+    #[serde(rename = "javascript", alias = "js")]
     JavaScript,
 }
 
@@ -158,6 +158,13 @@ pub struct Cell {
     /// Deadline, fuel, memory and output caps for this cell.
     pub limits: Limits,
 }
+
+/// Bytes of rich results (results and errors, as the guest sends them) one cell may produce:
+/// the host keeps them until the cell's caller has them, so a guest may not make it hold more.
+/// Past it the cell is stopped with [`Outcome::OutputLimitExceeded`].
+pub const MAX_RESULT_BYTES_PER_CELL: usize = 32 << 20;
+/// Rich results one cell may produce, likewise.
+pub const MAX_RESULTS_PER_CELL: usize = 1024;
 
 /// Where a kernel sends a cell's events as they happen.
 pub type EventSender = tokio::sync::mpsc::UnboundedSender<ExecutionEvent>;
@@ -347,6 +354,13 @@ mod tests {
     fn templates_parse_by_name() {
         for template in Template::ALL {
             assert_eq!(template.name().parse::<Template>().unwrap(), template);
+            let json = serde_json::Value::String(template.name().into());
+            assert_eq!(
+                serde_json::from_value::<Template>(json.clone()).unwrap(),
+                template,
+                "the wire name is the name"
+            );
+            assert_eq!(serde_json::to_value(template).unwrap(), json);
         }
         assert!("gpu".parse::<Template>().unwrap_err().contains("data-science"));
     }

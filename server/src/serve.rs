@@ -69,7 +69,8 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         engine.backend(containers.clone());
     }
     let engine = engine.build();
-    let mut sandboxes_config = SandboxesConfig::default();
+    let mut sandboxes_config =
+        SandboxesConfig { max_per_owner: config.auth.max_sandboxes_per_tenant, ..SandboxesConfig::default() };
     if let Some(root) = &config.storage.workspace_root {
         sandboxes_config.workspace_root = root.clone();
     }

@@ -10,6 +10,12 @@
 //! Concurrency: cells in one context run one at a time (queued on the context's lock); different
 //! contexts and sandboxes run in parallel, as far as the backend's worker pool admits them.
 //!
+//! Ownership and quotas: a sandbox may have an owner (a service's tenant, set by the service,
+//! never by the wire format); [`Sandboxes::get_owned`] and [`Sandboxes::list_owned`] answer a
+//! sandbox of another owner exactly as one that does not exist. The bounds on sandboxes open
+//! at once, in all and per owner, are reserved under the registry's lock before anything is
+//! awaited, so concurrent creations can never pass them.
+//!
 //! Lifetime: a reaper task checks every [`REAP_INTERVAL`] and kills sandboxes past their
 //! lifetime, or idle (no cell running, no file operation) for longer than their idle timeout.
 //! Killing raises the sandbox's [`StopSignal`] (a running cell stops within an epoch check),
@@ -27,7 +33,10 @@ pub use processes::{
 };
 pub use stream::ExecutionStream;
 pub use watch::{FsEvent, FsEventKind, WatchStream};
-pub use workspace::{EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, Workspace};
+pub use workspace::{
+    EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_NAME_BYTES, MAX_PATH_BYTES,
+    PRIVATE_DIR_MODE, Workspace, check_private_dir, prepare_workspace_root,
+};
 
 use crate::backend::BackendError;
 use crate::engine::Engine;
@@ -59,6 +68,11 @@ pub const DEFAULT_MAX_SANDBOXES: usize = 2000;
 pub const MAX_METADATA_ENTRIES: usize = 64;
 /// See [`MAX_METADATA_ENTRIES`].
 pub const MAX_METADATA_BYTES: usize = 16 << 10;
+/// Environment variables per sandbox, and bytes of all names and values together: a sandbox
+/// keeps them for its life and hands them to every context and process.
+pub const MAX_ENV_ENTRIES: usize = 256;
+/// See [`MAX_ENV_ENTRIES`].
+pub const MAX_ENV_BYTES: usize = 64 << 10;
 /// How often expired sandboxes are looked for.
 pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
@@ -83,9 +97,16 @@ pub enum SandboxError {
     /// A sandbox with the id asked for is already open.
     #[error("a sandbox with id `{0}` is already open")]
     Exists(String),
-    /// Too many sandboxes or contexts are open.
+    /// The registry holds as many sandboxes as it may (all owners together): retry later.
     #[error("{0}")]
     Full(String),
+    /// The owner has as many sandboxes open as its quota allows.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A fixed per-sandbox bound (contexts) is reached: retrying will not help until something
+    /// is removed.
+    #[error("{0}")]
+    LimitReached(String),
     /// The cell's task ended without a result (the runtime is shutting down).
     #[error("the execution was interrupted before it ended")]
     Interrupted,
@@ -116,6 +137,9 @@ pub struct SandboxesConfig {
     pub workspace_root: PathBuf,
     /// Sandboxes open at once. Default: [`DEFAULT_MAX_SANDBOXES`].
     pub max_sandboxes: usize,
+    /// Sandboxes one owner may have open at once. Default: [`DEFAULT_MAX_SANDBOXES`] (no bound
+    /// beyond the registry's).
+    pub max_per_owner: usize,
 }
 
 impl Default for SandboxesConfig {
@@ -123,6 +147,7 @@ impl Default for SandboxesConfig {
         SandboxesConfig {
             workspace_root: std::env::temp_dir().join("soulbox-sandboxes"),
             max_sandboxes: DEFAULT_MAX_SANDBOXES,
+            max_per_owner: DEFAULT_MAX_SANDBOXES,
         }
     }
 }
@@ -155,6 +180,11 @@ pub struct SandboxSpec {
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub id: Option<String>,
+    /// Who owns it (a service's tenant); `None`, the default, is the library's own use. Not
+    /// part of the wire format: the service sets it from the caller's identity.
+    #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
+    pub owner: Option<String>,
 }
 
 impl SandboxSpec {
@@ -167,6 +197,10 @@ impl SandboxSpec {
             ));
         }
         validate_env(&self.env)?;
+        let env_bytes: usize = self.env.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if self.env.len() > MAX_ENV_ENTRIES || env_bytes > MAX_ENV_BYTES {
+            return invalid(format!("env is too large: at most {MAX_ENV_ENTRIES} variables and {MAX_ENV_BYTES} bytes"));
+        }
         if let Some(id) = &self.id {
             let valid =
                 (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
@@ -237,8 +271,46 @@ impl std::fmt::Debug for Sandboxes {
 struct Registry {
     engine: Engine,
     config: SandboxesConfig,
-    open: Mutex<HashMap<String, Sandbox>>,
+    open: Mutex<Open>,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The open sandboxes, and places reserved for sandboxes being created.
+#[derive(Default)]
+struct Open {
+    by_id: HashMap<String, Sandbox>,
+    /// Places taken by creations in progress, per owner (all of them: their sum).
+    reserved: HashMap<Option<String>, usize>,
+}
+
+impl Open {
+    fn reserved_total(&self) -> usize {
+        self.reserved.values().sum()
+    }
+
+    fn owned_by(&self, owner: &Option<String>) -> usize {
+        let open = self.by_id.values().filter(|s| &s.shared.owner == owner).count();
+        open + self.reserved.get(owner).copied().unwrap_or(0)
+    }
+}
+
+/// A place for one sandbox being created, taken under the registry's lock; given back when
+/// dropped (the sandbox then counts itself, or the creation failed).
+struct Reservation {
+    registry: Arc<Registry>,
+    owner: Option<String>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.reserved.get_mut(&self.owner) {
+            *count -= 1;
+            if *count == 0 {
+                open.reserved.remove(&self.owner);
+            }
+        }
+    }
 }
 
 impl Drop for Registry {
@@ -246,7 +318,7 @@ impl Drop for Registry {
         if let Some(reaper) = self.reaper.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.abort();
         }
-        for sandbox in self.open.get_mut().unwrap_or_else(|e| e.into_inner()).values() {
+        for sandbox in self.open.get_mut().unwrap_or_else(|e| e.into_inner()).by_id.values() {
             sandbox.shared.shut();
         }
     }
@@ -258,35 +330,29 @@ impl Sandboxes {
     pub fn new(engine: Engine, config: SandboxesConfig) -> Result<Self, SandboxError> {
         let runtime = tokio::runtime::Handle::try_current()
             .map_err(|_| SandboxError::Invalid("Sandboxes::new must be called inside a tokio runtime".into()))?;
-        std::fs::create_dir_all(&config.workspace_root).map_err(|e| {
+        workspace::prepare_workspace_root(&config.workspace_root).map_err(|e| {
             SandboxError::File(FileError::Io { path: config.workspace_root.display().to_string(), source: e })
         })?;
         let registry =
-            Arc::new(Registry { engine, config, open: Mutex::new(HashMap::new()), reaper: Mutex::new(None) });
+            Arc::new(Registry { engine, config, open: Mutex::new(Open::default()), reaper: Mutex::new(None) });
         let weak = Arc::downgrade(&registry);
         let reaper = runtime.spawn(reap(weak));
         *registry.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
         Ok(Sandboxes { registry })
     }
 
-    /// Creates a sandbox with its template's default context started.
+    /// Creates a sandbox with its template's default context started. Its place (within the
+    /// registry's bound and its owner's) is reserved before anything else happens.
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
-        if let Some(id) = &spec.id
-            && self.get(id).is_ok()
-        {
-            return Err(SandboxError::Exists(id.clone()));
-        }
-        let max = self.registry.config.max_sandboxes;
-        if self.len() >= max {
-            return Err(SandboxError::Full(format!("{max} sandboxes are open, the most allowed; kill one first")));
-        }
+        let reservation = self.reserve(&spec)?;
         let workspace = Workspace::create_in(&self.registry.config.workspace_root)
             .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))?;
         let now = Instant::now();
         let idle_timeout = spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let shared = Arc::new(Shared {
             id: spec.id.clone().unwrap_or_else(new_sandbox_id),
+            owner: spec.owner.clone(),
             template: spec.template,
             metadata: spec.metadata,
             env: spec.env,
@@ -309,30 +375,69 @@ impl Sandboxes {
         sandbox.default_context(spec.template.language()).instrument(span).await?;
         {
             let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.contains_key(sandbox.id()) {
+            if open.by_id.contains_key(sandbox.id()) {
                 drop(open);
                 sandbox.shared.shut();
                 return Err(SandboxError::Exists(sandbox.id().to_owned()));
             }
-            open.insert(sandbox.id().to_owned(), sandbox.clone());
+            open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
         }
+        drop(reservation);
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
         Ok(sandbox)
+    }
+
+    /// Takes a place for `spec`'s sandbox within the registry's bound and its owner's quota.
+    fn reserve(&self, spec: &SandboxSpec) -> Result<Reservation, SandboxError> {
+        let config = &self.registry.config;
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = &spec.id
+            && open.by_id.contains_key(id)
+        {
+            return Err(SandboxError::Exists(id.clone()));
+        }
+        if open.by_id.len() + open.reserved_total() >= config.max_sandboxes {
+            let max = config.max_sandboxes;
+            return Err(SandboxError::Full(format!("{max} sandboxes are open, the most allowed; retry later")));
+        }
+        if open.owned_by(&spec.owner) >= config.max_per_owner {
+            let max = config.max_per_owner;
+            return Err(SandboxError::QuotaExceeded(format!(
+                "{max} sandboxes of this owner are open, the most allowed; kill one first"
+            )));
+        }
+        *open.reserved.entry(spec.owner.clone()).or_default() += 1;
+        Ok(Reservation { registry: Arc::clone(&self.registry), owner: spec.owner.clone() })
     }
 
     /// The sandbox with this id.
     pub fn get(&self, id: &str) -> Result<Sandbox, SandboxError> {
         let open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.get(id).cloned().ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+        open.by_id.get(id).cloned().ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+    }
+
+    /// The sandbox with this id if `owner` owns it; otherwise [`SandboxError::NotFound`], exactly
+    /// as if it did not exist.
+    pub fn get_owned(&self, owner: Option<&str>, id: &str) -> Result<Sandbox, SandboxError> {
+        self.get(id).ok().filter(|s| s.owner() == owner).ok_or_else(|| SandboxError::NotFound(id.to_owned()))
     }
 
     /// Every open sandbox whose metadata holds all of `filter`'s pairs, oldest first.
     pub fn list(&self, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
+        self.list_where(|_| true, filter)
+    }
+
+    /// `owner`'s open sandboxes whose metadata holds all of `filter`'s pairs, oldest first.
+    pub fn list_owned(&self, owner: Option<&str>, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
+        self.list_where(|s| s.owner() == owner, filter)
+    }
+
+    fn list_where(&self, keep: impl Fn(&Sandbox) -> bool, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
         let open: Vec<Sandbox> =
-            self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).values().cloned().collect();
+            self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
         let mut infos: Vec<SandboxInfo> = open
             .iter()
-            .filter(|s| filter.iter().all(|(k, v)| s.shared.metadata.get(k) == Some(v)))
+            .filter(|s| keep(s) && filter.iter().all(|(k, v)| s.shared.metadata.get(k) == Some(v)))
             .map(Sandbox::info)
             .collect();
         infos.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
@@ -341,7 +446,7 @@ impl Sandboxes {
 
     /// Kills the sandbox with this id: its kernels are dropped and its workspace deleted.
     pub fn kill(&self, id: &str) -> Result<(), SandboxError> {
-        let removed = self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
+        let removed = self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(id);
         let sandbox = removed.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         sandbox.shared.shut();
         tracing::info!(sandbox = %id, "sandbox killed");
@@ -350,7 +455,7 @@ impl Sandboxes {
 
     /// Sandboxes open now.
     pub fn len(&self) -> usize {
-        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.len()
     }
 
     /// Whether no sandbox is open.
@@ -368,10 +473,10 @@ async fn reap(registry: Weak<Registry>) {
         let now = Instant::now();
         let expired: Vec<(String, &'static str)> = {
             let open = registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.values().filter_map(|s| s.shared.expired(now).map(|why| (s.id().to_owned(), why))).collect()
+            open.by_id.values().filter_map(|s| s.shared.expired(now).map(|why| (s.id().to_owned(), why))).collect()
         };
         for (id, why) in expired {
-            let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+            let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(&id);
             if let Some(sandbox) = removed {
                 sandbox.shared.shut();
                 tracing::info!(sandbox = %id, reason = why, "sandbox expired");
@@ -395,6 +500,7 @@ impl std::fmt::Debug for Sandbox {
 
 struct Shared {
     id: String,
+    owner: Option<String>,
     template: Template,
     metadata: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
@@ -481,6 +587,11 @@ impl Sandbox {
     /// Its template.
     pub fn template(&self) -> Template {
         self.shared.template
+    }
+
+    /// Its owner (a service's tenant), if it has one.
+    pub fn owner(&self) -> Option<&str> {
+        self.shared.owner.as_deref()
     }
 
     /// Its metadata.
@@ -651,7 +762,9 @@ impl Sandbox {
 
     async fn start_context(&self, language: Language, preload: Preload) -> Result<Arc<Context>, SandboxError> {
         if self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner()).by_id.len() >= MAX_CONTEXTS_PER_SANDBOX {
-            return Err(SandboxError::Full(format!("a sandbox holds at most {MAX_CONTEXTS_PER_SANDBOX} contexts")));
+            return Err(SandboxError::LimitReached(format!(
+                "a sandbox holds at most {MAX_CONTEXTS_PER_SANDBOX} contexts; remove one first"
+            )));
         }
         let spec = KernelSpec {
             language,

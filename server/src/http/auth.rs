@@ -3,9 +3,9 @@
 //! [`authenticate`] runs before every `/v1` and `/mcp` handler: it resolves the key in
 //! `Authorization: Bearer <key>` or `x-api-key: <key>` to a [`Caller`] (its key and tenant, an
 //! extension handlers read), applies the key's rate limit, or answers 401. In development mode
-//! every caller is the tenant `dev`. Sandbox ownership is recorded in the database and kept in
-//! memory for lookups; a sandbox that is not the caller's is reported exactly like one that
-//! does not exist.
+//! every caller is the tenant `dev`. A sandbox's owner is its tenant, a field of the sandbox in
+//! the engine (and recorded in the database); a sandbox that is not the caller's is reported
+//! exactly like one that does not exist.
 
 use super::{ApiError, AppState};
 use crate::database::{Database, Usage, now_ms};
@@ -16,8 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use soulbox_engine::sandbox::SandboxInfo;
 use soulbox_engine::{Language, Outcome, Sandbox};
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// The tenant every development-mode caller is.
@@ -54,7 +53,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 pub struct Auth {
     mode: Mode,
     db: Database,
-    owners: Arc<Mutex<HashMap<String, String>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +64,12 @@ enum Mode {
 impl Auth {
     /// API keys checked against `db`.
     pub fn keys(db: Database) -> Self {
-        Auth { mode: Mode::Keys, db, owners: Arc::default() }
+        Auth { mode: Mode::Keys, db }
     }
 
     /// Development mode: no keys, one tenant (`dev`); records still go to `db`.
     pub fn dev(db: Database) -> Self {
-        Auth { mode: Mode::Dev, db, owners: Arc::default() }
+        Auth { mode: Mode::Dev, db }
     }
 
     /// Whether this is development mode (no keys).
@@ -84,28 +82,10 @@ impl Auth {
         &self.db
     }
 
-    /// Records that `tenant` owns `sandbox`.
-    pub async fn own(&self, tenant: &Tenant, sandbox: &Sandbox) -> Result<(), ApiError> {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner()).insert(sandbox.id().to_owned(), tenant.0.clone());
+    /// Records that `tenant` made `sandbox` (the engine keeps the owner; this is the record).
+    pub async fn record(&self, tenant: &Tenant, sandbox: &Sandbox) -> Result<(), ApiError> {
         self.db.record_sandbox(sandbox.id(), &tenant.0, sandbox.template().name()).await?;
         Ok(())
-    }
-
-    /// Whether `tenant` owns the sandbox `id`.
-    pub fn owns(&self, tenant: &Tenant, id: &str) -> bool {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner()).get(id) == Some(&tenant.0)
-    }
-
-    /// Forgets a sandbox (killed).
-    pub fn disown(&self, id: &str) {
-        self.owners.lock().unwrap_or_else(|e| e.into_inner()).remove(id);
-    }
-
-    /// `tenant`'s sandboxes among `all`; forgets owners of sandboxes no longer open.
-    pub fn only_own(&self, tenant: &Tenant, all: Vec<SandboxInfo>, open: &HashSet<String>) -> Vec<SandboxInfo> {
-        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
-        owners.retain(|id, _| open.contains(id));
-        all.into_iter().filter(|info| owners.get(&info.id) == Some(&tenant.0)).collect()
     }
 }
 
@@ -132,19 +112,12 @@ pub fn usage(
 impl AppState {
     /// The sandbox `id` if `tenant` owns it; otherwise not found, exactly as if it did not exist.
     pub fn sandbox(&self, tenant: &Tenant, id: &str) -> Result<Sandbox, ApiError> {
-        if !self.auth.owns(tenant, id) {
-            return Err(soulbox_engine::SandboxError::NotFound(id.to_owned()).into());
-        }
-        Ok(self.sandboxes.get(id)?)
+        Ok(self.sandboxes.get_owned(Some(&tenant.0), id)?)
     }
 
     /// `tenant`'s open sandboxes whose metadata holds `filter`.
     pub fn list_sandboxes(&self, tenant: &Tenant, filter: &BTreeMap<String, String>) -> Vec<SandboxInfo> {
-        let all = self.sandboxes.list(&BTreeMap::new());
-        let open: HashSet<String> = all.iter().map(|info| info.id.clone()).collect();
-        let matching =
-            all.into_iter().filter(|info| filter.iter().all(|(k, v)| info.metadata.get(k) == Some(v))).collect();
-        self.auth.only_own(tenant, matching, &open)
+        self.sandboxes.list_owned(Some(&tenant.0), filter)
     }
 }
 

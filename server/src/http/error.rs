@@ -222,6 +222,8 @@ impl From<SandboxError> for ApiError {
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
             SandboxError::Exists(_) | SandboxError::ProcessEnded(_) => ApiError::Conflict(error.to_string()),
             SandboxError::Full(message) => ApiError::Busy(message),
+            SandboxError::QuotaExceeded(message) => ApiError::QuotaExceeded(message),
+            SandboxError::LimitReached(message) => ApiError::Conflict(message),
             SandboxError::Interrupted => ApiError::Unavailable(error.to_string()),
             SandboxError::Engine(e) => e.into(),
             SandboxError::File(e) => e.into(),

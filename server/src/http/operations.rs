@@ -11,7 +11,6 @@ use futures_util::{Stream, StreamExt};
 use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec};
 use soulbox_engine::sandbox::CommandResult;
 use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Language, RunOptions, Sandbox, SandboxSpec};
-use std::collections::BTreeMap;
 
 impl AppState {
     /// Runs one stateless execution for `caller`.
@@ -33,14 +32,10 @@ impl AppState {
                 "network access is not allowed on this server (`network.allow_internet`)".into(),
             ));
         }
-        let max = self.settings.max_sandboxes_per_tenant;
-        if self.list_sandboxes(&caller.tenant, &BTreeMap::new()).len() >= max {
-            return Err(ApiError::QuotaExceeded(format!(
-                "this tenant has {max} sandboxes open, the most allowed; kill one first"
-            )));
-        }
+        // The tenant owns it: its quota is the registry's per-owner bound, reserved before
+        // anything runs.
         let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
-        if let Err(error) = self.auth.own(&caller.tenant, &sandbox).await {
+        if let Err(error) = self.auth.record(&caller.tenant, &sandbox).await {
             let _ = self.sandboxes.kill(sandbox.id());
             return Err(error);
         }

@@ -81,7 +81,6 @@ async fn info(
 async fn kill(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     state.sandbox(&caller.tenant, &id)?;
     state.sandboxes.kill(&id)?;
-    state.auth.disown(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

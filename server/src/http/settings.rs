@@ -22,8 +22,6 @@ pub struct Settings {
     pub sandbox_lifetime: Option<Duration>,
     /// The URL clients reach the server at (no trailing `/`).
     pub public_url: String,
-    /// Sandboxes one tenant may have open at once.
-    pub max_sandboxes_per_tenant: usize,
     /// Largest JSON body.
     pub json_body_limit: usize,
     /// Largest file upload.
@@ -73,7 +71,6 @@ impl Settings {
             env,
             sandbox_lifetime: config.sandbox_lifetime(),
             public_url: public_url.trim_end_matches('/').to_owned(),
-            max_sandboxes_per_tenant: config.auth.max_sandboxes_per_tenant,
             json_body_limit: config.server.json_body_limit_bytes,
             upload_limit: config.server.upload_limit_bytes,
             request_timeout: config.server.request_timeout(),
@@ -105,6 +102,7 @@ impl Settings {
         spec.env = env;
         spec.lifetime = spec.lifetime.or(self.sandbox_lifetime);
         spec.id = Some(id);
+        spec.owner = Some(tenant.0.clone());
         spec
     }
 }

@@ -332,7 +332,6 @@ pub fn list_sandboxes(state: &AppState, caller: &Caller) -> ToolReply {
 pub fn kill_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> Result<ToolReply, ApiError> {
     state.sandbox(&caller.tenant, &args.sandbox_id)?;
     state.sandboxes.kill(&args.sandbox_id)?;
-    state.auth.disown(&args.sandbox_id);
     Ok(ToolReply::ok(json!({"killed": args.sandbox_id})))
 }
 
