@@ -158,7 +158,11 @@ impl GuestRoot {
                     out.truncated = true;
                     continue;
                 }
-                let bytes = dir.read(&name)?;
+                // Read at most the size checked. (The root is private to one guest, which is done
+                // and cannot make FIFOs; a sandbox workspace, where containers can, is read
+                // through `soulbox_engine::guest_tree` instead.)
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(dir.open(&name)?, len), &mut bytes)?;
                 if self.inputs.get(&path) == Some(&blake3::hash(&bytes)) {
                     continue;
                 }

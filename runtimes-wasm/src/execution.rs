@@ -19,7 +19,7 @@ use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
 use crate::ticker::EpochTicker;
 use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
-use soulbox_host_api::{CollectLimits, GuestConfig, GuestLimits, GuestRoot, GuestState};
+use soulbox_host_api::{CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use wasmtime::{Instance, InstancePre, Store, Trap};
@@ -295,6 +295,9 @@ pub(crate) fn classify(
     }
     if output_hit {
         return Ended::stopped(Outcome::OutputLimitExceeded, "output limit exceeded");
+    }
+    if let Some(refused) = error.downcast_ref::<DoorRefused>() {
+        return Ended::stopped(Outcome::OutputLimitExceeded, refused.to_string());
     }
     if error.downcast_ref::<ResourceTableError>().is_some() {
         return Ended::stopped(Outcome::OpenFileLimitExceeded, "open-file limit exceeded");

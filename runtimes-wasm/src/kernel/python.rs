@@ -10,8 +10,10 @@ use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
 use crate::language::WasmLanguage;
 use crate::python::{Python, layout, turn};
-use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, Preload};
-use soulbox_host_api::GuestState;
+use soulbox_engine::kernel::{
+    CellError, EventSender, ExecutionEvent, KernelSpec, MAX_RESULT_BYTES_PER_CELL, MAX_RESULTS_PER_CELL, Preload,
+};
+use soulbox_host_api::{DoorRefused, GuestState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use wasmtime::{Instance, Store};
@@ -51,14 +53,19 @@ const FINISH: &str = "__import__(\"_soulbox_kernel\").finish()";
 pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
     let seen = Arc::new(Seen::default());
     let (sender, door_seen) = (events.clone(), Arc::clone(&seen));
-    live.store.data_mut().door = Some(Box::new(move |frame: &[u8]| match read_guest_frame(frame) {
-        Some(GuestFrame::Result(result)) => drop(sender.send(ExecutionEvent::Result(result))),
-        Some(GuestFrame::Error(error)) => {
-            door_seen.error.store(true, Ordering::Relaxed);
-            drop(sender.send(ExecutionEvent::Error(error)));
+    let mut budget = ResultBudget::default();
+    live.store.data_mut().door = Some(Box::new(move |frame: &[u8]| {
+        budget.take(frame.len())?;
+        match read_guest_frame(frame) {
+            Some(GuestFrame::Result(result)) => drop(sender.send(ExecutionEvent::Result(result))),
+            Some(GuestFrame::Error(error)) => {
+                door_seen.error.store(true, Ordering::Relaxed);
+                drop(sender.send(ExecutionEvent::Error(error)));
+            }
+            Some(GuestFrame::FiguresOpen) => door_seen.figures.store(true, Ordering::Relaxed),
+            None => {}
         }
-        Some(GuestFrame::FiguresOpen) => door_seen.figures.store(true, Ordering::Relaxed),
-        None => {}
+        Ok(())
     }));
     let status = turn(&mut live.store, &live.instance, code).await?;
     if status != 0 && !seen.error.load(Ordering::Relaxed) {
@@ -79,6 +86,29 @@ pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wa
     Ok(())
 }
 
+/// What a cell's frames have used of [`MAX_RESULT_BYTES_PER_CELL`] and
+/// [`MAX_RESULTS_PER_CELL`].
+#[derive(Debug, Default)]
+struct ResultBudget {
+    bytes: usize,
+    frames: usize,
+}
+
+impl ResultBudget {
+    /// Counts one frame of `len` bytes, or refuses it past the budget (the cell stops).
+    fn take(&mut self, len: usize) -> Result<(), DoorRefused> {
+        self.bytes = self.bytes.saturating_add(len);
+        self.frames += 1;
+        if self.bytes > MAX_RESULT_BYTES_PER_CELL || self.frames > MAX_RESULTS_PER_CELL {
+            return Err(DoorRefused(format!(
+                "rich results over the cell's budget ({} MiB, {MAX_RESULTS_PER_CELL} results)",
+                MAX_RESULT_BYTES_PER_CELL >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// What the door saw during a cell.
 #[derive(Default)]
 struct Seen {
@@ -97,6 +127,18 @@ fn error_from_traceback(traceback: &str) -> Option<CellError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_result_budget_stops_at_its_bounds() {
+        let mut budget = ResultBudget::default();
+        budget.take(MAX_RESULT_BYTES_PER_CELL).unwrap();
+        assert!(budget.take(1).is_err());
+        let mut budget = ResultBudget::default();
+        for _ in 0..MAX_RESULTS_PER_CELL {
+            budget.take(1).unwrap();
+        }
+        assert!(budget.take(1).is_err());
+    }
 
     #[test]
     fn reads_an_error_off_a_traceback() {
