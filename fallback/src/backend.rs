@@ -39,6 +39,8 @@ impl ContainerBackend {
     /// here, only for the requests that need it), removes what dead SoulBox processes left
     /// behind, and starts filling the warm pool. Call inside a tokio runtime.
     pub async fn start(config: ContainerConfig) -> Result<Self, ContainerError> {
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+        crate::confinement::check_container_uid(&passwd).map_err(ContainerError::Unavailable)?;
         let docker = Arc::new(DockerEngine::connect(config.docker_host.as_deref()));
         let instance = format!(
             "{:016x}",

@@ -12,8 +12,10 @@ pub const DEFAULT_PIDS_LIMIT: i64 = 256;
 pub const DEFAULT_TMP_BYTES: u64 = 512 << 20;
 /// Memory of a sandbox's container (one-shot executions take their request's limit).
 pub const DEFAULT_MACHINE_MEMORY_BYTES: u64 = 1 << 30;
-/// The user processes run as when SoulBox itself runs as root (the image's `soulbox` user).
-pub const DEFAULT_UID: u32 = 1000;
+/// The user processes run as when SoulBox itself runs as root: the image's `soulbox` user,
+/// numbered above the ranges distributions give to accounts and to subordinate ids, so that
+/// no host account owns what containers write (checked at start).
+pub const CONTAINER_UID: u32 = 1_700_000_000;
 
 /// How to open a [`crate::ContainerBackend`].
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 //! [`labels`](Labels): `soulbox.managed`, the owning process and instance, and its purpose, so
 //! leftovers can be found and removed.
 
-use crate::config::{ContainerConfig, DEFAULT_UID};
+use crate::config::{CONTAINER_UID, ContainerConfig};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use soulbox_engine::process::MACHINE_WORKSPACE;
 use std::collections::HashMap;
@@ -81,9 +81,9 @@ pub struct ContainerSpec<'a> {
 /// group); then writes `\n<nonce> <exit status>\n` on stdout and stderr. So a one-shot run is
 /// one write to an attachment made in advance, starts no process before the program's own,
 /// and ends when the marker arrives: no `docker exec`, no waiting for the container to stop
-/// (each costs tens of milliseconds in the container runtime). The timer is killed after the
-/// marker (nothing after it is read), and reaped with stderr discarded, so bash's "Killed"
-/// notice never reaches the program's output.
+/// (each costs tens of milliseconds in the container runtime). The timer dies with the rest
+/// and is reaped with stderr discarded, so bash's "Killed" notice never reaches the program's
+/// output.
 pub const ONE_SHOT_AGENT: &str = r#"export LC_ALL=C
 read -r nonce length deadline || exit 125
 read -r -N "$length" script || exit 125
@@ -95,15 +95,46 @@ timer=$!
 set +m
 wait "$child"
 status=$?
+kill -KILL -1 2>/dev/null
+wait 2>/dev/null
+tries=0
+while [ "$tries" -lt 100000 ]; do
+  others=
+  for p in /proc/[0-9]*; do case ${p#/proc/} in 1|$$) ;; *) others=1; break;; esac; done
+  [ -z "$others" ] && break
+  kill -KILL -1 2>/dev/null
+  tries=$((tries + 1))
+done
 printf '\n%s %s\n' "$nonce" "$status"
-printf '\n%s %s\n' "$nonce" "$status" >&2
-{ kill -KILL -- "-$timer"; wait "$timer"; } 2>/dev/null"#;
+printf '\n%s %s\n' "$nonce" "$status" >&2"#;
 
-/// The user containers run as: this process's own (non-root) user, or [`DEFAULT_UID`] when it
-/// runs as root.
+/// The user containers run as: this process's own (non-root) user, or [`CONTAINER_UID`] when it
+/// runs as root (a uid no host account has: see [`check_container_uid`]).
 pub fn container_user() -> (u32, u32) {
     let (uid, gid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
-    if uid == 0 { (DEFAULT_UID, DEFAULT_UID) } else { (uid, gid) }
+    if uid == 0 { (CONTAINER_UID, CONTAINER_UID) } else { (uid, gid) }
+}
+
+/// Refuses to run containers as root's stand-in uid when a host account has it: files a
+/// container writes in a workspace are that uid's, and must belong to nobody on the host.
+/// Reads `passwd` (the host's `/etc/passwd`).
+pub fn check_container_uid(passwd: &str) -> Result<(), String> {
+    let (uid, _) = container_user();
+    if uid != CONTAINER_UID {
+        return Ok(());
+    }
+    for line in passwd.lines() {
+        let mut fields = line.split(':');
+        let (name, uid_field) = (fields.next(), fields.nth(1));
+        if uid_field.and_then(|u| u.parse::<u32>().ok()) == Some(CONTAINER_UID) {
+            let name = name.unwrap_or_default();
+            return Err(format!(
+                "host account `{name}` has uid {CONTAINER_UID}, the uid SoulBox's containers run as; \
+                 it would own every file containers write: remove or renumber that account"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The create request for `spec`.

@@ -64,10 +64,18 @@ async fn run(
     let (stdout, stderr, code, stopped) = collect(request, recipe.command, session).await;
     let elapsed = admitted.elapsed();
     let (outcome, error) = classify(stopped, code, elapsed, request.limits.deadline);
-    let (dir, code_file) = (slot.dir.clone(), recipe.file);
-    let (files, files_truncated) = tokio::task::spawn_blocking(move || collect_outputs(&dir, code_file, &inputs))
-        .await
-        .map_err(|e| ContainerError::Internal(format!("collecting output files: {e}")))??;
+    // Files are collected only from a run the agent reported, after it killed every other
+    // process of the container: a run SoulBox stopped may have processes still writing, so it
+    // returns none.
+    let (files, files_truncated) = match stopped {
+        None => {
+            let (dir, code_file) = (slot.dir.clone(), recipe.file);
+            tokio::task::spawn_blocking(move || collect_outputs(&dir, code_file, &inputs))
+                .await
+                .map_err(|e| ContainerError::Internal(format!("collecting output files: {e}")))??
+        }
+        Some(_) => (Vec::new(), false),
+    };
     Ok(ExecResult {
         stdout,
         stderr,
@@ -294,8 +302,9 @@ fn stamp(path: &Path) -> Result<Stamp, ContainerError> {
 pub const MAX_WALK_ENTRIES: usize = 100_000;
 
 /// The files the program created or changed (not its code), in path order, within the caps.
-/// Read through cap-std: a link the program left (or swaps in while this runs) cannot lead
-/// outside the workspace. Blocking.
+/// Read through cap-std and [`soulbox_engine::guest_tree`]: a link the program left cannot lead
+/// outside the workspace, a FIFO is refused without blocking, and no file yields more than the
+/// size checked before reading (the caps hold even if something still wrote). Blocking.
 fn collect_outputs(
     dir: &Path,
     code_file: &str,
@@ -336,7 +345,8 @@ fn collect_outputs(
             truncated = true;
             continue;
         }
-        let Ok(contents) = root.read(&path) else { continue };
+        // Never more than the size checked, and never a FIFO or socket swapped in since.
+        let Ok(contents) = soulbox_engine::guest_tree::read_regular(&root, &path, size) else { continue };
         total += contents.len() as u64;
         let path = path.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         files.push(OutputFile { path, contents });

@@ -198,10 +198,14 @@ async fn destroy(containers: &Containers, id: &str, dir: PathBuf) {
 }
 
 /// A new, empty workspace directory in `state_dir`, named `<pid>-<random>`.
+/// Both private to the server (0700; the container's user is given the workspace itself).
 fn slot_dir(state_dir: &Path) -> Result<PathBuf, ContainerError> {
-    std::fs::create_dir_all(state_dir).map_err(|e| ContainerError::io("making the state directory", e))?;
+    use std::os::unix::fs::PermissionsExt;
+    soulbox_engine::sandbox::prepare_workspace_root(state_dir)
+        .map_err(|e| ContainerError::io("making the state directory", e))?;
     let dir = tempfile::Builder::new()
         .prefix(&format!("{}-", std::process::id()))
+        .permissions(std::fs::Permissions::from_mode(soulbox_engine::sandbox::PRIVATE_DIR_MODE))
         .tempdir_in(state_dir)
         .map_err(|e| ContainerError::io("making a container workspace", e))?;
     Ok(dir.keep())

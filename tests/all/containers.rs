@@ -85,7 +85,8 @@ grep NoNewPrivs /proc/self/status | awk '{print $2}'
 "#;
     let result = containers.engine.execute(ExecRequest::new(Language::Bash, probe)).await.unwrap();
     let lines: Vec<&str> = result.stdout.lines().collect();
-    assert_eq!(lines, ["1000", "root-read-only", "0000000000000000", "lo", "offline", "256", "1"], "{result:?}");
+    let uid = soulbox_fallback::confinement::container_user().0.to_string();
+    assert_eq!(lines, [uid.as_str(), "root-read-only", "0000000000000000", "lo", "offline", "256", "1"], "{result:?}");
     containers.finish().await;
 }
 
