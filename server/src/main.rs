@@ -12,6 +12,7 @@ mod cli;
 mod config;
 mod database;
 mod http;
+mod listener;
 mod repl;
 mod run;
 mod serve;

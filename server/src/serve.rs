@@ -10,6 +10,9 @@
 //! without a Docker engine it only makes container requests fail with "container backend
 //! unavailable".
 //!
+//! Connections go through [`crate::listener`]: a cap on open connections, a header-read and
+//! keep-alive idle timeout, the open-file limit raised at start.
+//!
 //! Shutdown (Ctrl-C or SIGTERM): `/ready` turns 503, the listener stops accepting, idle
 //! connections close, and in-flight requests (streamed cells included) get up to
 //! `server.shutdown_timeout_ms` to finish; then queued usage records are written, every
@@ -19,6 +22,7 @@ use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
 use crate::database::UsageRecorder;
 use crate::http::{AppState, Auth, Guard, Lifecycle, Metrics, Settings, app};
+use crate::listener::{ConnectionLimits, Server};
 use clap::Args;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
 use soulbox_fallback::ContainerBackend;
@@ -75,6 +79,8 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         sandboxes_config.workspace_root = root.clone();
     }
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
+    let fd_limit = crate::listener::raise_fd_limit();
+    tracing::info!(fd_limit, "open-file limit");
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
@@ -92,7 +98,8 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };
     let file = loaded.file.as_ref().map(|f| format!(", config {}", f.display())).unwrap_or_default();
     eprintln!("soulbox: listening on http://{local} ({mode}{file})");
-    let stopped = run_until_drained(listener, state.clone(), config.server.shutdown_timeout()).await;
+    let limits = config.server.connection_limits();
+    let stopped = run_until_drained(listener, state.clone(), limits, config.server.shutdown_timeout()).await;
     state.usage.close().await;
     if let Some(containers) = containers {
         containers.shutdown().await;
@@ -127,28 +134,23 @@ async fn open_backend(cli: &Cli, config: &crate::config::Config) -> anyhow::Resu
 }
 
 /// Serves until a shutdown signal, then drains for at most `grace`.
-async fn run_until_drained(listener: tokio::net::TcpListener, state: AppState, grace: Duration) -> Result<(), String> {
+async fn run_until_drained(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    limits: ConnectionLimits,
+    grace: Duration,
+) -> Result<(), String> {
     let lifecycle = state.lifecycle.clone();
-    let signalled = {
-        let lifecycle = lifecycle.clone();
-        async move {
-            shutdown_signal().await;
-            eprintln!("soulbox: shutting down; draining in-flight requests");
-            lifecycle.drain();
-        }
-    };
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(signalled).into_future();
-    let mut server = tokio::spawn(server);
+    let server = Server::start(listener, app(state), limits);
     tokio::select! {
-        ended = &mut server => return ended.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
+        () = shutdown_signal() => {}
         () = lifecycle.shutdown.cancelled() => {}
     }
-    match tokio::time::timeout(grace, &mut server).await {
-        Ok(ended) => ended.map_err(|e| e.to_string())?.map_err(|e| e.to_string()),
-        Err(_) => {
-            server.abort();
-            Err(format!("in-flight requests did not finish within {} ms", grace.as_millis()))
-        }
+    eprintln!("soulbox: shutting down; draining in-flight requests");
+    lifecycle.drain();
+    match server.drain(grace).await {
+        true => Ok(()),
+        false => Err(format!("in-flight requests did not finish within {} ms", grace.as_millis())),
     }
 }
 

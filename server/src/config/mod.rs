@@ -149,6 +149,12 @@ pub struct ServerSection {
     /// Requests handled at once; past it, new requests get 503 with `Retry-After` at once.
     /// Default 512.
     pub max_in_flight_requests: usize,
+    /// Connections open at once; past it, a new connection gets 503 and is closed. Default
+    /// 10 000 (the soft open-file limit is raised to the hard one at start).
+    pub max_connections: usize,
+    /// Time a connection has to send a request's headers, and the longest a keep-alive
+    /// connection may sit idle. Default 10 000 ms.
+    pub header_read_timeout_ms: u64,
     /// Largest JSON body in bytes. Default 96 MiB (a request carries up to 64 MiB of inputs,
     /// base64-encoded).
     pub json_body_limit_bytes: usize,
@@ -175,6 +181,8 @@ impl Default for ServerSection {
             request_timeout_ms: 300_000,
             shutdown_timeout_ms: 30_000,
             max_in_flight_requests: 512,
+            max_connections: 10_000,
+            header_read_timeout_ms: 10_000,
             json_body_limit_bytes: 96 << 20,
             upload_limit_bytes: 1 << 30,
             public_url: None,
@@ -189,6 +197,14 @@ impl ServerSection {
     /// [`ServerSection::request_timeout_ms`] as a duration.
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    /// The listener's bounds on connections.
+    pub fn connection_limits(&self) -> crate::listener::ConnectionLimits {
+        crate::listener::ConnectionLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+        }
     }
 
     /// [`ServerSection::shutdown_timeout_ms`] as a duration.
@@ -413,6 +429,12 @@ impl Config {
         }
         if server.max_in_flight_requests == 0 {
             return invalid("server.max_in_flight_requests", "must be at least 1");
+        }
+        if !(1..=1_000_000).contains(&server.max_connections) {
+            return invalid("server.max_connections", "must be between 1 and 1000000");
+        }
+        if !(100..=600_000).contains(&server.header_read_timeout_ms) {
+            return invalid("server.header_read_timeout_ms", "must be between 100 and 600000");
         }
         if server.json_body_limit_bytes < 1024 {
             return invalid("server.json_body_limit_bytes", "must be at least 1024");

@@ -197,8 +197,14 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
         tenant = tracing::field::Empty,
     );
     let started = std::time::Instant::now();
+    let declared_body = declares_body(&request);
     let mut response = next.run(request).instrument(span.clone()).await;
     let status = response.status().as_u16();
+    if declared_body && status >= 400 {
+        // The body may be unread (a refusal before it was looked at): the connection cannot
+        // carry another request, so say so rather than leave the client to find it closed.
+        response.headers_mut().insert(axum::http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
     span.in_scope(|| tracing::info!(status, took_us = started.elapsed().as_micros() as u64, "answered"));
     let error = response.extensions().get::<error::ErrorCode>().map(|code| code.0);
     state.metrics.response(status, error, started.elapsed());
@@ -206,6 +212,13 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
         response.headers_mut().insert("x-request-id", value);
     }
     response
+}
+
+/// Whether a request says it has a body (a length above zero, or chunks).
+fn declares_body(request: &Request) -> bool {
+    let headers = request.headers();
+    let length = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    headers.contains_key(axum::http::header::TRANSFER_ENCODING) || length.is_some_and(|l| l.trim() != "0")
 }
 
 /// The client's `x-request-id` when it is short and plain, else a new one.
