@@ -172,10 +172,12 @@ impl ExecRequest {
 }
 
 /// True for a non-empty relative path of `/`-separated normal names: no empty, `.` or `..`
-/// component, no backslash or NUL (so each path has exactly one spelling).
+/// component, no backslash, NUL or other control character (so each path has exactly one
+/// spelling, and none forges a log line).
 fn is_plain_relative(path: &str) -> bool {
     !path.is_empty()
         && !path.contains(['\0', '\\'])
+        && !path.chars().any(char::is_control)
         && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
         && Path::new(path).components().all(|c| matches!(c, Component::Normal(_)))
 }
@@ -217,7 +219,7 @@ mod tests {
 
     #[test]
     fn refuses_escaping_paths_and_bad_env() {
-        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b", "a//b", "a/./b", "a/", "./a"] {
+        for bad in ["../x", "/etc/passwd", "a/../../b", "", "a\\b", "a//b", "a/./b", "a/", "./a", "a\nb"] {
             let req = ExecRequest::new(Language::Python, "").with_file(bad, "");
             assert!(matches!(req.validate(), Err(RequestError::FilePath(_))), "{bad}");
         }
@@ -225,6 +227,26 @@ mod tests {
         assert!(matches!(req.validate(), Err(RequestError::EnvName(_))));
         let req = ExecRequest::new(Language::Python, "x\0");
         assert!(matches!(req.validate(), Err(RequestError::NulByte(_))));
+    }
+
+    proptest::proptest! {
+        /// Whatever the path, validation answers (never panics), and an accepted path is plain:
+        /// relative, normal names only, nothing that climbs out or forges a log line.
+        #[test]
+        fn accepted_input_paths_stay_inside(path in "[a-z./\\\\\\x00\n\t]{0,24}") {
+            let request = ExecRequest::new(Language::Python, "").with_file(path.clone(), "");
+            if request.validate().is_ok() {
+                let parsed = Path::new(&path);
+                proptest::prop_assert!(parsed.components().all(|c| matches!(c, Component::Normal(n) if n != "..")));
+                proptest::prop_assert!(!path.starts_with('/') && !path.chars().any(char::is_control));
+            }
+        }
+
+        /// Requests of any shape are checked without panicking.
+        #[test]
+        fn any_request_is_checked(code in ".{0,64}", key in ".{0,8}", value in ".{0,8}", arg in ".{0,8}") {
+            let _ = ExecRequest::new(Language::JavaScript, code).with_env(key, value).with_args([arg]).validate();
+        }
     }
 
     #[test]

@@ -85,6 +85,7 @@ impl WasmBackend {
     /// the worker threads. Modules are loaded (or compiled, the first time) on first use, or
     /// up front with [`WasmBackend::prepare`].
     pub fn open(config: WasmConfig) -> Result<Self, RuntimeError> {
+        check_home(&config.home)?;
         for package in crate::manifest::runtimes() {
             let dir = config.home.runtime_dir(&package.dir_name());
             if !dir.join(INSTALLED_MARKER).exists() {
@@ -189,6 +190,21 @@ impl Inner {
         tracing::info!(%language, module = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
         Ok(Prepared { interpreter, instance_pre })
     }
+}
+
+/// Refuses a home (or its module cache) that another user owns or may write: compiled modules
+/// there are loaded as native code, so whoever can write them runs code as SoulBox.
+fn check_home(home: &SoulboxHome) -> Result<(), RuntimeError> {
+    for dir in [home.root().to_path_buf(), home.module_dir()] {
+        match std::fs::metadata(&dir) {
+            Ok(meta) => {
+                soulbox_engine::sandbox::check_private_dir(&dir, &meta).map_err(|e| RuntimeError::io(&dir, e))?
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(RuntimeError::io(&dir, error)),
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

@@ -527,6 +527,35 @@ mod tests {
         assert!(matches!(relative("a\0b"), Err(FileError::InvalidPath { .. })));
     }
 
+    proptest::proptest! {
+        /// Whatever a caller sends as a path, the clean path is relative, made of normal names
+        /// only, within the length bounds, and free of control characters.
+        #[test]
+        fn workspace_paths_stay_inside(path in "[a-z./\\\\\\x00\n\r]{0,40}|/?[a-z]{250,260}") {
+            if let Ok(clean) = relative(&path) {
+                proptest::prop_assert!(clean.components().all(|c| matches!(c, Component::Normal(_))));
+                proptest::prop_assert!(clean.as_os_str().len() <= MAX_PATH_BYTES);
+                proptest::prop_assert!(clean.components().all(|c| c.as_os_str().len() <= MAX_NAME_BYTES));
+                proptest::prop_assert!(!clean.to_string_lossy().chars().any(char::is_control));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn fifos_and_over_long_names_are_refused_cleanly() {
+        let parent = tempfile::tempdir().unwrap();
+        let ws = Workspace::create_in(parent.path()).unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, ws.host_path().join("pipe"), rustix::fs::Mode::RUSR).unwrap();
+        let refused = ws.read("/pipe").await.unwrap_err();
+        assert!(matches!(refused, FileError::WrongKind { reason: "is not a regular file", .. }), "{refused:?}");
+        assert!(matches!(ws.read_stream("/pipe").await, Err(FileError::WrongKind { .. })));
+        let long = format!("/{}", "n".repeat(300));
+        assert!(matches!(ws.write(&long, b"x").await, Err(FileError::InvalidPath { .. })));
+        assert!(matches!(ws.write("/a\nb", b"x").await, Err(FileError::InvalidPath { .. })));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(ws.host_path()).unwrap().permissions().mode() & 0o777, PRIVATE_DIR_MODE);
+    }
+
     #[tokio::test]
     async fn files_round_trip_and_symlinks_cannot_escape() {
         let parent = tempfile::tempdir().unwrap();

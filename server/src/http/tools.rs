@@ -353,14 +353,7 @@ pub async fn read_file(state: &AppState, caller: &Caller, args: PathArgs) -> Res
     let sandbox = state.sandbox(&caller.tenant, &args.sandbox_id)?;
     let files = sandbox.files()?;
     // Read at most one byte past the limit: the file may grow while it is read.
-    let mut bytes = Vec::new();
-    let file = files.read_stream(&path).await?;
-    tokio::io::AsyncReadExt::read_to_end(
-        &mut tokio::io::AsyncReadExt::take(file, MAX_READ_BYTES as u64 + 1),
-        &mut bytes,
-    )
-    .await
-    .map_err(|e| ApiError::Internal(format!("reading {path}: {e}")))?;
+    let bytes = files.read_at_most(&path, MAX_READ_BYTES as u64 + 1).await?;
     if bytes.len() > MAX_READ_BYTES {
         return Err(ApiError::TooLarge(format!(
             "{path} is over {MAX_READ_BYTES} bytes, the most read_file returns (download it over HTTP instead)"

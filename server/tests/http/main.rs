@@ -6,4 +6,5 @@ mod config;
 mod containers;
 mod mcp;
 mod protection;
+mod security;
 mod support;

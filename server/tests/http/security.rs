@@ -1,0 +1,325 @@
+//! Hostile tenants, against a real server: each finding of the abuse review as a regression
+//! test (a FIFO in a workspace, unbounded rich results, idle and half-sent connections, quota
+//! races, unbounded env, workspace permissions, and the smaller ones). Each waits on events
+//! (an answer, an end of file), never on a sleep.
+
+use crate::support::{Server, create_key, database_in};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A development-mode server whose workspaces are under `root`, with extra `--set`s.
+fn server_in(root: &Path, sets: &[&str]) -> Server {
+    let mut args = vec!["serve", "--dev", "--addr", "127.0.0.1:0"];
+    let workspace_root = format!("storage.workspace_root={}", root.display());
+    for set in std::iter::once(workspace_root.as_str()).chain(sets.iter().copied()) {
+        args.extend(["--set", set]);
+    }
+    Server::start_with(&args)
+}
+
+/// A client whose requests fail rather than hang (the code before these fixes hung on some).
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let response = client.post(url).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The host directory of the only sandbox under `root`.
+fn only_workspace(root: &Path) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root).unwrap().map(|e| e.unwrap().path()).collect();
+    dirs.retain(|d| d.file_name().unwrap().to_string_lossy().starts_with("sandbox-"));
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.pop().unwrap()
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn a_fifo_in_a_workspace_wedges_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["server.workers=2"]);
+    let client = client();
+    let (status, created) = post(&client, server.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    // What a container's `mkfifo` leaves in the shared workspace.
+    mkfifo(&only_workspace(root.path()).join("f1"));
+    // More cells than workers: with a blocking open, the first two would hold both for good.
+    for _ in 0..3 {
+        let cell = json!({"code": "try:\n    open('/f1').read()\nexcept OSError as e:\n    print(type(e).__name__)",
+                          "limits": {"deadline_ms": 2000}});
+        let (status, ran) = post(&client, server.url(&format!("/v1/sandboxes/{id}/execute")), cell).await;
+        assert_eq!(status, 200, "{ran}");
+        assert_eq!(ran["outcome"], "completed", "{ran}");
+        assert_eq!(ran["stdout"], "PermissionError\n", "refused at the open, not waited on: {ran}");
+    }
+    // The file API, and the tool an LLM would use, refuse it too.
+    for _ in 0..3 {
+        let read = client.get(server.url(&format!("/v1/sandboxes/{id}/files?path=/f1"))).send().await.unwrap();
+        assert_eq!(read.status(), 400);
+        let body: Value = read.json().await.unwrap();
+        assert!(body["error"]["message"].as_str().unwrap().contains("not a regular file"), "{body}");
+    }
+    let (status, tool) = post(
+        &client,
+        server.url("/v1/tools/call"),
+        json!({"name": "read_file", "arguments": {"sandbox_id": id, "path": "/f1"}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{tool}");
+    assert_eq!(tool["is_error"], true, "{tool}");
+    // Every worker is still free.
+    let (status, ran) =
+        post(&client, server.url("/v1/execute"), json!({"language": "python", "code": "print(1 + 1)"})).await;
+    assert_eq!((status, ran["stdout"].as_str()), (200, Some("2\n")), "{ran}");
+}
+
+#[tokio::test]
+async fn rich_results_are_bounded_on_the_host() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &[]);
+    let client = client();
+    let (_, created) = post(&client, server.url("/v1/sandboxes"), json!({})).await;
+    let id = created["id"].as_str().unwrap();
+    let before = rss_mib(server.pid());
+    let flood = "import sys\ns = 'x' * (50 << 20)\nfor _ in range(20):\n    sys.displayhook(s)";
+    let (status, ran) = post(&client, server.url(&format!("/v1/sandboxes/{id}/execute")), json!({"code": flood})).await;
+    assert_eq!(status, 200, "{ran}");
+    assert_eq!(ran["outcome"], "output_limit_exceeded", "{ran}");
+    assert!(ran["message"].as_str().unwrap().contains("rich results"), "{ran}");
+    assert!(ran["results"].as_array().unwrap().is_empty(), "nothing over the budget is kept");
+    let after = rss_mib(server.pid());
+    assert!(after < before + 512, "the server held {} MiB more (was 2 GiB before the budget)", after - before);
+    // The context was restarted and works.
+    let (_, next) = post(&client, server.url(&format!("/v1/sandboxes/{id}/execute")), json!({"code": "1 + 1"})).await;
+    assert_eq!(next["results"][0]["text"], "2", "{next}");
+}
+
+/// A process's resident memory in MiB.
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// Reads from `stream` until the server closes it; returns what it said.
+fn read_to_close(mut stream: TcpStream) -> String {
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut said = Vec::new();
+    stream.read_to_end(&mut said).expect("the server closes the connection");
+    String::from_utf8_lossy(&said).into_owned()
+}
+
+#[tokio::test]
+async fn idle_silent_and_half_sent_connections_are_closed_and_health_answers() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["server.header_read_timeout_ms=500"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for i in 0..300 {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        if i % 3 == 1 {
+            stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nx-slow: ").unwrap();
+        }
+        if i % 3 == 2 {
+            stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        }
+        held.push(stream);
+    }
+    let health = reqwest::get(server.url("/health")).await.unwrap();
+    assert_eq!(health.status(), 200, "operators still get in");
+    let closed = tokio::task::spawn_blocking(move || held.into_iter().map(read_to_close).collect::<Vec<_>>());
+    let said = closed.await.unwrap();
+    assert_eq!(said.len(), 300, "every connection was closed by the server");
+    assert!(said.iter().filter(|s| s.starts_with("HTTP/1.1 200")).count() >= 100, "the full requests were answered");
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_connection_is_told_and_closed() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["server.max_connections=20"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(&address).unwrap();
+        stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+        let mut answer = [0u8; 12];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(&answer, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    let refused = TcpStream::connect(&address).unwrap();
+    let said = tokio::task::spawn_blocking(move || read_to_close(refused)).await.unwrap();
+    assert!(said.starts_with("HTTP/1.1 503"), "{said}");
+    assert!(said.contains("\"busy\""), "{said}");
+    drop(held);
+}
+
+#[tokio::test]
+async fn concurrent_creations_cannot_pass_the_tenant_quota() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["auth.max_sandboxes_per_tenant=5", "auth.max_concurrent_executions=64"]);
+    let client = client();
+    let creations: Vec<_> = (0..20)
+        .map(|_| {
+            let (client, url) = (client.clone(), server.url("/v1/sandboxes"));
+            tokio::spawn(async move { client.post(url).json(&json!({"template": "javascript"})).send().await })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for creation in creations {
+        statuses.push(creation.await.unwrap().unwrap().status().as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 15, "{statuses:?}");
+    let open: Value = client.get(server.url("/v1/sandboxes")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn sandbox_env_is_bounded() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &[]);
+    let client = client();
+    let big = json!({"env": {"BIG": "x".repeat(1 << 20)}});
+    let (status, body) = post(&client, server.url("/v1/sandboxes"), big).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("env is too large"), "{body}");
+    let many: serde_json::Map<String, Value> = (0..300).map(|i| (format!("V{i}"), json!("1"))).collect();
+    let (status, _) = post(&client, server.url("/v1/sandboxes"), json!({"env": many})).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn workspaces_are_private_and_a_foreign_root_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let workspaces = root.path().join("workspaces");
+    let server = server_in(&workspaces, &[]);
+    let client = client();
+    let (status, _) = post(&client, server.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(status, 201);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&workspaces), 0o700);
+    assert_eq!(mode(&only_workspace(&workspaces)), 0o700);
+    drop(server);
+
+    let shared = root.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let refused = crate::support::soulbox()
+        .args(["serve", "--dev", "--addr", "127.0.0.1:0", "--set"])
+        .arg(format!("storage.workspace_root={}", shared.display()))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("may be written by other users"), "{said}");
+}
+
+#[test]
+fn a_home_others_may_write_is_refused() {
+    let home = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(home.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = crate::support::soulbox()
+        .args(["--home", home.path().to_str().unwrap(), "run", "-e", "print(1)"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("may be written by other users"), "{said}");
+}
+
+#[tokio::test]
+async fn the_smaller_findings_are_fixed() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &[]);
+    let client = client();
+    // The template named in the docs.
+    let (status, js) = post(&client, server.url("/v1/sandboxes"), json!({"template": "javascript"})).await;
+    assert_eq!(status, 201, "{js}");
+    assert_eq!(js["template"], "javascript");
+    let id = js["id"].as_str().unwrap().to_owned();
+    // The 17th context is a 409 (retrying will not help), not a 503.
+    let contexts = server.url(&format!("/v1/sandboxes/{id}/contexts"));
+    for _ in 0..15 {
+        let (status, body) = post(&client, contexts.clone(), json!({"language": "javascript"})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = post(&client, contexts, json!({"language": "javascript"})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("conflict")), "{body}");
+    // Over-long names and control characters are 400s, not 500s or forged log lines.
+    let files = |path: &str| server.url(&format!("/v1/sandboxes/{id}/files?path={}", urlencode(path)));
+    let long = format!("/{}", "n".repeat(300));
+    let upload = client.put(files(&long)).body("x").send().await.unwrap();
+    assert_eq!(upload.status(), 400);
+    let forged = client.put(files("/a\nINFO forged line")).body("x").send().await.unwrap();
+    assert_eq!(forged.status(), 400);
+    assert!(!server.log().contains("INFO forged line"));
+    // An upload under a link that leads out names the link.
+    std::os::unix::fs::symlink("/etc", only_workspace(root.path()).join("out")).unwrap();
+    let escaping = client.put(files("/out/x/y.txt")).body("x").send().await.unwrap();
+    assert_eq!(escaping.status(), 400);
+    let body: Value = escaping.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("`/out` is outside"), "{body}");
+    // Concurrent uploads to one path never mix: the file is one of them, whole.
+    let uploads: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (client, url) = (client.clone(), files("/same.bin"));
+            tokio::spawn(async move { client.put(url).body(vec![b'a' + i; 4 << 20]).send().await.unwrap().status() })
+        })
+        .collect();
+    for upload in uploads {
+        assert_eq!(upload.await.unwrap(), 201);
+    }
+    let got = client.get(files("/same.bin")).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(got.len(), 4 << 20);
+    assert!(got.iter().all(|b| *b == got[0]), "one upload, whole");
+    let listed: Value = client
+        .get(server.url(&format!("/v1/sandboxes/{id}/files/list?path=/")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = listed.as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.contains("soulbox-upload")), "no temporary file left: {names:?}");
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_body_is_read_closes_the_connection_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_in(dir.path());
+    let _key = create_key(&database, "t");
+    let server = Server::start_with(&["--database-url", &database, "serve", "--addr", "127.0.0.1:0"]);
+    let client = client();
+    let refused = client
+        .post(server.url("/v1/execute"))
+        .bearer_auth("sbk_not_a_key")
+        .json(&json!({"language": "python", "code": "print(1)"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(refused.headers()["connection"], "close");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
