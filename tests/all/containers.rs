@@ -170,3 +170,28 @@ async fn leftovers_of_a_dead_soulbox_process_are_removed_at_start() {
     assert!(soulbox_tests::containers::leftovers("orphan-test").is_empty(), "the janitor removed the orphan");
     containers.finish().await;
 }
+
+#[tokio::test]
+async fn nothing_outlives_a_run_and_outputs_stay_within_their_caps() {
+    let containers = Containers::default_pool().await;
+    // A loop that left the program's process group swaps `out.bin` between a small file and a
+    // sparse 256 MiB one while the outputs are collected; a FIFO sits beside it.
+    let program = r#"
+mkfifo pipe
+truncate -s 256M big.tmp
+setsid bash -c 'while :; do cp --sparse=always big.tmp b2; mv b2 out.bin; echo s > s2; mv s2 out.bin; done' \
+  >/dev/null 2>&1 </dev/null &
+while [ ! -e out.bin ]; do :; done
+echo started
+"#;
+    for _ in 0..5 {
+        let result = containers.engine.execute(ExecRequest::new(Language::Bash, program)).await.unwrap();
+        assert_eq!((result.outcome, result.stdout.as_str()), (Outcome::Completed, "started\n"), "{result:?}");
+        let total: usize = result.files.iter().map(|f| f.contents.len()).sum();
+        assert!(total as u64 <= soulbox_engine::result::MAX_OUTPUT_FILE_BYTES, "{total} bytes returned");
+        assert!(result.files.iter().all(|f| f.path != "pipe"), "a FIFO is never read");
+        let out = result.files.iter().find(|f| f.path == "out.bin").map(|f| f.contents.len());
+        assert!(out.is_none_or(|len| len == 2 || len == 256 << 20), "out.bin is one of the two, whole: {out:?}");
+    }
+    containers.finish().await;
+}
