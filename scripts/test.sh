@@ -31,6 +31,10 @@ step "test Python (server/tests/python/requirements.txt)"
 if [ ! -x target/test-venv/bin/python ]; then python3 -m venv target/test-venv; fi
 target/test-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/requirements.txt
 
+step "fuzzer (server/tests/python/fuzz-requirements.txt: Schemathesis, for the API fuzz run)"
+if [ ! -x target/fuzz-venv/bin/python ]; then python3 -m venv target/fuzz-venv; fi
+target/fuzz-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/fuzz-requirements.txt
+
 step "PostgreSQL on loopback (scripts/postgres.sh), for the database tests"
 if [ -z "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then
   SOULBOX_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)

@@ -30,6 +30,10 @@ use tokio::io::AsyncWriteExt;
 /// at the deadline itself).
 pub const DEADLINE_GRACE: Duration = Duration::from_secs(1);
 
+/// The least memory a container may be given (the Docker engine refuses less than 6 MiB, and
+/// no shell starts in less).
+pub const MIN_MEMORY_BYTES: u64 = 16 << 20;
+
 /// Runs `request` in a container from `pool`.
 pub async fn execute(
     pool: &WarmPool,
@@ -40,6 +44,12 @@ pub async fn execute(
         return Err(ContainerError::Rejected(
             "fuel is a WebAssembly limit; containers are bounded by the deadline, memory, CPU and processes".into(),
         ));
+    }
+    if request.limits.memory_bytes < MIN_MEMORY_BYTES {
+        return Err(ContainerError::Rejected(format!(
+            "a container needs at least {} MiB of memory (`memory_bytes`)",
+            MIN_MEMORY_BYTES >> 20
+        )));
     }
     let admitted = Instant::now();
     // Dropping the slot destroys the container, however this ends (a caller that gives up
