@@ -120,6 +120,8 @@ pub struct KernelSpec {
     /// Raised when the sandbox is killed: a running cell stops at once and the kernel is not
     /// restarted.
     pub stop: StopSignal,
+    /// The sandbox's owner, whose share of the worker pool its cells use.
+    pub owner: Option<String>,
 }
 
 /// A one-way signal that a sandbox is gone. Cheap to clone; clones share the signal.

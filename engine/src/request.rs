@@ -44,6 +44,11 @@ pub struct ExecRequest {
     /// a container for every other language.
     #[serde(default)]
     pub backend: Option<BackendKind>,
+    /// Who it runs for (a service's tenant): the worker pool queues and schedules fairly
+    /// between owners. `None`, the default, is the library's own use. Not part of the wire
+    /// format: a service sets it from the caller's identity.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// A file placed in the guest's workspace.
@@ -100,7 +105,14 @@ impl ExecRequest {
             files: Vec::new(),
             limits: Limits::default(),
             backend: None,
+            owner: None,
         }
+    }
+
+    /// Runs it for `owner` (a service's tenant).
+    pub fn with_owner(mut self, owner: impl Into<String>) -> Self {
+        self.owner = Some(owner.into());
+        self
     }
 
     /// Asks for a backend (`container` runs Python and JavaScript natively).

@@ -1,4 +1,4 @@
-//! [`WorkerPool`]: SoulBox's one async boundary.
+//! [`WorkerPool`]: SoulBox's one async boundary, fair between tenants.
 //!
 //! Guest code is CPU-bound and blocking, and interpreters want deep native stacks. So it never
 //! runs on the async runtime's threads: a backend hands each job to this pool, whose dedicated
@@ -8,11 +8,27 @@
 //! waiting). Past that, [`WorkerPool::run`] refuses at once with [`BackendError::Busy`] instead
 //! of queueing without bound. A job that panics is reported as an internal error; the worker
 //! thread survives.
+//!
+//! Fairness. Each job has an owner (a service's tenant; `None` for the library's own use), and
+//! waiting jobs queue per owner:
+//! - The next job a thread takes is the oldest of an owner with nothing running, if one waits,
+//!   else of the next owner in round-robin order: one owner's backlog never delays another's
+//!   first job by more than the jobs already running.
+//! - The pool runs `workers` jobs at once (one per CPU by default), plus extra threads (up to
+//!   the admission bound, each leaving after [`EXTRA_THREAD_IDLE`] without work) when a job
+//!   waits and either fewer than `workers` jobs are really running (the others wait in a host
+//!   call, say a guest's `sleep`, which a backend reports with [`job_waiting`]) or the waiting
+//!   job's owner has nothing running at all. So a tenant's sleeping cells hold no CPU that
+//!   another needs, and a tenant whose quota fills every worker with CPU-bound cells cannot
+//!   keep another tenant's `1 + 1` from running: it gets a thread of its own, and the
+//!   operating system shares the cores.
 
 use crate::backend::BackendError;
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// Native stack for each worker thread: interpreters recurse deeply and wasmtime runs the guest
@@ -20,11 +36,16 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 pub const DEFAULT_STACK_BYTES: usize = 16 * 1024 * 1024;
 /// Jobs that may wait for a worker, per worker, when the configuration names no queue length.
 pub const DEFAULT_QUEUE_PER_WORKER: usize = 16;
+/// How long a thread started beyond `workers` stays without work before it exits.
+pub const EXTRA_THREAD_IDLE: Duration = Duration::from_secs(30);
+/// How long an idle worker polls for its next job before parking.
+const SPIN_BEFORE_PARKING: Duration = Duration::from_micros(100);
 
 /// Sizes of a [`WorkerPool`].
 #[derive(Debug, Clone)]
 pub struct WorkerPoolConfig {
-    /// Threads running jobs at once. Default: the number of CPUs.
+    /// Jobs running at once (threads kept), not counting those waiting in a host call. Default:
+    /// the number of CPUs.
     pub workers: usize,
     /// Jobs that may wait for a free worker. Default: [`DEFAULT_QUEUE_PER_WORKER`] per worker.
     pub queue: usize,
@@ -47,32 +68,140 @@ impl Default for WorkerPoolConfig {
 }
 
 type Job = Box<dyn FnOnce() + Send + 'static>;
+/// Who a job runs for.
+type Owner = Option<Arc<str>>;
 
-/// A fixed set of big-stack threads with bounded admission. Dropping the pool lets its threads
-/// finish the admitted jobs and exit.
+/// A fixed set of big-stack threads (and extra ones while jobs wait in host calls or an owner
+/// would otherwise wait behind another's), with bounded admission and per-owner queues.
+/// Dropping the pool lets its threads finish the admitted jobs and exit.
 #[derive(Debug)]
 pub struct WorkerPool {
-    jobs: mpsc::Sender<Job>,
+    shared: Arc<Shared>,
     admission: Arc<Semaphore>,
     capacity: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    work: Condvar,
     workers: usize,
+    max_threads: usize,
+    stack_bytes: usize,
+    name: String,
+}
+
+#[derive(Default)]
+struct State {
+    queued: FairQueue,
+    threads: usize,
+    idle: usize,
+    /// Jobs whose backend said they wait in a host call.
+    waiting: usize,
+    /// Jobs running (waiting ones included), per owner.
+    running: HashMap<Owner, usize>,
+    next_thread: usize,
+    closed: bool,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State").field("threads", &self.threads).field("waiting", &self.waiting).finish_non_exhaustive()
+    }
+}
+
+/// Waiting jobs, one FIFO per owner, owners in round-robin order.
+#[derive(Default)]
+struct FairQueue {
+    by_owner: HashMap<Owner, VecDeque<Job>>,
+    turns: VecDeque<Owner>,
+}
+
+impl FairQueue {
+    fn push(&mut self, owner: Owner, job: Job) {
+        let jobs = self.by_owner.entry(owner.clone()).or_default();
+        if jobs.is_empty() {
+            self.turns.push_back(owner);
+        }
+        jobs.push_back(job);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    /// Whether a waiting job's owner has nothing running.
+    fn has_starved(&self, running: &HashMap<Owner, usize>) -> bool {
+        self.turns.iter().any(|owner| running.get(owner).copied().unwrap_or(0) == 0)
+    }
+
+    /// The next job: the oldest of the first owner in turn with nothing running, else of the
+    /// owner whose turn it is.
+    fn pop(&mut self, running: &HashMap<Owner, usize>) -> Option<(Owner, Job)> {
+        let at = self.turns.iter().position(|owner| running.get(owner).copied().unwrap_or(0) == 0).unwrap_or(0);
+        let owner = self.turns.remove(at)?;
+        let jobs = self.by_owner.get_mut(&owner)?;
+        let job = jobs.pop_front()?;
+        if jobs.is_empty() {
+            self.by_owner.remove(&owner);
+        } else {
+            self.turns.push_back(owner.clone());
+        }
+        Some((owner, job))
+    }
+}
+
+thread_local! {
+    /// The pool the current thread works for, while it runs a job.
+    static CURRENT: RefCell<Option<Seat>> = const { RefCell::new(None) };
+}
+
+/// A running job's place in its pool, for [`job_waiting`].
+struct Seat {
+    shared: Arc<Shared>,
+    waiting: bool,
+}
+
+/// Tells the pool whose job runs on this thread that the job now waits in a host call (`true`:
+/// a guest's `sleep`, a timer) or runs again (`false`), so the pool may start another thread
+/// meanwhile. A no-op off the pool's threads and when nothing changes; cheap enough to call on
+/// every poll of a guest's future.
+pub fn job_waiting(waiting: bool) {
+    CURRENT.with(|current| {
+        let mut current = current.borrow_mut();
+        let Some(seat) = current.as_mut() else { return };
+        if seat.waiting == waiting {
+            return;
+        }
+        seat.waiting = waiting;
+        let mut state = seat.shared.lock();
+        if waiting {
+            state.waiting += 1;
+            seat.shared.grow(&mut state);
+        } else {
+            state.waiting -= 1;
+        }
+    });
 }
 
 impl WorkerPool {
     /// Starts the pool's threads.
     pub fn new(config: &WorkerPoolConfig) -> std::io::Result<Self> {
         let workers = config.workers.max(1);
-        let (sender, receiver) = mpsc::channel::<Job>();
-        let receiver = Arc::new(Mutex::new(receiver));
-        for index in 0..workers {
-            let receiver = Arc::clone(&receiver);
-            std::thread::Builder::new()
-                .name(format!("{}-{index}", config.name))
-                .stack_size(config.stack_bytes)
-                .spawn(move || worker_loop(&receiver))?;
-        }
         let capacity = workers + config.queue;
-        Ok(WorkerPool { jobs: sender, admission: Arc::new(Semaphore::new(capacity)), capacity, workers })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            workers,
+            max_threads: capacity.max(workers),
+            stack_bytes: config.stack_bytes,
+            name: config.name.clone(),
+        });
+        for _ in 0..workers {
+            let mut state = shared.lock();
+            shared.spawn(&mut state)?;
+        }
+        Ok(WorkerPool { shared, admission: Arc::new(Semaphore::new(capacity)), capacity })
     }
 
     /// Jobs admitted at once, running plus waiting.
@@ -80,14 +209,19 @@ impl WorkerPool {
         self.capacity
     }
 
-    /// Whether more jobs are admitted than there are workers, so some are waiting.
+    /// Whether jobs are queued for a thread.
     pub fn is_backlogged(&self) -> bool {
-        self.in_use() > self.workers
+        !self.shared.lock().queued.is_empty()
     }
 
     /// Jobs admitted right now, running plus waiting.
     pub fn in_use(&self) -> usize {
         self.capacity - self.admission.available_permits()
+    }
+
+    /// Threads the pool has now (the workers, plus extra ones started while jobs wait).
+    pub fn threads(&self) -> usize {
+        self.shared.lock().threads
     }
 
     /// Runs `job` on a worker thread and waits for its value, or refuses at once with
@@ -97,7 +231,16 @@ impl WorkerPool {
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
     {
-        self.run_then(job, || ()).await
+        self.run_then_as(None, job, || ()).await
+    }
+
+    /// [`WorkerPool::run`] for `owner` (queued and scheduled fairly among owners).
+    pub async fn run_as<F, R>(&self, owner: Option<&str>, job: F) -> Result<R, BackendError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.run_then_as(owner, job, || ()).await
     }
 
     /// Like [`WorkerPool::run`], and then, on the same worker thread after the value has been
@@ -105,6 +248,16 @@ impl WorkerPool {
     /// (preparing for the next job) that should not delay this caller. `then` should check
     /// [`WorkerPool::is_backlogged`] and skip its work when jobs are waiting.
     pub async fn run_then<F, R, T>(&self, job: F, then: T) -> Result<R, BackendError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+        T: FnOnce() + Send + 'static,
+    {
+        self.run_then_as(None, job, then).await
+    }
+
+    /// [`WorkerPool::run_then`] for `owner`.
+    pub async fn run_then_as<F, R, T>(&self, owner: Option<&str>, job: F, then: T) -> Result<R, BackendError>
     where
         F: FnOnce() -> R + Send + 'static,
         R: Send + 'static,
@@ -121,7 +274,14 @@ impl WorkerPool {
                 tracing::error!(panic = panic_message(&*panic), "worker follow-up panicked");
             }
         });
-        self.jobs.send(boxed).map_err(|_| BackendError::Internal("worker pool has stopped".into()))?;
+        {
+            let mut state = self.shared.lock();
+            if state.closed {
+                return Err(BackendError::Internal("worker pool has stopped".into()));
+            }
+            state.queued.push(owner.map(Arc::from), boxed);
+            self.shared.grow(&mut state);
+        }
         match answer.await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(panic)) => Err(BackendError::Internal(format!("job panicked: {}", panic_message(&*panic)))),
@@ -134,35 +294,108 @@ impl WorkerPool {
     }
 }
 
-/// How long an idle worker polls for its next job before parking.
-const SPIN_BEFORE_PARKING: std::time::Duration = std::time::Duration::from_micros(100);
+impl Drop for WorkerPool {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_all();
+    }
+}
 
-fn worker_loop(receiver: &Mutex<mpsc::Receiver<Job>>) {
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gets a waiting job a thread: an idle one, or a new one when fewer than `workers` jobs
+    /// really run, or when the job's owner has nothing running.
+    fn grow(self: &Arc<Self>, state: &mut State) {
+        if state.queued.is_empty() {
+            return;
+        }
+        if state.idle > 0 {
+            self.work.notify_one();
+            return;
+        }
+        let busy = state.threads - state.idle;
+        let really_running = busy.saturating_sub(state.waiting);
+        let wanted = really_running < self.workers || state.queued.has_starved(&state.running);
+        if wanted
+            && state.threads < self.max_threads
+            && let Err(error) = self.spawn(state)
+        {
+            tracing::warn!(%error, "could not start another worker thread");
+        }
+    }
+
+    fn spawn(self: &Arc<Self>, state: &mut State) -> std::io::Result<()> {
+        let shared = Arc::clone(self);
+        let index = state.next_thread;
+        std::thread::Builder::new()
+            .name(format!("{}-{index}", self.name))
+            .stack_size(self.stack_bytes)
+            .spawn(move || worker_loop(&shared))?;
+        state.next_thread += 1;
+        state.threads += 1;
+        Ok(())
+    }
+}
+
+fn worker_loop(shared: &Arc<Shared>) {
     loop {
-        let job = match receiver.lock() {
-            Ok(guard) => next_job(&guard),
-            Err(_) => return,
-        };
-        match job {
-            Ok(job) => job(),
-            Err(_) => return, // the pool was dropped
+        let Some((owner, job)) = next_job(shared) else { return };
+        CURRENT.with(|current| *current.borrow_mut() = Some(Seat { shared: Arc::clone(shared), waiting: false }));
+        job();
+        let seat = CURRENT.with(|current| current.borrow_mut().take());
+        let mut state = shared.lock();
+        if seat.is_some_and(|seat| seat.waiting) {
+            state.waiting -= 1;
+        }
+        if let Some(count) = state.running.get_mut(&owner) {
+            *count -= 1;
+            if *count == 0 {
+                state.running.remove(&owner);
+            }
         }
     }
 }
 
-/// The next job: polled for up to [`SPIN_BEFORE_PARKING`] first (a caller driving a session
-/// sends its next cell right after the last answer, and waking a parked thread costs more than
-/// the cell itself on small VMs), then waited for.
-fn next_job(receiver: &mpsc::Receiver<Job>) -> Result<Job, mpsc::RecvError> {
-    let spinning = std::time::Instant::now();
-    while spinning.elapsed() < SPIN_BEFORE_PARKING {
-        match receiver.try_recv() {
-            Ok(job) => return Ok(job),
-            Err(mpsc::TryRecvError::Disconnected) => return Err(mpsc::RecvError),
-            Err(mpsc::TryRecvError::Empty) => std::thread::yield_now(),
+/// The next job for this thread, counted as running for its owner; `None` when the thread
+/// should exit (the pool was dropped, or it is an extra thread that stayed idle). Polls for
+/// [`SPIN_BEFORE_PARKING`] first (a caller driving a session sends its next cell right after
+/// the last answer, and waking a parked thread costs more than the cell itself on small VMs).
+fn next_job(shared: &Shared) -> Option<(Owner, Job)> {
+    let spinning = Instant::now();
+    loop {
+        let mut guard = shared.lock();
+        let state = &mut *guard;
+        if let Some((owner, job)) = state.queued.pop(&state.running) {
+            *state.running.entry(owner.clone()).or_default() += 1;
+            return Some((owner, job));
         }
+        if state.closed {
+            state.threads -= 1;
+            return None;
+        }
+        if spinning.elapsed() < SPIN_BEFORE_PARKING {
+            drop(guard);
+            std::thread::yield_now();
+            continue;
+        }
+        state.idle += 1;
+        let extra = state.threads > shared.workers;
+        let (mut state, timed_out) = if extra {
+            let (state, wait) = shared.work.wait_timeout(guard, EXTRA_THREAD_IDLE).unwrap_or_else(|e| e.into_inner());
+            (state, wait.timed_out())
+        } else {
+            (shared.work.wait(guard).unwrap_or_else(|e| e.into_inner()), false)
+        };
+        state.idle -= 1;
+        if timed_out && state.queued.is_empty() && state.threads > shared.workers {
+            state.threads -= 1;
+            return None;
+        }
+        drop(state);
     }
-    receiver.recv()
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
@@ -176,11 +409,21 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
+    use std::sync::mpsc;
 
     fn pool(workers: usize, queue: usize) -> Arc<WorkerPool> {
         let config = WorkerPoolConfig { workers, queue, ..WorkerPoolConfig::default() };
         Arc::new(WorkerPool::new(&config).unwrap())
+    }
+
+    type Started = tokio::sync::mpsc::UnboundedSender<()>;
+
+    /// A job that holds its thread until `gate` says so, telling `started` when it runs.
+    fn held(started: Started, gate: Arc<Mutex<mpsc::Receiver<()>>>) -> impl FnOnce() + Send + 'static {
+        move || {
+            started.send(()).unwrap();
+            let _ = gate.lock().unwrap().recv();
+        }
     }
 
     #[tokio::test]
@@ -193,21 +436,23 @@ mod tests {
     #[tokio::test]
     async fn refuses_when_full_and_recovers() {
         let pool = pool(1, 1);
-        let (release, gate) = std::sync::mpsc::channel::<()>();
+        let (release, gate) = mpsc::channel::<()>();
         let gate = Arc::new(Mutex::new(gate));
-        let mut held = Vec::new();
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let mut held_jobs = Vec::new();
         for _ in 0..2 {
-            let (pool, gate) = (Arc::clone(&pool), Arc::clone(&gate));
-            held.push(tokio::spawn(async move { pool.run(move || gate.lock().unwrap().recv().ok()).await }));
+            let (pool, job) = (Arc::clone(&pool), held(started.clone(), Arc::clone(&gate)));
+            held_jobs.push(tokio::spawn(async move { pool.run(job).await }));
         }
+        running.recv().await.unwrap();
         while pool.in_use() < 2 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+            tokio::task::yield_now().await;
         }
         let refused = pool.run(|| ()).await.unwrap_err();
         assert!(matches!(refused, BackendError::Busy { capacity: 2 }));
         release.send(()).unwrap();
         release.send(()).unwrap();
-        for h in held {
+        for h in held_jobs {
             h.await.unwrap().unwrap();
         }
         pool.run(|| ()).await.unwrap();
@@ -216,7 +461,7 @@ mod tests {
     #[tokio::test]
     async fn follow_up_runs_on_the_same_thread_after_the_reply() {
         let pool = pool(1, 0);
-        let (tell, heard) = std::sync::mpsc::channel();
+        let (tell, heard) = mpsc::channel();
         let job_thread = pool
             .run_then(|| std::thread::current().id(), move || tell.send(std::thread::current().id()).unwrap())
             .await
@@ -230,5 +475,69 @@ mod tests {
         let err = pool.run(|| panic!("guest glue bug")).await.unwrap_err();
         assert!(err.to_string().contains("guest glue bug"));
         assert_eq!(pool.run(|| 7).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn an_owner_filling_every_worker_does_not_hold_up_another() {
+        let pool = pool(1, 8);
+        let (release, gate) = mpsc::channel::<()>();
+        let gate = Arc::new(Mutex::new(gate));
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let mut busy = Vec::new();
+        for _ in 0..4 {
+            let (pool, job) = (Arc::clone(&pool), held(started.clone(), Arc::clone(&gate)));
+            busy.push(tokio::spawn(async move { pool.run_as(Some("a"), job).await }));
+        }
+        running.recv().await.unwrap();
+        // Tenant a holds the only worker and queues three more; b's job still runs, on a
+        // thread of its own, while all of a's are held.
+        assert_eq!(pool.run_as(Some("b"), || 2).await.unwrap(), 2);
+        assert!(pool.threads() >= 2);
+        for _ in 0..4 {
+            release.send(()).unwrap();
+        }
+        for job in busy {
+            job.await.unwrap().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_job_waiting_in_a_host_call_frees_its_worker_for_the_queue() {
+        let pool = pool(1, 8);
+        let (release, gate) = mpsc::channel::<()>();
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let sleeper = {
+            let pool = Arc::clone(&pool);
+            tokio::spawn(async move {
+                pool.run_as(Some("a"), move || {
+                    job_waiting(true);
+                    started.send(()).unwrap();
+                    let _ = gate.recv();
+                    job_waiting(false);
+                })
+                .await
+            })
+        };
+        running.recv().await.unwrap();
+        // The same owner's next job runs although the only worker is taken: that job waits.
+        assert_eq!(pool.run_as(Some("a"), || 3).await.unwrap(), 3);
+        release.send(()).unwrap();
+        sleeper.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn the_queue_serves_owners_in_turn_and_the_starved_first() {
+        let mut queue = FairQueue::default();
+        let (a, b, c): (Owner, Owner, Owner) = (Some("a".into()), Some("b".into()), Some("c".into()));
+        for owner in [&a, &a, &a, &b, &c] {
+            queue.push(owner.clone(), Box::new(|| ()));
+        }
+        let mut running = HashMap::from([(a.clone(), 1), (b.clone(), 1), (c.clone(), 1)]);
+        let order: Vec<Owner> = std::iter::from_fn(|| queue.pop(&running).map(|(o, _)| o)).collect();
+        assert_eq!(order, [a.clone(), b.clone(), c.clone(), a.clone(), a.clone()]);
+        queue.push(a.clone(), Box::new(|| ()));
+        queue.push(b.clone(), Box::new(|| ()));
+        running.remove(&b);
+        assert_eq!(queue.pop(&running).map(|(o, _)| o), Some(b), "an owner with nothing running goes first");
     }
 }

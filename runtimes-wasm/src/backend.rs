@@ -226,14 +226,21 @@ impl Backend for WasmBackend {
                 home: self.inner.config.home.root().to_path_buf(),
                 fuel: self.inner.config.settings.fuel,
             };
-            return self.inner.pool.run(move || crate::worker_process::execute(&spec, &request)).await?;
+            let owner = request.owner.clone();
+            return self
+                .inner
+                .pool
+                .run_as(owner.as_deref(), move || crate::worker_process::execute(&spec, &request))
+                .await?;
         }
         let admitted = Instant::now();
         let (inner, after) = (Arc::clone(&self.inner), Arc::clone(&self.inner));
+        let owner = request.owner.clone();
         let result = self
             .inner
             .pool
-            .run_then(
+            .run_then_as(
+                owner.as_deref(),
                 move || execute(&inner, request, admitted),
                 move || {
                     release_spent();

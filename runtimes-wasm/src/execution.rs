@@ -127,8 +127,22 @@ fn take_ready_python(inner: &Inner) -> Option<Guest> {
     READY_PYTHON.with(|ready| ready.borrow_mut().take()).filter(|guest| std::ptr::eq(guest.owner, inner))
 }
 
+/// Drives `future` on this worker's runtime. While the future waits (a guest in a host call:
+/// a `sleep`, a timer), the worker pool is told ([`soulbox_engine::job_waiting`]), so it can
+/// run another job on another thread meanwhile.
 pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    RUNTIME.with(|runtime| runtime.block_on(future))
+    let mut future = std::pin::pin!(future);
+    let watched = std::future::poll_fn(|cx| {
+        soulbox_engine::job_waiting(false);
+        let polled = future.as_mut().poll(cx);
+        if polled.is_pending() {
+            soulbox_engine::job_waiting(true);
+        }
+        polled
+    });
+    let output = RUNTIME.with(|runtime| runtime.block_on(watched));
+    soulbox_engine::job_waiting(false);
+    output
 }
 
 /// A fresh, instantiated guest. Python guests also run the warm-up turn; JavaScript guests get

@@ -772,6 +772,7 @@ impl Sandbox {
             workspace: self.shared.workspace.host_path().to_path_buf(),
             env: self.shared.env.clone(),
             stop: self.shared.stop.clone(),
+            owner: self.shared.owner.clone(),
         };
         let context = Arc::new(Context::start(&self.shared.engine, new_id("ctx"), spec).await?);
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());

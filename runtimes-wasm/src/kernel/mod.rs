@@ -81,7 +81,7 @@ impl WasmKernel {
     pub(crate) async fn start(inner: Arc<Inner>, spec: KernelSpec) -> Result<Self, BackendError> {
         let spec = Arc::new(spec);
         let (job_inner, job_spec) = (Arc::clone(&inner), Arc::clone(&spec));
-        let live = inner.pool.run(move || start_live(&job_inner, &job_spec)).await??;
+        let live = inner.pool.run_as(spec.owner.as_deref(), move || start_live(&job_inner, &job_spec)).await??;
         Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
     }
 }
@@ -95,7 +95,8 @@ impl Kernel for WasmKernel {
     async fn run(&mut self, cell: Cell, events: EventSender) -> Result<CellReport, BackendError> {
         self.inner.require_metering(&cell.limits)?;
         let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
-        self.inner.pool.run(move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
+        let owner = self.spec.owner.as_deref();
+        self.inner.pool.run_as(owner, move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
     }
 }
 

@@ -17,7 +17,7 @@ impl AppState {
     pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
         let _slot = self.execution_slot(caller)?;
         let language = request.language;
-        let result = self.engine.execute(request).await?;
+        let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;
         self.metrics.execution(Kind::Stateless, language, result.outcome, result.duration);
         let record = usage(&caller.tenant, "stateless", language, result.outcome, result.duration, result.fuel_used);
         self.usage.record(record);

@@ -323,3 +323,84 @@ fn urlencode(text: &str) -> String {
         })
         .collect()
 }
+
+/// Posts `body` to `url` with `key`.
+async fn post_as(client: &reqwest::Client, key: &str, url: String, body: Value) -> (u16, Value) {
+    let response = client.post(url).bearer_auth(key).json(&body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn one_tenant_filling_the_workers_with_sleeping_and_busy_cells_does_not_hold_up_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_in(dir.path());
+    let (greedy, other) = (create_key(&database, "greedy"), create_key(&database, "other"));
+    let workspaces = format!("storage.workspace_root={}", dir.path().join("workspaces").display());
+    let server = Server::start_with(&[
+        "--database-url",
+        &database,
+        "--set",
+        &workspaces,
+        "--set",
+        "server.workers=2",
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let client = client();
+    // The greedy tenant: eight cells that run until told to stop, half sleeping in a host call,
+    // half spinning on the CPU; more than the pool's two workers.
+    let waits = [
+        "import os, time\nopen('/started', 'w').close()\nwhile not os.path.exists('/go'):\n    time.sleep(0.01)",
+        "import os\nopen('/started', 'w').close()\nwhile not os.path.exists('/go'):\n    pass",
+    ];
+    let mut sandboxes = Vec::new();
+    for _ in 0..8 {
+        let (status, created) = post_as(&client, &greedy, server.url("/v1/sandboxes"), json!({})).await;
+        assert_eq!(status, 201, "{created}");
+        sandboxes.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let mut cells = Vec::new();
+    for (i, id) in sandboxes.iter().enumerate() {
+        let cell = json!({"code": waits[i % 2], "limits": {"deadline_ms": 240000}});
+        let (client, key, url) = (client.clone(), greedy.clone(), server.url(&format!("/v1/sandboxes/{id}/execute")));
+        cells.push(tokio::spawn(async move { post_as(&client, &key, url, cell).await }));
+    }
+    // Wait (on the server's word, not on a clock) until the pool runs what it will of them: two
+    // busy ones fill the two workers, and the sleeping ones queued before them run beside
+    // (they wait in a host call); the rest queue behind the greedy tenant's own work.
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        assert!(polls < 20_000, "the greedy tenant's cells never started");
+        let mut started = 0;
+        for id in &sandboxes {
+            let stat = client.get(server.url(&format!("/v1/sandboxes/{id}/files/stat?path=/started")));
+            started += usize::from(stat.bearer_auth(&greedy).send().await.unwrap().status() == 200);
+        }
+        if started >= 4 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    // The other tenant's work runs while every one of those is still going.
+    let (status, ran) =
+        post_as(&client, &other, server.url("/v1/execute"), json!({"language": "python", "code": "print(1 + 1)"}))
+            .await;
+    assert_eq!((status, ran["stdout"].as_str()), (200, Some("2\n")), "{ran}");
+    let (_, created) = post_as(&client, &other, server.url("/v1/sandboxes"), json!({})).await;
+    let id = created["id"].as_str().unwrap();
+    let (_, cell) =
+        post_as(&client, &other, server.url(&format!("/v1/sandboxes/{id}/execute")), json!({"code": "1 + 1"})).await;
+    assert_eq!(cell["results"][0]["text"], "2", "{cell}");
+    assert!(cells.iter().all(|c| !c.is_finished()), "the greedy tenant's cells were all still running");
+    for id in &sandboxes {
+        let go = client.put(server.url(&format!("/v1/sandboxes/{id}/files?path=/go"))).bearer_auth(&greedy).body("");
+        assert_eq!(go.send().await.unwrap().status(), 201);
+    }
+    for cell in cells {
+        let (status, ran) = cell.await.unwrap();
+        assert_eq!((status, ran["outcome"].as_str()), (200, Some("completed")), "{ran}");
+    }
+}
