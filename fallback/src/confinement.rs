@@ -95,8 +95,8 @@ timer=$!
 set +m
 wait "$child"
 status=$?
+disown -a
 kill -KILL -1 2>/dev/null
-wait 2>/dev/null
 tries=0
 while [ "$tries" -lt 100000 ]; do
   others=

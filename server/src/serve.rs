@@ -21,7 +21,7 @@
 use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
 use crate::database::UsageRecorder;
-use crate::http::{AppState, Auth, Guard, Lifecycle, Metrics, Settings, app};
+use crate::http::{AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, Settings, app, charge_closed_sandboxes};
 use crate::listener::{ConnectionLimits, Server};
 use clap::Args;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
@@ -81,6 +81,9 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");
+    let budgets = Budgets::new(config.auth.execution_seconds_per_day, config.auth.sandbox_hours_per_day);
+    budgets.seed(db.execution_us_since(Budgets::today_ms()).await?);
+    tokio::spawn(charge_closed_sandboxes(budgets.clone(), sandboxes.subscribe_closed()));
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
@@ -89,7 +92,9 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         sandboxes,
         metrics: Metrics::default(),
         auth,
-        usage: UsageRecorder::start(db),
+        usage: UsageRecorder::start(db.clone()),
+        audit: Audit::start(db.clone()),
+        budgets: budgets.clone(),
         settings: Arc::new(Settings::from_config(&config, env, public_url)),
         guard: Guard::new(config.auth.requests_per_second, config.auth.burst, config.auth.max_concurrent_executions),
         lifecycle: Lifecycle::default(),
@@ -101,6 +106,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let limits = config.server.connection_limits();
     let stopped = run_until_drained(listener, state.clone(), limits, config.server.shutdown_timeout()).await;
     state.usage.close().await;
+    state.audit.close().await;
     if let Some(containers) = containers {
         containers.shutdown().await;
     }

@@ -273,6 +273,37 @@ struct Registry {
     config: SandboxesConfig,
     open: Mutex<Open>,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    closed: tokio::sync::broadcast::Sender<ClosedSandbox>,
+}
+
+/// Closings kept for subscribers that have not read them yet; a subscriber further behind is
+/// told it lagged.
+pub const CLOSED_BACKLOG: usize = 4096;
+
+/// A sandbox that closed (killed or expired), for [`Sandboxes::subscribe_closed`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedSandbox {
+    /// Its id.
+    pub id: String,
+    /// Its owner.
+    pub owner: Option<String>,
+    /// When it was created.
+    pub created_at: SystemTime,
+    /// When it closed.
+    pub closed_at: SystemTime,
+}
+
+impl Registry {
+    fn announce_closed(&self, sandbox: &Sandbox) {
+        let closed = ClosedSandbox {
+            id: sandbox.shared.id.clone(),
+            owner: sandbox.shared.owner.clone(),
+            created_at: sandbox.shared.created_at,
+            closed_at: SystemTime::now(),
+        };
+        // Nobody listening is fine.
+        let _ = self.closed.send(closed);
+    }
 }
 
 /// The open sandboxes, and places reserved for sandboxes being created.
@@ -333,8 +364,13 @@ impl Sandboxes {
         workspace::prepare_workspace_root(&config.workspace_root).map_err(|e| {
             SandboxError::File(FileError::Io { path: config.workspace_root.display().to_string(), source: e })
         })?;
-        let registry =
-            Arc::new(Registry { engine, config, open: Mutex::new(Open::default()), reaper: Mutex::new(None) });
+        let registry = Arc::new(Registry {
+            engine,
+            config,
+            open: Mutex::new(Open::default()),
+            reaper: Mutex::new(None),
+            closed: tokio::sync::broadcast::channel(CLOSED_BACKLOG).0,
+        });
         let weak = Arc::downgrade(&registry);
         let reaper = runtime.spawn(reap(weak));
         *registry.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
@@ -449,8 +485,15 @@ impl Sandboxes {
         let removed = self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(id);
         let sandbox = removed.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
         sandbox.shared.shut();
+        self.registry.announce_closed(&sandbox);
         tracing::info!(sandbox = %id, "sandbox killed");
         Ok(())
+    }
+
+    /// Every sandbox that closes from now on (killed or expired), as it closes: for a service
+    /// that accounts for sandbox time.
+    pub fn subscribe_closed(&self) -> tokio::sync::broadcast::Receiver<ClosedSandbox> {
+        self.registry.closed.subscribe()
     }
 
     /// Sandboxes open now.
@@ -479,6 +522,7 @@ async fn reap(registry: Weak<Registry>) {
             let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(&id);
             if let Some(sandbox) = removed {
                 sandbox.shared.shut();
+                registry.announce_closed(&sandbox);
                 tracing::info!(sandbox = %id, reason = why, "sandbox expired");
             }
         }

@@ -228,6 +228,12 @@ pub struct AuthSection {
     pub max_concurrent_executions: u32,
     /// Sandboxes each tenant may have open at once. Default 100.
     pub max_sandboxes_per_tenant: usize,
+    /// Execution seconds (one-shot runs, cells and commands, wall time) each tenant may spend
+    /// per UTC day; past it, 429 `budget_exhausted`. Default 0: no budget.
+    pub execution_seconds_per_day: u64,
+    /// Sandbox hours (time sandboxes are open) each tenant may spend per UTC day; past it, new
+    /// sandboxes get 429 `budget_exhausted`. Default 0: no budget.
+    pub sandbox_hours_per_day: f64,
 }
 
 impl Default for AuthSection {
@@ -238,6 +244,8 @@ impl Default for AuthSection {
             burst: 200,
             max_concurrent_executions: 16,
             max_sandboxes_per_tenant: 100,
+            execution_seconds_per_day: 0,
+            sandbox_hours_per_day: 0.0,
         }
     }
 }
@@ -463,6 +471,9 @@ impl Config {
         }
         if auth.max_sandboxes_per_tenant == 0 {
             return invalid("auth.max_sandboxes_per_tenant", "must be at least 1");
+        }
+        if !(0.0..=24.0 * 100_000.0).contains(&auth.sandbox_hours_per_day) {
+            return invalid("auth.sandbox_hours_per_day", "must be between 0 (no budget) and 2400000");
         }
         Ok(())
     }

@@ -6,13 +6,14 @@
 //! API keys are `sbk_` + 64 hex digits of OS randomness; only their blake3 hash is stored, with
 //! a short prefix to recognise them in listings. A key is shown once, when it is created.
 //!
-//! Usage records are written in batches by [`UsageRecorder`], off the request path. SQLite runs
+//! Usage records and audit events are written in batches by a recorder ([`UsageRecorder`],
+//! [`AuditRecorder`]), off the request path. SQLite runs
 //! in WAL mode with `synchronous = NORMAL` (a crash may lose the last records, never corrupt
 //! the file) so reads of keys never wait for a write.
 
-mod usage;
+mod recorder;
 
-pub use usage::UsageRecorder;
+pub use recorder::{AuditRecorder, UsageRecorder};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -26,7 +27,7 @@ const SHOWN_PREFIX_CHARS: usize = 12;
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 8;
 
-const SCHEMA: [&str; 4] = [
+const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
@@ -34,7 +35,31 @@ const SCHEMA: [&str; 4] = [
     "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
      language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
+    "CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_id TEXT NOT NULL, \
+     event TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, at_ms BIGINT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms)",
 ];
+
+/// The most audit events one listing returns (the newest).
+pub const MAX_AUDIT_EVENTS: i64 = 10_000;
+
+/// A security-relevant event: who (tenant and key), what, where, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct AuditEvent {
+    /// The tenant (`-` when the caller was not recognised).
+    pub tenant: String,
+    /// The API key's id (`-` when none was recognised).
+    pub key_id: String,
+    /// `key.used`, `key.created`, `key.revoked`, `sandbox.created`, `sandbox.killed`,
+    /// `access.refused`, `limit.tripped`.
+    pub event: String,
+    /// The route (`POST /v1/sandboxes`), or `cli` for the command line.
+    pub route: String,
+    /// How it ended: a status and error code (`429 rate_limited`), or an outcome.
+    pub outcome: String,
+    /// When (Unix ms).
+    pub at_ms: i64,
+}
 
 /// Database failures. Messages name what failed, never a secret.
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +186,7 @@ impl Database {
             .bind(now_ms())
             .execute(&self.pool)
             .await?;
+        self.record_audit(&[AuditEvent::cli(tenant, &id, "key.created")]).await?;
         Ok((id, secret))
     }
 
@@ -193,6 +219,12 @@ impl Database {
         if done.rows_affected() == 0 {
             return Err(DatabaseError::NoSuchKey(id.to_owned()));
         }
+        let tenant: String = sqlx::query("SELECT tenant FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("tenant")?;
+        self.record_audit(&[AuditEvent::cli(&tenant, id, "key.revoked")]).await?;
         Ok(())
     }
 
@@ -244,6 +276,70 @@ impl Database {
         Ok(())
     }
 
+    /// Records audit events, in one transaction.
+    pub async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), DatabaseError> {
+        let mut transaction = self.pool.begin().await?;
+        for event in events {
+            sqlx::query(
+                "INSERT INTO audit (id, tenant, key_id, event, route, outcome, at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(random_hex::<16>())
+            .bind(&event.tenant)
+            .bind(&event.key_id)
+            .bind(&event.event)
+            .bind(&event.route)
+            .bind(&event.outcome)
+            .bind(event.at_ms)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// A tenant's audit events since `since_ms`, oldest first (at most [`MAX_AUDIT_EVENTS`],
+    /// the newest).
+    pub async fn audit(&self, tenant: &str, since_ms: i64) -> Result<Vec<AuditEvent>, DatabaseError> {
+        let rows = sqlx::query(
+            "SELECT tenant, key_id, event, route, outcome, at_ms FROM audit WHERE tenant = $1 AND at_ms >= $2 \
+             ORDER BY at_ms DESC, id LIMIT $3",
+        )
+        .bind(tenant)
+        .bind(since_ms)
+        .bind(MAX_AUDIT_EVENTS)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut events = rows
+            .iter()
+            .map(|row| {
+                Ok(AuditEvent {
+                    tenant: row.try_get("tenant")?,
+                    key_id: row.try_get("key_id")?,
+                    event: row.try_get("event")?,
+                    route: row.try_get("route")?,
+                    outcome: row.try_get("outcome")?,
+                    at_ms: row.try_get("at_ms")?,
+                })
+            })
+            .collect::<Result<Vec<_>, DatabaseError>>()?;
+        events.reverse();
+        Ok(events)
+    }
+
+    /// Every tenant's execution time since `since_ms`, in microseconds.
+    pub async fn execution_us_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<std::collections::HashMap<String, i64>, DatabaseError> {
+        let rows = sqlx::query(
+            "SELECT tenant, CAST(SUM(duration_us) AS BIGINT) AS duration_us FROM usage WHERE at_ms >= $1 GROUP BY tenant",
+        )
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok((row.try_get("tenant")?, row.try_get("duration_us")?))).collect()
+    }
+
     /// A tenant's usage since `since_ms`, by kind, language and outcome.
     pub async fn usage(&self, tenant: &str, since_ms: i64) -> Result<Vec<UsageRow>, DatabaseError> {
         let rows = sqlx::query(
@@ -267,6 +363,20 @@ impl Database {
                 })
             })
             .collect()
+    }
+}
+
+impl AuditEvent {
+    /// An event of the command line's (keys made and revoked).
+    fn cli(tenant: &str, key_id: &str, event: &str) -> Self {
+        AuditEvent {
+            tenant: tenant.into(),
+            key_id: key_id.into(),
+            event: event.into(),
+            route: "cli".into(),
+            outcome: "done".into(),
+            at_ms: now_ms(),
+        }
     }
 }
 
@@ -337,9 +447,15 @@ mod tests {
         db.record_usage(&[usage.clone(), usage]).await.unwrap();
         let rows = db.usage("acme", 0).await.unwrap();
         assert_eq!((rows[0].executions, rows[0].duration_us), (2, 1400));
+        assert_eq!(db.execution_us_since(0).await.unwrap().get("acme"), Some(&1400));
         assert!(db.usage("other", 0).await.unwrap().is_empty());
         db.revoke(&id).await.unwrap();
         assert_eq!(db.key_of(&secret).await.unwrap(), None);
+        let audit = db.audit("acme", 0).await.unwrap();
+        let events: Vec<&str> = audit.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(events, ["key.created", "key.revoked"]);
+        assert!(audit.iter().all(|e| e.key_id == id));
+        assert!(db.audit("other", 0).await.unwrap().is_empty());
         assert!(matches!(db.revoke(&id).await, Err(DatabaseError::NoSuchKey(_))));
         assert!(matches!(db.create_key("no spaces").await, Err(DatabaseError::InvalidTenant(_))));
         // Reopening keeps everything.

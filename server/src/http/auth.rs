@@ -9,7 +9,7 @@
 
 use super::{ApiError, AppState};
 use crate::database::{Database, Usage, now_ms};
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
@@ -121,19 +121,33 @@ impl AppState {
     }
 }
 
-/// Resolves the caller and applies its key's rate limit, or answers 401 or 429.
+/// Resolves the caller and applies its key's rate limit, or answers 401 or 429; records what
+/// the audit log keeps of the request.
 pub async fn authenticate(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| request.uri().path().to_owned(), |matched| matched.as_str().to_owned());
     let secret = presented_key(&request);
-    let caller = match identify(&state, secret).await {
-        Ok(caller) => caller,
-        Err(error) => return error.into_response(),
+    let (caller, response) = match identify(&state, secret).await {
+        Err(error) => (None, error.into_response()),
+        Ok(caller) => {
+            tracing::Span::current().record("tenant", caller.tenant.0.as_str());
+            state.audit.key_used(&caller, &format!("{method} {route}"));
+            let response = match state.guard.check_rate(&caller.key) {
+                Err(error) => error.into_response(),
+                Ok(()) => {
+                    request.extensions_mut().insert(caller.clone());
+                    next.run(request).await
+                }
+            };
+            (Some(caller), response)
+        }
     };
-    tracing::Span::current().record("tenant", caller.tenant.0.as_str());
-    if let Err(error) = state.guard.check_rate(&caller.key) {
-        return error.into_response();
-    }
-    request.extensions_mut().insert(caller);
-    next.run(request).await
+    let code = response.extensions().get::<super::error::ErrorCode>().map(|code| code.0);
+    state.audit.response(caller.as_ref(), &method, &route, response.status().as_u16(), code);
+    response
 }
 
 async fn identify(state: &AppState, secret: Option<String>) -> Result<Caller, ApiError> {

@@ -46,6 +46,14 @@ pub enum ApiError {
     /// The caller is over a quota (executions running at once, sandboxes open).
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The caller's tenant has spent its daily budget (execution seconds, sandbox hours).
+    #[error("{message}")]
+    BudgetExhausted {
+        /// What is spent.
+        message: String,
+        /// When the budget renews.
+        retry_after: Duration,
+    },
     /// The server as a whole is at a limit (requests in flight, execution slots, sandboxes):
     /// retry later.
     #[error("{0}")]
@@ -77,7 +85,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable and machine-readable: `bad_request`, `unauthorized`, `not_found`, `conflict`,
     /// `payload_too_large`, `rate_limited`, `quota_exceeded`, `busy`, `unavailable`,
-    /// `timeout`, `internal`.
+    /// `timeout`, `internal`, `budget_exhausted`.
     pub code: &'static str,
     /// For people; safe to show.
     pub message: String,
@@ -94,6 +102,7 @@ impl ApiError {
             ApiError::TooLarge(_) => "payload_too_large",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::QuotaExceeded(_) => "quota_exceeded",
+            ApiError::BudgetExhausted { .. } => "budget_exhausted",
             ApiError::Busy(_) => "busy",
             ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
@@ -104,7 +113,9 @@ impl ApiError {
     /// How long a client should wait before retrying, for refusals worth retrying.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            ApiError::RateLimited { retry_after, .. } => Some(*retry_after),
+            ApiError::RateLimited { retry_after, .. } | ApiError::BudgetExhausted { retry_after, .. } => {
+                Some(*retry_after)
+            }
             ApiError::QuotaExceeded(_) | ApiError::Busy(_) | ApiError::Unavailable(_) => {
                 Some(Duration::from_secs(RETRY_AFTER_SECONDS))
             }
@@ -120,7 +131,9 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } | ApiError::QuotaExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. } | ApiError::QuotaExceeded(_) | ApiError::BudgetExhausted { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

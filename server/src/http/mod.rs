@@ -3,8 +3,8 @@
 //! [`app`] builds the whole `Router` over an [`AppState`], so tests drive it with `oneshot` and
 //! `soulbox serve` binds it to a socket. Routes:
 //!
-//! - `/v1/...`: executions, sandboxes, contexts, cells (JSON, NDJSON or SSE), files, usage and
-//!   the LLM tools ([`tools`]); `/mcp`: the same tools over MCP ([`mcp`]). These need an API key
+//! - `/v1/...`: executions, sandboxes, contexts, cells (JSON, NDJSON or SSE), files, usage, the
+//!   audit log ([`audit`]) and the LLM tools ([`tools`]); `/mcp`: the same tools over MCP ([`mcp`]). These need an API key
 //!   naming a tenant, except in development mode ([`auth`]); a tenant sees only its own
 //!   sandboxes (another tenant's id is a 404).
 //! - `/health`, `/ready`, `/metrics` (Prometheus), `/openapi.json` and `/docs` for operators.
@@ -18,7 +18,9 @@
 //! Handlers stay thin: what a request does lives in [`operations`], shared by REST routes,
 //! MCP tools and `/v1/tools/call`.
 
+mod audit;
 mod auth;
+mod budget;
 mod error;
 mod execute;
 mod files;
@@ -33,7 +35,9 @@ mod settings;
 mod streaming;
 mod tools;
 
+pub use audit::Audit;
 pub use auth::{Auth, Tenant};
+pub use budget::{Budgets, charge_closed_sandboxes};
 pub use error::ApiError;
 pub use guard::Guard;
 pub use metrics::Metrics;
@@ -71,6 +75,10 @@ pub struct AppState {
     pub auth: Auth,
     /// Writes usage records.
     pub usage: UsageRecorder,
+    /// Writes the audit log.
+    pub audit: Audit,
+    /// Each tenant's daily budgets.
+    pub budgets: Budgets,
     /// What the configuration decides per request.
     pub settings: Arc<Settings>,
     /// Per-key rate limits and quotas.
@@ -109,6 +117,7 @@ pub fn app(state: AppState) -> Router {
         .merge(files::routes())
         .merge(processes::routes())
         .merge(tools::routes())
+        .merge(audit::routes())
         .layer(DefaultBodyLimit::max(state.settings.json_body_limit));
     let guarded = Router::new()
         .nest("/v1", v1)

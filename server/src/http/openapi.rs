@@ -44,6 +44,7 @@ pub enum ErrorResponses {
     paths(
         super::execute::execute,
         super::execute::usage,
+        super::audit::list,
         super::sandboxes::create,
         super::sandboxes::list,
         super::sandboxes::info,

@@ -16,9 +16,12 @@ impl AppState {
     /// Runs one stateless execution for `caller`.
     pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
         let _slot = self.execution_slot(caller)?;
+        self.budgets.check_execution(&caller.tenant)?;
         let language = request.language;
         let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;
         self.metrics.execution(Kind::Stateless, language, result.outcome, result.duration);
+        self.audit.execution_ended(caller, "stateless", result.outcome);
+        self.budgets.charge_execution(&caller.tenant, result.duration);
         let record = usage(&caller.tenant, "stateless", language, result.outcome, result.duration, result.fuel_used);
         self.usage.record(record);
         Ok(result)
@@ -32,6 +35,7 @@ impl AppState {
                 "network access is not allowed on this server (`network.allow_internet`)".into(),
             ));
         }
+        self.budgets.check_sandbox(&caller.tenant, &self.list_sandboxes(&caller.tenant, &Default::default()))?;
         // The tenant owns it: its quota is the registry's per-owner bound, reserved before
         // anything runs.
         let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
@@ -51,10 +55,13 @@ impl AppState {
         options: RunOptions,
     ) -> Result<Execution, ApiError> {
         let _slot = self.execution_slot(caller)?;
+        self.budgets.check_execution(&caller.tenant)?;
         let language = cell_language(sandbox, &options);
         let execution = sandbox.run_code(code, options).await?;
         let end = &execution.end;
         self.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
+        self.audit.execution_ended(caller, "cell", end.outcome);
+        self.budgets.charge_execution(&caller.tenant, end.duration);
         self.usage.record(usage(&caller.tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
         Ok(execution)
     }
@@ -69,14 +76,17 @@ impl AppState {
         options: RunOptions,
     ) -> Result<impl Stream<Item = Result<ExecutionEvent, ApiError>> + Send + 'static, ApiError> {
         let slot = self.execution_slot(caller)?;
+        self.budgets.check_execution(&caller.tenant)?;
         let language = cell_language(sandbox, &options);
         let events = sandbox.run_code_stream(code, options).await?;
-        let (state, tenant) = (self.clone(), caller.tenant.clone());
+        let (state, caller) = (self.clone(), caller.clone());
         Ok(events.map(move |item| {
             let _held = &slot;
             if let Ok(ExecutionEvent::End(end)) = &item {
                 state.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
-                state.usage.record(usage(&tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
+                state.audit.execution_ended(&caller, "cell", end.outcome);
+                state.budgets.charge_execution(&caller.tenant, end.duration);
+                state.usage.record(usage(&caller.tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
             }
             item.map_err(ApiError::from)
         }))
@@ -90,6 +100,7 @@ impl AppState {
         spec: ProcessSpec,
     ) -> Result<CommandResult, ApiError> {
         let _slot = self.execution_slot(caller)?;
+        self.budgets.check_execution(&caller.tenant)?;
         let result = sandbox.run_command(spec).await?;
         self.command_ended(caller, &result.exit);
         Ok(result)
@@ -104,6 +115,7 @@ impl AppState {
         spec: ProcessSpec,
     ) -> Result<impl Stream<Item = Result<ProcessEvent, ApiError>> + Send + 'static, ApiError> {
         let slot = self.execution_slot(caller)?;
+        self.budgets.check_execution(&caller.tenant)?;
         let (_, events) = sandbox.run_command_stream(spec).await?;
         let (state, caller) = (self.clone(), caller.clone());
         Ok(events.map(move |event| {
@@ -117,6 +129,8 @@ impl AppState {
 
     fn command_ended(&self, caller: &Caller, exit: &ProcessExit) {
         self.metrics.execution(Kind::Command, Language::Bash, exit.outcome, exit.duration);
+        self.audit.execution_ended(caller, "command", exit.outcome);
+        self.budgets.charge_execution(&caller.tenant, exit.duration);
         self.usage.record(usage(&caller.tenant, "command", Language::Bash, exit.outcome, exit.duration, None));
     }
 

@@ -8,4 +8,5 @@ mod fuzz;
 mod mcp;
 mod protection;
 mod security;
+mod soak;
 mod support;

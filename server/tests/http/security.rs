@@ -367,19 +367,19 @@ async fn one_tenant_filling_the_workers_with_sleeping_and_busy_cells_does_not_ho
         let (client, key, url) = (client.clone(), greedy.clone(), server.url(&format!("/v1/sandboxes/{id}/execute")));
         cells.push(tokio::spawn(async move { post_as(&client, &key, url, cell).await }));
     }
-    // Wait (on the server's word, not on a clock) until the pool runs what it will of them: two
-    // busy ones fill the two workers, and the sleeping ones queued before them run beside
-    // (they wait in a host call); the rest queue behind the greedy tenant's own work.
+    // Wait (on the server's word, not on a clock) until two busy cells fill the two workers
+    // (sleeping ones that came first run beside them: they wait in a host call; the rest
+    // queue behind the greedy tenant's own work).
     let mut polls = 0;
     loop {
         polls += 1;
-        assert!(polls < 20_000, "the greedy tenant's cells never started");
-        let mut started = 0;
-        for id in &sandboxes {
+        assert!(polls < 20_000, "the greedy tenant's busy cells never started");
+        let mut busy_started = 0;
+        for id in sandboxes.iter().skip(1).step_by(2) {
             let stat = client.get(server.url(&format!("/v1/sandboxes/{id}/files/stat?path=/started")));
-            started += usize::from(stat.bearer_auth(&greedy).send().await.unwrap().status() == 200);
+            busy_started += usize::from(stat.bearer_auth(&greedy).send().await.unwrap().status() == 200);
         }
-        if started >= 4 {
+        if busy_started >= 2 {
             break;
         }
         tokio::task::yield_now().await;
@@ -403,4 +403,63 @@ async fn one_tenant_filling_the_workers_with_sleeping_and_busy_cells_does_not_ho
         let (status, ran) = cell.await.unwrap();
         assert_eq!((status, ran["outcome"].as_str()), (200, Some("completed")), "{ran}");
     }
+}
+
+#[tokio::test]
+async fn the_audit_log_records_what_matters_and_daily_budgets_refuse_once_spent() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_in(dir.path());
+    let key = create_key(&database, "audited");
+    let workspaces = format!("storage.workspace_root={}", dir.path().join("workspaces").display());
+    let server = Server::start_with(&[
+        "--database-url",
+        &database,
+        "--set",
+        &workspaces,
+        "--set",
+        "auth.execution_seconds_per_day=1",
+        "--set",
+        "auth.sandbox_hours_per_day=0.0002",
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let client = client();
+    let (status, created) = post_as(&client, &key, server.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    // The budget is checked before work: this cell runs, and spends more than the 1 s.
+    let cell = json!({"code": "import time\ntime.sleep(1.2)\n'slept'"});
+    let (status, ran) = post_as(&client, &key, server.url(&format!("/v1/sandboxes/{id}/execute")), cell).await;
+    assert_eq!((status, ran["outcome"].as_str()), (200, Some("completed")), "{ran}");
+    let refused =
+        client.post(server.url("/v1/execute")).bearer_auth(&key).json(&json!({"language": "python", "code": "1"}));
+    let refused = refused.send().await.unwrap();
+    assert_eq!(refused.status(), 429);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "budget_exhausted", "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("renews at 00:00 UTC"));
+    // The open sandbox has lived past the 0.72 s of sandbox time.
+    let (status, body) = post_as(&client, &key, server.url("/v1/sandboxes"), json!({})).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (429, Some("budget_exhausted")), "{body}");
+    let killed = client.delete(server.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(killed.status(), 204);
+    let stranger = client.get(server.url("/v1/sandboxes")).bearer_auth("sbk_nobody").send().await.unwrap();
+    assert_eq!(stranger.status(), 401);
+    // Events are written in batches: look until the last one is in (a bounded number of looks).
+    let mut events = Vec::new();
+    for _ in 0..2_000 {
+        let listed = client.get(server.url("/v1/audit?since_ms=0")).bearer_auth(&key).send().await.unwrap();
+        let listed: Value = listed.json().await.unwrap();
+        events = listed.as_array().unwrap().iter().map(|e| e["event"].as_str().unwrap().to_owned()).collect();
+        if events.iter().any(|e| e == "sandbox.killed") {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    for wanted in ["key.created", "key.used", "sandbox.created", "limit.tripped", "sandbox.killed"] {
+        assert!(events.iter().any(|e| e == wanted), "{wanted} in {events:?}");
+    }
+    assert!(!events.iter().any(|e| e == "access.refused"), "another caller's refusal is not this tenant's");
 }

@@ -1,4 +1,5 @@
-//! [`UsageRecorder`]: one usage record per execution, written in batches off the request path.
+//! [`Recorder`]: records written in batches off the request path: [`UsageRecorder`] (one usage
+//! record per execution) and [`AuditRecorder`] (security-relevant events).
 //!
 //! Handlers hand a record to a bounded channel and return at once; one writer task inserts
 //! whatever has queued up (up to [`BATCH`] rows) in a single transaction. A full queue (the
@@ -6,7 +7,7 @@
 //! without bound; the warning is logged at most once per [`WARN_EVERY`]. On shutdown,
 //! [`UsageRecorder::close`] writes what is queued and waits for the writer.
 
-use super::{Database, Usage};
+use super::{AuditEvent, Database, DatabaseError, Usage};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,27 +21,65 @@ pub const BATCH: usize = 512;
 /// Dropped-record warnings are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Queues usage records for the database. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct UsageRecorder {
-    inner: Arc<Inner>,
+/// A kind of record the database takes in batches.
+pub trait Record: Send + Sync + std::fmt::Debug + 'static {
+    /// What the records are, for logs.
+    const WHAT: &'static str;
+
+    /// Inserts `batch` in one transaction.
+    fn write(db: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send
+    where
+        Self: Sized;
+}
+
+impl Record for Usage {
+    const WHAT: &'static str = "usage records";
+
+    fn write(db: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send {
+        db.record_usage(batch)
+    }
+}
+
+impl Record for AuditEvent {
+    const WHAT: &'static str = "audit events";
+
+    fn write(db: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send {
+        db.record_audit(batch)
+    }
+}
+
+/// Queues usage records for the database.
+pub type UsageRecorder = Recorder<Usage>;
+/// Queues audit events for the database.
+pub type AuditRecorder = Recorder<AuditEvent>;
+
+/// Queues records of one kind for the database. Cheap to clone.
+#[derive(Debug)]
+pub struct Recorder<T: Record> {
+    inner: Arc<Inner<T>>,
+}
+
+impl<T: Record> Clone for Recorder<T> {
+    fn clone(&self) -> Self {
+        Recorder { inner: Arc::clone(&self.inner) }
+    }
 }
 
 #[derive(Debug)]
-struct Inner {
-    sender: Mutex<Option<mpsc::Sender<Usage>>>,
+struct Inner<T> {
+    sender: Mutex<Option<mpsc::Sender<T>>>,
     writer: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     dropped: AtomicU64,
     warn: DefaultDirectRateLimiter,
 }
 
-impl UsageRecorder {
+impl<T: Record> Recorder<T> {
     /// Starts the writer task (inside a tokio runtime).
     pub fn start(db: Database) -> Self {
         let (sender, receiver) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(write_batches(db, receiver));
         let period = Quota::with_period(WARN_EVERY).expect("a non-zero period");
-        UsageRecorder {
+        Recorder {
             inner: Arc::new(Inner {
                 sender: Mutex::new(Some(sender)),
                 writer: tokio::sync::Mutex::new(Some(writer)),
@@ -51,16 +90,16 @@ impl UsageRecorder {
     }
 
     /// Queues a record; never waits.
-    pub fn record(&self, usage: Usage) {
+    pub fn record(&self, record: T) {
         let sender = self.inner.sender.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let refused = match sender {
-            Some(sender) => sender.try_send(usage).is_err(),
+            Some(sender) => sender.try_send(record).is_err(),
             None => true,
         };
         if refused {
             let dropped = self.inner.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if self.inner.warn.check().is_ok() {
-                tracing::warn!(dropped, "usage records dropped: the database is not keeping up or is closed");
+                tracing::warn!(dropped, what = T::WHAT, "records dropped: the database is not keeping up or is closed");
             }
         }
     }
@@ -76,16 +115,16 @@ impl UsageRecorder {
         if let Some(writer) = self.inner.writer.lock().await.take()
             && let Err(error) = writer.await
         {
-            tracing::error!(%error, "the usage writer failed");
+            tracing::error!(%error, what = T::WHAT, "a record writer failed");
         }
     }
 }
 
-async fn write_batches(db: Database, mut receiver: mpsc::Receiver<Usage>) {
+async fn write_batches<T: Record>(db: Database, mut receiver: mpsc::Receiver<T>) {
     let mut batch = Vec::with_capacity(BATCH);
     while receiver.recv_many(&mut batch, BATCH).await > 0 {
-        if let Err(error) = db.record_usage(&batch).await {
-            tracing::error!(%error, records = batch.len(), "could not record usage");
+        if let Err(error) = T::write(&db, &batch).await {
+            tracing::error!(%error, records = batch.len(), what = T::WHAT, "could not write records");
         }
         batch.clear();
     }

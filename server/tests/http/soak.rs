@@ -1,0 +1,225 @@
+//! A soak: 10,000 mixed requests (one-shot Python and JavaScript, cells, files, container
+//! commands, sandboxes opened and killed, and bad inputs) at concurrency 64 from two tenants
+//! against a real server. No answer may be a 5xx, and once the sandboxes are killed the
+//! server must be back where a warm-up round of the same mix left it: resident memory within
+//! 10%, no more file descriptors, no workspace or sandbox container left, threads within the
+//! pools' bounds.
+
+use crate::support::{Server, create_key, database_in};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Requests in the measured round.
+const REQUESTS: usize = 10_000;
+/// Requests in flight at once.
+const CONCURRENCY: usize = 64;
+/// Sandboxes each tenant keeps for its cells and files.
+const SANDBOXES_PER_TENANT: usize = 6;
+
+struct Tenant {
+    key: String,
+    sandboxes: Vec<String>,
+}
+
+/// What the server process holds.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    rss_kib: u64,
+    fds: usize,
+    threads: usize,
+}
+
+fn held(pid: u32) -> Held {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| -> u64 {
+        let line = status.lines().find(|l| l.starts_with(name)).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count();
+    Held { rss_kib: field("VmRSS:"), fds, threads: field("Threads:") as usize }
+}
+
+/// Sends request number `n` of the mix for `tenant`; returns the status.
+async fn one(client: &reqwest::Client, server: &str, tenant: &Tenant, other: &Tenant, n: usize) -> u16 {
+    let url = |path: &str| format!("{server}{path}");
+    let sandbox = &tenant.sandboxes[n % tenant.sandboxes.len()];
+    let key = &tenant.key;
+    let request = match n % 20 {
+        0..=6 => client.post(url("/v1/execute")).json(&json!({"language": "python", "code": format!("print({n})")})),
+        7..=9 => client
+            .post(url("/v1/execute"))
+            .json(&json!({"language": "javascript", "code": format!("console.log({n})")})),
+        10..=12 => {
+            client.post(url(&format!("/v1/sandboxes/{sandbox}/execute"))).json(&json!({"code": format!("x = {n}\nx")}))
+        }
+        13 => client.put(url(&format!("/v1/sandboxes/{sandbox}/files?path=/soak/{}.txt", n % 7))).body(format!("{n}")),
+        14 => client.get(url(&format!("/v1/sandboxes/{sandbox}/files/list?path=/&depth=2"))),
+        15 => client
+            .post(url(&format!("/v1/sandboxes/{sandbox}/commands")))
+            .json(&json!({"command": format!("echo {n}")})),
+        16 => client.post(url("/v1/execute")).header("content-type", "application/json").body("{not json"),
+        17 => client.get(url(&format!("/v1/sandboxes/{}/files?path=/../etc/passwd", other.sandboxes[0]))),
+        18 => client.post(url("/v1/execute")).json(&json!({"language": "cobol", "code": "x"})),
+        _ => {
+            let created = client.post(url("/v1/sandboxes")).bearer_auth(key).json(&json!({"template": "javascript"}));
+            let created: Value = match created.send().await {
+                Ok(response) if response.status().is_server_error() => return response.status().as_u16(),
+                Ok(response) => response.json().await.unwrap_or(Value::Null),
+                Err(_) => return 599,
+            };
+            let Some(id) = created["id"].as_str() else { return 429 };
+            client.delete(url(&format!("/v1/sandboxes/{id}")))
+        }
+    };
+    match request.bearer_auth(key).send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            let _ = response.bytes().await;
+            status
+        }
+        Err(_) => 599,
+    }
+}
+
+/// Sends `count` requests of the mix, alternating tenants, `CONCURRENCY` at a time; returns
+/// the number answered with a 5xx (or not at all) and each request's round trip.
+async fn round(
+    client: &reqwest::Client,
+    server: &str,
+    tenants: &Arc<[Tenant; 2]>,
+    count: usize,
+) -> (usize, Vec<std::time::Duration>) {
+    let next = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let took = Arc::new(std::sync::Mutex::new(Vec::with_capacity(count)));
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, server, tenants) = (client.clone(), server.to_owned(), Arc::clone(tenants));
+            let (next, failed, took) = (Arc::clone(&next), Arc::clone(&failed), Arc::clone(&took));
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= count {
+                        return;
+                    }
+                    let (tenant, other) = (&tenants[n % 2], &tenants[(n + 1) % 2]);
+                    let started = std::time::Instant::now();
+                    let status = one(&client, &server, tenant, other, n / 2).await;
+                    took.lock().unwrap().push(started.elapsed());
+                    if status >= 500 {
+                        eprintln!("request {n} ({}): {status}", (n / 2) % 20);
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut took = std::mem::take(&mut *took.lock().unwrap());
+    took.sort();
+    (failed.load(Ordering::Relaxed), took)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ten_thousand_mixed_requests_from_two_tenants_leave_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let database = database_in(dir.path());
+    let keys = [create_key(&database, "soak-a"), create_key(&database, "soak-b")];
+    let workspaces = dir.path().join("workspaces");
+    let server = Server::start_with(&[
+        "--database-url",
+        &database,
+        "--set",
+        &format!("storage.workspace_root={}", workspaces.display()),
+        "--set",
+        "auth.requests_per_second=100000",
+        "--set",
+        "auth.burst=100000",
+        "--set",
+        "auth.max_concurrent_executions=64",
+        "--set",
+        "server.queue=256",
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().unwrap();
+    let mut tenants = Vec::new();
+    for key in keys {
+        let mut sandboxes = Vec::new();
+        for _ in 0..SANDBOXES_PER_TENANT {
+            let created: Value = client
+                .post(server.url("/v1/sandboxes"))
+                .bearer_auth(&key)
+                .json(&json!({}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            sandboxes.push(created["id"].as_str().unwrap().to_owned());
+        }
+        tenants.push(Tenant { key, sandboxes });
+    }
+    let tenants: Arc<[Tenant; 2]> = Arc::new(tenants.try_into().unwrap_or_else(|_| unreachable!()));
+    let base = server.url("");
+
+    assert_eq!(round(&client, &base, &tenants, 1_000).await.0, 0, "server errors in the warm-up round");
+    let warm = held(server.pid());
+    let (failed, took) = round(&client, &base, &tenants, REQUESTS).await;
+    let (p50, p99) = (took[took.len() / 2], took[took.len() * 99 / 100]);
+    let peak = held(server.pid());
+    for tenant in tenants.iter() {
+        for id in &tenant.sandboxes {
+            let killed = client.delete(server.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&tenant.key);
+            assert_eq!(killed.send().await.unwrap().status(), 204);
+        }
+    }
+    let end = held(server.pid());
+    eprintln!(
+        "soak: {REQUESTS} requests at concurrency {CONCURRENCY}, {failed} server errors, p50 {p50:?}, p99 {p99:?}; \
+         warm {warm:?}, peak {peak:?}, end {end:?}"
+    );
+    assert_eq!(failed, 0, "no 5xx in {REQUESTS} requests");
+    assert!(end.rss_kib * 10 <= warm.rss_kib * 11, "resident memory back within 10%: {warm:?} -> {end:?}");
+    assert!(end.fds <= warm.fds + 8, "no file descriptors leaked: {warm:?} -> {end:?}");
+    // Threads: the worker pool's extra threads (at most its admission bound) and tokio's
+    // blocking threads leave after a while idle; what remains is bounded by the pools.
+    assert!(end.threads <= warm.threads + 256 + 512, "threads within the pools' bounds: {warm:?} -> {end:?}");
+    let left: Vec<_> = std::fs::read_dir(&workspaces).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(left.is_empty(), "no workspace left: {left:?}");
+    let open: Value = client
+        .get(server.url("/v1/sandboxes"))
+        .bearer_auth(&tenants[0].key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 0);
+    // Killed sandboxes' containers are removed in the background: wait for the engine to say
+    // none is left (a bounded number of looks).
+    let containers = (0..600).find_map(|_| {
+        let left = sandbox_containers(server.pid());
+        left.is_empty().then_some(left)
+    });
+    assert!(containers.is_some(), "sandbox containers left: {:?}", sandbox_containers(server.pid()));
+}
+
+/// Sandbox containers (running or not) that the server `pid` made.
+fn sandbox_containers(pid: u32) -> Vec<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_owned();
+    let owner = format!("label=soulbox.owner={host}:{pid}");
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter", &owner, "--filter", "label=soulbox.purpose"])
+        .args(["--format", "{{.ID}} {{.Label \"soulbox.purpose\"}}"])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    listed.lines().filter(|l| l.contains("sandbox:")).map(str::to_owned).collect()
+}
