@@ -29,9 +29,38 @@ pub fn wasm_backend(workers: Workers) -> anyhow::Result<WasmBackend> {
 
 /// Guests in worker processes of the `soulbox` binary built beside the running benchmark.
 pub fn worker_processes() -> anyhow::Result<Workers> {
+    let program = soulbox_command()?.get_program().into();
+    Ok(Workers::Processes { program, args: Vec::new() })
+}
+
+/// The `soulbox` binary built beside the running benchmark.
+pub fn soulbox_command() -> anyhow::Result<Command> {
     let program = std::env::current_exe()?.with_file_name("soulbox");
     anyhow::ensure!(program.exists(), "{} not found: run `cargo build --release --workspace` first", program.display());
-    Ok(Workers::Processes { program, args: Vec::new() })
+    Ok(Command::new(program))
+}
+
+/// Starts `soulbox ARGS...` (logging warnings only) and waits until it listens; returns the
+/// process and its base URL (`http://127.0.0.1:PORT`). Its stderr is drained from then on.
+pub fn start_soulbox<S: AsRef<std::ffi::OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> anyhow::Result<(std::process::Child, String)> {
+    use std::io::{BufRead, BufReader};
+    let mut child = soulbox_command()?
+        .args(args)
+        .env("SOULBOX_LOG", "warn")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("starting soulbox")?;
+    let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
+    let base = loop {
+        let line = lines.next().context("soulbox exited before listening")??;
+        if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break url.to_owned();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    Ok((child, base))
 }
 
 /// Runs `command` `runs` times (after one unmeasured run) and returns each wall time.

@@ -102,6 +102,16 @@ impl Shared {
         Ok(id)
     }
 
+    /// Hands what the host wrote in the workspace (the private workspace itself included) to
+    /// the containers' user, before anything in the container reads it.
+    async fn share_workspace(&self) -> Result<(), ContainerError> {
+        let workspace = self.spec.workspace.clone();
+        tokio::task::spawn_blocking(move || share_with_containers(&workspace))
+            .await
+            .map_err(|e| ContainerError::Internal(format!("sharing the workspace: {e}")))?
+            .map_err(|e| ContainerError::io("sharing the workspace", e))
+    }
+
     /// Kills the container (its processes die; the next process gets a new one).
     async fn kill_container(&self, id: &str) {
         if let Err(error) = self.containers.kill(id).await {
@@ -115,11 +125,7 @@ impl Machine for DockerMachine {
     async fn start(&self, spec: ProcessSpec, events: ProcessSender) -> Result<Arc<dyn ProcessControl>, BackendError> {
         let shared = &self.shared;
         let container = shared.container().await?;
-        let workspace = shared.spec.workspace.clone();
-        tokio::task::spawn_blocking(move || share_with_containers(&workspace))
-            .await
-            .map_err(|e| ContainerError::Internal(format!("sharing the workspace: {e}")))?
-            .map_err(|e| ContainerError::io("sharing the workspace", e))?;
+        shared.share_workspace().await?;
         let number = shared.next_process.fetch_add(1, Ordering::Relaxed) + 1;
         let line = CommandLine {
             command: spec.command.clone(),
@@ -147,6 +153,7 @@ impl Machine for DockerMachine {
 
     async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
         let container = self.shared.container().await?;
+        self.shared.share_workspace().await?;
         Ok(browser::render(&self.shared.containers, &container, request, true).await?)
     }
 

@@ -10,9 +10,8 @@
 //! tenant sends [`SAMPLES`] requests one after another; then the greedy sandboxes are killed.
 
 use anyhow::{Context, bail};
-use soulbox_benches::percentile;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use soulbox_benches::{percentile, soulbox_command, start_soulbox};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 /// The greedy tenant's cells: its whole quota (`auth.max_concurrent_executions`, default 16).
@@ -55,14 +54,8 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-fn soulbox() -> anyhow::Result<Command> {
-    let program = std::env::current_exe()?.with_file_name("soulbox");
-    anyhow::ensure!(program.exists(), "{} not found: run `cargo build --release --workspace` first", program.display());
-    Ok(Command::new(program))
-}
-
 fn create_key(database: &str, tenant: &str) -> anyhow::Result<String> {
-    let out = soulbox()?.args(["--database-url", database, "keys", "create", "--tenant", tenant]).output()?;
+    let out = soulbox_command()?.args(["--database-url", database, "keys", "create", "--tenant", tenant]).output()?;
     if !out.status.success() {
         bail!("keys create: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -83,23 +76,20 @@ impl Drop for Server {
 
 impl Server {
     fn start(database: &str, workspaces: &std::path::Path) -> anyhow::Result<Server> {
-        let mut child = soulbox()?
-            .args(["--database-url", database, "--set", "auth.requests_per_second=100000"])
-            .args(["--set", "auth.burst=100000", "--set"])
-            .arg(format!("storage.workspace_root={}", workspaces.display()))
-            .args(["serve", "--addr", "127.0.0.1:0"])
-            .env("SOULBOX_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("starting soulbox serve")?;
-        let mut lines = BufReader::new(child.stderr.take().context("stderr")?).lines();
-        let base = loop {
-            let line = lines.next().context("soulbox serve exited before listening")??;
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let root = format!("storage.workspace_root={}", workspaces.display());
+        let (child, base) = start_soulbox([
+            "--database-url",
+            database,
+            "--set",
+            "auth.requests_per_second=100000",
+            "--set",
+            "auth.burst=100000",
+            "--set",
+            &root,
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+        ])?;
         Ok(Server { child, base })
     }
 

@@ -172,24 +172,18 @@ struct Server {
 impl Server {
     /// `soulbox serve --dev` with the per-key limits out of the way.
     fn soulbox() -> anyhow::Result<Server> {
-        let program = std::env::current_exe()?.with_file_name("soulbox");
-        let mut child = Command::new(&program)
-            .args(["serve", "--dev", "--addr", "127.0.0.1:0"])
-            .args(["--set", "auth.requests_per_second=1000000", "--set", "auth.burst=1000000"])
-            .args(["--set", "auth.max_concurrent_executions=1024"])
-            .env("SOULBOX_LOG", "warn")
-            .stderr(Stdio::piped())
-            .spawn()
-            .with_context(|| format!("starting {}", program.display()))?;
-        let stderr = BufReader::new(child.stderr.take().context("stderr")?);
-        let mut lines = stderr.lines();
-        let base = loop {
-            let line = lines.next().context("soulbox serve exited before listening")??;
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                break url.to_owned();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
+        let (child, base) = soulbox_benches::start_soulbox([
+            "serve",
+            "--dev",
+            "--addr",
+            "127.0.0.1:0",
+            "--set",
+            "auth.requests_per_second=1000000",
+            "--set",
+            "auth.burst=1000000",
+            "--set",
+            "auth.max_concurrent_executions=1024",
+        ])?;
         Ok(Server { child, base })
     }
 

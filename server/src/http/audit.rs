@@ -7,12 +7,12 @@
 //! busy, and executions stopped by a limit), keys created and revoked (by the command line).
 
 use super::auth::Caller;
+use super::execute::Since;
 use super::{ApiError, ApiJson, ApiQuery, AppState};
 use crate::database::{AuditEvent, AuditRecorder, Database, now_ms};
 use axum::Router;
 use axum::extract::State;
 use axum::routing::get;
-use serde::Deserialize;
 use soulbox_engine::Outcome;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -107,16 +107,6 @@ impl Audit {
     pub async fn close(&self) {
         self.recorder.close().await;
     }
-}
-
-/// `?since_ms=` (Unix milliseconds; default: everything).
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct Since {
-    /// Only events at or after this time (Unix milliseconds).
-    #[serde(default)]
-    since_ms: i64,
 }
 
 /// The caller's tenant's audit events, oldest first (at most the newest 10,000): keys used

@@ -71,14 +71,14 @@ async fn execute(
     Ok(ApiJson(state.run_once(&caller, request).await?))
 }
 
-/// `?since_ms=` (Unix milliseconds; default: everything).
+/// `?since_ms=` (Unix milliseconds; default: everything), for usage and the audit log.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-struct Since {
-    /// Only executions that ended at or after this time (Unix milliseconds).
+pub(super) struct Since {
+    /// Only records from this time on (Unix milliseconds).
     #[serde(default)]
-    since_ms: i64,
+    pub(super) since_ms: i64,
 }
 
 /// The caller's executions by kind, language and outcome: count, total duration, fuel.

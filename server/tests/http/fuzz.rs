@@ -5,7 +5,7 @@
 //! is a 5xx. The number of cases is bounded (`--max-examples` per operation, deterministic
 //! generation), and the server must still be alive and healthy afterwards.
 
-use crate::support::{Server, create_key, database_in};
+use crate::support::start_with_keys;
 use std::path::{Path, PathBuf};
 
 /// Schemathesis in `target/fuzz-venv` (which `scripts/test.sh` makes).
@@ -23,22 +23,9 @@ fn schemathesis() -> PathBuf {
 #[tokio::test]
 async fn fuzzing_every_operation_from_the_openapi_document_finds_no_server_error() {
     let dir = tempfile::tempdir().unwrap();
-    let database = database_in(dir.path());
-    let key = create_key(&database, "fuzzer");
-    let workspaces = format!("storage.workspace_root={}", dir.path().join("workspaces").display());
-    let server = Server::start_with(&[
-        "--database-url",
-        &database,
-        "--set",
-        &workspaces,
-        "--set",
-        "auth.requests_per_second=100000",
-        "--set",
-        "auth.burst=100000",
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+    let sets = ["auth.requests_per_second=100000", "auth.burst=100000"];
+    let (server, keys) = start_with_keys(dir.path(), &["fuzzer"], &sets);
+    let key = &keys[0];
     let schema = server.url("/openapi.json");
     let authorization = format!("Authorization: Bearer {key}");
     // Blocking is fine here: the server is another process, and this test awaits nothing else.

@@ -3,7 +3,7 @@
 //! races, unbounded env, workspace permissions, and the smaller ones). Each waits on events
 //! (an answer, an end of file), never on a sleep.
 
-use crate::support::{Server, create_key, database_in};
+use crate::support::{Server, start_with_keys};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -300,9 +300,7 @@ async fn the_smaller_findings_are_fixed() {
 #[tokio::test]
 async fn a_refusal_before_the_body_is_read_closes_the_connection_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let database = database_in(dir.path());
-    let _key = create_key(&database, "t");
-    let server = Server::start_with(&["--database-url", &database, "serve", "--addr", "127.0.0.1:0"]);
+    let (server, _) = start_with_keys(dir.path(), &["t"], &[]);
     let client = client();
     let refused = client
         .post(server.url("/v1/execute"))
@@ -334,20 +332,8 @@ async fn post_as(client: &reqwest::Client, key: &str, url: String, body: Value) 
 #[tokio::test]
 async fn one_tenant_filling_the_workers_with_sleeping_and_busy_cells_does_not_hold_up_another() {
     let dir = tempfile::tempdir().unwrap();
-    let database = database_in(dir.path());
-    let (greedy, other) = (create_key(&database, "greedy"), create_key(&database, "other"));
-    let workspaces = format!("storage.workspace_root={}", dir.path().join("workspaces").display());
-    let server = Server::start_with(&[
-        "--database-url",
-        &database,
-        "--set",
-        &workspaces,
-        "--set",
-        "server.workers=2",
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+    let (server, keys) = start_with_keys(dir.path(), &["greedy", "other"], &["server.workers=2"]);
+    let (greedy, other) = (keys[0].clone(), keys[1].clone());
     let client = client();
     // The greedy tenant: eight cells that run until told to stop, half sleeping in a host call,
     // half spinning on the CPU; more than the pool's two workers.
@@ -408,22 +394,9 @@ async fn one_tenant_filling_the_workers_with_sleeping_and_busy_cells_does_not_ho
 #[tokio::test]
 async fn the_audit_log_records_what_matters_and_daily_budgets_refuse_once_spent() {
     let dir = tempfile::tempdir().unwrap();
-    let database = database_in(dir.path());
-    let key = create_key(&database, "audited");
-    let workspaces = format!("storage.workspace_root={}", dir.path().join("workspaces").display());
-    let server = Server::start_with(&[
-        "--database-url",
-        &database,
-        "--set",
-        &workspaces,
-        "--set",
-        "auth.execution_seconds_per_day=1",
-        "--set",
-        "auth.sandbox_hours_per_day=0.0002",
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+    let budgets = ["auth.execution_seconds_per_day=1", "auth.sandbox_hours_per_day=0.0002"];
+    let (server, keys) = start_with_keys(dir.path(), &["audited"], &budgets);
+    let key = keys[0].clone();
     let client = client();
     let (status, created) = post_as(&client, &key, server.url("/v1/sandboxes"), json!({})).await;
     assert_eq!(status, 201, "{created}");

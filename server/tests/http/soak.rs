@@ -5,7 +5,7 @@
 //! 10%, no more file descriptors, no workspace or sandbox container left, threads within the
 //! pools' bounds.
 
-use crate::support::{Server, create_key, database_in};
+use crate::support::start_with_keys;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -132,26 +132,14 @@ async fn round(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn ten_thousand_mixed_requests_from_two_tenants_leave_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let database = database_in(dir.path());
-    let keys = [create_key(&database, "soak-a"), create_key(&database, "soak-b")];
-    let workspaces = dir.path().join("workspaces");
-    let server = Server::start_with(&[
-        "--database-url",
-        &database,
-        "--set",
-        &format!("storage.workspace_root={}", workspaces.display()),
-        "--set",
+    let sets = [
         "auth.requests_per_second=100000",
-        "--set",
         "auth.burst=100000",
-        "--set",
         "auth.max_concurrent_executions=64",
-        "--set",
         "server.queue=256",
-        "serve",
-        "--addr",
-        "127.0.0.1:0",
-    ]);
+    ];
+    let (server, keys) = start_with_keys(dir.path(), &["soak-a", "soak-b"], &sets);
+    let workspaces = dir.path().join("workspaces");
     let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(120)).build().unwrap();
     let mut tenants = Vec::new();
     for key in keys {

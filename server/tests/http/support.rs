@@ -117,6 +117,20 @@ pub fn create_key(database: &str, tenant: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A server with API keys, its database and workspaces in `dir`, a key for each of `tenants`
+/// (returned in order), and `sets` (`section.key=value`) on top.
+pub fn start_with_keys(dir: &Path, tenants: &[&str], sets: &[&str]) -> (Server, Vec<String>) {
+    let database = database_in(dir);
+    let keys = tenants.iter().map(|tenant| create_key(&database, tenant)).collect();
+    let workspaces = format!("storage.workspace_root={}", dir.join("workspaces").display());
+    let mut args = vec!["--database-url", database.as_str()];
+    for set in std::iter::once(workspaces.as_str()).chain(sets.iter().copied()) {
+        args.extend(["--set", set]);
+    }
+    args.extend(["serve", "--addr", "127.0.0.1:0"]);
+    (Server::start_with(&args), keys)
+}
+
 /// Creates a default sandbox (with `key`, when given); returns its id.
 pub async fn create_sandbox(client: &reqwest::Client, server: &Server, key: Option<&str>) -> String {
     let mut request = client.post(server.url("/v1/sandboxes")).json(&serde_json::json!({}));
