@@ -32,6 +32,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Each workspace's disk quota, in MiB, when the configuration names none.
+const DEFAULT_WORKSPACE_MB: u64 = 1024;
 /// How often idle keys' rate-limit state is forgotten.
 const GUARD_SHRINK_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -73,8 +75,11 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         engine.backend(containers.clone());
     }
     let engine = engine.build();
-    let mut sandboxes_config =
-        SandboxesConfig { max_per_owner: config.auth.max_sandboxes_per_tenant, ..SandboxesConfig::default() };
+    let mut sandboxes_config = SandboxesConfig {
+        max_per_owner: config.auth.max_sandboxes_per_tenant,
+        workspace_bytes: workspace_quota(&config),
+        ..SandboxesConfig::default()
+    };
     if let Some(root) = &config.storage.workspace_root {
         sandboxes_config.workspace_root = root.clone();
     }
@@ -157,6 +162,19 @@ async fn run_until_drained(
     match server.drain(grace).await {
         true => Ok(()),
         false => Err(format!("in-flight requests did not finish within {} ms", grace.as_millis())),
+    }
+}
+
+/// Each workspace's disk quota: `resources.disk_mb`, else [`DEFAULT_WORKSPACE_MB`] where it
+/// can be enforced (SoulBox runs as root).
+fn workspace_quota(config: &crate::config::Config) -> Option<u64> {
+    match config.resources.disk_mb {
+        Some(mb) => Some(mb << 20),
+        None if soulbox_engine::sandbox::quota::can_enforce() => Some(DEFAULT_WORKSPACE_MB << 20),
+        None => {
+            tracing::warn!("workspaces have no disk quota: it needs SoulBox to run as root");
+            None
+        }
     }
 }
 

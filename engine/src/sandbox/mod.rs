@@ -23,6 +23,7 @@
 
 mod context;
 mod processes;
+pub mod quota;
 mod stream;
 mod watch;
 mod workspace;
@@ -140,6 +141,9 @@ pub struct SandboxesConfig {
     /// Sandboxes one owner may have open at once. Default: [`DEFAULT_MAX_SANDBOXES`] (no bound
     /// beyond the registry's).
     pub max_per_owner: usize,
+    /// Bytes each workspace may hold (a size-limited `tmpfs` per workspace; needs root:
+    /// [`quota::can_enforce`]). Default `None`: no quota.
+    pub workspace_bytes: Option<u64>,
 }
 
 impl Default for SandboxesConfig {
@@ -148,6 +152,7 @@ impl Default for SandboxesConfig {
             workspace_root: std::env::temp_dir().join("soulbox-sandboxes"),
             max_sandboxes: DEFAULT_MAX_SANDBOXES,
             max_per_owner: DEFAULT_MAX_SANDBOXES,
+            workspace_bytes: None,
         }
     }
 }
@@ -364,6 +369,17 @@ impl Sandboxes {
         workspace::prepare_workspace_root(&config.workspace_root).map_err(|e| {
             SandboxError::File(FileError::Io { path: config.workspace_root.display().to_string(), source: e })
         })?;
+        if config.workspace_bytes.is_some() && !quota::can_enforce() {
+            return Err(SandboxError::Invalid(
+                "a workspace disk quota needs root (each workspace is a size-limited tmpfs mount); \
+                 run as root or set no quota"
+                    .into(),
+            ));
+        }
+        let swept = quota::sweep_dead(&config.workspace_root);
+        if swept > 0 {
+            tracing::info!(swept, "removed the workspaces of processes that died");
+        }
         let registry = Arc::new(Registry {
             engine,
             config,
@@ -382,8 +398,12 @@ impl Sandboxes {
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
         let reservation = self.reserve(&spec)?;
-        let workspace = Workspace::create_in(&self.registry.config.workspace_root)
-            .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))?;
+        let root = &self.registry.config.workspace_root;
+        let workspace = match self.registry.config.workspace_bytes {
+            Some(bytes) => Workspace::create_with_quota(root, bytes),
+            None => Workspace::create_in(root),
+        }
+        .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))?;
         let now = Instant::now();
         let idle_timeout = spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
         let shared = Arc::new(Shared {

@@ -64,6 +64,9 @@ pub enum FileError {
     /// The sandbox is gone.
     #[error("the sandbox's workspace has been removed")]
     Removed,
+    /// The workspace is full (its disk quota is spent).
+    #[error("`{0}`: the sandbox's workspace is full (its disk quota is spent)")]
+    NoSpace(String),
     /// Any other I/O failure.
     #[error("`{path}`: {source}")]
     Io {
@@ -83,6 +86,7 @@ impl FileError {
         }
         match error.kind() {
             io::ErrorKind::NotFound => FileError::NotFound(path.to_owned()),
+            io::ErrorKind::StorageFull => FileError::NoSpace(path.to_owned()),
             io::ErrorKind::InvalidFilename => {
                 FileError::InvalidPath { path: path.to_owned(), reason: "a name in it is too long" }
             }
@@ -132,19 +136,37 @@ pub struct EntryInfo {
 pub struct Workspace {
     host_path: PathBuf,
     state: Mutex<Option<(tempfile::TempDir, Dir)>>,
+    /// Whether a quota file system is mounted on it.
+    quota: bool,
 }
 
 impl Workspace {
     /// Creates an empty workspace, private to the server (mode 0700), under `parent` (which
     /// should be private too: see [`prepare_workspace_root`]).
     pub fn create_in(parent: &Path) -> io::Result<Self> {
+        Workspace::create(parent, None)
+    }
+
+    /// Like [`Workspace::create_in`], holding at most `bytes` (a `tmpfs` of that size mounted
+    /// on it; needs root, see [`super::quota`]).
+    pub fn create_with_quota(parent: &Path, bytes: u64) -> io::Result<Self> {
+        Workspace::create(parent, Some(bytes))
+    }
+
+    fn create(parent: &Path, quota: Option<u64>) -> io::Result<Self> {
         std::fs::create_dir_all(parent)?;
         let host = tempfile::Builder::new()
-            .prefix("sandbox-")
+            .prefix(&format!("{}{}-", super::quota::WORKSPACE_PREFIX, std::process::id()))
             .permissions(std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))
             .tempdir_in(parent)?;
+        if let Some(bytes) = quota {
+            super::quota::mount(host.path(), bytes)?;
+        }
+        let workspace =
+            Workspace { host_path: host.path().to_path_buf(), state: Mutex::new(None), quota: quota.is_some() };
         let dir = Dir::open_ambient_dir(host.path(), ambient_authority())?;
-        Ok(Workspace { host_path: host.path().to_path_buf(), state: Mutex::new(Some((host, dir))) })
+        *workspace.state.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, dir));
+        Ok(workspace)
     }
 
     /// The host directory (for backends, which hand it to guests as `/`).
@@ -156,10 +178,14 @@ impl Workspace {
     /// [`FileError::Removed`].
     pub fn remove(&self) {
         let taken = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((host, _)) = taken
-            && let Err(error) = host.close()
-        {
-            tracing::warn!(%error, "could not delete a sandbox workspace");
+        if let Some((host, dir)) = taken {
+            drop(dir);
+            if self.quota {
+                super::quota::unmount(host.path());
+            }
+            if let Err(error) = host.close() {
+                tracing::warn!(%error, "could not delete a sandbox workspace");
+            }
         }
     }
 
@@ -360,6 +386,12 @@ impl Workspace {
             return Err(FileError::Escapes(path.to_owned()));
         }
         Ok(host)
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 

@@ -280,6 +280,10 @@ pub struct ResourcesSection {
     pub total_timeout_hours: Option<f64>,
     /// Stdout and stderr kept per execution, in bytes each. Default: 1 MiB.
     pub output_bytes: Option<u64>,
+    /// Disk each sandbox's workspace may hold, in MiB (a size-limited tmpfs per workspace,
+    /// which needs SoulBox to run as root). Default: 1024 when SoulBox runs as root; otherwise
+    /// none, and naming it refuses the start.
+    pub disk_mb: Option<u64>,
     /// GPUs: SoulBox has none to give; only 0 is accepted.
     pub gpu_count: Option<u32>,
     /// GPU memory: only 0 is accepted.
@@ -499,6 +503,9 @@ impl Config {
                     &format!("must be between 1 and {most} (90% of the server's request timeout)"),
                 );
             }
+        }
+        if resources.disk_mb.is_some_and(|mb| !(1..=1 << 20).contains(&mb)) {
+            return invalid("resources.disk_mb", "must be between 1 and 1048576");
         }
         if let Some(hours) = resources.total_timeout_hours
             && !(hours > 0.0 && hours <= 24.0)

@@ -221,6 +221,7 @@ impl From<FileError> for ApiError {
                 ApiError::BadRequest(error.to_string())
             }
             FileError::Removed => ApiError::NotFound("the sandbox is gone".into()),
+            FileError::NoSpace(_) => ApiError::TooLarge(error.to_string()),
             FileError::Io { path, source } => ApiError::Internal(format!("{path}: {source}")),
         }
     }

@@ -436,3 +436,35 @@ async fn the_audit_log_records_what_matters_and_daily_budgets_refuse_once_spent(
     }
     assert!(!events.iter().any(|e| e == "access.refused"), "another caller's refusal is not this tenant's");
 }
+
+#[tokio::test]
+async fn a_workspace_holds_no_more_than_its_disk_quota() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["resources.disk_mb=4"]);
+    let client = client();
+    let (_, created) = post(&client, server.url("/v1/sandboxes"), json!({})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    let workspace = only_workspace(root.path());
+    let mounted = || std::fs::read_to_string("/proc/mounts").unwrap().contains(&workspace.display().to_string());
+    assert!(mounted(), "the workspace is a quota file system of its own");
+    let flood = "import errno\ntry:\n    open('/big', 'wb').write(b'x' * (8 << 20))\nexcept OSError as e:\n    print(errno.errorcode[e.errno])";
+    let (_, ran) = post(&client, server.url(&format!("/v1/sandboxes/{id}/execute")), json!({"code": flood})).await;
+    assert_eq!(ran["stdout"], "ENOSPC\n", "the quota, not the host's disk: {ran}");
+    let (_, ran) = post(
+        &client,
+        server.url(&format!("/v1/sandboxes/{id}/execute")),
+        json!({"code": "import os; os.remove('/big')"}),
+    )
+    .await;
+    assert_eq!(ran["outcome"], "completed", "{ran}");
+    let upload = client.put(server.url(&format!("/v1/sandboxes/{id}/files?path=/up.bin"))).body(vec![0u8; 6 << 20]);
+    let upload = upload.send().await.unwrap();
+    assert_eq!(upload.status(), 413);
+    let body: Value = upload.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("workspace is full"), "{body}");
+    let small = client.put(server.url(&format!("/v1/sandboxes/{id}/files?path=/ok.txt"))).body("fits");
+    assert_eq!(small.send().await.unwrap().status(), 201, "what fits still goes in");
+    let killed = client.delete(server.url(&format!("/v1/sandboxes/{id}"))).send().await.unwrap();
+    assert_eq!(killed.status(), 204);
+    assert!(!mounted() && !workspace.exists(), "killing the sandbox unmounts and removes its workspace");
+}
