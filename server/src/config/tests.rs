@@ -105,12 +105,15 @@ fn spec_sections_soulbox_lacks_are_refused_with_the_reason() {
         ("[features]\nenable_gpu = false\n", "features"),
         ("[network]\nports = [80]\n", "network.ports"),
         ("[network.firewall]\ndeny = []\n", "network.firewall"),
-        ("[resources]\ndisk_mb = 10\n", "resources.disk_mb"),
+        ("[resources.policy]\ndisk_quota_hard = true\n", "resources.policy.disk_quota_hard"),
         ("[storage.volumes]\ndata = {path = \"/d\"}\n", "storage.volumes"),
     ] {
         let refused = message(load_text(text));
         assert!(refused.contains(&format!("`{key}` is not supported:")), "{text}: {refused}");
     }
+    // The workspace disk quota is read, and bounded.
+    assert_eq!(load_text("[resources]\ndisk_mb = 10\n").unwrap().resources.disk_mb, Some(10));
+    assert!(message(load_text("[resources]\ndisk_mb = 0\n")).contains("resources.disk_mb"));
     for (text, key) in [
         ("[security]\nallow_sudo = true\n", "security.allow_sudo"),
         ("[resources]\ngpu_count = 1\n", "resources.gpu_count"),
