@@ -41,9 +41,9 @@ fn main() -> anyhow::Result<()> {
     }
     println!("| another tenant's `print(1 + 1)` over HTTP | p50 | p99 | p50 vs idle |");
     println!("|---|---|---|---|");
-    let base = percentile(&idle, 50.0);
+    let base = percentile(&idle, 0.5);
     for (name, samples) in rows {
-        let (p50, p99) = (percentile(&samples, 50.0), percentile(&samples, 99.0));
+        let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
         let ratio = p50.as_secs_f64() / base.as_secs_f64();
         println!("| {name} | {:.3} ms | {:.3} ms | {ratio:.1}x |", ms(p50), ms(p99));
     }
