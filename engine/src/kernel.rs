@@ -168,8 +168,9 @@ pub const MAX_RESULT_BYTES_PER_CELL: usize = 32 << 20;
 /// Rich results one cell may produce, likewise.
 pub const MAX_RESULTS_PER_CELL: usize = 1024;
 
-/// Where a kernel sends a cell's events as they happen.
-pub type EventSender = tokio::sync::mpsc::UnboundedSender<ExecutionEvent>;
+/// Where a kernel sends a cell's events as they happen (bounded, with backpressure: see
+/// [`crate::events`]).
+pub use crate::events::EventSender;
 
 /// How a cell ended, besides the events it sent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,6 +27,7 @@
 mod backend;
 mod engine;
 mod error;
+pub mod events;
 pub mod guest_tree;
 pub mod kernel;
 mod language;

@@ -8,7 +8,7 @@ use crate::result::Outcome;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, oneshot};
 
 /// What a caller may know about a context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +70,7 @@ impl Context {
         &self,
         engine: &Engine,
         cell: Cell,
-        events: mpsc::UnboundedSender<ExecutionEvent>,
+        events: crate::events::EventSender,
         failure: oneshot::Sender<SandboxError>,
     ) {
         let started = Instant::now();
@@ -108,7 +108,7 @@ impl Context {
                 if end.outcome != Outcome::Completed {
                     tracing::debug!(context = %self.id, outcome = end.outcome.name(), "cell stopped");
                 }
-                let _ = events.send(ExecutionEvent::End(end));
+                let _ = events.send_now(ExecutionEvent::End(end));
             }
             Err(error) => {
                 if matches!(error, crate::BackendError::Internal(_)) {

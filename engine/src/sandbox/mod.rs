@@ -742,21 +742,21 @@ impl Sandbox {
     /// Runs `code` and waits for it to end.
     pub async fn run_code(&self, code: &str, options: RunOptions) -> Result<Execution, SandboxError> {
         let (context, cell, span) = self.prepare_cell(code, options).await?;
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events_rx) = crate::events::channel(events_deadline(&cell));
         let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
-        {
-            // Awaited here rather than spawned: one task hop less for the common call.
-            let _active = self.shared.begin()?;
-            context.run(&self.shared.engine, cell, events_tx, failure_tx).instrument(span).await;
-        }
-        ExecutionStream::new(events_rx, failure_rx).finish().await
+        // Run and read together (the cell waits when its events are not read); awaited here
+        // rather than spawned: one task hop less for the common call.
+        let _active = self.shared.begin()?;
+        let run = context.run(&self.shared.engine, cell, events_tx, failure_tx).instrument(span);
+        let ((), execution) = tokio::join!(run, ExecutionStream::new(events_rx, failure_rx).finish());
+        execution
     }
 
     /// Runs `code`, returning its events as they happen. The cell runs on a task of its own:
     /// dropping the stream does not stop it.
     pub async fn run_code_stream(&self, code: &str, options: RunOptions) -> Result<ExecutionStream, SandboxError> {
         let (context, cell, span) = self.prepare_cell(code, options).await?;
-        let (events_tx, events_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (events_tx, events_rx) = crate::events::channel(events_deadline(&cell));
         let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
         let shared = Arc::clone(&self.shared);
         tokio::spawn(
@@ -875,6 +875,13 @@ impl Files<'_> {
         let host_dir = self.workspace.host_dir(path).await?;
         Ok(WatchStream::start(self.workspace.host_path(), &host_dir, recursive)?)
     }
+}
+
+/// How long a cell's events may wait for a reader: its deadline, plus time to queue for its
+/// context and to end.
+fn events_deadline(cell: &Cell) -> Instant {
+    const SLACK: Duration = Duration::from_secs(30);
+    Instant::now() + cell.limits.deadline.saturating_mul(2) + SLACK
 }
 
 /// A fresh sandbox id (`sbx-` and 32 hex digits), for [`SandboxSpec::id`].

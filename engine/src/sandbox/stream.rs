@@ -1,28 +1,28 @@
 //! [`ExecutionStream`]: a running cell's events as a `futures_core::Stream`.
 
 use super::SandboxError;
+use crate::events::EventReceiver;
 use crate::kernel::{Execution, ExecutionEvent};
 use futures_core::Stream;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 /// The events of one execution, in order, ending with [`ExecutionEvent::End`]; or, if the
 /// sandbox could not run the cell at all (busy, backend failure), an `Err` as the last item.
 ///
 /// The cell runs whether or not the stream is polled; dropping the stream does not stop it.
+/// A stream that is not read holds the cell back once its buffer is full (see
+/// [`crate::events`]).
 #[derive(Debug)]
 pub struct ExecutionStream {
-    events: mpsc::UnboundedReceiver<ExecutionEvent>,
+    events: EventReceiver,
     failure: Option<oneshot::Receiver<SandboxError>>,
 }
 
 impl ExecutionStream {
-    pub(crate) fn new(
-        events: mpsc::UnboundedReceiver<ExecutionEvent>,
-        failure: oneshot::Receiver<SandboxError>,
-    ) -> Self {
+    pub(crate) fn new(events: EventReceiver, failure: oneshot::Receiver<SandboxError>) -> Self {
         ExecutionStream { events, failure: Some(failure) }
     }
 

@@ -528,11 +528,20 @@ pub fn check_private_dir(path: &Path, meta: &std::fs::Metadata) -> io::Result<()
     Ok(())
 }
 
+/// File operations running at once on blocking threads, across every workspace: past it they
+/// wait their turn (without a thread), so file transfers never take the whole blocking pool
+/// from the rest of the process.
+pub const MAX_FILE_WORK: usize = 64;
+
+/// Permits for [`MAX_FILE_WORK`].
+static FILE_WORK: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_FILE_WORK);
+
 /// Like [`blocking`], for work that reports [`FileError`]s itself.
 async fn blocking_file<T: Send + 'static>(
     path: &str,
     work: impl FnOnce() -> Result<T, FileError> + Send + 'static,
 ) -> Result<T, FileError> {
+    let _turn = FILE_WORK.acquire().await.map_err(|_| FileError::Removed)?;
     match tokio::task::spawn_blocking(work).await {
         Ok(done) => done,
         Err(join) => Err(FileError::Io { path: path.to_owned(), source: io::Error::other(join.to_string()) }),

@@ -57,10 +57,12 @@ pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wa
     live.store.data_mut().door = Some(Box::new(move |frame: &[u8]| {
         budget.take(frame.len())?;
         match read_guest_frame(frame) {
-            Some(GuestFrame::Result(result)) => drop(sender.send(ExecutionEvent::Result(result))),
+            Some(GuestFrame::Result(result)) => {
+                let _ = sender.send(ExecutionEvent::Result(result));
+            }
             Some(GuestFrame::Error(error)) => {
                 door_seen.error.store(true, Ordering::Relaxed);
-                drop(sender.send(ExecutionEvent::Error(error)));
+                let _ = sender.send(ExecutionEvent::Error(error));
             }
             Some(GuestFrame::FiguresOpen) => door_seen.figures.store(true, Ordering::Relaxed),
             None => {}

@@ -26,12 +26,16 @@ mod tests {
     #[test]
     fn a_character_split_across_writes_arrives_whole() {
         let euro = "€".as_bytes();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let (tx, mut rx) = soulbox_engine::events::channel(until);
         let tap = tap(tx, |text| ExecutionEvent::Stdout { text });
         tap(&[b'x', euro[0]]);
         tap(&euro[1..]);
+        drop(tap);
         let mut seen = String::new();
-        while let Ok(ExecutionEvent::Stdout { text }) = rx.try_recv() {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while let std::task::Poll::Ready(Some(ExecutionEvent::Stdout { text })) = rx.poll_recv(&mut cx) {
             seen.push_str(&text);
         }
         assert_eq!(seen, "x€");
