@@ -12,6 +12,7 @@
 
 use crate::kernel::{ExecutionEvent, RichResult};
 use std::collections::VecDeque;
+use std::future::Future as _;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -184,8 +185,6 @@ fn result_weight(result: &RichResult) -> usize {
     texts.iter().map(|t| t.as_ref().map_or(0, String::len)).sum::<usize>()
         + json.iter().map(|j| j.as_ref().map_or(0, |v| v.to_string().len())).sum::<usize>()
 }
-
-use std::future::Future as _;
 
 #[cfg(test)]
 mod tests {

@@ -96,6 +96,8 @@ struct State {
     queued: FairQueue,
     threads: usize,
     idle: usize,
+    /// Threads polling for their next job before they park (see [`SPIN_BEFORE_PARKING`]).
+    spinning: usize,
     /// Jobs whose backend said they wait in a host call.
     waiting: usize,
     /// Jobs running (waiting ones included), per owner.
@@ -312,11 +314,12 @@ impl Shared {
         if state.queued.is_empty() {
             return;
         }
-        if state.idle > 0 {
+        if state.idle + state.spinning > 0 {
+            // A thread about to take it: a spinning one finds it, a parked one is woken.
             self.work.notify_one();
             return;
         }
-        let busy = state.threads - state.idle;
+        let busy = state.threads - state.idle - state.spinning;
         let really_running = busy.saturating_sub(state.waiting);
         let wanted = really_running < self.workers || state.queued.has_starved(&state.running);
         if wanted
@@ -336,13 +339,19 @@ impl Shared {
             .spawn(move || worker_loop(&shared))?;
         state.next_thread += 1;
         state.threads += 1;
+        // Counted as spinning from now: it looks for a job as soon as it runs.
+        state.spinning += 1;
         Ok(())
     }
 }
 
 fn worker_loop(shared: &Arc<Shared>) {
+    // Counted as spinning from its start (see `Shared::spawn`), and again from the moment its
+    // last job is no longer counted as running, in one critical section: so a job queued
+    // meanwhile is never taken for one nobody will pick up.
+    let mut spinning = true;
     loop {
-        let Some((owner, job)) = next_job(shared) else { return };
+        let Some((owner, job)) = next_job(shared, spinning) else { return };
         CURRENT.with(|current| *current.borrow_mut() = Some(Seat { shared: Arc::clone(shared), waiting: false }));
         job();
         let seat = CURRENT.with(|current| current.borrow_mut().take());
@@ -356,31 +365,40 @@ fn worker_loop(shared: &Arc<Shared>) {
                 state.running.remove(&owner);
             }
         }
+        state.spinning += 1;
+        spinning = true;
     }
 }
 
-/// The next job for this thread, counted as running for its owner; `None` when the thread
+/// The next job for this thread (`spinning`: the thread is already counted as spinning),
+/// counted as running for its owner; `None` when the thread
 /// should exit (the pool was dropped, or it is an extra thread that stayed idle). Polls for
 /// [`SPIN_BEFORE_PARKING`] first (a caller driving a session sends its next cell right after
 /// the last answer, and waking a parked thread costs more than the cell itself on small VMs).
-fn next_job(shared: &Shared) -> Option<(Owner, Job)> {
-    let spinning = Instant::now();
+fn next_job(shared: &Shared, mut spinning: bool) -> Option<(Owner, Job)> {
+    let started = Instant::now();
     loop {
         let mut guard = shared.lock();
         let state = &mut *guard;
         if let Some((owner, job)) = state.queued.pop(&state.running) {
+            state.spinning -= usize::from(spinning);
             *state.running.entry(owner.clone()).or_default() += 1;
             return Some((owner, job));
         }
         if state.closed {
+            state.spinning -= usize::from(spinning);
             state.threads -= 1;
             return None;
         }
-        if spinning.elapsed() < SPIN_BEFORE_PARKING {
+        if started.elapsed() < SPIN_BEFORE_PARKING {
+            state.spinning += usize::from(!spinning);
+            spinning = true;
             drop(guard);
             std::thread::yield_now();
             continue;
         }
+        state.spinning -= usize::from(spinning);
+        spinning = false;
         state.idle += 1;
         let extra = state.threads > shared.workers;
         let (mut state, timed_out) = if extra {
@@ -499,6 +517,15 @@ mod tests {
         for job in busy {
             job.await.unwrap().unwrap();
         }
+    }
+
+    #[tokio::test]
+    async fn one_job_after_another_needs_no_extra_thread() {
+        let pool = pool(1, 8);
+        for n in 0..50 {
+            assert_eq!(pool.run_as(Some("a"), move || n).await.unwrap(), n);
+        }
+        assert_eq!(pool.threads(), 1, "a waiting thread takes the next job; none is started for it");
     }
 
     #[tokio::test]

@@ -1,13 +1,12 @@
 //! A worker process that dies is replaced, and its caller gets an error, never a hang. In its
 //! own test binary: it kills every `soulbox __worker` child of this test process.
 
-mod common;
-
 use soulbox_engine::{ExecRequest, Language};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_worker_process_is_replaced() {
-    let engine = common::process_engine();
+    // One worker thread, so the job after the kill lands on the thread whose child died.
+    let engine = worker_engine(env!("CARGO_BIN_EXE_soulbox"), &[]);
     assert_eq!(engine.execute(ExecRequest::new(Language::Python, "print(1)")).await.unwrap().stdout, "1\n");
     let killed = kill_worker_children();
     assert!(killed > 0, "a worker process was running");
@@ -39,8 +38,14 @@ fn kill_worker_children() -> usize {
 }
 
 fn fake_worker_engine(script: &str) -> soulbox_engine::Engine {
+    worker_engine("/bin/sh", &["-c", script, "sh"])
+}
+
+/// An engine with one worker thread whose guests run in `program args... __worker` children.
+fn worker_engine(program: &str, args: &[&str]) -> soulbox_engine::Engine {
     use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
-    let workers = Workers::Processes { program: "/bin/sh".into(), args: vec!["-c".into(), script.into(), "sh".into()] };
+    let args = args.iter().map(|a| (*a).to_owned()).collect();
+    let workers = Workers::Processes { program: program.into(), args };
     let pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 4, ..Default::default() };
     soulbox_engine::Engine::builder()
         .backend(WasmBackend::open(WasmConfig { workers, pool, ..WasmConfig::default() }).unwrap())

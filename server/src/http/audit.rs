@@ -55,8 +55,9 @@ impl Audit {
         });
     }
 
-    /// Records that `caller`'s key was used on `route`, unless it was within [`KEY_USED_EVERY`].
-    pub fn key_used(&self, caller: &Caller, route: &str) {
+    /// Records that `caller`'s key was used (`method` on `route`), unless it was within
+    /// [`KEY_USED_EVERY`]: on every request, so it costs a map lookup and nothing more.
+    pub fn key_used(&self, caller: &Caller, method: &str, route: &str) {
         let now = Instant::now();
         {
             let mut last = self.last_used.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,7 +69,7 @@ impl Audit {
             }
             last.insert(caller.key.clone(), now);
         }
-        self.record(Some(caller), "key.used", route, "ok");
+        self.record(Some(caller), "key.used", &format!("{method} {route}"), "ok");
     }
 
     /// Records an execution a limit stopped (deadline, memory, output, fuel, open files).

@@ -134,7 +134,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Err(error) => (None, error.into_response()),
         Ok(caller) => {
             tracing::Span::current().record("tenant", caller.tenant.0.as_str());
-            state.audit.key_used(&caller, &format!("{method} {route}"));
+            state.audit.key_used(&caller, &method, &route);
             let response = match state.guard.check_rate(&caller.key) {
                 Err(error) => error.into_response(),
                 Ok(()) => {

@@ -78,16 +78,18 @@ impl Budgets {
         Err(exhausted(format!("this tenant's {} execution seconds for today are spent", budget / 1_000_000)))
     }
 
-    /// Refuses a new sandbox when `tenant`'s sandbox time for today (closed ones, plus `open`,
-    /// its open sandboxes) is spent.
-    pub fn check_sandbox(&self, tenant: &Tenant, open: &[SandboxInfo]) -> Result<(), ApiError> {
+    /// Refuses a new sandbox when `tenant`'s sandbox time for today (closed ones, plus its open
+    /// sandboxes, which `open` lists only when there is a budget) is spent.
+    pub fn check_sandbox(&self, tenant: &Tenant, open: impl FnOnce() -> Vec<SandboxInfo>) -> Result<(), ApiError> {
         let budget = self.inner.sandbox_ms;
         if budget == 0 {
             return Ok(());
         }
         let (now, day_start) = (now_ms(), Self::today_ms());
-        let living: u64 =
-            open.iter().map(|info| u64::try_from(now - (info.created_at_ms as i64).max(day_start)).unwrap_or(0)).sum();
+        let living: u64 = open()
+            .iter()
+            .map(|info| u64::try_from(now - (info.created_at_ms as i64).max(day_start)).unwrap_or(0))
+            .sum();
         if self.spent(tenant).closed_sandbox_ms + living < budget {
             return Ok(());
         }
@@ -173,7 +175,7 @@ mod tests {
         };
         assert!(retry_after <= Duration::from_secs(24 * 3600));
         budgets.check_execution(&other).unwrap();
-        budgets.check_sandbox(&tenant, &[]).unwrap();
+        budgets.check_sandbox(&tenant, Vec::new).unwrap();
         let unlimited = Budgets::new(0, 0.0);
         unlimited.charge_execution(&tenant, Duration::from_secs(1_000_000));
         unlimited.check_execution(&tenant).unwrap();
@@ -193,6 +195,6 @@ mod tests {
         budgets.charge_sandbox(&closed);
         let lived_today = u64::try_from(now_ms() - Budgets::today_ms()).unwrap();
         let expected = lived_today >= 3_600_000;
-        assert_eq!(budgets.check_sandbox(&tenant, &[]).is_err(), expected, "only today's hours count");
+        assert_eq!(budgets.check_sandbox(&tenant, Vec::new).is_err(), expected, "only today's hours count");
     }
 }

@@ -35,7 +35,7 @@ impl AppState {
                 "network access is not allowed on this server (`network.allow_internet`)".into(),
             ));
         }
-        self.budgets.check_sandbox(&caller.tenant, &self.list_sandboxes(&caller.tenant, &Default::default()))?;
+        self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
         // The tenant owns it: its quota is the registry's per-owner bound, reserved before
         // anything runs.
         let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;

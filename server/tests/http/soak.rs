@@ -5,7 +5,7 @@
 //! 10%, no more file descriptors, no workspace or sandbox container left, threads within the
 //! pools' bounds.
 
-use crate::support::start_with_keys;
+use crate::support::{create_sandbox, start_with_keys};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -145,17 +145,7 @@ async fn ten_thousand_mixed_requests_from_two_tenants_leave_nothing_behind() {
     for key in keys {
         let mut sandboxes = Vec::new();
         for _ in 0..SANDBOXES_PER_TENANT {
-            let created: Value = client
-                .post(server.url("/v1/sandboxes"))
-                .bearer_auth(&key)
-                .json(&json!({}))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            sandboxes.push(created["id"].as_str().unwrap().to_owned());
+            sandboxes.push(create_sandbox(&client, &server, Some(&key)).await);
         }
         tenants.push(Tenant { key, sandboxes });
     }
