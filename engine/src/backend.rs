@@ -1,13 +1,17 @@
 //! The one trait every backend implements.
 
+use crate::capabilities::Capabilities;
 use crate::kernel::{Kernel, KernelSpec};
-use crate::language::Language;
 use crate::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
 use async_trait::async_trait;
 
-/// A place code runs: the WebAssembly backend, or containers.
+/// A place code runs: the WebAssembly backend, containers, or one an embedder defines.
+///
+/// A backend says what it offers through [`Backend::capabilities`]; the engine routes by that
+/// alone (see [`crate::Engine`]), so any number of backends, of any kind, can be added without
+/// touching the engine. The methods a backend does not offer keep their defaults, which refuse.
 ///
 /// The engine validates a request before handing it over, so a backend may rely on
 /// [`ExecRequest::validate`] having passed. A backend never panics on guest behaviour: whatever the
@@ -15,12 +19,12 @@ use async_trait::async_trait;
 /// backend could not run the request at all.
 #[async_trait]
 pub trait Backend: Send + Sync + 'static {
-    /// A short stable name reported in results and logs (`wasm`, `container`); a request's
-    /// [`crate::BackendKind`] picks the backend of that name.
+    /// A short stable name reported in results and logs (`wasm`, `container`). Only for
+    /// people: routing never looks at it.
     fn name(&self) -> &'static str;
 
-    /// Whether this backend runs `language`.
-    fn supports(&self, language: Language) -> bool;
+    /// What this backend offers. Asked once, when the engine is built.
+    fn capabilities(&self) -> Capabilities;
 
     /// Runs one request to completion.
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError>;
@@ -53,6 +57,7 @@ pub trait Backend: Send + Sync + 'static {
 
 /// A backend's admission state, for gauges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct BackendLoad {
     /// Jobs admitted now (running plus queued).
     pub in_use: usize,
@@ -62,8 +67,20 @@ pub struct BackendLoad {
     pub contexts: usize,
 }
 
+impl BackendLoad {
+    /// A load of `in_use` admitted jobs out of `capacity`, with `contexts` stateful contexts.
+    pub fn new(in_use: usize, capacity: usize, contexts: usize) -> Self {
+        BackendLoad { in_use, capacity, contexts }
+    }
+}
+
 /// Why a backend could not run a request.
-#[derive(Debug, thiserror::Error)]
+///
+/// Serializable, so a backend that runs work in another process (the WebAssembly backend's
+/// worker processes) hands the same typed error across its pipe.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum BackendError {
     /// Every execution slot and queue place is taken; retry later.
     #[error("busy: all {capacity} execution slots and queue places are taken; retry later")]

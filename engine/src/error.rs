@@ -8,6 +8,7 @@ use crate::request::RequestError;
 ///
 /// Guest faults are never errors: they are results with an [`crate::Outcome`].
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The request was refused before anything ran.
     #[error("invalid request: {0}")]
@@ -19,6 +20,12 @@ pub enum EngineError {
         language: Language,
         /// The backend the request named, if it named one.
         backend: Option<BackendKind>,
+    },
+    /// No backend keeps stateful contexts for this language.
+    #[error("no configured backend keeps stateful {language} contexts")]
+    NoContexts {
+        /// The language.
+        language: Language,
     },
     /// No backend that runs processes (containers) is configured.
     #[error("container backend unavailable: no container backend is configured (it needs a Docker engine)")]

@@ -110,8 +110,9 @@ impl FromStr for Language {
     }
 }
 
-/// Where a request runs, when the caller chooses.
+/// The kind of isolation a backend gives; a request may name one to choose where it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {

@@ -19,15 +19,21 @@
 //!   contexts ([`kernel::Kernel`]s) that keep state between cells, with rich results, streamed
 //!   events and file operations, and, on a backend with machines (containers), native
 //!   processes, terminals and a headless browser ([`process`]).
-//! - Routing: Python and JavaScript go to WebAssembly unless a request names the `container`
-//!   backend ([`BackendKind`]); every other language goes to a container.
+//! - Routing is by [`Capabilities`], never by name: each backend declares its kind, the
+//!   languages it runs, the contexts it keeps and whether it has machines and rendering, and
+//!   the engine picks the first that fits (rules in [`Engine`]). With the two backends SoulBox
+//!   ships, Python and JavaScript go to WebAssembly unless a request names the `container`
+//!   kind ([`BackendKind`]); every other language goes to a container.
 //!
 //! Dependencies point one way: backends depend on this crate; this crate depends on no backend.
 
 mod backend;
+mod capabilities;
 mod engine;
 mod error;
 pub mod events;
+#[cfg(test)]
+mod fakes;
 pub mod guest_tree;
 pub mod kernel;
 mod language;
@@ -40,6 +46,7 @@ pub mod text;
 mod worker_pool;
 
 pub use backend::{Backend, BackendError, BackendLoad};
+pub use capabilities::Capabilities;
 pub use engine::{Engine, EngineBuilder};
 pub use error::EngineError;
 pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};

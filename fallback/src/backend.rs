@@ -10,7 +10,9 @@ use crate::machine::DockerMachine;
 use crate::pool::WarmPool;
 use async_trait::async_trait;
 use soulbox_engine::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
-use soulbox_engine::{Backend, BackendError, BackendLoad, ExecRequest, ExecResult, Language};
+use soulbox_engine::{
+    Backend, BackendError, BackendKind, BackendLoad, Capabilities, ExecRequest, ExecResult, Language,
+};
 use std::sync::Arc;
 use tokio::sync::Semaphore;
 
@@ -98,8 +100,8 @@ impl Backend for ContainerBackend {
         "container"
     }
 
-    fn supports(&self, _language: Language) -> bool {
-        true
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::new(BackendKind::Container).languages(Language::ALL).machines().rendering()
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {
@@ -109,7 +111,7 @@ impl Backend for ContainerBackend {
 
     fn load(&self) -> Option<BackendLoad> {
         let in_use = self.inner.max_running - self.inner.running.available_permits();
-        Some(BackendLoad { in_use, capacity: self.inner.max_running, contexts: 0 })
+        Some(BackendLoad::new(in_use, self.inner.max_running, 0))
     }
 
     async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, BackendError> {

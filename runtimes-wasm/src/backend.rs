@@ -15,7 +15,8 @@ use crate::worker_process::Workers;
 use async_trait::async_trait;
 use soulbox_engine::kernel::{Kernel, KernelSpec};
 use soulbox_engine::{
-    Backend, BackendError, BackendLoad, ExecRequest, ExecResult, Language, WorkerPool, WorkerPoolConfig,
+    Backend, BackendError, BackendKind, BackendLoad, Capabilities, ExecRequest, ExecResult, Language, WorkerPool,
+    WorkerPoolConfig,
 };
 use soulbox_host_api::{GuestState, add_to_linker};
 use std::sync::Arc;
@@ -213,8 +214,9 @@ impl Backend for WasmBackend {
         "wasm"
     }
 
-    fn supports(&self, language: Language) -> bool {
-        language.runs_in_wasm()
+    fn capabilities(&self) -> Capabilities {
+        let languages = [Language::Python, Language::JavaScript];
+        Capabilities::new(BackendKind::Wasm).languages(languages).kernels(languages)
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {
@@ -255,7 +257,7 @@ impl Backend for WasmBackend {
 
     fn load(&self) -> Option<BackendLoad> {
         let (in_use, capacity) = WasmBackend::load(self);
-        Some(BackendLoad { in_use, capacity, contexts: self.contexts_alive() })
+        Some(BackendLoad::new(in_use, capacity, self.contexts_alive()))
     }
 
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {

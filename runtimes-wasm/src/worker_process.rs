@@ -60,24 +60,13 @@ pub enum WorkerReply {
     Ready,
     /// The execution's result.
     Result(Box<ExecResult>),
-    /// The worker could not run it.
-    Refused {
-        /// `busy`, `rejected`, `unavailable` or `internal`.
-        kind: String,
-        /// The error's message.
-        message: String,
-    },
+    /// The worker could not run it: the backend's own typed error, as the worker had it.
+    Refused(BackendError),
 }
 
 impl From<BackendError> for WorkerReply {
     fn from(error: BackendError) -> Self {
-        let kind = match &error {
-            BackendError::Busy { .. } => "busy",
-            BackendError::Rejected(_) => "rejected",
-            BackendError::Unavailable(_) => "unavailable",
-            BackendError::Internal(_) => "internal",
-        };
-        WorkerReply::Refused { kind: kind.into(), message: error.to_string() }
+        WorkerReply::Refused(error)
     }
 }
 
@@ -86,12 +75,7 @@ impl WorkerReply {
         match self {
             WorkerReply::Result(result) => Ok(*result),
             WorkerReply::Ready => Err(BackendError::Internal("the worker process answered out of turn".into())),
-            WorkerReply::Refused { kind, message } => Err(match kind.as_str() {
-                "busy" => BackendError::Busy { capacity: 1 },
-                "rejected" => BackendError::Rejected(message),
-                "unavailable" => BackendError::Unavailable(message),
-                _ => BackendError::Internal(message),
-            }),
+            WorkerReply::Refused(error) => Err(error),
         }
     }
 }
@@ -201,7 +185,7 @@ fn spawn(spec: &ChildSpec) -> Result<WorkerChild, BackendError> {
     let ready = worker.watchdog.guard(STARTUP_TIMEOUT, || read_reply(&mut worker.replies));
     match ready {
         Ok(WorkerReply::Ready) => Ok(worker),
-        Ok(WorkerReply::Refused { message, .. }) => Err(BackendError::Unavailable(message)),
+        Ok(WorkerReply::Refused(error)) => Err(error),
         Ok(_) => Err(BackendError::Internal("the worker process did not start cleanly".into())),
         Err(error) => Err(BackendError::Internal(format!("the worker process did not start: {error}"))),
     }
@@ -250,7 +234,7 @@ pub async fn serve(mut config: WasmConfig) -> Result<(), crate::RuntimeError> {
             Ok(request) => {
                 backend.execute(request).await.map_or_else(WorkerReply::from, |r| WorkerReply::Result(Box::new(r)))
             }
-            Err(e) => WorkerReply::Refused { kind: "rejected".into(), message: format!("invalid request: {e}") },
+            Err(e) => WorkerReply::Refused(BackendError::Rejected(format!("invalid request: {e}"))),
         };
         send(&mut stdout, &reply).await?;
     }

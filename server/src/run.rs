@@ -5,7 +5,7 @@ use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::Args;
-use soulbox_engine::{BackendKind, Engine, ExecRequest, ExecResult, Language, Limits};
+use soulbox_engine::{Backend, BackendKind, Engine, ExecRequest, ExecResult, Language, Limits};
 use soulbox_fallback::{ContainerBackend, ContainerConfig};
 use soulbox_runtimes_wasm::WasmBackend;
 use std::io::{IsTerminal, Read, Write};
@@ -75,12 +75,14 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
     let request = build_request(args)?;
     let wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
     let backend = tokio::task::spawn_blocking(move || WasmBackend::open(wasm)).await??;
+    let offered = backend.capabilities();
     let mut engine = Engine::builder();
     engine.backend(backend);
     // A container only when the run needs one: one container, started for this run.
-    let containers = match (request.language.runs_in_wasm(), request.backend) {
-        (true, None | Some(BackendKind::Wasm)) => None,
-        _ => {
+    let in_wasm = offered.runs(request.language) && request.backend.is_none_or(|kind| kind == offered.kind);
+    let containers = match in_wasm {
+        true => None,
+        false => {
             let container_config = config.container_config().unwrap_or_default();
             Some(ContainerBackend::start(ContainerConfig { pool_size: 0, ..container_config }).await?)
         }

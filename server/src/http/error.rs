@@ -190,6 +190,7 @@ impl From<BackendError> for ApiError {
             BackendError::Rejected(message) => ApiError::BadRequest(message),
             BackendError::Unavailable(message) => ApiError::Unavailable(message),
             BackendError::Internal(message) => ApiError::Internal(message),
+            _ => ApiError::Internal(error.to_string()),
         }
     }
 }
@@ -206,8 +207,10 @@ impl From<EngineError> for ApiError {
                     ApiError::Unavailable(error.to_string())
                 }
             }
+            EngineError::NoContexts { .. } => ApiError::BadRequest(error.to_string()),
             EngineError::NoMachines => ApiError::Unavailable(error.to_string()),
             EngineError::Backend(e) => e.into(),
+            _ => ApiError::Internal(error.to_string()),
         }
     }
 }
