@@ -56,8 +56,7 @@ async fn files_cross_between_python_cells_and_shell_commands() {
     let slow = ProcessSpec { deadline: Some(Duration::from_millis(500)), ..command("sleep 30") };
     let stopped = sandbox.run_command(slow).await.unwrap();
     assert_eq!(stopped.exit.outcome, Outcome::DeadlineExceeded, "{stopped:?}");
-    sandboxes.kill(sandbox.id()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
 }
 
@@ -86,8 +85,7 @@ async fn background_processes_take_stdin_and_are_killed_with_their_children() {
     assert_eq!(exit.outcome, Outcome::Killed);
     let sleeping = sandbox.run_command(command("ps -eo args | grep -c '^sleep 300$' || true")).await.unwrap();
     assert_eq!(sleeping.stdout.trim(), "0", "the children died with it");
-    sandboxes.kill(sandbox.id()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
 }
 
@@ -108,8 +106,7 @@ async fn a_terminal_echoes_input_and_resizes() {
     assert!(read_until(&mut output, "40 120").await.contains("40 120"));
     sandbox.kill_process(shell.pid).await.unwrap();
     assert_eq!(sandbox.wait_process(shell.pid).await.unwrap().outcome, Outcome::Killed);
-    sandboxes.kill(sandbox.id()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
 }
 
@@ -139,8 +136,7 @@ async fn the_browser_renders_a_workspace_page_and_inline_html() {
     let once = containers.engine.render(inline).await.unwrap();
     assert_eq!(png_size(&once.png), (320, 200));
     assert_eq!((once.text.as_str(), once.links[0].href.as_str()), ("Hello\nout", "https://example.com/"));
-    sandboxes.kill(sandbox.id()).unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
 }
 
@@ -158,7 +154,7 @@ async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
     server.spawn(command("python3 -m http.server 8000 --bind 0.0.0.0")).await.unwrap();
     let address = server.run_command(command("hostname -I")).await.unwrap().stdout.trim().to_owned();
     let own = server
-        .run_command(command("sleep 1; python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000', timeout=3); print('served')\""))
+        .run_command(command("for i in $(seq 100); do python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000', timeout=3); print('served')\" 2>/dev/null && break; sleep 0.1; done"))
         .await
         .unwrap();
     assert_eq!(own.stdout, "served\n", "{own:?}");
@@ -168,8 +164,7 @@ async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
     let reached = client.run_command(command(&probe)).await.unwrap();
     assert_eq!(reached.stdout, "blocked\n", "another sandbox's container is out of reach: {reached:?}");
     for sandbox in [closed, server, client] {
-        sandboxes.kill(sandbox.id()).unwrap();
+        sandboxes.kill(sandbox.id()).unwrap().await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
     containers.finish().await;
 }

@@ -142,24 +142,24 @@ async fn dataframes_come_back_as_data_and_html() {
 async fn events_stream_while_the_cell_runs() {
     let sandboxes = sandboxes();
     let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
-    let started = Instant::now();
-    let code = "import time\nfor i in range(3):\n    print('tick', i)\n    time.sleep(0.3)\n1/0";
+    // Each line after the first waits for a file the test writes only once it has the line
+    // before: the cell cannot end unless its output arrives while it runs.
+    let code = "import os, time\nfor i in range(3):\n    print('tick', i)\n    while not os.path.exists(f'/go{i}'):\n        time.sleep(0.005)\n1/0";
     let mut stream = sandbox.run_code_stream(code, python()).await.unwrap();
     let mut seen = Vec::new();
     while let Some(event) = stream.next_event().await {
-        seen.push((started.elapsed(), event.unwrap()));
+        let event = event.unwrap();
+        if let ExecutionEvent::Stdout { text } = &event {
+            let tick = text.trim().strip_prefix("tick ").unwrap().to_owned();
+            sandbox.files().unwrap().write(&format!("/go{tick}"), b"").await.unwrap();
+        }
+        seen.push(event);
     }
-    let ticks: Vec<_> = seen.iter().filter(|(_, e)| matches!(e, ExecutionEvent::Stdout { .. })).collect();
+    let ticks: Vec<_> = seen.iter().filter(|e| matches!(e, ExecutionEvent::Stdout { .. })).collect();
     assert_eq!(ticks.len(), 3, "one event per line: {seen:?}");
-    let (end_at, end) = seen.last().unwrap();
-    assert!(matches!(end, ExecutionEvent::End(_)), "{end:?}");
-    assert!(
-        *end_at - ticks[0].0 >= Duration::from_millis(600),
-        "the first line arrived before the cell ended: {seen:?}"
-    );
     let kinds: Vec<&str> = seen
         .iter()
-        .map(|(_, e)| match e {
+        .map(|e| match e {
             ExecutionEvent::Stdout { .. } => "stdout",
             ExecutionEvent::Stderr { .. } => "stderr",
             ExecutionEvent::Result(_) => "result",
@@ -278,13 +278,18 @@ async fn killed_and_expired_sandboxes_are_gone() {
     assert!(matches!(killed.run_code("1", python()).await, Err(SandboxError::NotFound(_))));
     assert!(killed.is_gone());
 
+    let mut closed = sandboxes.subscribe_closed();
     let idle = SandboxSpec { idle_timeout: Some(Duration::from_millis(300)), ..SandboxSpec::default() };
     let short = sandboxes.create(idle).await.unwrap();
     let lifetime = SandboxSpec { lifetime: Some(Duration::from_millis(400)), ..SandboxSpec::default() };
     let brief = sandboxes.create(lifetime).await.unwrap();
     let kept = sandboxes.create(SandboxSpec::default()).await.unwrap();
     kept.set_timeouts(Some(Duration::from_secs(60)), Some(Duration::from_secs(60))).unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut expired = std::collections::BTreeSet::new();
+    while expired.len() < 2 {
+        expired.insert(closed.recv().await.unwrap().id);
+    }
+    assert_eq!(expired, [short.id().to_owned(), brief.id().to_owned()].into());
     assert!(short.is_gone() && brief.is_gone());
     assert!(!kept.is_gone());
     assert_eq!(sandboxes.list(&Default::default()).len(), 1);
@@ -338,10 +343,9 @@ async fn killing_stops_a_running_cell_and_frees_every_context() {
     let long = RunOptions { limits: Limits { deadline: Duration::from_secs(600), ..Limits::default() }, ..python() };
     let mut stream = spinning.run_code_stream("print('going', flush=True)\nwhile True: pass", long).await.unwrap();
     assert!(matches!(stream.next_event().await, Some(Ok(ExecutionEvent::Stdout { .. }))));
-    let killed_at = Instant::now();
     sandboxes.kill(spinning.id()).unwrap();
+    // The spinning cell ends (its stream closes) because its sandbox was killed.
     while stream.next_event().await.is_some() {}
-    assert!(killed_at.elapsed() < Duration::from_secs(5), "the cell stopped when its sandbox was killed");
     wait_for(|| backend.contexts_alive() == 2).await;
     sandboxes.kill(js_box.id()).unwrap();
     wait_for(|| backend.contexts_alive() == 0).await;

@@ -25,6 +25,8 @@ mod context;
 mod processes;
 pub mod quota;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod watch;
 mod workspace;
 
@@ -500,14 +502,17 @@ impl Sandboxes {
         infos
     }
 
-    /// Kills the sandbox with this id: its kernels are dropped and its workspace deleted.
-    pub fn kill(&self, id: &str) -> Result<(), SandboxError> {
+    /// Kills the sandbox with this id: it is gone from the registry at once, its kernels are
+    /// dropped and its workspace deleted before this returns; its machine (if it had one) is
+    /// removed in the background. Await the returned [`Teardown`] to know every process is dead;
+    /// dropping it is fine.
+    pub fn kill(&self, id: &str) -> Result<Teardown, SandboxError> {
         let removed = self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(id);
         let sandbox = removed.ok_or_else(|| SandboxError::NotFound(id.to_owned()))?;
-        sandbox.shared.shut();
+        let teardown = sandbox.shared.shut();
         self.registry.announce_closed(&sandbox);
         tracing::info!(sandbox = %id, "sandbox killed");
-        Ok(())
+        Ok(teardown)
     }
 
     /// Every sandbox that closes from now on (killed or expired), as it closes: for a service
@@ -546,6 +551,29 @@ async fn reap(registry: Weak<Registry>) {
                 tracing::info!(sandbox = %id, reason = why, "sandbox expired");
             }
         }
+    }
+}
+
+/// The rest of a killed sandbox's teardown: its machine's removal. Await it (it is a future)
+/// to know every process of the sandbox is dead; dropping it lets the teardown finish in the
+/// background.
+#[derive(Debug)]
+pub struct Teardown {
+    machine: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::future::IntoFuture for Teardown {
+    type Output = ();
+    type IntoFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(async move {
+            if let Some(machine) = self.machine {
+                // A machine's shutdown never fails; a panic in it is the backend's bug, logged by
+                // the runtime.
+                let _ = machine.await;
+            }
+        })
     }
 }
 
@@ -605,7 +633,7 @@ impl Shared {
         }
     }
 
-    fn shut(&self) {
+    fn shut(&self) -> Teardown {
         self.stop.stop();
         let dropped = {
             let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
@@ -614,8 +642,9 @@ impl Shared {
             std::mem::take(&mut contexts.by_id)
         };
         drop(dropped);
-        self.processes.shut();
+        let machine = self.processes.shut();
         self.workspace.remove();
+        Teardown { machine }
     }
 
     fn begin(&self) -> Result<Activity<'_>, SandboxError> {

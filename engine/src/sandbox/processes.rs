@@ -168,13 +168,12 @@ impl Processes {
         self.entries.lock().unwrap_or_else(|e| e.into_inner()).remove(&pid);
     }
 
-    /// Removes the machine, if one was made (every process dies).
-    pub(crate) fn shut(&self) {
-        if let Some(machine) = self.machine.get().cloned()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(async move { machine.shutdown().await });
-        }
+    /// Starts removing the machine, if one was made (every process dies); the handle ends
+    /// when it is gone.
+    pub(crate) fn shut(&self) -> Option<tokio::task::JoinHandle<()>> {
+        let machine = self.machine.get().cloned()?;
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        Some(runtime.spawn(async move { machine.shutdown().await }))
     }
 
     fn entry(&self, pid: u32) -> Result<Arc<Entry>, SandboxError> {

@@ -198,6 +198,22 @@ async fn files_round_trip() {
 }
 
 /// Sends `body` to `uri` with a request id; returns the status, headers and JSON body.
+/// Waits until the WebAssembly backend has admitted `jobs` executions (from `/metrics`): how a
+/// test knows the request it sent runs before it sends the next, without sleeping.
+async fn wait_for_wasm_jobs(app: &Router, jobs: usize) {
+    let wanted = format!("soulbox_worker_pool_in_use{{backend=\"wasm\"}} {jobs}\n");
+    // Polls (with a short pause between looks, not to order anything) for up to a minute.
+    for _ in 0..12_000 {
+        let (status, metrics) = call(app, Method::GET, "/metrics", Body::empty()).await;
+        assert_eq!(status, StatusCode::OK, "the test app serves its metrics");
+        if String::from_utf8_lossy(&metrics).contains(&wanted) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    panic!("the backend never ran {jobs} jobs at once");
+}
+
 async fn full_call(app: &Router, uri: &str, body: Value) -> (StatusCode, axum::http::HeaderMap, Value) {
     let request = Request::builder()
         .method(Method::POST)
@@ -238,13 +254,12 @@ async fn executions_past_the_key_quota_are_refused_at_once() {
         let app = app.clone();
         async move { full_call(&app, "/v1/execute", slow).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
-    let started = std::time::Instant::now();
+    wait_for_wasm_jobs(&app, 1).await;
+    // Refused, not queued: a queued request would have answered 200 once the first ended.
     let (status, headers, body) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "quota_exceeded");
     assert!(headers.contains_key("retry-after"));
-    assert!(started.elapsed() < std::time::Duration::from_millis(300), "refused, not queued");
     assert_eq!(first.await.unwrap().0, StatusCode::OK);
     let (status, _, _) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
     assert_eq!(status, StatusCode::OK, "the slot is free again");
@@ -265,7 +280,7 @@ async fn slow_responses_time_out_and_limits_follow_the_configuration() {
         let (app, cells, slow) = (app.clone(), cells.clone(), slow.clone());
         async move { full_call(&app, &cells, slow).await }
     });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    wait_for_wasm_jobs(&app, 1).await;
     let (status, _, body) = full_call(&app, &cells, slow).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "timeout");

@@ -4,7 +4,6 @@
 use crate::support::{Server, create_sandbox};
 use serde_json::{Value, json};
 use std::process::Command;
-use std::time::Duration;
 
 /// Containers (running or not) whose owner label is `pid` on this host.
 fn containers_of(pid: u32) -> Vec<String> {
@@ -134,5 +133,4 @@ async fn without_docker_webassembly_still_answers_and_containers_say_why() {
     let (status, command) =
         post(&client, server.url(&format!("/v1/sandboxes/{id}/commands")), json!({"command": "ls"})).await;
     assert_eq!(status, 503, "{command}");
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }

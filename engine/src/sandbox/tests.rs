@@ -1,0 +1,163 @@
+//! The sandbox layer on fake backends ([`crate::fakes`]): its edge cases without wasmtime or
+//! Docker.
+
+use super::*;
+use crate::fakes::FakeBackend;
+use crate::process::{ProcessEvent, ProcessSpec};
+use crate::result::Outcome;
+use std::sync::atomic::Ordering;
+
+fn registry(backend: &FakeBackend, config: SandboxesConfig) -> (Sandboxes, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    let mut engine = Engine::builder();
+    engine.backend(backend.clone());
+    let config = SandboxesConfig { workspace_root: root.path().join("sandboxes"), ..config };
+    (Sandboxes::new(engine.build(), config).unwrap(), root)
+}
+
+fn owned(owner: &str) -> SandboxSpec {
+    SandboxSpec { owner: Some(owner.into()), ..SandboxSpec::default() }
+}
+
+fn command(line: &str) -> ProcessSpec {
+    ProcessSpec { command: line.into(), ..ProcessSpec::default() }
+}
+
+#[tokio::test]
+async fn cells_keep_state_and_a_lost_kernel_comes_back_fresh() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "1\n");
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "2\n");
+    let lost = sandbox.run_code("lose", RunOptions::default()).await;
+    assert!(lost.is_err(), "a backend fault is an error, not a result: {lost:?}");
+    let again = sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    assert_eq!(again.stdout, "1\n", "a fresh kernel");
+    assert!(again.end.context_restarted, "and the caller is told its state is gone");
+    assert_eq!(backend.record.kernels_started.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn the_owner_reaches_every_kernel() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(owned("tenant-a")).await.unwrap();
+    sandbox.create_context(Language::JavaScript, None).await.unwrap();
+    let owners = backend.record.owners.lock().unwrap().clone();
+    assert_eq!(owners, vec![Some("tenant-a".to_owned()); 2]);
+}
+
+#[tokio::test]
+async fn concurrent_creations_never_exceed_an_owners_quota() {
+    let backend = FakeBackend::everything();
+    let config = SandboxesConfig { max_per_owner: 2, ..SandboxesConfig::default() };
+    let (sandboxes, _root) = registry(&backend, config);
+    let attempts = (0..10).map(|_| sandboxes.create(owned("greedy")));
+    let created = futures_util::future::join_all(attempts).await;
+    let refused = created.iter().filter(|c| matches!(c, Err(SandboxError::QuotaExceeded(_)))).count();
+    assert_eq!((created.len() - refused, refused), (2, 8), "{created:?}");
+    assert_eq!(sandboxes.list_owned(Some("greedy"), &BTreeMap::new()).len(), 2);
+    sandboxes.create(owned("modest")).await.expect("another owner is not held back");
+}
+
+#[tokio::test]
+async fn an_awaited_kill_has_removed_the_machine_and_the_workspace() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.spawn(command("hang")).await.unwrap();
+    let workspace = sandbox.shared.workspace.host_path().to_path_buf();
+    assert!(workspace.exists());
+    let teardown = sandboxes.kill(sandbox.id()).unwrap();
+    assert!(!workspace.exists(), "the workspace goes before kill returns");
+    teardown.await;
+    assert_eq!(backend.record.machines_shut.load(Ordering::SeqCst), 1, "the machine is gone once awaited");
+    assert!(matches!(sandbox.run_code("1", RunOptions::default()).await, Err(SandboxError::NotFound(_))));
+    assert!(matches!(sandboxes.kill(sandbox.id()), Err(SandboxError::NotFound(_))));
+}
+
+#[tokio::test]
+async fn a_process_log_keeps_the_newest_output_and_says_what_was_dropped() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    // 3,000 events of 1,000 bytes: three times what is kept.
+    let started = sandbox.spawn(command("flood 3000 1000")).await.unwrap();
+    sandbox.wait_process(started.pid).await.unwrap();
+    let mut output = sandbox.process_output(started.pid).unwrap();
+    let mut events = Vec::new();
+    while let Some(event) = output.next_event().await {
+        events.push(event);
+    }
+    let first = events.first().unwrap();
+    assert!(
+        matches!(first, ProcessEvent::Stderr { text } if text.contains("earlier output was not kept")),
+        "{first:?}"
+    );
+    let kept: usize = events[1..events.len() - 1]
+        .iter()
+        .map(|e| match e {
+            ProcessEvent::Stdout { text } => text.len(),
+            other => panic!("unexpected {other:?}"),
+        })
+        .sum();
+    assert!(kept <= processes::MAX_LOG_BYTES && kept > processes::MAX_LOG_BYTES - 1000, "{kept}");
+    let newest = &events[events.len() - 2];
+    assert_eq!(newest, &ProcessEvent::Stdout { text: "9".repeat(1000) }, "the newest output is kept");
+    assert!(matches!(events.last(), Some(ProcessEvent::Exit(exit)) if exit.exit_code == Some(0)));
+}
+
+#[tokio::test]
+async fn a_reader_that_fell_behind_is_told_how_much_it_missed() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let started = sandbox.spawn(command("flood 5000 10")).await.unwrap();
+    // Subscribed before the process's events are pumped (this runtime has one thread and this
+    // task has not yielded), then read only after all of them went by.
+    let mut live = sandbox.process_output(started.pid).unwrap();
+    sandbox.wait_process(started.pid).await.unwrap();
+    let first = live.next_event().await.unwrap();
+    assert!(
+        matches!(&first, ProcessEvent::Stderr { text } if text.contains("output events skipped: the reader fell behind")),
+        "{first:?}"
+    );
+    let mut rest = Vec::new();
+    while let Some(event) = live.next_event().await {
+        rest.push(event);
+    }
+    assert!(matches!(rest.last(), Some(ProcessEvent::Exit(_))), "the exit always arrives");
+}
+
+#[tokio::test]
+async fn finished_processes_past_the_bound_are_forgotten_oldest_first() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..processes::MAX_FINISHED + 5 {
+        let started = sandbox.spawn(command("exit 3")).await.unwrap();
+        let exit = sandbox.wait_process(started.pid).await.unwrap();
+        assert_eq!((exit.exit_code, exit.outcome), (Some(3), Outcome::Completed));
+        pids.push(started.pid);
+    }
+    let listed = sandbox.processes();
+    assert!(listed.len() <= processes::MAX_FINISHED + 1, "{}", listed.len());
+    assert!(matches!(sandbox.process(pids[0]), Err(SandboxError::ProcessNotFound(_))), "the oldest went first");
+    sandbox.process(*pids.last().unwrap()).expect("the newest is kept");
+}
+
+#[tokio::test]
+async fn without_a_machine_backend_commands_are_refused_cleanly() {
+    let languages = [Language::Python];
+    let capabilities = crate::Capabilities::new(crate::BackendKind::Wasm).languages(languages).kernels(languages);
+    let backend = FakeBackend::with("kernels-only", capabilities);
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let refused = sandbox.spawn(command("print hi")).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::Engine(EngineError::NoMachines)), "{refused:?}");
+    let refused = sandbox.create_context(Language::JavaScript, None).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::Engine(EngineError::NoContexts { .. })), "{refused:?}");
+    sandboxes.kill(sandbox.id()).unwrap().await;
+}
