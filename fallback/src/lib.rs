@@ -24,6 +24,7 @@
 mod backend;
 pub mod breaker;
 pub mod browser;
+pub mod cgroup;
 pub mod config;
 pub mod confinement;
 mod containers;

@@ -10,6 +10,7 @@
 //! container cannot even run the kill (every pid taken) the container itself is killed.
 
 use crate::browser;
+use crate::cgroup::{self, KillVerdict};
 use crate::confinement::{ContainerSpec, share_with_containers};
 use crate::containers::{Containers, short};
 use crate::error::ContainerError;
@@ -244,6 +245,7 @@ async fn drive(
     deadline: Option<Duration>,
 ) {
     let started = Instant::now();
+    let oom_before = cgroup::oom_kills(&process.container);
     let mut decoder = Decoder::default();
     let backstop = tokio::time::sleep(deadline.map_or(Duration::from_secs(u64::MAX / 4), |d| d + DEADLINE_GRACE));
     tokio::pin!(backstop);
@@ -288,9 +290,18 @@ async fn drive(
     let (outcome, message) = match code {
         _ if process.killed.load(Ordering::SeqCst) => (Outcome::Killed, Some("killed on request".to_owned())),
         Some(EXIT_KILLED) if timed_out => (Outcome::DeadlineExceeded, Some("stopped at its deadline".to_owned())),
-        Some(EXIT_KILLED) => {
-            (Outcome::MemoryExceeded, Some("killed (SIGKILL): most likely the sandbox's memory cap".to_owned()))
-        }
+        Some(EXIT_KILLED) => match KillVerdict::from_counts(oom_before, cgroup::oom_kills(&process.container)) {
+            KillVerdict::OutOfMemory => (
+                Outcome::MemoryExceeded,
+                Some("killed (SIGKILL) by the OOM killer: the sandbox's memory cap was reached".to_owned()),
+            ),
+            // Not the memory cap: the program's own doing (`kill -9 $$`, `exit 137`).
+            KillVerdict::NotMemory => (Outcome::Completed, None),
+            KillVerdict::Unknown => (
+                Outcome::Crashed,
+                Some("killed (SIGKILL); whether by the memory cap is unknown (the cgroup is not readable)".to_owned()),
+            ),
+        },
         Some(_) => (Outcome::Completed, None),
         None if lost => (Outcome::Crashed, Some("the sandbox's container stopped answering".to_owned())),
         None => (Outcome::Crashed, Some("the process's exit status is unknown (its container died)".to_owned())),

@@ -11,6 +11,7 @@
 //! Fuel and the open-file cap are WebAssembly limits: fuel is refused, open files are the
 //! image's default.
 
+use crate::cgroup::{self, KillVerdict};
 use crate::containers::{Containers, Session};
 use crate::error::ContainerError;
 use crate::exec::EXIT_KILLED;
@@ -71,9 +72,11 @@ async fn run(
     }
     let session = slot.session.lock().unwrap_or_else(|e| e.into_inner()).take();
     let session = session.ok_or_else(|| ContainerError::Internal("the container was used already".into()))?;
+    let oom_before = cgroup::oom_kills(&slot.id);
     let (stdout, stderr, code, stopped) = collect(request, recipe.command, session).await;
     let elapsed = admitted.elapsed();
-    let (outcome, error) = classify(stopped, code, elapsed, request.limits.deadline);
+    let verdict = KillVerdict::from_counts(oom_before, cgroup::oom_kills(&slot.id));
+    let (outcome, error) = classify(stopped, code, verdict, elapsed, request.limits.deadline);
     // Files are collected only from a run the agent reported, after it killed every other
     // process of the container: a run SoulBox stopped may have processes still writing, so it
     // returns none.
@@ -94,7 +97,7 @@ async fn run(
         error,
         duration: elapsed,
         fuel_used: None,
-        peak_memory_bytes: peak_memory(&slot.id).unwrap_or(0),
+        peak_memory_bytes: cgroup::peak_memory(&slot.id).unwrap_or(0),
         files,
         files_truncated,
         backend: "container".into(),
@@ -251,10 +254,12 @@ fn find_last(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).rposition(|window| window == needle)
 }
 
-/// The outcome of a run, from how it stopped and its exit status.
+/// The outcome of a run, from how it stopped, its exit status and, for a SIGKILL, the cgroup's
+/// verdict on memory.
 fn classify(
     stopped: Option<Stopped>,
     code: Option<i64>,
+    verdict: KillVerdict,
     elapsed: Duration,
     deadline: Duration,
 ) -> (Outcome, Option<String>) {
@@ -267,9 +272,20 @@ fn classify(
         (None, Some(EXIT_KILLED)) if elapsed + Duration::from_millis(50) >= deadline => {
             (Outcome::DeadlineExceeded, Some(format!("stopped at its deadline ({} ms)", deadline.as_millis())))
         }
-        (None, Some(EXIT_KILLED)) => {
-            (Outcome::MemoryExceeded, Some("killed (SIGKILL): the container's memory cap was reached".into()))
-        }
+        (None, Some(EXIT_KILLED)) => match verdict {
+            KillVerdict::OutOfMemory => {
+                (Outcome::MemoryExceeded, Some("killed (SIGKILL) by the OOM killer: the memory cap was reached".into()))
+            }
+            // Not the memory cap: the program's own doing (`kill -9 $$`, `exit 137`).
+            KillVerdict::NotMemory => (Outcome::Completed, None),
+            KillVerdict::Unknown => (
+                Outcome::Crashed,
+                Some(
+                    "killed (SIGKILL); whether by the memory cap is unknown (the container's cgroup is not readable)"
+                        .into(),
+                ),
+            ),
+        },
         (None, Some(_)) => (Outcome::Completed, None),
         (None, None) => (Outcome::Crashed, Some("the exit status is unknown".into())),
     }
@@ -364,17 +380,6 @@ fn collect_outputs(
     Ok((files, truncated))
 }
 
-/// The most memory a container's processes used, from its cgroup (cgroup v1 or v2, when the
-/// engine is local); `None` when it cannot be read.
-pub fn peak_memory(id: &str) -> Option<u64> {
-    let candidates = [
-        format!("/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
-        format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak"),
-        format!("/sys/fs/cgroup/docker/{id}/memory.peak"),
-    ];
-    candidates.iter().find_map(|path| std::fs::read_to_string(path).ok()?.trim().parse().ok())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,12 +387,15 @@ mod tests {
     #[test]
     fn outcomes_follow_how_the_run_stopped() {
         let second = Duration::from_secs(1);
-        assert_eq!(classify(None, Some(0), second / 2, second).0, Outcome::Completed);
-        assert_eq!(classify(None, Some(1), second / 2, second).0, Outcome::Completed);
-        assert_eq!(classify(Some(Stopped::Deadline), None, second, second).0, Outcome::DeadlineExceeded);
-        assert_eq!(classify(None, Some(EXIT_KILLED), second, second).0, Outcome::DeadlineExceeded);
-        assert_eq!(classify(None, Some(EXIT_KILLED), second / 4, second).0, Outcome::MemoryExceeded);
-        assert_eq!(classify(Some(Stopped::Output), None, second / 4, second).0, Outcome::OutputLimitExceeded);
+        let (none, oom, other) = (KillVerdict::NotMemory, KillVerdict::OutOfMemory, KillVerdict::NotMemory);
+        assert_eq!(classify(None, Some(0), none, second / 2, second).0, Outcome::Completed);
+        assert_eq!(classify(None, Some(1), none, second / 2, second).0, Outcome::Completed);
+        assert_eq!(classify(Some(Stopped::Deadline), None, none, second, second).0, Outcome::DeadlineExceeded);
+        assert_eq!(classify(None, Some(EXIT_KILLED), none, second, second).0, Outcome::DeadlineExceeded);
+        assert_eq!(classify(None, Some(EXIT_KILLED), oom, second / 4, second).0, Outcome::MemoryExceeded);
+        assert_eq!(classify(None, Some(EXIT_KILLED), other, second / 4, second).0, Outcome::Completed);
+        assert_eq!(classify(None, Some(EXIT_KILLED), KillVerdict::Unknown, second / 4, second).0, Outcome::Crashed);
+        assert_eq!(classify(Some(Stopped::Output), None, none, second / 4, second).0, Outcome::OutputLimitExceeded);
     }
 
     #[test]

@@ -31,5 +31,5 @@ pub use limiter::GuestLimiter;
 pub use output::{CappedOutput, OutputTap};
 pub use state::{
     DoorHandler, DoorRefused, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HostApiError, MAX_DOOR_FRAME_BYTES,
-    NO_HOST, ReadOnlyMount, add_to_linker,
+    NO_HOST, ReadOnlyMount, UnreportableExit, add_to_linker,
 };

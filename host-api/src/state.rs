@@ -24,6 +24,16 @@ pub type DoorHandler = Box<dyn FnMut(&[u8]) -> Result<(), DoorRefused> + Send>;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct DoorRefused(pub String);
+
+/// A guest's `proc_exit` with a status WASI cannot report (126 or more): the guest is stopped
+/// with this as its trap, for the backend to classify by type. (wasmtime-wasi's own
+/// `proc_exit` returns an untyped message for it, so SoulBox defines the import itself.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the program exited with status {0}, which WASI cannot report (it must be below 126)")]
+pub struct UnreportableExit(pub u32);
+
+/// The first exit status WASI cannot report.
+const FIRST_UNREPORTABLE_EXIT: u32 = 126;
 /// Table entries WASI keeps for itself besides open files: stdio and short-lived streams.
 const WASI_TABLE_SLACK: usize = 16;
 
@@ -159,10 +169,24 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerm
 /// with a [`DoorHandler`] set, the frame at `ptr..ptr+len` is handed to it and the guest gets an
 /// empty answer (0), or a trap with the [`DoorRefused`] when the handler refuses it; without
 /// one, [`NO_HOST`]; a frame out of bounds or over [`MAX_DOOR_FRAME_BYTES`], [`HOST_FAULT`].
+/// `proc_exit` is SoulBox's own: an exit status WASI cannot report is an [`UnreportableExit`].
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_async(linker, |state: &mut GuestState| &mut state.wasi)?;
+    linker.allow_shadowing(true);
+    linker.func_wrap("wasi_snapshot_preview1", "proc_exit", proc_exit)?;
+    linker.allow_shadowing(false);
     linker.func_wrap("host", "call", door_call)?;
     Ok(())
+}
+
+/// Ends the guest with its exit status, as a trap the backend classifies by type: WASI's
+/// [`wasmtime_wasi::I32Exit`] below 126, [`UnreportableExit`] from there on.
+fn proc_exit(status: i32) -> wasmtime::Result<()> {
+    let status = status as u32; // WASI's exit code is an unsigned 32-bit value
+    if status >= FIRST_UNREPORTABLE_EXIT {
+        return Err(UnreportableExit(status).into());
+    }
+    Err(wasmtime_wasi::I32Exit(status as i32).into())
 }
 
 fn door_call(

@@ -19,7 +19,7 @@ use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
 use crate::ticker::EpochTicker;
 use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
-use soulbox_host_api::{CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState};
+use soulbox_host_api::{CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState, UnreportableExit};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use wasmtime::{Instance, InstancePre, Store, Trap};
@@ -310,6 +310,9 @@ pub(crate) fn classify(
     if output_hit {
         return Ended::stopped(Outcome::OutputLimitExceeded, "output limit exceeded");
     }
+    if let Some(exit) = error.downcast_ref::<UnreportableExit>() {
+        return Ended::stopped(Outcome::Crashed, exit.to_string());
+    }
     if let Some(refused) = error.downcast_ref::<DoorRefused>() {
         return Ended::stopped(Outcome::OutputLimitExceeded, refused.to_string());
     }
@@ -322,10 +325,6 @@ pub(crate) fn classify(
         _ if memory_hit => Ended::stopped(Outcome::MemoryExceeded, "memory limit exceeded"),
         Some(Trap::StackOverflow) => Ended::stopped(Outcome::Crashed, "stack overflow"),
         Some(trap) => Ended::stopped(Outcome::Crashed, format!("guest trapped: {trap}")),
-        None if error.root_cause().to_string().contains("invalid exit status") => Ended::stopped(
-            Outcome::Crashed,
-            "the program exited with a status of 126 or more, which WASI cannot report",
-        ),
         None => {
             tracing::debug!(error = format!("{error:#}"), "guest failed");
             Ended::stopped(Outcome::Crashed, format!("guest failed: {}", error.root_cause()))

@@ -33,6 +33,11 @@ async fn sys_exit_status_is_mirrored() {
     assert_eq!(python("import sys; sys.exit(3)").await.exit_code, 3);
     assert_eq!(python("import os; os._exit(5)").await.exit_code, 5);
     assert_eq!(python("raise SystemExit(0)").await.exit_code, 0);
+    // A status WASI cannot carry is a typed trap (SoulBox's own `proc_exit`), not a message
+    // to match: it stays a clear `crashed` whatever wasmtime-wasi's wording becomes.
+    let unreportable = python("import os; os._exit(200)").await;
+    assert_eq!(unreportable.outcome, Outcome::Crashed, "{unreportable:?}");
+    assert!(unreportable.error.as_deref().unwrap().contains("exited with status 200"), "{unreportable:?}");
 }
 
 #[tokio::test]

@@ -93,8 +93,8 @@ impl FileError {
             io::ErrorKind::AlreadyExists => FileError::AlreadyExists(path.to_owned()),
             io::ErrorKind::NotADirectory => FileError::WrongKind { path: path.into(), reason: "not a directory" },
             io::ErrorKind::IsADirectory => FileError::WrongKind { path: path.into(), reason: "is a directory" },
-            // cap-std reports an escape only by this message (no error kind of its own).
-            _ if error.to_string().contains("a path led outside of the filesystem") => FileError::Escapes(path.into()),
+            // cap-std refuses an escape with `PermissionDenied` and nothing more specific: the
+            // workspace tells escapes apart by resolving the path itself ([`leads_outside`]).
             _ => FileError::Io { path: path.to_owned(), source: error },
         }
     }
@@ -189,6 +189,26 @@ impl Workspace {
         }
     }
 
+    /// Runs `work` on a blocking thread, like [`blocking`], and tells an escape apart from
+    /// other refusals: a `PermissionDenied` where one of `paths` resolves out of the workspace
+    /// is [`FileError::Escapes`].
+    async fn blocking<T: Send + 'static>(
+        &self,
+        paths: &[&str],
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> Result<T, FileError> {
+        let shown = paths.first().copied().unwrap_or("/");
+        match blocking(shown, work).await {
+            Err(FileError::Io { path, source }) if source.kind() == io::ErrorKind::PermissionDenied => {
+                let dir = self.dir()?;
+                let rels = paths.iter().map(|p| relative(p)).collect::<Result<Vec<_>, _>>()?;
+                let escapes = blocking(shown, move || Ok(rels.iter().any(|rel| leads_outside(&dir, rel)))).await?;
+                Err(if escapes { FileError::Escapes(path) } else { FileError::Io { path, source } })
+            }
+            other => other,
+        }
+    }
+
     fn dir(&self) -> Result<Dir, FileError> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (_, dir) = state.as_ref().ok_or(FileError::Removed)?;
@@ -257,14 +277,14 @@ impl Workspace {
     pub async fn read_at_most(&self, path: &str, max: u64) -> Result<Vec<u8>, FileError> {
         let rel = relative(path)?;
         let dir = self.dir()?;
-        blocking(path, move || guest_tree::read_regular(&dir, &rel, max)).await
+        self.blocking(&[path], move || guest_tree::read_regular(&dir, &rel, max)).await
     }
 
     /// Opens the regular file at `path` for streamed reading.
     pub async fn read_stream(&self, path: &str) -> Result<tokio::fs::File, FileError> {
         let rel = relative(path)?;
         let dir = self.dir()?;
-        let file = blocking(path, move || guest_tree::open_regular(&dir, &rel)).await?;
+        let file = self.blocking(&[path], move || guest_tree::open_regular(&dir, &rel)).await?;
         Ok(tokio::fs::File::from_std(file.into_std()))
     }
 
@@ -282,7 +302,7 @@ impl Workspace {
         let rel = relative(path)?;
         let dir = self.dir()?;
         let shown = display(&rel);
-        blocking(path, move || {
+        self.blocking(&[path], move || {
             let meta = if rel.as_os_str().is_empty() { dir.dir_metadata()? } else { dir.symlink_metadata(&rel)? };
             Ok(entry(&rel, &shown, &meta))
         })
@@ -295,7 +315,7 @@ impl Workspace {
         let rel = relative(path)?;
         let dir = self.dir()?;
         let depth = depth.clamp(1, MAX_LIST_DEPTH);
-        blocking(path, move || {
+        self.blocking(&[path], move || {
             let start = if rel.as_os_str().is_empty() { dir } else { dir.open_dir(&rel)? };
             let mut entries = Vec::new();
             walk(&start, &rel, depth, &mut entries)?;
@@ -312,7 +332,7 @@ impl Workspace {
             return Err(FileError::WrongKind { path: path.into(), reason: "is the workspace root" });
         }
         let dir = self.dir()?;
-        blocking(path, move || {
+        self.blocking(&[path], move || {
             if dir.symlink_metadata(&rel)?.is_dir() { dir.remove_dir_all(&rel) } else { dir.remove_file(&rel) }
         })
         .await
@@ -326,7 +346,7 @@ impl Workspace {
         }
         let dir = self.dir()?;
         let shown = display(&dst);
-        blocking(from, move || {
+        self.blocking(&[from, to], move || {
             dir.symlink_metadata(&src)?;
             if let Some(parent) = dst.parent().filter(|p| !p.as_os_str().is_empty()) {
                 dir.create_dir_all(parent)?;
@@ -341,7 +361,7 @@ impl Workspace {
     pub async fn make_dir(&self, path: &str) -> Result<bool, FileError> {
         let rel = relative(path)?;
         let dir = self.dir()?;
-        blocking(path, move || {
+        self.blocking(&[path], move || {
             if rel.as_os_str().is_empty() {
                 return Ok(false);
             }
@@ -469,6 +489,51 @@ fn walk(dir: &Dir, rel: &Path, depth: usize, out: &mut Vec<EntryInfo>) -> io::Re
     Ok(())
 }
 
+/// Symbolic links followed while resolving a path before it counts as a loop (Linux's bound).
+const MAX_LINK_HOPS: usize = 40;
+
+/// Whether resolving `rel` inside `dir` (following its symbolic links, without opening
+/// anything) would leave the workspace: a link to an absolute path, or `..` above the root.
+/// A missing component ends the walk (what is left is resolved lexically); a loop is not an
+/// escape.
+fn leads_outside(dir: &Dir, rel: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    let mut at: Vec<OsString> = Vec::new();
+    let mut pending: VecDeque<OsString> = rel.iter().map(OsString::from).collect();
+    let mut hops = 0;
+    while let Some(part) = pending.pop_front() {
+        match Path::new(&part).components().next() {
+            Some(Component::ParentDir) => {
+                if at.pop().is_none() {
+                    return true;
+                }
+            }
+            Some(Component::Normal(_)) => {
+                at.push(part);
+                let here: PathBuf = at.iter().collect();
+                if !dir.symlink_metadata(&here).is_ok_and(|m| m.is_symlink()) {
+                    continue;
+                }
+                hops += 1;
+                let Ok(target) = dir.read_link_contents(&here) else { return false };
+                if target.has_root() {
+                    return true;
+                }
+                if hops > MAX_LINK_HOPS {
+                    return false;
+                }
+                at.pop();
+                for component in target.iter().rev() {
+                    pending.push_front(component.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    false
+}
+
 /// Opens (making it first) the directory `parent` of an upload to `shown`. When a component
 /// is in the way, the error names that component: a link leading out of the workspace is
 /// [`FileError::Escapes`], anything else that is not a directory is [`FileError::WrongKind`].
@@ -561,6 +626,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn escapes_are_found_by_resolution_not_by_message() {
+        let parent = tempfile::tempdir().unwrap();
+        let root = parent.path().join("ws");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        let dir = Dir::open_ambient_dir(&root, ambient_authority()).unwrap();
+        let link = |target: &str, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        link("/etc", "abs");
+        link("../..", "a/b/up2");
+        link("..", "a/up1");
+        link("a/b/up2", "chain");
+        link("loop", "loop");
+        assert!(leads_outside(&dir, Path::new("abs/passwd")));
+        assert!(leads_outside(&dir, Path::new("a/b/up2/../x")), "two up from a/b is the root, one more leaves");
+        assert!(leads_outside(&dir, Path::new("chain/..")));
+        assert!(!leads_outside(&dir, Path::new("a/b/up2/a")), "back at the root is inside");
+        assert!(!leads_outside(&dir, Path::new("a/up1/a/b")));
+        assert!(!leads_outside(&dir, Path::new("loop/x")), "a loop is not an escape");
+        assert!(!leads_outside(&dir, Path::new("missing/x")));
+    }
+
+    #[test]
     fn paths_stay_inside() {
         assert_eq!(relative("/a/./b").unwrap(), PathBuf::from("a/b"));
         assert_eq!(relative("/").unwrap(), PathBuf::new());
@@ -619,6 +705,11 @@ mod tests {
             ws.read("/out/passwd").await
         );
         assert!(ws.write("/out/x", b"no").await.is_err());
+        std::os::unix::fs::symlink("../../..", ws.host_path().join("up")).unwrap();
+        assert!(matches!(ws.stat("/up/etc").await, Err(FileError::Escapes(_))), "{:?}", ws.stat("/up/etc").await);
+        std::os::unix::fs::symlink("data", ws.host_path().join("inside")).unwrap();
+        ws.write("/data/in.txt", b"ok").await.unwrap();
+        assert_eq!(ws.read("/inside/in.txt").await.unwrap(), b"ok", "a link that stays inside is followed");
         assert!(ws.host_dir("/out").await.is_err());
         ws.remove_path("/b").await.unwrap();
         assert!(matches!(ws.read("/b/c.txt").await, Err(FileError::NotFound(_))));
