@@ -11,6 +11,7 @@ use std::str::FromStr;
 /// A language a request may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Language {
     /// CPython 3.15 with numpy, pandas and matplotlib (WebAssembly); `python3` in a container.

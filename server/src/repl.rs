@@ -108,7 +108,7 @@ pub async fn repl(cli: &Cli, config: &crate::config::Config, args: &ReplArgs) ->
         let options = RunOptions { language: Some(args.language), limits: limits.clone(), ..RunOptions::default() };
         run_cell(&sandbox, &code, options, &mut printer).await?;
     }
-    sandboxes.kill(sandbox.id())?;
+    sandboxes.kill(sandbox.id())?.await;
     Ok(ExitCode::SUCCESS)
 }
 

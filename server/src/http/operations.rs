@@ -46,6 +46,14 @@ impl AppState {
         Ok(sandbox)
     }
 
+    /// Kills `caller`'s sandbox; its teardown (the container, every process) is complete when
+    /// this returns.
+    pub async fn kill_sandbox(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
+        self.sandbox(&caller.tenant, id)?;
+        self.sandboxes.kill(id)?.await;
+        Ok(())
+    }
+
     /// Runs a cell to its end.
     pub async fn run_cell(
         &self,

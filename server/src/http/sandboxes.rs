@@ -79,8 +79,7 @@ async fn info(
 #[utoipa::path(delete, path = "/v1/sandboxes/{id}", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 204, description = "Killed"), ErrorResponses))]
 async fn kill(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    state.sandbox(&caller.tenant, &id)?;
-    state.sandboxes.kill(&id)?;
+    state.kill_sandbox(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -198,20 +198,22 @@ async fn files_round_trip() {
 }
 
 /// Sends `body` to `uri` with a request id; returns the status, headers and JSON body.
-/// Waits until the WebAssembly backend has admitted `jobs` executions (from `/metrics`): how a
-/// test knows the request it sent runs before it sends the next, without sleeping.
-async fn wait_for_wasm_jobs(app: &Router, jobs: usize) {
-    let wanted = format!("soulbox_worker_pool_in_use{{backend=\"wasm\"}} {jobs}\n");
-    // Polls (with a short pause between looks, not to order anything) for up to a minute.
+/// A cell that makes `/started`, then waits until the test makes `/go`.
+const HELD_CELL: &str =
+    "import os, time\nopen('/started', 'w').close()\nwhile not os.path.exists('/go'):\n    time.sleep(0.005)";
+
+/// Waits until `path` exists in sandbox `id`: how a test knows a cell it sent is running
+/// before it sends the next, without sleeping to order them.
+async fn wait_for_file(app: &Router, id: &str, path: &str) {
+    let stat = format!("/v1/sandboxes/{id}/files/stat?path={path}");
     for _ in 0..12_000 {
-        let (status, metrics) = call(app, Method::GET, "/metrics", Body::empty()).await;
-        assert_eq!(status, StatusCode::OK, "the test app serves its metrics");
-        if String::from_utf8_lossy(&metrics).contains(&wanted) {
+        if call(app, Method::GET, &stat, Body::empty()).await.0 == StatusCode::OK {
             return;
         }
+        // A pause between looks, not to order anything.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    panic!("the backend never ran {jobs} jobs at once");
+    panic!("{path} never appeared");
 }
 
 async fn full_call(app: &Router, uri: &str, body: Value) -> (StatusCode, axum::http::HeaderMap, Value) {
@@ -249,17 +251,22 @@ async fn a_key_over_its_rate_is_told_when_to_retry() {
 #[tokio::test]
 async fn executions_past_the_key_quota_are_refused_at_once() {
     let app = app_with(Settings::default(), Guard::new(1000, 1000, 1)).await;
-    let slow = json!({"language": "python", "code": "import time; time.sleep(0.5)"});
+    let (_, created) = json_call(&app, Method::POST, "/v1/sandboxes", json!({})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The first cell holds the key's one execution slot until the test lets it go.
+    let held = json!({"code": HELD_CELL});
     let first = tokio::spawn({
-        let app = app.clone();
-        async move { full_call(&app, "/v1/execute", slow).await }
+        let (app, cells) = (app.clone(), format!("/v1/sandboxes/{id}/execute"));
+        async move { full_call(&app, &cells, held).await }
     });
-    wait_for_wasm_jobs(&app, 1).await;
+    wait_for_file(&app, &id, "/started").await;
     // Refused, not queued: a queued request would have answered 200 once the first ended.
     let (status, headers, body) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert_eq!(body["error"]["code"], "quota_exceeded");
     assert!(headers.contains_key("retry-after"));
+    let (status, _) = call(&app, Method::PUT, &format!("/v1/sandboxes/{id}/files?path=/go"), Body::empty()).await;
+    assert!(status.is_success());
     assert_eq!(first.await.unwrap().0, StatusCode::OK);
     let (status, _, _) = full_call(&app, "/v1/execute", json!({"language": "python", "code": "1"})).await;
     assert_eq!(status, StatusCode::OK, "the slot is free again");
@@ -275,12 +282,17 @@ async fn slow_responses_time_out_and_limits_follow_the_configuration() {
     // Two slow cells queue on one context: the second cannot answer within the timeout.
     let (_, created) = json_call(&app, Method::POST, "/v1/sandboxes", json!({})).await;
     let cells = format!("/v1/sandboxes/{}/execute", created["id"].as_str().unwrap());
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The first ends at its deadline, far inside the request timeout; the second then needs
+    // its whole deadline, which ends past the timeout whatever the load.
+    let first_cell =
+        json!({"code": "open('/started', 'w').close()\nimport time; time.sleep(5)", "limits": {"deadline_ms": 200}});
     let slow = json!({"code": "import time; time.sleep(5)", "limits": {"deadline_ms": 900}});
     let first = tokio::spawn({
-        let (app, cells, slow) = (app.clone(), cells.clone(), slow.clone());
-        async move { full_call(&app, &cells, slow).await }
+        let (app, cells) = (app.clone(), cells.clone());
+        async move { full_call(&app, &cells, first_cell).await }
     });
-    wait_for_wasm_jobs(&app, 1).await;
+    wait_for_file(&app, &id, "/started").await;
     let (status, _, body) = full_call(&app, &cells, slow).await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{body}");
     assert_eq!(body["error"]["code"], "timeout");

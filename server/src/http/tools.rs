@@ -3,8 +3,9 @@
 //! `GET /v1/tools` (the definitions for OpenAI and Anthropic function calling, and MCP) and
 //! `POST /v1/tools/call` (run a tool call a model made).
 //!
-//! The MCP endpoint ([`super::mcp`]) exposes the same tools with the same definitions and the
-//! same implementations, so a tool behaves alike whichever way a model reaches it. A tool's
+//! [`TOOLS`] is the one table of tools: the definitions for every vendor, `/v1/tools/call` and
+//! the MCP endpoint ([`super::mcp`]) are all derived from it, so a tool is defined once and
+//! behaves alike whichever way a model reaches it. A tool's
 //! failure (a bad path, an unknown sandbox) is a [`ToolReply`] the model can read and act on,
 //! not a transport error.
 
@@ -21,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use soulbox_engine::{ExecRequest, Execution, Language, LimitsPatch, RunOptions, SandboxSpec, Template};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 
 /// Largest file `read_file` returns (a model's context is small).
 pub const MAX_READ_BYTES: usize = 1 << 20;
@@ -29,52 +32,12 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/tools", get(definitions)).route("/tools/call", post(call))
 }
 
-/// A language, as tools take it.
-#[derive(Debug, Clone, Copy, Deserialize, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ToolLanguage {
-    /// CPython 3.15 with numpy, pandas, matplotlib (WebAssembly).
-    Python,
-    /// QuickJS (ES2023, WebAssembly).
-    Javascript,
-    /// A bash script (container).
-    Bash,
-    /// C, gcc (container).
-    C,
-    /// C++, g++ (container).
-    Cpp,
-    /// Go (container).
-    Go,
-    /// Java (container).
-    Java,
-    /// Ruby (container).
-    Ruby,
-    /// PHP (container).
-    Php,
-}
-
-impl From<ToolLanguage> for Language {
-    fn from(language: ToolLanguage) -> Self {
-        match language {
-            ToolLanguage::Python => Language::Python,
-            ToolLanguage::Javascript => Language::JavaScript,
-            ToolLanguage::Bash => Language::Bash,
-            ToolLanguage::C => Language::C,
-            ToolLanguage::Cpp => Language::Cpp,
-            ToolLanguage::Go => Language::Go,
-            ToolLanguage::Java => Language::Java,
-            ToolLanguage::Ruby => Language::Ruby,
-            ToolLanguage::Php => Language::Php,
-        }
-    }
-}
-
 /// `run_code`'s arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunCodeArgs {
     /// The language of `code`.
-    pub language: ToolLanguage,
+    pub language: Language,
     /// The program. Its stdout and stderr are returned; in Python a final expression's value
     /// is printed.
     pub code: String,
@@ -107,7 +70,7 @@ pub struct RunCellArgs {
     pub code: String,
     /// The context's language (default: the sandbox template's).
     #[serde(default)]
-    pub language: Option<ToolLanguage>,
+    pub language: Option<Language>,
     /// Milliseconds before the cell is stopped (default: the server's).
     #[serde(default)]
     pub timeout_ms: Option<u64>,
@@ -126,6 +89,11 @@ pub struct RunCommandArgs {
     #[serde(default)]
     pub timeout_ms: Option<u64>,
 }
+
+/// No arguments.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NoArgs {}
 
 /// Arguments naming a sandbox.
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -200,25 +168,104 @@ impl ToolReply {
     }
 }
 
-/// The tools, by name: what `POST /v1/tools/call` and the MCP endpoint run.
-pub async fn run_tool(state: &AppState, caller: &Caller, name: &str, arguments: Value) -> Result<ToolReply, ApiError> {
-    fn args<T: serde::de::DeserializeOwned>(name: &str, arguments: Value) -> Result<T, ApiError> {
-        let arguments = if arguments.is_null() { json!({}) } else { arguments };
-        serde_json::from_value(arguments).map_err(|e| ApiError::BadRequest(format!("`{name}` arguments: {e}")))
+/// A tool's run: its arguments as JSON in, its reply out.
+type ToolRun = for<'a> fn(&'a AppState, &'a Caller, Value) -> Pin<Box<dyn Future<Output = ToolResult> + Send + 'a>>;
+
+/// What a tool's run gives: a reply, or an error (the model's to read when [`for_the_model`]).
+pub type ToolResult = Result<ToolReply, ApiError>;
+
+/// One tool, as every door shows and runs it: `GET /v1/tools` (OpenAI, Anthropic and MCP
+/// definitions), `POST /v1/tools/call` and the MCP endpoint all read [`TOOLS`].
+#[derive(Debug)]
+pub struct Tool {
+    /// Its name.
+    pub name: &'static str,
+    /// What it does, for the model.
+    pub description: &'static str,
+    schema: fn() -> Value,
+    run: ToolRun,
+}
+
+impl Tool {
+    /// JSON Schema of its arguments (an object).
+    pub fn schema(&self) -> Value {
+        (self.schema)()
     }
-    match name {
-        "run_code" => run_code(state, caller, args(name, arguments)?).await,
-        "create_sandbox" => create_sandbox(state, caller, args(name, arguments)?).await,
-        "run_cell" => run_cell(state, caller, args(name, arguments)?).await,
-        "run_command" => run_command(state, caller, args(name, arguments)?).await,
-        "list_sandboxes" => Ok(list_sandboxes(state, caller)),
-        "kill_sandbox" => kill_sandbox(state, caller, args(name, arguments)?),
-        "write_file" => write_file(state, caller, args(name, arguments)?).await,
-        "read_file" => read_file(state, caller, args(name, arguments)?).await,
-        "list_files" => list_files(state, caller, args(name, arguments)?).await,
-        _ => Err(ApiError::NotFound(format!("no tool named `{name}`"))),
+
+    /// Runs it for `caller`; `arguments` are checked against its argument type first (`null`
+    /// is no arguments).
+    pub async fn run(&self, state: &AppState, caller: &Caller, arguments: Value) -> ToolResult {
+        (self.run)(state, caller, arguments).await
+    }
+
+    /// The tool named `name`.
+    pub fn named(name: &str) -> Option<&'static Tool> {
+        TOOLS.iter().find(|tool| tool.name == name)
     }
 }
+
+/// The schema of a tool's arguments `T`, as MCP wants it (an object; no title).
+fn schema_of<T: JsonSchema + 'static>() -> Value {
+    let schema = rmcp::handler::server::common::schema_for_input::<T>().expect("tool arguments are JSON objects");
+    let mut schema = Value::Object(schema.as_ref().clone());
+    if let Some(object) = schema.as_object_mut() {
+        object.remove("$schema");
+    }
+    schema
+}
+
+/// `arguments` as `T`, or a 400 naming the tool.
+fn arguments<T: serde::de::DeserializeOwned>(tool: &str, arguments: Value) -> Result<T, ApiError> {
+    let arguments = if arguments.is_null() { json!({}) } else { arguments };
+    serde_json::from_value(arguments).map_err(|e| ApiError::BadRequest(format!("`{tool}` arguments: {e}")))
+}
+
+/// A [`Tool`] from its implementation `$name(state, caller, args: $args)` and description.
+macro_rules! tool {
+    ($name:ident($args:ty), $description:expr) => {{
+        fn run<'a>(
+            state: &'a AppState,
+            caller: &'a Caller,
+            json: Value,
+        ) -> Pin<Box<dyn Future<Output = ToolResult> + Send + 'a>> {
+            Box::pin(async move { $name(state, caller, arguments::<$args>(stringify!($name), json)?).await })
+        }
+        Tool { name: stringify!($name), description: $description, schema: schema_of::<$args>, run }
+    }};
+}
+
+/// Every tool, in the order clients list them.
+pub static TOOLS: [Tool; 9] = [
+    tool!(
+        run_code(RunCodeArgs),
+        "Run a program once in a fresh, isolated sandbox and return its stdout, stderr and exit code: Python (with \
+         numpy, pandas, matplotlib) or JavaScript in WebAssembly, or bash, C, C++, Go, Java, Ruby or PHP in a \
+         container. Nothing persists between calls; use create_sandbox and run_cell to keep state."
+    ),
+    tool!(
+        create_sandbox(CreateSandboxArgs),
+        "Open a sandbox: a private workspace with a stateful Python or JavaScript context, where variables \
+         persist between run_cell calls. Returns its sandbox_id."
+    ),
+    tool!(
+        run_cell(RunCellArgs),
+        "Run code in a sandbox's stateful context, like a notebook cell. Returns stdout, stderr, the final \
+         expression's value, any exception, and matplotlib figures as images."
+    ),
+    tool!(
+        run_command(RunCommandArgs),
+        "Run a shell command (bash) in a sandbox's Linux container: compilers (gcc, go, javac), python3, node, \
+         ruby, php, and a shell. It works in the same files as run_cell. Returns stdout, stderr and the exit code."
+    ),
+    tool!(list_sandboxes(NoArgs), "List your open sandboxes."),
+    tool!(kill_sandbox(SandboxArgs), "Kill a sandbox: its contexts and files are gone."),
+    tool!(write_file(WriteFileArgs), "Write a file into a sandbox's workspace (text, or base64 for binary content)."),
+    tool!(
+        read_file(PathArgs),
+        "Read a file from a sandbox's workspace (text, or base64 when it is not UTF-8; at most 1 MiB)."
+    ),
+    tool!(list_files(PathArgs), "List a directory of a sandbox's workspace."),
+];
 
 fn limits(timeout_ms: Option<u64>) -> LimitsPatch {
     LimitsPatch { deadline_ms: timeout_ms, ..LimitsPatch::default() }
@@ -227,7 +274,7 @@ fn limits(timeout_ms: Option<u64>) -> LimitsPatch {
 /// Runs code once in a fresh sandbox.
 pub async fn run_code(state: &AppState, caller: &Caller, args: RunCodeArgs) -> Result<ToolReply, ApiError> {
     let limits = state.settings.limits.resolve(&limits(args.timeout_ms))?;
-    let mut request = ExecRequest::new(args.language.into(), args.code).with_limits(limits);
+    let mut request = ExecRequest::new(args.language, args.code).with_limits(limits);
     request.env = state.settings.execution_env(BTreeMap::new());
     let result = state.run_once(caller, request).await?;
     Ok(ToolReply::ok(json!({
@@ -255,7 +302,7 @@ pub async fn create_sandbox(state: &AppState, caller: &Caller, args: CreateSandb
 pub async fn run_cell(state: &AppState, caller: &Caller, args: RunCellArgs) -> Result<ToolReply, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &args.sandbox_id)?;
     let limits = state.settings.limits.resolve(&limits(args.timeout_ms))?;
-    let options = RunOptions { context: None, language: args.language.map(Into::into), limits };
+    let options = RunOptions { context: None, language: args.language, limits };
     let execution = state.run_cell(caller, &sandbox, &args.code, options).await?;
     Ok(cell_reply(execution))
 }
@@ -312,7 +359,7 @@ fn cell_reply(execution: Execution) -> ToolReply {
 }
 
 /// The caller's sandboxes.
-pub fn list_sandboxes(state: &AppState, caller: &Caller) -> ToolReply {
+pub async fn list_sandboxes(state: &AppState, caller: &Caller, _: NoArgs) -> ToolResult {
     let sandboxes: Vec<Value> = state
         .list_sandboxes(&caller.tenant, &BTreeMap::new())
         .into_iter()
@@ -325,13 +372,12 @@ pub fn list_sandboxes(state: &AppState, caller: &Caller) -> ToolReply {
             })
         })
         .collect();
-    ToolReply::ok(json!({ "sandboxes": sandboxes }))
+    Ok(ToolReply::ok(json!({ "sandboxes": sandboxes })))
 }
 
-/// Kills a sandbox.
-pub fn kill_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> Result<ToolReply, ApiError> {
-    state.sandbox(&caller.tenant, &args.sandbox_id)?;
-    state.sandboxes.kill(&args.sandbox_id)?;
+/// Kills a sandbox (its teardown complete when this returns).
+pub async fn kill_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> ToolResult {
+    state.kill_sandbox(caller, &args.sandbox_id).await?;
     Ok(ToolReply::ok(json!({"killed": args.sandbox_id})))
 }
 
@@ -389,15 +435,18 @@ struct Format {
 #[utoipa::path(get, path = "/v1/tools", tag = "tools", params(Format),
     responses((status = 200, description = "Tool definitions", body = Object), ErrorResponses))]
 async fn definitions(ApiQuery(format): ApiQuery<Format>) -> Result<ApiJson<Value>, ApiError> {
-    let tools = super::mcp::tool_definitions();
-    let openai: Vec<Value> = tools
+    let openai: Vec<Value> = TOOLS
         .iter()
-        .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.schema}}))
+        .map(|t| json!({"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.schema()}}))
         .collect();
-    let anthropic: Vec<Value> =
-        tools.iter().map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.schema})).collect();
-    let mcp: Vec<Value> =
-        tools.iter().map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.schema})).collect();
+    let anthropic: Vec<Value> = TOOLS
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.schema()}))
+        .collect();
+    let mcp: Vec<Value> = TOOLS
+        .iter()
+        .map(|t| json!({"name": t.name, "description": t.description, "inputSchema": t.schema()}))
+        .collect();
     Ok(ApiJson(match format.format.as_deref() {
         None => json!({"openai": openai, "anthropic": anthropic, "mcp": mcp}),
         Some("openai") => Value::from(openai),
@@ -436,10 +485,10 @@ async fn call(
             .map_err(|e| ApiError::BadRequest(format!("`arguments` is a string but not JSON: {e}")))?,
         other => other,
     };
-    if !super::mcp::tool_definitions().iter().any(|t| t.name == call.name) {
+    let Some(tool) = Tool::named(&call.name) else {
         return Err(ApiError::NotFound(format!("no tool named `{}`; see GET /v1/tools", call.name)));
-    }
-    match run_tool(&state, &caller, &call.name, arguments).await {
+    };
+    match tool.run(&state, &caller, arguments).await {
         Ok(reply) => Ok(ApiJson(reply)),
         Err(error) if for_the_model(&error) => Ok(ApiJson(ToolReply::failed(&error))),
         Err(error) => Err(error),

@@ -1,7 +1,7 @@
 //! What keeps callers from overwhelming the server, against a real process: the in-flight
 //! bound, per-key rate limits, body limits, and a graceful drain on SIGTERM.
 
-use crate::support::{Server, create_key, create_sandbox, database_in, wait_for_wasm_jobs};
+use crate::support::{Server, create_key, create_sandbox, database_in, wait_for_file, wait_for_wasm_jobs};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -108,10 +108,10 @@ async fn sigterm_drains_in_flight_work_then_exits() {
     let id = create_sandbox(&client, &server, None).await;
     let cell = client
         .post(server.url(&format!("/v1/sandboxes/{id}/execute")))
-        .json(&json!({"code": "import time\ntime.sleep(1.2)\n'finished'"}))
+        .json(&json!({"code": "open('/started', 'w').close()\nimport time\ntime.sleep(1.2)\n'finished'"}))
         .send();
     let cell = tokio::spawn(cell);
-    wait_for_wasm_jobs(&client, &server, 1).await;
+    wait_for_file(&client, &server, &id, "/started").await;
     server.signal_terminate();
     // The listener closes as the drain starts, while the cell still runs.
     let mut refused = false;
