@@ -21,6 +21,10 @@ else
   echo "WARNING: clippy not installed; skipped" >&2
 fi
 
+step "cargo doc (the public crates, warnings as errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --release --no-deps --locked \
+  -p soulbox-engine -p soulbox-host-api -p soulbox-runtimes-wasm -p soulbox-fallback
+
 step "build"
 cargo build --release --workspace --locked
 

@@ -2,6 +2,8 @@
 //! opened once per test binary on the machine's SoulBox home (`$SOULBOX_HOME` or the default),
 //! which `soulbox runtimes fetch` must have prepared.
 
+#![forbid(unsafe_code)]
+
 use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, WorkerPoolConfig};
 use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
 use std::sync::OnceLock;

@@ -1,6 +1,8 @@
 //! Shared set-up for SoulBox's benchmarks: engines over the real WebAssembly backend on the
 //! machine's SoulBox home (prepared by `soulbox runtimes fetch`).
 
+#![forbid(unsafe_code)]
+
 use anyhow::Context;
 use soulbox_engine::{Engine, WorkerPoolConfig};
 use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};

@@ -27,6 +27,9 @@
 //!
 //! Dependencies point one way: backends depend on this crate; this crate depends on no backend.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod backend;
 mod capabilities;
 mod engine;

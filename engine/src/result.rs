@@ -113,17 +113,18 @@ pub(crate) mod micros {
     }
 }
 
-/// Serde for byte fields as standard base64 strings.
 /// Serde for byte fields as standard base64 strings (`#[serde(with = ...)]`).
 pub mod base64_bytes {
     use base64::Engine as _;
     use base64::engine::general_purpose::STANDARD;
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    /// Writes `bytes` as a base64 string.
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&STANDARD.encode(bytes))
     }
 
+    /// Reads bytes from a base64 string.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
         STANDARD.decode(text).map_err(|e| D::Error::custom(format!("invalid base64: {e}")))

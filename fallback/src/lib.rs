@@ -21,6 +21,9 @@
 //! [`ContainerBackend::shutdown`]); no container serves two tenants; the engine must run on
 //! this host, since workspaces are bind mounts.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod backend;
 pub mod breaker;
 pub mod browser;

@@ -19,6 +19,9 @@
 //! Clocks and randomness are WASI's defaults: real wall and monotonic clocks, and a fresh
 //! random seed per guest.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 mod guest_root;
 mod input;
 mod limiter;

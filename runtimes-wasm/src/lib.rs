@@ -23,6 +23,10 @@
 //! long as its context, and is replaced when a limit trapped it); a deadline is always armed; nothing from
 //! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
 
+// Unsafe code is refused except where a module allows it and says why (the module cache).
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
 mod backend;
 pub mod engine_config;
 pub mod error;

@@ -15,6 +15,10 @@
 //! metadata untouched is the one case not re-hashed. Writes go to a temporary file that is
 //! renamed into place, so a crash never leaves a half-written module under the final name.
 
+// Loading a compiled module is `unsafe` in wasmtime: this module is the one place SoulBox
+// does it, after checking the file (see each `unsafe` block's safety comment).
+#![allow(unsafe_code)]
+
 use crate::error::RuntimeError;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};

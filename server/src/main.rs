@@ -8,6 +8,8 @@
 //!   engine's, streaming output as it runs).
 //! - `soulbox serve --dev` serves the HTTP API ([`http`]) on loopback.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod config;
 mod database;

@@ -89,6 +89,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let budgets = Budgets::new(config.auth.execution_seconds_per_day, config.auth.sandbox_hours_per_day);
     budgets.seed(db.execution_us_since(Budgets::today_ms()).await?);
     tokio::spawn(charge_closed_sandboxes(budgets.clone(), sandboxes.subscribe_closed()));
+    let stop = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
@@ -109,7 +110,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let file = loaded.file.as_ref().map(|f| format!(", config {}", f.display())).unwrap_or_default();
     eprintln!("soulbox: listening on http://{local} ({mode}{file})");
     let limits = config.server.connection_limits();
-    let stopped = run_until_drained(listener, state.clone(), limits, config.server.shutdown_timeout()).await;
+    let stopped = run_until_drained(listener, state.clone(), limits, config.server.shutdown_timeout(), stop).await;
     state.usage.close().await;
     state.audit.close().await;
     if let Some(containers) = containers {
@@ -150,11 +151,12 @@ async fn run_until_drained(
     state: AppState,
     limits: ConnectionLimits,
     grace: Duration,
+    stop: impl Future<Output = ()>,
 ) -> Result<(), String> {
     let lifecycle = state.lifecycle.clone();
     let server = Server::start(listener, app(state), limits);
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = stop => {}
         () = lifecycle.shutdown.cancelled() => {}
     }
     eprintln!("soulbox: shutting down; draining in-flight requests");
@@ -186,18 +188,28 @@ async fn shrink_guard(guard: Guard) {
     }
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; stopping on Ctrl-C only");
-            let _ = interrupt.await;
-            return;
+/// Listens for Ctrl-C and SIGTERM from now on (call it before the server answers anything: a
+/// signal that came earlier would kill the process undrained) and resolves on the first.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let interrupt = signal(SignalKind::interrupt());
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        match (interrupt, terminate) {
+            (Ok(mut interrupt), Ok(mut terminate)) => {
+                tokio::select! {
+                    _ = interrupt.recv() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            (Ok(mut only), Err(error)) | (Err(error), Ok(mut only)) => {
+                tracing::warn!(%error, "cannot listen for one of SIGINT and SIGTERM");
+                only.recv().await;
+            }
+            (Err(error), Err(_)) => {
+                tracing::warn!(%error, "cannot listen for SIGINT or SIGTERM; stop with SIGKILL");
+                std::future::pending::<()>().await;
+            }
         }
-    };
-    tokio::select! {
-        _ = interrupt => {}
-        _ = terminate.recv() => {}
     }
 }

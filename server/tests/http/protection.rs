@@ -1,7 +1,7 @@
 //! What keeps callers from overwhelming the server, against a real process: the in-flight
 //! bound, per-key rate limits, body limits, and a graceful drain on SIGTERM.
 
-use crate::support::{Server, create_key, create_sandbox, database_in, wait_for_file, wait_for_wasm_jobs};
+use crate::support::{Server, create_key, create_sandbox, database_in, wait_for_file};
 use serde_json::{Value, json};
 
 #[tokio::test]
@@ -11,12 +11,22 @@ async fn past_the_in_flight_bound_requests_get_503_at_once() {
     let client = reqwest::Client::new();
     let slow = client
         .post(server.url("/v1/execute"))
-        .json(&json!({"language": "python", "code": "import time; time.sleep(1); print('done')"}))
+        .json(&json!({"language": "python", "code": "import time; time.sleep(2); print('done')"}))
         .send();
     let slow = tokio::spawn(slow);
-    wait_for_wasm_jobs(&client, &server, 1).await;
-    // Refused, not queued behind the slow one (which would answer 200 once it ended).
-    let refused = client.get(server.url("/v1/sandboxes")).send().await.unwrap();
+    // Until the slow request is in flight other requests pass; from then on they are refused
+    // at once, not queued behind it (which would answer 200 once it ended).
+    let mut refused = None;
+    for _ in 0..12_000 {
+        let response = client.get(server.url("/v1/sandboxes")).send().await.unwrap();
+        if response.status() != 200 {
+            refused = Some(response);
+            break;
+        }
+        // A pause between looks, not to order anything.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let refused = refused.expect("a request refused while the slow one ran");
     assert_eq!(refused.status(), 503);
     assert_eq!(refused.headers()["retry-after"], "1");
     let body: Value = refused.json().await.unwrap();
@@ -136,15 +146,21 @@ async fn a_drain_longer_than_the_shutdown_timeout_is_cut_short() {
     let server =
         Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "server.shutdown_timeout_ms=300"]);
     let client = reqwest::Client::new();
+    let id = create_sandbox(&client, &server, None).await;
     let slow = client
-        .post(server.url("/v1/execute"))
-        .json(&json!({"language": "python", "code": "import time; time.sleep(10)"}))
+        .post(server.url(&format!("/v1/sandboxes/{id}/execute")))
+        .json(&json!({"code": "open('/started', 'w').close()\nimport time; time.sleep(10)"}))
         .send();
     let slow = tokio::spawn(slow);
-    wait_for_wasm_jobs(&client, &server, 1).await;
+    wait_for_file(&client, &server, &id, "/started").await;
     server.signal_terminate();
-    let status = tokio::task::spawn_blocking(move || server.wait()).await.unwrap();
-    assert!(status.success());
+    let (status, log) = tokio::task::spawn_blocking(move || {
+        let log = server.log();
+        (server.wait(), log)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
     // Had the server waited for the guest (10 s), the request would have had its answer.
     assert!(slow.await.unwrap().is_err(), "the cut request ends without an answer");
 }

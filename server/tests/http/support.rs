@@ -162,23 +162,6 @@ pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)
 }
 
-/// Waits until the server's WebAssembly backend has admitted `jobs` executions (read from
-/// `/metrics`, which no bound holds back): how a test knows a request it sent is running before
-/// it sends the next, without sleeping. Only for a server that has run nothing else yet (its
-/// pool refills after executions, which would count).
-pub async fn wait_for_wasm_jobs(client: &reqwest::Client, server: &Server, jobs: usize) {
-    let wanted = format!("soulbox_worker_pool_in_use{{backend=\"wasm\"}} {jobs}\n");
-    // Polls (with a short pause between looks, not to order anything) for up to a minute.
-    for _ in 0..12_000 {
-        let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
-        if metrics.contains(&wanted) {
-            return;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
-    panic!("the server never ran {jobs} WebAssembly jobs at once");
-}
-
 /// Waits until `path` exists in sandbox `id` (a cell made it): how a test knows the cell runs.
 pub async fn wait_for_file(client: &reqwest::Client, server: &Server, id: &str, path: &str) {
     let stat = server.url(&format!("/v1/sandboxes/{id}/files/stat?path={path}"));
