@@ -279,6 +279,8 @@ pub struct CellError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecutionEnd {
+    /// The language of the context that ran the cell.
+    pub language: Language,
     /// `Completed`, or the limit that stopped the cell.
     pub outcome: Outcome,
     /// For an outcome other than `Completed`, what stopped it.
@@ -371,6 +373,7 @@ mod tests {
     #[test]
     fn events_fold_into_an_execution() {
         let end = ExecutionEnd {
+            language: Language::Python,
             outcome: Outcome::Completed,
             message: None,
             context_restarted: false,

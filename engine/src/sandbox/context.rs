@@ -97,6 +97,7 @@ impl Context {
                 }
                 let execution_count = self.executions.fetch_add(1, Ordering::Relaxed) + 1;
                 let end = ExecutionEnd {
+                    language: self.spec.language,
                     outcome: report.outcome,
                     message: report.message,
                     context_restarted: restarted || report.restarted,

@@ -15,7 +15,7 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use soulbox_engine::sandbox::SandboxInfo;
-use soulbox_engine::{Language, Outcome, Sandbox};
+use soulbox_engine::{Outcome, Sandbox};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,7 +93,7 @@ impl Auth {
 pub fn usage(
     tenant: &Tenant,
     kind: &'static str,
-    language: Language,
+    language: &'static str,
     outcome: Outcome,
     took: Duration,
     fuel: Option<u64>,
@@ -101,7 +101,7 @@ pub fn usage(
     Usage {
         tenant: tenant.0.clone(),
         kind,
-        language: language.name(),
+        language,
         outcome: outcome.name(),
         duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
         fuel: fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),

@@ -14,7 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use soulbox_engine::{Language, Outcome};
+use soulbox_engine::Outcome;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -85,14 +85,21 @@ pub enum Kind {
     Cell,
     /// A command in a sandbox's container.
     Command,
+    /// A background process in a sandbox's container (counted when it ends).
+    Process,
+    /// A page rendered in a headless browser.
+    Render,
 }
 
 impl Kind {
-    fn name(self) -> &'static str {
+    /// Its label (and its usage records' `kind`).
+    pub fn name(self) -> &'static str {
         match self {
             Kind::Stateless => "stateless",
             Kind::Cell => "cell",
             Kind::Command => "command",
+            Kind::Process => "process",
+            Kind::Render => "render",
         }
     }
 }
@@ -141,8 +148,8 @@ impl Default for Metrics {
 
 impl Metrics {
     /// Counts an execution and records its latency.
-    pub fn execution(&self, kind: Kind, language: Language, outcome: Outcome, duration: Duration) {
-        let (kind, language) = (kind.name(), language.name());
+    pub fn execution(&self, kind: Kind, language: &'static str, outcome: Outcome, duration: Duration) {
+        let kind = kind.name();
         self.inner.executions.get_or_create(&ExecutionLabels { kind, language, outcome: outcome.name() }).inc();
         self.inner.latency.get_or_create(&LatencyLabels { kind, language }).observe(duration.as_secs_f64());
     }

@@ -1,34 +1,63 @@
 //! What a request does, whichever door it came in by: a REST route, an MCP tool or a
 //! `/v1/tools` call.
 //!
-//! Each operation applies the caller's quotas, runs on the engine, counts metrics and records
-//! usage, so every door enforces the same rules and reports the same way.
+//! Every operation that runs guest work goes through here: it takes the caller's execution
+//! slot, checks the tenant's daily budget, runs on the engine (the tenant is the owner of every
+//! sandbox and execution), and when the work ends records it once ([`AppState::ended`]):
+//! metrics, the audit log, the budget and a usage record. One-shot executions, cells,
+//! commands, background processes and page renders are all accounted the same way.
 
 use super::auth::{Caller, usage};
 use super::metrics::Kind;
 use super::{ApiError, AppState};
 use futures_util::{Stream, StreamExt};
-use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec};
-use soulbox_engine::sandbox::CommandResult;
-use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Language, RunOptions, Sandbox, SandboxSpec};
+use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, RenderRequest, RenderedPage};
+use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
+use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Outcome, RunOptions, Sandbox, SandboxSpec};
+use std::time::{Duration, Instant};
+
+/// What ran, for the records: its kind and its language's label (`bash` for commands and
+/// processes, `browser` for renders).
+#[derive(Debug, Clone, Copy)]
+struct Ran {
+    kind: Kind,
+    language: &'static str,
+}
+
+impl Ran {
+    fn command() -> Ran {
+        Ran { kind: Kind::Command, language: "bash" }
+    }
+}
 
 impl AppState {
+    /// Records one piece of work that ended: metrics, audit, the tenant's budget and usage.
+    fn ended(&self, caller: &Caller, ran: Ran, outcome: Outcome, took: Duration, fuel: Option<u64>) {
+        self.metrics.execution(ran.kind, ran.language, outcome, took);
+        self.audit.execution_ended(caller, ran.kind.name(), outcome);
+        self.budgets.charge_execution(&caller.tenant, took);
+        self.usage.record(usage(&caller.tenant, ran.kind.name(), ran.language, outcome, took, fuel));
+    }
+
+    /// The caller's slot for one more running piece of work, within its key's bound and its
+    /// tenant's daily budget.
+    fn admit(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {
+        let slot = self.guard.execution_slot(&caller.key)?;
+        self.budgets.check_execution(&caller.tenant)?;
+        Ok(slot)
+    }
+
     /// Runs one stateless execution for `caller`.
     pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
-        let _slot = self.execution_slot(caller)?;
-        self.budgets.check_execution(&caller.tenant)?;
-        let language = request.language;
+        let _slot = self.admit(caller)?;
+        let ran = Ran { kind: Kind::Stateless, language: request.language.name() };
         let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;
-        self.metrics.execution(Kind::Stateless, language, result.outcome, result.duration);
-        self.audit.execution_ended(caller, "stateless", result.outcome);
-        self.budgets.charge_execution(&caller.tenant, result.duration);
-        let record = usage(&caller.tenant, "stateless", language, result.outcome, result.duration, result.fuel_used);
-        self.usage.record(record);
+        self.ended(caller, ran, result.outcome, result.duration, result.fuel_used);
         Ok(result)
     }
 
     /// Opens a sandbox for `caller`, with the configured environment and lifetime, within the
-    /// tenant's quota.
+    /// tenant's quota (the registry's per-owner bound, reserved before anything runs).
     pub async fn open_sandbox(&self, caller: &Caller, spec: SandboxSpec) -> Result<Sandbox, ApiError> {
         if spec.network && !self.settings.allow_network {
             return Err(ApiError::BadRequest(
@@ -36,8 +65,6 @@ impl AppState {
             ));
         }
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
-        // The tenant owns it: its quota is the registry's per-owner bound, reserved before
-        // anything runs.
         let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
         if let Err(error) = self.auth.record(&caller.tenant, &sandbox).await {
             let _ = self.sandboxes.kill(sandbox.id());
@@ -62,15 +89,11 @@ impl AppState {
         code: &str,
         options: RunOptions,
     ) -> Result<Execution, ApiError> {
-        let _slot = self.execution_slot(caller)?;
-        self.budgets.check_execution(&caller.tenant)?;
-        let language = cell_language(sandbox, &options);
+        let _slot = self.admit(caller)?;
         let execution = sandbox.run_code(code, options).await?;
         let end = &execution.end;
-        self.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
-        self.audit.execution_ended(caller, "cell", end.outcome);
-        self.budgets.charge_execution(&caller.tenant, end.duration);
-        self.usage.record(usage(&caller.tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
+        let ran = Ran { kind: Kind::Cell, language: end.language.name() };
+        self.ended(caller, ran, end.outcome, end.duration, end.fuel_used);
         Ok(execution)
     }
 
@@ -83,18 +106,14 @@ impl AppState {
         code: &str,
         options: RunOptions,
     ) -> Result<impl Stream<Item = Result<ExecutionEvent, ApiError>> + Send + 'static, ApiError> {
-        let slot = self.execution_slot(caller)?;
-        self.budgets.check_execution(&caller.tenant)?;
-        let language = cell_language(sandbox, &options);
+        let slot = self.admit(caller)?;
         let events = sandbox.run_code_stream(code, options).await?;
         let (state, caller) = (self.clone(), caller.clone());
         Ok(events.map(move |item| {
             let _held = &slot;
             if let Ok(ExecutionEvent::End(end)) = &item {
-                state.metrics.execution(Kind::Cell, language, end.outcome, end.duration);
-                state.audit.execution_ended(&caller, "cell", end.outcome);
-                state.budgets.charge_execution(&caller.tenant, end.duration);
-                state.usage.record(usage(&caller.tenant, "cell", language, end.outcome, end.duration, end.fuel_used));
+                let ran = Ran { kind: Kind::Cell, language: end.language.name() };
+                state.ended(&caller, ran, end.outcome, end.duration, end.fuel_used);
             }
             item.map_err(ApiError::from)
         }))
@@ -107,10 +126,9 @@ impl AppState {
         sandbox: &Sandbox,
         spec: ProcessSpec,
     ) -> Result<CommandResult, ApiError> {
-        let _slot = self.execution_slot(caller)?;
-        self.budgets.check_execution(&caller.tenant)?;
+        let _slot = self.admit(caller)?;
         let result = sandbox.run_command(spec).await?;
-        self.command_ended(caller, &result.exit);
+        self.command_ended(caller, Ran::command(), &result.exit);
         Ok(result)
     }
 
@@ -122,34 +140,58 @@ impl AppState {
         sandbox: &Sandbox,
         spec: ProcessSpec,
     ) -> Result<impl Stream<Item = Result<ProcessEvent, ApiError>> + Send + 'static, ApiError> {
-        let slot = self.execution_slot(caller)?;
-        self.budgets.check_execution(&caller.tenant)?;
+        let slot = self.admit(caller)?;
         let (_, events) = sandbox.run_command_stream(spec).await?;
         let (state, caller) = (self.clone(), caller.clone());
         Ok(events.map(move |event| {
             let _held = &slot;
             if let ProcessEvent::Exit(exit) = &event {
-                state.command_ended(&caller, exit);
+                state.command_ended(&caller, Ran::command(), exit);
             }
             Ok(event)
         }))
     }
 
-    fn command_ended(&self, caller: &Caller, exit: &ProcessExit) {
-        self.metrics.execution(Kind::Command, Language::Bash, exit.outcome, exit.duration);
-        self.audit.execution_ended(caller, "command", exit.outcome);
-        self.budgets.charge_execution(&caller.tenant, exit.duration);
-        self.usage.record(usage(&caller.tenant, "command", Language::Bash, exit.outcome, exit.duration, None));
+    /// Starts a background process (or a terminal). It outlives the request, so it holds no
+    /// execution slot; it must fit the tenant's budget to start, and is recorded when it ends.
+    pub async fn spawn_process(
+        &self,
+        caller: &Caller,
+        sandbox: &Sandbox,
+        spec: ProcessSpec,
+    ) -> Result<ProcessInfo, ApiError> {
+        self.budgets.check_execution(&caller.tenant)?;
+        let info = sandbox.spawn(spec).await?;
+        let (state, caller, sandbox, pid) = (self.clone(), caller.clone(), sandbox.clone(), info.pid);
+        tokio::spawn(async move {
+            // The sandbox going away ends the wait without an exit: nothing ran to record then.
+            if let Ok(exit) = sandbox.wait_process(pid).await {
+                state.command_ended(&caller, Ran { kind: Kind::Process, language: "bash" }, &exit);
+            }
+        });
+        Ok(info)
     }
 
-    fn execution_slot(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {
-        self.guard.execution_slot(&caller.key)
+    /// Renders a page in `sandbox`'s browser, or in a fresh one without a sandbox.
+    pub async fn render(
+        &self,
+        caller: &Caller,
+        sandbox: Option<&Sandbox>,
+        request: RenderRequest,
+    ) -> Result<RenderedPage, ApiError> {
+        request.validate().map_err(ApiError::BadRequest)?;
+        let _slot = self.admit(caller)?;
+        let started = Instant::now();
+        let rendered = match sandbox {
+            Some(sandbox) => sandbox.render(request).await,
+            None => self.engine.render(request).await.map_err(Into::into),
+        };
+        let outcome = if rendered.is_ok() { Outcome::Completed } else { Outcome::Crashed };
+        self.ended(caller, Ran { kind: Kind::Render, language: "browser" }, outcome, started.elapsed(), None);
+        Ok(rendered?)
     }
-}
 
-/// The language a cell runs in, for metrics: its context's, else the one asked for, else the
-/// template's.
-fn cell_language(sandbox: &Sandbox, options: &RunOptions) -> Language {
-    let of_context = options.context.as_ref().and_then(|id| sandbox.contexts().into_iter().find(|c| &c.id == id));
-    of_context.map(|c| c.language).or(options.language).unwrap_or(sandbox.template().language())
+    fn command_ended(&self, caller: &Caller, ran: Ran, exit: &ProcessExit) {
+        self.ended(caller, ran, exit.outcome, exit.duration, None);
+    }
 }

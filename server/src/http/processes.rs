@@ -97,7 +97,7 @@ async fn command(
     };
     let spec = ProcessSpec { command: body.command, cwd: body.cwd, env: body.env, deadline, pty: body.pty };
     if background {
-        let info = sandbox.spawn(spec).await?;
+        let info = state.spawn_process(&caller, &sandbox, spec).await?;
         return Ok((StatusCode::CREATED, ApiJson(info)).into_response());
     }
     let delivery = Delivery::of(&headers);
@@ -231,8 +231,7 @@ async fn render_in_sandbox(
     ApiJson(request): ApiJson<RenderRequest>,
 ) -> Result<ApiJson<RenderedPage>, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &id)?;
-    let _slot = state.guard.execution_slot(&caller.key)?;
-    Ok(ApiJson(sandbox.render(request).await?))
+    Ok(ApiJson(state.render(&caller, Some(&sandbox), request).await?))
 }
 
 /// Render a page (a URL or HTML) in a fresh headless browser.
@@ -243,7 +242,5 @@ async fn render(
     caller: Caller,
     ApiJson(request): ApiJson<RenderRequest>,
 ) -> Result<ApiJson<RenderedPage>, ApiError> {
-    request.validate().map_err(ApiError::BadRequest)?;
-    let _slot = state.guard.execution_slot(&caller.key)?;
-    Ok(ApiJson(state.engine.render(request).await?))
+    Ok(ApiJson(state.render(&caller, None, request).await?))
 }

@@ -96,6 +96,22 @@ async fn languages_commands_processes_terminals_and_pages_over_http() {
     let png = base64_decode(rendered["png"].as_str().unwrap());
     assert_eq!(&png[..4], b"\x89PNG");
 
+    // Background processes and renders are accounted like every other execution (usage is
+    // written in the background: poll).
+    let mut kinds = Vec::new();
+    for _ in 0..1000 {
+        let usage: Value = client.get(server.url("/v1/usage")).send().await.unwrap().json().await.unwrap();
+        kinds = usage.as_array().unwrap().iter().map(|r| format!("{}/{}", r["kind"], r["language"])).collect();
+        if ["process", "render"].iter().all(|k| kinds.iter().any(|seen| seen.starts_with(&format!("\"{k}\"")))) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(kinds.contains(&r#""process"/"bash""#.to_owned()), "{kinds:?}");
+    assert!(kinds.contains(&r#""render"/"browser""#.to_owned()), "{kinds:?}");
+    let metrics = client.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"kind="process""#) && metrics.contains(r#"kind="render""#), "{metrics}");
+
     let pid = server_pid(&server);
     assert!(!containers_of(pid).is_empty(), "the server made containers");
     assert!(server.terminate().success());
