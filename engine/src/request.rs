@@ -17,15 +17,21 @@ pub const MAX_INPUT_FILES: usize = 1024;
 ///
 /// Build one with [`ExecRequest::new`] and the `with_*` methods; every field has a safe default
 /// (no stdin, no arguments, no environment, no files, [`Limits::default`]).
+///
+/// The limits are a type parameter so the wire format is this same type: a service takes an
+/// `ExecRequest<LimitsPatch>` (limits left out get its policy's defaults) and resolves it into
+/// an `ExecRequest` with [`ExecRequest::with_resolved_limits`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
-pub struct ExecRequest {
+pub struct ExecRequest<L = Limits> {
     /// The language `code` is written in.
     pub language: Language,
     /// The program text.
     pub code: String,
     /// Bytes the guest reads on standard input. Default: none (immediate end of file).
     #[serde(default, with = "crate::result::base64_bytes")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Byte))]
     pub stdin: Vec<u8>,
     /// Arguments after the program name (`sys.argv[1:]` in Python, `scriptArgs` in JS).
     #[serde(default)]
@@ -39,7 +45,7 @@ pub struct ExecRequest {
     pub files: Vec<InputFile>,
     /// The limits this execution runs under.
     #[serde(default)]
-    pub limits: Limits,
+    pub limits: L,
     /// Where to run it: `wasm` or `container`. Default: WebAssembly for Python and JavaScript,
     /// a container for every other language.
     #[serde(default)]
@@ -48,7 +54,27 @@ pub struct ExecRequest {
     /// between owners. `None`, the default, is the library's own use. Not part of the wire
     /// format: a service sets it from the caller's identity.
     #[serde(skip)]
+    #[cfg_attr(feature = "openapi", schema(ignore))]
     pub owner: Option<String>,
+}
+
+impl<L> ExecRequest<L> {
+    /// The same request with its limits resolved by `resolve` (a service's policy applied to
+    /// the limits a caller asked for).
+    pub fn with_resolved_limits<E>(self, resolve: impl FnOnce(&L) -> Result<Limits, E>) -> Result<ExecRequest, E> {
+        let limits = resolve(&self.limits)?;
+        Ok(ExecRequest {
+            language: self.language,
+            code: self.code,
+            stdin: self.stdin,
+            args: self.args,
+            env: self.env,
+            files: self.files,
+            limits,
+            backend: self.backend,
+            owner: self.owner,
+        })
+    }
 }
 
 /// A file placed in the guest's workspace.

@@ -9,65 +9,33 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use serde::Deserialize;
-use soulbox_engine::{BackendKind, ExecRequest, ExecResult, InputFile, Language, LimitsPatch};
-use std::collections::BTreeMap;
+use soulbox_engine::{ExecRequest, ExecResult, LimitsPatch};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/execute", post(execute)).route("/usage", get(usage))
 }
 
-/// One execution: code in a language, with its inputs and limits. Limits left out get the
-/// server's defaults. Unknown fields are refused.
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExecuteBody {
-    /// `python`, `javascript`, `bash`, `c`, `cpp`, `go`, `java`, `ruby` or `php`.
-    pub language: Language,
-    /// The program text.
-    pub code: String,
-    /// Bytes the program reads on stdin, base64.
-    #[serde(default, with = "soulbox_engine::base64_bytes")]
-    #[schema(value_type = String, format = Byte)]
-    pub stdin: Vec<u8>,
-    /// Arguments after the program name.
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Environment variables (over the server's configured ones).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Files placed in the workspace before the code runs.
-    #[serde(default)]
-    pub files: Vec<InputFile>,
-    /// Deadline, memory, output and open-file caps, fuel.
-    #[serde(default)]
-    pub limits: LimitsPatch,
-    /// `wasm` or `container`; default: WebAssembly for Python and JavaScript, a container for
-    /// the other languages.
-    #[serde(default)]
-    pub backend: Option<BackendKind>,
-}
+/// `POST /v1/execute`'s body: the engine's own request, with limits as a patch over the
+/// server's policy (those left out get its defaults).
+pub type ExecuteBody = ExecRequest<LimitsPatch>;
 
-impl ExecuteBody {
-    /// The engine request, under the server's settings.
-    pub fn into_request(self, state: &AppState) -> Result<ExecRequest, ApiError> {
-        let limits = state.settings.limits.resolve(&self.limits)?;
-        let mut request = ExecRequest::new(self.language, self.code).with_stdin(self.stdin).with_args(self.args);
-        request.env = state.settings.execution_env(self.env);
-        request.files = self.files;
-        request.backend = self.backend;
-        Ok(request.with_limits(limits))
-    }
+/// Resolves a body into the engine's request under the server's settings: its limits policy,
+/// and its configured environment under the body's.
+pub fn into_request(body: ExecuteBody, state: &AppState) -> Result<ExecRequest, ApiError> {
+    let mut request = body.with_resolved_limits(|patch| state.settings.limits.resolve(patch))?;
+    request.env = state.settings.execution_env(std::mem::take(&mut request.env));
+    Ok(request)
 }
 
 /// Run code once in a fresh, isolated guest and return its whole result.
-#[utoipa::path(post, path = "/v1/execute", tag = "executions", request_body = ExecuteBody,
+#[utoipa::path(post, path = "/v1/execute", tag = "executions", request_body = ExecRequest<LimitsPatch>,
     responses((status = 200, description = "The execution ran (see `outcome`)", body = ExecResult), ErrorResponses))]
 async fn execute(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(body): ApiJson<ExecuteBody>,
 ) -> Result<ApiJson<ExecResult>, ApiError> {
-    let request = body.into_request(&state)?;
+    let request = into_request(body, &state)?;
     Ok(ApiJson(state.run_once(&caller, request).await?))
 }
 

@@ -134,7 +134,9 @@ mod tests {
         for path in ["/v1/execute", "/v1/sandboxes/{id}/execute", "/v1/sandboxes/{id}/files", "/v1/tools/call"] {
             assert!(json["paths"][path].is_object(), "{path} is documented");
         }
-        for schema in ["ExecuteBody", "ExecResult", "SandboxSpec", "Execution", "ExecutionEvent", "ErrorBody"] {
+        for schema in
+            ["ExecRequest_LimitsPatch", "ExecResult", "SandboxSpec", "Execution", "ExecutionEvent", "ErrorBody"]
+        {
             assert!(json["components"]["schemas"][schema].is_object(), "{schema} is in the components");
         }
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
