@@ -99,7 +99,8 @@ async fn main() -> anyhow::Result<()> {
     };
     let endpoints = Endpoints { soulbox: soulbox.clone(), model_api: model_api.clone(), model: model.clone() };
     let transcript = converse(&endpoints, question).await?;
-    println!("{}", transcript.answer);
+    let calls = transcript.messages.iter().filter(|m| m["role"] == "tool").count();
+    println!("{} ({calls} tool calls)", transcript.answer);
     Ok(())
 }
 

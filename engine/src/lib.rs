@@ -12,7 +12,7 @@
 //!   the backend for its language and wraps every execution in a `tracing` span.
 //! - [`WorkerPool`] is SoulBox's one async boundary: blocking guest work runs on its dedicated,
 //!   big-stack threads, never on the async runtime's, with bounded admission (excess work is
-//!   refused with [`EngineError::Busy`], never queued without bound), queued per owner and
+//!   refused with [`BackendError::Busy`], never queued without bound), queued per owner and
 //!   served fairly between owners.
 //!
 //! - [`sandbox::Sandboxes`] holds stateful sandboxes: a workspace plus Python/JavaScript
@@ -58,4 +58,4 @@ pub use limits::{Limits, LimitsError, LimitsPatch};
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
-pub use worker_pool::{DEFAULT_QUEUE_PER_WORKER, WorkerPool, WorkerPoolConfig, job_waiting};
+pub use worker_pool::{DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, WorkerPool, WorkerPoolConfig, job_waiting};

@@ -1,6 +1,6 @@
 //! [`DockerEngine`]: the Docker Engine API through bollard, behind retries and a breaker.
 //!
-//! Every call goes through [`DockerEngine::call`]: refused at once while the [`Breaker`] is
+//! Every call goes through `DockerEngine::call`: refused at once while the [`Breaker`] is
 //! open; on a transport failure (the socket missing, a connection reset, a timeout) retried
 //! with backoff when the call is safe to repeat, and counted against the breaker. An answer
 //! from the engine, even an error, proves it alive. The API version is negotiated on first use

@@ -60,7 +60,7 @@ pub enum GuestRootError {
 pub struct Collected {
     /// `(relative path, bytes)` of each new or changed file, sorted by path.
     pub files: Vec<(String, Vec<u8>)>,
-    /// Whether [`CollectLimits`] or [`MAX_COLLECT_ENTRIES`] cut the list short.
+    /// Whether [`CollectLimits`] or `MAX_COLLECT_ENTRIES` cut the list short.
     pub truncated: bool,
     /// Directory entries looked at.
     seen: usize,

@@ -327,7 +327,7 @@ fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)).unwrap_or(0)
 }
 
-/// Text kept per stream by [`Sandbox::run_command`]; past it the rest is counted, not kept.
+/// Text kept per stream by [`Sandbox::run_command`](super::Sandbox::run_command); past it the rest is counted, not kept.
 pub const MAX_COMMAND_OUTPUT_BYTES: usize = 4 << 20;
 
 /// A command run to its end.
@@ -373,8 +373,8 @@ impl super::Sandbox {
     }
 
     /// Starts a process in the background (the sandbox's machine is made on its first
-    /// process); read it with [`Sandbox::process_output`], end it with
-    /// [`Sandbox::kill_process`].
+    /// process); read it with [`Sandbox::process_output`](super::Sandbox::process_output), end it with
+    /// [`Sandbox::kill_process`](super::Sandbox::kill_process).
     pub async fn spawn(&self, spec: ProcessSpec) -> Result<ProcessInfo, SandboxError> {
         validate_spec(&spec)?;
         let machine = self.machine().await?;

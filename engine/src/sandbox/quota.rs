@@ -3,7 +3,7 @@
 //! container process) that writes past its quota gets `ENOSPC` and the host's disks never
 //! fill. Mounting needs `CAP_SYS_ADMIN`: [`can_enforce`] says whether this process has it.
 //!
-//! Workspace directories are named `sandbox-<pid>-<random>`; [`sweep_dead`] unmounts and
+//! Workspace directories are named `sandbox-<pid>-<random>`; `sweep_dead` unmounts and
 //! removes those of processes that died (a killed server leaves its sandboxes behind).
 
 use rustix::mount::{MountFlags, UnmountFlags};

@@ -505,7 +505,8 @@ fn leads_outside(dir: &Dir, rel: &Path) -> bool {
     while let Some(part) = pending.pop_front() {
         match Path::new(&part).components().next() {
             Some(Component::ParentDir) => {
-                if at.pop().is_none() {
+                let above_the_root = at.pop().is_none();
+                if above_the_root {
                     return true;
                 }
             }

@@ -63,7 +63,7 @@ impl JavaScript {
     }
 
     /// Starts a stateful context in a fresh `instance`: `qjs --std -e ''` with `env` from the
-    /// WASI context, leaving `std` and `os` as globals for later [`eval`]s.
+    /// WASI context, leaving `std` and `os` as globals for later `eval`s.
     pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
         call0(store, instance, "_initialize").await?;
         let argv = Self::context_argv();
