@@ -14,6 +14,8 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
@@ -21,7 +23,6 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use soulbox_engine::{Engine, EngineError, ExecRequest, Language, Limits};
-use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 use std::time::Duration;
 
 /// What a client sends.
@@ -62,17 +63,10 @@ async fn run(State(engine): State<Engine>, Json(run): Json<Run>) -> (StatusCode,
     }
 }
 
-/// An engine over the WebAssembly backend (the interpreters from `soulbox runtimes fetch`).
-fn engine() -> anyhow::Result<Engine> {
-    let backend = WasmBackend::open(WasmConfig::default())?;
-    backend.prepare()?;
-    Ok(Engine::builder().backend(backend).build())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let address = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8080".into());
-    let engine = tokio::task::spawn_blocking(engine).await??;
+    let engine = common::wasm_engine().await?;
     let listener = tokio::net::TcpListener::bind(&address).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app(engine)).await?;
@@ -99,7 +93,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_service_runs_code_and_refuses_what_it_cannot() {
-        let app = app(tokio::task::spawn_blocking(engine).await.unwrap().expect("runtimes installed"));
+        let app = app(common::wasm_engine().await.expect("runtimes installed"));
         let (status, body) = post(&app, json!({"language": "python", "code": "print(sum(range(10)))"})).await;
         assert_eq!(
             (status, body["stdout"].as_str(), body["outcome"].as_str()),

@@ -13,9 +13,10 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use futures_util::StreamExt;
 use soulbox_engine::{Engine, ExecRequest, Language, Limits, Outcome};
-use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -108,16 +109,10 @@ async fn evaluate(engine: &Engine, count: usize) -> Summary {
     summary
 }
 
-fn engine() -> anyhow::Result<Engine> {
-    let backend = WasmBackend::open(WasmConfig::default())?;
-    backend.prepare()?;
-    Ok(Engine::builder().backend(backend).build())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let count = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(1000);
-    let engine = tokio::task::spawn_blocking(engine).await??;
+    let engine = common::wasm_engine().await?;
     evaluate(&engine, count).await.print();
     Ok(())
 }
@@ -128,7 +123,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_thousand_snippets_each_get_the_right_verdict() {
-        let engine = tokio::task::spawn_blocking(engine).await.unwrap().expect("runtimes installed");
+        let engine = common::wasm_engine().await.expect("runtimes installed");
         let summary = evaluate(&engine, 1000).await;
         summary.print();
         assert_eq!(summary.errors, 0, "the evaluator never overfills the engine");

@@ -8,9 +8,10 @@
 
 #![forbid(unsafe_code)]
 
+mod common;
+
 use base64::Engine as _;
 use soulbox_engine::{Engine, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
-use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 use std::path::{Path, PathBuf};
 
 /// The notebook's cells, run in order in one context.
@@ -64,16 +65,10 @@ async fn run(engine: Engine, figures: &Path) -> anyhow::Result<Notebook> {
     Ok(notebook)
 }
 
-fn engine() -> anyhow::Result<Engine> {
-    let backend = WasmBackend::open(WasmConfig::default())?;
-    backend.prepare()?;
-    Ok(Engine::builder().backend(backend).build())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let figures = std::env::args().nth(1).unwrap_or_else(|| "figures".into());
-    let engine = tokio::task::spawn_blocking(engine).await??;
+    let engine = common::wasm_engine().await?;
     run(engine, Path::new(&figures)).await?;
     Ok(())
 }
@@ -84,7 +79,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_session_keeps_state_and_saves_its_figure() {
-        let engine = tokio::task::spawn_blocking(engine).await.unwrap().expect("runtimes installed");
+        let engine = common::wasm_engine().await.expect("runtimes installed");
         let out = tempfile::tempdir().unwrap();
         let notebook = run(engine, out.path()).await.unwrap();
         assert!(notebook.had_html, "the DataFrame comes back as HTML");
