@@ -136,6 +136,9 @@ impl Machine for DockerMachine {
             tty: spec.pty.is_some(),
             pid_file: format!("/tmp/.soulbox/{number}.pid"),
         };
+        // The OOM count before the process exists: a process killed for memory before its
+        // driver first runs still counts.
+        let oom_before = cgroup::oom_kills(&container);
         let started = exec::start(&shared.containers.docker, &container, &line).await?;
         let process = Arc::new(MachineProcess {
             shared: Arc::clone(shared),
@@ -148,7 +151,7 @@ impl Machine for DockerMachine {
         if let Some(size) = spec.pty {
             process.resize(size).await?;
         }
-        tokio::spawn(drive(Arc::clone(&process), started.output, events, spec.deadline));
+        tokio::spawn(drive(Arc::clone(&process), started.output, events, spec.deadline, oom_before));
         Ok(process)
     }
 
@@ -243,9 +246,9 @@ async fn drive(
     mut output: exec::Output,
     events: ProcessSender,
     deadline: Option<Duration>,
+    oom_before: Option<u64>,
 ) {
     let started = Instant::now();
-    let oom_before = cgroup::oom_kills(&process.container);
     let mut decoder = Decoder::default();
     let backstop = tokio::time::sleep(deadline.map_or(Duration::from_secs(u64::MAX / 4), |d| d + DEADLINE_GRACE));
     tokio::pin!(backstop);

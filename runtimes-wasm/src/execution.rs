@@ -310,9 +310,6 @@ pub(crate) fn classify(
     if output_hit {
         return Ended::stopped(Outcome::OutputLimitExceeded, "output limit exceeded");
     }
-    if let Some(exit) = error.downcast_ref::<UnreportableExit>() {
-        return Ended::stopped(Outcome::Crashed, exit.to_string());
-    }
     if let Some(refused) = error.downcast_ref::<DoorRefused>() {
         return Ended::stopped(Outcome::OutputLimitExceeded, refused.to_string());
     }
@@ -325,10 +322,13 @@ pub(crate) fn classify(
         _ if memory_hit => Ended::stopped(Outcome::MemoryExceeded, "memory limit exceeded"),
         Some(Trap::StackOverflow) => Ended::stopped(Outcome::Crashed, "stack overflow"),
         Some(trap) => Ended::stopped(Outcome::Crashed, format!("guest trapped: {trap}")),
-        None => {
-            tracing::debug!(error = format!("{error:#}"), "guest failed");
-            Ended::stopped(Outcome::Crashed, format!("guest failed: {}", error.root_cause()))
-        }
+        None => match error.downcast_ref::<UnreportableExit>() {
+            Some(exit) => Ended::stopped(Outcome::Crashed, exit.to_string()),
+            None => {
+                tracing::debug!(error = format!("{error:#}"), "guest failed");
+                Ended::stopped(Outcome::Crashed, format!("guest failed: {}", error.root_cause()))
+            }
+        },
     }
 }
 

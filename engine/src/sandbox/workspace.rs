@@ -201,9 +201,14 @@ impl Workspace {
         match blocking(shown, work).await {
             Err(FileError::Io { path, source }) if source.kind() == io::ErrorKind::PermissionDenied => {
                 let dir = self.dir()?;
-                let rels = paths.iter().map(|p| relative(p)).collect::<Result<Vec<_>, _>>()?;
-                let escapes = blocking(shown, move || Ok(rels.iter().any(|rel| leads_outside(&dir, rel)))).await?;
-                Err(if escapes { FileError::Escapes(path) } else { FileError::Io { path, source } })
+                let named: Vec<(String, PathBuf)> =
+                    paths.iter().map(|p| Ok(((*p).to_owned(), relative(p)?))).collect::<Result<_, FileError>>()?;
+                let escaping =
+                    blocking(shown, move || Ok(named.into_iter().find(|(_, rel)| leads_outside(&dir, rel)))).await?;
+                Err(match escaping {
+                    Some((escaping, _)) => FileError::Escapes(escaping),
+                    None => FileError::Io { path, source },
+                })
             }
             other => other,
         }

@@ -14,6 +14,7 @@ use futures_util::TryStreamExt;
 use http_body_util::{LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use soulbox_engine::sandbox::{EntryInfo, FileError, Workspace};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -93,14 +94,25 @@ async fn upload(
 /// body is not bounded by `DefaultBodyLimit`, so the limit is applied here).
 async fn write_upload(files: &Workspace, path: &str, body: Body, limit: usize) -> Result<u64, ApiError> {
     let limited = Body::new(Limited::new(body, limit));
-    let reader = StreamReader::new(limited.into_data_stream().map_err(std::io::Error::other));
-    files.write_stream(path, reader).await.map_err(|error| match error {
-        FileError::Io { source, .. } if over_limit(&source) => {
-            ApiError::TooLarge(format!("the upload is over {limit} bytes"))
+    let mut reader = StreamReader::new(limited.into_data_stream().map_err(std::io::Error::other));
+    match files.write_stream(path, &mut reader).await {
+        Ok(written) => Ok(written),
+        Err(FileError::Io { source, .. }) if over_limit(&source) => {
+            Err(ApiError::TooLarge(format!("the upload is over {limit} bytes")))
         }
-        other => other.into(),
-    })
+        Err(full @ FileError::NoSpace(_)) => {
+            // Stopped midway: read (and drop) a bounded rest of the body first, so a client
+            // still sending gets this answer rather than a broken pipe.
+            let rest = (&mut reader).take(DRAIN_AFTER_REFUSAL);
+            let _ = tokio::io::copy(&mut std::pin::pin!(rest), &mut tokio::io::sink()).await;
+            Err(full.into())
+        }
+        Err(other) => Err(other.into()),
+    }
 }
+
+/// The most of an upload's body read and dropped after the workspace filled up midway.
+const DRAIN_AFTER_REFUSAL: u64 = 64 << 20;
 
 /// Whether a streaming failure is the body limit being hit.
 fn over_limit(error: &std::io::Error) -> bool {

@@ -14,7 +14,11 @@ use futures_util::{Stream, StreamExt};
 use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, RenderRequest, RenderedPage};
 use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
 use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Outcome, RunOptions, Sandbox, SandboxSpec};
+use std::future::IntoFuture;
 use std::time::{Duration, Instant};
+
+/// How long a kill waits for the sandbox's container to be removed before answering anyway.
+const KILL_TEARDOWN_WAIT: Duration = Duration::from_secs(10);
 
 /// What ran, for the records: its kind and its language's label (`bash` for commands and
 /// processes, `browser` for renders).
@@ -77,11 +81,18 @@ impl AppState {
     /// this returns.
     pub async fn kill_sandbox(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {
         self.sandbox(&caller.tenant, id)?;
-        self.sandboxes.kill(id)?.await;
+        let teardown = self.sandboxes.kill(id)?;
+        // The sandbox is gone already; a Docker engine slow to remove its container must not
+        // turn that into a timeout: past the bound, the removal finishes in the background.
+        if tokio::time::timeout(KILL_TEARDOWN_WAIT, teardown.into_future()).await.is_err() {
+            tracing::warn!(sandbox = %id, "the sandbox's container is still being removed");
+        }
         Ok(())
     }
 
-    /// Runs a cell to its end.
+    /// Runs a cell to its end. The cell runs (holding the caller's slot) and is recorded in a
+    /// task of its own: a caller that goes away (a disconnect, a request timeout) neither
+    /// stops it nor skips its accounting.
     pub async fn run_cell(
         &self,
         caller: &Caller,
@@ -89,16 +100,22 @@ impl AppState {
         code: &str,
         options: RunOptions,
     ) -> Result<Execution, ApiError> {
-        let _slot = self.admit(caller)?;
-        let execution = sandbox.run_code(code, options).await?;
-        let end = &execution.end;
-        let ran = Ran { kind: Kind::Cell, language: end.language.name() };
-        self.ended(caller, ran, end.outcome, end.duration, end.fuel_used);
-        Ok(execution)
+        let slot = self.admit(caller)?;
+        let (state, caller, sandbox, code) = (self.clone(), caller.clone(), sandbox.clone(), code.to_owned());
+        let cell = tokio::spawn(async move {
+            let _held = slot;
+            let execution = sandbox.run_code(&code, options).await?;
+            let end = &execution.end;
+            let ran = Ran { kind: Kind::Cell, language: end.language.name() };
+            state.ended(&caller, ran, end.outcome, end.duration, end.fuel_used);
+            Ok::<_, ApiError>(execution)
+        });
+        cell.await.map_err(|e| ApiError::Internal(format!("a cell's task failed: {e}")))?
     }
 
-    /// Runs a cell, yielding its events as they happen. The caller's execution slot is held
-    /// until the stream ends or is dropped; a failure after the start is an `Err` item.
+    /// Runs a cell, yielding its events as they happen; a failure after the start is an `Err`
+    /// item. The caller's slot is held, and the cell recorded, until the cell ends, whether or
+    /// not the caller still reads.
     pub async fn stream_cell(
         &self,
         caller: &Caller,
@@ -109,31 +126,37 @@ impl AppState {
         let slot = self.admit(caller)?;
         let events = sandbox.run_code_stream(code, options).await?;
         let (state, caller) = (self.clone(), caller.clone());
-        Ok(events.map(move |item| {
+        let events = followed_to_the_end(events, move |item| {
             let _held = &slot;
-            if let Ok(ExecutionEvent::End(end)) = &item {
+            if let Ok(ExecutionEvent::End(end)) = item {
                 let ran = Ran { kind: Kind::Cell, language: end.language.name() };
                 state.ended(&caller, ran, end.outcome, end.duration, end.fuel_used);
             }
-            item.map_err(ApiError::from)
-        }))
+        });
+        Ok(events.map(|item| item.map_err(ApiError::from)))
     }
 
-    /// Runs a command in a sandbox's container to its end.
+    /// Runs a command in a sandbox's container to its end; like a cell, it runs and is
+    /// recorded in a task of its own.
     pub async fn run_command(
         &self,
         caller: &Caller,
         sandbox: &Sandbox,
         spec: ProcessSpec,
     ) -> Result<CommandResult, ApiError> {
-        let _slot = self.admit(caller)?;
-        let result = sandbox.run_command(spec).await?;
-        self.command_ended(caller, Ran::command(), &result.exit);
-        Ok(result)
+        let slot = self.admit(caller)?;
+        let (state, caller, sandbox) = (self.clone(), caller.clone(), sandbox.clone());
+        let command = tokio::spawn(async move {
+            let _held = slot;
+            let result = sandbox.run_command(spec).await?;
+            state.command_ended(&caller, Ran::command(), &result.exit);
+            Ok::<_, ApiError>(result)
+        });
+        command.await.map_err(|e| ApiError::Internal(format!("a command's task failed: {e}")))?
     }
 
-    /// Runs a command, yielding its events as they happen; the caller's execution slot is held
-    /// until the stream ends or is dropped.
+    /// Runs a command, yielding its events as they happen; the caller's slot is held, and the
+    /// command recorded, until it exits, whether or not the caller still reads.
     pub async fn stream_command(
         &self,
         caller: &Caller,
@@ -143,13 +166,13 @@ impl AppState {
         let slot = self.admit(caller)?;
         let (_, events) = sandbox.run_command_stream(spec).await?;
         let (state, caller) = (self.clone(), caller.clone());
-        Ok(events.map(move |event| {
+        let events = followed_to_the_end(events, move |event| {
             let _held = &slot;
-            if let ProcessEvent::Exit(exit) = &event {
+            if let ProcessEvent::Exit(exit) = event {
                 state.command_ended(&caller, Ran::command(), exit);
             }
-            Ok(event)
-        }))
+        });
+        Ok(events.map(Ok))
     }
 
     /// Starts a background process (or a terminal). It outlives the request, so it holds no
@@ -182,16 +205,50 @@ impl AppState {
         request.validate().map_err(ApiError::BadRequest)?;
         let _slot = self.admit(caller)?;
         let started = Instant::now();
-        let rendered = match sandbox {
-            Some(sandbox) => sandbox.render(request).await,
+        let rendered: Result<RenderedPage, ApiError> = match sandbox {
+            Some(sandbox) => sandbox.render(request).await.map_err(Into::into),
             None => self.engine.render(request).await.map_err(Into::into),
         };
-        let outcome = if rendered.is_ok() { Outcome::Completed } else { Outcome::Crashed };
-        self.ended(caller, Ran { kind: Kind::Render, language: "browser" }, outcome, started.elapsed(), None);
-        Ok(rendered?)
+        // A render that ran is recorded, a failed one too (the browser crashed); one refused
+        // before it ran (no browser, a bad page, a busy backend) is not.
+        let outcome = match &rendered {
+            Ok(_) => Some(Outcome::Completed),
+            Err(ApiError::Internal(_)) => Some(Outcome::Crashed),
+            Err(_) => None,
+        };
+        if let Some(outcome) = outcome {
+            self.ended(caller, Ran { kind: Kind::Render, language: "browser" }, outcome, started.elapsed(), None);
+        }
+        rendered
     }
 
     fn command_ended(&self, caller: &Caller, ran: Ran, exit: &ProcessExit) {
         self.ended(caller, ran, exit.outcome, exit.duration, None);
     }
+}
+
+/// Events handed from a follower task to the caller at a time: the engine's backpressure
+/// still reaches the guest while the caller reads.
+const HANDED_OVER_EVENTS: usize = 16;
+
+/// `events`, read to their end by a task of its own that shows each to `seen` first: the work
+/// is followed (and accounted) to its end even when the caller stops reading or goes away.
+fn followed_to_the_end<T: Send + 'static>(
+    events: impl Stream<Item = T> + Send + 'static,
+    mut seen: impl FnMut(&T) + Send + 'static,
+) -> impl Stream<Item = T> + Send + 'static {
+    let (sender, receiver) = tokio::sync::mpsc::channel(HANDED_OVER_EVENTS);
+    tokio::spawn(async move {
+        let mut events = std::pin::pin!(events);
+        let mut reader = Some(sender);
+        while let Some(event) = events.next().await {
+            seen(&event);
+            if let Some(sender) = &reader
+                && sender.send(event).await.is_err()
+            {
+                reader = None; // the caller left: keep reading so the work ends and is recorded
+            }
+        }
+    });
+    futures_util::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|e| (e, receiver)) })
 }

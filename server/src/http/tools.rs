@@ -90,9 +90,8 @@ pub struct RunCommandArgs {
     pub timeout_ms: Option<u64>,
 }
 
-/// No arguments.
+/// No arguments (any given are ignored, as models sometimes send an empty placeholder).
 #[derive(Debug, Default, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct NoArgs {}
 
 /// Arguments naming a sandbox.

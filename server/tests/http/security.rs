@@ -468,3 +468,32 @@ async fn a_workspace_holds_no_more_than_its_disk_quota() {
     assert_eq!(killed.status(), 204);
     assert!(!mounted() && !workspace.exists(), "killing the sandbox unmounts and removes its workspace");
 }
+
+#[tokio::test]
+async fn a_cell_whose_caller_leaves_still_holds_its_slot_and_is_accounted() {
+    let server = Server::start();
+    let client = reqwest::Client::new();
+    let id = crate::support::create_sandbox(&client, &server, None).await;
+    let code = "print('started', flush=True)\nimport time\ntime.sleep(0.5)\n'done'";
+    let mut response = client
+        .post(server.url(&format!("/v1/sandboxes/{id}/execute")))
+        .header("accept", "application/x-ndjson")
+        .json(&json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("started"));
+    drop(response); // the caller leaves while its cell runs
+    // Usage is written in the background: poll (pausing between looks).
+    let mut cells = Value::Null;
+    for _ in 0..3000 {
+        let usage: Value = client.get(server.url("/v1/usage")).send().await.unwrap().json().await.unwrap();
+        cells = usage.as_array().unwrap().iter().find(|row| row["kind"] == "cell").cloned().unwrap_or(Value::Null);
+        if !cells.is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(cells["executions"], 1, "the abandoned cell ran to its end and was recorded: {cells}");
+}
