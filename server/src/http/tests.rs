@@ -283,11 +283,11 @@ async fn slow_responses_time_out_and_limits_follow_the_configuration() {
     let (_, created) = json_call(&app, Method::POST, "/v1/sandboxes", json!({})).await;
     let cells = format!("/v1/sandboxes/{}/execute", created["id"].as_str().unwrap());
     let id = created["id"].as_str().unwrap().to_owned();
-    // The first ends at its deadline, far inside the request timeout; the second's own
-    // deadline is the whole timeout, so it cannot answer in time, queued or not.
+    // The first ends at its deadline (500 ms), well inside the request timeout (1 s); the
+    // second, queued behind it, then needs its own 900 ms: about 450 ms of margin both ways.
     let first_cell =
-        json!({"code": "open('/started', 'w').close()\nimport time; time.sleep(5)", "limits": {"deadline_ms": 200}});
-    let slow = json!({"code": "import time; time.sleep(5)", "limits": {"deadline_ms": 1000}});
+        json!({"code": "open('/started', 'w').close()\nimport time; time.sleep(5)", "limits": {"deadline_ms": 500}});
+    let slow = json!({"code": "import time; time.sleep(5)", "limits": {"deadline_ms": 900}});
     let first = tokio::spawn({
         let (app, cells) = (app.clone(), cells.clone());
         async move { full_call(&app, &cells, first_cell).await }
