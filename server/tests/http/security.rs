@@ -471,12 +471,14 @@ async fn a_workspace_holds_no_more_than_its_disk_quota() {
 
 #[tokio::test]
 async fn a_cell_whose_caller_leaves_still_holds_its_slot_and_is_accounted() {
-    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (server, keys) = start_with_keys(dir.path(), &["leaver"], &[]);
     let client = reqwest::Client::new();
-    let id = crate::support::create_sandbox(&client, &server, None).await;
+    let id = crate::support::create_sandbox(&client, &server, Some(&keys[0])).await;
     let code = "print('started', flush=True)\nimport time\ntime.sleep(0.5)\n'done'";
     let mut response = client
         .post(server.url(&format!("/v1/sandboxes/{id}/execute")))
+        .bearer_auth(&keys[0])
         .header("accept", "application/x-ndjson")
         .json(&json!({"code": code}))
         .send()
@@ -488,7 +490,8 @@ async fn a_cell_whose_caller_leaves_still_holds_its_slot_and_is_accounted() {
     // Usage is written in the background: poll (pausing between looks).
     let mut cells = Value::Null;
     for _ in 0..3000 {
-        let usage: Value = client.get(server.url("/v1/usage")).send().await.unwrap().json().await.unwrap();
+        let usage = client.get(server.url("/v1/usage")).bearer_auth(&keys[0]).send().await.unwrap();
+        let usage: Value = usage.json().await.unwrap();
         cells = usage.as_array().unwrap().iter().find(|row| row["kind"] == "cell").cloned().unwrap_or(Value::Null);
         if !cells.is_null() {
             break;
