@@ -172,6 +172,18 @@ impl Containers {
         }
     }
 
+    /// Whether the Docker engine saw the container's cgroup run out of memory (its
+    /// `State.OOMKilled`): the verdict when the cgroup itself is gone (the OOM killer took the
+    /// container's first process, so the container stopped). `None` when it cannot tell.
+    pub async fn oom_killed(&self, id: &str) -> Option<bool> {
+        let inspected = self
+            .docker
+            .call("inspect a container", Retry::Yes, |d| async move { d.inspect_container(id, None).await })
+            .await
+            .ok()?;
+        inspected.state.and_then(|state| state.oom_killed)
+    }
+
     /// SoulBox containers matching `labels` (`key=value` each), running or not: `(id, labels)`.
     pub async fn list(&self, labels: &[String]) -> Result<Vec<(String, HashMap<String, String>)>, ContainerError> {
         let mut filter = vec![format!("{MANAGED_LABEL}=true")];

@@ -75,7 +75,16 @@ async fn run(
     let oom_before = cgroup::oom_kills(&slot.id);
     let (stdout, stderr, code, stopped) = collect(request, recipe.command, session).await;
     let elapsed = admitted.elapsed();
-    let verdict = KillVerdict::from_counts(oom_before, cgroup::oom_kills(&slot.id));
+    let verdict = match KillVerdict::from_counts(oom_before, cgroup::oom_kills(&slot.id)) {
+        // The cgroup is gone when the OOM killer took the container's first process (the
+        // container stopped): the Docker engine's record of it decides then.
+        KillVerdict::Unknown if code == Some(EXIT_KILLED) => match containers.oom_killed(&slot.id).await {
+            Some(true) => KillVerdict::OutOfMemory,
+            Some(false) => KillVerdict::NotMemory,
+            None => KillVerdict::Unknown,
+        },
+        verdict => verdict,
+    };
     let (outcome, error) = classify(stopped, code, verdict, elapsed, request.limits.deadline);
     // Files are collected only from a run the agent reported, after it killed every other
     // process of the container: a run SoulBox stopped may have processes still writing, so it
