@@ -8,6 +8,7 @@ cargo build --release --workspace --locked
 cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --warm-up-time 2 --measurement-time 5
 ./target/release/report
 ./target/release/sandbox-report
+./target/release/checkpoint-report
 command -v wrk >/dev/null || apt-get install -y wrk
 ./target/release/http-report
 bash scripts/build-images.sh

@@ -1,7 +1,7 @@
 //! The one trait every backend implements.
 
 use crate::capabilities::Capabilities;
-use crate::kernel::{Kernel, KernelSpec};
+use crate::kernel::{Kernel, KernelImage, KernelSpec};
 use crate::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
 use crate::request::ExecRequest;
 use crate::result::ExecResult;
@@ -39,6 +39,19 @@ pub trait Backend: Send + Sync + 'static {
     /// keep the default, which refuses.
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         Err(BackendError::Rejected(format!("the {} backend has no stateful {} contexts", self.name(), spec.language)))
+    }
+
+    /// Rebuilds a context from a [`KernelImage`] its own [`Kernel::checkpoint`] took (in this
+    /// process or another). Backends without checkpoints keep the default, which refuses.
+    ///
+    /// [`Kernel::checkpoint`]: crate::kernel::Kernel::checkpoint
+    async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
+        let _ = image;
+        Err(BackendError::NotCheckpointable(format!(
+            "the {} backend cannot restore {} contexts",
+            self.name(),
+            spec.language
+        )))
     }
 
     /// Starts a machine for a sandbox's native processes. Backends without processes keep
@@ -96,6 +109,14 @@ pub enum BackendError {
     /// fix it.
     #[error("{0}")]
     Unavailable(String),
+    /// A context cannot be checkpointed as it is (it holds something a checkpoint cannot
+    /// carry, such as an open file), or its backend has no checkpoints; the message says which.
+    #[error("cannot checkpoint: {0}")]
+    NotCheckpointable(String),
+    /// A checkpoint failed its check (truncated, altered, or from another interpreter build)
+    /// and was not loaded.
+    #[error("{0}")]
+    BadCheckpoint(String),
     /// A fault inside the backend, not caused by the guest.
     #[error("internal error: {0}")]
     Internal(String),

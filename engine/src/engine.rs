@@ -17,7 +17,7 @@
 use crate::backend::Backend;
 use crate::capabilities::Capabilities;
 use crate::error::EngineError;
-use crate::kernel::{Kernel, KernelSpec};
+use crate::kernel::{Kernel, KernelImage, KernelSpec};
 use crate::language::{BackendKind, Language};
 use crate::process::{Machine, MachineSpec, RenderRequest, RenderedPage};
 use crate::request::ExecRequest;
@@ -126,6 +126,15 @@ impl Engine {
         let backend = self.find(|c| c.has_kernel(language)).ok_or(EngineError::NoContexts { language })?;
         let span = tracing::info_span!("start_kernel", %language, backend = backend.name(), preload = ?spec.preload);
         Ok(backend.start_kernel(spec).instrument(span).await?)
+    }
+
+    /// Rebuilds a context from `image` on the backend that runs its language's contexts.
+    pub async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, EngineError> {
+        let language = spec.language;
+        let backend = self.find(|c| c.has_kernel(language)).ok_or(EngineError::NoContexts { language })?;
+        let span =
+            tracing::info_span!("restore_kernel", %language, backend = backend.name(), bytes = image.bytes.len());
+        Ok(backend.restore_kernel(spec, image).instrument(span).await?)
     }
 
     /// Each backend's name and load (backends that report one).

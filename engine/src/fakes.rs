@@ -11,7 +11,7 @@
 
 use crate::backend::{Backend, BackendError};
 use crate::capabilities::Capabilities;
-use crate::kernel::{Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec};
+use crate::kernel::{Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelImage, KernelSpec};
 use crate::language::{BackendKind, Language};
 use crate::process::{
     Machine, MachineSpec, ProcessControl, ProcessEvent, ProcessExit, ProcessSender, ProcessSpec, PtySize,
@@ -93,6 +93,15 @@ impl Backend for FakeBackend {
         Ok(Box::new(FakeKernel { language: spec.language, cells: 0 }))
     }
 
+    async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
+        let bytes: [u8; 8] = image
+            .bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| BackendError::BadCheckpoint("the fake kernel's checkpoint is 8 bytes".into()))?;
+        Ok(Box::new(FakeKernel { language: spec.language, cells: u64::from_le_bytes(bytes) }))
+    }
+
     async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, BackendError> {
         let _ = spec;
         self.record.machines_started.fetch_add(1, Ordering::SeqCst);
@@ -139,6 +148,10 @@ impl Kernel for FakeKernel {
             fuel_used: None,
             peak_memory_bytes: 0,
         })
+    }
+
+    async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
+        Ok(KernelImage::new(self.language, self.cells.to_le_bytes().to_vec()))
     }
 }
 

@@ -29,6 +29,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Template {
     /// A plain Python context (the scientific stack is loaded but not imported into `__main__`).
     #[default]
@@ -97,6 +98,7 @@ impl FromStr for Template {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
 pub enum Preload {
     /// Nothing.
     #[default]
@@ -196,12 +198,47 @@ pub trait Kernel: Send + std::fmt::Debug {
 
     /// Runs `cell`, sending stdout, stderr, results and errors to `events` as they happen.
     async fn run(&mut self, cell: Cell, events: EventSender) -> Result<CellReport, BackendError>;
+
+    /// Captures the whole state of the context, between cells, as an image its backend's
+    /// [`Backend::restore_kernel`](crate::Backend::restore_kernel) rebuilds exactly. Kernels
+    /// without checkpoints keep the default, which refuses.
+    async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
+        Err(BackendError::NotCheckpointable(format!(
+            "{} contexts of this backend have no checkpoints",
+            self.language()
+        )))
+    }
+}
+
+/// A context's state, captured by [`Kernel::checkpoint`]: opaque bytes only the backend that
+/// made them reads (it checks them before use), tagged with the context's language.
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct KernelImage {
+    /// The context's language.
+    pub language: Language,
+    /// The backend's encoding of the state.
+    pub bytes: Vec<u8>,
+}
+
+impl KernelImage {
+    /// An image of a `language` context, as its backend encoded it.
+    pub fn new(language: Language, bytes: Vec<u8>) -> Self {
+        KernelImage { language, bytes }
+    }
+}
+
+impl std::fmt::Debug for KernelImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelImage").field("language", &self.language).field("bytes", &self.bytes.len()).finish()
+    }
 }
 
 /// Something a running cell produced, in the order it happened.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ExecutionEvent {
     /// Text the code wrote to stdout.
     Stdout {
@@ -278,6 +315,7 @@ pub struct CellError {
 /// The end of an execution.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct ExecutionEnd {
     /// The language of the context that ran the cell.
     pub language: Language,
@@ -304,6 +342,7 @@ pub struct ExecutionEnd {
 /// A finished execution: every event folded into one value, for callers that do not stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct Execution {
     /// Everything written to stdout.
     pub stdout: String,

@@ -13,6 +13,7 @@ use std::str::FromStr;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Language {
     /// CPython 3.15 with numpy, pandas and matplotlib (WebAssembly); `python3` in a container.
     #[serde(alias = "py", alias = "python3")]

@@ -31,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod blobs;
 mod capabilities;
 mod engine;
 mod error;

@@ -98,6 +98,7 @@ impl LimitsPatch {
 
 /// A limit outside what SoulBox accepts.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum LimitsError {
     /// A limit is zero, or above its maximum.
     #[error("limit `{name}` must be between {min} and {max}, got {got}")]

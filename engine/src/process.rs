@@ -47,7 +47,9 @@ pub struct MachineSpec {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ProcessSpec {
-    /// A shell command line (run by `bash -c` in the machine).
+    /// A shell command line (run by `bash -c` in the machine). Default: empty, which with
+    /// `pty` starts an interactive shell.
+    #[serde(default)]
     pub command: String,
     /// Working directory (default: the workspace).
     #[serde(default)]
@@ -80,6 +82,7 @@ pub struct PtySize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum ProcessEvent {
     /// Standard output (a terminal's output, for a PTY), as text (invalid UTF-8 replaced; a
     /// character is never split across events).
@@ -166,6 +169,7 @@ pub struct RenderRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum PageSource {
     /// A URL the browser loads (needs network access unless it is a `file://` URL).
     Url(String),

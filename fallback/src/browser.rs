@@ -51,6 +51,7 @@ pub async fn render(
             return Err(ContainerError::Rejected("a `path` source needs a sandbox; give `html` or a `url`".into()));
         }
         PageSource::Html(html) => (format!("file://{dir}/page.html"), Some(html.clone())),
+        _ => return Err(ContainerError::Rejected("this page source is not supported".into())),
     };
     let argv = [
         "bash",

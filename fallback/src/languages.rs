@@ -13,8 +13,8 @@ pub struct Recipe {
     pub command: &'static str,
 }
 
-/// The recipe for `language`.
-pub fn recipe(language: Language) -> Recipe {
+/// The recipe for `language`; `None` for a language this backend does not know.
+pub fn recipe(language: Language) -> Option<Recipe> {
     let (file, command) = match language {
         Language::Python => ("main.py", r#"exec python3 main.py "$@""#),
         Language::JavaScript => ("main.js", r#"exec node main.js "$@""#),
@@ -25,8 +25,9 @@ pub fn recipe(language: Language) -> Recipe {
         Language::Java => ("Main.java", r#"exec java Main.java "$@""#),
         Language::Ruby => ("main.rb", r#"exec ruby main.rb "$@""#),
         Language::Php => ("main.php", r#"exec php main.php "$@""#),
+        _ => return None,
     };
-    Recipe { file, command }
+    Some(Recipe { file, command })
 }
 
 /// `command` with `args` bound to `"$@"` (each quoted for the shell).
@@ -45,7 +46,7 @@ mod tests {
     #[test]
     fn every_language_has_a_recipe_and_arguments_are_quoted() {
         for language in Language::ALL {
-            let recipe = recipe(language);
+            let recipe = recipe(language).expect("a recipe");
             assert!(recipe.command.contains(recipe.file), "{language}");
         }
         assert_eq!(with_args("run", &[]), "run");

@@ -65,7 +65,8 @@ async fn run(
     request: &ExecRequest,
     admitted: Instant,
 ) -> Result<ExecResult, ContainerError> {
-    let recipe = recipe(request.language);
+    let recipe = recipe(request.language)
+        .ok_or_else(|| ContainerError::Rejected(format!("containers do not run {}", request.language)))?;
     let inputs = place_inputs(&slot.dir, recipe.file, request)?;
     if request.limits.memory_bytes != slot.memory_bytes {
         containers.set_memory(&slot.id, request.limits.memory_bytes).await?;

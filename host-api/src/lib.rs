@@ -16,23 +16,25 @@
 //!   may call (WASI preview 1 plus `host.call`, the door: "no host" unless a [`DoorHandler`]
 //!   is set, which a stateful kernel uses to send rich results to the host).
 //!
-//! Clocks and randomness are WASI's defaults: real wall and monotonic clocks, and a fresh
-//! random seed per guest.
+//! Randomness and the wall clock are WASI's defaults (a fresh random seed per guest, the real
+//! time); the monotonic clock is SoulBox's [`GuestClock`], which a restored context continues.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod clock;
 mod guest_root;
 mod input;
 mod limiter;
 mod output;
 mod state;
 
+pub use clock::GuestClock;
 pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS, prepare_root};
 pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
 pub use output::{CappedOutput, OutputTap};
 pub use state::{
-    DoorHandler, DoorRefused, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HostApiError, MAX_DOOR_FRAME_BYTES,
-    NO_HOST, ReadOnlyMount, UnreportableExit, add_to_linker,
+    DoorHandler, DoorRefused, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HeldOpen, HostApiError,
+    MAX_DOOR_FRAME_BYTES, NO_HOST, ReadOnlyMount, UnreportableExit, add_to_linker,
 };

@@ -1,5 +1,6 @@
 //! [`GuestState`]: the store data a guest runs with, and [`add_to_linker`]: what it may import.
 
+use crate::clock::GuestClock;
 use crate::input::GuestStdin;
 use crate::limiter::GuestLimiter;
 use crate::output::CappedOutput;
@@ -101,8 +102,21 @@ pub struct GuestState {
     pub stdin: GuestStdin,
     /// Where `host.call` frames go; `None` answers [`NO_HOST`].
     pub door: Option<DoorHandler>,
+    /// The guest's monotonic clock (a restored context continues it).
+    pub clock: GuestClock,
+    /// Directories preopened for the guest (its mounts and its root).
+    preopens: usize,
     /// WASI table entries that are not open files (stdio, preopens, slack).
     reserved_table_entries: usize,
+}
+
+/// Files and directories a guest holds open beyond its preopens ([`GuestState::held_open`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HeldOpen {
+    /// Open files.
+    pub files: usize,
+    /// Open directories besides the preopened ones.
+    pub directories: usize,
 }
 
 impl std::fmt::Debug for GuestState {
@@ -118,8 +132,10 @@ impl GuestState {
         let stdout = CappedOutput::new(config.limits.stdout_cap);
         let stderr = CappedOutput::new(config.limits.stderr_cap);
         let stdin = GuestStdin::default();
+        let clock = GuestClock::new();
         let mut builder = WasiCtxBuilder::new();
         builder
+            .monotonic_clock(clock.clone())
             .args(config.args)
             .envs(config.env)
             .stdin(stdin.clone())
@@ -140,6 +156,8 @@ impl GuestState {
             stderr,
             stdin,
             door: None,
+            clock,
+            preopens: config.mounts.len() + 1,
             reserved_table_entries: config.mounts.len() + 1 + WASI_TABLE_SLACK,
         };
         state.set_limits(config.limits);
@@ -154,6 +172,23 @@ impl GuestState {
         self.limiter.set_cap(limits.memory_cap);
         let open_files = usize::try_from(limits.open_files).unwrap_or(usize::MAX);
         self.wasi.ctx().table.set_max_capacity(self.reserved_table_entries.saturating_add(open_files));
+    }
+}
+
+impl GuestState {
+    /// What the guest holds open beyond its preopens: a checkpoint cannot carry an open
+    /// descriptor, so a context holding one is refused rather than restored without it.
+    pub fn held_open(&mut self) -> HeldOpen {
+        use wasmtime_wasi::filesystem::Descriptor;
+        let (mut files, mut dirs) = (0usize, 0usize);
+        for entry in self.wasi.ctx().table.iter_mut() {
+            match entry.downcast_ref::<Descriptor>() {
+                Some(Descriptor::File(_)) => files += 1,
+                Some(Descriptor::Dir(_)) => dirs += 1,
+                None => {}
+            }
+        }
+        HeldOpen { files, directories: dirs.saturating_sub(self.preopens) }
     }
 }
 

@@ -1,5 +1,6 @@
 //! [`WasmBackend`]: the engine's [`Backend`] for Python and JavaScript in wasmtime.
 
+use crate::checkpoint::exports::export_state;
 use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
 use crate::execution::{Interpreter, Prepared, execute, refill, release_spent};
@@ -13,7 +14,7 @@ use crate::python::Python;
 use crate::ticker::EpochTicker;
 use crate::worker_process::Workers;
 use async_trait::async_trait;
-use soulbox_engine::kernel::{Kernel, KernelSpec};
+use soulbox_engine::kernel::{Kernel, KernelImage, KernelSpec};
 use soulbox_engine::{
     Backend, BackendError, BackendKind, BackendLoad, Capabilities, ExecRequest, ExecResult, Language, WorkerPool,
     WorkerPoolConfig,
@@ -167,21 +168,22 @@ impl Inner {
         let (interpreter, key, module) = match language {
             WasmLanguage::Python => {
                 let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()));
-                let key = ModuleKey { name: "python".into(), content: python.content_key() };
+                let key = ModuleKey { name: "python".into(), content: stateful(python.content_key()) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
-                    python.snapshot_wasm(
+                    let snapshot = python.snapshot_wasm(
                         &home.snapshot_dir(),
                         &home.scratch_dir(),
                         &self.config.settings,
                         self.config.progress,
-                    )
+                    )?;
+                    export_state(&snapshot)
                 })?;
                 (Interpreter::Python(python), key, module)
             }
             WasmLanguage::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
-                let key = ModuleKey { name: "javascript".into(), content: js.content_key() };
-                let module = self.cache.load_or_compile(&self.engine, &key, || js.wasm())?;
+                let key = ModuleKey { name: "javascript".into(), content: stateful(js.content_key()) };
+                let module = self.cache.load_or_compile(&self.engine, &key, || export_state(&js.wasm()?))?;
                 (Interpreter::JavaScript, key, module)
             }
         };
@@ -189,8 +191,13 @@ impl Inner {
         add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
         let instance_pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::wasm(&e))?;
         tracing::info!(%language, module = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
-        Ok(Prepared { interpreter, instance_pre })
+        Ok(Prepared { interpreter, instance_pre, module: key.content, pristine: std::sync::OnceLock::new() })
     }
+}
+
+/// The identity of a module rewritten by [`export_state`] (bumped when the rewrite changes).
+fn stateful(content_key: String) -> String {
+    format!("{content_key}:state-v1")
 }
 
 /// Refuses a home (or its module cache) that another user owns or may write: compiled modules
@@ -262,5 +269,9 @@ impl Backend for WasmBackend {
 
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         Ok(Box::new(WasmKernel::start(Arc::clone(&self.inner), spec).await?))
+    }
+
+    async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
+        Ok(Box::new(WasmKernel::restore(Arc::clone(&self.inner), spec, image).await?))
     }
 }

@@ -56,6 +56,11 @@ pub(crate) enum Interpreter {
 pub(crate) struct Prepared {
     pub(crate) interpreter: Interpreter,
     pub(crate) instance_pre: InstancePre<GuestState>,
+    /// The module's identity (its cache key's content): a context checkpoint names it, and
+    /// restores only into it.
+    pub(crate) module: String,
+    /// A never-run instance, made at the first checkpoint: what captures compare against.
+    pub(crate) pristine: std::sync::OnceLock<std::sync::Mutex<crate::checkpoint::Pristine>>,
 }
 
 /// A fresh instance, its store and its guest root: used by exactly one execution.

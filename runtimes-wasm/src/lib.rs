@@ -16,6 +16,9 @@
 //!   instance per context whose root is the sandbox's workspace, driven cell by cell on the
 //!   same worker pool, streaming output and rich results as they happen.
 //!
+//! - [`checkpoint`]: a context's state (changed memory pages, mutable globals, clock) captured
+//!   between cells and restored into a fresh instance of the same module, in milliseconds.
+//!
 //! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
 //!   copy-on-write faults of fresh guests do not interrupt every core.
 //!
@@ -28,6 +31,7 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod checkpoint;
 pub mod engine_config;
 pub mod error;
 mod execution;

@@ -118,7 +118,7 @@ impl Cli {
 
     /// `--home` (or `SOULBOX_HOME`), else the configuration's `storage.home`, else the user
     /// data directory.
-    fn home(&self, config: &Config) -> SoulboxHome {
+    pub fn home(&self, config: &Config) -> SoulboxHome {
         match (&self.home, &config.storage.home) {
             (Some(home), _) | (None, Some(home)) => SoulboxHome::at(home.clone()),
             (None, None) => SoulboxHome::from_env(),

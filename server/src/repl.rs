@@ -155,6 +155,7 @@ impl Printer {
                     eprintln!("(the context was restarted; its state is gone)");
                 }
             }
+            _ => {}
         }
         Ok(())
     }

@@ -83,6 +83,8 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     if let Some(root) = &config.storage.workspace_root {
         sandboxes_config.workspace_root = root.clone();
     }
+    sandboxes_config.snapshot_dir =
+        config.storage.snapshot_dir.clone().unwrap_or_else(|| cli.home(&config).root().join("checkpoints"));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");
@@ -111,6 +113,12 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     eprintln!("soulbox: listening on http://{local} ({mode}{file})");
     let limits = config.server.connection_limits();
     let stopped = run_until_drained(listener, state.clone(), limits, config.server.shutdown_timeout(), stop).await;
+    // Every sandbox is paused on the way out, so the next start takes them back.
+    match tokio::time::timeout(config.server.shutdown_timeout(), state.sandboxes.pause_all()).await {
+        Ok((paused, 0)) => eprintln!("soulbox: paused {paused} sandboxes for the next start"),
+        Ok((paused, refused)) => eprintln!("soulbox: paused {paused} sandboxes; {refused} could not be (see the log)"),
+        Err(_) => eprintln!("soulbox: pausing the sandboxes took longer than the shutdown timeout; the rest are lost"),
+    }
     state.usage.close().await;
     state.audit.close().await;
     if let Some(containers) = containers {

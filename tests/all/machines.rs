@@ -22,6 +22,7 @@ async fn read_until(stream: &mut soulbox_engine::sandbox::ProcessStream, needle:
                 seen.push_str(&format!("[exit {exit:?}]"));
                 break;
             }
+            Ok(Some(other)) => panic!("an event this test does not know: {other:?}"),
             Ok(None) | Err(_) => break,
         }
     }

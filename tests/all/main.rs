@@ -3,6 +3,7 @@
 //! Needs the runtimes installed (`soulbox runtimes fetch`), as `.ci/run` does first.
 
 mod cache;
+mod checkpoint;
 mod concurrency;
 mod containers;
 mod home;

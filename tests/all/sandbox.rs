@@ -165,6 +165,7 @@ async fn events_stream_while_the_cell_runs() {
             ExecutionEvent::Result(_) => "result",
             ExecutionEvent::Error(_) => "error",
             ExecutionEvent::End(_) => "end",
+            _ => "other",
         })
         .collect();
     assert_eq!(kinds, ["stdout", "stdout", "stdout", "error", "end"]);

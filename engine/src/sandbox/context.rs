@@ -1,8 +1,9 @@
 //! [`Context`]: one kernel in a sandbox, running one cell at a time.
 
 use super::SandboxError;
+use crate::blobs::{BlobId, BlobStore};
 use crate::engine::Engine;
-use crate::kernel::{Cell, ExecutionEnd, ExecutionEvent, Kernel, KernelSpec, Preload};
+use crate::kernel::{Cell, ExecutionEnd, ExecutionEvent, Kernel, KernelImage, KernelSpec, Preload};
 use crate::language::Language;
 use crate::result::Outcome;
 use serde::{Deserialize, Serialize};
@@ -13,6 +14,7 @@ use tokio::sync::{Mutex, oneshot};
 /// What a caller may know about a context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct ContextInfo {
     /// Its id, unique within the sandbox.
     pub id: String,
@@ -24,22 +26,120 @@ pub struct ContextInfo {
     pub execution_count: u64,
 }
 
+/// What a paused sandbox's manifest keeps of a context ([`super::durable`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ContextRecord {
+    pub id: String,
+    pub language: Language,
+    pub preload: Preload,
+    pub executions: u64,
+    /// Its checkpoint; `None` for a context whose interpreter was lost (it starts afresh).
+    pub checkpoint: Option<BlobId>,
+}
+
 /// A stateful interpreter. The kernel sits behind an async mutex: a cell holds it for its whole
-/// run, so cells in one context queue up and run one at a time. `None` means the kernel was
-/// lost (its backend failed); the next cell starts a fresh one and reports a restart.
+/// run, so cells in one context queue up and run one at a time; a pause or resume holds it
+/// too, so it never sees a cell half-run.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) id: String,
     spec: KernelSpec,
-    kernel: Mutex<Option<Box<dyn Kernel>>>,
+    kernel: Mutex<KernelSlot>,
     executions: AtomicU64,
+}
+
+/// Where a context's interpreter is.
+#[derive(Debug)]
+enum KernelSlot {
+    /// Running in its backend.
+    Live(Box<dyn Kernel>),
+    /// Checkpointed into the blob store and released (its sandbox is paused): the next cell,
+    /// or a resume, restores it.
+    Paused(BlobId),
+    /// Lost (its backend failed): the next cell starts a fresh one and reports a restart.
+    Lost,
 }
 
 impl Context {
     /// Starts a context's kernel.
     pub(crate) async fn start(engine: &Engine, id: String, spec: KernelSpec) -> Result<Self, SandboxError> {
         let kernel = engine.start_kernel(spec.clone()).await?;
-        Ok(Context { id, spec, kernel: Mutex::new(Some(kernel)), executions: AtomicU64::new(0) })
+        Ok(Context { id, spec, kernel: Mutex::new(KernelSlot::Live(kernel)), executions: AtomicU64::new(0) })
+    }
+
+    /// A context paused by an earlier process, as its record says (its kernel restores on
+    /// first use).
+    pub(crate) fn adopt(record: &ContextRecord, spec: KernelSpec) -> Self {
+        let kernel = match &record.checkpoint {
+            Some(blob) => KernelSlot::Paused(blob.clone()),
+            None => KernelSlot::Lost,
+        };
+        Context {
+            id: record.id.clone(),
+            spec,
+            kernel: Mutex::new(kernel),
+            executions: AtomicU64::new(record.executions),
+        }
+    }
+
+    /// The record of this context checkpointed as `checkpoint`.
+    pub(crate) fn record(&self, checkpoint: Option<BlobId>) -> ContextRecord {
+        ContextRecord {
+            id: self.id.clone(),
+            language: self.spec.language,
+            preload: self.spec.preload,
+            executions: self.executions.load(Ordering::Relaxed),
+            checkpoint,
+        }
+    }
+
+    /// Checkpoints the kernel into `blobs` and releases it (waits for a running cell to end).
+    /// A lost kernel stays lost; a paused one stays as it is.
+    pub(crate) async fn pause(&self, blobs: &BlobStore) -> Result<Option<BlobId>, SandboxError> {
+        let mut slot = self.kernel.lock().await;
+        let kernel = match &mut *slot {
+            KernelSlot::Live(kernel) => kernel,
+            KernelSlot::Paused(id) => return Ok(Some(id.clone())),
+            KernelSlot::Lost => return Ok(None),
+        };
+        let image = kernel.checkpoint().await?;
+        let store = blobs.clone();
+        let id = tokio::task::spawn_blocking(move || store.put(&image.bytes))
+            .await
+            .map_err(|_| SandboxError::Interrupted)??;
+        *slot = KernelSlot::Paused(id.clone());
+        Ok(Some(id))
+    }
+
+    /// Restores a paused kernel from `blobs`. A checkpoint that fails its check leaves the
+    /// context paused (and the error says why), never half-restored.
+    pub(crate) async fn resume(&self, engine: &Engine, blobs: &BlobStore) -> Result<(), SandboxError> {
+        let mut slot = self.kernel.lock().await;
+        self.resume_locked(&mut slot, engine, blobs).await
+    }
+
+    async fn resume_locked(
+        &self,
+        slot: &mut KernelSlot,
+        engine: &Engine,
+        blobs: &BlobStore,
+    ) -> Result<(), SandboxError> {
+        let KernelSlot::Paused(id) = &*slot else { return Ok(()) };
+        let (store, id) = (blobs.clone(), id.clone());
+        let bytes =
+            tokio::task::spawn_blocking(move || store.get(&id)).await.map_err(|_| SandboxError::Interrupted)??;
+        let image = KernelImage::new(self.spec.language, bytes);
+        *slot = KernelSlot::Live(engine.restore_kernel(self.spec.clone(), image).await?);
+        Ok(())
+    }
+
+    /// The checkpoint a paused context holds (`None` when live, lost, or busy right now).
+    pub(crate) fn paused_blob(&self) -> Option<BlobId> {
+        match self.kernel.try_lock().as_deref() {
+            Ok(KernelSlot::Paused(id)) => Some(id.clone()),
+            _ => None,
+        }
     }
 
     pub(crate) fn language(&self) -> Language {
@@ -58,28 +158,34 @@ impl Context {
     /// Replaces the kernel with a fresh one (waits for a running cell to end).
     pub(crate) async fn restart(&self, engine: &Engine) -> Result<(), SandboxError> {
         let mut slot = self.kernel.lock().await;
-        *slot = None;
-        *slot = Some(engine.start_kernel(self.spec.clone()).await?);
+        *slot = KernelSlot::Lost;
+        *slot = KernelSlot::Live(engine.start_kernel(self.spec.clone()).await?);
         self.executions.store(0, Ordering::Relaxed);
         Ok(())
     }
 
     /// Runs `cell`, sending its events to `events` and ending with [`ExecutionEvent::End`]; a
     /// failure to run it at all goes to `failure` instead.
+    /// A paused context is restored first (a cell resumes it).
     pub(crate) async fn run(
         &self,
         engine: &Engine,
+        blobs: &BlobStore,
         cell: Cell,
         events: crate::events::EventSender,
         failure: oneshot::Sender<SandboxError>,
     ) {
         let started = Instant::now();
         let mut slot = self.kernel.lock().await;
+        if let Err(error) = self.resume_locked(&mut slot, engine, blobs).await {
+            let _ = failure.send(error);
+            return;
+        }
         let mut restarted = false;
-        if slot.is_none() {
+        if matches!(*slot, KernelSlot::Lost) {
             match engine.start_kernel(self.spec.clone()).await {
                 Ok(kernel) => {
-                    *slot = Some(kernel);
+                    *slot = KernelSlot::Live(kernel);
                     restarted = true;
                     self.executions.store(0, Ordering::Relaxed);
                 }
@@ -89,7 +195,7 @@ impl Context {
                 }
             }
         }
-        let Some(kernel) = slot.as_mut() else { return };
+        let KernelSlot::Live(kernel) = &mut *slot else { return };
         match kernel.run(cell, events.clone()).await {
             Ok(report) => {
                 if report.restarted {
@@ -114,7 +220,7 @@ impl Context {
             Err(error) => {
                 if matches!(error, crate::BackendError::Internal(_)) {
                     // The kernel may be half-gone: start afresh next time.
-                    *slot = None;
+                    *slot = KernelSlot::Lost;
                 }
                 let _ = failure.send(error.into());
             }

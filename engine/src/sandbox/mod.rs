@@ -22,6 +22,7 @@
 //! drops the kernels (freeing their memory) and deletes the workspace; the id is then unknown.
 
 mod context;
+mod durable;
 mod processes;
 pub mod quota;
 mod stream;
@@ -42,6 +43,7 @@ pub use workspace::{
 };
 
 use crate::backend::BackendError;
+use crate::blobs::{BlobError, BlobStore};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
@@ -53,6 +55,7 @@ use processes::Processes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
@@ -81,6 +84,7 @@ pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Why a sandbox operation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SandboxError {
     /// No sandbox has this id (it never existed, was killed or expired).
     #[error("sandbox `{0}` not found")]
@@ -113,9 +117,21 @@ pub enum SandboxError {
     /// The cell's task ended without a result (the runtime is shutting down).
     #[error("the execution was interrupted before it ended")]
     Interrupted,
+    /// The sandbox was open when its server stopped and cannot come back (it had changed since
+    /// its last checkpoint, or its record is unreadable): what it held is gone.
+    #[error("sandbox `{id}` was lost: {why}")]
+    Lost {
+        /// Its id.
+        id: String,
+        /// Why it cannot come back.
+        why: String,
+    },
     /// The engine refused (no backend for the language, busy, backend failure).
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A checkpoint could not be stored or read back (a corrupt one is refused, never loaded).
+    #[error(transparent)]
+    Checkpoint(#[from] BlobError),
     /// A file operation failed.
     #[error(transparent)]
     File(#[from] FileError),
@@ -146,6 +162,9 @@ pub struct SandboxesConfig {
     /// Bytes each workspace may hold (a size-limited `tmpfs` per workspace; needs root:
     /// [`quota::can_enforce`]). Default `None`: no quota.
     pub workspace_bytes: Option<u64>,
+    /// Where paused sandboxes' checkpoints are kept ([`BlobStore`]). Default:
+    /// `$TMPDIR/soulbox-snapshots`.
+    pub snapshot_dir: PathBuf,
 }
 
 impl Default for SandboxesConfig {
@@ -155,6 +174,7 @@ impl Default for SandboxesConfig {
             max_sandboxes: DEFAULT_MAX_SANDBOXES,
             max_per_owner: DEFAULT_MAX_SANDBOXES,
             workspace_bytes: None,
+            snapshot_dir: std::env::temp_dir().join("soulbox-snapshots"),
         }
     }
 }
@@ -232,20 +252,38 @@ fn validate_timeout(name: &str, value: Option<Duration>) -> Result<(), SandboxEr
 }
 
 /// Where and how to run a cell. Unknown fields are rejected.
+///
+/// The limits are a type parameter, as in [`ExecRequest`](crate::ExecRequest), so a service's
+/// wire format is this same type: it takes `RunOptions<LimitsPatch>` (limits left out get its
+/// policy's defaults) and resolves it with [`RunOptions::with_resolved_limits`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RunOptions {
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunOptions<L = Limits> {
     /// The context to run in. Default: the sandbox's default context for `language`.
+    #[serde(default)]
     pub context: Option<String>,
     /// The language, when no context is named. Default: the template's.
+    #[serde(default)]
     pub language: Option<Language>,
     /// Limits for this cell. Default: [`Limits::default`].
-    pub limits: Limits,
+    #[serde(default)]
+    pub limits: L,
+}
+
+impl<L> RunOptions<L> {
+    /// The same options with their limits resolved by `resolve` (a service's policy applied to
+    /// the limits a caller asked for).
+    pub fn with_resolved_limits<E>(self, resolve: impl FnOnce(&L) -> Result<Limits, E>) -> Result<RunOptions, E> {
+        let limits = resolve(&self.limits)?;
+        Ok(RunOptions { context: self.context, language: self.language, limits })
+    }
 }
 
 /// What a caller may know about a sandbox.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct SandboxInfo {
     /// Its id.
     pub id: String,
@@ -261,6 +299,36 @@ pub struct SandboxInfo {
     pub idle_timeout_ms: u64,
     /// Its contexts.
     pub contexts: Vec<ContextInfo>,
+    /// `running`, or `paused` (checkpointed, its memory released; a cell or a resume brings
+    /// it back).
+    pub state: SandboxState,
+}
+
+/// Whether a sandbox's contexts are in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum SandboxState {
+    /// Its contexts are live.
+    Running,
+    /// Checkpointed by [`Sandbox::pause`]; costs disk only until a cell or
+    /// [`Sandbox::resume`].
+    Paused,
+}
+
+/// What [`Sandbox::pause`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct PauseReport {
+    /// Contexts checkpointed and released.
+    pub contexts: usize,
+    /// Bytes their checkpoints take in the snapshot store (compressed).
+    pub stored_bytes: u64,
+    /// Whether native processes (in the sandbox's container) are part of the checkpoint:
+    /// never. They keep running while the sandbox is paused in this process.
+    pub processes_restored: bool,
 }
 
 /// The registry of open sandboxes. Cheap to clone; the reaper stops when the last clone drops.
@@ -277,6 +345,10 @@ impl std::fmt::Debug for Sandboxes {
 
 struct Registry {
     engine: Engine,
+    blobs: BlobStore,
+    manifests: durable::Manifests,
+    /// Sandboxes an earlier process left that cannot come back: id to (owner, why).
+    lost: Mutex<HashMap<String, (Option<String>, String)>>,
     config: SandboxesConfig,
     open: Mutex<Open>,
     reaper: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -378,12 +450,27 @@ impl Sandboxes {
                     .into(),
             ));
         }
-        let swept = quota::sweep_dead(&config.workspace_root);
+        let blobs = BlobStore::open(&config.snapshot_dir)?;
+        let manifests = durable::Manifests::open(&config.snapshot_dir).map_err(|e| {
+            SandboxError::File(FileError::Io { path: config.snapshot_dir.display().to_string(), source: e })
+        })?;
+        let found = manifests.take_stock();
+        let kept: std::collections::HashSet<PathBuf> = found
+            .iter()
+            .filter_map(|f| match f {
+                durable::Found::Paused(manifest) => Some(manifest.workspace.clone()),
+                durable::Found::Lost { .. } => None,
+            })
+            .collect();
+        let swept = quota::sweep_dead(&config.workspace_root, &kept);
         if swept > 0 {
             tracing::info!(swept, "removed the workspaces of processes that died");
         }
         let registry = Arc::new(Registry {
             engine,
+            blobs,
+            manifests,
+            lost: Mutex::new(HashMap::new()),
             config,
             open: Mutex::new(Open::default()),
             reaper: Mutex::new(None),
@@ -392,7 +479,107 @@ impl Sandboxes {
         let weak = Arc::downgrade(&registry);
         let reaper = runtime.spawn(reap(weak));
         *registry.reaper.lock().unwrap_or_else(|e| e.into_inner()) = Some(reaper);
-        Ok(Sandboxes { registry })
+        let sandboxes = Sandboxes { registry };
+        sandboxes.take_back(found);
+        Ok(sandboxes)
+    }
+
+    /// Pauses every open sandbox (a server that stops keeps its sandboxes for the next start).
+    /// Returns how many were paused and how many could not be (those are lost to the next
+    /// process, which says so).
+    pub async fn pause_all(&self) -> (usize, usize) {
+        let open: Vec<Sandbox> =
+            self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
+        let (mut paused, mut refused) = (0, 0);
+        for sandbox in open {
+            match sandbox.pause().await {
+                Ok(_) => paused += 1,
+                Err(error) => {
+                    tracing::warn!(sandbox = %sandbox.id(), %error, "could not pause a sandbox on the way out");
+                    refused += 1;
+                }
+            }
+        }
+        (paused, refused)
+    }
+
+    /// Takes back the paused sandboxes an earlier process left, and notes the lost ones.
+    fn take_back(&self, found: Vec<durable::Found>) {
+        let (mut adopted, mut lost) = (0, 0);
+        for found in found {
+            let (id, owner, why) = match found {
+                durable::Found::Paused(manifest) => match self.adopt(&manifest) {
+                    Ok(()) => {
+                        adopted += 1;
+                        continue;
+                    }
+                    Err(why) => {
+                        self.registry.manifests.remove(&manifest.id);
+                        (manifest.id, manifest.owner, why)
+                    }
+                },
+                durable::Found::Lost { id, owner, why } => (id, owner, why),
+            };
+            tracing::warn!(sandbox = %id, %why, "a sandbox of an earlier process is lost");
+            self.registry.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (owner, why));
+            lost += 1;
+        }
+        if adopted + lost > 0 {
+            tracing::info!(adopted, lost, "took back the paused sandboxes of an earlier process");
+        }
+    }
+
+    /// Opens a paused sandbox from its manifest, its contexts still paused.
+    fn adopt(&self, manifest: &durable::Manifest) -> Result<(), String> {
+        let workspace = Workspace::adopt(&manifest.workspace, self.registry.config.workspace_bytes.is_some())
+            .map_err(|e| format!("its workspace is gone ({e})"))?;
+        if let Some(missing) = manifest.checkpoints().find(|blob| self.registry.blobs.stored_bytes(blob).is_none()) {
+            return Err(format!("its checkpoint {missing} is missing"));
+        }
+        let (now, wall) = (Instant::now(), epoch_ms(SystemTime::now()));
+        let stop = StopSignal::default();
+        let shared = Arc::new(Shared {
+            id: manifest.id.clone(),
+            owner: manifest.owner.clone(),
+            template: manifest.template,
+            metadata: manifest.metadata.clone(),
+            env: manifest.env.clone(),
+            created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
+            engine: self.registry.engine.clone(),
+            blobs: self.registry.blobs.clone(),
+            manifests: self.registry.manifests.clone(),
+            durable: AtomicBool::new(true),
+            paused: AtomicBool::new(true),
+            workspace,
+            clock: Mutex::new(Clock {
+                idle_timeout: Duration::from_millis(manifest.idle_timeout_ms),
+                ends_at: now + Duration::from_millis(manifest.expires_at_ms.saturating_sub(wall)),
+                last_active: now,
+                busy: 0,
+            }),
+            contexts: Mutex::new(Contexts::default()),
+            stop: stop.clone(),
+            network: manifest.network,
+            processes: Processes::default(),
+        });
+        {
+            let mut contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            for record in &manifest.contexts {
+                let spec = KernelSpec {
+                    language: record.language,
+                    preload: record.preload,
+                    workspace: manifest.workspace.clone(),
+                    env: manifest.env.clone(),
+                    stop: stop.clone(),
+                    owner: manifest.owner.clone(),
+                };
+                contexts.by_id.insert(record.id.clone(), Arc::new(Context::adopt(record, spec)));
+            }
+            contexts.defaults = manifest.defaults.iter().cloned().collect();
+        }
+        let sandbox = Sandbox { shared };
+        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.insert(manifest.id.clone(), sandbox);
+        Ok(())
     }
 
     /// Creates a sandbox with its template's default context started. Its place (within the
@@ -416,6 +603,10 @@ impl Sandboxes {
             env: spec.env,
             created_at: SystemTime::now(),
             engine: self.registry.engine.clone(),
+            blobs: self.registry.blobs.clone(),
+            manifests: self.registry.manifests.clone(),
+            durable: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
             workspace,
             clock: Mutex::new(Clock {
                 idle_timeout,
@@ -430,7 +621,10 @@ impl Sandboxes {
         });
         let sandbox = Sandbox { shared };
         let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
-        sandbox.default_context(spec.template.language()).instrument(span).await?;
+        if let Err(error) = sandbox.default_context(spec.template.language()).instrument(span).await {
+            sandbox.shared.shut();
+            return Err(error);
+        }
         {
             let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
             if open.by_id.contains_key(sandbox.id()) {
@@ -471,13 +665,25 @@ impl Sandboxes {
     /// The sandbox with this id.
     pub fn get(&self, id: &str) -> Result<Sandbox, SandboxError> {
         let open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.by_id.get(id).cloned().ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+        open.by_id.get(id).cloned().ok_or_else(|| self.missing(None, id))
+    }
+
+    /// Why `id` is not open, as `owner` may know it: [`SandboxError::Lost`] for a sandbox of
+    /// theirs an earlier process could not hand back, else [`SandboxError::NotFound`].
+    fn missing(&self, owner: Option<Option<&str>>, id: &str) -> SandboxError {
+        let lost = self.registry.lost.lock().unwrap_or_else(|e| e.into_inner());
+        match lost.get(id) {
+            Some((lost_owner, why)) if owner.is_none_or(|o| o == lost_owner.as_deref()) => {
+                SandboxError::Lost { id: id.to_owned(), why: why.clone() }
+            }
+            _ => SandboxError::NotFound(id.to_owned()),
+        }
     }
 
     /// The sandbox with this id if `owner` owns it; otherwise [`SandboxError::NotFound`], exactly
     /// as if it did not exist.
     pub fn get_owned(&self, owner: Option<&str>, id: &str) -> Result<Sandbox, SandboxError> {
-        self.get(id).ok().filter(|s| s.owner() == owner).ok_or_else(|| SandboxError::NotFound(id.to_owned()))
+        self.get(id).ok().filter(|s| s.owner() == owner).ok_or_else(|| self.missing(Some(owner), id))
     }
 
     /// Every open sandbox whose metadata holds all of `filter`'s pairs, oldest first.
@@ -598,6 +804,14 @@ struct Shared {
     env: BTreeMap<String, String>,
     created_at: SystemTime,
     engine: Engine,
+    /// Where its contexts' checkpoints go when it is paused.
+    blobs: BlobStore,
+    /// Paused ([`Sandbox::pause`]) and not resumed since.
+    paused: AtomicBool,
+    /// Where its manifest goes when it is paused.
+    manifests: durable::Manifests,
+    /// A manifest of it is on disk (it was paused, here or by an earlier process).
+    durable: AtomicBool,
     workspace: Workspace,
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
@@ -626,7 +840,10 @@ impl Shared {
         let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         if now >= clock.ends_at {
             Some("lifetime")
-        } else if clock.busy == 0 && now.duration_since(clock.last_active) >= clock.idle_timeout {
+        } else if clock.busy == 0
+            && !self.paused.load(Ordering::Relaxed)
+            && now.duration_since(clock.last_active) >= clock.idle_timeout
+        {
             Some("idle")
         } else {
             None
@@ -641,10 +858,28 @@ impl Shared {
             contexts.defaults.clear();
             std::mem::take(&mut contexts.by_id)
         };
+        for blob in dropped.values().filter_map(|context| context.paused_blob()) {
+            if let Err(error) = self.blobs.remove(&blob) {
+                tracing::warn!(%error, "could not remove a killed sandbox's checkpoint");
+            }
+        }
         drop(dropped);
+        if self.durable.load(Ordering::Relaxed) {
+            self.manifests.remove(&self.id);
+        }
         let machine = self.processes.shut();
         self.workspace.remove();
         Teardown { machine }
+    }
+
+    /// Marks the sandbox running again after a pause: its manifest then says it changed after
+    /// its checkpoint (a process that dies now cannot hand it back).
+    fn unpause(&self) {
+        if self.paused.swap(false, Ordering::Relaxed)
+            && let Err(error) = self.manifests.mark_running(&self.id)
+        {
+            tracing::warn!(%error, sandbox = %self.id, "could not mark a resumed sandbox's manifest");
+        }
     }
 
     fn begin(&self) -> Result<Activity<'_>, SandboxError> {
@@ -710,6 +945,11 @@ impl Sandbox {
             expires_at_ms: epoch_ms(expires),
             idle_timeout_ms: u64::try_from(clock.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             contexts: self.contexts(),
+            state: if self.shared.paused.load(Ordering::Relaxed) {
+                SandboxState::Paused
+            } else {
+                SandboxState::Running
+            },
         }
     }
 
@@ -760,6 +1000,95 @@ impl Sandbox {
         Ok(context.info())
     }
 
+    /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
+    /// cell it runs, if any) and its interpreter released, so a paused sandbox costs disk
+    /// only; the workspace stays. A cell, or [`Sandbox::resume`], brings contexts back with
+    /// every variable, import and object as it was. A context that cannot be checkpointed (it
+    /// holds an open file) fails the pause with an error naming why; contexts already
+    /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
+    /// (its lifetime still ends it).
+    pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
+        let _active = self.shared.begin()?;
+        let contexts: Vec<Arc<Context>> = {
+            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.by_id.values().cloned().collect()
+        };
+        let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.id, contexts = contexts.len());
+        let mut report = PauseReport { contexts: 0, stored_bytes: 0, processes_restored: false };
+        let mut records = Vec::with_capacity(contexts.len());
+        async {
+            for context in &contexts {
+                let blob = context.pause(&self.shared.blobs).await?;
+                if let Some(blob) = &blob {
+                    report.contexts += 1;
+                    report.stored_bytes += self.shared.blobs.stored_bytes(blob).unwrap_or(0);
+                }
+                records.push(context.record(blob));
+            }
+            // The checkpoints are on disk: now the manifest that names them.
+            let manifest = self.manifest(records);
+            let manifests = self.shared.manifests.clone();
+            tokio::task::spawn_blocking(move || manifests.write(&manifest, true))
+                .await
+                .map_err(|_| SandboxError::Interrupted)?
+                .map_err(|e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e }))?;
+            self.shared.durable.store(true, Ordering::Relaxed);
+            Ok::<_, SandboxError>(())
+        }
+        .instrument(span)
+        .await?;
+        self.shared.paused.store(true, Ordering::Relaxed);
+        Ok(report)
+    }
+
+    /// The manifest of this sandbox with contexts `records`, marked paused.
+    fn manifest(&self, records: Vec<context::ContextRecord>) -> durable::Manifest {
+        let info = self.info();
+        let defaults = {
+            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect()
+        };
+        durable::Manifest {
+            format: 0,
+            id: info.id,
+            owner: self.shared.owner.clone(),
+            template: info.template,
+            metadata: info.metadata,
+            env: self.shared.env.clone(),
+            network: self.shared.network,
+            created_at_ms: info.created_at_ms,
+            expires_at_ms: info.expires_at_ms,
+            idle_timeout_ms: info.idle_timeout_ms,
+            workspace: self.shared.workspace.host_path().to_path_buf(),
+            contexts: records,
+            defaults,
+            state: durable::Durability::Paused,
+        }
+        .stamped()
+    }
+
+    /// Resumes a paused sandbox: every context is restored from its checkpoint now (a cell
+    /// would restore its own context on demand). A checkpoint that fails its check is refused
+    /// with an error, and its context stays paused, never half-restored.
+    pub async fn resume(&self) -> Result<SandboxInfo, SandboxError> {
+        let _active = self.shared.begin()?;
+        let contexts: Vec<Arc<Context>> = {
+            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.by_id.values().cloned().collect()
+        };
+        let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.id, contexts = contexts.len());
+        async {
+            for context in &contexts {
+                context.resume(&self.shared.engine, &self.shared.blobs).await?;
+            }
+            Ok::<_, SandboxError>(())
+        }
+        .instrument(span)
+        .await?;
+        self.shared.unpause();
+        Ok(self.info())
+    }
+
     /// Removes a context (a cell running in it ends first).
     pub fn remove_context(&self, id: &str) -> Result<(), SandboxError> {
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
@@ -776,7 +1105,8 @@ impl Sandbox {
         // Run and read together (the cell waits when its events are not read); awaited here
         // rather than spawned: one task hop less for the common call.
         let _active = self.shared.begin()?;
-        let run = context.run(&self.shared.engine, cell, events_tx, failure_tx).instrument(span);
+        self.shared.unpause();
+        let run = context.run(&self.shared.engine, &self.shared.blobs, cell, events_tx, failure_tx).instrument(span);
         let ((), execution) = tokio::join!(run, ExecutionStream::new(events_rx, failure_rx).finish());
         execution
     }
@@ -794,7 +1124,8 @@ impl Sandbox {
                     let _ = failure_tx.send(SandboxError::NotFound(shared.id.clone()));
                     return;
                 };
-                context.run(&shared.engine, cell, events_tx, failure_tx).await;
+                shared.unpause();
+                context.run(&shared.engine, &shared.blobs, cell, events_tx, failure_tx).await;
             }
             .instrument(span),
         );

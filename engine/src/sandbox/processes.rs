@@ -33,6 +33,7 @@ const LIVE_CAPACITY: usize = 4096;
 /// What a caller may know about a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct ProcessInfo {
     /// Its id in the sandbox.
     pub pid: u32,
@@ -333,6 +334,7 @@ pub const MAX_COMMAND_OUTPUT_BYTES: usize = 4 << 20;
 /// A command run to its end.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct CommandResult {
     /// Its id while it ran.
     pub pid: u32,

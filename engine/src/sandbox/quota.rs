@@ -43,8 +43,9 @@ pub(crate) fn unmount(path: &Path) {
     }
 }
 
-/// Unmounts and removes the workspaces under `root` whose process has died. Returns how many.
-pub(crate) fn sweep_dead(root: &Path) -> usize {
+/// Unmounts and removes the workspaces under `root` whose process has died, except those in
+/// `keep` (paused sandboxes' ones). Returns how many.
+pub(crate) fn sweep_dead(root: &Path, keep: &std::collections::HashSet<std::path::PathBuf>) -> usize {
     let Ok(entries) = std::fs::read_dir(root) else { return 0 };
     let mut swept = 0;
     for entry in entries.flatten() {
@@ -54,6 +55,9 @@ pub(crate) fn sweep_dead(root: &Path) -> usize {
             continue;
         }
         let path = entry.path();
+        if keep.contains(&path) {
+            continue;
+        }
         unmount(&path);
         if std::fs::remove_dir_all(&path).is_ok() {
             swept += 1;

@@ -11,7 +11,11 @@ fn registry(backend: &FakeBackend, config: SandboxesConfig) -> (Sandboxes, tempf
     let root = tempfile::tempdir().unwrap();
     let mut engine = Engine::builder();
     engine.backend(backend.clone());
-    let config = SandboxesConfig { workspace_root: root.path().join("sandboxes"), ..config };
+    let config = SandboxesConfig {
+        workspace_root: root.path().join("sandboxes"),
+        snapshot_dir: root.path().join("snapshots"),
+        ..config
+    };
     (Sandboxes::new(engine.build(), config).unwrap(), root)
 }
 
@@ -160,4 +164,48 @@ async fn without_a_machine_backend_commands_are_refused_cleanly() {
     let refused = sandbox.create_context(Language::JavaScript, None).await.unwrap_err();
     assert!(matches!(refused, SandboxError::Engine(EngineError::NoContexts { .. })), "{refused:?}");
     sandboxes.kill(sandbox.id()).unwrap().await;
+}
+
+#[tokio::test]
+async fn a_paused_sandbox_keeps_its_state_on_disk_and_a_cell_resumes_it() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.create_context(Language::JavaScript, None).await.unwrap();
+    for _ in 0..3 {
+        sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    }
+    let report = sandbox.pause().await.unwrap();
+    assert_eq!((report.contexts, report.processes_restored), (2, false));
+    assert!(report.stored_bytes > 0);
+    assert_eq!(sandbox.info().state, SandboxState::Paused);
+    // A cell resumes its own context, which goes on from where it was.
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n");
+    assert_eq!(sandbox.info().state, SandboxState::Running);
+    sandbox.pause().await.unwrap();
+    assert_eq!(sandbox.resume().await.unwrap().state, SandboxState::Running);
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "5\n");
+    assert_eq!(backend.record.kernels_started.load(Ordering::SeqCst), 2, "restored, never restarted");
+
+    // A damaged checkpoint is refused and its context stays paused; the sandbox lives on.
+    sandbox.pause().await.unwrap();
+    let blobs: Vec<_> = walk(&root.path().join("snapshots"));
+    assert!(!blobs.is_empty());
+    for blob in &blobs {
+        std::fs::write(blob, b"not zstd").unwrap();
+    }
+    let refused = sandbox.resume().await.unwrap_err();
+    assert!(matches!(refused, SandboxError::Checkpoint(BlobError::Corrupt { .. })), "{refused:?}");
+    assert!(!sandbox.is_gone());
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    assert!(walk(&root.path().join("snapshots")).is_empty(), "a killed sandbox's checkpoints are removed");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+    }
+    files
 }

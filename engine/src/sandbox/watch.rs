@@ -17,6 +17,7 @@ const WATCH_BUFFER: usize = 4096;
 /// What happened to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum FsEventKind {
     /// Created.
     Create,
@@ -32,6 +33,7 @@ pub enum FsEventKind {
 
 /// A change in a watched directory.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct FsEvent {
     /// What happened.
     pub kind: FsEventKind,

@@ -35,6 +35,7 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Why a file operation failed. Messages are safe to show to clients: they name the
 /// workspace path, never a host path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum FileError {
     /// The path climbs out with `..`, holds a NUL, or is otherwise unusable.
     #[error("invalid path `{path}`: {reason}")]
@@ -104,6 +105,7 @@ impl FileError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum EntryKind {
     /// A regular file.
     File,
@@ -118,6 +120,7 @@ pub enum EntryKind {
 /// A workspace entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
 pub struct EntryInfo {
     /// Its file name.
     pub name: String,
@@ -131,11 +134,13 @@ pub struct EntryInfo {
     pub modified_ms: Option<u64>,
 }
 
-/// A sandbox's workspace directory.
+/// A sandbox's workspace directory. It is deleted by [`Workspace::remove`] only, never on drop:
+/// a paused sandbox's workspace outlives its process, and the registry sweeps the ones no
+/// sandbox owns when it opens.
 #[derive(Debug)]
 pub struct Workspace {
     host_path: PathBuf,
-    state: Mutex<Option<(tempfile::TempDir, Dir)>>,
+    state: Mutex<Option<Dir>>,
     /// Whether a quota file system is mounted on it.
     quota: bool,
 }
@@ -162,11 +167,16 @@ impl Workspace {
         if let Some(bytes) = quota {
             super::quota::mount(host.path(), bytes)?;
         }
-        let workspace =
-            Workspace { host_path: host.path().to_path_buf(), state: Mutex::new(None), quota: quota.is_some() };
         let dir = Dir::open_ambient_dir(host.path(), ambient_authority())?;
-        *workspace.state.lock().unwrap_or_else(|e| e.into_inner()) = Some((host, dir));
-        Ok(workspace)
+        Ok(Workspace { host_path: host.keep(), state: Mutex::new(Some(dir)), quota: quota.is_some() })
+    }
+
+    /// The workspace left at `path` by an earlier process (a paused sandbox's), taken over as
+    /// it is. `quota` says whether a quota file system is mounted on it.
+    pub fn adopt(path: &Path, quota: bool) -> io::Result<Self> {
+        check_private_dir(path, &std::fs::symlink_metadata(path)?)?;
+        let dir = Dir::open_ambient_dir(path, ambient_authority())?;
+        Ok(Workspace { host_path: path.to_path_buf(), state: Mutex::new(Some(dir)), quota })
     }
 
     /// The host directory (for backends, which hand it to guests as `/`).
@@ -178,12 +188,12 @@ impl Workspace {
     /// [`FileError::Removed`].
     pub fn remove(&self) {
         let taken = self.state.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some((host, dir)) = taken {
+        if let Some(dir) = taken {
             drop(dir);
             if self.quota {
-                super::quota::unmount(host.path());
+                super::quota::unmount(&self.host_path);
             }
-            if let Err(error) = host.close() {
+            if let Err(error) = std::fs::remove_dir_all(&self.host_path) {
                 tracing::warn!(%error, "could not delete a sandbox workspace");
             }
         }
@@ -216,7 +226,7 @@ impl Workspace {
 
     fn dir(&self) -> Result<Dir, FileError> {
         let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let (_, dir) = state.as_ref().ok_or(FileError::Removed)?;
+        let dir = state.as_ref().ok_or(FileError::Removed)?;
         dir.try_clone().map_err(|e| FileError::from_io("/", e))
     }
 

@@ -5,6 +5,7 @@
 //! every function, so SoulBox adds exports for the few internals it drives (looked up by name,
 //! never by hard-coded index). The rest of the module is copied byte for byte.
 
+use crate::checkpoint::exports::export_kind;
 use crate::error::RuntimeError;
 use std::collections::HashMap;
 use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
@@ -62,14 +63,4 @@ fn function_names(wasm: &[u8]) -> Result<HashMap<String, u32>, wasmparser::Binar
         }
     }
     Ok(names)
-}
-
-fn export_kind(kind: wasmparser::ExternalKind) -> ExportKind {
-    match kind {
-        wasmparser::ExternalKind::Func | wasmparser::ExternalKind::FuncExact => ExportKind::Func,
-        wasmparser::ExternalKind::Table => ExportKind::Table,
-        wasmparser::ExternalKind::Memory => ExportKind::Memory,
-        wasmparser::ExternalKind::Global => ExportKind::Global,
-        wasmparser::ExternalKind::Tag => ExportKind::Tag,
-    }
 }

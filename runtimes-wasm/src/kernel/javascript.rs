@@ -27,9 +27,7 @@ struct Report {
 /// Starts a JavaScript context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
     let prepared = inner.prepared(WasmLanguage::JavaScript)?;
-    let args = JavaScript::context_argv();
-    let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
-    let mut store = context_store(inner, &spec.workspace, &[], &args, &env, &[])?;
+    let mut store = store(inner, spec)?;
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
         JavaScript::start_context(&mut store, &instance).await?;
@@ -40,6 +38,12 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     })
     .map_err(|e| start_failed(WasmLanguage::JavaScript, &e, &store))?;
     Ok((store, instance))
+}
+
+/// A store for a JavaScript context: the sandbox's environment, the workspace as `/`.
+pub(super) fn store(inner: &Inner, spec: &KernelSpec) -> Result<Store<GuestState>, RuntimeError> {
+    let env: Vec<(String, String)> = spec.env.clone().into_iter().collect();
+    context_store(inner, &spec.workspace, &[], &JavaScript::context_argv(), &env, &[])
 }
 
 /// Runs one cell.

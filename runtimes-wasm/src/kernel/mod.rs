@@ -14,6 +14,7 @@
 //! leaves the interpreter's state undefined, so the kernel is replaced by a fresh one from the
 //! same spec and the report says `restarted`.
 
+mod checkpoint;
 mod javascript;
 mod python;
 mod utf8;
@@ -25,7 +26,7 @@ use crate::language::WasmLanguage;
 use crate::ticker::EpochTicker;
 use async_trait::async_trait;
 use soulbox_engine::kernel::{
-    Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelSpec, RichResult,
+    Cell, CellError, CellReport, EventSender, ExecutionEvent, Kernel, KernelImage, KernelSpec, RichResult,
 };
 use soulbox_engine::{BackendError, Language, Outcome};
 use soulbox_host_api::{GuestConfig, GuestLimits, GuestState, ReadOnlyMount, prepare_root};
@@ -84,6 +85,15 @@ impl WasmKernel {
         let live = inner.pool.run_as(spec.owner.as_deref(), move || start_live(&job_inner, &job_spec)).await??;
         Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
     }
+
+    /// Rebuilds a kernel for `spec` from `image` on a worker thread.
+    pub(crate) async fn restore(inner: Arc<Inner>, spec: KernelSpec, image: KernelImage) -> Result<Self, BackendError> {
+        let spec = Arc::new(spec);
+        let (job_inner, job_spec) = (Arc::clone(&inner), Arc::clone(&spec));
+        let restore = move || checkpoint::restore(&job_inner, &job_spec, &image);
+        let live = inner.pool.run_as(spec.owner.as_deref(), restore).await??;
+        Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
+    }
 }
 
 #[async_trait]
@@ -97,6 +107,12 @@ impl Kernel for WasmKernel {
         let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
         let owner = self.spec.owner.as_deref();
         self.inner.pool.run_as(owner, move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
+    }
+
+    async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
+        let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
+        let owner = self.spec.owner.as_deref();
+        self.inner.pool.run_as(owner, move || checkpoint::capture(&inner, &spec, &slot)).await?
     }
 }
 

@@ -24,11 +24,11 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     let Interpreter::Python(python) = &prepared.interpreter else {
         return Err(RuntimeError::Wasm("the Python module is not a Python interpreter".into()));
     };
-    let (args, base_env, mounts) = (Python::wasi_argv(), Python::base_env(), python.mounts());
-    let mut store = context_store(inner, &spec.workspace, &layout::MOUNT_POINTS, &args, &base_env, &mounts)?;
+    let mut store = store(inner, spec, python)?;
     let preload = match spec.preload {
         Preload::Nothing => "nothing",
         Preload::DataScience => "data-science",
+        other => return Err(RuntimeError::Rejected(format!("the Python kernel has no preload {other:?}"))),
     };
     // One turn does it all (each turn costs host-side work): reseed, then the sandbox's
     // environment (only when it has one: the snapshot's is the base), then the kernel.
@@ -44,6 +44,13 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     })
     .map_err(|e| start_failed(WasmLanguage::Python, &e, &store))?;
     Ok((store, instance))
+}
+
+/// A store for a Python context: the snapshot's fixed layout (its preopens, in its order, and
+/// its base environment), whatever the sandbox; the sandbox's environment is set by a turn.
+pub(super) fn store(inner: &Inner, spec: &KernelSpec, python: &Python) -> Result<Store<GuestState>, RuntimeError> {
+    let (args, base_env, mounts) = (Python::wasi_argv(), Python::base_env(), python.mounts());
+    context_store(inner, &spec.workspace, &layout::MOUNT_POINTS, &args, &base_env, &mounts)
 }
 
 /// The turn that ends a cell which made figures.

@@ -261,6 +261,9 @@ pub struct StorageSection {
     pub database_url: Option<String>,
     /// Where sandbox workspaces are made. Default: `$TMPDIR/soulbox-sandboxes`.
     pub workspace_root: Option<PathBuf>,
+    /// Where paused sandboxes' checkpoints are kept. Default: `checkpoints` in the home
+    /// directory.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 /// `[resources]`: each value is both the default for a request that names none and the most

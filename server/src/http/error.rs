@@ -9,6 +9,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use soulbox_engine::blobs::BlobError;
 use soulbox_engine::sandbox::FileError;
 use soulbox_engine::{BackendError, EngineError, SandboxError};
 use std::time::Duration;
@@ -64,6 +65,14 @@ pub enum ApiError {
     /// A backend is not ready (runtimes missing).
     #[error("{0}")]
     Unavailable(String),
+    /// The sandbox was lost when its server stopped (it had changed since its last
+    /// checkpoint): 410, with why.
+    #[error("{0}")]
+    Gone(String),
+    /// A sandbox's checkpoint failed its check (truncated, altered, from another build) and
+    /// was not loaded; the sandbox stays as it was (paused).
+    #[error("{0}")]
+    CheckpointUnusable(String),
     /// A fault on our side; the details are logged.
     #[error("internal error")]
     Internal(String),
@@ -85,7 +94,7 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// Stable and machine-readable: `bad_request`, `unauthorized`, `not_found`, `conflict`,
     /// `payload_too_large`, `rate_limited`, `quota_exceeded`, `busy`, `unavailable`,
-    /// `timeout`, `internal`, `budget_exhausted`.
+    /// `timeout`, `internal`, `budget_exhausted`, `gone`, `checkpoint_unusable`.
     pub code: &'static str,
     /// For people; safe to show.
     pub message: String,
@@ -106,6 +115,8 @@ impl ApiError {
             ApiError::Busy(_) => "busy",
             ApiError::Timeout(_) => "timeout",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Gone(_) => "gone",
+            ApiError::CheckpointUnusable(_) => "checkpoint_unusable",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -137,15 +148,18 @@ impl ApiError {
             ApiError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Gone(_) => StatusCode::GONE,
+            ApiError::CheckpointUnusable(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(%detail, "request failed");
+        match &self {
+            ApiError::Internal(detail) => tracing::error!(%detail, "request failed"),
+            ApiError::CheckpointUnusable(detail) => tracing::error!(%detail, "a checkpoint was refused"),
+            _ => {}
         }
         let status = self.status();
         let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
@@ -190,6 +204,8 @@ impl From<BackendError> for ApiError {
             BackendError::Rejected(message) => ApiError::BadRequest(message),
             BackendError::Unavailable(message) => ApiError::Unavailable(message),
             BackendError::Internal(message) => ApiError::Internal(message),
+            BackendError::NotCheckpointable(_) => ApiError::Conflict(error.to_string()),
+            BackendError::BadCheckpoint(message) => ApiError::CheckpointUnusable(message),
             _ => ApiError::Internal(error.to_string()),
         }
     }
@@ -226,6 +242,7 @@ impl From<FileError> for ApiError {
             FileError::Removed => ApiError::NotFound("the sandbox is gone".into()),
             FileError::NoSpace(_) => ApiError::TooLarge(error.to_string()),
             FileError::Io { path, source } => ApiError::Internal(format!("{path}: {source}")),
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }
@@ -244,6 +261,11 @@ impl From<SandboxError> for ApiError {
             SandboxError::Interrupted => ApiError::Unavailable(error.to_string()),
             SandboxError::Engine(e) => e.into(),
             SandboxError::File(e) => e.into(),
+            SandboxError::Lost { .. } => ApiError::Gone(error.to_string()),
+            SandboxError::Checkpoint(e @ (BlobError::Corrupt { .. } | BlobError::Missing(_))) => {
+                ApiError::CheckpointUnusable(e.to_string())
+            }
+            other => ApiError::Internal(other.to_string()),
         }
     }
 }

@@ -27,6 +27,7 @@ mod files;
 mod guard;
 mod mcp;
 mod metrics;
+mod no_other_fields;
 mod openapi;
 mod operations;
 mod processes;

@@ -50,6 +50,8 @@ pub enum ErrorResponses {
         super::sandboxes::info,
         super::sandboxes::kill,
         super::sandboxes::set_timeout,
+        super::sandboxes::pause,
+        super::sandboxes::resume,
         super::sandboxes::contexts,
         super::sandboxes::create_context,
         super::sandboxes::restart_context,

@@ -3,6 +3,7 @@
 //! create with a size, input, resize, kill, output), and the headless browser.
 
 use super::auth::Caller;
+use super::no_other_fields::NoOtherFields;
 use super::openapi::ErrorResponses;
 use super::streaming::{Delivery, streamed};
 use super::{ApiError, ApiJson, AppState};
@@ -17,7 +18,7 @@ use serde::Deserialize;
 use soulbox_engine::LimitsPatch;
 use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, PtySize, RenderRequest, RenderedPage};
 use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
-use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Most bytes one stdin write carries.
 pub const MAX_STDIN_WRITE_BYTES: usize = 1 << 20;
@@ -36,29 +37,21 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/render", post(render))
 }
 
-/// A command for a sandbox's container.
+/// A command for a sandbox's container: the engine's [`ProcessSpec`] (`command`, `cwd`, `env`,
+/// `timeout_ms`, `pty`; with `pty` and no command, an interactive shell) and how to answer.
+/// A foreground command gets the server's default deadline and may not ask for more than its
+/// maximum.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 struct CommandBody {
-    /// A shell command line (`bash -c`); with `pty` and no command, an interactive shell.
-    #[serde(default)]
-    command: String,
-    /// Working directory (default: the workspace, `/workspace`).
-    #[serde(default)]
-    cwd: Option<String>,
-    /// Environment variables, over the sandbox's.
-    #[serde(default)]
-    env: BTreeMap<String, String>,
-    /// Milliseconds before it (and its children) are killed. A foreground command gets the
-    /// server's default deadline and may not ask for more than its maximum.
-    #[serde(default)]
-    timeout_ms: Option<u64>,
+    #[serde(flatten)]
+    spec: ProcessSpec,
     /// Start it and answer at once (201 with its pid); read it through `/processes/{pid}`.
+    /// A command with `pty` always runs in the background.
     #[serde(default)]
     background: bool,
-    /// Run it on a terminal of this size (implies `background`).
-    #[serde(default)]
-    pty: Option<PtySize>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    _others: NoOtherFields,
 }
 
 /// Run a command in the sandbox's container (made on the first command, sharing the
@@ -81,21 +74,18 @@ async fn command(
     ApiJson(body): ApiJson<CommandBody>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &id)?;
-    let background = body.background || body.pty.is_some();
+    let mut spec = body.spec;
+    let background = body.background || spec.pty.is_some();
     // A foreground command answers within the request timeout: it gets the server's deadline
     // policy (default and maximum). A background one runs until it ends, is killed, reaches
     // its own `timeout_ms`, or the sandbox dies.
-    let deadline = match background {
-        true => body.timeout_ms.map(std::time::Duration::from_millis),
-        false => Some(
-            state
-                .settings
-                .limits
-                .resolve(&LimitsPatch { deadline_ms: body.timeout_ms, ..LimitsPatch::default() })?
-                .deadline,
-        ),
-    };
-    let spec = ProcessSpec { command: body.command, cwd: body.cwd, env: body.env, deadline, pty: body.pty };
+    if !background {
+        let asked = LimitsPatch {
+            deadline_ms: spec.deadline.map(|d: Duration| d.as_millis().try_into().unwrap_or(u64::MAX)),
+            ..LimitsPatch::default()
+        };
+        spec.deadline = Some(state.settings.limits.resolve(&asked)?.deadline);
+    }
     if background {
         let info = state.spawn_process(&caller, &sandbox, spec).await?;
         return Ok((StatusCode::CREATED, ApiJson(info)).into_response());

@@ -1,6 +1,7 @@
 //! Sandboxes, their contexts, and cells run in them (JSON, NDJSON or server-sent events).
 
 use super::auth::Caller;
+use super::no_other_fields::NoOtherFields;
 use super::openapi::ErrorResponses;
 use super::streaming::{Delivery, streamed};
 use super::{ApiError, ApiJson, ApiQuery, AppState};
@@ -11,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use soulbox_engine::kernel::Preload;
-use soulbox_engine::sandbox::{ContextInfo, SandboxInfo};
+use soulbox_engine::sandbox::{ContextInfo, PauseReport, SandboxInfo};
 use soulbox_engine::{Execution, ExecutionEvent, Language, LimitsPatch, RunOptions, SandboxSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -24,6 +25,8 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes", post(create).get(list))
         .route("/sandboxes/{id}", get(info).delete(kill))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
+        .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/contexts", get(contexts).post(create_context))
         .route("/sandboxes/{id}/contexts/{context}", delete(remove_context))
         .route("/sandboxes/{id}/contexts/{context}/restart", post(restart_context))
@@ -110,6 +113,34 @@ async fn set_timeout(
     Ok(ApiJson(sandbox.info()))
 }
 
+/// Pause a sandbox: every context is checkpointed to disk and its memory released (after the
+/// cell it is running). Any cell, or `/resume`, brings it back with its state. Native
+/// processes are not part of the checkpoint (`processes_restored: false`). 409 when a context
+/// holds something a checkpoint cannot carry (an open file).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = PauseReport), ErrorResponses))]
+async fn pause(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<ApiJson<PauseReport>, ApiError> {
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
+    Ok(ApiJson(sandbox.pause().await?))
+}
+
+/// Resume a paused sandbox now (a cell would resume its own context on demand). A checkpoint
+/// that fails its check is refused (`checkpoint_unusable`) and the sandbox stays paused.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = SandboxInfo), ErrorResponses))]
+async fn resume(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<ApiJson<SandboxInfo>, ApiError> {
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
+    Ok(ApiJson(sandbox.resume().await?))
+}
+
 /// A sandbox's contexts.
 #[utoipa::path(get, path = "/v1/sandboxes/{id}/contexts", tag = "contexts", params(("id" = String, Path)),
     responses((status = 200, body = Vec<ContextInfo>), ErrorResponses))]
@@ -170,21 +201,17 @@ async fn remove_context(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A cell to run.
+/// A cell to run: its code, and the engine's [`RunOptions`] (`context`, `language`,
+/// `limits`) flattened beside it, with limits left out getting the server's defaults.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 pub struct CellRequest {
     /// The code.
     code: String,
-    /// The context to run in (default: the sandbox's default context for `language`).
-    #[serde(default)]
-    context: Option<String>,
-    /// The language, when no context is named (default: the template's).
-    #[serde(default)]
-    language: Option<Language>,
-    /// Limits for this cell; those left out get the server's defaults.
-    #[serde(default)]
-    limits: LimitsPatch,
+    #[serde(flatten)]
+    options: RunOptions<LimitsPatch>,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    _others: NoOtherFields,
 }
 
 /// Run a cell in a sandbox's context. With `Accept: application/x-ndjson` each event is a JSON
@@ -206,8 +233,7 @@ async fn execute(
     ApiJson(cell): ApiJson<CellRequest>,
 ) -> Result<Response, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &id)?;
-    let limits = state.settings.limits.resolve(&cell.limits)?;
-    let options = RunOptions { context: cell.context, language: cell.language, limits };
+    let options = cell.options.with_resolved_limits(|patch| state.settings.limits.resolve(patch))?;
     let delivery = Delivery::of(&headers);
     if delivery == Delivery::Json {
         let execution: Execution = state.run_cell(&caller, &sandbox, &cell.code, options).await?;

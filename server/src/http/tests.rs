@@ -23,7 +23,11 @@ fn engine() -> Engine {
 /// The app in development mode over the shared engine, with `settings` and `guard`.
 async fn app_with(settings: Settings, guard: Guard) -> Router {
     let root = std::env::temp_dir().join(format!("soulbox-http-test-{}", std::process::id()));
-    let config = soulbox_engine::SandboxesConfig { workspace_root: root.clone(), ..Default::default() };
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: root.clone(),
+        snapshot_dir: root.join("checkpoints"),
+        ..Default::default()
+    };
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
     let db_path = root.join(format!("db-{}.sqlite", NEXT_DB.fetch_add(1, Ordering::Relaxed)));
     let db = crate::database::Database::open(&format!("sqlite://{}", db_path.display())).await.expect("a database");
@@ -153,6 +157,36 @@ async fn sandbox_lifecycle_contexts_and_cells() {
     assert_eq!(status, StatusCode::OK);
     let (status, _) = call(&app, Method::DELETE, &format!("{base}/contexts/{context_id}"), Body::empty()).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+
+    // Wire bodies that flatten an engine type still name a stray field.
+    let (status, stray) =
+        json_call(&app, Method::POST, &format!("{base}/execute"), json!({"code": "1", "contxt": "x"})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(stray["error"]["message"].as_str().unwrap().contains("unknown field `contxt`"), "{stray}");
+    let (status, stray) =
+        json_call(&app, Method::POST, &format!("{base}/commands"), json!({"command": "ls", "backgrnd": true})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(stray["error"]["message"].as_str().unwrap().contains("unknown field `backgrnd`"), "{stray}");
+    let limited = json!({"code": "print(1)", "limits": {"deadline_ms": 86_400_000}});
+    let (status, refused) = json_call(&app, Method::POST, &format!("{base}/execute"), limited).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(refused["error"]["message"].as_str().unwrap().contains("on this server"), "the policy applies: {refused}");
+
+    // Pause and resume: the state comes back; a cell resumes a paused sandbox by itself.
+    let (status, paused) = json_call(&app, Method::POST, &format!("{base}/pause"), Value::Null).await;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!((paused["contexts"].as_u64(), paused["processes_restored"].as_bool()), (Some(1), Some(false)));
+    let (_, info) = json_call(&app, Method::GET, &base, Value::Null).await;
+    assert_eq!(info["state"], "paused");
+    let (status, _) = json_call(&app, Method::POST, &format!("{base}/resume"), Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, done) = json_call(&app, Method::POST, &format!("{base}/execute"), cell("x + 1")).await;
+    assert_eq!(done["results"][0]["text"], "42");
+    json_call(&app, Method::POST, &format!("{base}/pause"), Value::Null).await;
+    let (_, done) = json_call(&app, Method::POST, &format!("{base}/execute"), cell("x + 2")).await;
+    assert_eq!(done["results"][0]["text"], "43");
+    let (_, info) = json_call(&app, Method::GET, &base, Value::Null).await;
+    assert_eq!(info["state"], "running");
 
     let (status, info) =
         json_call(&app, Method::POST, &format!("{base}/timeout"), json!({"lifetime_ms": 60_000})).await;

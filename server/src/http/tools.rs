@@ -234,7 +234,7 @@ macro_rules! tool {
 }
 
 /// Every tool, in the order clients list them.
-pub static TOOLS: [Tool; 9] = [
+pub static TOOLS: [Tool; 11] = [
     tool!(
         run_code(RunCodeArgs),
         "Run a program once in a fresh, isolated sandbox and return its stdout, stderr and exit code: Python (with \
@@ -258,6 +258,12 @@ pub static TOOLS: [Tool; 9] = [
     ),
     tool!(list_sandboxes(NoArgs), "List your open sandboxes."),
     tool!(kill_sandbox(SandboxArgs), "Kill a sandbox: its contexts and files are gone."),
+    tool!(
+        pause_sandbox(SandboxArgs),
+        "Pause a sandbox: its variables and files are saved to disk and its memory released. The next run_cell \
+         (or resume_sandbox) brings it back exactly as it was."
+    ),
+    tool!(resume_sandbox(SandboxArgs), "Resume a paused sandbox now, with its variables and files as they were."),
     tool!(write_file(WriteFileArgs), "Write a file into a sandbox's workspace (text, or base64 for binary content)."),
     tool!(
         read_file(PathArgs),
@@ -367,6 +373,7 @@ pub async fn list_sandboxes(state: &AppState, caller: &Caller, _: NoArgs) -> Too
                 "sandbox_id": info.id,
                 "template": info.template,
                 "metadata": info.metadata,
+                "state": info.state,
                 "expires_at_ms": info.expires_at_ms,
             })
         })
@@ -378,6 +385,20 @@ pub async fn list_sandboxes(state: &AppState, caller: &Caller, _: NoArgs) -> Too
 pub async fn kill_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> ToolResult {
     state.kill_sandbox(caller, &args.sandbox_id).await?;
     Ok(ToolReply::ok(json!({"killed": args.sandbox_id})))
+}
+
+/// Pauses a sandbox (its checkpoint is on disk when this returns).
+pub async fn pause_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> ToolResult {
+    let report = state.sandbox(&caller.tenant, &args.sandbox_id)?.pause().await?;
+    Ok(ToolReply::ok(
+        json!({"paused": args.sandbox_id, "contexts": report.contexts, "stored_bytes": report.stored_bytes}),
+    ))
+}
+
+/// Resumes a paused sandbox.
+pub async fn resume_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> ToolResult {
+    let info = state.sandbox(&caller.tenant, &args.sandbox_id)?.resume().await?;
+    Ok(ToolReply::ok(json!({"resumed": info.id, "state": info.state})))
 }
 
 /// Writes a workspace file.

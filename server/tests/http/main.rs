@@ -4,6 +4,7 @@
 mod api;
 mod config;
 mod containers;
+mod durability;
 mod fuzz;
 mod mcp;
 mod protection;

@@ -28,7 +28,7 @@ async def session_calls(session: ClientSession) -> None:
     assert init.server_info.name == "soulbox", init.server_info
     tools = {tool.name: tool for tool in (await session.list_tools()).tools}
     expected = {"run_code", "create_sandbox", "run_cell", "run_command", "list_sandboxes", "kill_sandbox",
-                "write_file", "read_file", "list_files"}
+                "pause_sandbox", "resume_sandbox", "write_file", "read_file", "list_files"}
     assert expected <= set(tools), sorted(tools)
     assert tools["run_code"].input_schema["type"] == "object"
     assert "code" in tools["run_code"].input_schema["required"]
@@ -65,6 +65,15 @@ async def session_calls(session: ClientSession) -> None:
     assert failed.is_error and payload(failed)["error"] == "not_found", failed
     raised = payload(await session.call_tool("run_cell", {"sandbox_id": sandbox, "code": "1/0"}))
     assert raised["error"]["name"] == "ZeroDivisionError", raised
+
+    paused = payload(await session.call_tool("pause_sandbox", {"sandbox_id": sandbox}))
+    assert paused["contexts"] == 1 and paused["stored_bytes"] > 0, paused
+    assert payload(await session.call_tool("list_sandboxes", {}))["sandboxes"][0]["state"] == "paused"
+    back = payload(await session.call_tool("run_cell", {"sandbox_id": sandbox, "code": "x + 1"}))
+    assert back["results"][0]["text"] == "21", back
+    await session.call_tool("pause_sandbox", {"sandbox_id": sandbox})
+    resumed = payload(await session.call_tool("resume_sandbox", {"sandbox_id": sandbox}))
+    assert resumed["state"] == "running", resumed
 
     mine = payload(await session.call_tool("list_sandboxes", {}))
     assert [s["sandbox_id"] for s in mine["sandboxes"]] == [sandbox], mine

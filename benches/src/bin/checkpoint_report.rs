@@ -1,0 +1,118 @@
+//! `checkpoint-report`: what pausing and resuming a sandbox costs, in one run, as a Markdown
+//! table, for a plain Python, a data-science (numpy and pandas loaded, a 10,000-row DataFrame)
+//! and a JavaScript sandbox:
+//!
+//! - pause: every context checkpointed (changed memory pages, globals, clock) into the
+//!   snapshot store (zstd, blake3, synced to disk) and released;
+//! - resume: every context restored from the store into a fresh instance;
+//! - the first cell after a pause (the cell restores its own context);
+//! - the checkpoint's size on disk;
+//!
+//! with the baseline measured in the same run: creating a sandbox afresh and running its
+//! set-up code again (what a client without pause/resume does to get the state back).
+//! E2B's published figures are printed beside them for comparison (not measured here).
+
+use soulbox_benches::{ms, percentile};
+use soulbox_engine::{Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 50;
+
+/// Each template's set-up code: the state a pause must keep.
+fn setup(template: Template) -> &'static str {
+    match template {
+        Template::DataScience => {
+            "import numpy as np, pandas as pd\ndf = pd.DataFrame({'x': np.arange(10_000), 'y': np.random.rand(10_000)})\nx = 0"
+        }
+        Template::JavaScript => "var x = 0; const table = Array.from({length: 10000}, (_, i) => ({i, y: i * 2}));",
+        _ => "x = 0\nwords = {str(i): i for i in range(1000)}",
+    }
+}
+
+fn options(template: Template) -> RunOptions {
+    let language = if template == Template::JavaScript { Language::JavaScript } else { Language::Python };
+    RunOptions { language: Some(language), ..RunOptions::default() }
+}
+
+struct Figures {
+    pause: Vec<Duration>,
+    resume: Vec<Duration>,
+    cell_after_pause: Vec<Duration>,
+    recreate: Vec<Duration>,
+    stored_bytes: u64,
+}
+
+async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Figures> {
+    let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+    sandbox.run_code(setup(template), options(template)).await?;
+    let mut figures = Figures {
+        pause: Vec::new(),
+        resume: Vec::new(),
+        cell_after_pause: Vec::new(),
+        recreate: Vec::new(),
+        stored_bytes: 0,
+    };
+    for _ in 0..RUNS {
+        // Each round changes the state, so each pause writes a new checkpoint.
+        sandbox.run_code("x = x + 1", options(template)).await?;
+        let started = Instant::now();
+        let report = sandbox.pause().await?;
+        figures.pause.push(started.elapsed());
+        figures.stored_bytes = report.stored_bytes;
+        let started = Instant::now();
+        sandbox.resume().await?;
+        figures.resume.push(started.elapsed());
+        sandbox.pause().await?;
+        let started = Instant::now();
+        let cell = sandbox.run_code("x", options(template)).await?;
+        figures.cell_after_pause.push(started.elapsed());
+        anyhow::ensure!(cell.error.is_none(), "{cell:?}");
+    }
+    sandboxes.kill(sandbox.id())?;
+    for _ in 0..RUNS.min(20) {
+        let started = Instant::now();
+        let fresh = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+        fresh.run_code(setup(template), options(template)).await?;
+        figures.recreate.push(started.elapsed());
+        sandboxes.kill(fresh.id())?;
+    }
+    Ok(figures)
+}
+
+fn main() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let engine = soulbox_benches::engine()?;
+    let root = tempfile::tempdir()?;
+    let sandboxes = {
+        let _inside = runtime.enter();
+        let config = SandboxesConfig {
+            workspace_root: root.path().join("sandboxes"),
+            snapshot_dir: root.path().join("checkpoints"),
+            ..SandboxesConfig::default()
+        };
+        Sandboxes::new(engine, config)?
+    };
+    println!("Pause and resume ({RUNS} rounds each; p50 / p99; baseline: a new sandbox running the set-up again)\n");
+    println!(
+        "| sandbox | pause | resume | first cell after a pause | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for template in [Template::Python, Template::DataScience, Template::JavaScript] {
+        let f = runtime.block_on(measure(&sandboxes, template))?;
+        let pair = |s: &[Duration]| format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)));
+        let (resume, recreate) = (percentile(&f.resume, 0.5), percentile(&f.recreate, 0.5));
+        println!(
+            "| {template} | {} | {} | {} | {:.2} MiB | {} | {:.1}x |",
+            pair(&f.pause),
+            pair(&f.resume),
+            pair(&f.cell_after_pause),
+            f.stored_bytes as f64 / (1 << 20) as f64,
+            ms(recreate),
+            recreate.as_secs_f64() / resume.as_secs_f64(),
+        );
+    }
+    println!(
+        "\nFor comparison (published by E2B, not measured here): pause about 4 s per GiB of memory, resume about 1 s."
+    );
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! [`BlobStore`]: content-addressed, compressed, checked blobs on local disk (checkpoints).
+//!
+//! A blob is named by the blake3 hash of its content ([`BlobId`]) and stored zstd-compressed
+//! as `<dir>/<first two hex digits>/<hash>`. Writes are atomic and crash-safe: the compressed
+//! bytes go to a temporary file in the same directory, are synced, then renamed over the final
+//! name, so a process killed mid-write leaves either no blob or a whole one, and every blob
+//! written before stays as it was. Reads decompress and check the hash: a blob that fails
+//! ([`BlobError::Corrupt`]) is never returned in part. Storing a blob that exists is free.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// zstd's level for checkpoints: fast (a few hundred MB/s), still several times smaller.
+const COMPRESSION_LEVEL: i32 = 1;
+/// The most bytes one blob may decompress to (a context's memory is at most 4 GiB).
+pub const MAX_BLOB_BYTES: u64 = 4 << 30;
+
+/// A blob's name: the blake3 hash of its content, in hex.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BlobId(String);
+
+impl BlobId {
+    /// The id of `content`.
+    pub fn of(content: &[u8]) -> Self {
+        BlobId(blake3::hash(content).to_hex().to_string())
+    }
+
+    /// Its hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BlobId {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        let valid = text.len() == 64 && text.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        if valid { Ok(BlobId(text)) } else { Err(format!("`{text}` is not a blob id")) }
+    }
+}
+
+impl From<BlobId> for String {
+    fn from(id: BlobId) -> String {
+        id.0
+    }
+}
+
+impl std::fmt::Display for BlobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Why a blob could not be stored or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// The blob is not in the store.
+    #[error("checkpoint data {0} is missing from the snapshot store")]
+    Missing(BlobId),
+    /// The blob is there but fails its check (truncated, altered): it was not used.
+    #[error("checkpoint data {id} is corrupt ({why}); it was not loaded")]
+    Corrupt {
+        /// The blob.
+        id: BlobId,
+        /// What failed.
+        why: String,
+    },
+    /// The file system failed.
+    #[error("snapshot store {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Blobs in a local directory. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    /// A store in `dir` (made, private to this user, if missing).
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self, BlobError> {
+        let dir = dir.into();
+        crate::sandbox::prepare_workspace_root(&dir).map_err(|e| BlobError::Io { path: dir.clone(), source: e })?;
+        Ok(BlobStore { dir })
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stores `content` (blocking), returning its id.
+    pub fn put(&self, content: &[u8]) -> Result<BlobId, BlobError> {
+        let id = BlobId::of(content);
+        let path = self.path(&id);
+        if path.exists() {
+            return Ok(id);
+        }
+        let parent = path.parent().unwrap_or(&self.dir);
+        let io = |source| BlobError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(parent).map_err(io)?;
+        let compressed = zstd::bulk::compress(content, COMPRESSION_LEVEL).map_err(io)?;
+        let mut file = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
+        file.write_all(&compressed).map_err(io)?;
+        file.as_file().sync_all().map_err(io)?;
+        file.persist(&path).map_err(|e| io(e.error))?;
+        sync_dir(parent).map_err(io)?;
+        Ok(id)
+    }
+
+    /// Reads blob `id` (blocking), checked against its id.
+    pub fn get(&self, id: &BlobId) -> Result<Vec<u8>, BlobError> {
+        let path = self.path(id);
+        let compressed = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::Missing(id.clone())),
+            Err(source) => return Err(BlobError::Io { path, source }),
+        };
+        let corrupt = |why: String| BlobError::Corrupt { id: id.clone(), why };
+        let mut content = Vec::new();
+        let mut decoder = zstd::stream::read::Decoder::new(&compressed[..]).map_err(|e| corrupt(e.to_string()))?;
+        std::io::copy(&mut std::io::Read::take(&mut decoder, MAX_BLOB_BYTES + 1), &mut content)
+            .map_err(|e| corrupt(format!("it does not decompress: {e}")))?;
+        if BlobId::of(&content) != *id {
+            return Err(corrupt("its content does not match its checksum".into()));
+        }
+        Ok(content)
+    }
+
+    /// Removes blob `id`, if present.
+    pub fn remove(&self, id: &BlobId) -> Result<(), BlobError> {
+        let path = self.path(id);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(BlobError::Io { path, source: e }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes blob `id` takes on disk (compressed).
+    pub fn stored_bytes(&self, id: &BlobId) -> Option<u64> {
+        std::fs::metadata(self.path(id)).ok().map(|m| m.len())
+    }
+
+    fn path(&self, id: &BlobId) -> PathBuf {
+        self.dir.join(&id.0[..2]).join(&id.0)
+    }
+}
+
+/// Makes a rename in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stores_reads_and_refuses_a_damaged_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let content: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        let id = store.put(&content).unwrap();
+        assert_eq!(store.put(&content).unwrap(), id, "content-addressed");
+        assert_eq!(store.get(&id).unwrap(), content);
+        assert!(store.stored_bytes(&id).unwrap() < content.len() as u64 / 4, "compressed");
+
+        let path = store.path(&id);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let half = bytes.len() / 2;
+        bytes.truncate(half);
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(store.get(&id), Err(BlobError::Corrupt { .. })));
+        store.remove(&id).unwrap();
+        assert!(matches!(store.get(&id), Err(BlobError::Missing(_))));
+        assert!(BlobId::try_from("../etc/passwd".to_owned()).is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! Paused sandboxes that outlive their process: a manifest per paused sandbox, written at each
+//! pause and read when a registry opens.
+//!
+//! A pause writes `<snapshot dir>/sandboxes/<id>.json`: everything needed to rebuild the
+//! sandbox (owner, template, metadata, environment, timeouts, its workspace's path, each
+//! context's id, language, preload, execution count and checkpoint), marked `paused`. The
+//! manifest goes to a temporary file, is synced and renamed over the old one, after the
+//! checkpoints it names are on disk: a process killed mid-pause leaves the previous manifest,
+//! whose checkpoints are still there, intact. When the sandbox runs again (a resume or a cell)
+//! its manifest is marked `running`; when it is killed, the manifest is removed.
+//!
+//! A registry that opens ([`super::Sandboxes::new`]) takes every `paused` manifest back as a
+//! paused sandbox (its contexts restore on first use), and reports the others as lost
+//! ([`super::SandboxError::Lost`], with why): a `running` one changed after its last
+//! checkpoint, so what it held is gone; an unreadable one cannot be trusted. Their workspaces
+//! are swept with the other leftovers.
+
+use super::context::ContextRecord;
+use crate::blobs::BlobId;
+use crate::kernel::Template;
+use crate::language::Language;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The manifest format this code writes and reads.
+const FORMAT: u32 = 1;
+
+/// Whether a manifest's sandbox can be taken back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Durability {
+    /// Paused: its checkpoints hold all of it.
+    Paused,
+    /// Running since its last pause: a new process cannot get it back.
+    Running,
+}
+
+/// A paused sandbox, on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Manifest {
+    pub format: u32,
+    pub id: String,
+    pub owner: Option<String>,
+    pub template: Template,
+    pub metadata: BTreeMap<String, String>,
+    pub env: BTreeMap<String, String>,
+    pub network: bool,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub workspace: PathBuf,
+    pub contexts: Vec<ContextRecord>,
+    pub defaults: Vec<(Language, String)>,
+    pub state: Durability,
+}
+
+impl Manifest {
+    /// The checkpoints it names.
+    pub fn checkpoints(&self) -> impl Iterator<Item = &BlobId> {
+        self.contexts.iter().filter_map(|c| c.checkpoint.as_ref())
+    }
+
+    /// Whether this code reads this manifest's format.
+    pub fn is_current(&self) -> bool {
+        self.format == FORMAT
+    }
+
+    /// Stamps this code's format.
+    pub fn stamped(mut self) -> Self {
+        self.format = FORMAT;
+        self
+    }
+}
+
+/// What a registry found on disk when it opened.
+pub(super) enum Found {
+    /// A sandbox paused by an earlier process.
+    Paused(Manifest),
+    /// A sandbox that cannot come back, and why.
+    Lost { id: String, owner: Option<String>, why: String },
+}
+
+/// The manifests' directory.
+#[derive(Debug, Clone)]
+pub(super) struct Manifests {
+    dir: PathBuf,
+}
+
+impl Manifests {
+    pub fn open(snapshot_dir: &Path) -> std::io::Result<Self> {
+        let dir = snapshot_dir.join("sandboxes");
+        std::fs::create_dir_all(&dir)?;
+        Ok(Manifests { dir })
+    }
+
+    /// Writes `manifest` atomically; with `durable`, synced to disk before it replaces the old
+    /// one (a pause); without, visible to the next process but not synced (marking running).
+    pub fn write(&self, manifest: &Manifest, durable: bool) -> std::io::Result<()> {
+        let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+        let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
+        file.write_all(&bytes)?;
+        if durable {
+            file.as_file().sync_all()?;
+        }
+        file.persist(self.path(&manifest.id)).map_err(|e| e.error)?;
+        if durable {
+            std::fs::File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// Marks sandbox `id` running (it changed after its checkpoint), if it has a manifest.
+    pub fn mark_running(&self, id: &str) -> std::io::Result<()> {
+        let Ok(bytes) = std::fs::read(self.path(id)) else { return Ok(()) };
+        let mut manifest: Manifest = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+        manifest.state = Durability::Running;
+        self.write(&manifest, false)
+    }
+
+    /// Removes sandbox `id`'s manifest, if any.
+    pub fn remove(&self, id: &str) {
+        match std::fs::remove_file(self.path(id)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, sandbox = id, "could not remove a sandbox's manifest");
+            }
+            _ => {}
+        }
+    }
+
+    /// Every manifest on disk, read; each lost one is also removed (it is reported once, by the
+    /// registry that finds it).
+    pub fn take_stock(&self) -> Vec<Found> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned) else { continue };
+            if path.extension().is_none_or(|e| e != "json") {
+                continue; // a temporary file a killed write left
+            }
+            let read = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
+                serde_json::from_slice::<Manifest>(&bytes).map_err(|e| format!("its record is unreadable ({e})"))
+            });
+            match read {
+                Ok(manifest) if manifest.is_current() && manifest.state == Durability::Paused => {
+                    found.push(Found::Paused(manifest));
+                }
+                Ok(manifest) => {
+                    let why = match manifest.state {
+                        Durability::Running => "the server stopped while it was running, after its last checkpoint",
+                        Durability::Paused => "its record is in a format this server does not read",
+                    };
+                    found.push(Found::Lost { id, owner: manifest.owner, why: why.into() });
+                    self.remove(&manifest.id);
+                }
+                Err(why) => {
+                    found.push(Found::Lost { id: id.clone(), owner: None, why });
+                    self.remove(&id);
+                }
+            }
+        }
+        found
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+}

@@ -1,0 +1,91 @@
+//! A live context's checkpoint and restore (what is captured: [`crate::checkpoint`]).
+//!
+//! Both run on a worker-pool thread like a cell, and a checkpoint holds the context's slot, so
+//! it never sees a cell half-run: it waits for a running cell to end.
+
+use super::{AliveCount, Live, javascript, python};
+use crate::backend::Inner;
+use crate::checkpoint::image::ContextImage;
+use crate::checkpoint::{self, CheckpointError, Pristine};
+use crate::error::RuntimeError;
+use crate::execution::{self, Interpreter, Prepared};
+use crate::language::WasmLanguage;
+use soulbox_engine::BackendError;
+use soulbox_engine::kernel::{KernelImage, KernelSpec};
+use soulbox_host_api::{GuestConfig, GuestState};
+use std::sync::Mutex;
+use wasmtime::Store;
+
+impl From<CheckpointError> for BackendError {
+    fn from(error: CheckpointError) -> Self {
+        match error {
+            CheckpointError::HeldOpen { .. } => BackendError::NotCheckpointable(error.to_string()),
+            CheckpointError::Corrupt(_) | CheckpointError::OtherModule { .. } => {
+                BackendError::BadCheckpoint(error.to_string())
+            }
+            CheckpointError::Wasm(_) => BackendError::Internal(error.to_string()),
+        }
+    }
+}
+
+/// Captures the context in `slot` (blocking; on a worker thread).
+pub(super) fn capture(
+    inner: &Inner,
+    spec: &KernelSpec,
+    slot: &Mutex<Option<Live>>,
+) -> Result<KernelImage, BackendError> {
+    let prepared = inner.prepared(WasmLanguage::of(spec.language)?)?;
+    let pristine = pristine(inner, &prepared)?.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let live = slot.as_mut().ok_or_else(|| {
+        BackendError::NotCheckpointable("the context's interpreter was lost; run a cell to restart it first".into())
+    })?;
+    let image = checkpoint::capture(&mut live.store, &live.instance, &pristine, &prepared.module)?;
+    Ok(KernelImage::new(spec.language, image.encode()))
+}
+
+/// Rebuilds a context from `image` (blocking; on a worker thread): a fresh instance in a world
+/// made as the context's first one was, given the captured state. No guest code runs.
+pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> Result<Live, BackendError> {
+    if image.language != spec.language {
+        return Err(BackendError::BadCheckpoint(format!(
+            "the checkpoint is of a {} context, not {}",
+            image.language, spec.language
+        )));
+    }
+    let decoded = ContextImage::decode(&image.bytes)?;
+    let language = WasmLanguage::of(spec.language)?;
+    let prepared = inner.prepared(language)?;
+    let mut store = match (&prepared.interpreter, language) {
+        (Interpreter::Python(python), WasmLanguage::Python) => python::store(inner, spec, python)?,
+        (Interpreter::JavaScript, WasmLanguage::JavaScript) => javascript::store(inner, spec)?,
+        _ => return Err(RuntimeError::Wasm(format!("the {language} module runs another interpreter")).into()),
+    };
+    let instance =
+        execution::block_on(prepared.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
+    checkpoint::restore(&mut store, &instance, &decoded, &prepared.module)?;
+    Ok(Live { store, instance, _alive: AliveCount::new(inner) })
+}
+
+/// The module's never-run instance, made on first use.
+fn pristine<'a>(inner: &Inner, prepared: &'a Prepared) -> Result<&'a Mutex<Pristine>, RuntimeError> {
+    if let Some(pristine) = prepared.pristine.get() {
+        return Ok(pristine);
+    }
+    let root = tempfile::tempdir().map_err(|e| RuntimeError::io(&std::env::temp_dir(), e))?;
+    let state = GuestState::new(GuestConfig {
+        args: &[],
+        env: &[],
+        mounts: &[],
+        root: root.path(),
+        limits: execution::WARM_LIMITS,
+    })?;
+    let mut store: Store<GuestState> = execution::new_store(inner, state)?;
+    let instance =
+        execution::block_on(prepared.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
+    let made = Pristine::new(store, &instance).map_err(|e| RuntimeError::Wasm(e.to_string()))?;
+    // Another thread may have made one meanwhile: either serves.
+    let _ = prepared.pristine.set(Mutex::new(made));
+    drop(root); // the instance never runs, so it never opens its root again
+    Ok(prepared.pristine.get().expect("set just now"))
+}

@@ -1,0 +1,85 @@
+//! Sandboxes that outlive their server: paused ones come back after `kill -9` and after a
+//! graceful stop (which pauses every sandbox); one that ran after its last checkpoint is
+//! reported lost (410), never "not found".
+
+use super::support::Server;
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// A development server whose state (database, workspaces, checkpoints) lives in `dir`.
+fn server_in(dir: &Path) -> Server {
+    let path = |name: &str| dir.join(name).display().to_string();
+    let database = format!("sqlite://{}", path("soulbox.db"));
+    Server::start_in_env(
+        &["serve", "--dev", "--addr", "127.0.0.1:0"],
+        &[
+            ("SOULBOX__STORAGE__DATABASE_URL", &database),
+            ("SOULBOX__STORAGE__WORKSPACE_ROOT", &path("workspaces")),
+            ("SOULBOX__STORAGE__SNAPSHOT_DIR", &path("checkpoints")),
+        ],
+    )
+}
+
+async fn post(client: &reqwest::Client, server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let response = client.post(server.url(path)).json(&body).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(client: &reqwest::Client, server: &Server, path: &str) -> (u16, Value) {
+    let response = client.get(server.url(path)).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+/// The text of a cell's main result, or its stdout.
+async fn cell(client: &reqwest::Client, server: &Server, id: &str, body: Value) -> String {
+    let (status, done) = post(client, server, &format!("/v1/sandboxes/{id}/execute"), body).await;
+    assert_eq!(status, 200, "{done}");
+    assert!(done["error"].is_null(), "the cell failed: {done}");
+    match done["results"][0]["text"].as_str() {
+        Some(text) => text.to_owned(),
+        None => done["stdout"].as_str().unwrap_or_default().trim().to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn paused_sandboxes_survive_kill_9_and_a_restart_and_changed_ones_are_reported_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = server_in(dir.path());
+    let (_, created) = post(&client, &first, "/v1/sandboxes", json!({"template": "data-science"})).await;
+    let kept = created["id"].as_str().unwrap().to_owned();
+    let setup = "x = 41\ndf = pd.DataFrame({'a': range(10_000)})\nfig, ax = plt.subplots()\nopen('note.txt', 'w').write('kept')";
+    cell(&client, &first, &kept, json!({"code": setup})).await;
+    let (_, context) =
+        post(&client, &first, &format!("/v1/sandboxes/{kept}/contexts"), json!({"language": "javascript"})).await;
+    let js = context["id"].as_str().unwrap().to_owned();
+    cell(&client, &first, &kept, json!({"code": "let n = 0; const next = () => ++n; next()", "context": js})).await;
+    let (status, paused) = post(&client, &first, &format!("/v1/sandboxes/{kept}/pause"), Value::Null).await;
+    assert_eq!((status, paused["contexts"].as_u64()), (200, Some(2)), "{paused}");
+    let (_, running) = post(&client, &first, "/v1/sandboxes", json!({})).await;
+    let changed = running["id"].as_str().unwrap().to_owned();
+    cell(&client, &first, &changed, json!({"code": "y = 1"})).await;
+    drop(first); // SIGKILL: nothing gets a chance to save anything
+
+    let second = server_in(dir.path());
+    let (status, info) = get(&client, &second, &format!("/v1/sandboxes/{kept}")).await;
+    assert_eq!((status, info["state"].as_str()), (200, Some("paused")), "{info}");
+    let python = "print(x + 1, int(df.a.sum()), len(fig.axes), open('note.txt').read())";
+    assert_eq!(cell(&client, &second, &kept, json!({"code": python})).await, "42 49995000 1 kept");
+    assert_eq!(cell(&client, &second, &kept, json!({"code": "next()", "context": js})).await, "2");
+    let (status, lost) = get(&client, &second, &format!("/v1/sandboxes/{changed}")).await;
+    assert_eq!((status, lost["error"]["code"].as_str()), (410, Some("gone")), "{lost}");
+    assert!(lost["error"]["message"].as_str().unwrap().contains("after its last checkpoint"), "{lost}");
+
+    // A graceful stop pauses every sandbox on the way out; the next start has them all.
+    let status = second.terminate();
+    assert!(status.success(), "{status}");
+    let third = server_in(dir.path());
+    assert_eq!(cell(&client, &third, &kept, json!({"code": "x"})).await, "41");
+    assert_eq!(cell(&client, &third, &kept, json!({"code": "next()", "context": js})).await, "3");
+    let (status, _) =
+        client.delete(third.url(&format!("/v1/sandboxes/{kept}"))).send().await.map(|r| (r.status(), ())).unwrap();
+    assert_eq!(status, 204);
+    let checkpoints = dir.path().join("checkpoints/sandboxes");
+    assert_eq!(std::fs::read_dir(checkpoints).unwrap().count(), 0, "a killed sandbox leaves no manifest");
+}

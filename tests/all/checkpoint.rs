@@ -1,0 +1,95 @@
+//! Checkpoints of real contexts: a paused sandbox comes back with its Python variables,
+//! imports, DataFrames, figures and JavaScript closures; what a checkpoint cannot carry is
+//! refused by name; the shipped interpreters never change their tables (which checkpoints do
+//! not save).
+
+use soulbox_engine::sandbox::SandboxState;
+use soulbox_engine::{Execution, Language, RunOptions, SandboxError, SandboxSpec, Template};
+use soulbox_tests::sandboxes;
+
+fn js() -> RunOptions {
+    RunOptions { language: Some(Language::JavaScript), ..RunOptions::default() }
+}
+
+fn text(execution: &Execution) -> String {
+    assert!(execution.error.is_none(), "the cell failed: {:?}\n{}", execution.error, execution.stderr);
+    execution.results.iter().find_map(|r| r.text.clone()).unwrap_or_default() + &execution.stdout
+}
+
+#[tokio::test]
+async fn a_paused_sandbox_resumes_with_its_python_and_javascript_state() {
+    let sandboxes = sandboxes();
+    let spec = SandboxSpec { template: Template::DataScience, ..SandboxSpec::default() };
+    let sandbox = sandboxes.create(spec).await.unwrap();
+    let setup = r#"
+import random, numpy as np, pandas as pd
+import matplotlib.pyplot as plt
+counter = 41
+df = pd.DataFrame({"x": np.arange(10_000), "y": np.arange(10_000) * 2})
+fig, ax = plt.subplots()
+ax.plot([1, 2, 3])
+with open("notes.txt", "w") as f:
+    f.write("kept")
+"#;
+    text(&sandbox.run_code(setup, RunOptions::default()).await.unwrap());
+    text(&sandbox.run_code("let n = 0; const next = () => ++n; next(); next()", js()).await.unwrap());
+
+    let report = sandbox.pause().await.unwrap();
+    assert_eq!(report.contexts, 2);
+    assert!(!report.processes_restored);
+    assert_eq!(sandbox.info().state, SandboxState::Paused);
+
+    let info = sandbox.resume().await.unwrap();
+    assert_eq!(info.state, SandboxState::Running);
+    let python = "counter += 1\nprint(counter, int(df.y.sum()), len(fig.axes[0].lines), open('notes.txt').read())";
+    assert_eq!(text(&sandbox.run_code(python, RunOptions::default()).await.unwrap()).trim(), "42 99990000 1 kept");
+    assert_eq!(text(&sandbox.run_code("next()", js()).await.unwrap()).trim(), "3");
+
+    // The figure in progress can still be drawn on and saved after the pause.
+    let drawn = "ax.set_title('after'); fig.savefig('fig.png'); import os; print(ax.get_title(), len(ax.lines), os.path.getsize('fig.png') > 0)";
+    assert_eq!(text(&sandbox.run_code(drawn, RunOptions::default()).await.unwrap()).trim(), "after 1 True");
+    // Time goes on: the guest's monotonic clock never goes back across a restore.
+    sandbox.run_code("import time; t0 = time.monotonic()", RunOptions::default()).await.unwrap();
+    sandbox.pause().await.unwrap();
+    let later = sandbox.run_code("print(time.monotonic() >= t0)", RunOptions::default()).await.unwrap();
+    assert_eq!(text(&later).trim(), "True", "a cell resumes its context by itself");
+}
+
+#[tokio::test]
+async fn a_context_holding_an_open_file_is_refused_by_name_and_keeps_running() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    text(&sandbox.run_code("f = open('held.txt', 'w'); x = 7", RunOptions::default()).await.unwrap());
+    let refused = sandbox.pause().await.unwrap_err();
+    let message = refused.to_string();
+    assert!(matches!(refused, SandboxError::Engine(_)), "{refused:?}");
+    assert!(message.contains("1 open file"), "{message}");
+    assert_eq!(sandbox.info().state, SandboxState::Running);
+    text(&sandbox.run_code("f.close()", RunOptions::default()).await.unwrap());
+    sandbox.pause().await.unwrap();
+    assert_eq!(text(&sandbox.run_code("print(x)", RunOptions::default()).await.unwrap()).trim(), "7");
+}
+
+#[tokio::test]
+async fn a_cell_that_fails_after_a_resume_reports_like_any_other() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.pause().await.unwrap();
+    let failed = sandbox.run_code("1/0", RunOptions::default()).await.unwrap();
+    let error = failed.error.expect("an exception");
+    assert_eq!(error.name, "ZeroDivisionError");
+    assert!(failed.results.is_empty());
+    assert!(!failed.end.context_restarted, "restored, not restarted");
+}
+
+#[test]
+fn the_shipped_interpreters_never_change_their_tables() {
+    use soulbox_runtimes_wasm::checkpoint::exports::table_mutations;
+    use soulbox_runtimes_wasm::{SoulboxHome, javascript::JavaScript, manifest};
+    let home = SoulboxHome::from_env();
+    let js = JavaScript::new(&home.runtime_dir(&manifest::runtime("javascript").dir_name())).wasm().unwrap();
+    assert_eq!(table_mutations(&js).unwrap(), 0, "QuickJS");
+    let python_dir = home.runtime_dir(&manifest::runtime("python").dir_name());
+    let python = std::fs::read(python_dir.join("python-snapshot.wasm")).unwrap();
+    assert_eq!(table_mutations(&python).unwrap(), 0, "CPython (the snapshot keeps its code as is)");
+}
