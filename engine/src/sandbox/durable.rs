@@ -25,7 +25,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The manifest format this code writes and reads.
-const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 1;
 
 /// Whether a manifest's sandbox can be taken back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,12 +66,6 @@ impl Manifest {
     /// Whether this code reads this manifest's format.
     pub fn is_current(&self) -> bool {
         self.format == FORMAT
-    }
-
-    /// Stamps this code's format.
-    pub fn stamped(mut self) -> Self {
-        self.format = FORMAT;
-        self
     }
 }
 

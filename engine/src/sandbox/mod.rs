@@ -1049,7 +1049,7 @@ impl Sandbox {
             contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect()
         };
         durable::Manifest {
-            format: 0,
+            format: durable::FORMAT,
             id: info.id,
             owner: self.shared.owner.clone(),
             template: info.template,
@@ -1064,7 +1064,6 @@ impl Sandbox {
             defaults,
             state: durable::Durability::Paused,
         }
-        .stamped()
     }
 
     /// Resumes a paused sandbox: every context is restored from its checkpoint now (a cell

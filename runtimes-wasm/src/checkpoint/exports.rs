@@ -49,6 +49,16 @@ pub fn export_state(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
     if memories == 0 {
         return Err(refuse("it has no memory"));
     }
+    let mut extra: Vec<(String, ExportKind, u32)> =
+        mutable.iter().map(|index| (format!("{GLOBAL_EXPORT_PREFIX}{index}"), ExportKind::Global, *index)).collect();
+    extra.push((MEMORY_EXPORT.to_owned(), ExportKind::Memory, 0));
+    append_exports(wasm, &extra)
+}
+
+/// Returns `wasm` with `extra` exports (name, kind, index) appended to its export section;
+/// every other section is copied byte for byte. Refuses a module without an export section.
+pub(crate) fn append_exports(wasm: &[u8], extra: &[(String, ExportKind, u32)]) -> Result<Vec<u8>, RuntimeError> {
+    let bad = |e: wasmparser::BinaryReaderError| RuntimeError::Wasm(format!("adding exports: {e}"));
     let mut module = Module::new();
     let mut exported = false;
     for payload in Parser::new(0).parse_all(wasm) {
@@ -59,10 +69,9 @@ pub fn export_state(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
                 let export = export.map_err(bad)?;
                 exports.export(export.name, export_kind(export.kind), export.index);
             }
-            for index in &mutable {
-                exports.export(&format!("{GLOBAL_EXPORT_PREFIX}{index}"), ExportKind::Global, *index);
+            for (name, kind, index) in extra {
+                exports.export(name, *kind, *index);
             }
-            exports.export(MEMORY_EXPORT, ExportKind::Memory, 0);
             module.section(&exports);
             exported = true;
         } else if let Some((id, range)) = payload.as_section() {
@@ -70,7 +79,7 @@ pub fn export_state(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
         }
     }
     if !exported {
-        return Err(refuse("it has no export section"));
+        return Err(RuntimeError::Wasm("the module has no export section to add exports to".into()));
     }
     Ok(module.finish())
 }

@@ -5,10 +5,10 @@
 //! every function, so SoulBox adds exports for the few internals it drives (looked up by name,
 //! never by hard-coded index). The rest of the module is copied byte for byte.
 
-use crate::checkpoint::exports::export_kind;
+use crate::checkpoint::exports::append_exports;
 use crate::error::RuntimeError;
 use std::collections::HashMap;
-use wasm_encoder::{ExportKind, ExportSection, Module, RawSection};
+use wasm_encoder::ExportKind;
 use wasmparser::{KnownCustom, Name, Parser, Payload};
 
 /// Internal functions exported, as `(internal name, export name)`.
@@ -23,27 +23,14 @@ pub const EXTRA_EXPORTS: [(&str, &str); 4] = [
 pub fn add_internal_exports(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
     let bad = |e: wasmparser::BinaryReaderError| RuntimeError::Wasm(format!("qjs module: {e}"));
     let names = function_names(wasm).map_err(bad)?;
-    let mut module = Module::new();
-    for payload in Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(bad)?;
-        if let Payload::ExportSection(reader) = &payload {
-            let mut exports = ExportSection::new();
-            for export in reader.clone() {
-                let export = export.map_err(bad)?;
-                exports.export(export.name, export_kind(export.kind), export.index);
-            }
-            for (internal, exported) in EXTRA_EXPORTS {
-                let index = names
-                    .get(internal)
-                    .ok_or_else(|| RuntimeError::Wasm(format!("qjs module has no function named `{internal}`")))?;
-                exports.export(exported, ExportKind::Func, *index);
-            }
-            module.section(&exports);
-        } else if let Some((id, range)) = payload.as_section() {
-            module.section(&RawSection { id, data: &wasm[range] });
-        }
+    let mut extra = Vec::with_capacity(EXTRA_EXPORTS.len());
+    for (internal, exported) in EXTRA_EXPORTS {
+        let index = names
+            .get(internal)
+            .ok_or_else(|| RuntimeError::Wasm(format!("qjs module has no function named `{internal}`")))?;
+        extra.push((exported.to_owned(), ExportKind::Func, *index));
     }
-    Ok(module.finish())
+    append_exports(wasm, &extra)
 }
 
 fn function_names(wasm: &[u8]) -> Result<HashMap<String, u32>, wasmparser::BinaryReaderError> {
