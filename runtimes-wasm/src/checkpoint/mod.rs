@@ -1,10 +1,10 @@
 //! Checkpoints of a context's instance: capture between cells, restore into a fresh instance.
 //!
 //! A context's whole state is small and explicit: its linear memory, its mutable globals and
-//! the host's side of its world. [`capture`] saves the memory's size, the pages that differ
+//! the host's side of its world. `capture` saves the memory's size, the pages that differ
 //! from the module's initial image ([`dirty`]), every mutable global (exported for this by
 //! [`exports`], private ones included) and the guest's monotonic clock, into a
-//! [`ContextImage`]. [`restore`] instantiates the same module afresh (copy-on-write from its
+//! [`ContextImage`]. `restore` instantiates the same module afresh (copy-on-write from its
 //! image), grows the memory, writes the pages, sets the globals and continues the clock.
 //!
 //! What the host keeps for a context is rebuilt, not saved: its WASI world is made the way the
