@@ -146,6 +146,29 @@ impl BlobStore {
         }
     }
 
+    /// Removes every blob not in `keep` (blocking), returning how many went: what no paused
+    /// sandbox names any more (a killed process left it, or its sandbox was lost).
+    pub fn retain(&self, keep: &std::collections::HashSet<BlobId>) -> usize {
+        let Ok(shards) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for shard in shards.flatten() {
+            let name = shard.file_name();
+            let is_shard = name.len() == 2 && name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
+            let Ok(blobs) = std::fs::read_dir(shard.path()) else { continue };
+            if !is_shard {
+                continue;
+            }
+            for blob in blobs.flatten() {
+                let id = blob.file_name().to_str().and_then(|n| BlobId::try_from(n.to_owned()).ok());
+                // A temporary file a killed write left has no blob's name: it goes too.
+                if id.is_none_or(|id| !keep.contains(&id)) && std::fs::remove_file(blob.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Bytes blob `id` takes on disk (compressed).
     pub fn stored_bytes(&self, id: &BlobId) -> Option<u64> {
         std::fs::metadata(self.path(id)).ok().map(|m| m.len())
@@ -184,5 +207,20 @@ mod tests {
         store.remove(&id).unwrap();
         assert!(matches!(store.get(&id), Err(BlobError::Missing(_))));
         assert!(BlobId::try_from("../etc/passwd".to_owned()).is_err());
+    }
+
+    #[test]
+    fn retain_keeps_only_what_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path().join("blobs")).unwrap();
+        let kept = store.put(b"kept").unwrap();
+        let dropped = store.put(b"dropped").unwrap();
+        std::fs::create_dir_all(dir.path().join("blobs/sandboxes")).unwrap();
+        std::fs::write(dir.path().join("blobs/sandboxes/x.json"), b"{}").unwrap();
+        let removed = store.retain(&[kept.clone()].into_iter().collect());
+        assert_eq!(removed, 1);
+        assert_eq!(store.get(&kept).unwrap(), b"kept");
+        assert!(matches!(store.get(&dropped), Err(BlobError::Missing(_))));
+        assert!(dir.path().join("blobs/sandboxes/x.json").exists(), "only blob shards are swept");
     }
 }

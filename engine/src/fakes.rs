@@ -5,7 +5,8 @@
 //! The fakes speak a tiny script language so a test says what a guest does:
 //! - a cell's code is echoed to stdout, except `raise NAME` (an exception event), `count` (the
 //!   number of cells this kernel ran, including this one: state that a restart loses) and
-//!   `lose` (the kernel fails, as a backend fault);
+//!   `lose` (the kernel fails, as a backend fault), `seed` (its entropy: 0 until a fork's
+//!   [`Kernel::diverge`] gives it a number no other kernel got);
 //! - a process's command is `print TEXT`, `flood N BYTES` (N stdout events of BYTES bytes),
 //!   `hang` (runs until killed) or `exit CODE`.
 
@@ -90,7 +91,7 @@ impl Backend for FakeBackend {
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         self.record.kernels_started.fetch_add(1, Ordering::SeqCst);
         self.record.owners.lock().unwrap().push(spec.owner.clone());
-        Ok(Box::new(FakeKernel { language: spec.language, cells: 0 }))
+        Ok(Box::new(FakeKernel { language: spec.language, cells: 0, seed: 0 }))
     }
 
     async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
@@ -99,7 +100,7 @@ impl Backend for FakeBackend {
             .as_slice()
             .try_into()
             .map_err(|_| BackendError::BadCheckpoint("the fake kernel's checkpoint is 8 bytes".into()))?;
-        Ok(Box::new(FakeKernel { language: spec.language, cells: u64::from_le_bytes(bytes) }))
+        Ok(Box::new(FakeKernel { language: spec.language, cells: u64::from_le_bytes(bytes), seed: 0 }))
     }
 
     async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, BackendError> {
@@ -119,7 +120,11 @@ impl Backend for FakeBackend {
 pub(crate) struct FakeKernel {
     language: Language,
     cells: u64,
+    seed: usize,
 }
+
+/// The last seed a fake kernel's [`Kernel::diverge`] gave out.
+static SEEDS: AtomicUsize = AtomicUsize::new(0);
 
 #[async_trait]
 impl Kernel for FakeKernel {
@@ -138,6 +143,7 @@ impl Kernel for FakeKernel {
             }),
             _ if code == "lose" => return Err(BackendError::Internal("the fake kernel was lost".into())),
             _ if code == "count" => ExecutionEvent::Stdout { text: format!("{}\n", self.cells) },
+            _ if code == "seed" => ExecutionEvent::Stdout { text: format!("{}\n", self.seed) },
             _ => ExecutionEvent::Stdout { text: format!("{code}\n") },
         };
         let _ = events.send_now(event);
@@ -152,6 +158,11 @@ impl Kernel for FakeKernel {
 
     async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
         Ok(KernelImage::new(self.language, self.cells.to_le_bytes().to_vec()))
+    }
+
+    async fn diverge(&mut self) -> Result<(), BackendError> {
+        self.seed = SEEDS.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(())
     }
 }
 

@@ -51,6 +51,53 @@ pub fn read_regular(dir: &Dir, path: &Path, max: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// How deep [`copy_tree`] descends before refusing: a guest can nest directories without end,
+/// or swap one for a link to its parent while the copy runs.
+pub const MAX_COPY_DEPTH: usize = 128;
+
+/// Copies everything under `from` into the empty directory `to` (blocking): directories,
+/// regular files (cloned where the file system shares blocks, with their permission bits) and
+/// symbolic links (as links, never followed). Other entries (FIFOs, sockets, devices) are
+/// skipped, as is anything a guest removes or swaps for one meanwhile. Returns the bytes of
+/// file content copied.
+pub fn copy_tree(from: &Dir, to: &Dir) -> io::Result<u64> {
+    copy_level(from, to, 0)
+}
+
+fn copy_level(from: &Dir, to: &Dir, depth: usize) -> io::Result<u64> {
+    if depth >= MAX_COPY_DEPTH {
+        return Err(io::Error::other(format!("its directories nest deeper than {MAX_COPY_DEPTH} levels")));
+    }
+    let mut bytes = 0;
+    for entry in from.entries()? {
+        let name = entry?.file_name();
+        let kind = match from.symlink_metadata(&name) {
+            Ok(meta) => meta.file_type(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if kind.is_dir() {
+            to.create_dir(&name)?;
+            bytes += copy_level(&from.open_dir(&name)?, &to.open_dir(&name)?, depth + 1)?;
+        } else if kind.is_symlink() {
+            to.symlink_contents(from.read_link_contents(&name)?, &name)?;
+        } else if kind.is_file() {
+            let mut source = match open_regular(from, Path::new(&name)) {
+                Ok(file) => file,
+                Err(e) if is_not_regular(&e).is_some() || e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            let mut target = to.create(&name)?;
+            bytes += match rustix::fs::ioctl_ficlone(&target, &source) {
+                Ok(()) => source.metadata()?.len(),
+                Err(_) => io::copy(&mut source, &mut target)?,
+            };
+            target.set_permissions(source.metadata()?.permissions())?;
+        }
+    }
+    Ok(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,5 +116,26 @@ mod tests {
         assert_eq!(read_regular(&dir, Path::new("big"), 10).unwrap().len(), 10);
         let other = dir.open("missing").unwrap_err();
         assert_eq!(is_not_regular(&other), None);
+    }
+
+    #[test]
+    fn copies_a_tree_with_links_as_links_and_skips_fifos() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let from = Dir::open_ambient_dir(a.path(), cap_std::ambient_authority()).unwrap();
+        let to = Dir::open_ambient_dir(b.path(), cap_std::ambient_authority()).unwrap();
+        from.create_dir_all("d/e").unwrap();
+        from.write("d/e/f.txt", b"deep").unwrap();
+        from.write("top", vec![1u8; 5000]).unwrap();
+        from.symlink_contents("/etc/passwd", "out").unwrap();
+        rustix::fs::mkfifoat(rustix::fs::CWD, a.path().join("pipe"), rustix::fs::Mode::RUSR).unwrap();
+        assert_eq!(copy_tree(&from, &to).unwrap(), 5004);
+        assert_eq!(to.read("d/e/f.txt").unwrap(), b"deep");
+        assert_eq!(to.read_link_contents("out").unwrap(), Path::new("/etc/passwd"));
+        assert!(to.symlink_metadata("pipe").is_err(), "a FIFO is not copied");
+        let nested = (0..MAX_COPY_DEPTH + 1).map(|i| i.to_string()).collect::<Vec<_>>().join("/");
+        from.create_dir_all(&nested).unwrap();
+        let c = tempfile::tempdir().unwrap();
+        let deep = Dir::open_ambient_dir(c.path(), cap_std::ambient_authority()).unwrap();
+        assert!(copy_tree(&from, &deep).is_err(), "a tree nested without end is refused");
     }
 }

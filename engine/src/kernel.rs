@@ -208,6 +208,14 @@ pub trait Kernel: Send + std::fmt::Debug {
             self.language()
         )))
     }
+
+    /// Gives a kernel just restored from a checkpoint fresh entropy (its random generators
+    /// reseeded), so copies of one checkpoint (forks) draw different random numbers. A seed
+    /// the code chose itself (`random.seed(1)`, a `numpy` generator made with a seed) is the
+    /// code's and stays. Kernels without checkpoints keep the default, which refuses.
+    async fn diverge(&mut self) -> Result<(), BackendError> {
+        Err(BackendError::NotCheckpointable(format!("{} contexts of this backend cannot be forked", self.language())))
+    }
 }
 
 /// A context's state, captured by [`Kernel::checkpoint`]: opaque bytes only the backend that

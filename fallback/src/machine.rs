@@ -148,8 +148,12 @@ impl Machine for DockerMachine {
             input: tokio::sync::Mutex::new(Some(started.input)),
             killed: AtomicBool::new(false),
         });
-        if let Some(size) = spec.pty {
-            process.resize(size).await?;
+        if let Some(size) = spec.pty
+            && let Err(error) = process.resize(size).await
+        {
+            // The process may have ended already (a `cwd` the container does not have): its
+            // exit, which `drive` reports, says why.
+            tracing::debug!(%error, "could not size a new terminal");
         }
         tokio::spawn(drive(Arc::clone(&process), started.output, events, spec.deadline, oom_before));
         Ok(process)

@@ -93,3 +93,37 @@ fn the_shipped_interpreters_never_change_their_tables() {
     let python = std::fs::read(python_dir.join("python-snapshot.wasm")).unwrap();
     assert_eq!(table_mutations(&python).unwrap(), 0, "CPython (the snapshot keeps its code as is)");
 }
+
+#[tokio::test]
+async fn forks_carry_the_state_over_then_diverge() {
+    let sandboxes = sandboxes();
+    let spec = SandboxSpec { template: Template::DataScience, ..SandboxSpec::default() };
+    let source = sandboxes.create(spec).await.unwrap();
+    let setup = "import random\ndf = pd.DataFrame({'x': np.arange(1000)})\ntotal = 5\nopen('shared.txt', 'w').write('base')";
+    text(&source.run_code(setup, RunOptions::default()).await.unwrap());
+    text(&source.run_code("let hits = 1; const bump = () => ++hits;", js()).await.unwrap());
+
+    let forks = sandboxes.fork(&source, 3).await.unwrap();
+    let draw = "print(random.random(), np.random.random())";
+    let mut draws = vec![text(&source.run_code(draw, RunOptions::default()).await.unwrap())];
+    let mut js_draws = vec![text(&source.run_code("Math.random()", js()).await.unwrap())];
+    for (i, fork) in forks.iter().enumerate() {
+        let seen = "total += 1\nprint(total, int(df.x.sum()), open('shared.txt').read())";
+        assert_eq!(text(&fork.run_code(seen, RunOptions::default()).await.unwrap()).trim(), "6 499500 base");
+        assert_eq!(text(&fork.run_code("bump()", js()).await.unwrap()).trim(), "2");
+        draws.push(text(&fork.run_code(draw, RunOptions::default()).await.unwrap()));
+        js_draws.push(text(&fork.run_code("Math.random()", js()).await.unwrap()));
+        fork.files().unwrap().write("/shared.txt", format!("fork {i}").as_bytes()).await.unwrap();
+    }
+    let distinct = |values: &[String]| values.iter().collect::<std::collections::HashSet<_>>().len();
+    assert_eq!(distinct(&draws), 4, "every fork draws its own random numbers: {draws:?}");
+    assert_eq!(distinct(&js_draws), 4, "JavaScript too: {js_draws:?}");
+    let base = text(&source.run_code("print(total, open('shared.txt').read())", RunOptions::default()).await.unwrap());
+    assert_eq!(base.trim(), "5 base", "the source saw none of its forks' changes");
+    let seeded = "random.seed(7); print(random.random())";
+    let (a, b) = (
+        text(&forks[0].run_code(seeded, RunOptions::default()).await.unwrap()),
+        text(&forks[1].run_code(seeded, RunOptions::default()).await.unwrap()),
+    );
+    assert_eq!(a, b, "a seed the code sets is the code's");
+}

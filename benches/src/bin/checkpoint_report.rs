@@ -7,6 +7,8 @@
 //! - resume: every context restored from the store into a fresh instance;
 //! - the first cell after a pause (the cell restores its own context);
 //! - the checkpoint's size on disk;
+//! - fork: one sandbox cloned into 1, and into 10 (per fork), from a live source (every
+//!   context checkpointed, the workspace copied, each fork's contexts restored and reseeded);
 //!
 //! with the baseline measured in the same run: creating a sandbox afresh and running its
 //! set-up code again (what a client without pause/resume does to get the state back).
@@ -17,6 +19,8 @@ use soulbox_engine::{Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConf
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 50;
+/// Rounds of the fork measurements (each makes sandboxes, so fewer).
+const FORK_RUNS: usize = 10;
 
 /// Each template's set-up code: the state a pause must keep.
 fn setup(template: Template) -> &'static str {
@@ -39,6 +43,8 @@ struct Figures {
     resume: Vec<Duration>,
     cell_after_pause: Vec<Duration>,
     recreate: Vec<Duration>,
+    fork_one: Vec<Duration>,
+    fork_ten_each: Vec<Duration>,
     stored_bytes: u64,
 }
 
@@ -50,6 +56,8 @@ async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Fi
         resume: Vec::new(),
         cell_after_pause: Vec::new(),
         recreate: Vec::new(),
+        fork_one: Vec::new(),
+        fork_ten_each: Vec::new(),
         stored_bytes: 0,
     };
     for _ in 0..RUNS {
@@ -67,6 +75,17 @@ async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Fi
         let cell = sandbox.run_code("x", options(template)).await?;
         figures.cell_after_pause.push(started.elapsed());
         anyhow::ensure!(cell.error.is_none(), "{cell:?}");
+    }
+    sandbox.resume().await?;
+    for (count, into) in [(1, &mut figures.fork_one), (10, &mut figures.fork_ten_each)] {
+        for _ in 0..FORK_RUNS {
+            let started = Instant::now();
+            let forks = sandboxes.fork(&sandbox, count).await?;
+            into.push(started.elapsed() / u32::try_from(count)?);
+            for fork in forks {
+                sandboxes.kill(fork.id())?;
+            }
+        }
     }
     sandboxes.kill(sandbox.id())?;
     for _ in 0..RUNS.min(20) {
@@ -94,18 +113,20 @@ fn main() -> anyhow::Result<()> {
     };
     println!("Pause and resume ({RUNS} rounds each; p50 / p99; baseline: a new sandbox running the set-up again)\n");
     println!(
-        "| sandbox | pause | resume | first cell after a pause | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"
+        "| sandbox | pause | resume | first cell after a pause | fork of 1 | fork of 10, per fork | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for template in [Template::Python, Template::DataScience, Template::JavaScript] {
         let f = runtime.block_on(measure(&sandboxes, template))?;
         let pair = |s: &[Duration]| format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)));
         let (resume, recreate) = (percentile(&f.resume, 0.5), percentile(&f.recreate, 0.5));
         println!(
-            "| {template} | {} | {} | {} | {:.2} MiB | {} | {:.1}x |",
+            "| {template} | {} | {} | {} | {} | {} | {:.2} MiB | {} | {:.1}x |",
             pair(&f.pause),
             pair(&f.resume),
             pair(&f.cell_after_pause),
+            pair(&f.fork_one),
+            pair(&f.fork_ten_each),
             f.stored_bytes as f64 / (1 << 20) as f64,
             ms(recreate),
             recreate.as_secs_f64() / resume.as_secs_f64(),

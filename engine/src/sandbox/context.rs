@@ -38,6 +38,17 @@ pub(crate) struct ContextRecord {
     pub checkpoint: Option<BlobId>,
 }
 
+/// A context as a fork starts from it ([`Context::copy`]).
+#[derive(Debug)]
+pub(crate) struct ContextCopy {
+    pub id: String,
+    pub language: Language,
+    pub preload: Preload,
+    pub executions: u64,
+    /// Its checkpoint; `None` for a context whose interpreter was lost.
+    pub image: Option<KernelImage>,
+}
+
 /// A stateful interpreter. The kernel sits behind an async mutex: a cell holds it for its whole
 /// run, so cells in one context queue up and run one at a time; a pause or resume holds it
 /// too, so it never sees a cell half-run.
@@ -47,6 +58,9 @@ pub(crate) struct Context {
     spec: KernelSpec,
     kernel: Mutex<KernelSlot>,
     executions: AtomicU64,
+    /// Its latest checkpoint in the blob store (kept after a resume until the next pause
+    /// replaces it, or the sandbox is killed: a manifest may still name it).
+    stored: std::sync::Mutex<Option<BlobId>>,
 }
 
 /// Where a context's interpreter is.
@@ -65,7 +79,21 @@ impl Context {
     /// Starts a context's kernel.
     pub(crate) async fn start(engine: &Engine, id: String, spec: KernelSpec) -> Result<Self, SandboxError> {
         let kernel = engine.start_kernel(spec.clone()).await?;
-        Ok(Context { id, spec, kernel: Mutex::new(KernelSlot::Live(kernel)), executions: AtomicU64::new(0) })
+        Ok(Context::with_kernel(id, spec, KernelSlot::Live(kernel), 0))
+    }
+
+    fn with_kernel(id: String, spec: KernelSpec, kernel: KernelSlot, executions: u64) -> Self {
+        let stored = match &kernel {
+            KernelSlot::Paused(blob) => Some(blob.clone()),
+            KernelSlot::Live(_) | KernelSlot::Lost => None,
+        };
+        Context {
+            id,
+            spec,
+            kernel: Mutex::new(kernel),
+            executions: AtomicU64::new(executions),
+            stored: std::sync::Mutex::new(stored),
+        }
     }
 
     /// A context paused by an earlier process, as its record says (its kernel restores on
@@ -75,12 +103,7 @@ impl Context {
             Some(blob) => KernelSlot::Paused(blob.clone()),
             None => KernelSlot::Lost,
         };
-        Context {
-            id: record.id.clone(),
-            spec,
-            kernel: Mutex::new(kernel),
-            executions: AtomicU64::new(record.executions),
-        }
+        Context::with_kernel(record.id.clone(), spec, kernel, record.executions)
     }
 
     /// The record of this context checkpointed as `checkpoint`.
@@ -109,7 +132,51 @@ impl Context {
             .await
             .map_err(|_| SandboxError::Interrupted)??;
         *slot = KernelSlot::Paused(id.clone());
+        let replaced = self.stored.lock().unwrap_or_else(|e| e.into_inner()).replace(id.clone());
+        if let Some(old) = replaced.filter(|old| *old != id)
+            && let Err(error) = blobs.remove(&old)
+        {
+            tracing::warn!(%error, context = %self.id, "could not remove a replaced checkpoint");
+        }
         Ok(Some(id))
+    }
+
+    /// What a fork of this context starts from: its checkpoint (taken now from a live kernel,
+    /// after a running cell; read from the store for a paused one), `None` for a lost one.
+    pub(crate) async fn copy(&self, blobs: &BlobStore) -> Result<ContextCopy, SandboxError> {
+        let mut slot = self.kernel.lock().await;
+        let image = match &mut *slot {
+            KernelSlot::Live(kernel) => Some(kernel.checkpoint().await?),
+            KernelSlot::Paused(id) => {
+                let (store, id) = (blobs.clone(), id.clone());
+                let bytes = tokio::task::spawn_blocking(move || store.get(&id))
+                    .await
+                    .map_err(|_| SandboxError::Interrupted)??;
+                Some(KernelImage::new(self.spec.language, bytes))
+            }
+            KernelSlot::Lost => None,
+        };
+        Ok(ContextCopy {
+            id: self.id.clone(),
+            language: self.spec.language,
+            preload: self.spec.preload,
+            executions: self.executions.load(Ordering::Relaxed),
+            image,
+        })
+    }
+
+    /// A fork of the context `copy` was taken from, for a sandbox whose kernels run as `spec`:
+    /// restored from the copy's checkpoint and given fresh entropy ([`Kernel::diverge`]).
+    pub(crate) async fn fork(engine: &Engine, copy: &ContextCopy, spec: KernelSpec) -> Result<Self, SandboxError> {
+        let kernel = match &copy.image {
+            Some(image) => {
+                let mut kernel = engine.restore_kernel(spec.clone(), image.clone()).await?;
+                kernel.diverge().await?;
+                KernelSlot::Live(kernel)
+            }
+            None => KernelSlot::Lost,
+        };
+        Ok(Context::with_kernel(copy.id.clone(), spec, kernel, copy.executions))
     }
 
     /// Restores a paused kernel from `blobs`. A checkpoint that fails its check leaves the
@@ -134,12 +201,9 @@ impl Context {
         Ok(())
     }
 
-    /// The checkpoint a paused context holds (`None` when live, lost, or busy right now).
-    pub(crate) fn paused_blob(&self) -> Option<BlobId> {
-        match self.kernel.try_lock().as_deref() {
-            Ok(KernelSlot::Paused(id)) => Some(id.clone()),
-            _ => None,
-        }
+    /// Its latest checkpoint in the blob store, if it has one.
+    pub(crate) fn stored_checkpoint(&self) -> Option<BlobId> {
+        self.stored.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn language(&self) -> Language {

@@ -1,5 +1,5 @@
-//! Paused sandboxes that outlive their process: a manifest per paused sandbox, written at each
-//! pause and read when a registry opens.
+//! Sandboxes that outlive their process: a manifest per sandbox, written when it opens (marked
+//! running), at each pause (marked paused), and read when a registry opens.
 //!
 //! A pause writes `<snapshot dir>/sandboxes/<id>.json`: everything needed to rebuild the
 //! sandbox (owner, template, metadata, environment, timeouts, its workspace's path, each
@@ -144,7 +144,9 @@ impl Manifests {
                 }
                 Ok(manifest) => {
                     let why = match manifest.state {
-                        Durability::Running => "the server stopped while it was running, after its last checkpoint",
+                        Durability::Running => {
+                            "its server stopped while it was running (only a paused sandbox outlives its server)"
+                        }
                         Durability::Paused => "its record is in a format this server does not read",
                     };
                     found.push(Found::Lost { id, owner: manifest.owner, why: why.into() });

@@ -23,6 +23,7 @@
 
 mod context;
 mod durable;
+mod fork;
 mod processes;
 pub mod quota;
 mod stream;
@@ -32,6 +33,7 @@ mod watch;
 mod workspace;
 
 pub use context::ContextInfo;
+pub use fork::MAX_FORKS;
 pub use processes::{
     CommandResult, MAX_COMMAND_OUTPUT_BYTES, MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream,
 };
@@ -43,7 +45,7 @@ pub use workspace::{
 };
 
 use crate::backend::BackendError;
-use crate::blobs::{BlobError, BlobStore};
+use crate::blobs::{BlobError, BlobId, BlobStore};
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
@@ -409,13 +411,14 @@ impl Open {
 struct Reservation {
     registry: Arc<Registry>,
     owner: Option<String>,
+    places: usize,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = open.reserved.get_mut(&self.owner) {
-            *count -= 1;
+            *count = count.saturating_sub(self.places);
             if *count == 0 {
                 open.reserved.remove(&self.owner);
             }
@@ -429,7 +432,7 @@ impl Drop for Registry {
             reaper.abort();
         }
         for sandbox in self.open.get_mut().unwrap_or_else(|e| e.into_inner()).by_id.values() {
-            sandbox.shared.shut();
+            sandbox.shared.leave();
         }
     }
 }
@@ -465,6 +468,18 @@ impl Sandboxes {
         let swept = quota::sweep_dead(&config.workspace_root, &kept);
         if swept > 0 {
             tracing::info!(swept, "removed the workspaces of processes that died");
+        }
+        let named: std::collections::HashSet<BlobId> = found
+            .iter()
+            .filter_map(|f| match f {
+                durable::Found::Paused(manifest) => Some(manifest.checkpoints().cloned()),
+                durable::Found::Lost { .. } => None,
+            })
+            .flatten()
+            .collect();
+        let unnamed = blobs.retain(&named);
+        if unnamed > 0 {
+            tracing::info!(unnamed, "removed checkpoints no paused sandbox names");
         }
         let registry = Arc::new(Registry {
             engine,
@@ -537,42 +552,26 @@ impl Sandboxes {
             return Err(format!("its checkpoint {missing} is missing"));
         }
         let (now, wall) = (Instant::now(), epoch_ms(SystemTime::now()));
-        let stop = StopSignal::default();
-        let shared = Arc::new(Shared {
+        let identity = Identity {
             id: manifest.id.clone(),
             owner: manifest.owner.clone(),
             template: manifest.template,
             metadata: manifest.metadata.clone(),
             env: manifest.env.clone(),
-            created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
-            engine: self.registry.engine.clone(),
-            blobs: self.registry.blobs.clone(),
-            manifests: self.registry.manifests.clone(),
-            durable: AtomicBool::new(true),
-            paused: AtomicBool::new(true),
-            workspace,
-            clock: Mutex::new(Clock {
-                idle_timeout: Duration::from_millis(manifest.idle_timeout_ms),
-                ends_at: now + Duration::from_millis(manifest.expires_at_ms.saturating_sub(wall)),
-                last_active: now,
-                busy: 0,
-            }),
-            contexts: Mutex::new(Contexts::default()),
-            stop: stop.clone(),
             network: manifest.network,
-            processes: Processes::default(),
-        });
+            created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
+        };
+        let clock = Clock {
+            idle_timeout: Duration::from_millis(manifest.idle_timeout_ms),
+            ends_at: now + Duration::from_millis(manifest.expires_at_ms.saturating_sub(wall)),
+            last_active: now,
+            busy: 0,
+        };
+        let shared = Arc::new(self.registry.shared(identity, workspace, clock, true));
         {
             let mut contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
             for record in &manifest.contexts {
-                let spec = KernelSpec {
-                    language: record.language,
-                    preload: record.preload,
-                    workspace: manifest.workspace.clone(),
-                    env: manifest.env.clone(),
-                    stop: stop.clone(),
-                    owner: manifest.owner.clone(),
-                };
+                let spec = shared.kernel_spec(record.language, record.preload);
                 contexts.by_id.insert(record.id.clone(), Arc::new(Context::adopt(record, spec)));
             }
             contexts.defaults = manifest.defaults.iter().cloned().collect();
@@ -586,40 +585,25 @@ impl Sandboxes {
     /// registry's bound and its owner's) is reserved before anything else happens.
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
-        let reservation = self.reserve(&spec)?;
-        let root = &self.registry.config.workspace_root;
-        let workspace = match self.registry.config.workspace_bytes {
-            Some(bytes) => Workspace::create_with_quota(root, bytes),
-            None => Workspace::create_in(root),
-        }
-        .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))?;
+        let reservation = self.reserve(spec.owner.as_deref(), spec.id.as_deref(), 1)?;
+        let workspace = self.registry.new_workspace()?;
         let now = Instant::now();
-        let idle_timeout = spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT);
-        let shared = Arc::new(Shared {
+        let identity = Identity {
             id: spec.id.clone().unwrap_or_else(new_sandbox_id),
             owner: spec.owner.clone(),
             template: spec.template,
             metadata: spec.metadata,
             env: spec.env,
-            created_at: SystemTime::now(),
-            engine: self.registry.engine.clone(),
-            blobs: self.registry.blobs.clone(),
-            manifests: self.registry.manifests.clone(),
-            durable: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-            workspace,
-            clock: Mutex::new(Clock {
-                idle_timeout,
-                ends_at: now + spec.lifetime.unwrap_or(DEFAULT_LIFETIME),
-                last_active: now,
-                busy: 0,
-            }),
-            contexts: Mutex::new(Contexts::default()),
-            stop: StopSignal::default(),
             network: spec.network,
-            processes: Processes::default(),
-        });
-        let sandbox = Sandbox { shared };
+            created_at: SystemTime::now(),
+        };
+        let clock = Clock {
+            idle_timeout: spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
+            ends_at: now + spec.lifetime.unwrap_or(DEFAULT_LIFETIME),
+            last_active: now,
+            busy: 0,
+        };
+        let sandbox = Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) };
         let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
         if let Err(error) = sandbox.default_context(spec.template.language()).instrument(span).await {
             sandbox.shared.shut();
@@ -635,31 +619,34 @@ impl Sandboxes {
             open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
         }
         drop(reservation);
+        sandbox.record_running().await;
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
         Ok(sandbox)
     }
 
-    /// Takes a place for `spec`'s sandbox within the registry's bound and its owner's quota.
-    fn reserve(&self, spec: &SandboxSpec) -> Result<Reservation, SandboxError> {
+    /// Takes `places` places for sandboxes of `owner` (one of them named `id`) within the
+    /// registry's bound and the owner's quota: all of them or none.
+    fn reserve(&self, owner: Option<&str>, id: Option<&str>, places: usize) -> Result<Reservation, SandboxError> {
         let config = &self.registry.config;
+        let owner = owner.map(str::to_owned);
         let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = &spec.id
+        if let Some(id) = id
             && open.by_id.contains_key(id)
         {
-            return Err(SandboxError::Exists(id.clone()));
+            return Err(SandboxError::Exists(id.to_owned()));
         }
-        if open.by_id.len() + open.reserved_total() >= config.max_sandboxes {
+        if open.by_id.len() + open.reserved_total() + places > config.max_sandboxes {
             let max = config.max_sandboxes;
             return Err(SandboxError::Full(format!("{max} sandboxes are open, the most allowed; retry later")));
         }
-        if open.owned_by(&spec.owner) >= config.max_per_owner {
+        if open.owned_by(&owner) + places > config.max_per_owner {
             let max = config.max_per_owner;
             return Err(SandboxError::QuotaExceeded(format!(
-                "{max} sandboxes of this owner are open, the most allowed; kill one first"
+                "{max} sandboxes of this owner may be open at once; kill some first"
             )));
         }
-        *open.reserved.entry(spec.owner.clone()).or_default() += 1;
-        Ok(Reservation { registry: Arc::clone(&self.registry), owner: spec.owner.clone() })
+        *open.reserved.entry(owner.clone()).or_default() += places;
+        Ok(Reservation { registry: Arc::clone(&self.registry), owner, places })
     }
 
     /// The sandbox with this id.
@@ -835,7 +822,68 @@ struct Contexts {
     shut: bool,
 }
 
+/// What makes a sandbox itself, whichever process runs it.
+#[derive(Clone)]
+struct Identity {
+    id: String,
+    owner: Option<String>,
+    template: Template,
+    metadata: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    network: bool,
+    created_at: SystemTime,
+}
+
+impl Registry {
+    /// A sandbox's state, without contexts yet; `paused` for one taken back from its manifest.
+    fn shared(&self, identity: Identity, workspace: Workspace, clock: Clock, paused: bool) -> Shared {
+        let Identity { id, owner, template, metadata, env, network, created_at } = identity;
+        Shared {
+            id,
+            owner,
+            template,
+            metadata,
+            env,
+            created_at,
+            engine: self.engine.clone(),
+            blobs: self.blobs.clone(),
+            manifests: self.manifests.clone(),
+            durable: AtomicBool::new(paused),
+            paused: AtomicBool::new(paused),
+            workspace,
+            clock: Mutex::new(clock),
+            contexts: Mutex::new(Contexts::default()),
+            stop: StopSignal::default(),
+            network,
+            processes: Processes::default(),
+        }
+    }
+
+    /// A new, empty workspace (with the configured quota, if any).
+    fn new_workspace(&self) -> Result<Workspace, SandboxError> {
+        let root = &self.config.workspace_root;
+        match self.config.workspace_bytes {
+            Some(bytes) => Workspace::create_with_quota(root, bytes),
+            None => Workspace::create_in(root),
+        }
+        .map_err(|e| SandboxError::File(FileError::Io { path: "workspace".into(), source: e }))
+    }
+}
+
 impl Shared {
+    /// How this sandbox's kernels run: in its workspace, with its environment, stop signal
+    /// and owner.
+    fn kernel_spec(&self, language: Language, preload: Preload) -> KernelSpec {
+        KernelSpec {
+            language,
+            preload,
+            workspace: self.workspace.host_path().to_path_buf(),
+            env: self.env.clone(),
+            stop: self.stop.clone(),
+            owner: self.owner.clone(),
+        }
+    }
+
     fn expired(&self, now: Instant) -> Option<&'static str> {
         let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         if now >= clock.ends_at {
@@ -858,11 +906,7 @@ impl Shared {
             contexts.defaults.clear();
             std::mem::take(&mut contexts.by_id)
         };
-        for blob in dropped.values().filter_map(|context| context.paused_blob()) {
-            if let Err(error) = self.blobs.remove(&blob) {
-                tracing::warn!(%error, "could not remove a killed sandbox's checkpoint");
-            }
-        }
+        self.remove_checkpoints(dropped.values());
         drop(dropped);
         if self.durable.load(Ordering::Relaxed) {
             self.manifests.remove(&self.id);
@@ -870,6 +914,34 @@ impl Shared {
         let machine = self.processes.shut();
         self.workspace.remove();
         Teardown { machine }
+    }
+
+    /// Stops the sandbox in this process only (its registry is closing): a paused sandbox's
+    /// checkpoints, manifest and workspace stay for the next process to take back; anything
+    /// else goes, except a manifest marked running, which tells the next process the sandbox
+    /// is lost.
+    fn leave(&self) {
+        self.stop.stop();
+        let dropped = {
+            let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.shut = true;
+            contexts.defaults.clear();
+            std::mem::take(&mut contexts.by_id)
+        };
+        drop(self.processes.shut());
+        if self.paused.load(Ordering::Relaxed) {
+            return;
+        }
+        self.remove_checkpoints(dropped.values());
+        self.workspace.remove();
+    }
+
+    fn remove_checkpoints<'a>(&self, contexts: impl Iterator<Item = &'a Arc<Context>>) {
+        for blob in contexts.filter_map(|context| context.stored_checkpoint()) {
+            if let Err(error) = self.blobs.remove(&blob) {
+                tracing::warn!(%error, sandbox = %self.id, "could not remove a checkpoint");
+            }
+        }
     }
 
     /// Marks the sandbox running again after a pause: its manifest then says it changed after
@@ -1041,6 +1113,22 @@ impl Sandbox {
         Ok(report)
     }
 
+    /// Writes its manifest marked running (not synced, no checkpoints): a process that dies
+    /// from now on leaves a record that says the sandbox is lost, not that it never existed.
+    async fn record_running(&self) {
+        let records = {
+            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.by_id.values().map(|context| context.record(None)).collect()
+        };
+        let manifest = durable::Manifest { state: durable::Durability::Running, ..self.manifest(records) };
+        let manifests = self.shared.manifests.clone();
+        match tokio::task::spawn_blocking(move || manifests.write(&manifest, false)).await {
+            Ok(Ok(())) => self.shared.durable.store(true, Ordering::Relaxed),
+            Ok(Err(error)) => tracing::warn!(%error, sandbox = %self.id(), "could not record a sandbox on disk"),
+            Err(_) => {}
+        }
+    }
+
     /// The manifest of this sandbox with contexts `records`, marked paused.
     fn manifest(&self, records: Vec<context::ContextRecord>) -> durable::Manifest {
         let info = self.info();
@@ -1091,8 +1179,10 @@ impl Sandbox {
     /// Removes a context (a cell running in it ends first).
     pub fn remove_context(&self, id: &str) -> Result<(), SandboxError> {
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-        contexts.by_id.remove(id).ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))?;
+        let removed = contexts.by_id.remove(id).ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))?;
         contexts.defaults.retain(|_, default| default != id);
+        drop(contexts);
+        self.shared.remove_checkpoints(std::iter::once(&removed));
         Ok(())
     }
 
@@ -1189,14 +1279,7 @@ impl Sandbox {
                 "a sandbox holds at most {MAX_CONTEXTS_PER_SANDBOX} contexts; remove one first"
             )));
         }
-        let spec = KernelSpec {
-            language,
-            preload,
-            workspace: self.shared.workspace.host_path().to_path_buf(),
-            env: self.shared.env.clone(),
-            stop: self.shared.stop.clone(),
-            owner: self.shared.owner.clone(),
-        };
+        let spec = self.shared.kernel_spec(language, preload);
         let context = Arc::new(Context::start(&self.shared.engine, new_id("ctx"), spec).await?);
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
         if contexts.shut {

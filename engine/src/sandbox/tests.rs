@@ -209,3 +209,80 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+#[tokio::test]
+async fn forks_start_where_their_source_was_and_then_go_their_own_way() {
+    let backend = FakeBackend::everything();
+    let config = SandboxesConfig { max_per_owner: 4, ..SandboxesConfig::default() };
+    let (sandboxes, _root) = registry(&backend, config);
+    let source = sandboxes.create(owned("tenant-a")).await.unwrap();
+    source.files().unwrap().write("/data/a.txt", b"from the source").await.unwrap();
+    for _ in 0..2 {
+        source.run_code("count", RunOptions::default()).await.unwrap();
+    }
+    let forks = sandboxes.fork(&source, 2).await.unwrap();
+    assert_eq!(forks.len(), 2);
+    let mut seeds = Vec::new();
+    for fork in &forks {
+        assert_ne!(fork.id(), source.id());
+        assert_eq!(fork.owner(), Some("tenant-a"));
+        assert_eq!(fork.contexts().iter().map(|c| c.id.clone()).collect::<Vec<_>>(), {
+            source.contexts().iter().map(|c| c.id.clone()).collect::<Vec<_>>()
+        });
+        assert_eq!(fork.run_code("count", RunOptions::default()).await.unwrap().stdout, "3\n", "state carried over");
+        seeds.push(fork.run_code("seed", RunOptions::default()).await.unwrap().stdout);
+        assert_eq!(fork.files().unwrap().read("/data/a.txt").await.unwrap(), b"from the source");
+        fork.files().unwrap().write("/data/a.txt", fork.id().as_bytes()).await.unwrap();
+    }
+    assert_ne!(seeds[0], seeds[1], "each fork has its own entropy");
+    assert_ne!(seeds[0], "0\n");
+    assert_eq!(source.run_code("seed", RunOptions::default()).await.unwrap().stdout, "0\n", "the source keeps its own");
+    assert_eq!(source.files().unwrap().read("/data/a.txt").await.unwrap(), b"from the source", "files are not shared");
+    assert_eq!(backend.record.kernels_started.load(Ordering::SeqCst), 1, "restored, never started afresh");
+
+    // All or nothing within the owner's quota (4: the source and two forks are open).
+    let refused = sandboxes.fork(&source, 2).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::QuotaExceeded(_)), "{refused:?}");
+    assert_eq!(sandboxes.list_owned(Some("tenant-a"), &BTreeMap::new()).len(), 3);
+    assert!(matches!(sandboxes.fork(&source, 0).await, Err(SandboxError::Invalid(_))));
+    assert!(matches!(sandboxes.fork(&source, MAX_FORKS + 1).await, Err(SandboxError::Invalid(_))));
+
+    // A paused source forks from its checkpoints.
+    source.pause().await.unwrap();
+    let fork = sandboxes.fork(&source, 1).await.unwrap().remove(0);
+    assert_eq!(fork.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n");
+    assert_eq!(source.info().state, SandboxState::Paused, "forking does not resume the source");
+}
+
+#[tokio::test]
+async fn a_closing_registry_keeps_paused_sandboxes_for_the_next_one() {
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    let config = || SandboxesConfig {
+        workspace_root: root.path().join("sandboxes"),
+        snapshot_dir: root.path().join("snapshots"),
+        ..SandboxesConfig::default()
+    };
+    let engine = || {
+        let mut engine = Engine::builder();
+        engine.backend(backend.clone());
+        engine.build()
+    };
+    let first = Sandboxes::new(engine(), config()).unwrap();
+    let paused = first.create(SandboxSpec::default()).await.unwrap();
+    paused.files().unwrap().write("/kept.txt", b"kept").await.unwrap();
+    paused.run_code("count", RunOptions::default()).await.unwrap();
+    paused.pause().await.unwrap();
+    let running = first.create(SandboxSpec::default()).await.unwrap();
+    let (paused_id, running_id) = (paused.id().to_owned(), running.id().to_owned());
+    drop((paused, running, first));
+
+    let second = Sandboxes::new(engine(), config()).unwrap();
+    let back = second.get(&paused_id).unwrap();
+    assert_eq!(back.info().state, SandboxState::Paused);
+    assert_eq!(back.files().unwrap().read("/kept.txt").await.unwrap(), b"kept");
+    assert_eq!(back.run_code("count", RunOptions::default()).await.unwrap().stdout, "2\n");
+    let lost = second.get(&running_id).unwrap_err();
+    assert!(matches!(lost, SandboxError::Lost { .. }), "a running sandbox is reported lost, not unknown: {lost:?}");
+    assert_eq!(std::fs::read_dir(root.path().join("sandboxes")).unwrap().count(), 1, "only the paused one's workspace");
+}

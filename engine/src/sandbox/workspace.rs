@@ -389,6 +389,13 @@ impl Workspace {
         .await
     }
 
+    /// Copies everything in this workspace into `into`, an empty one (a fork); see
+    /// [`guest_tree::copy_tree`] for what is copied. Returns the bytes of file content copied.
+    pub(crate) async fn copy_into(&self, into: &Workspace) -> Result<u64, FileError> {
+        let (from, to) = (self.dir()?, into.dir()?);
+        blocking("/", move || guest_tree::copy_tree(&from, &to)).await
+    }
+
     /// Makes `name` in the workspace's root a link to the root itself (`.`), through the
     /// workspace's directory handle (never through a host path a guest could redirect).
     pub(crate) fn link_root_as(&self, name: &str) -> Result<(), FileError> {
@@ -421,12 +428,6 @@ impl Workspace {
             return Err(FileError::Escapes(path.to_owned()));
         }
         Ok(host)
-    }
-}
-
-impl Drop for Workspace {
-    fn drop(&mut self) {
-        self.remove();
     }
 }
 

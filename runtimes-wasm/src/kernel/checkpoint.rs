@@ -67,6 +67,22 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
     Ok(Live { store, instance, _alive: AliveCount::new(inner) })
 }
 
+/// Reseeds the context's random generators from fresh entropy (a fork; blocking, on a worker
+/// thread). No user code runs.
+pub(super) fn diverge(spec: &KernelSpec, slot: &Mutex<Option<Live>>) -> Result<(), BackendError> {
+    let language = WasmLanguage::of(spec.language)?;
+    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let live = slot.as_mut().ok_or_else(|| BackendError::Internal("the restored context is gone".into()))?;
+    let reseeded = execution::block_on(async {
+        match language {
+            WasmLanguage::Python => python::reseed(live).await,
+            WasmLanguage::JavaScript => javascript::reseed(live).await,
+        }
+    });
+    reseeded.map_err(|e| RuntimeError::wasm(&e))?;
+    Ok(())
+}
+
 /// The module's never-run instance, made on first use.
 fn pristine<'a>(inner: &Inner, prepared: &'a Prepared) -> Result<&'a Mutex<Pristine>, RuntimeError> {
     if let Some(pristine) = prepared.pristine.get() {

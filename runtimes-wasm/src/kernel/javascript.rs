@@ -46,6 +46,19 @@ pub(super) fn store(inner: &Inner, spec: &KernelSpec) -> Result<Store<GuestState
     context_store(inner, &spec.workspace, &[], &JavaScript::context_argv(), &env, &[])
 }
 
+/// Gives the context's `Math.random` a generator of its own, seeded from the host's entropy
+/// (a fork: its state was the source's).
+pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
+    let mut seed = [0u8; 16];
+    getrandom::fill(&mut seed).map_err(|e| wasmtime::format_err!("no entropy: {e}"))?;
+    let words: Vec<String> =
+        seed.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]).to_string()).collect();
+    if !eval(&mut live.store, &live.instance, &format!("__soulbox.reseed({})", words.join(", "))).await? {
+        wasmtime::bail!("the JavaScript kernel driver could not reseed");
+    }
+    Ok(())
+}
+
 /// Runs one cell.
 pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
     let (store, instance) = (&mut live.store, &live.instance);

@@ -61,6 +61,8 @@
     return { name: "Error", value: "Uncaught " + value, traceback: "Uncaught " + value };
   }
 
+  const rotl = (x, k) => (x << k) | (x >>> (32 - k));
+
   Object.defineProperty(globalThis, "__soulbox", {
     enumerable: false,
     value: Object.freeze({
@@ -83,6 +85,21 @@
           last.error = e;
           last.thrown = true;
         }
+      },
+      // A fork's fresh entropy: Math.random's state is part of a checkpoint, so each fork
+      // gets a generator of its own (xoshiro128**, seeded by the host with four words).
+      reseed(s0, s1, s2, s3) {
+        let a = s0 | 0, b = s1 | 0, c = s2 | 0, d = s3 | 0;
+        if ((a | b | c | d) === 0) a = 1;
+        const next = () => {
+          const result = Math.imul(rotl(Math.imul(b, 5), 7), 9) >>> 0;
+          const t = b << 9;
+          c ^= a; d ^= b; b ^= c; a ^= d; c ^= t; d = rotl(d, 11);
+          return result;
+        };
+        Math.random = function random() {
+          return ((next() >>> 5) * 67108864 + (next() >>> 6)) / 9007199254740992;
+        };
       },
       flush() {
         std.out.flush();

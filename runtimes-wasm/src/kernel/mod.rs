@@ -114,6 +114,12 @@ impl Kernel for WasmKernel {
         let owner = self.spec.owner.as_deref();
         self.inner.pool.run_as(owner, move || checkpoint::capture(&inner, &spec, &slot)).await?
     }
+
+    async fn diverge(&mut self) -> Result<(), BackendError> {
+        let (spec, slot) = (Arc::clone(&self.spec), Arc::clone(&self.slot));
+        let owner = self.spec.owner.as_deref();
+        self.inner.pool.run_as(owner, move || checkpoint::diverge(&spec, &slot)).await?
+    }
 }
 
 /// Instantiates and prepares a kernel (blocking; on a worker thread).

@@ -53,6 +53,12 @@ pub(super) fn store(inner: &Inner, spec: &KernelSpec, python: &Python) -> Result
     context_store(inner, &spec.workspace, &layout::MOUNT_POINTS, &args, &base_env, &mounts)
 }
 
+/// Reseeds `random` and `numpy.random` from fresh WASI entropy (a fork: their state was the
+/// source's).
+pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
+    Python::run_internal(&mut live.store, &live.instance, Python::WARM).await
+}
+
 /// The turn that ends a cell which made figures.
 const FINISH: &str = "__import__(\"_soulbox_kernel\").finish()";
 

@@ -3,6 +3,9 @@
 //! works offline) at `/docs`.
 
 use super::error::ErrorBody;
+use std::collections::BTreeMap;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{AdditionalProperties, Object, Schema};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -52,6 +55,7 @@ pub enum ErrorResponses {
         super::sandboxes::set_timeout,
         super::sandboxes::pause,
         super::sandboxes::resume,
+        super::sandboxes::fork,
         super::sandboxes::contexts,
         super::sandboxes::create_context,
         super::sandboxes::restart_context,
@@ -80,7 +84,7 @@ pub enum ErrorResponses {
         super::health,
         super::ready,
     ),
-    modifiers(&Security),
+    modifiers(&Security, &FlattenedBodies),
     tags(
         (name = "executions", description = "One-shot runs in fresh guests"),
         (name = "sandboxes", description = "Stateful sandboxes and their cells"),
@@ -122,6 +126,54 @@ impl Modify for Security {
     }
 }
 
+/// Writes each wire body that flattens an engine type beside its own fields (serde's `flatten`)
+/// as the one object the server reads. utoipa writes them as an `allOf` of the engine type,
+/// which refuses other fields (`additionalProperties: false`), and the body's own fields: a
+/// schema no body can satisfy.
+struct FlattenedBodies;
+
+/// The bodies [`FlattenedBodies`] rewrites.
+const FLATTENED_BODIES: [&str; 2] = ["CellRequest", "CommandBody"];
+
+impl Modify for FlattenedBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else { return };
+        for name in FLATTENED_BODIES {
+            match merged_object(&components.schemas, name) {
+                Some(merged) => {
+                    components.schemas.insert(name.to_owned(), RefOr::T(Schema::Object(merged)));
+                }
+                None => tracing::error!(body = name, "the flattened body's schema is not an allOf of objects"),
+            }
+        }
+    }
+}
+
+/// The `allOf` schema `name` as one object with every part's properties and required fields,
+/// refusing any other.
+fn merged_object(schemas: &BTreeMap<String, RefOr<Schema>>, name: &str) -> Option<Object> {
+    let RefOr::T(Schema::AllOf(all)) = schemas.get(name)? else { return None };
+    let mut merged: Option<Object> = None;
+    for item in &all.items {
+        let part = match item {
+            RefOr::Ref(reference) => schemas.get(reference.ref_location.rsplit('/').next()?)?,
+            inline => inline,
+        };
+        let RefOr::T(Schema::Object(object)) = part else { return None };
+        match merged.as_mut() {
+            None => merged = Some(object.clone()),
+            Some(merged) => {
+                merged.properties.extend(object.properties.clone());
+                merged.required.extend(object.required.iter().cloned());
+            }
+        }
+    }
+    let mut merged = merged?;
+    merged.description.clone_from(&all.description);
+    merged.additional_properties = Some(Box::new(AdditionalProperties::FreeForm(false)));
+    Some(merged)
+}
+
 /// The document.
 pub fn document() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
@@ -142,5 +194,13 @@ mod tests {
             assert!(json["components"]["schemas"][schema].is_object(), "{schema} is in the components");
         }
         assert!(json["components"]["securitySchemes"]["bearer"].is_object());
+        let cell = &json["components"]["schemas"]["CellRequest"];
+        assert_eq!(cell["additionalProperties"], false, "{cell}");
+        for field in ["code", "context", "language", "limits"] {
+            assert!(cell["properties"][field].is_object(), "{field} in {cell}");
+        }
+        assert_eq!(cell["required"], serde_json::json!(["code"]));
+        let command = &json["components"]["schemas"]["CommandBody"];
+        assert!(command["properties"]["background"].is_object() && command["properties"]["pty"].is_object());
     }
 }

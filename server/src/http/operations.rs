@@ -77,6 +77,23 @@ impl AppState {
         Ok(sandbox)
     }
 
+    /// Forks `caller`'s sandbox `id` into `count` new sandboxes of theirs, each recorded as
+    /// theirs; all or none.
+    pub async fn fork_sandbox(&self, caller: &Caller, id: &str, count: usize) -> Result<Vec<Sandbox>, ApiError> {
+        let source = self.sandbox(&caller.tenant, id)?;
+        self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
+        let forks = self.sandboxes.fork(&source, count).await?;
+        for fork in &forks {
+            if let Err(error) = self.auth.record(&caller.tenant, fork).await {
+                for fork in &forks {
+                    let _ = self.sandboxes.kill(fork.id());
+                }
+                return Err(error);
+            }
+        }
+        Ok(forks)
+    }
+
     /// Kills `caller`'s sandbox; its teardown (the container, every process) is complete when
     /// this returns.
     pub async fn kill_sandbox(&self, caller: &Caller, id: &str) -> Result<(), ApiError> {

@@ -27,6 +27,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
+        .route("/sandboxes/{id}/fork", post(fork))
         .route("/sandboxes/{id}/contexts", get(contexts).post(create_context))
         .route("/sandboxes/{id}/contexts/{context}", delete(remove_context))
         .route("/sandboxes/{id}/contexts/{context}/restart", post(restart_context))
@@ -139,6 +140,35 @@ async fn resume(
 ) -> Result<ApiJson<SandboxInfo>, ApiError> {
     let sandbox = state.sandbox(&caller.tenant, &id)?;
     Ok(ApiJson(sandbox.resume().await?))
+}
+
+/// How many forks to make.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct ForkBody {
+    /// Forks to make, 1 to 100 (default 1).
+    #[serde(default = "one")]
+    count: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// Fork a sandbox (live or paused) into `count` new, independent sandboxes: each starts with
+/// the source's variables, imports and objects in every context and a copy of its files, gets
+/// fresh random state, and shares nothing afterwards. Processes are not forked. All or none:
+/// past the caller's sandbox quota, nothing is made (429).
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/fork", tag = "sandboxes", params(("id" = String, Path)),
+    request_body = ForkBody, responses((status = 201, body = Vec<SandboxInfo>), ErrorResponses))]
+async fn fork(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<ForkBody>,
+) -> Result<(StatusCode, ApiJson<Vec<SandboxInfo>>), ApiError> {
+    let forks = state.fork_sandbox(&caller, &id, body.count).await?;
+    Ok((StatusCode::CREATED, ApiJson(forks.iter().map(|fork| fork.info()).collect())))
 }
 
 /// A sandbox's contexts.

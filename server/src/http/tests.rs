@@ -188,6 +188,23 @@ async fn sandbox_lifecycle_contexts_and_cells() {
     let (_, info) = json_call(&app, Method::GET, &base, Value::Null).await;
     assert_eq!(info["state"], "running");
 
+    // Forks start from the sandbox's state and are sandboxes of their own.
+    let (status, forks) = json_call(&app, Method::POST, &format!("{base}/fork"), json!({"count": 2})).await;
+    assert_eq!(status, StatusCode::CREATED, "{forks}");
+    let forks = forks.as_array().unwrap().clone();
+    assert_eq!(forks.len(), 2);
+    for fork in &forks {
+        let fork_base = format!("/v1/sandboxes/{}", fork["id"].as_str().unwrap());
+        let (_, seen) = json_call(&app, Method::POST, &format!("{fork_base}/execute"), cell("x + 3")).await;
+        assert_eq!(seen["results"][0]["text"], "44", "{seen}");
+        let (status, _) = call(&app, Method::DELETE, &fork_base, Body::empty()).await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, refused) = json_call(&app, Method::POST, &format!("{base}/fork"), json!({"count": 101})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+    let (status, refused) = json_call(&app, Method::POST, &format!("{base}/fork"), json!({"cuont": 1})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{refused}");
+
     let (status, info) =
         json_call(&app, Method::POST, &format!("{base}/timeout"), json!({"lifetime_ms": 60_000})).await;
     assert_eq!(status, StatusCode::OK, "{info}");

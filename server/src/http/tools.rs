@@ -102,6 +102,17 @@ pub struct SandboxArgs {
     pub sandbox_id: String,
 }
 
+/// `fork_sandbox`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForkArgs {
+    /// The sandbox to fork.
+    pub sandbox_id: String,
+    /// How many copies to make (1 to 100; default 1).
+    #[serde(default)]
+    pub count: Option<usize>,
+}
+
 /// `write_file`'s arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -234,7 +245,7 @@ macro_rules! tool {
 }
 
 /// Every tool, in the order clients list them.
-pub static TOOLS: [Tool; 11] = [
+pub static TOOLS: [Tool; 12] = [
     tool!(
         run_code(RunCodeArgs),
         "Run a program once in a fresh, isolated sandbox and return its stdout, stderr and exit code: Python (with \
@@ -264,6 +275,12 @@ pub static TOOLS: [Tool; 11] = [
          (or resume_sandbox) brings it back exactly as it was."
     ),
     tool!(resume_sandbox(SandboxArgs), "Resume a paused sandbox now, with its variables and files as they were."),
+    tool!(
+        fork_sandbox(ForkArgs),
+        "Fork a sandbox into independent copies (1 to 100): each starts with the sandbox's variables and files, \
+         then goes its own way (its own random state). Use it to try several approaches from one point. Returns \
+         the new sandbox_ids."
+    ),
     tool!(write_file(WriteFileArgs), "Write a file into a sandbox's workspace (text, or base64 for binary content)."),
     tool!(
         read_file(PathArgs),
@@ -399,6 +416,13 @@ pub async fn pause_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs)
 pub async fn resume_sandbox(state: &AppState, caller: &Caller, args: SandboxArgs) -> ToolResult {
     let info = state.sandbox(&caller.tenant, &args.sandbox_id)?.resume().await?;
     Ok(ToolReply::ok(json!({"resumed": info.id, "state": info.state})))
+}
+
+/// Forks a sandbox.
+pub async fn fork_sandbox(state: &AppState, caller: &Caller, args: ForkArgs) -> ToolResult {
+    let forks = state.fork_sandbox(caller, &args.sandbox_id, args.count.unwrap_or(1)).await?;
+    let ids: Vec<&str> = forks.iter().map(|fork| fork.id()).collect();
+    Ok(ToolReply::ok(json!({"forked": args.sandbox_id, "sandbox_ids": ids})))
 }
 
 /// Writes a workspace file.

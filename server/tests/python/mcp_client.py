@@ -28,7 +28,7 @@ async def session_calls(session: ClientSession) -> None:
     assert init.server_info.name == "soulbox", init.server_info
     tools = {tool.name: tool for tool in (await session.list_tools()).tools}
     expected = {"run_code", "create_sandbox", "run_cell", "run_command", "list_sandboxes", "kill_sandbox",
-                "pause_sandbox", "resume_sandbox", "write_file", "read_file", "list_files"}
+                "pause_sandbox", "resume_sandbox", "fork_sandbox", "write_file", "read_file", "list_files"}
     assert expected <= set(tools), sorted(tools)
     assert tools["run_code"].input_schema["type"] == "object"
     assert "code" in tools["run_code"].input_schema["required"]
@@ -74,6 +74,13 @@ async def session_calls(session: ClientSession) -> None:
     await session.call_tool("pause_sandbox", {"sandbox_id": sandbox})
     resumed = payload(await session.call_tool("resume_sandbox", {"sandbox_id": sandbox}))
     assert resumed["state"] == "running", resumed
+
+    forked = payload(await session.call_tool("fork_sandbox", {"sandbox_id": sandbox, "count": 2}))
+    assert len(forked["sandbox_ids"]) == 2, forked
+    for fork in forked["sandbox_ids"]:
+        seen = payload(await session.call_tool("run_cell", {"sandbox_id": fork, "code": "x + int(pd.read_csv('/data/in.csv').sum().sum())"}))
+        assert seen["results"][0]["text"] == "23", seen
+        await session.call_tool("kill_sandbox", {"sandbox_id": fork})
 
     mine = payload(await session.call_tool("list_sandboxes", {}))
     assert [s["sandbox_id"] for s in mine["sandboxes"]] == [sandbox], mine

@@ -1,0 +1,140 @@
+//! Forks: one sandbox cloned into independent sandboxes ([`Sandboxes::fork`]).
+//!
+//! A fork is made from checkpoints. Every context of the source is captured once (a live
+//! context after the cell it runs, if any; a paused one's checkpoint is read from the store);
+//! then, for each fork, the workspace is copied and every context restored from the same
+//! captures and given fresh entropy ([`crate::kernel::Kernel::diverge`]), so that forks draw
+//! different random numbers. Afterwards a fork shares nothing with its source or its
+//! siblings: its own id, workspace, kernels and stop signal; the same owner, template,
+//! metadata, environment, network setting and timeouts. Processes are not forked: a fork
+//! starts with none, like a resumed sandbox.
+//!
+//! All or nothing: the places for every fork are reserved (within the registry's bound and
+//! the owner's quota) before any work, and if one fork fails, those made before it are
+//! removed and the error returned.
+
+use super::context::{Context, ContextCopy};
+use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, new_sandbox_id};
+use crate::language::Language;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use tracing::Instrument;
+
+/// The most forks one call may make.
+pub const MAX_FORKS: usize = 100;
+
+/// What every fork of one source starts from.
+struct Source {
+    identity: Identity,
+    idle_timeout: std::time::Duration,
+    ends_at: Instant,
+    contexts: Vec<ContextCopy>,
+    defaults: Vec<(Language, String)>,
+}
+
+impl Sandboxes {
+    /// Clones `source` (live or paused) into `count` new, independent sandboxes of the same
+    /// owner (see the [module documentation](self) for what a fork holds). `count` is 1 to
+    /// [`MAX_FORKS`]. A context that cannot be checkpointed (it holds an open file) fails the
+    /// fork with an error naming why.
+    pub async fn fork(&self, source: &Sandbox, count: usize) -> Result<Vec<Sandbox>, SandboxError> {
+        if !(1..=MAX_FORKS).contains(&count) {
+            return Err(SandboxError::Invalid(format!("a fork makes 1 to {MAX_FORKS} sandboxes, not {count}")));
+        }
+        let _active = source.shared.begin()?;
+        let reservation = self.reserve(source.owner(), None, count)?;
+        let span = tracing::info_span!("sandbox_fork", sandbox = %source.id(), count);
+        let forks = async {
+            let from = source.fork_source().await?;
+            let mut forks: Vec<Sandbox> = Vec::with_capacity(count);
+            for _ in 0..count {
+                match self.fork_one(source, &from).await {
+                    Ok(fork) => forks.push(fork),
+                    Err(error) => {
+                        for fork in &forks {
+                            drop(fork.shared.shut());
+                        }
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(forks)
+        }
+        .instrument(span)
+        .await?;
+        {
+            let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+            for fork in &forks {
+                open.by_id.insert(fork.id().to_owned(), fork.clone());
+            }
+        }
+        drop(reservation);
+        for fork in &forks {
+            fork.record_running().await;
+        }
+        tracing::info!(sandbox = %source.id(), count, "sandbox forked");
+        Ok(forks)
+    }
+
+    /// One fork of `source`, from `from` (not yet in the registry).
+    async fn fork_one(&self, source: &Sandbox, from: &Source) -> Result<Sandbox, SandboxError> {
+        let workspace = self.registry.new_workspace()?;
+        let identity = Identity { id: new_sandbox_id(), created_at: SystemTime::now(), ..from.identity.clone() };
+        let clock =
+            Clock { idle_timeout: from.idle_timeout, ends_at: from.ends_at, last_active: Instant::now(), busy: 0 };
+        let fork = Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) };
+        let made = async {
+            source.shared.workspace.copy_into(&fork.shared.workspace).await?;
+            for copy in &from.contexts {
+                let spec = fork.shared.kernel_spec(copy.language, copy.preload);
+                let context = Context::fork(&fork.shared.engine, copy, spec).await?;
+                let mut contexts = fork.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+                contexts.by_id.insert(context.id.clone(), Arc::new(context));
+            }
+            fork.shared.contexts.lock().unwrap_or_else(|e| e.into_inner()).defaults =
+                from.defaults.iter().cloned().collect();
+            Ok::<_, SandboxError>(())
+        };
+        if let Err(error) = made.await {
+            drop(fork.shared.shut());
+            return Err(error);
+        }
+        Ok(fork)
+    }
+}
+
+impl Sandbox {
+    /// Captures what its forks start from.
+    async fn fork_source(&self) -> Result<Source, SandboxError> {
+        let shared = &self.shared;
+        let (contexts, defaults) = {
+            let contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            let defaults: Vec<(Language, String)> =
+                contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect();
+            (contexts.by_id.values().cloned().collect::<Vec<_>>(), defaults)
+        };
+        let mut copies = Vec::with_capacity(contexts.len());
+        for context in &contexts {
+            copies.push(context.copy(&shared.blobs).await?);
+        }
+        let (idle_timeout, ends_at) = {
+            let clock = shared.clock.lock().unwrap_or_else(|e| e.into_inner());
+            (clock.idle_timeout, clock.ends_at)
+        };
+        Ok(Source {
+            identity: Identity {
+                id: shared.id.clone(),
+                owner: shared.owner.clone(),
+                template: shared.template,
+                metadata: shared.metadata.clone(),
+                env: shared.env.clone(),
+                network: shared.network,
+                created_at: shared.created_at,
+            },
+            idle_timeout,
+            ends_at,
+            contexts: copies,
+            defaults,
+        })
+    }
+}
