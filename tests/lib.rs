@@ -82,11 +82,11 @@ pub fn sandboxes() -> soulbox_engine::Sandboxes {
     sandboxes_on(engine())
 }
 
-/// A sandbox registry on `engine`, as [`sandboxes`].
+/// A sandbox registry on `engine`, as [`sandboxes`] (its checkpoints in a temporary directory
+/// of its own).
 pub fn sandboxes_on(engine: &Engine) -> soulbox_engine::Sandboxes {
     let config = soulbox_engine::SandboxesConfig {
         workspace_root: std::env::temp_dir().join(format!("soulbox-test-sandboxes-{}", std::process::id())),
-        snapshot_dir: std::env::temp_dir().join(format!("soulbox-test-snapshots-{}", std::process::id())),
         ..Default::default()
     };
     soulbox_engine::Sandboxes::new(engine.clone(), config).expect("a sandbox registry opens")

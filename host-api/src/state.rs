@@ -104,19 +104,26 @@ pub struct GuestState {
     pub door: Option<DoorHandler>,
     /// The guest's monotonic clock (a restored context continues it).
     pub clock: GuestClock,
-    /// Directories preopened for the guest (its mounts and its root).
-    preopens: usize,
+    /// Directories preopened for the guest (its mounts and its root), as (host, guest) paths.
+    preopens: Vec<(PathBuf, String)>,
     /// WASI table entries that are not open files (stdio, preopens, slack).
     reserved_table_entries: usize,
 }
 
 /// Files and directories a guest holds open beyond its preopens ([`GuestState::held_open`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeldOpen {
-    /// Open files.
-    pub files: usize,
+    /// Open files, by the path the guest sees (`?` where it cannot be told).
+    pub files: Vec<String>,
     /// Open directories besides the preopened ones.
     pub directories: usize,
+}
+
+impl HeldOpen {
+    /// Whether nothing is held open.
+    pub fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.directories == 0
+    }
 }
 
 impl std::fmt::Debug for GuestState {
@@ -157,7 +164,12 @@ impl GuestState {
             stdin,
             door: None,
             clock,
-            preopens: config.mounts.len() + 1,
+            preopens: config
+                .mounts
+                .iter()
+                .map(|m| (m.host.clone(), m.guest.clone()))
+                .chain([(config.root.to_path_buf(), "/".to_owned())])
+                .collect(),
             reserved_table_entries: config.mounts.len() + 1 + WASI_TABLE_SLACK,
         };
         state.set_limits(config.limits);
@@ -180,15 +192,25 @@ impl GuestState {
     /// descriptor, so a context holding one is refused rather than restored without it.
     pub fn held_open(&mut self) -> HeldOpen {
         use wasmtime_wasi::filesystem::Descriptor;
-        let (mut files, mut dirs) = (0usize, 0usize);
+        let (mut files, mut dirs) = (Vec::new(), 0usize);
         for entry in self.wasi.ctx().table.iter_mut() {
             match entry.downcast_ref::<Descriptor>() {
-                Some(Descriptor::File(_)) => files += 1,
+                Some(Descriptor::File(file)) => files.push(std::os::fd::AsRawFd::as_raw_fd(&*file.file)),
                 Some(Descriptor::Dir(_)) => dirs += 1,
                 None => {}
             }
         }
-        HeldOpen { files, directories: dirs.saturating_sub(self.preopens) }
+        let files = files.into_iter().map(|fd| self.guest_path_of(fd).unwrap_or_else(|| "?".into())).collect();
+        HeldOpen { files, directories: dirs.saturating_sub(self.preopens.len()) }
+    }
+
+    /// The path the guest sees for the host file open as `fd`, through the preopen it lies in.
+    fn guest_path_of(&self, fd: std::os::fd::RawFd) -> Option<String> {
+        let host = std::fs::read_link(format!("/proc/self/fd/{fd}")).ok()?;
+        self.preopens.iter().find_map(|(preopen, guest)| {
+            let inside = host.strip_prefix(std::fs::canonicalize(preopen).ok()?).ok()?;
+            Some(Path::new(guest).join(inside).display().to_string())
+        })
     }
 }
 

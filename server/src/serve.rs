@@ -84,7 +84,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         sandboxes_config.workspace_root = root.clone();
     }
     sandboxes_config.snapshot_dir =
-        config.storage.snapshot_dir.clone().unwrap_or_else(|| cli.home(&config).root().join("checkpoints"));
+        Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| cli.home(&config).root().join("checkpoints")));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");

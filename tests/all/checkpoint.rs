@@ -99,7 +99,8 @@ async fn forks_carry_the_state_over_then_diverge() {
     let sandboxes = sandboxes();
     let spec = SandboxSpec { template: Template::DataScience, ..SandboxSpec::default() };
     let source = sandboxes.create(spec).await.unwrap();
-    let setup = "import random\ndf = pd.DataFrame({'x': np.arange(1000)})\ntotal = 5\nopen('shared.txt', 'w').write('base')";
+    let setup =
+        "import random\ndf = pd.DataFrame({'x': np.arange(1000)})\ntotal = 5\nopen('shared.txt', 'w').write('base')";
     text(&source.run_code(setup, RunOptions::default()).await.unwrap());
     text(&source.run_code("let hits = 1; const bump = () => ++hits;", js()).await.unwrap());
 

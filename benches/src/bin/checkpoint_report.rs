@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
         let _inside = runtime.enter();
         let config = SandboxesConfig {
             workspace_root: root.path().join("sandboxes"),
-            snapshot_dir: root.path().join("checkpoints"),
+            snapshot_dir: Some(root.path().join("checkpoints")),
             ..SandboxesConfig::default()
         };
         Sandboxes::new(engine, config)?

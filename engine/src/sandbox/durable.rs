@@ -90,6 +90,23 @@ impl Manifests {
         Ok(Manifests { dir })
     }
 
+    /// Takes the snapshot directory for this registry alone, for as long as the returned file
+    /// stays open (the lock goes with the process, however it ends). `None` when another
+    /// registry, in this process or another, holds it: two registries on one directory would
+    /// take back, and sweep, each other's sandboxes.
+    pub fn lock(snapshot_dir: &Path) -> std::io::Result<Option<std::fs::File>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(snapshot_dir.join("registry.lock"))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(file)),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Writes `manifest` atomically; with `durable`, synced to disk before it replaces the old
     /// one (a pause); without, visible to the next process but not synced (marking running).
     pub fn write(&self, manifest: &Manifest, durable: bool) -> std::io::Result<()> {

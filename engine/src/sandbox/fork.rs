@@ -34,9 +34,11 @@ struct Source {
 
 impl Sandboxes {
     /// Clones `source` (live or paused) into `count` new, independent sandboxes of the same
-    /// owner (see the [module documentation](self) for what a fork holds). `count` is 1 to
-    /// [`MAX_FORKS`]. A context that cannot be checkpointed (it holds an open file) fails the
-    /// fork with an error naming why.
+    /// owner, template, metadata, environment and timeouts: every context restored from a
+    /// checkpoint of the source's and reseeded, the workspace copied, no processes. `count` is
+    /// 1 to [`MAX_FORKS`]; places for all of them are reserved first (all or none). A context
+    /// that cannot be checkpointed (it holds an open file) fails the fork with an error naming
+    /// why.
     pub async fn fork(&self, source: &Sandbox, count: usize) -> Result<Vec<Sandbox>, SandboxError> {
         if !(1..=MAX_FORKS).contains(&count) {
             return Err(SandboxError::Invalid(format!("a fork makes 1 to {MAX_FORKS} sandboxes, not {count}")));

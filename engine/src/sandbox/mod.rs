@@ -164,9 +164,10 @@ pub struct SandboxesConfig {
     /// Bytes each workspace may hold (a size-limited `tmpfs` per workspace; needs root:
     /// [`quota::can_enforce`]). Default `None`: no quota.
     pub workspace_bytes: Option<u64>,
-    /// Where paused sandboxes' checkpoints are kept ([`BlobStore`]). Default:
-    /// `$TMPDIR/soulbox-snapshots`.
-    pub snapshot_dir: PathBuf,
+    /// Where checkpoints ([`BlobStore`]) and sandbox manifests are kept: name a directory for
+    /// paused sandboxes that outlive the process (one registry holds a directory at a time).
+    /// Default (`None`): a private temporary directory removed with the registry.
+    pub snapshot_dir: Option<PathBuf>,
 }
 
 impl Default for SandboxesConfig {
@@ -176,7 +177,7 @@ impl Default for SandboxesConfig {
             max_sandboxes: DEFAULT_MAX_SANDBOXES,
             max_per_owner: DEFAULT_MAX_SANDBOXES,
             workspace_bytes: None,
-            snapshot_dir: std::env::temp_dir().join("soulbox-snapshots"),
+            snapshot_dir: None,
         }
     }
 }
@@ -346,6 +347,10 @@ impl std::fmt::Debug for Sandboxes {
 }
 
 struct Registry {
+    /// This registry's hold on its snapshot directory ([`durable::Manifests::lock`]).
+    _lock: std::fs::File,
+    /// The snapshot directory, when it is a temporary one (removed with the registry).
+    _temporary: Option<tempfile::TempDir>,
     engine: Engine,
     blobs: BlobStore,
     manifests: durable::Manifests,
@@ -453,10 +458,30 @@ impl Sandboxes {
                     .into(),
             ));
         }
-        let blobs = BlobStore::open(&config.snapshot_dir)?;
-        let manifests = durable::Manifests::open(&config.snapshot_dir).map_err(|e| {
-            SandboxError::File(FileError::Io { path: config.snapshot_dir.display().to_string(), source: e })
+        let io =
+            |dir: &std::path::Path, e| SandboxError::File(FileError::Io { path: dir.display().to_string(), source: e });
+        let temporary = match &config.snapshot_dir {
+            Some(_) => None,
+            None => Some(
+                tempfile::Builder::new()
+                    .prefix("soulbox-snapshots-")
+                    .tempdir()
+                    .map_err(|e| io(&std::env::temp_dir(), e))?,
+            ),
+        };
+        let snapshot_dir = config
+            .snapshot_dir
+            .clone()
+            .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
+            .unwrap_or_default();
+        let blobs = BlobStore::open(&snapshot_dir)?;
+        let lock = durable::Manifests::lock(&snapshot_dir).map_err(|e| io(&snapshot_dir, e))?.ok_or_else(|| {
+            SandboxError::Invalid(format!(
+                "the snapshot directory {} is in use by another sandbox registry (each server needs its own)",
+                snapshot_dir.display()
+            ))
         })?;
+        let manifests = durable::Manifests::open(&snapshot_dir).map_err(|e| io(&snapshot_dir, e))?;
         let found = manifests.take_stock();
         let kept: std::collections::HashSet<PathBuf> = found
             .iter()
@@ -482,6 +507,8 @@ impl Sandboxes {
             tracing::info!(unnamed, "removed checkpoints no paused sandbox names");
         }
         let registry = Arc::new(Registry {
+            _lock: lock,
+            _temporary: temporary,
             engine,
             blobs,
             manifests,
@@ -546,6 +573,12 @@ impl Sandboxes {
 
     /// Opens a paused sandbox from its manifest, its contexts still paused.
     fn adopt(&self, manifest: &durable::Manifest) -> Result<(), String> {
+        if manifest.workspace.parent() != Some(self.registry.config.workspace_root.as_path()) {
+            return Err(format!(
+                "its workspace is not under this server's workspace root ({})",
+                manifest.workspace.display()
+            ));
+        }
         let workspace = Workspace::adopt(&manifest.workspace, self.registry.config.workspace_bytes.is_some())
             .map_err(|e| format!("its workspace is gone ({e})"))?;
         if let Some(missing) = manifest.checkpoints().find(|blob| self.registry.blobs.stored_bytes(blob).is_none()) {

@@ -13,7 +13,7 @@ fn registry(backend: &FakeBackend, config: SandboxesConfig) -> (Sandboxes, tempf
     engine.backend(backend.clone());
     let config = SandboxesConfig {
         workspace_root: root.path().join("sandboxes"),
-        snapshot_dir: root.path().join("snapshots"),
+        snapshot_dir: Some(root.path().join("snapshots")),
         ..config
     };
     (Sandboxes::new(engine.build(), config).unwrap(), root)
@@ -201,11 +201,17 @@ async fn a_paused_sandbox_keeps_its_state_on_disk_and_a_cell_resumes_it() {
     assert!(walk(&root.path().join("snapshots")).is_empty(), "a killed sandbox's checkpoints are removed");
 }
 
+/// The checkpoint blobs under `dir` (named by their 64-digit hash; not the lock or manifests).
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
+        let is_blob = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.len() == 64);
+        if path.is_dir() {
+            files.extend(walk(&path))
+        } else if is_blob {
+            files.push(path)
+        }
     }
     files
 }
@@ -260,7 +266,7 @@ async fn a_closing_registry_keeps_paused_sandboxes_for_the_next_one() {
     let root = tempfile::tempdir().unwrap();
     let config = || SandboxesConfig {
         workspace_root: root.path().join("sandboxes"),
-        snapshot_dir: root.path().join("snapshots"),
+        snapshot_dir: Some(root.path().join("snapshots")),
         ..SandboxesConfig::default()
     };
     let engine = || {

@@ -172,9 +172,13 @@ impl Workspace {
     }
 
     /// The workspace left at `path` by an earlier process (a paused sandbox's), taken over as
-    /// it is. `quota` says whether a quota file system is mounted on it.
+    /// it is. `quota` says whether a quota file system is mounted on it. It must be a real
+    /// directory (not a link); its owner may be the containers' user, to whom a sandbox that
+    /// ran commands gave it (its private parent keeps everyone else out).
     pub fn adopt(path: &Path, quota: bool) -> io::Result<Self> {
-        check_private_dir(path, &std::fs::symlink_metadata(path)?)?;
+        if !std::fs::symlink_metadata(path)?.is_dir() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("{} is not a directory", path.display())));
+        }
         let dir = Dir::open_ambient_dir(path, ambient_authority())?;
         Ok(Workspace { host_path: path.to_path_buf(), state: Mutex::new(Some(dir)), quota })
     }

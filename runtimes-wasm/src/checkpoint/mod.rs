@@ -25,7 +25,7 @@ pub mod image;
 
 use exports::{GLOBAL_EXPORT_PREFIX, MEMORY_EXPORT};
 use image::{ContextImage, GlobalValue, Header};
-use soulbox_host_api::{GuestState, HeldOpen};
+use soulbox_host_api::GuestState;
 use wasmtime::{Instance, Memory, Store, Val};
 
 /// Why a context could not be checkpointed or restored.
@@ -33,11 +33,13 @@ use wasmtime::{Instance, Memory, Store, Val};
 pub enum CheckpointError {
     /// The context holds something a checkpoint cannot carry.
     #[error(
-        "the context holds {files} open file(s) and {directories} open directory(ies); close them (for example with a `with` block) and checkpoint again"
+        "the context holds {} open file(s) ({}) and {directories} open directory(ies); close them (for example with a `with` block) and checkpoint again",
+        files.len(),
+        files.join(", ")
     )]
     HeldOpen {
-        /// Open files.
-        files: usize,
+        /// Open files, by the path the guest sees.
+        files: Vec<String>,
         /// Open directories beyond the preopened ones.
         directories: usize,
     },
@@ -90,7 +92,7 @@ pub(crate) fn capture(
     module: &str,
 ) -> Result<ContextImage, CheckpointError> {
     let held = store.data_mut().held_open();
-    if held != HeldOpen::default() {
+    if !held.is_empty() {
         return Err(CheckpointError::HeldOpen { files: held.files, directories: held.directories });
     }
     let memory = state_memory(store, instance)?;

@@ -10,6 +10,7 @@ use crate::checkpoint::{self, CheckpointError, Pristine};
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter, Prepared};
 use crate::language::WasmLanguage;
+use crate::ticker::EpochTicker;
 use soulbox_engine::BackendError;
 use soulbox_engine::kernel::{KernelImage, KernelSpec};
 use soulbox_host_api::{GuestConfig, GuestState};
@@ -40,8 +41,23 @@ pub(super) fn capture(
     let live = slot.as_mut().ok_or_else(|| {
         BackendError::NotCheckpointable("the context's interpreter was lost; run a cell to restart it first".into())
     })?;
+    if WasmLanguage::of(spec.language)? == WasmLanguage::Python {
+        arm_for_own_turn(inner, live)?;
+        execution::block_on(python::release(live)).map_err(|e| RuntimeError::wasm(&e))?;
+    }
     let image = checkpoint::capture(&mut live.store, &live.instance, &pristine, &prepared.module)?;
     Ok(KernelImage::new(spec.language, image.encode()))
+}
+
+/// Gives a live context the deadline and fuel of SoulBox's own turns (its last cell's are
+/// spent), with no output tap.
+fn arm_for_own_turn(inner: &Inner, live: &mut Live) -> Result<(), RuntimeError> {
+    live.store.epoch_deadline_trap();
+    live.store.set_epoch_deadline(EpochTicker::ticks_for(execution::WARM_DEADLINE));
+    if inner.config.settings.fuel {
+        live.store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
+    }
+    Ok(())
 }
 
 /// Rebuilds a context from `image` (blocking; on a worker thread): a fresh instance in a world

@@ -59,6 +59,17 @@ pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
     Python::run_internal(&mut live.store, &live.instance, Python::WARM).await
 }
 
+/// What the interpreter keeps open for itself and reopens on demand: matplotlib's cache of
+/// font files (a figure that drew text holds them). Closed before a checkpoint, which cannot
+/// carry open files; the next drawing opens them again.
+const RELEASE: &str = "__import__(\"sys\").modules.get(\"matplotlib.font_manager\") and \
+                       __import__(\"sys\").modules[\"matplotlib.font_manager\"]._get_font.cache_clear()";
+
+/// Closes what the interpreter holds open for itself ([`RELEASE`]), before a checkpoint.
+pub(super) async fn release(live: &mut Live) -> wasmtime::Result<()> {
+    Python::run_internal(&mut live.store, &live.instance, RELEASE).await
+}
+
 /// The turn that ends a cell which made figures.
 const FINISH: &str = "__import__(\"_soulbox_kernel\").finish()";
 

@@ -23,11 +23,7 @@ fn engine() -> Engine {
 /// The app in development mode over the shared engine, with `settings` and `guard`.
 async fn app_with(settings: Settings, guard: Guard) -> Router {
     let root = std::env::temp_dir().join(format!("soulbox-http-test-{}", std::process::id()));
-    let config = soulbox_engine::SandboxesConfig {
-        workspace_root: root.clone(),
-        snapshot_dir: root.join("checkpoints"),
-        ..Default::default()
-    };
+    let config = soulbox_engine::SandboxesConfig { workspace_root: root.clone(), ..Default::default() };
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
     let db_path = root.join(format!("db-{}.sqlite", NEXT_DB.fetch_add(1, Ordering::Relaxed)));
     let db = crate::database::Database::open(&format!("sqlite://{}", db_path.display())).await.expect("a database");

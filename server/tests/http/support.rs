@@ -10,7 +10,13 @@ pub struct Server {
     child: Child,
     base: String,
     log: Arc<Mutex<String>>,
+    /// Its snapshot directory, unless the test named one: a server holds its directory alone,
+    /// and the tests run many servers on one home at once.
+    snapshots: Option<tempfile::TempDir>,
 }
+
+/// The environment variable naming a server's snapshot directory.
+const SNAPSHOT_DIR_VAR: &str = "SOULBOX__STORAGE__SNAPSHOT_DIR";
 
 impl Server {
     /// A development-mode server (no keys) on a free loopback port.
@@ -25,12 +31,16 @@ impl Server {
 
     /// `soulbox ARGS...` with extra environment variables, waiting until it listens.
     pub fn start_in_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut child = soulbox()
-            .args(args)
-            .envs(env.iter().copied())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("soulbox serve starts");
+        let snapshots = match env.iter().any(|(name, _)| *name == SNAPSHOT_DIR_VAR) {
+            true => None,
+            false => Some(tempfile::tempdir().expect("a snapshot directory")),
+        };
+        let mut command = soulbox();
+        if let Some(dir) = &snapshots {
+            command.env(SNAPSHOT_DIR_VAR, dir.path());
+        }
+        let mut child =
+            command.args(args).envs(env.iter().copied()).stderr(Stdio::piped()).spawn().expect("soulbox serve starts");
         let mut stderr = BufReader::new(child.stderr.take().unwrap());
         let mut seen = String::new();
         let base = loop {
@@ -54,7 +64,7 @@ impl Server {
                 log.push('\n');
             }
         });
-        Server { child, base, log }
+        Server { child, base, log, snapshots }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
@@ -76,6 +86,7 @@ impl Server {
     pub fn terminate(mut self) -> ExitStatus {
         self.signal_terminate();
         let status = self.child.wait().unwrap();
+        drop(self.snapshots.take());
         std::mem::forget(self);
         status
     }
@@ -88,6 +99,7 @@ impl Server {
     /// Waits for the exit.
     pub fn wait(mut self) -> ExitStatus {
         let status = self.child.wait().unwrap();
+        drop(self.snapshots.take());
         std::mem::forget(self);
         status
     }
