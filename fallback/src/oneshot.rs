@@ -79,11 +79,13 @@ async fn run(
     let verdict = match KillVerdict::from_counts(oom_before, cgroup::oom_kills(&slot.id)) {
         // The cgroup is gone when the OOM killer took the container's first process (the
         // container stopped): the Docker engine's record of it decides then.
-        KillVerdict::Unknown if code == Some(EXIT_KILLED) => match containers.oom_killed(&slot.id).await {
-            Some(true) => KillVerdict::OutOfMemory,
-            Some(false) => KillVerdict::NotMemory,
-            None => KillVerdict::Unknown,
-        },
+        KillVerdict::Unknown if code == Some(EXIT_KILLED) || stopped == Some(Stopped::Lost) => {
+            match containers.oom_killed(&slot.id).await {
+                Some(true) => KillVerdict::OutOfMemory,
+                Some(false) => KillVerdict::NotMemory,
+                None => KillVerdict::Unknown,
+            }
+        }
         verdict => verdict,
     };
     let (outcome, error) = classify(stopped, code, verdict, elapsed, request.limits.deadline);
@@ -278,6 +280,10 @@ fn classify(
             (Outcome::DeadlineExceeded, Some(format!("stopped at its deadline ({} ms)", deadline.as_millis())))
         }
         (Some(Stopped::Output), _) => (Outcome::OutputLimitExceeded, Some("wrote more output than its cap".into())),
+        // The OOM killer took the container's agent too: the memory cap, not a crash.
+        (Some(Stopped::Lost), _) if verdict == KillVerdict::OutOfMemory => {
+            (Outcome::MemoryExceeded, Some("killed by the OOM killer: the memory cap was reached".into()))
+        }
         (Some(Stopped::Lost), _) => (Outcome::Crashed, Some("the container stopped answering".into())),
         (None, Some(EXIT_KILLED)) if elapsed + Duration::from_millis(50) >= deadline => {
             (Outcome::DeadlineExceeded, Some(format!("stopped at its deadline ({} ms)", deadline.as_millis())))
@@ -406,6 +412,11 @@ mod tests {
         assert_eq!(classify(None, Some(EXIT_KILLED), other, second / 4, second).0, Outcome::Completed);
         assert_eq!(classify(None, Some(EXIT_KILLED), KillVerdict::Unknown, second / 4, second).0, Outcome::Crashed);
         assert_eq!(classify(Some(Stopped::Output), None, none, second / 4, second).0, Outcome::OutputLimitExceeded);
+        assert_eq!(
+            classify(Some(Stopped::Lost), Some(EXIT_KILLED), oom, second / 4, second).0,
+            Outcome::MemoryExceeded
+        );
+        assert_eq!(classify(Some(Stopped::Lost), None, none, second / 4, second).0, Outcome::Crashed);
     }
 
     #[test]
