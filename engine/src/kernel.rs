@@ -209,10 +209,13 @@ pub trait Kernel: Send + std::fmt::Debug {
         )))
     }
 
-    /// Gives a kernel just restored from a checkpoint fresh entropy (its random generators
-    /// reseeded), so copies of one checkpoint (forks) draw different random numbers. A seed
-    /// the code chose itself (`random.seed(1)`, a `numpy` generator made with a seed) is the
-    /// code's and stays. Kernels without checkpoints keep the default, which refuses.
+    /// Gives a kernel just restored from a checkpoint fresh entropy: its language's global
+    /// random generators are reseeded (Python's `random` and `numpy.random`'s global state,
+    /// JavaScript's `Math.random`), so copies of one checkpoint (forks) draw different numbers
+    /// from them, even where the code had seeded them itself. Generators the code made (a
+    /// `random.Random()`, a `numpy` `default_rng()`) keep their state, seeded or not: forks
+    /// draw the same numbers from those. Kernels without checkpoints keep the default, which
+    /// refuses.
     async fn diverge(&mut self) -> Result<(), BackendError> {
         Err(BackendError::NotCheckpointable(format!("{} contexts of this backend cannot be forked", self.language())))
     }

@@ -80,11 +80,12 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         workspace_bytes: workspace_quota(&config),
         ..SandboxesConfig::default()
     };
-    if let Some(root) = &config.storage.workspace_root {
-        sandboxes_config.workspace_root = root.clone();
-    }
+    // Both under the home by default: a paused sandbox's workspace outlives the process, and
+    // only this server (which holds the snapshot directory) may sweep its workspace root.
+    let home = cli.home(&config).root().to_path_buf();
+    sandboxes_config.workspace_root = config.storage.workspace_root.clone().unwrap_or_else(|| home.join("workspaces"));
     sandboxes_config.snapshot_dir =
-        Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| cli.home(&config).root().join("checkpoints")));
+        Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| home.join("checkpoints")));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");

@@ -118,13 +118,14 @@ impl Context {
     }
 
     /// Checkpoints the kernel into `blobs` and releases it (waits for a running cell to end).
-    /// A lost kernel stays lost; a paused one stays as it is.
-    pub(crate) async fn pause(&self, blobs: &BlobStore) -> Result<Option<BlobId>, SandboxError> {
+    /// A lost kernel stays lost; a paused one stays as it is. Returns the checkpoint, and the
+    /// one it replaced, which the caller removes once no manifest names it.
+    pub(crate) async fn pause(&self, blobs: &BlobStore) -> Result<(Option<BlobId>, Option<BlobId>), SandboxError> {
         let mut slot = self.kernel.lock().await;
         let kernel = match &mut *slot {
             KernelSlot::Live(kernel) => kernel,
-            KernelSlot::Paused(id) => return Ok(Some(id.clone())),
-            KernelSlot::Lost => return Ok(None),
+            KernelSlot::Paused(id) => return Ok((Some(id.clone()), None)),
+            KernelSlot::Lost => return Ok((None, None)),
         };
         let image = kernel.checkpoint().await?;
         let store = blobs.clone();
@@ -133,12 +134,13 @@ impl Context {
             .map_err(|_| SandboxError::Interrupted)??;
         *slot = KernelSlot::Paused(id.clone());
         let replaced = self.stored.lock().unwrap_or_else(|e| e.into_inner()).replace(id.clone());
-        if let Some(old) = replaced.filter(|old| *old != id)
-            && let Err(error) = blobs.remove(&old)
-        {
-            tracing::warn!(%error, context = %self.id, "could not remove a replaced checkpoint");
-        }
-        Ok(Some(id))
+        Ok((Some(id.clone()), replaced.filter(|old| *old != id)))
+    }
+
+    /// Whether the kernel is checkpointed and released right now (a cell holding it, or a live
+    /// or lost kernel, is not).
+    pub(crate) fn is_paused(&self) -> bool {
+        matches!(self.kernel.try_lock().as_deref(), Ok(KernelSlot::Paused(_)))
     }
 
     /// What a fork of this context starts from: its checkpoint (taken now from a live kernel,
@@ -231,6 +233,8 @@ impl Context {
     /// Runs `cell`, sending its events to `events` and ending with [`ExecutionEvent::End`]; a
     /// failure to run it at all goes to `failure` instead.
     /// A paused context is restored first (a cell resumes it).
+    /// `wake` runs once the cell holds the kernel, before anything changes: it marks the
+    /// sandbox running (a pause can then no longer write it down as paused).
     pub(crate) async fn run(
         &self,
         engine: &Engine,
@@ -238,9 +242,11 @@ impl Context {
         cell: Cell,
         events: crate::events::EventSender,
         failure: oneshot::Sender<SandboxError>,
+        wake: impl std::future::Future<Output = ()>,
     ) {
         let started = Instant::now();
         let mut slot = self.kernel.lock().await;
+        wake.await;
         if let Err(error) = self.resume_locked(&mut slot, engine, blobs).await {
             let _ = failure.send(error);
             return;

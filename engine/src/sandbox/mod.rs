@@ -116,6 +116,10 @@ pub enum SandboxError {
     /// is removed.
     #[error("{0}")]
     LimitReached(String),
+    /// The sandbox is busy in a way that keeps the operation from completing now (a cell ran
+    /// during a pause): retrying later will succeed.
+    #[error("{0}")]
+    Busy(String),
     /// The cell's task ended without a result (the runtime is shutting down).
     #[error("the execution was interrupted before it ended")]
     Interrupted,
@@ -436,8 +440,14 @@ impl Drop for Registry {
         if let Some(reaper) = self.reaper.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
             reaper.abort();
         }
+        // With a temporary snapshot directory nothing outlives the registry: every sandbox goes.
+        let keep_paused = self._temporary.is_none();
         for sandbox in self.open.get_mut().unwrap_or_else(|e| e.into_inner()).by_id.values() {
-            sandbox.shared.leave();
+            if keep_paused {
+                sandbox.shared.leave();
+            } else {
+                drop(sandbox.shared.shut());
+            }
         }
     }
 }
@@ -579,8 +589,14 @@ impl Sandboxes {
                 manifest.workspace.display()
             ));
         }
-        let workspace = Workspace::adopt(&manifest.workspace, self.registry.config.workspace_bytes.is_some())
-            .map_err(|e| format!("its workspace is gone ({e})"))?;
+        let quota = self.registry.config.workspace_bytes.is_some();
+        if quota && !quota::is_mounted(&manifest.workspace) {
+            return Err(
+                "its workspace's quota file system is gone (the machine restarted), and its files with it".into()
+            );
+        }
+        let workspace =
+            Workspace::adopt(&manifest.workspace, quota).map_err(|e| format!("its workspace is gone ({e})"))?;
         if let Some(missing) = manifest.checkpoints().find(|blob| self.registry.blobs.stored_bytes(blob).is_none()) {
             return Err(format!("its checkpoint {missing} is missing"));
         }
@@ -830,6 +846,9 @@ struct Shared {
     paused: AtomicBool,
     /// Where its manifest goes when it is paused.
     manifests: durable::Manifests,
+    /// Held while the manifest's state changes with `paused` ([`Sandbox::pause`] marking it
+    /// paused, a cell or resume marking it running), so the two never interleave.
+    durability: tokio::sync::Mutex<()>,
     /// A manifest of it is on disk (it was paused, here or by an earlier process).
     durable: AtomicBool,
     workspace: Workspace,
@@ -881,6 +900,7 @@ impl Registry {
             engine: self.engine.clone(),
             blobs: self.blobs.clone(),
             manifests: self.manifests.clone(),
+            durability: tokio::sync::Mutex::new(()),
             durable: AtomicBool::new(paused),
             paused: AtomicBool::new(paused),
             workspace,
@@ -969,6 +989,13 @@ impl Shared {
         self.workspace.remove();
     }
 
+    /// Removes the manifest a write in flight brought back after the sandbox was killed.
+    fn forget_if_shut(&self) {
+        if self.contexts.lock().unwrap_or_else(|e| e.into_inner()).shut {
+            self.manifests.remove(&self.id);
+        }
+    }
+
     fn remove_checkpoints<'a>(&self, contexts: impl Iterator<Item = &'a Arc<Context>>) {
         for blob in contexts.filter_map(|context| context.stored_checkpoint()) {
             if let Err(error) = self.blobs.remove(&blob) {
@@ -978,8 +1005,13 @@ impl Shared {
     }
 
     /// Marks the sandbox running again after a pause: its manifest then says it changed after
-    /// its checkpoint (a process that dies now cannot hand it back).
-    fn unpause(&self) {
+    /// its checkpoint (a process that dies now cannot hand it back). Under the durability
+    /// lock, so it never interleaves with a pause writing its manifest.
+    async fn wake(&self) {
+        if !self.paused.load(Ordering::Relaxed) {
+            return;
+        }
+        let _durability = self.durability.lock().await;
         if self.paused.swap(false, Ordering::Relaxed)
             && let Err(error) = self.manifests.mark_running(&self.id)
         {
@@ -1121,16 +1153,25 @@ impl Sandbox {
         let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.id, contexts = contexts.len());
         let mut report = PauseReport { contexts: 0, stored_bytes: 0, processes_restored: false };
         let mut records = Vec::with_capacity(contexts.len());
+        let mut replaced = Vec::new();
         async {
             for context in &contexts {
-                let blob = context.pause(&self.shared.blobs).await?;
+                let (blob, old) = context.pause(&self.shared.blobs).await?;
                 if let Some(blob) = &blob {
                     report.contexts += 1;
                     report.stored_bytes += self.shared.blobs.stored_bytes(blob).unwrap_or(0);
                 }
+                replaced.extend(old);
                 records.push(context.record(blob));
             }
-            // The checkpoints are on disk: now the manifest that names them.
+            // The checkpoints are on disk: now the manifest that names them, unless a cell got
+            // in after its context was checkpointed (the sandbox then runs, and says so).
+            let _durability = self.shared.durability.lock().await;
+            if !contexts.iter().all(|context| context.is_paused()) {
+                return Err(SandboxError::Busy(
+                    "a cell ran in the sandbox while it was being paused; pause it again once it is idle".into(),
+                ));
+            }
             let manifest = self.manifest(records);
             let manifests = self.shared.manifests.clone();
             tokio::task::spawn_blocking(move || manifests.write(&manifest, true))
@@ -1138,11 +1179,18 @@ impl Sandbox {
                 .map_err(|_| SandboxError::Interrupted)?
                 .map_err(|e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e }))?;
             self.shared.durable.store(true, Ordering::Relaxed);
+            self.shared.paused.store(true, Ordering::Relaxed);
+            self.shared.forget_if_shut();
             Ok::<_, SandboxError>(())
         }
         .instrument(span)
         .await?;
-        self.shared.paused.store(true, Ordering::Relaxed);
+        // The manifest names the new checkpoints now: the ones they replaced can go.
+        for old in replaced {
+            if let Err(error) = self.shared.blobs.remove(&old) {
+                tracing::warn!(%error, sandbox = %self.shared.id, "could not remove a replaced checkpoint");
+            }
+        }
         Ok(report)
     }
 
@@ -1156,7 +1204,10 @@ impl Sandbox {
         let manifest = durable::Manifest { state: durable::Durability::Running, ..self.manifest(records) };
         let manifests = self.shared.manifests.clone();
         match tokio::task::spawn_blocking(move || manifests.write(&manifest, false)).await {
-            Ok(Ok(())) => self.shared.durable.store(true, Ordering::Relaxed),
+            Ok(Ok(())) => {
+                self.shared.durable.store(true, Ordering::Relaxed);
+                self.shared.forget_if_shut();
+            }
             Ok(Err(error)) => tracing::warn!(%error, sandbox = %self.id(), "could not record a sandbox on disk"),
             Err(_) => {}
         }
@@ -1205,7 +1256,7 @@ impl Sandbox {
         }
         .instrument(span)
         .await?;
-        self.shared.unpause();
+        self.shared.wake().await;
         Ok(self.info())
     }
 
@@ -1227,8 +1278,9 @@ impl Sandbox {
         // Run and read together (the cell waits when its events are not read); awaited here
         // rather than spawned: one task hop less for the common call.
         let _active = self.shared.begin()?;
-        self.shared.unpause();
-        let run = context.run(&self.shared.engine, &self.shared.blobs, cell, events_tx, failure_tx).instrument(span);
+        let wake = self.shared.wake();
+        let run =
+            context.run(&self.shared.engine, &self.shared.blobs, cell, events_tx, failure_tx, wake).instrument(span);
         let ((), execution) = tokio::join!(run, ExecutionStream::new(events_rx, failure_rx).finish());
         execution
     }
@@ -1246,8 +1298,7 @@ impl Sandbox {
                     let _ = failure_tx.send(SandboxError::NotFound(shared.id.clone()));
                     return;
                 };
-                shared.unpause();
-                context.run(&shared.engine, &shared.blobs, cell, events_tx, failure_tx).await;
+                context.run(&shared.engine, &shared.blobs, cell, events_tx, failure_tx, shared.wake()).await;
             }
             .instrument(span),
         );

@@ -32,6 +32,16 @@ pub(crate) fn mount(path: &Path, bytes: u64) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether a file system of its own is mounted on the directory `path` (its device differs from
+/// its parent's), as a quota workspace's is.
+pub(crate) fn is_mounted(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(here), Some(Ok(parent))) = (std::fs::metadata(path), path.parent().map(std::fs::metadata)) else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
 /// Detaches the quota file system mounted on `path`, if there is one (its memory is freed once
 /// nothing, a container's bind mount included, still uses it).
 pub(crate) fn unmount(path: &Path) {

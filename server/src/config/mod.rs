@@ -259,7 +259,8 @@ pub struct StorageSection {
     pub home: Option<PathBuf>,
     /// `sqlite://PATH` or `postgres://...`. Default: `soulbox.db` in the home directory.
     pub database_url: Option<String>,
-    /// Where sandbox workspaces are made. Default: `$TMPDIR/soulbox-sandboxes`.
+    /// Where sandbox workspaces are made (paused sandboxes' workspaces stay there across
+    /// restarts). Default: `workspaces` in the home directory.
     pub workspace_root: Option<PathBuf>,
     /// Where paused sandboxes' checkpoints are kept. Default: `checkpoints` in the home
     /// directory.

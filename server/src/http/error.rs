@@ -257,7 +257,7 @@ impl From<SandboxError> for ApiError {
             SandboxError::Exists(_) | SandboxError::ProcessEnded(_) => ApiError::Conflict(error.to_string()),
             SandboxError::Full(message) => ApiError::Busy(message),
             SandboxError::QuotaExceeded(message) => ApiError::QuotaExceeded(message),
-            SandboxError::LimitReached(message) => ApiError::Conflict(message),
+            SandboxError::LimitReached(message) | SandboxError::Busy(message) => ApiError::Conflict(message),
             SandboxError::Interrupted => ApiError::Unavailable(error.to_string()),
             SandboxError::Engine(e) => e.into(),
             SandboxError::File(e) => e.into(),
