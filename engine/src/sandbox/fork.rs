@@ -125,13 +125,13 @@ impl Sandbox {
         };
         Ok(Source {
             identity: Identity {
-                id: shared.id.clone(),
-                owner: shared.owner.clone(),
-                template: shared.template,
-                metadata: shared.metadata.clone(),
-                env: shared.env.clone(),
-                network: shared.network,
-                created_at: shared.created_at,
+                id: shared.identity.id.clone(),
+                owner: shared.identity.owner.clone(),
+                template: shared.identity.template,
+                metadata: shared.identity.metadata.clone(),
+                env: shared.identity.env.clone(),
+                network: shared.identity.network,
+                created_at: shared.identity.created_at,
             },
             idle_timeout,
             ends_at,

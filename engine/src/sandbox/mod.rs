@@ -386,9 +386,9 @@ pub struct ClosedSandbox {
 impl Registry {
     fn announce_closed(&self, sandbox: &Sandbox) {
         let closed = ClosedSandbox {
-            id: sandbox.shared.id.clone(),
-            owner: sandbox.shared.owner.clone(),
-            created_at: sandbox.shared.created_at,
+            id: sandbox.shared.identity.id.clone(),
+            owner: sandbox.shared.identity.owner.clone(),
+            created_at: sandbox.shared.identity.created_at,
             closed_at: SystemTime::now(),
         };
         // Nobody listening is fine.
@@ -410,7 +410,7 @@ impl Open {
     }
 
     fn owned_by(&self, owner: &Option<String>) -> usize {
-        let open = self.by_id.values().filter(|s| &s.shared.owner == owner).count();
+        let open = self.by_id.values().filter(|s| &s.shared.identity.owner == owner).count();
         open + self.reserved.get(owner).copied().unwrap_or(0)
     }
 }
@@ -737,7 +737,7 @@ impl Sandboxes {
             self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
         let mut infos: Vec<SandboxInfo> = open
             .iter()
-            .filter(|s| keep(s) && filter.iter().all(|(k, v)| s.shared.metadata.get(k) == Some(v)))
+            .filter(|s| keep(s) && filter.iter().all(|(k, v)| s.shared.identity.metadata.get(k) == Some(v)))
             .map(Sandbox::info)
             .collect();
         infos.sort_by(|a, b| a.created_at_ms.cmp(&b.created_at_ms).then_with(|| a.id.cmp(&b.id)));
@@ -828,17 +828,12 @@ pub struct Sandbox {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("id", &self.shared.id).finish_non_exhaustive()
+        f.debug_struct("Sandbox").field("id", &self.shared.identity.id).finish_non_exhaustive()
     }
 }
 
 struct Shared {
-    id: String,
-    owner: Option<String>,
-    template: Template,
-    metadata: BTreeMap<String, String>,
-    env: BTreeMap<String, String>,
-    created_at: SystemTime,
+    identity: Identity,
     engine: Engine,
     /// Where its contexts' checkpoints go when it is paused.
     blobs: BlobStore,
@@ -855,7 +850,6 @@ struct Shared {
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
     stop: StopSignal,
-    network: bool,
     processes: Processes,
 }
 
@@ -889,14 +883,8 @@ struct Identity {
 impl Registry {
     /// A sandbox's state, without contexts yet; `paused` for one taken back from its manifest.
     fn shared(&self, identity: Identity, workspace: Workspace, clock: Clock, paused: bool) -> Shared {
-        let Identity { id, owner, template, metadata, env, network, created_at } = identity;
         Shared {
-            id,
-            owner,
-            template,
-            metadata,
-            env,
-            created_at,
+            identity,
             engine: self.engine.clone(),
             blobs: self.blobs.clone(),
             manifests: self.manifests.clone(),
@@ -907,7 +895,6 @@ impl Registry {
             clock: Mutex::new(clock),
             contexts: Mutex::new(Contexts::default()),
             stop: StopSignal::default(),
-            network,
             processes: Processes::default(),
         }
     }
@@ -931,9 +918,9 @@ impl Shared {
             language,
             preload,
             workspace: self.workspace.host_path().to_path_buf(),
-            env: self.env.clone(),
+            env: self.identity.env.clone(),
             stop: self.stop.clone(),
-            owner: self.owner.clone(),
+            owner: self.identity.owner.clone(),
         }
     }
 
@@ -951,18 +938,21 @@ impl Shared {
         }
     }
 
-    fn shut(&self) -> Teardown {
+    /// Raises the stop signal and takes every context out (no cell starts after this).
+    fn stop_contexts(&self) -> BTreeMap<String, Arc<Context>> {
         self.stop.stop();
-        let dropped = {
-            let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.shut = true;
-            contexts.defaults.clear();
-            std::mem::take(&mut contexts.by_id)
-        };
+        let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        contexts.shut = true;
+        contexts.defaults.clear();
+        std::mem::take(&mut contexts.by_id)
+    }
+
+    fn shut(&self) -> Teardown {
+        let dropped = self.stop_contexts();
         self.remove_checkpoints(dropped.values());
         drop(dropped);
         if self.durable.load(Ordering::Relaxed) {
-            self.manifests.remove(&self.id);
+            self.manifests.remove(&self.identity.id);
         }
         let machine = self.processes.shut();
         self.workspace.remove();
@@ -974,13 +964,7 @@ impl Shared {
     /// else goes, except a manifest marked running, which tells the next process the sandbox
     /// is lost.
     fn leave(&self) {
-        self.stop.stop();
-        let dropped = {
-            let mut contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.shut = true;
-            contexts.defaults.clear();
-            std::mem::take(&mut contexts.by_id)
-        };
+        let dropped = self.stop_contexts();
         drop(self.processes.shut());
         if self.paused.load(Ordering::Relaxed) {
             return;
@@ -992,14 +976,14 @@ impl Shared {
     /// Removes the manifest a write in flight brought back after the sandbox was killed.
     fn forget_if_shut(&self) {
         if self.contexts.lock().unwrap_or_else(|e| e.into_inner()).shut {
-            self.manifests.remove(&self.id);
+            self.manifests.remove(&self.identity.id);
         }
     }
 
     fn remove_checkpoints<'a>(&self, contexts: impl Iterator<Item = &'a Arc<Context>>) {
         for blob in contexts.filter_map(|context| context.stored_checkpoint()) {
             if let Err(error) = self.blobs.remove(&blob) {
-                tracing::warn!(%error, sandbox = %self.id, "could not remove a checkpoint");
+                tracing::warn!(%error, sandbox = %self.identity.id, "could not remove a checkpoint");
             }
         }
     }
@@ -1013,15 +997,15 @@ impl Shared {
         }
         let _durability = self.durability.lock().await;
         if self.paused.swap(false, Ordering::Relaxed)
-            && let Err(error) = self.manifests.mark_running(&self.id)
+            && let Err(error) = self.manifests.mark_running(&self.identity.id)
         {
-            tracing::warn!(%error, sandbox = %self.id, "could not mark a resumed sandbox's manifest");
+            tracing::warn!(%error, sandbox = %self.identity.id, "could not mark a resumed sandbox's manifest");
         }
     }
 
     fn begin(&self) -> Result<Activity<'_>, SandboxError> {
         if self.contexts.lock().unwrap_or_else(|e| e.into_inner()).shut {
-            return Err(SandboxError::NotFound(self.id.clone()));
+            return Err(SandboxError::NotFound(self.identity.id.clone()));
         }
         let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         clock.busy += 1;
@@ -1046,22 +1030,22 @@ impl Drop for Activity<'_> {
 impl Sandbox {
     /// Its id.
     pub fn id(&self) -> &str {
-        &self.shared.id
+        &self.shared.identity.id
     }
 
     /// Its template.
     pub fn template(&self) -> Template {
-        self.shared.template
+        self.shared.identity.template
     }
 
     /// Its owner (a service's tenant), if it has one.
     pub fn owner(&self) -> Option<&str> {
-        self.shared.owner.as_deref()
+        self.shared.identity.owner.as_deref()
     }
 
     /// Its metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
-        &self.shared.metadata
+        &self.shared.identity.metadata
     }
 
     /// Whether it has been killed or has expired.
@@ -1075,10 +1059,10 @@ impl Sandbox {
         let now = (Instant::now(), SystemTime::now());
         let expires = now.1 + clock.ends_at.saturating_duration_since(now.0);
         SandboxInfo {
-            id: self.shared.id.clone(),
-            template: self.shared.template,
-            metadata: self.shared.metadata.clone(),
-            created_at_ms: epoch_ms(self.shared.created_at),
+            id: self.shared.identity.id.clone(),
+            template: self.shared.identity.template,
+            metadata: self.shared.identity.metadata.clone(),
+            created_at_ms: epoch_ms(self.shared.identity.created_at),
             expires_at_ms: epoch_ms(expires),
             idle_timeout_ms: u64::try_from(clock.idle_timeout.as_millis()).unwrap_or(u64::MAX),
             contexts: self.contexts(),
@@ -1124,8 +1108,9 @@ impl Sandbox {
         preload: Option<Preload>,
     ) -> Result<ContextInfo, SandboxError> {
         let _active = self.shared.begin()?;
-        let context =
-            self.start_context(language, preload.unwrap_or(self.shared.template.preload_for(language))).await?;
+        let context = self
+            .start_context(language, preload.unwrap_or(self.shared.identity.template.preload_for(language)))
+            .await?;
         Ok(context.info())
     }
 
@@ -1150,7 +1135,7 @@ impl Sandbox {
             let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
             contexts.by_id.values().cloned().collect()
         };
-        let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.id, contexts = contexts.len());
+        let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.identity.id, contexts = contexts.len());
         let mut report = PauseReport { contexts: 0, stored_bytes: 0, processes_restored: false };
         let mut records = Vec::with_capacity(contexts.len());
         let mut replaced = Vec::new();
@@ -1188,7 +1173,7 @@ impl Sandbox {
         // The manifest names the new checkpoints now: the ones they replaced can go.
         for old in replaced {
             if let Err(error) = self.shared.blobs.remove(&old) {
-                tracing::warn!(%error, sandbox = %self.shared.id, "could not remove a replaced checkpoint");
+                tracing::warn!(%error, sandbox = %self.shared.identity.id, "could not remove a replaced checkpoint");
             }
         }
         Ok(report)
@@ -1223,11 +1208,11 @@ impl Sandbox {
         durable::Manifest {
             format: durable::FORMAT,
             id: info.id,
-            owner: self.shared.owner.clone(),
+            owner: self.shared.identity.owner.clone(),
             template: info.template,
             metadata: info.metadata,
-            env: self.shared.env.clone(),
-            network: self.shared.network,
+            env: self.shared.identity.env.clone(),
+            network: self.shared.identity.network,
             created_at_ms: info.created_at_ms,
             expires_at_ms: info.expires_at_ms,
             idle_timeout_ms: info.idle_timeout_ms,
@@ -1247,7 +1232,7 @@ impl Sandbox {
             let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
             contexts.by_id.values().cloned().collect()
         };
-        let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.id, contexts = contexts.len());
+        let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.identity.id, contexts = contexts.len());
         async {
             for context in &contexts {
                 context.resume(&self.shared.engine, &self.shared.blobs).await?;
@@ -1295,7 +1280,7 @@ impl Sandbox {
         tokio::spawn(
             async move {
                 let Ok(_active) = shared.begin() else {
-                    let _ = failure_tx.send(SandboxError::NotFound(shared.id.clone()));
+                    let _ = failure_tx.send(SandboxError::NotFound(shared.identity.id.clone()));
                     return;
                 };
                 context.run(&shared.engine, &shared.blobs, cell, events_tx, failure_tx, shared.wake()).await;
@@ -1322,11 +1307,13 @@ impl Sandbox {
                 }
                 context
             }
-            (None, language) => self.default_context(language.unwrap_or(self.shared.template.language())).await?,
+            (None, language) => {
+                self.default_context(language.unwrap_or(self.shared.identity.template.language())).await?
+            }
         };
         let span = tracing::info_span!(
             "run_cell",
-            sandbox = %self.shared.id,
+            sandbox = %self.shared.identity.id,
             context = %context.id,
             language = %context.language(),
             code_bytes = code.len(),
@@ -1337,7 +1324,7 @@ impl Sandbox {
     fn context(&self, id: &str) -> Result<Arc<Context>, SandboxError> {
         let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
         if contexts.shut {
-            return Err(SandboxError::NotFound(self.shared.id.clone()));
+            return Err(SandboxError::NotFound(self.shared.identity.id.clone()));
         }
         contexts.by_id.get(id).cloned().ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))
     }
@@ -1350,7 +1337,7 @@ impl Sandbox {
         if let Some(context) = existing {
             return Ok(context);
         }
-        let context = self.start_context(language, self.shared.template.preload_for(language)).await?;
+        let context = self.start_context(language, self.shared.identity.template.preload_for(language)).await?;
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
         // Two first cells may race to start a default: the first one registered wins.
         let id = contexts.defaults.entry(language).or_insert_with(|| context.id.clone()).clone();
@@ -1367,7 +1354,7 @@ impl Sandbox {
         let context = Arc::new(Context::start(&self.shared.engine, new_id("ctx"), spec).await?);
         let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
         if contexts.shut {
-            return Err(SandboxError::NotFound(self.shared.id.clone()));
+            return Err(SandboxError::NotFound(self.shared.identity.id.clone()));
         }
         contexts.by_id.insert(context.id.clone(), Arc::clone(&context));
         Ok(context)

@@ -364,10 +364,10 @@ impl super::Sandbox {
                     tracing::warn!(%error, "could not link /workspace in the workspace");
                 }
                 MachineSpec {
-                    sandbox_id: shared.id.clone(),
+                    sandbox_id: shared.identity.id.clone(),
                     workspace: shared.workspace.host_path().to_path_buf(),
-                    env: shared.env.clone(),
-                    network: shared.network,
+                    env: shared.identity.env.clone(),
+                    network: shared.identity.network,
                     stop: shared.stop.clone(),
                 }
             })
@@ -381,7 +381,7 @@ impl super::Sandbox {
         validate_spec(&spec)?;
         let machine = self.machine().await?;
         let _active = self.shared.begin()?;
-        let span = tracing::info_span!("spawn", sandbox = %self.shared.id, pty = spec.pty.is_some());
+        let span = tracing::info_span!("spawn", sandbox = %self.shared.identity.id, pty = spec.pty.is_some());
         use tracing::Instrument as _;
         self.shared.processes.start(&machine, spec).instrument(span).await
     }
