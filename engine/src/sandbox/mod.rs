@@ -938,6 +938,11 @@ impl Shared {
         }
     }
 
+    /// Its contexts, oldest first (handles: a context removed meanwhile stays usable).
+    fn context_handles(&self) -> Vec<Arc<Context>> {
+        self.contexts.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect()
+    }
+
     /// Raises the stop signal and takes every context out (no cell starts after this).
     fn stop_contexts(&self) -> BTreeMap<String, Arc<Context>> {
         self.stop.stop();
@@ -1131,10 +1136,7 @@ impl Sandbox {
     /// (its lifetime still ends it).
     pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
         let _active = self.shared.begin()?;
-        let contexts: Vec<Arc<Context>> = {
-            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.by_id.values().cloned().collect()
-        };
+        let contexts = self.shared.context_handles();
         let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.identity.id, contexts = contexts.len());
         let mut report = PauseReport { contexts: 0, stored_bytes: 0, processes_restored: false };
         let mut records = Vec::with_capacity(contexts.len());
@@ -1228,10 +1230,7 @@ impl Sandbox {
     /// with an error, and its context stays paused, never half-restored.
     pub async fn resume(&self) -> Result<SandboxInfo, SandboxError> {
         let _active = self.shared.begin()?;
-        let contexts: Vec<Arc<Context>> = {
-            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.by_id.values().cloned().collect()
-        };
+        let contexts = self.shared.context_handles();
         let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.identity.id, contexts = contexts.len());
         async {
             for context in &contexts {
