@@ -16,6 +16,16 @@ pub fn engine() -> anyhow::Result<Engine> {
     engine_with(Workers::Threads)
 }
 
+/// A sandbox registry on `engine` with `config`, opened inside `runtime` (its reaper runs there).
+pub fn registry(
+    runtime: &tokio::runtime::Runtime,
+    engine: Engine,
+    config: soulbox_engine::SandboxesConfig,
+) -> anyhow::Result<soulbox_engine::Sandboxes> {
+    let _inside = runtime.enter();
+    Ok(soulbox_engine::Sandboxes::new(engine, config)?)
+}
+
 /// Like [`engine`], with guests where `workers` says.
 pub fn engine_with(workers: Workers) -> anyhow::Result<Engine> {
     Ok(Engine::builder().backend(wasm_backend(workers)?).build())

@@ -102,15 +102,12 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
     let root = tempfile::tempdir()?;
-    let sandboxes = {
-        let _inside = runtime.enter();
-        let config = SandboxesConfig {
-            workspace_root: root.path().join("sandboxes"),
-            snapshot_dir: Some(root.path().join("checkpoints")),
-            ..SandboxesConfig::default()
-        };
-        Sandboxes::new(engine, config)?
+    let config = SandboxesConfig {
+        workspace_root: root.path().join("sandboxes"),
+        snapshot_dir: Some(root.path().join("checkpoints")),
+        ..SandboxesConfig::default()
     };
+    let sandboxes = soulbox_benches::registry(&runtime, engine, config)?;
     println!("Pause and resume ({RUNS} rounds each; p50 / p99; baseline: a new sandbox running the set-up again)\n");
     println!(
         "| sandbox | pause | resume | first cell after a pause | fork of 1 | fork of 10, per fork | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"

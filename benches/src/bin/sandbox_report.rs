@@ -32,10 +32,8 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
     let root = tempfile::tempdir()?;
-    let sandboxes = {
-        let _inside = runtime.enter();
-        Sandboxes::new(engine, SandboxesConfig { workspace_root: root.path().into(), ..Default::default() })?
-    };
+    let config = SandboxesConfig { workspace_root: root.path().into(), ..Default::default() };
+    let sandboxes = soulbox_benches::registry(&runtime, engine, config)?;
     let python = baseline_python()?;
 
     let create_py = runtime.block_on(create_and_first_cell(&sandboxes, Template::Python, "1 + 1"))?;
