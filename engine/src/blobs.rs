@@ -12,7 +12,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// zstd's level for checkpoints: fast (a few hundred MB/s), still several times smaller.
-const COMPRESSION_LEVEL: i32 = 1;
+const COMPRESSION_LEVEL: i32 = -3;
 /// The most bytes one blob may decompress to (a context's memory is at most 4 GiB).
 pub const MAX_BLOB_BYTES: u64 = 4 << 30;
 
@@ -99,12 +99,15 @@ impl BlobStore {
         &self.dir
     }
 
-    /// Stores `content` (blocking), returning its id.
-    pub fn put(&self, content: &[u8]) -> Result<BlobId, BlobError> {
+    /// Stores `content` (blocking), returning its id and whether it was new. A new blob is
+    /// written atomically; `durable` also syncs it and its directory before this returns
+    /// (without, a killed process still leaves it whole, but a machine that loses power may
+    /// not: [`BlobStore::sync`] covers many at once).
+    pub fn put(&self, content: &[u8], durable: bool) -> Result<(BlobId, bool), BlobError> {
         let id = BlobId::of(content);
         let path = self.path(&id);
         if path.exists() {
-            return Ok(id);
+            return Ok((id, false));
         }
         let parent = path.parent().unwrap_or(&self.dir);
         let io = |source| BlobError::Io { path: path.clone(), source };
@@ -112,10 +115,22 @@ impl BlobStore {
         let compressed = zstd::bulk::compress(content, COMPRESSION_LEVEL).map_err(io)?;
         let mut file = tempfile::NamedTempFile::new_in(parent).map_err(io)?;
         file.write_all(&compressed).map_err(io)?;
-        file.as_file().sync_all().map_err(io)?;
+        if durable {
+            file.as_file().sync_all().map_err(io)?;
+        }
         file.persist(&path).map_err(|e| io(e.error))?;
-        sync_dir(parent).map_err(io)?;
-        Ok(id)
+        if durable {
+            sync_dir(parent).map_err(io)?;
+        }
+        Ok((id, true))
+    }
+
+    /// Makes every blob written so far durable (blocking): one sync of the store's file
+    /// system, cheaper than syncing many blobs one by one.
+    pub fn sync(&self) -> Result<(), BlobError> {
+        let io = |source| BlobError::Io { path: self.dir.clone(), source };
+        let dir = std::fs::File::open(&self.dir).map_err(io)?;
+        rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))
     }
 
     /// Reads blob `id` (blocking), checked against its id.
@@ -193,8 +208,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
         let content: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
-        let id = store.put(&content).unwrap();
-        assert_eq!(store.put(&content).unwrap(), id, "content-addressed");
+        let (id, new) = store.put(&content, true).unwrap();
+        assert!(new);
+        assert_eq!(store.put(&content, false).unwrap(), (id.clone(), false), "content-addressed");
         assert_eq!(store.get(&id).unwrap(), content);
         assert!(store.stored_bytes(&id).unwrap() < content.len() as u64 / 4, "compressed");
 
@@ -213,8 +229,8 @@ mod tests {
     fn retain_keeps_only_what_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::open(dir.path().join("blobs")).unwrap();
-        let kept = store.put(b"kept").unwrap();
-        let dropped = store.put(b"dropped").unwrap();
+        let (kept, _) = store.put(b"kept", false).unwrap();
+        let (dropped, _) = store.put(b"dropped", false).unwrap();
         std::fs::create_dir_all(dir.path().join("blobs/sandboxes")).unwrap();
         std::fs::write(dir.path().join("blobs/sandboxes/x.json"), b"{}").unwrap();
         let removed = store.retain(&[kept.clone()].into_iter().collect());

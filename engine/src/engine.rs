@@ -132,8 +132,7 @@ impl Engine {
     pub async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, EngineError> {
         let language = spec.language;
         let backend = self.find(|c| c.has_kernel(language)).ok_or(EngineError::NoContexts { language })?;
-        let span =
-            tracing::info_span!("restore_kernel", %language, backend = backend.name(), bytes = image.bytes.len());
+        let span = tracing::info_span!("restore_kernel", %language, backend = backend.name(), bytes = image.len());
         Ok(backend.restore_kernel(spec, image).instrument(span).await?)
     }
 

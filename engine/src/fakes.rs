@@ -95,11 +95,10 @@ impl Backend for FakeBackend {
     }
 
     async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
-        let bytes: [u8; 8] = image
-            .bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| BackendError::BadCheckpoint("the fake kernel's checkpoint is 8 bytes".into()))?;
+        let bytes: [u8; 8] =
+            image.parts.get(1).and_then(|part| (**part).try_into().ok()).ok_or_else(|| {
+                BackendError::BadCheckpoint("the fake kernel's checkpoint is a tag and 8 bytes".into())
+            })?;
         Ok(Box::new(FakeKernel { language: spec.language, cells: u64::from_le_bytes(bytes), seed: 0 }))
     }
 
@@ -122,6 +121,9 @@ pub(crate) struct FakeKernel {
     cells: u64,
     seed: usize,
 }
+
+/// The part of a fake kernel's checkpoint that never changes.
+const FAKE_TAG: &[u8] = b"fake kernel";
 
 /// The last seed a fake kernel's [`Kernel::diverge`] gave out.
 static SEEDS: AtomicUsize = AtomicUsize::new(0);
@@ -157,7 +159,9 @@ impl Kernel for FakeKernel {
     }
 
     async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
-        Ok(KernelImage::new(self.language, self.cells.to_le_bytes().to_vec()))
+        // Two parts, like a real kernel's: one that never changes, one each cell changes.
+        let parts = vec![Arc::from(FAKE_TAG), Arc::from(self.cells.to_le_bytes().as_slice())];
+        Ok(KernelImage::from_parts(self.language, parts))
     }
 
     async fn diverge(&mut self) -> Result<(), BackendError> {

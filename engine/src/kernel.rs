@@ -223,25 +223,60 @@ pub trait Kernel: Send + std::fmt::Debug {
 
 /// A context's state, captured by [`Kernel::checkpoint`]: opaque bytes only the backend that
 /// made them reads (it checks them before use), tagged with the context's language.
+///
+/// The bytes come in parts. The engine stores each part by its content, once: a backend that
+/// cuts its state the same way every time (a kernel's memory by fixed range, say) makes a
+/// checkpoint after a cell cost only the parts the cell changed.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct KernelImage {
     /// The context's language.
     pub language: Language,
-    /// The backend's encoding of the state.
-    pub bytes: Vec<u8>,
+    /// The backend's encoding of the state, in parts (at least one), shared: a backend that
+    /// keeps its parts hands out copies for the cost of a reference count.
+    pub parts: Vec<Arc<[u8]>>,
+    /// How many leading parts are, byte for byte, the leading parts of the previous image
+    /// this same kernel returned (0, the default, when not known): the engine reuses what it
+    /// stored for them without reading them again.
+    pub kept: usize,
 }
 
 impl KernelImage {
-    /// An image of a `language` context, as its backend encoded it.
+    /// An image of a `language` context, as its backend encoded it, in one part.
     pub fn new(language: Language, bytes: Vec<u8>) -> Self {
-        KernelImage { language, bytes }
+        KernelImage { language, parts: vec![Arc::from(bytes)], kept: 0 }
+    }
+
+    /// An image of a `language` context in `parts`, which
+    /// [`Backend::restore_kernel`](crate::Backend::restore_kernel) gets back in the same order.
+    pub fn from_parts(language: Language, parts: Vec<Arc<[u8]>>) -> Self {
+        KernelImage { language, parts, kept: 0 }
+    }
+
+    /// The same image, saying its first `kept` parts are those of the previous image this
+    /// kernel returned ([`KernelImage::kept`]).
+    pub fn with_kept(self, kept: usize) -> Self {
+        KernelImage { kept: kept.min(self.parts.len()), ..self }
+    }
+
+    /// Its size in bytes, all parts together.
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|part| part.len()).sum()
+    }
+
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
 impl std::fmt::Debug for KernelImage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KernelImage").field("language", &self.language).field("bytes", &self.bytes.len()).finish()
+        f.debug_struct("KernelImage")
+            .field("language", &self.language)
+            .field("parts", &self.parts.len())
+            .field("bytes", &self.len())
+            .finish()
     }
 }
 

@@ -33,6 +33,7 @@
 mod backend;
 pub mod blobs;
 mod capabilities;
+pub mod checkpoints;
 mod engine;
 mod error;
 pub mod events;

@@ -1,17 +1,27 @@
-//! [`ContextImage`]: a context's instance state, and its byte format.
+//! [`ContextImage`]: a context's instance state, and its encoding as parts.
 //!
-//! Layout: the magic `SBCTX001`, a little-endian `u32` header length, the header (JSON: the
-//! module it belongs to, the memory size, the globals, the changed chunks as runs, the
-//! monotonic clock), the changed chunks' bytes in order, and a blake3 hash of everything
-//! before it. Decoding checks the magic, every length and the hash before it returns
-//! anything, so a truncated or corrupted image is refused whole, never half-applied.
+//! The memory parts come first, the header last. The header is the magic `SBCTX002`, then
+//! JSON (the module it belongs to, the memory size, the globals, the monotonic clock, and each
+//! memory part's chunks as `(range, mask)` pairs, a range being [`RANGE_CHUNKS`] chunks). Each
+//! memory part holds its chunks' bytes in that order; a restore applies them in order, a later
+//! part's chunk replacing an earlier one's. How the memory is cut into parts ([`super::log`])
+//! keeps a checkpoint after a cell the same leading parts as the one before plus one holding
+//! what the cell changed, so a content-addressed store writes only that (and, told how many
+//! lead the same, need not even read the others again).
+//!
+//! Each part's integrity is its store's business (the engine names every part by its blake3
+//! hash and checks it on read); decoding checks the magic, the header and that every part's
+//! length matches its mask before it returns anything, so a wrong or missing part is refused
+//! whole, never half-applied.
 
 use super::CheckpointError;
 use super::dirty::CHUNK_BYTES;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
-const MAGIC: &[u8; 8] = b"SBCTX001";
-const HASH_BYTES: usize = 32;
+const MAGIC: &[u8; 8] = b"SBCTX002";
+/// Chunks per range: one bit each in a range's `u64` mask.
+pub const RANGE_CHUNKS: u32 = 64;
 
 /// One mutable global's value, by type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,8 +44,9 @@ pub enum GlobalValue {
 pub struct ContextImage {
     /// What the image holds besides the pages' bytes.
     pub header: Header,
-    /// The changed chunks' bytes, [`CHUNK_BYTES`] each, in the order of `header.chunks`.
-    pub data: Vec<u8>,
+    /// Each memory part's chunks' bytes, [`CHUNK_BYTES`] each, in the order of
+    /// `header.parts`.
+    pub memory: Vec<Arc<[u8]>>,
 }
 
 /// The image's header.
@@ -48,68 +59,57 @@ pub struct Header {
     pub memory_pages: u64,
     /// Every mutable global, by absolute index.
     pub globals: Vec<(u32, GlobalValue)>,
-    /// Runs of changed chunks: `(first chunk index, count)`.
-    pub chunks: Vec<(u32, u32)>,
+    /// Each memory part's chunks: `(range index, mask of its chunks)` pairs, ascending.
+    pub parts: Vec<Vec<(u32, u64)>>,
     /// The guest's monotonic clock when captured.
     pub monotonic_ns: u64,
 }
 
-impl Header {
-    /// Chunk indices, in order.
-    pub fn chunk_indices(&self) -> impl Iterator<Item = u32> + '_ {
-        self.chunks.iter().flat_map(|&(first, count)| first..first.saturating_add(count))
-    }
-
-    fn chunk_count(&self) -> usize {
-        self.chunks.iter().map(|&(_, count)| count as usize).sum()
-    }
-}
-
-/// `indices` (ascending) as runs.
-pub fn runs(indices: &[u32]) -> Vec<(u32, u32)> {
-    let mut runs: Vec<(u32, u32)> = Vec::new();
+/// Groups changed chunk indices (ascending) into ranges: each range's index and mask.
+pub fn group(indices: &[u32]) -> Vec<(u32, u64)> {
+    let mut ranges: Vec<(u32, u64)> = Vec::new();
     for &index in indices {
-        match runs.last_mut() {
-            Some((first, count)) if *first + *count == index => *count += 1,
-            _ => runs.push((index, 1)),
+        let (range, bit) = (index / RANGE_CHUNKS, 1u64 << (index % RANGE_CHUNKS));
+        match ranges.last_mut() {
+            Some((last, mask)) if *last == range => *mask |= bit,
+            _ => ranges.push((range, bit)),
         }
     }
-    runs
+    ranges
+}
+
+/// The chunk indices of range `range` whose bits are set in `mask`, ascending.
+pub fn chunks_of(range: u32, mask: u64) -> impl Iterator<Item = u32> {
+    (0..RANGE_CHUNKS).filter(move |bit| mask & (1 << bit) != 0).map(move |bit| range * RANGE_CHUNKS + bit)
 }
 
 impl ContextImage {
-    /// The image's bytes.
-    pub fn encode(&self) -> Vec<u8> {
-        let header = serde_json::to_vec(&self.header).expect("a header always serializes");
-        let mut bytes = Vec::with_capacity(MAGIC.len() + 4 + header.len() + self.data.len() + HASH_BYTES);
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&u32::try_from(header.len()).expect("a header is small").to_le_bytes());
-        bytes.extend_from_slice(&header);
-        bytes.extend_from_slice(&self.data);
-        let hash = blake3::hash(&bytes);
-        bytes.extend_from_slice(hash.as_bytes());
-        bytes
+    /// The image as parts: the memory parts, then the header.
+    pub fn encode(self) -> Vec<Arc<[u8]>> {
+        let mut header = MAGIC.to_vec();
+        serde_json::to_writer(&mut header, &self.header).expect("a header always serializes");
+        let mut parts = self.memory;
+        parts.push(Arc::from(header));
+        parts
     }
 
-    /// Reads an image, refusing anything that is not a whole, intact one.
-    pub fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
+    /// Reads an image from its parts, refusing anything that is not a whole, intact one.
+    pub fn decode(parts: &[Arc<[u8]>]) -> Result<Self, CheckpointError> {
         let corrupt = |why: &str| CheckpointError::Corrupt(why.to_owned());
-        if bytes.len() < MAGIC.len() + 4 + HASH_BYTES || &bytes[..MAGIC.len()] != MAGIC {
-            return Err(corrupt("not a SoulBox context image (wrong magic or too short)"));
-        }
-        let (body, hash) = bytes.split_at(bytes.len() - HASH_BYTES);
-        if blake3::hash(body).as_bytes() != hash {
-            return Err(corrupt("its checksum does not match (truncated or altered)"));
-        }
-        let header_len = u32::from_le_bytes(body[8..12].try_into().expect("4 bytes")) as usize;
-        let header_bytes = body.get(12..12 + header_len).ok_or_else(|| corrupt("its header is cut short"))?;
+        let (header, memory) = parts.split_last().ok_or_else(|| corrupt("it has no parts"))?;
+        let json = header.strip_prefix(MAGIC).ok_or_else(|| corrupt("not a SoulBox context image (wrong magic)"))?;
         let header: Header =
-            serde_json::from_slice(header_bytes).map_err(|e| CheckpointError::Corrupt(format!("its header: {e}")))?;
-        let data = &body[12 + header_len..];
-        if data.len() != header.chunk_count() * CHUNK_BYTES {
-            return Err(corrupt("its memory data does not match its header"));
+            serde_json::from_slice(json).map_err(|e| CheckpointError::Corrupt(format!("its header: {e}")))?;
+        if memory.len() != header.parts.len() {
+            return Err(corrupt("its memory parts do not match its header"));
         }
-        Ok(ContextImage { header, data: data.to_vec() })
+        for (chunks, part) in header.parts.iter().zip(memory) {
+            let count: usize = chunks.iter().map(|&(_, mask)| mask.count_ones() as usize).sum();
+            if part.len() != count * CHUNK_BYTES {
+                return Err(corrupt("a memory part's length does not match its header"));
+            }
+        }
+        Ok(ContextImage { header, memory: memory.to_vec() })
     }
 }
 
@@ -134,29 +134,34 @@ mod tests {
             module: "python:abc".into(),
             memory_pages: 3,
             globals: vec![(0, GlobalValue::I32(-5)), (2, GlobalValue::V128(u128::MAX))],
-            chunks: runs(&[1, 2, 3, 9]),
+            parts: vec![group(&[1, 2, 3]), group(&[70, 200])],
             monotonic_ns: 42,
         };
-        ContextImage { header, data: (0..4 * CHUNK_BYTES).map(|i| i as u8).collect() }
+        let memory = vec![Arc::from(vec![1u8; 3 * CHUNK_BYTES]), Arc::from(vec![2u8; 2 * CHUNK_BYTES])];
+        ContextImage { header, memory }
     }
 
     #[test]
-    fn round_trips_and_groups_chunks_into_runs() {
+    fn round_trips_and_groups_chunks_into_ranges() {
         let image = image();
-        assert_eq!(image.header.chunks, vec![(1, 3), (9, 1)]);
-        assert_eq!(image.header.chunk_indices().collect::<Vec<_>>(), vec![1, 2, 3, 9]);
-        assert_eq!(ContextImage::decode(&image.encode()).unwrap(), image);
+        assert_eq!(image.header.parts[1], vec![(1, 1 << 6), (3, 1 << 8)]);
+        assert_eq!(chunks_of(1, 0b100_0000).collect::<Vec<_>>(), vec![70]);
+        assert_eq!(ContextImage::decode(&image.clone().encode()).unwrap(), image);
     }
 
     #[test]
-    fn refuses_a_truncated_or_altered_image_whole() {
-        let bytes = image().encode();
-        for bad in [&bytes[..bytes.len() - 1], &bytes[..20], &[]] {
-            assert!(matches!(ContextImage::decode(bad), Err(CheckpointError::Corrupt(_))));
-        }
-        let mut flipped = bytes.clone();
-        flipped[100] ^= 1;
-        let error = ContextImage::decode(&flipped).unwrap_err();
-        assert!(error.to_string().contains("checksum"), "{error}");
+    fn refuses_a_short_or_mismatched_image_whole() {
+        let parts = image().encode();
+        assert!(matches!(ContextImage::decode(&parts[..2]), Err(CheckpointError::Corrupt(_))));
+        assert!(matches!(ContextImage::decode(&[]), Err(CheckpointError::Corrupt(_))));
+        let mut short = parts.clone();
+        short[0] = Arc::from(&short[0][1..]);
+        assert!(matches!(ContextImage::decode(&short), Err(CheckpointError::Corrupt(_))));
+        let mut wrong = parts.clone();
+        let mut header = wrong.last().unwrap().to_vec();
+        header[0] = b'X';
+        *wrong.last_mut().unwrap() = Arc::from(header);
+        let error = ContextImage::decode(&wrong).unwrap_err();
+        assert!(error.to_string().contains("magic"), "{error}");
     }
 }

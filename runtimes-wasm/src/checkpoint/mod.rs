@@ -4,7 +4,8 @@
 //! the host's side of its world. `capture` saves the memory's size, the pages that differ
 //! from the module's initial image ([`dirty`]), every mutable global (exported for this by
 //! [`exports`], private ones included) and the guest's monotonic clock, into a
-//! [`ContextImage`]. `restore` instantiates the same module afresh (copy-on-write from its
+//! [`ContextImage`]. A live context keeps a [`log`] of its checkpoints, so that a checkpoint
+//! after a cell is the one before plus a part holding what the cell changed. `restore` instantiates the same module afresh (copy-on-write from its
 //! image), grows the memory, writes the pages, sets the globals and continues the clock.
 //!
 //! What the host keeps for a context is rebuilt, not saved: its WASI world is made the way the
@@ -22,10 +23,13 @@
 pub mod dirty;
 pub mod exports;
 pub mod image;
+pub mod log;
 
 use exports::{GLOBAL_EXPORT_PREFIX, MEMORY_EXPORT};
 use image::{ContextImage, GlobalValue, Header};
+pub(crate) use log::CaptureLog;
 use soulbox_host_api::GuestState;
+use std::sync::Arc;
 use wasmtime::{Instance, Memory, Store, Val};
 
 /// Why a context could not be checkpointed or restored.
@@ -84,12 +88,15 @@ impl Pristine {
     }
 }
 
-/// Captures `instance`'s state (between cells: no guest code is running).
+/// Captures `instance`'s state (between cells: no guest code is running), bringing the
+/// context's `log` up to date: the image holds the log's parts, so it shares all but the
+/// newest with the context's previous checkpoint.
 pub(crate) fn capture(
     store: &mut Store<GuestState>,
     instance: &Instance,
     pristine: &Pristine,
     module: &str,
+    log: &mut CaptureLog,
 ) -> Result<ContextImage, CheckpointError> {
     let held = store.data_mut().held_open();
     if !held.is_empty() {
@@ -97,30 +104,33 @@ pub(crate) fn capture(
     }
     let memory = state_memory(store, instance)?;
     let live = memory.data(&*store);
-    let changed = dirty::changed_chunks(live, pristine.image());
-    let mut data = Vec::with_capacity(changed.len() * dirty::CHUNK_BYTES);
-    for &index in &changed {
-        let start = index as usize * dirty::CHUNK_BYTES;
-        data.extend_from_slice(&live[start..start + dirty::CHUNK_BYTES]);
-    }
+    log.record(live, &dirty::changed_chunks(live, pristine.image()));
     let header = Header {
         module: module.to_owned(),
         memory_pages: memory.size(&*store),
         globals: globals(store, instance)?,
-        chunks: image::runs(&changed),
+        parts: log.parts().iter().map(|(chunks, _)| chunks.clone()).collect(),
         monotonic_ns: store.data().clock.now_ns(),
     };
-    Ok(ContextImage { header, data })
+    log.taken(header.clone());
+    Ok(ContextImage { header, memory: log.parts().iter().map(|(_, bytes)| Arc::clone(bytes)).collect() })
+}
+
+/// The context's last checkpoint again, if no guest code ran since `log` took it (its clock
+/// restores to then: the guest saw no time pass after it).
+pub(crate) fn unchanged(log: &CaptureLog) -> Option<ContextImage> {
+    let header = log.unchanged()?.clone();
+    Some(ContextImage { header, memory: log.parts().iter().map(|(_, bytes)| Arc::clone(bytes)).collect() })
 }
 
 /// Makes a fresh, never-run `instance` of `module` the context `image` captured.
 pub(crate) fn restore(
     store: &mut Store<GuestState>,
     instance: &Instance,
-    image: &ContextImage,
+    image: ContextImage,
     module: &str,
 ) -> Result<(), CheckpointError> {
-    let header = &image.header;
+    let ContextImage { header, memory: data } = image;
     if header.module != module {
         return Err(CheckpointError::OtherModule { expected: module.to_owned(), found: header.module.clone() });
     }
@@ -132,15 +142,20 @@ pub(crate) fn restore(
             header.memory_pages
         )));
     }
-    memory.grow(&mut *store, header.memory_pages - pages).map_err(|e| CheckpointError::wasm(&e))?;
-    let live = memory.data_mut(&mut *store);
-    for (index, chunk) in header.chunk_indices().zip(image.data.chunks_exact(dirty::CHUNK_BYTES)) {
-        let start = index as usize * dirty::CHUNK_BYTES;
-        let target = live
-            .get_mut(start..start + dirty::CHUNK_BYTES)
-            .ok_or_else(|| CheckpointError::Corrupt(format!("chunk {index} lies past its memory's end")))?;
-        target.copy_from_slice(chunk);
+    let chunks =
+        usize::try_from(header.memory_pages).unwrap_or(usize::MAX).saturating_mul(WASM_PAGE / dirty::CHUNK_BYTES);
+    let past_the_end = header
+        .parts
+        .iter()
+        .flatten()
+        .flat_map(|&(range, mask)| image::chunks_of(range, mask))
+        .find(|&i| i as usize >= chunks);
+    if let Some(index) = past_the_end {
+        return Err(CheckpointError::Corrupt(format!("chunk {index} lies past its memory's end")));
     }
+    memory.grow(&mut *store, header.memory_pages - pages).map_err(|e| CheckpointError::wasm(&e))?;
+    let parts: Vec<log::Part> = header.parts.iter().cloned().zip(data).collect();
+    log::apply(memory.data_mut(&mut *store), &parts);
     for &(index, value) in &header.globals {
         let name = format!("{GLOBAL_EXPORT_PREFIX}{index}");
         let global = instance
@@ -151,6 +166,9 @@ pub(crate) fn restore(
     store.data().clock.continue_from(header.monotonic_ns);
     Ok(())
 }
+
+/// Bytes in a wasm page.
+const WASM_PAGE: usize = 64 << 10;
 
 /// The memory, through the export [`exports::export_state`] added.
 fn state_memory(store: &mut Store<GuestState>, instance: &Instance) -> Result<Memory, CheckpointError> {

@@ -6,7 +6,7 @@
 use super::{AliveCount, Live, javascript, python};
 use crate::backend::Inner;
 use crate::checkpoint::image::ContextImage;
-use crate::checkpoint::{self, CheckpointError, Pristine};
+use crate::checkpoint::{self, CaptureLog, CheckpointError, Pristine};
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter, Prepared};
 use crate::language::WasmLanguage;
@@ -41,12 +41,19 @@ pub(super) fn capture(
     let live = slot.as_mut().ok_or_else(|| {
         BackendError::NotCheckpointable("the context's interpreter was lost; run a cell to restart it first".into())
     })?;
-    if WasmLanguage::of(spec.language)? == WasmLanguage::Python {
+    if let Some(image) = checkpoint::unchanged(&live.log) {
+        let kept = image.memory.len();
+        return Ok(KernelImage::from_parts(spec.language, image.encode()).with_kept(kept));
+    }
+    // Python's own cache of open fonts is closed only when something is open (a turn costs
+    // a fraction of a millisecond, and changes pages the checkpoint then stores).
+    let python = WasmLanguage::of(spec.language)? == WasmLanguage::Python;
+    if python && !live.store.data_mut().held_open().is_empty() {
         arm_for_own_turn(inner, live)?;
         execution::block_on(python::release(live)).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    let image = checkpoint::capture(&mut live.store, &live.instance, &pristine, &prepared.module)?;
-    Ok(KernelImage::new(spec.language, image.encode()))
+    let image = checkpoint::capture(&mut live.store, &live.instance, &pristine, &prepared.module, &mut live.log)?;
+    Ok(KernelImage::from_parts(spec.language, image.encode()).with_kept(live.log.kept()))
 }
 
 /// Gives a live context the deadline and fuel of SoulBox's own turns (its last cell's are
@@ -69,7 +76,7 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
             image.language, spec.language
         )));
     }
-    let decoded = ContextImage::decode(&image.bytes)?;
+    let decoded = ContextImage::decode(&image.parts)?;
     let language = WasmLanguage::of(spec.language)?;
     let prepared = inner.prepared(language)?;
     let mut store = match (&prepared.interpreter, language) {
@@ -79,8 +86,8 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
     };
     let instance =
         execution::block_on(prepared.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
-    checkpoint::restore(&mut store, &instance, &decoded, &prepared.module)?;
-    Ok(Live { store, instance, _alive: AliveCount::new(inner) })
+    checkpoint::restore(&mut store, &instance, decoded, &prepared.module)?;
+    Ok(Live { store, instance, log: CaptureLog::default(), _alive: AliveCount::new(inner) })
 }
 
 /// Reseeds the context's random generators from fresh entropy (a fork; blocking, on a worker
@@ -89,6 +96,7 @@ pub(super) fn diverge(spec: &KernelSpec, slot: &Mutex<Option<Live>>) -> Result<(
     let language = WasmLanguage::of(spec.language)?;
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     let live = slot.as_mut().ok_or_else(|| BackendError::Internal("the restored context is gone".into()))?;
+    live.log.touch();
     let reseeded = execution::block_on(async {
         match language {
             WasmLanguage::Python => python::reseed(live).await,

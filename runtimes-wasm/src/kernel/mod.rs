@@ -43,6 +43,8 @@ const STOP_CHECK_TICKS: u64 = 10;
 pub(crate) struct Live {
     store: Store<GuestState>,
     instance: Instance,
+    /// Its checkpoints so far (empty until the first; a restored context starts a new one).
+    log: crate::checkpoint::CaptureLog,
     _alive: AliveCount,
 }
 
@@ -128,7 +130,7 @@ fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
         WasmLanguage::Python => python::start(inner, spec)?,
         WasmLanguage::JavaScript => javascript::start(inner, spec)?,
     };
-    Ok(Live { store, instance, _alive: AliveCount::new(inner) })
+    Ok(Live { store, instance, log: crate::checkpoint::CaptureLog::default(), _alive: AliveCount::new(inner) })
 }
 
 /// A store for a context: its guest sees the sandbox's workspace as `/` (reserved directories
@@ -174,6 +176,7 @@ fn run_cell(
         }
     };
     arm(inner, spec, &mut live, cell, events)?;
+    live.log.touch();
     let grace_deadline = cell.limits.deadline + HOST_CALL_GRACE;
     let finished = execution::block_on(async {
         let run = async {
