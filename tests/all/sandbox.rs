@@ -258,7 +258,7 @@ async fn contexts_are_separate_and_can_be_restarted_and_removed() {
     sandbox.restart_context(&default_id).await.unwrap();
     let r = sandbox.run_code("'a' in globals()", python()).await.unwrap();
     assert_eq!(r.text(), Some("False"));
-    sandbox.remove_context(&other.id).unwrap();
+    sandbox.remove_context(&other.id).await.unwrap();
     assert!(matches!(sandbox.run_code("1", in_other).await, Err(SandboxError::ContextNotFound(_))));
     let wrong = RunOptions { context: Some(default_id), language: Some(Language::JavaScript), ..RunOptions::default() };
     assert!(matches!(sandbox.run_code("1", wrong).await, Err(SandboxError::Invalid(_))));

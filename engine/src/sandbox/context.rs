@@ -1,7 +1,8 @@
 //! [`Context`]: one kernel in a sandbox, running one cell at a time.
 
-use super::SandboxError;
-use crate::blobs::{BlobId, BlobStore};
+use super::{CheckpointPolicy, SandboxError, Shared};
+use crate::blobs::BlobId;
+use crate::checkpoints::{Checkpoints, Pin};
 use crate::engine::Engine;
 use crate::kernel::{Cell, ExecutionEnd, ExecutionEvent, Kernel, KernelImage, KernelSpec, Preload};
 use crate::language::Language;
@@ -10,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 use tokio::sync::{Mutex, oneshot};
+use tracing::Instrument;
 
 /// What a caller may know about a context.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +36,8 @@ pub(crate) struct ContextRecord {
     pub language: Language,
     pub preload: Preload,
     pub executions: u64,
-    /// Its checkpoint; `None` for a context whose interpreter was lost (it starts afresh).
+    /// Its checkpoint; `None` for a context whose interpreter was lost (it starts afresh,
+    /// and says so) or that never ran a cell (it starts as a new context would).
     pub checkpoint: Option<BlobId>,
 }
 
@@ -50,17 +53,21 @@ pub(crate) struct ContextCopy {
 }
 
 /// A stateful interpreter. The kernel sits behind an async mutex: a cell holds it for its whole
-/// run, so cells in one context queue up and run one at a time; a pause or resume holds it
-/// too, so it never sees a cell half-run.
+/// run, so cells in one context queue up and run one at a time; a checkpoint, pause or resume
+/// holds it too, so it never sees a cell half-run.
 #[derive(Debug)]
 pub(crate) struct Context {
     pub(crate) id: String,
     spec: KernelSpec,
     kernel: Mutex<KernelSlot>,
     executions: AtomicU64,
-    /// Its latest checkpoint in the blob store (kept after a resume until the next pause
-    /// replaces it, or the sandbox is killed: a manifest may still name it).
+    /// Its latest checkpoint (kept after a resume until the next checkpoint replaces it, or
+    /// the sandbox is killed: a manifest may still name it). `None` when it has none, or when
+    /// it changed after its last checkpoint in a sandbox checkpointed after every cell.
     stored: std::sync::Mutex<Option<BlobId>>,
+    /// The part ids of the last image its kernel returned, when that image is the one stored
+    /// (a checkpoint's [`KernelImage::kept`] parts reuse them); empty otherwise.
+    last_parts: std::sync::Mutex<Vec<BlobId>>,
 }
 
 /// Where a context's interpreter is.
@@ -68,11 +75,27 @@ pub(crate) struct Context {
 enum KernelSlot {
     /// Running in its backend.
     Live(Box<dyn Kernel>),
-    /// Checkpointed into the blob store and released (its sandbox is paused): the next cell,
-    /// or a resume, restores it.
+    /// Checkpointed and released (its sandbox is paused): the next cell, or a resume,
+    /// restores it.
     Paused(BlobId),
+    /// Never started (taken back from a manifest before its first cell): the next cell starts
+    /// it, as a new context would be.
+    Fresh,
     /// Lost (its backend failed): the next cell starts a fresh one and reports a restart.
     Lost,
+}
+
+/// A context's checkpoint just taken ([`Context::checkpoint`]).
+#[derive(Debug, Default)]
+pub(crate) struct Saved {
+    /// The checkpoint; `None` for a context with nothing to checkpoint (never started, or
+    /// lost).
+    pub id: Option<BlobId>,
+    /// Compressed bytes the store added.
+    pub new_bytes: u64,
+    /// Keep the new checkpoint and the one it replaced until the manifest naming the new one
+    /// is on disk.
+    pub pins: Vec<Pin>,
 }
 
 impl Context {
@@ -85,7 +108,7 @@ impl Context {
     fn with_kernel(id: String, spec: KernelSpec, kernel: KernelSlot, executions: u64) -> Self {
         let stored = match &kernel {
             KernelSlot::Paused(blob) => Some(blob.clone()),
-            KernelSlot::Live(_) | KernelSlot::Lost => None,
+            KernelSlot::Live(_) | KernelSlot::Fresh | KernelSlot::Lost => None,
         };
         Context {
             id,
@@ -93,70 +116,115 @@ impl Context {
             kernel: Mutex::new(kernel),
             executions: AtomicU64::new(executions),
             stored: std::sync::Mutex::new(stored),
+            last_parts: std::sync::Mutex::new(Vec::new()),
         }
     }
 
-    /// A context paused by an earlier process, as its record says (its kernel restores on
-    /// first use).
+    /// A context an earlier process left, as its record says (its kernel restores, or starts,
+    /// on first use).
     pub(crate) fn adopt(record: &ContextRecord, spec: KernelSpec) -> Self {
         let kernel = match &record.checkpoint {
             Some(blob) => KernelSlot::Paused(blob.clone()),
+            None if record.executions == 0 => KernelSlot::Fresh,
             None => KernelSlot::Lost,
         };
         Context::with_kernel(record.id.clone(), spec, kernel, record.executions)
     }
 
-    /// The record of this context checkpointed as `checkpoint`.
-    pub(crate) fn record(&self, checkpoint: Option<BlobId>) -> ContextRecord {
+    /// The record of this context as its latest checkpoint stands.
+    pub(crate) fn record(&self) -> ContextRecord {
         ContextRecord {
             id: self.id.clone(),
             language: self.spec.language,
             preload: self.spec.preload,
             executions: self.executions.load(Ordering::Relaxed),
-            checkpoint,
+            checkpoint: self.stored_checkpoint(),
         }
     }
 
-    /// Checkpoints the kernel into `blobs` and releases it (waits for a running cell to end).
-    /// A lost kernel stays lost; a paused one stays as it is. Returns the checkpoint, and the
-    /// one it replaced, which the caller removes once no manifest names it.
-    pub(crate) async fn pause(&self, blobs: &BlobStore) -> Result<(Option<BlobId>, Option<BlobId>), SandboxError> {
-        let mut slot = self.kernel.lock().await;
-        let kernel = match &mut *slot {
-            KernelSlot::Live(kernel) => kernel,
-            KernelSlot::Paused(id) => return Ok((Some(id.clone()), None)),
-            KernelSlot::Lost => return Ok((None, None)),
-        };
-        let image = kernel.checkpoint().await?;
-        let store = blobs.clone();
-        let id = tokio::task::spawn_blocking(move || store.put(&image.bytes))
-            .await
-            .map_err(|_| SandboxError::Interrupted)??;
-        *slot = KernelSlot::Paused(id.clone());
-        let replaced = self.stored.lock().unwrap_or_else(|e| e.into_inner()).replace(id.clone());
-        Ok((Some(id.clone()), replaced.filter(|old| *old != id)))
+    /// Whether a new process could bring this context back as it is now: it has a checkpoint
+    /// of its latest state, or it never ran a cell.
+    pub(crate) fn is_recoverable(&self) -> bool {
+        self.stored_checkpoint().is_some() || self.executions.load(Ordering::Relaxed) == 0
     }
 
-    /// Whether the kernel is checkpointed and released right now (a cell holding it, or a live
-    /// or lost kernel, is not).
-    pub(crate) fn is_paused(&self) -> bool {
-        matches!(self.kernel.try_lock().as_deref(), Ok(KernelSlot::Paused(_)))
+    /// Checkpoints the kernel into `store`, keeping it live (waits for a running cell to end).
+    /// `durable` syncs the checkpoint to disk.
+    pub(crate) async fn checkpoint(&self, store: &Checkpoints, durable: bool) -> Result<Saved, SandboxError> {
+        let mut slot = self.kernel.lock().await;
+        self.save(&mut slot, store, durable).await
+    }
+
+    /// Checkpoints the kernel into `store` and releases it (waits for a running cell to end).
+    /// A lost or never-started kernel stays so; a paused one stays as it is.
+    pub(crate) async fn pause(&self, store: &Checkpoints) -> Result<Saved, SandboxError> {
+        let mut slot = self.kernel.lock().await;
+        let saved = self.save(&mut slot, store, true).await?;
+        if let (KernelSlot::Live(_), Some(id)) = (&*slot, &saved.id) {
+            *slot = KernelSlot::Paused(id.clone());
+        }
+        Ok(saved)
+    }
+
+    async fn save(&self, slot: &mut KernelSlot, store: &Checkpoints, durable: bool) -> Result<Saved, SandboxError> {
+        let kernel = match slot {
+            KernelSlot::Live(kernel) => kernel,
+            KernelSlot::Paused(id) => return Ok(Saved { id: Some(id.clone()), ..Saved::default() }),
+            KernelSlot::Fresh | KernelSlot::Lost => return Ok(Saved::default()),
+        };
+        // Taken now: if anything below fails, the kernel's next image is not known to follow
+        // one that was stored.
+        let previous = std::mem::take(&mut *self.last_parts.lock().unwrap_or_else(|e| e.into_inner()));
+        let image = kernel.checkpoint().await?;
+        let writing = store.writing().await;
+        let (blocking_store, span) = (store.clone(), tracing::Span::current());
+        let (writing, stored) = tokio::task::spawn_blocking(move || {
+            let _span = span.enter();
+            let stored = blocking_store.store(&writing, &image, &previous, durable);
+            (writing, stored)
+        })
+        .await
+        .map_err(|_| SandboxError::Interrupted)?;
+        let stored = stored?;
+        *self.last_parts.lock().unwrap_or_else(|e| e.into_inner()) = stored.parts.clone();
+        // Named here while the store's gate is held, so no collection runs in between.
+        let replaced = self.stored.lock().unwrap_or_else(|e| e.into_inner()).replace(stored.id.clone());
+        let mut pins = vec![stored.pin];
+        if let Some(old) = replaced.filter(|old| *old != stored.id) {
+            pins.push(store.pin(&old));
+            store.note_garbage();
+        }
+        drop(writing);
+        Ok(Saved { id: Some(stored.id), new_bytes: stored.new_bytes, pins })
+    }
+
+    /// Forgets its latest checkpoint: it changed after it, and only a checkpoint of its latest
+    /// state may be named (a sandbox checkpointed after every cell whose checkpoint failed).
+    fn forget_checkpoint(&self, store: &Checkpoints) {
+        if self.stored.lock().unwrap_or_else(|e| e.into_inner()).take().is_some() {
+            store.note_garbage();
+        }
+    }
+
+    /// Whether no kernel of it is in memory right now: checkpointed and released, never
+    /// started or lost (a cell holding it, or a live kernel, is not).
+    pub(crate) fn is_released(&self) -> bool {
+        matches!(self.kernel.try_lock().as_deref(), Ok(KernelSlot::Paused(_) | KernelSlot::Fresh | KernelSlot::Lost))
     }
 
     /// What a fork of this context starts from: its checkpoint (taken now from a live kernel,
-    /// after a running cell; read from the store for a paused one), `None` for a lost one.
-    pub(crate) async fn copy(&self, blobs: &BlobStore) -> Result<ContextCopy, SandboxError> {
+    /// after a running cell; read from the store for a paused one), `None` for a lost or
+    /// never-started one.
+    pub(crate) async fn copy(&self, store: &Checkpoints) -> Result<ContextCopy, SandboxError> {
         let mut slot = self.kernel.lock().await;
         let image = match &mut *slot {
-            KernelSlot::Live(kernel) => Some(kernel.checkpoint().await?),
-            KernelSlot::Paused(id) => {
-                let (store, id) = (blobs.clone(), id.clone());
-                let bytes = tokio::task::spawn_blocking(move || store.get(&id))
-                    .await
-                    .map_err(|_| SandboxError::Interrupted)??;
-                Some(KernelImage::new(self.spec.language, bytes))
+            KernelSlot::Live(kernel) => {
+                // This image is not stored: the next one must not be read as following one.
+                self.last_parts.lock().unwrap_or_else(|e| e.into_inner()).clear();
+                Some(kernel.checkpoint().await?)
             }
-            KernelSlot::Lost => None,
+            KernelSlot::Paused(id) => Some(load(store, id).await?),
+            KernelSlot::Fresh | KernelSlot::Lost => None,
         };
         Ok(ContextCopy {
             id: self.id.clone(),
@@ -176,29 +244,27 @@ impl Context {
                 kernel.diverge().await?;
                 KernelSlot::Live(kernel)
             }
+            None if copy.executions == 0 => KernelSlot::Fresh,
             None => KernelSlot::Lost,
         };
         Ok(Context::with_kernel(copy.id.clone(), spec, kernel, copy.executions))
     }
 
-    /// Restores a paused kernel from `blobs`. A checkpoint that fails its check leaves the
+    /// Restores a paused kernel from `store`. A checkpoint that fails its check leaves the
     /// context paused (and the error says why), never half-restored.
-    pub(crate) async fn resume(&self, engine: &Engine, blobs: &BlobStore) -> Result<(), SandboxError> {
+    pub(crate) async fn resume(&self, engine: &Engine, store: &Checkpoints) -> Result<(), SandboxError> {
         let mut slot = self.kernel.lock().await;
-        self.resume_locked(&mut slot, engine, blobs).await
+        self.resume_locked(&mut slot, engine, store).await
     }
 
     async fn resume_locked(
         &self,
         slot: &mut KernelSlot,
         engine: &Engine,
-        blobs: &BlobStore,
+        store: &Checkpoints,
     ) -> Result<(), SandboxError> {
         let KernelSlot::Paused(id) = &*slot else { return Ok(()) };
-        let (store, id) = (blobs.clone(), id.clone());
-        let bytes =
-            tokio::task::spawn_blocking(move || store.get(&id)).await.map_err(|_| SandboxError::Interrupted)??;
-        let image = KernelImage::new(self.spec.language, bytes);
+        let image = load(store, id).await?;
         *slot = KernelSlot::Live(engine.restore_kernel(self.spec.clone(), image).await?);
         Ok(())
     }
@@ -221,42 +287,47 @@ impl Context {
         }
     }
 
-    /// Replaces the kernel with a fresh one (waits for a running cell to end).
-    pub(crate) async fn restart(&self, engine: &Engine) -> Result<(), SandboxError> {
+    /// Replaces the kernel with a fresh one (waits for a running cell to end); its
+    /// checkpoint, of the state it dropped, is forgotten.
+    pub(crate) async fn restart(&self, engine: &Engine, store: &Checkpoints) -> Result<(), SandboxError> {
         let mut slot = self.kernel.lock().await;
         *slot = KernelSlot::Lost;
+        self.forget_checkpoint(store);
         *slot = KernelSlot::Live(engine.start_kernel(self.spec.clone()).await?);
         self.executions.store(0, Ordering::Relaxed);
         Ok(())
     }
 
-    /// Runs `cell`, sending its events to `events` and ending with [`ExecutionEvent::End`]; a
-    /// failure to run it at all goes to `failure` instead.
-    /// A paused context is restored first (a cell resumes it).
-    /// `wake` runs once the cell holds the kernel, before anything changes: it marks the
-    /// sandbox running (a pause can then no longer write it down as paused).
+    /// Runs `cell` for `sandbox`, sending its events to `events` and ending with
+    /// [`ExecutionEvent::End`]; a failure to run it at all goes to `failure` instead.
+    /// A paused context is restored first (a cell resumes it, unless the sandbox says not
+    /// to), and the sandbox is marked running ([`Shared::wake`]) once the cell holds the
+    /// kernel, before anything changes. In a sandbox checkpointed after every cell, the
+    /// checkpoint is taken before the cell's end is sent: a cell that ended is on disk.
     pub(crate) async fn run(
         &self,
-        engine: &Engine,
-        blobs: &BlobStore,
+        sandbox: &Shared,
         cell: Cell,
         events: crate::events::EventSender,
         failure: oneshot::Sender<SandboxError>,
-        wake: impl std::future::Future<Output = ()>,
     ) {
         let started = Instant::now();
         let mut slot = self.kernel.lock().await;
-        wake.await;
-        if let Err(error) = self.resume_locked(&mut slot, engine, blobs).await {
+        if matches!(*slot, KernelSlot::Paused(_)) && !sandbox.identity.policy.auto_resume {
+            let _ = failure.send(SandboxError::Paused(sandbox.identity.id.clone()));
+            return;
+        }
+        sandbox.wake().await;
+        if let Err(error) = self.resume_locked(&mut slot, &sandbox.engine, &sandbox.checkpoints).await {
             let _ = failure.send(error);
             return;
         }
         let mut restarted = false;
-        if matches!(*slot, KernelSlot::Lost) {
-            match engine.start_kernel(self.spec.clone()).await {
+        if matches!(*slot, KernelSlot::Lost | KernelSlot::Fresh) {
+            match sandbox.engine.start_kernel(self.spec.clone()).await {
                 Ok(kernel) => {
+                    restarted = matches!(*slot, KernelSlot::Lost);
                     *slot = KernelSlot::Live(kernel);
-                    restarted = true;
                     self.executions.store(0, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -272,6 +343,9 @@ impl Context {
                     self.executions.store(0, Ordering::Relaxed);
                 }
                 let execution_count = self.executions.fetch_add(1, Ordering::Relaxed) + 1;
+                if sandbox.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
+                    self.checkpoint_cell(&mut slot, sandbox, &events).await;
+                }
                 let end = ExecutionEnd {
                     language: self.spec.language,
                     outcome: report.outcome,
@@ -289,11 +363,41 @@ impl Context {
             }
             Err(error) => {
                 if matches!(error, crate::BackendError::Internal(_)) {
-                    // The kernel may be half-gone: start afresh next time.
+                    // The kernel may be half-gone: start afresh next time (and after a crash).
                     *slot = KernelSlot::Lost;
+                    if sandbox.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
+                        self.forget_checkpoint(&sandbox.checkpoints);
+                        sandbox.record(Vec::new()).await;
+                    }
                 }
                 let _ = failure.send(error.into());
             }
         }
     }
+
+    /// The checkpoint after a cell, in a sandbox checkpointed after every cell: on disk with
+    /// the sandbox's manifest naming it before the cell's end is sent. One that fails (the
+    /// context holds an open file) is said on the cell's stderr, and the sandbox is recorded
+    /// as changed since its checkpoints until a later cell's checkpoint succeeds.
+    async fn checkpoint_cell(&self, slot: &mut KernelSlot, sandbox: &Shared, events: &crate::events::EventSender) {
+        let span = tracing::debug_span!("checkpoint_cell", context = %self.id);
+        match self.save(slot, &sandbox.checkpoints, false).instrument(span).await {
+            Ok(saved) => sandbox.record(saved.pins).await,
+            Err(error) => {
+                self.forget_checkpoint(&sandbox.checkpoints);
+                sandbox.record(Vec::new()).await;
+                let text = format!(
+                    "soulbox: this cell's state could not be checkpointed ({error}); until a later cell's is, \
+                     a server crash loses this sandbox\n"
+                );
+                let _ = events.send_now(ExecutionEvent::Stderr { text });
+            }
+        }
+    }
+}
+
+/// Reads checkpoint `id` from `store` (on a blocking thread).
+async fn load(store: &Checkpoints, id: &BlobId) -> Result<KernelImage, SandboxError> {
+    let (store, id) = (store.clone(), id.clone());
+    Ok(tokio::task::spawn_blocking(move || store.load(&id)).await.map_err(|_| SandboxError::Interrupted)??)
 }

@@ -1,16 +1,17 @@
 //! Sandboxes that outlive their process: a manifest per sandbox, written when it opens (marked
-//! running), at each pause (marked paused), and read when a registry opens.
+//! running), at each checkpoint (marked checkpointed), and read when a registry opens.
 //!
-//! A pause writes `<snapshot dir>/sandboxes/<id>.json`: everything needed to rebuild the
-//! sandbox (owner, template, metadata, environment, timeouts, its workspace's path, each
-//! context's id, language, preload, execution count and checkpoint), marked `paused`. The
-//! manifest goes to a temporary file, is synced and renamed over the old one, after the
-//! checkpoints it names are on disk: a process killed mid-pause leaves the previous manifest,
-//! whose checkpoints are still there, intact. When the sandbox runs again (a resume or a cell)
-//! its manifest is marked `running`; when it is killed, the manifest is removed.
+//! A manifest is `<snapshot dir>/sandboxes/<id>.json`: everything needed to rebuild the
+//! sandbox (owner, template, metadata, environment, durability policy, timeouts, its
+//! workspace's path, each context's id, language, preload, execution count and checkpoint).
+//! It goes to a temporary file and is renamed over the old one after the checkpoints it names
+//! are written: a process killed mid-checkpoint leaves the previous manifest, whose
+//! checkpoints are still there, intact (a pause also syncs both to disk). When the sandbox
+//! changes after its checkpoints (a cell, unless each cell is checkpointed), its manifest is
+//! marked `running`; when it is killed, the manifest is removed. See [`super::checkpoint`].
 //!
-//! A registry that opens ([`super::Sandboxes::new`]) takes every `paused` manifest back as a
-//! paused sandbox (its contexts restore on first use), and reports the others as lost
+//! A registry that opens ([`super::Sandboxes::new`]) takes every `checkpointed` manifest back
+//! as a paused sandbox (its contexts restore on first use), and reports the others as lost
 //! ([`super::SandboxError::Lost`], with why): a `running` one changed after its last
 //! checkpoint, so what it held is gone; an unreadable one cannot be trusted. Their workspaces
 //! are swept with the other leftovers.
@@ -25,19 +26,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The manifest format this code writes and reads.
-pub(super) const FORMAT: u32 = 1;
+pub(super) const FORMAT: u32 = 2;
 
 /// Whether a manifest's sandbox can be taken back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Durability {
-    /// Paused: its checkpoints hold all of it.
-    Paused,
-    /// Running since its last pause: a new process cannot get it back.
+    /// Its checkpoints hold its latest state: a new process takes it back, paused.
+    Checkpointed,
+    /// Changed after its last checkpoint: a new process cannot get it back.
     Running,
 }
 
-/// A paused sandbox, on disk.
+/// A sandbox, on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Manifest {
@@ -48,9 +49,12 @@ pub(super) struct Manifest {
     pub metadata: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
     pub network: bool,
+    pub policy: super::checkpoint::Policy,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub idle_timeout_ms: u64,
+    /// When its checkpoints were taken (ms since the Unix epoch; 0: none).
+    pub checkpointed_at_ms: u64,
     pub workspace: PathBuf,
     pub contexts: Vec<ContextRecord>,
     pub defaults: Vec<(Language, String)>,
@@ -62,17 +66,12 @@ impl Manifest {
     pub fn checkpoints(&self) -> impl Iterator<Item = &BlobId> {
         self.contexts.iter().filter_map(|c| c.checkpoint.as_ref())
     }
-
-    /// Whether this code reads this manifest's format.
-    pub fn is_current(&self) -> bool {
-        self.format == FORMAT
-    }
 }
 
 /// What a registry found on disk when it opened.
 pub(super) enum Found {
-    /// A sandbox paused by an earlier process.
-    Paused(Manifest),
+    /// A sandbox an earlier process left checkpointed.
+    Checkpointed(Manifest),
     /// A sandbox that cannot come back, and why.
     Lost { id: String, owner: Option<String>, why: String },
 }
@@ -152,20 +151,14 @@ impl Manifests {
             if path.extension().is_none_or(|e| e != "json") {
                 continue; // a temporary file a killed write left
             }
-            let read = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-                serde_json::from_slice::<Manifest>(&bytes).map_err(|e| format!("its record is unreadable ({e})"))
-            });
+            let read = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| read_manifest(&bytes));
             match read {
-                Ok(manifest) if manifest.is_current() && manifest.state == Durability::Paused => {
-                    found.push(Found::Paused(manifest));
+                Ok(manifest) if manifest.state == Durability::Checkpointed => {
+                    found.push(Found::Checkpointed(manifest));
                 }
                 Ok(manifest) => {
-                    let why = match manifest.state {
-                        Durability::Running => {
-                            "its server stopped while it was running (only a paused sandbox outlives its server)"
-                        }
-                        Durability::Paused => "its record is in a format this server does not read",
-                    };
+                    let why = "its server stopped while it was running, after its last checkpoint (only a paused \
+                               sandbox, or one checkpointed after every cell, outlives its server)";
                     found.push(Found::Lost { id, owner: manifest.owner, why: why.into() });
                     self.remove(&manifest.id);
                 }
@@ -181,4 +174,17 @@ impl Manifests {
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
+}
+
+/// A manifest of this code's format, or why it is not one.
+fn read_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+    #[derive(Deserialize)]
+    struct Format {
+        format: u32,
+    }
+    let format = serde_json::from_slice::<Format>(bytes).map_err(|e| format!("its record is unreadable ({e})"))?;
+    if format.format != FORMAT {
+        return Err(format!("its record is in format {}, which this server does not read", format.format));
+    }
+    serde_json::from_slice(bytes).map_err(|e| format!("its record is unreadable ({e})"))
 }

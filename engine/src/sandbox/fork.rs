@@ -72,7 +72,7 @@ impl Sandboxes {
         }
         drop(reservation);
         for fork in &forks {
-            fork.record_running().await;
+            fork.shared.record(Vec::new()).await;
         }
         tracing::info!(sandbox = %source.id(), count, "sandbox forked");
         Ok(forks)
@@ -117,26 +117,12 @@ impl Sandbox {
         };
         let mut copies = Vec::with_capacity(contexts.len());
         for context in &contexts {
-            copies.push(context.copy(&shared.blobs).await?);
+            copies.push(context.copy(&shared.checkpoints).await?);
         }
         let (idle_timeout, ends_at) = {
             let clock = shared.clock.lock().unwrap_or_else(|e| e.into_inner());
             (clock.idle_timeout, clock.ends_at)
         };
-        Ok(Source {
-            identity: Identity {
-                id: shared.identity.id.clone(),
-                owner: shared.identity.owner.clone(),
-                template: shared.identity.template,
-                metadata: shared.identity.metadata.clone(),
-                env: shared.identity.env.clone(),
-                network: shared.identity.network,
-                created_at: shared.identity.created_at,
-            },
-            idle_timeout,
-            ends_at,
-            contexts: copies,
-            defaults,
-        })
+        Ok(Source { identity: shared.identity.clone(), idle_timeout, ends_at, contexts: copies, defaults })
     }
 }

@@ -21,6 +21,7 @@
 //! Killing raises the sandbox's [`StopSignal`] (a running cell stops within an epoch check),
 //! drops the kernels (freeing their memory) and deletes the workspace; the id is then unknown.
 
+mod checkpoint;
 mod context;
 mod durable;
 mod fork;
@@ -32,6 +33,7 @@ mod tests;
 mod watch;
 mod workspace;
 
+pub use checkpoint::{CheckpointPolicy, CheckpointReport, IdleAction, PauseReport};
 pub use context::ContextInfo;
 pub use fork::MAX_FORKS;
 pub use processes::{
@@ -46,6 +48,7 @@ pub use workspace::{
 
 use crate::backend::BackendError;
 use crate::blobs::{BlobError, BlobId, BlobStore};
+use crate::checkpoints::Checkpoints;
 use crate::engine::Engine;
 use crate::error::EngineError;
 use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
@@ -57,7 +60,7 @@ use processes::Processes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::Instrument;
@@ -83,6 +86,8 @@ pub const MAX_ENV_ENTRIES: usize = 256;
 pub const MAX_ENV_BYTES: usize = 64 << 10;
 /// How often expired sandboxes are looked for.
 pub const REAP_INTERVAL: Duration = Duration::from_millis(100);
+/// How often checkpoints nothing names any more are collected (when something may be).
+pub const COLLECT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a sandbox operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +125,10 @@ pub enum SandboxError {
     /// during a pause): retrying later will succeed.
     #[error("{0}")]
     Busy(String),
+    /// The sandbox is paused and does not resume on its own ([`SandboxSpec::auto_resume`]
+    /// is off): resume it first.
+    #[error("sandbox `{0}` is paused; resume it first")]
+    Paused(String),
     /// The cell's task ended without a result (the runtime is shutting down).
     #[error("the execution was interrupted before it ended")]
     Interrupted,
@@ -187,7 +196,7 @@ impl Default for SandboxesConfig {
 }
 
 /// What a new sandbox looks like. Unknown fields are rejected; durations are milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxSpec {
@@ -208,6 +217,14 @@ pub struct SandboxSpec {
     /// Whether its processes may reach the network (containers only; the service decides
     /// whether to allow it). Default false.
     pub network: bool,
+    /// When its contexts are checkpointed besides a pause. Default:
+    /// [`CheckpointPolicy::OnPause`].
+    pub checkpoint: CheckpointPolicy,
+    /// What its idle timeout does. Default: [`IdleAction::Kill`].
+    pub on_idle: IdleAction,
+    /// Whether a cell sent to it while it is paused resumes it. Default true; false refuses
+    /// the cell ([`SandboxError::Paused`]) until [`Sandbox::resume`].
+    pub auto_resume: bool,
     /// The id to give it (from [`new_sandbox_id`]); `None`, the default, makes one. Not part
     /// of the wire format: a service that needs the id before the sandbox exists (to put it in
     /// the sandbox's environment) takes one first.
@@ -219,6 +236,24 @@ pub struct SandboxSpec {
     #[serde(skip)]
     #[cfg_attr(feature = "openapi", schema(ignore))]
     pub owner: Option<String>,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        SandboxSpec {
+            template: Template::default(),
+            metadata: BTreeMap::new(),
+            env: BTreeMap::new(),
+            idle_timeout: None,
+            lifetime: None,
+            network: false,
+            checkpoint: CheckpointPolicy::default(),
+            on_idle: IdleAction::default(),
+            auto_resume: true,
+            id: None,
+            owner: None,
+        }
+    }
 }
 
 impl SandboxSpec {
@@ -309,6 +344,16 @@ pub struct SandboxInfo {
     /// `running`, or `paused` (checkpointed, its memory released; a cell or a resume brings
     /// it back).
     pub state: SandboxState,
+    /// When its latest checkpoint (a pause, a checkpoint, or a cell's in a sandbox
+    /// checkpointed after every cell) was taken, milliseconds since the Unix epoch; `None`
+    /// if it has none.
+    pub checkpointed_at_ms: Option<u64>,
+    /// When its contexts are checkpointed.
+    pub checkpoint: CheckpointPolicy,
+    /// What its idle timeout does.
+    pub on_idle: IdleAction,
+    /// Whether a cell resumes it when it is paused.
+    pub auto_resume: bool,
 }
 
 /// Whether a sandbox's contexts are in memory.
@@ -322,20 +367,6 @@ pub enum SandboxState {
     /// Checkpointed by [`Sandbox::pause`]; costs disk only until a cell or
     /// [`Sandbox::resume`].
     Paused,
-}
-
-/// What [`Sandbox::pause`] did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[non_exhaustive]
-pub struct PauseReport {
-    /// Contexts checkpointed and released.
-    pub contexts: usize,
-    /// Bytes their checkpoints take in the snapshot store (compressed).
-    pub stored_bytes: u64,
-    /// Whether native processes (in the sandbox's container) are part of the checkpoint:
-    /// never. They keep running while the sandbox is paused in this process.
-    pub processes_restored: bool,
 }
 
 /// The registry of open sandboxes. Cheap to clone; the reaper stops when the last clone drops.
@@ -356,7 +387,7 @@ struct Registry {
     /// The snapshot directory, when it is a temporary one (removed with the registry).
     _temporary: Option<tempfile::TempDir>,
     engine: Engine,
-    blobs: BlobStore,
+    checkpoints: Checkpoints,
     manifests: durable::Manifests,
     /// Sandboxes an earlier process left that cannot come back: id to (owner, why).
     lost: Mutex<HashMap<String, (Option<String>, String)>>,
@@ -496,7 +527,7 @@ impl Sandboxes {
         let kept: std::collections::HashSet<PathBuf> = found
             .iter()
             .filter_map(|f| match f {
-                durable::Found::Paused(manifest) => Some(manifest.workspace.clone()),
+                durable::Found::Checkpointed(manifest) => Some(manifest.workspace.clone()),
                 durable::Found::Lost { .. } => None,
             })
             .collect();
@@ -507,12 +538,13 @@ impl Sandboxes {
         let named: std::collections::HashSet<BlobId> = found
             .iter()
             .filter_map(|f| match f {
-                durable::Found::Paused(manifest) => Some(manifest.checkpoints().cloned()),
+                durable::Found::Checkpointed(manifest) => Some(manifest.checkpoints().cloned()),
                 durable::Found::Lost { .. } => None,
             })
             .flatten()
             .collect();
-        let unnamed = blobs.retain(&named);
+        let checkpoints = Checkpoints::new(blobs);
+        let unnamed = checkpoints.retain(&named);
         if unnamed > 0 {
             tracing::info!(unnamed, "removed checkpoints no paused sandbox names");
         }
@@ -520,7 +552,7 @@ impl Sandboxes {
             _lock: lock,
             _temporary: temporary,
             engine,
-            blobs,
+            checkpoints,
             manifests,
             lost: Mutex::new(HashMap::new()),
             config,
@@ -560,7 +592,7 @@ impl Sandboxes {
         let (mut adopted, mut lost) = (0, 0);
         for found in found {
             let (id, owner, why) = match found {
-                durable::Found::Paused(manifest) => match self.adopt(&manifest) {
+                durable::Found::Checkpointed(manifest) => match self.adopt(&manifest) {
                     Ok(()) => {
                         adopted += 1;
                         continue;
@@ -597,9 +629,8 @@ impl Sandboxes {
         }
         let workspace =
             Workspace::adopt(&manifest.workspace, quota).map_err(|e| format!("its workspace is gone ({e})"))?;
-        if let Some(missing) = manifest.checkpoints().find(|blob| self.registry.blobs.stored_bytes(blob).is_none()) {
-            return Err(format!("its checkpoint {missing} is missing"));
-        }
+        // Its checkpoints are checked when they are loaded: one that is damaged or missing is
+        // refused then, with why, and the sandbox stays (its files can still be read).
         let (now, wall) = (Instant::now(), epoch_ms(SystemTime::now()));
         let identity = Identity {
             id: manifest.id.clone(),
@@ -608,6 +639,7 @@ impl Sandboxes {
             metadata: manifest.metadata.clone(),
             env: manifest.env.clone(),
             network: manifest.network,
+            policy: manifest.policy,
             created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
         };
         let clock = Clock {
@@ -617,6 +649,7 @@ impl Sandboxes {
             busy: 0,
         };
         let shared = Arc::new(self.registry.shared(identity, workspace, clock, true));
+        shared.checkpointed_at_ms.store(manifest.checkpointed_at_ms, Ordering::Relaxed);
         {
             let mut contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
             for record in &manifest.contexts {
@@ -644,6 +677,11 @@ impl Sandboxes {
             metadata: spec.metadata,
             env: spec.env,
             network: spec.network,
+            policy: checkpoint::Policy {
+                checkpoint: spec.checkpoint,
+                on_idle: spec.on_idle,
+                auto_resume: spec.auto_resume,
+            },
             created_at: SystemTime::now(),
         };
         let clock = Clock {
@@ -668,7 +706,7 @@ impl Sandboxes {
             open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
         }
         drop(reservation);
-        sandbox.record_running().await;
+        sandbox.shared.record(Vec::new()).await;
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
         Ok(sandbox)
     }
@@ -777,22 +815,80 @@ impl Sandboxes {
 async fn reap(registry: Weak<Registry>) {
     let mut tick = tokio::time::interval(REAP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut collected = Instant::now();
     loop {
         tick.tick().await;
         let Some(registry) = registry.upgrade() else { return };
         let now = Instant::now();
-        let expired: Vec<(String, &'static str)> = {
+        let expired: Vec<(Sandbox, Expiry)> = {
             let open = registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.by_id.values().filter_map(|s| s.shared.expired(now).map(|why| (s.id().to_owned(), why))).collect()
+            open.by_id.values().filter_map(|s| s.shared.expired(now).map(|why| (s.clone(), why))).collect()
         };
-        for (id, why) in expired {
-            let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(&id);
+        for (sandbox, why) in expired {
+            let mut reason = why.as_str().to_owned();
+            if why == Expiry::Idle && sandbox.shared.identity.policy.on_idle == IdleAction::Pause {
+                match sandbox.pause().await {
+                    Ok(_) => {
+                        tracing::info!(sandbox = %sandbox.id(), "idle sandbox paused");
+                        continue;
+                    }
+                    Err(error) => reason = format!("idle, and it could not be paused: {error}"),
+                }
+            }
+            let removed = registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.remove(sandbox.id());
             if let Some(sandbox) = removed {
                 sandbox.shared.shut();
                 registry.announce_closed(&sandbox);
-                tracing::info!(sandbox = %id, reason = why, "sandbox expired");
+                tracing::info!(sandbox = %sandbox.id(), %reason, "sandbox expired");
             }
         }
+        if now.duration_since(collected) >= COLLECT_INTERVAL {
+            registry.collect_checkpoints(false).await;
+            collected = now;
+        }
+    }
+}
+
+/// Why the reaper ends a sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expiry {
+    /// Its lifetime is over.
+    Lifetime,
+    /// It has been idle for longer than its idle timeout.
+    Idle,
+}
+
+impl Expiry {
+    fn as_str(self) -> &'static str {
+        match self {
+            Expiry::Lifetime => "lifetime",
+            Expiry::Idle => "idle",
+        }
+    }
+}
+
+impl Registry {
+    /// Removes the checkpoints nothing names any more (replaced, or their sandbox gone) if
+    /// something may have become garbage since the last collection, or anyway with `always`.
+    /// Returns how many blobs went.
+    async fn collect_checkpoints(&self, always: bool) -> usize {
+        let named = || {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.by_id
+                .values()
+                .flat_map(|sandbox| sandbox.shared.context_handles())
+                .filter_map(|context| context.stored_checkpoint())
+                .collect()
+        };
+        let removed = if always {
+            self.checkpoints.collect(named).await
+        } else {
+            self.checkpoints.collect_if_needed(named).await
+        };
+        if removed > 0 {
+            tracing::debug!(removed, "collected checkpoints nothing names");
+        }
+        removed
     }
 }
 
@@ -835,16 +931,22 @@ impl std::fmt::Debug for Sandbox {
 struct Shared {
     identity: Identity,
     engine: Engine,
-    /// Where its contexts' checkpoints go when it is paused.
-    blobs: BlobStore,
+    /// Where its contexts' checkpoints go.
+    checkpoints: Checkpoints,
     /// Paused ([`Sandbox::pause`]) and not resumed since.
     paused: AtomicBool,
-    /// Where its manifest goes when it is paused.
+    /// Where its manifest goes.
     manifests: durable::Manifests,
-    /// Held while the manifest's state changes with `paused` ([`Sandbox::pause`] marking it
-    /// paused, a cell or resume marking it running), so the two never interleave.
+    /// Held while the manifest changes with `paused`, `saved` and `generation`
+    /// ([`checkpoint`]'s documentation), so a checkpoint and a cell never interleave.
     durability: tokio::sync::Mutex<()>,
-    /// A manifest of it is on disk (it was paused, here or by an earlier process).
+    /// The manifest on disk names checkpoints of its latest state.
+    saved: AtomicBool,
+    /// Cells started and context changes, counted.
+    generation: AtomicU64,
+    /// When its latest checkpoint was taken (ms since the Unix epoch; 0: none).
+    checkpointed_at_ms: AtomicU64,
+    /// A manifest of it is on disk.
     durable: AtomicBool,
     workspace: Workspace,
     clock: Mutex<Clock>,
@@ -877,6 +979,7 @@ struct Identity {
     metadata: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
     network: bool,
+    policy: checkpoint::Policy,
     created_at: SystemTime,
 }
 
@@ -886,11 +989,14 @@ impl Registry {
         Shared {
             identity,
             engine: self.engine.clone(),
-            blobs: self.blobs.clone(),
+            checkpoints: self.checkpoints.clone(),
             manifests: self.manifests.clone(),
             durability: tokio::sync::Mutex::new(()),
             durable: AtomicBool::new(paused),
             paused: AtomicBool::new(paused),
+            saved: AtomicBool::new(paused),
+            generation: AtomicU64::new(0),
+            checkpointed_at_ms: AtomicU64::new(0),
             workspace,
             clock: Mutex::new(clock),
             contexts: Mutex::new(Contexts::default()),
@@ -924,15 +1030,15 @@ impl Shared {
         }
     }
 
-    fn expired(&self, now: Instant) -> Option<&'static str> {
+    fn expired(&self, now: Instant) -> Option<Expiry> {
         let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
         if now >= clock.ends_at {
-            Some("lifetime")
+            Some(Expiry::Lifetime)
         } else if clock.busy == 0
             && !self.paused.load(Ordering::Relaxed)
             && now.duration_since(clock.last_active) >= clock.idle_timeout
         {
-            Some("idle")
+            Some(Expiry::Idle)
         } else {
             None
         }
@@ -953,9 +1059,8 @@ impl Shared {
     }
 
     fn shut(&self) -> Teardown {
-        let dropped = self.stop_contexts();
-        self.remove_checkpoints(dropped.values());
-        drop(dropped);
+        drop(self.stop_contexts());
+        self.checkpoints.note_garbage();
         if self.durable.load(Ordering::Relaxed) {
             self.manifests.remove(&self.identity.id);
         }
@@ -964,18 +1069,17 @@ impl Shared {
         Teardown { machine }
     }
 
-    /// Stops the sandbox in this process only (its registry is closing): a paused sandbox's
-    /// checkpoints, manifest and workspace stay for the next process to take back; anything
+    /// Stops the sandbox in this process only (its registry is closing): one whose manifest
+    /// names checkpoints of its latest state (paused, or checkpointed since its last cell)
+    /// keeps them, its manifest and its workspace for the next process to take back; anything
     /// else goes, except a manifest marked running, which tells the next process the sandbox
-    /// is lost.
+    /// is lost. (Checkpoints nothing names are collected when the next registry opens.)
     fn leave(&self) {
-        let dropped = self.stop_contexts();
+        drop(self.stop_contexts());
         drop(self.processes.shut());
-        if self.paused.load(Ordering::Relaxed) {
-            return;
+        if !self.saved.load(Ordering::Relaxed) {
+            self.workspace.remove();
         }
-        self.remove_checkpoints(dropped.values());
-        self.workspace.remove();
     }
 
     /// Removes the manifest a write in flight brought back after the sandbox was killed.
@@ -985,26 +1089,26 @@ impl Shared {
         }
     }
 
-    fn remove_checkpoints<'a>(&self, contexts: impl Iterator<Item = &'a Arc<Context>>) {
-        for blob in contexts.filter_map(|context| context.stored_checkpoint()) {
-            if let Err(error) = self.blobs.remove(&blob) {
-                tracing::warn!(%error, sandbox = %self.identity.id, "could not remove a checkpoint");
-            }
-        }
-    }
-
-    /// Marks the sandbox running again after a pause: its manifest then says it changed after
-    /// its checkpoint (a process that dies now cannot hand it back). Under the durability
-    /// lock, so it never interleaves with a pause writing its manifest.
-    async fn wake(&self) {
-        if !self.paused.load(Ordering::Relaxed) {
-            return;
-        }
-        let _durability = self.durability.lock().await;
-        if self.paused.swap(false, Ordering::Relaxed)
-            && let Err(error) = self.manifests.mark_running(&self.identity.id)
-        {
-            tracing::warn!(%error, sandbox = %self.identity.id, "could not mark a resumed sandbox's manifest");
+    fn info(&self) -> SandboxInfo {
+        let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        let now = (Instant::now(), SystemTime::now());
+        let expires = now.1 + clock.ends_at.saturating_duration_since(now.0);
+        let contexts =
+            self.contexts.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().map(|c| c.info()).collect();
+        let checkpointed_at_ms = self.checkpointed_at_ms.load(Ordering::Relaxed);
+        SandboxInfo {
+            id: self.identity.id.clone(),
+            template: self.identity.template,
+            metadata: self.identity.metadata.clone(),
+            created_at_ms: epoch_ms(self.identity.created_at),
+            expires_at_ms: epoch_ms(expires),
+            idle_timeout_ms: u64::try_from(clock.idle_timeout.as_millis()).unwrap_or(u64::MAX),
+            contexts,
+            state: if self.paused.load(Ordering::Relaxed) { SandboxState::Paused } else { SandboxState::Running },
+            checkpointed_at_ms: (checkpointed_at_ms > 0).then_some(checkpointed_at_ms),
+            checkpoint: self.identity.policy.checkpoint,
+            on_idle: self.identity.policy.on_idle,
+            auto_resume: self.identity.policy.auto_resume,
         }
     }
 
@@ -1060,23 +1164,7 @@ impl Sandbox {
 
     /// A snapshot of what it is.
     pub fn info(&self) -> SandboxInfo {
-        let clock = self.shared.clock.lock().unwrap_or_else(|e| e.into_inner());
-        let now = (Instant::now(), SystemTime::now());
-        let expires = now.1 + clock.ends_at.saturating_duration_since(now.0);
-        SandboxInfo {
-            id: self.shared.identity.id.clone(),
-            template: self.shared.identity.template,
-            metadata: self.shared.identity.metadata.clone(),
-            created_at_ms: epoch_ms(self.shared.identity.created_at),
-            expires_at_ms: epoch_ms(expires),
-            idle_timeout_ms: u64::try_from(clock.idle_timeout.as_millis()).unwrap_or(u64::MAX),
-            contexts: self.contexts(),
-            state: if self.shared.paused.load(Ordering::Relaxed) {
-                SandboxState::Paused
-            } else {
-                SandboxState::Running
-            },
-        }
+        self.shared.info()
     }
 
     /// Changes its idle timeout, and/or ends its lifetime `lifetime` from now (as E2B's
@@ -1116,6 +1204,7 @@ impl Sandbox {
         let context = self
             .start_context(language, preload.unwrap_or(self.shared.identity.template.preload_for(language)))
             .await?;
+        self.shared.changed().await;
         Ok(context.info())
     }
 
@@ -1123,134 +1212,22 @@ impl Sandbox {
     pub async fn restart_context(&self, id: &str) -> Result<ContextInfo, SandboxError> {
         let _active = self.shared.begin()?;
         let context = self.context(id)?;
-        context.restart(&self.shared.engine).await?;
+        self.shared.wake().await;
+        context.restart(&self.shared.engine, &self.shared.checkpoints).await?;
+        self.shared.changed().await;
         Ok(context.info())
     }
 
-    /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
-    /// cell it runs, if any) and its interpreter released, so a paused sandbox costs disk
-    /// only; the workspace stays. A cell, or [`Sandbox::resume`], brings contexts back with
-    /// every variable, import and object as it was. A context that cannot be checkpointed (it
-    /// holds an open file) fails the pause with an error naming why; contexts already
-    /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
-    /// (its lifetime still ends it).
-    pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
-        let _active = self.shared.begin()?;
-        let contexts = self.shared.context_handles();
-        let span = tracing::info_span!("sandbox_pause", sandbox = %self.shared.identity.id, contexts = contexts.len());
-        let mut report = PauseReport { contexts: 0, stored_bytes: 0, processes_restored: false };
-        let mut records = Vec::with_capacity(contexts.len());
-        let mut replaced = Vec::new();
-        async {
-            for context in &contexts {
-                let (blob, old) = context.pause(&self.shared.blobs).await?;
-                if let Some(blob) = &blob {
-                    report.contexts += 1;
-                    report.stored_bytes += self.shared.blobs.stored_bytes(blob).unwrap_or(0);
-                }
-                replaced.extend(old);
-                records.push(context.record(blob));
-            }
-            // The checkpoints are on disk: now the manifest that names them, unless a cell got
-            // in after its context was checkpointed (the sandbox then runs, and says so).
-            let _durability = self.shared.durability.lock().await;
-            if !contexts.iter().all(|context| context.is_paused()) {
-                return Err(SandboxError::Busy(
-                    "a cell ran in the sandbox while it was being paused; pause it again once it is idle".into(),
-                ));
-            }
-            let manifest = self.manifest(records);
-            let manifests = self.shared.manifests.clone();
-            tokio::task::spawn_blocking(move || manifests.write(&manifest, true))
-                .await
-                .map_err(|_| SandboxError::Interrupted)?
-                .map_err(|e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e }))?;
-            self.shared.durable.store(true, Ordering::Relaxed);
-            self.shared.paused.store(true, Ordering::Relaxed);
-            self.shared.forget_if_shut();
-            Ok::<_, SandboxError>(())
-        }
-        .instrument(span)
-        .await?;
-        // The manifest names the new checkpoints now: the ones they replaced can go.
-        for old in replaced {
-            if let Err(error) = self.shared.blobs.remove(&old) {
-                tracing::warn!(%error, sandbox = %self.shared.identity.id, "could not remove a replaced checkpoint");
-            }
-        }
-        Ok(report)
-    }
-
-    /// Writes its manifest marked running (not synced, no checkpoints): a process that dies
-    /// from now on leaves a record that says the sandbox is lost, not that it never existed.
-    async fn record_running(&self) {
-        let records = {
-            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.by_id.values().map(|context| context.record(None)).collect()
-        };
-        let manifest = durable::Manifest { state: durable::Durability::Running, ..self.manifest(records) };
-        let manifests = self.shared.manifests.clone();
-        match tokio::task::spawn_blocking(move || manifests.write(&manifest, false)).await {
-            Ok(Ok(())) => {
-                self.shared.durable.store(true, Ordering::Relaxed);
-                self.shared.forget_if_shut();
-            }
-            Ok(Err(error)) => tracing::warn!(%error, sandbox = %self.id(), "could not record a sandbox on disk"),
-            Err(_) => {}
-        }
-    }
-
-    /// The manifest of this sandbox with contexts `records`, marked paused.
-    fn manifest(&self, records: Vec<context::ContextRecord>) -> durable::Manifest {
-        let info = self.info();
-        let defaults = {
-            let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-            contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect()
-        };
-        durable::Manifest {
-            format: durable::FORMAT,
-            id: info.id,
-            owner: self.shared.identity.owner.clone(),
-            template: info.template,
-            metadata: info.metadata,
-            env: self.shared.identity.env.clone(),
-            network: self.shared.identity.network,
-            created_at_ms: info.created_at_ms,
-            expires_at_ms: info.expires_at_ms,
-            idle_timeout_ms: info.idle_timeout_ms,
-            workspace: self.shared.workspace.host_path().to_path_buf(),
-            contexts: records,
-            defaults,
-            state: durable::Durability::Paused,
-        }
-    }
-
-    /// Resumes a paused sandbox: every context is restored from its checkpoint now (a cell
-    /// would restore its own context on demand). A checkpoint that fails its check is refused
-    /// with an error, and its context stays paused, never half-restored.
-    pub async fn resume(&self) -> Result<SandboxInfo, SandboxError> {
-        let _active = self.shared.begin()?;
-        let contexts = self.shared.context_handles();
-        let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.identity.id, contexts = contexts.len());
-        async {
-            for context in &contexts {
-                context.resume(&self.shared.engine, &self.shared.blobs).await?;
-            }
-            Ok::<_, SandboxError>(())
-        }
-        .instrument(span)
-        .await?;
-        self.shared.wake().await;
-        Ok(self.info())
-    }
-
     /// Removes a context (a cell running in it ends first).
-    pub fn remove_context(&self, id: &str) -> Result<(), SandboxError> {
-        let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
-        let removed = contexts.by_id.remove(id).ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))?;
-        contexts.defaults.retain(|_, default| default != id);
-        drop(contexts);
-        self.shared.remove_checkpoints(std::iter::once(&removed));
+    pub async fn remove_context(&self, id: &str) -> Result<(), SandboxError> {
+        let _active = self.shared.begin()?;
+        {
+            let mut contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.by_id.remove(id).ok_or_else(|| SandboxError::ContextNotFound(id.to_owned()))?;
+            contexts.defaults.retain(|_, default| default != id);
+        }
+        self.shared.checkpoints.note_garbage();
+        self.shared.changed().await;
         Ok(())
     }
 
@@ -1262,9 +1239,7 @@ impl Sandbox {
         // Run and read together (the cell waits when its events are not read); awaited here
         // rather than spawned: one task hop less for the common call.
         let _active = self.shared.begin()?;
-        let wake = self.shared.wake();
-        let run =
-            context.run(&self.shared.engine, &self.shared.blobs, cell, events_tx, failure_tx, wake).instrument(span);
+        let run = context.run(&self.shared, cell, events_tx, failure_tx).instrument(span);
         let ((), execution) = tokio::join!(run, ExecutionStream::new(events_rx, failure_rx).finish());
         execution
     }
@@ -1282,7 +1257,7 @@ impl Sandbox {
                     let _ = failure_tx.send(SandboxError::NotFound(shared.identity.id.clone()));
                     return;
                 };
-                context.run(&shared.engine, &shared.blobs, cell, events_tx, failure_tx, shared.wake()).await;
+                context.run(&shared, cell, events_tx, failure_tx).await;
             }
             .instrument(span),
         );

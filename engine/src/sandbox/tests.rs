@@ -198,7 +198,103 @@ async fn a_paused_sandbox_keeps_its_state_on_disk_and_a_cell_resumes_it() {
     assert!(matches!(refused, SandboxError::Checkpoint(BlobError::Corrupt { .. })), "{refused:?}");
     assert!(!sandbox.is_gone());
     sandboxes.kill(sandbox.id()).unwrap().await;
-    assert!(walk(&root.path().join("snapshots")).is_empty(), "a killed sandbox's checkpoints are removed");
+    sandboxes.registry.collect_checkpoints(false).await;
+    assert!(walk(&root.path().join("snapshots")).is_empty(), "a killed sandbox's checkpoints are collected");
+}
+
+#[tokio::test]
+async fn a_checkpoint_stores_only_what_changed_and_replaced_ones_are_collected() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    let first = sandbox.checkpoint().await.unwrap();
+    assert_eq!(first.contexts, 1);
+    assert_eq!(sandbox.info().checkpointed_at_ms, Some(first.checkpointed_at_ms));
+    assert_eq!(sandbox.info().state, SandboxState::Running, "a checkpoint keeps the sandbox running");
+    sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    let second = sandbox.checkpoint().await.unwrap();
+    assert!(second.new_bytes < first.new_bytes, "the unchanged part was not stored again: {second:?} {first:?}");
+    let before = walk(&root.path().join("snapshots")).len();
+    assert_eq!(sandboxes.registry.collect_checkpoints(false).await, 2, "the first's index and changed part");
+    assert_eq!(walk(&root.path().join("snapshots")).len(), before - 2);
+    sandbox.pause().await.unwrap();
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "3\n");
+}
+
+/// Opens a registry on `root` (the same directories each time), as a new process would.
+fn reopen(backend: &FakeBackend, root: &std::path::Path) -> Sandboxes {
+    let mut engine = Engine::builder();
+    engine.backend(backend.clone());
+    let config = SandboxesConfig {
+        workspace_root: root.join("sandboxes"),
+        snapshot_dir: Some(root.join("snapshots")),
+        ..SandboxesConfig::default()
+    };
+    Sandboxes::new(engine.build(), config).unwrap()
+}
+
+#[tokio::test]
+async fn a_sandbox_checkpointed_after_every_cell_outlives_its_registry_without_a_pause() {
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    let first = reopen(&backend, root.path());
+    let spec = SandboxSpec { checkpoint: CheckpointPolicy::EveryCell, ..SandboxSpec::default() };
+    let durable = first.create(spec).await.unwrap();
+    for _ in 0..3 {
+        durable.run_code("count", RunOptions::default()).await.unwrap();
+    }
+    let idle = durable.create_context(Language::JavaScript, None).await.unwrap();
+    assert!(durable.info().checkpointed_at_ms.is_some());
+    let on_pause = first.create(SandboxSpec::default()).await.unwrap();
+    on_pause.run_code("count", RunOptions::default()).await.unwrap();
+    on_pause.checkpoint().await.unwrap();
+    let (durable_id, on_pause_id) = (durable.id().to_owned(), on_pause.id().to_owned());
+    drop((durable, on_pause, first));
+
+    let second = reopen(&backend, root.path());
+    let back = second.get(&durable_id).unwrap();
+    assert_eq!(back.info().state, SandboxState::Paused);
+    assert_eq!(back.info().checkpoint, CheckpointPolicy::EveryCell);
+    assert_eq!(back.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n");
+    let options = RunOptions { context: Some(idle.id), ..RunOptions::default() };
+    let first_cell = back.run_code("count", options).await.unwrap();
+    assert!(!first_cell.end.context_restarted, "a context that never ran starts as a new one would");
+    // A checkpoint on demand is the truth until the next cell.
+    let checkpointed = second.get(&on_pause_id).unwrap();
+    assert_eq!(checkpointed.run_code("count", RunOptions::default()).await.unwrap().stdout, "2\n");
+    drop((back, checkpointed, second));
+
+    let third = reopen(&backend, root.path());
+    let back = third.get(&durable_id).unwrap();
+    assert_eq!(back.run_code("count", RunOptions::default()).await.unwrap().stdout, "5\n");
+    let lost = third.get(&on_pause_id).unwrap_err();
+    assert!(matches!(lost, SandboxError::Lost { .. }), "it ran a cell after its checkpoint: {lost:?}");
+}
+
+#[tokio::test]
+async fn an_idle_sandbox_can_pause_instead_of_dying_and_resume_on_request_only() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let spec = SandboxSpec {
+        on_idle: IdleAction::Pause,
+        auto_resume: false,
+        idle_timeout: Some(Duration::from_millis(1)),
+        ..SandboxSpec::default()
+    };
+    let sandbox = sandboxes.create(spec).await.unwrap();
+    sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    let mut waited = Duration::ZERO;
+    while sandbox.info().state != SandboxState::Paused {
+        assert!(waited < Duration::from_secs(30), "the reaper never paused the idle sandbox");
+        tokio::time::sleep(REAP_INTERVAL).await;
+        waited += REAP_INTERVAL;
+    }
+    assert!(!sandbox.is_gone(), "paused, not killed");
+    let refused = sandbox.run_code("count", RunOptions::default()).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::Paused(_)), "{refused:?}");
+    sandbox.resume().await.unwrap();
+    assert_eq!(sandbox.run_code("count", RunOptions::default()).await.unwrap().stdout, "2\n");
 }
 
 /// The checkpoint blobs under `dir` (named by their 64-digit hash; not the lock or manifests).

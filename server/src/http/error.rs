@@ -254,7 +254,9 @@ impl From<SandboxError> for ApiError {
                 ApiError::NotFound(error.to_string())
             }
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
-            SandboxError::Exists(_) | SandboxError::ProcessEnded(_) => ApiError::Conflict(error.to_string()),
+            SandboxError::Exists(_) | SandboxError::ProcessEnded(_) | SandboxError::Paused(_) => {
+                ApiError::Conflict(error.to_string())
+            }
             SandboxError::Full(message) => ApiError::Busy(message),
             SandboxError::QuotaExceeded(message) => ApiError::QuotaExceeded(message),
             SandboxError::LimitReached(message) | SandboxError::Busy(message) => ApiError::Conflict(message),

@@ -54,6 +54,7 @@ pub enum ErrorResponses {
         super::sandboxes::kill,
         super::sandboxes::set_timeout,
         super::sandboxes::pause,
+        super::sandboxes::checkpoint,
         super::sandboxes::resume,
         super::sandboxes::fork,
         super::sandboxes::contexts,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use soulbox_engine::kernel::Preload;
-use soulbox_engine::sandbox::{ContextInfo, PauseReport, SandboxInfo};
+use soulbox_engine::sandbox::{CheckpointReport, ContextInfo, PauseReport, SandboxInfo};
 use soulbox_engine::{Execution, ExecutionEvent, Language, LimitsPatch, RunOptions, SandboxSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes/{id}", get(info).delete(kill))
         .route("/sandboxes/{id}/timeout", post(set_timeout))
         .route("/sandboxes/{id}/pause", post(pause))
+        .route("/sandboxes/{id}/checkpoint", post(checkpoint))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/fork", post(fork))
         .route("/sandboxes/{id}/contexts", get(contexts).post(create_context))
@@ -129,6 +130,22 @@ async fn pause(
     Ok(ApiJson(sandbox.pause().await?))
 }
 
+/// Checkpoint a sandbox without pausing it: every context is checkpointed (after the cell it
+/// is running) and stays live, and the checkpoint is synced to disk, so a server that stops
+/// before the next cell, even killed, hands the sandbox back as it is now. Only what changed
+/// since the last checkpoint is written (`new_bytes`). 409 when a context holds something a
+/// checkpoint cannot carry (an open file), or when a cell ran meanwhile.
+#[utoipa::path(post, path = "/v1/sandboxes/{id}/checkpoint", tag = "sandboxes", params(("id" = String, Path)),
+    responses((status = 200, body = CheckpointReport), ErrorResponses))]
+async fn checkpoint(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<ApiJson<CheckpointReport>, ApiError> {
+    let sandbox = state.sandbox(&caller.tenant, &id)?;
+    Ok(ApiJson(sandbox.checkpoint().await?))
+}
+
 /// Resume a paused sandbox now (a cell would resume its own context on demand). A checkpoint
 /// that fails its check is refused (`checkpoint_unusable`) and the sandbox stays paused.
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/resume", tag = "sandboxes", params(("id" = String, Path)),
@@ -227,7 +244,7 @@ async fn remove_context(
     caller: Caller,
     Path((id, context)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    state.sandbox(&caller.tenant, &id)?.remove_context(&context)?;
+    state.sandbox(&caller.tenant, &id)?.remove_context(&context).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

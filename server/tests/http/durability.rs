@@ -83,3 +83,95 @@ async fn paused_sandboxes_survive_kill_9_and_a_restart_and_changed_ones_are_repo
     let checkpoints = dir.path().join("checkpoints/sandboxes");
     assert_eq!(std::fs::read_dir(checkpoints).unwrap().count(), 0, "a killed sandbox leaves no manifest");
 }
+
+#[tokio::test]
+async fn sandboxes_checkpointed_after_every_cell_or_on_demand_survive_kill_9_without_a_pause() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = server_in(dir.path());
+    let body = json!({"template": "data-science", "checkpoint": "every_cell"});
+    let (status, created) = post(&client, &first, "/v1/sandboxes", body).await;
+    assert_eq!((status, created["checkpoint"].as_str()), (201, Some("every_cell")), "{created}");
+    let every_cell = created["id"].as_str().unwrap().to_owned();
+    let setup = "x = 41\ndf = pd.DataFrame({'a': range(10_000)})\nfig, ax = plt.subplots()\nopen('note.txt', 'w').write('kept')";
+    cell(&client, &first, &every_cell, json!({"code": setup})).await;
+    let (_, context) =
+        post(&client, &first, &format!("/v1/sandboxes/{every_cell}/contexts"), json!({"language": "javascript"})).await;
+    let js = context["id"].as_str().unwrap().to_owned();
+    cell(&client, &first, &every_cell, json!({"code": "let n = 0; const next = () => ++n; next()", "context": js}))
+        .await;
+    let (_, info) = get(&client, &first, &format!("/v1/sandboxes/{every_cell}")).await;
+    assert!(info["checkpointed_at_ms"].as_u64().is_some(), "{info}");
+
+    // On demand: a checkpoint, then SIGKILL before the next cell.
+    let (_, created) = post(&client, &first, "/v1/sandboxes", json!({})).await;
+    let on_demand = created["id"].as_str().unwrap().to_owned();
+    cell(&client, &first, &on_demand, json!({"code": "y = [1, 2, 3]"})).await;
+    let (status, report) = post(&client, &first, &format!("/v1/sandboxes/{on_demand}/checkpoint"), Value::Null).await;
+    assert_eq!((status, report["contexts"].as_u64()), (200, Some(1)), "{report}");
+    assert!(report["new_bytes"].as_u64().unwrap() > 0, "{report}");
+    let (status, again) = post(&client, &first, &format!("/v1/sandboxes/{on_demand}/checkpoint"), Value::Null).await;
+    assert_eq!(status, 200, "{again}");
+    assert!(
+        again["new_bytes"].as_u64().unwrap() < report["new_bytes"].as_u64().unwrap() / 4,
+        "an unchanged context stores little: {again} after {report}"
+    );
+    drop(first); // SIGKILL
+
+    let second = server_in(dir.path());
+    let python = "print(x + 1, int(df.a.sum()), len(fig.axes), open('note.txt').read())";
+    assert_eq!(cell(&client, &second, &every_cell, json!({"code": python})).await, "42 49995000 1 kept");
+    assert_eq!(cell(&client, &second, &every_cell, json!({"code": "next()", "context": js})).await, "2");
+    assert_eq!(cell(&client, &second, &on_demand, json!({"code": "sum(y)"})).await, "6");
+    drop(second); // SIGKILL again: the cells just run were checkpointed too
+
+    let third = server_in(dir.path());
+    assert_eq!(cell(&client, &third, &every_cell, json!({"code": "next()", "context": js})).await, "3");
+    let (status, lost) = get(&client, &third, &format!("/v1/sandboxes/{on_demand}")).await;
+    assert_eq!(status, 410, "it ran a cell after its checkpoint: {lost}");
+}
+
+#[tokio::test]
+async fn a_damaged_checkpoint_is_refused_and_reported_and_an_interrupted_one_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = server_in(dir.path());
+    let mut ids = Vec::new();
+    for value in [1, 2] {
+        let (_, created) = post(&client, &first, "/v1/sandboxes", json!({})).await;
+        let id = created["id"].as_str().unwrap().to_owned();
+        cell(&client, &first, &id, json!({"code": format!("v = {value}")})).await;
+        let (status, paused) = post(&client, &first, &format!("/v1/sandboxes/{id}/pause"), Value::Null).await;
+        assert_eq!(status, 200, "{paused}");
+        ids.push(id);
+    }
+    drop(first);
+
+    // What a checkpoint killed halfway leaves: a blob and a manifest half-written to temporary
+    // files, a blob no manifest names yet.
+    let checkpoints = dir.path().join("checkpoints");
+    std::fs::create_dir_all(checkpoints.join("ab")).unwrap();
+    std::fs::write(checkpoints.join("ab/.tmpHalf"), b"half a blob").unwrap();
+    std::fs::write(checkpoints.join("ab").join("ab".repeat(32)), b"not yet named").unwrap();
+    std::fs::write(checkpoints.join("sandboxes/.tmpHalf"), b"{\"format\": 2, \"id\"").unwrap();
+    // And one sandbox's own checkpoint damaged: its index names its parts; truncate them all.
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(checkpoints.join(format!("sandboxes/{}.json", ids[1]))).unwrap())
+            .unwrap();
+    let index = manifest["contexts"][0]["checkpoint"].as_str().unwrap();
+    let path = checkpoints.join(&index[..2]).join(index);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+
+    let second = server_in(dir.path());
+    assert_eq!(cell(&client, &second, &ids[0], json!({"code": "v"})).await, "1", "the intact one resumes");
+    let (status, info) = get(&client, &second, &format!("/v1/sandboxes/{}", ids[1])).await;
+    assert_eq!((status, info["state"].as_str()), (200, Some("paused")), "reported, not crashed: {info}");
+    let (status, refused) = post(&client, &second, &format!("/v1/sandboxes/{}/resume", ids[1]), Value::Null).await;
+    assert_eq!(refused["error"]["code"].as_str(), Some("checkpoint_unusable"), "{status} {refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("corrupt"), "{refused}");
+    let (status, _) = get(&client, &second, "/v1/sandboxes").await;
+    assert_eq!(status, 200, "the server lives on");
+    assert!(!checkpoints.join("ab/.tmpHalf").exists(), "a killed write's leftovers are swept");
+    assert!(!checkpoints.join("ab").join("ab".repeat(32)).exists(), "and a blob nothing names");
+}

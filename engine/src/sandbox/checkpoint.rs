@@ -1,0 +1,302 @@
+//! A sandbox's checkpoints: pause, resume, checkpoint on demand or after every cell, and the
+//! manifest ([`super::durable`]) that names them.
+//!
+//! The manifest on disk says one of two things: the sandbox's checkpoints hold its latest
+//! state (a new process takes it back, paused), or it changed after them (a new process
+//! reports it lost). Three flags in [`Shared`] follow it, all changed under its durability
+//! lock so that a checkpoint and a cell never interleave their marks:
+//! - `paused`: its kernels are released (a pause); a cell or a resume brings them back.
+//! - `saved`: the manifest on disk names checkpoints of its latest state. A cell, or any
+//!   change to its contexts, clears it and marks the manifest changed ([`Shared::wake`])
+//!   before anything changes, except in a sandbox checkpointed after every cell
+//!   ([`CheckpointPolicy::EveryCell`]), whose manifest each cell's checkpoint rewrites and
+//!   whose previous checkpoint stays the truth until it does.
+//! - `generation`: counts cells and changes, so a checkpoint taken context by context can tell
+//!   whether one got in between.
+//!
+//! Old checkpoints are not removed when replaced (forks and later checkpoints may share their
+//! parts): the registry collects what nothing names ([`crate::checkpoints`]).
+
+use super::context::ContextRecord;
+use super::{FileError, Sandbox, SandboxError, SandboxInfo, Shared, durable, epoch_ms};
+use crate::checkpoints::Pin;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+use tracing::Instrument;
+
+/// When a sandbox's contexts are checkpointed, besides [`Sandbox::pause`] and
+/// [`Sandbox::checkpoint`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum CheckpointPolicy {
+    /// Only when asked: a server that stops without pausing it loses it (and says so).
+    #[default]
+    OnPause,
+    /// After every cell, before the cell's end is sent, incrementally (only what the cell
+    /// changed is written): a server killed at any moment loses at most the cell that was
+    /// running. Checkpoints are written, not synced: they survive the process, not the
+    /// machine's power.
+    EveryCell,
+}
+
+/// What a sandbox's idle timeout does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum IdleAction {
+    /// Kill it.
+    #[default]
+    Kill,
+    /// Pause it (its lifetime still ends it); one that cannot be paused is killed.
+    Pause,
+}
+
+/// A sandbox's durability settings, from its spec, kept in its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Policy {
+    pub checkpoint: CheckpointPolicy,
+    pub on_idle: IdleAction,
+    pub auto_resume: bool,
+}
+
+/// What [`Sandbox::checkpoint`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct CheckpointReport {
+    /// Contexts checkpointed.
+    pub contexts: usize,
+    /// Bytes their checkpoints take in the snapshot store (compressed; parts shared with
+    /// other checkpoints counted whole).
+    pub stored_bytes: u64,
+    /// Bytes this checkpoint added to the store (what changed since the last one).
+    pub new_bytes: u64,
+    /// When it was taken, milliseconds since the Unix epoch.
+    pub checkpointed_at_ms: u64,
+}
+
+/// What [`Sandbox::pause`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[non_exhaustive]
+pub struct PauseReport {
+    /// Contexts checkpointed and released.
+    pub contexts: usize,
+    /// Bytes their checkpoints take in the snapshot store (compressed).
+    pub stored_bytes: u64,
+    /// Whether native processes (in the sandbox's container) are part of the checkpoint:
+    /// never. They keep running while the sandbox is paused in this process.
+    pub processes_restored: bool,
+}
+
+impl Shared {
+    /// Marks the sandbox running before a cell or a change: its kernels come back, and its
+    /// manifest, if it named checkpoints of its latest state, now says it changed after them
+    /// (a process that dies from here on cannot hand it back), unless it is checkpointed
+    /// after every cell.
+    pub(super) async fn wake(&self) {
+        let _durability = self.durability.lock().await;
+        self.generation.fetch_add(1, Ordering::Relaxed);
+        self.paused.store(false, Ordering::Relaxed);
+        if self.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
+            return;
+        }
+        if self.saved.swap(false, Ordering::Relaxed)
+            && let Err(error) = self.manifests.mark_running(&self.identity.id)
+        {
+            tracing::warn!(%error, sandbox = %self.identity.id, "could not mark a sandbox's manifest changed");
+        }
+    }
+
+    /// After its contexts changed (one added, removed or restarted): [`Shared::wake`], and a
+    /// sandbox checkpointed after every cell records its contexts as they now are.
+    pub(super) async fn changed(&self) {
+        self.wake().await;
+        if self.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
+            self.record(Vec::new()).await;
+        }
+    }
+
+    /// Writes its manifest as its contexts' latest checkpoints stand (not synced), then drops
+    /// `pins`: it names checkpoints of its latest state only in a sandbox checkpointed after
+    /// every cell whose contexts all have one (or never ran); otherwise it says the sandbox is
+    /// running, so that a process that dies leaves a record saying the sandbox is lost, not
+    /// that it never existed.
+    pub(super) async fn record(&self, pins: Vec<Pin>) {
+        let _durability = self.durability.lock().await;
+        let contexts = self.context_handles();
+        let whole = self.identity.policy.checkpoint == CheckpointPolicy::EveryCell
+            && contexts.iter().all(|context| context.is_recoverable());
+        let state = if whole { durable::Durability::Checkpointed } else { durable::Durability::Running };
+        let records = contexts.iter().map(|context| context.record()).collect();
+        let at = epoch_ms(SystemTime::now());
+        match self.write_manifest(records, state, false, at).await {
+            Ok(()) => {
+                self.saved.store(whole, Ordering::Relaxed);
+                if whole {
+                    self.checkpointed_at_ms.store(at, Ordering::Relaxed);
+                }
+            }
+            Err(error) => tracing::warn!(%error, sandbox = %self.identity.id, "could not record a sandbox on disk"),
+        }
+        drop(pins);
+    }
+
+    /// Writes the manifest of this sandbox with contexts `records` (synced if `durable`).
+    async fn write_manifest(
+        &self,
+        records: Vec<ContextRecord>,
+        state: durable::Durability,
+        durable: bool,
+        checkpointed_at_ms: u64,
+    ) -> Result<(), SandboxError> {
+        let manifest = self.manifest(records, state, checkpointed_at_ms);
+        let manifests = self.manifests.clone();
+        tokio::task::spawn_blocking(move || manifests.write(&manifest, durable))
+            .await
+            .map_err(|_| SandboxError::Interrupted)?
+            .map_err(|e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e }))?;
+        self.durable.store(true, Ordering::Relaxed);
+        self.forget_if_shut();
+        Ok(())
+    }
+
+    fn manifest(
+        &self,
+        records: Vec<ContextRecord>,
+        state: durable::Durability,
+        checkpointed_at_ms: u64,
+    ) -> durable::Manifest {
+        let info = self.info();
+        let defaults = {
+            let contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
+            contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect()
+        };
+        durable::Manifest {
+            format: durable::FORMAT,
+            id: info.id,
+            owner: self.identity.owner.clone(),
+            template: info.template,
+            metadata: info.metadata,
+            env: self.identity.env.clone(),
+            network: self.identity.network,
+            policy: self.identity.policy,
+            created_at_ms: info.created_at_ms,
+            expires_at_ms: info.expires_at_ms,
+            idle_timeout_ms: info.idle_timeout_ms,
+            checkpointed_at_ms,
+            workspace: self.workspace.host_path().to_path_buf(),
+            contexts: records,
+            defaults,
+            state,
+        }
+    }
+}
+
+impl Sandbox {
+    /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
+    /// cell it runs, if any) and its interpreter released, so a paused sandbox costs disk
+    /// only; the workspace stays. A cell, or [`Sandbox::resume`], brings contexts back with
+    /// every variable, import and object as it was. A context that cannot be checkpointed (it
+    /// holds an open file) fails the pause with an error naming why; contexts already
+    /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
+    /// (its lifetime still ends it).
+    pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
+        let _active = self.shared.begin()?;
+        let shared = &self.shared;
+        let span = tracing::info_span!("sandbox_pause", sandbox = %shared.identity.id);
+        let report = async {
+            let contexts = shared.context_handles();
+            let mut saved = Vec::with_capacity(contexts.len());
+            for context in &contexts {
+                saved.push(context.pause(&shared.checkpoints).await?);
+            }
+            // The checkpoints are on disk: now the manifest that names them, unless a cell got
+            // in after its context was checkpointed (the sandbox then runs, and says so).
+            let _durability = shared.durability.lock().await;
+            if !contexts.iter().all(|context| context.is_released()) {
+                return Err(SandboxError::Busy(
+                    "a cell ran in the sandbox while it was being paused; pause it again once it is idle".into(),
+                ));
+            }
+            let at = epoch_ms(SystemTime::now());
+            let records = contexts.iter().map(|context| context.record()).collect();
+            shared.write_manifest(records, durable::Durability::Checkpointed, true, at).await?;
+            shared.paused.store(true, Ordering::Relaxed);
+            shared.saved.store(true, Ordering::Relaxed);
+            shared.checkpointed_at_ms.store(at, Ordering::Relaxed);
+            let ids: Vec<_> = saved.iter().filter_map(|s| s.id.clone()).collect();
+            let stored_bytes = ids.iter().map(|id| shared.checkpoints.stored_bytes(id)).sum();
+            drop(saved);
+            Ok(PauseReport { contexts: ids.len(), stored_bytes, processes_restored: false })
+        }
+        .instrument(span)
+        .await?;
+        Ok(report)
+    }
+
+    /// Checkpoints the sandbox without pausing it: every context is checkpointed (after the
+    /// cell it runs, if any) and stays live, and the manifest naming the checkpoints is synced
+    /// to disk, so a server that dies before the next cell hands the sandbox back as it is
+    /// now. Only what changed since the context's last checkpoint is written. A cell that
+    /// gets in before the manifest is written fails the checkpoint with
+    /// [`SandboxError::Busy`].
+    pub async fn checkpoint(&self) -> Result<CheckpointReport, SandboxError> {
+        let _active = self.shared.begin()?;
+        let shared = &self.shared;
+        let span = tracing::info_span!("sandbox_checkpoint", sandbox = %shared.identity.id);
+        async {
+            let generation = shared.generation.load(Ordering::Relaxed);
+            let contexts = shared.context_handles();
+            let mut saved = Vec::with_capacity(contexts.len());
+            for context in &contexts {
+                saved.push(context.checkpoint(&shared.checkpoints, true).await?);
+            }
+            let _durability = shared.durability.lock().await;
+            if shared.generation.load(Ordering::Relaxed) != generation {
+                return Err(SandboxError::Busy(
+                    "a cell ran in the sandbox while it was being checkpointed; checkpoint it again once it is idle"
+                        .into(),
+                ));
+            }
+            let at = epoch_ms(SystemTime::now());
+            let records = contexts.iter().map(|context| context.record()).collect();
+            shared.write_manifest(records, durable::Durability::Checkpointed, true, at).await?;
+            shared.saved.store(true, Ordering::Relaxed);
+            shared.checkpointed_at_ms.store(at, Ordering::Relaxed);
+            let ids: Vec<_> = saved.iter().filter_map(|s| s.id.clone()).collect();
+            Ok(CheckpointReport {
+                contexts: ids.len(),
+                stored_bytes: ids.iter().map(|id| shared.checkpoints.stored_bytes(id)).sum(),
+                new_bytes: saved.iter().map(|s| s.new_bytes).sum(),
+                checkpointed_at_ms: at,
+            })
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Resumes a paused sandbox: every context is restored from its checkpoint now (a cell
+    /// would restore its own context on demand). A checkpoint that fails its check is refused
+    /// with an error, and its context stays paused, never half-restored.
+    pub async fn resume(&self) -> Result<SandboxInfo, SandboxError> {
+        let _active = self.shared.begin()?;
+        let contexts = self.shared.context_handles();
+        let span = tracing::info_span!("sandbox_resume", sandbox = %self.shared.identity.id, contexts = contexts.len());
+        async {
+            for context in &contexts {
+                context.resume(&self.shared.engine, &self.shared.checkpoints).await?;
+            }
+            Ok::<_, SandboxError>(())
+        }
+        .instrument(span)
+        .await?;
+        self.shared.wake().await;
+        Ok(self.info())
+    }
+}
