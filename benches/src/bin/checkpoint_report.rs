@@ -9,13 +9,21 @@
 //! - the checkpoint's size on disk;
 //! - fork: one sandbox cloned into 1, and into 10 (per fork), from a live source (every
 //!   context checkpointed, the workspace copied, each fork's contexts restored and reseeded);
+//! - resume after a restart: the registry closed and a new one opened on the same
+//!   directories (a new process's view), then the paused sandbox resumed;
+//!
+//! and, in a second table, what durability after every cell costs: a checkpoint on demand
+//! after one cell (only the ranges the cell changed are written) and the bytes it adds, and
+//! the same small cell's time in a sandbox checkpointed only on pause and in one checkpointed
+//! after every cell (the difference is the per-cell cost);
 //!
 //! with the baseline measured in the same run: creating a sandbox afresh and running its
 //! set-up code again (what a client without pause/resume does to get the state back).
 //! E2B's published figures are printed beside them for comparison (not measured here).
 
 use soulbox_benches::{ms, percentile};
-use soulbox_engine::{Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
+use soulbox_engine::sandbox::CheckpointPolicy;
+use soulbox_engine::{Engine, Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 50;
@@ -45,10 +53,20 @@ struct Figures {
     recreate: Vec<Duration>,
     fork_one: Vec<Duration>,
     fork_ten_each: Vec<Duration>,
+    resume_after_restart: Vec<Duration>,
     stored_bytes: u64,
+    checkpoint_after_cell: Vec<Duration>,
+    new_bytes_per_cell: Vec<u64>,
+    cell_on_pause: Vec<Duration>,
+    cell_every_cell: Vec<Duration>,
 }
 
-async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Figures> {
+/// The small cell each durability round runs: it changes the state a little.
+const SMALL_CELL: &str = "x = x + 1";
+
+async fn measure(engine: &Engine, dirs: &std::path::Path, template: Template) -> anyhow::Result<Figures> {
+    let sandboxes = Sandboxes::new(engine.clone(), config(dirs))?;
+    let sandboxes = &sandboxes;
     let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
     sandbox.run_code(setup(template), options(template)).await?;
     let mut figures = Figures {
@@ -58,11 +76,16 @@ async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Fi
         recreate: Vec::new(),
         fork_one: Vec::new(),
         fork_ten_each: Vec::new(),
+        resume_after_restart: Vec::new(),
         stored_bytes: 0,
+        checkpoint_after_cell: Vec::new(),
+        new_bytes_per_cell: Vec::new(),
+        cell_on_pause: Vec::new(),
+        cell_every_cell: Vec::new(),
     };
     for _ in 0..RUNS {
         // Each round changes the state, so each pause writes a new checkpoint.
-        sandbox.run_code("x = x + 1", options(template)).await?;
+        sandbox.run_code(SMALL_CELL, options(template)).await?;
         let started = Instant::now();
         let report = sandbox.pause().await?;
         figures.pause.push(started.elapsed());
@@ -87,6 +110,23 @@ async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Fi
             }
         }
     }
+    let every_cell = SandboxSpec { template, checkpoint: CheckpointPolicy::EveryCell, ..SandboxSpec::default() };
+    let durable = sandboxes.create(every_cell).await?;
+    durable.run_code(setup(template), options(template)).await?;
+    for _ in 0..RUNS {
+        sandbox.run_code(SMALL_CELL, options(template)).await?;
+        let started = Instant::now();
+        let report = sandbox.checkpoint().await?;
+        figures.checkpoint_after_cell.push(started.elapsed());
+        figures.new_bytes_per_cell.push(report.new_bytes);
+        let started = Instant::now();
+        sandbox.run_code(SMALL_CELL, options(template)).await?;
+        figures.cell_on_pause.push(started.elapsed());
+        let started = Instant::now();
+        durable.run_code(SMALL_CELL, options(template)).await?;
+        figures.cell_every_cell.push(started.elapsed());
+    }
+    sandboxes.kill(durable.id())?;
     sandboxes.kill(sandbox.id())?;
     for _ in 0..RUNS.min(20) {
         let started = Instant::now();
@@ -95,38 +135,92 @@ async fn measure(sandboxes: &Sandboxes, template: Template) -> anyhow::Result<Fi
         figures.recreate.push(started.elapsed());
         sandboxes.kill(fresh.id())?;
     }
+    // Another snapshot directory: this registry holds `dirs` until it is dropped.
+    figures.resume_after_restart = resume_after_restart(engine, &dirs.join("restart"), template).await?;
     Ok(figures)
+}
+
+/// Resumes a sandbox paused by a registry that closed, in a new registry on the same
+/// directories, [`FORK_RUNS`] times.
+async fn resume_after_restart(
+    engine: &Engine,
+    dirs: &std::path::Path,
+    template: Template,
+) -> anyhow::Result<Vec<Duration>> {
+    let mut times = Vec::new();
+    for _ in 0..FORK_RUNS {
+        let (id, sandboxes) = {
+            let sandboxes = Sandboxes::new(engine.clone(), config(dirs))?;
+            let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+            sandbox.run_code(setup(template), options(template)).await?;
+            sandbox.pause().await?;
+            (sandbox.id().to_owned(), sandboxes)
+        };
+        drop(sandboxes);
+        let sandboxes = Sandboxes::new(engine.clone(), config(dirs))?;
+        let sandbox = sandboxes.get(&id)?;
+        let started = Instant::now();
+        sandbox.resume().await?;
+        times.push(started.elapsed());
+        sandboxes.kill(&id)?;
+    }
+    Ok(times)
+}
+
+fn config(dirs: &std::path::Path) -> SandboxesConfig {
+    SandboxesConfig {
+        workspace_root: dirs.join("sandboxes"),
+        snapshot_dir: Some(dirs.join("checkpoints")),
+        ..SandboxesConfig::default()
+    }
 }
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
     let root = tempfile::tempdir()?;
-    let config = SandboxesConfig {
-        workspace_root: root.path().join("sandboxes"),
-        snapshot_dir: Some(root.path().join("checkpoints")),
-        ..SandboxesConfig::default()
-    };
-    let sandboxes = soulbox_benches::registry(&runtime, engine, config)?;
+    let pair = |s: &[Duration]| format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)));
+    let mut all = Vec::new();
+    for template in [Template::Python, Template::DataScience, Template::JavaScript] {
+        let dirs = root.path().join(template.to_string());
+        all.push((template, runtime.block_on(measure(&engine, &dirs, template))?));
+    }
     println!("Pause and resume ({RUNS} rounds each; p50 / p99; baseline: a new sandbox running the set-up again)\n");
     println!(
-        "| sandbox | pause | resume | first cell after a pause | fork of 1 | fork of 10, per fork | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"
+        "| sandbox | pause | resume | resume after a restart | first cell after a pause | fork of 1 | fork of 10, per fork | checkpoint on disk | baseline: recreate + set-up p50 | ratio (baseline / resume) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
-    for template in [Template::Python, Template::DataScience, Template::JavaScript] {
-        let f = runtime.block_on(measure(&sandboxes, template))?;
-        let pair = |s: &[Duration]| format!("{} / {}", ms(percentile(s, 0.5)), ms(percentile(s, 0.99)));
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (template, f) in &all {
         let (resume, recreate) = (percentile(&f.resume, 0.5), percentile(&f.recreate, 0.5));
         println!(
-            "| {template} | {} | {} | {} | {} | {} | {:.2} MiB | {} | {:.1}x |",
+            "| {template} | {} | {} | {} | {} | {} | {} | {:.2} MiB | {} | {:.1}x |",
             pair(&f.pause),
             pair(&f.resume),
+            pair(&f.resume_after_restart),
             pair(&f.cell_after_pause),
             pair(&f.fork_one),
             pair(&f.fork_ten_each),
             f.stored_bytes as f64 / (1 << 20) as f64,
             ms(recreate),
             recreate.as_secs_f64() / resume.as_secs_f64(),
+        );
+    }
+    println!("\nDurability after every cell ({RUNS} rounds; p50 / p99; the cell is `{SMALL_CELL}`)\n");
+    println!(
+        "| sandbox | checkpoint after a cell | bytes it adds, p50 | cell, checkpointed on pause | cell, checkpointed after every cell | cost per cell, p50 |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (template, f) in &all {
+        let mut added = f.new_bytes_per_cell.clone();
+        added.sort_unstable();
+        let overhead = percentile(&f.cell_every_cell, 0.5).saturating_sub(percentile(&f.cell_on_pause, 0.5));
+        println!(
+            "| {template} | {} | {:.0} KiB | {} | {} | {} |",
+            pair(&f.checkpoint_after_cell),
+            added.get(added.len() / 2).copied().unwrap_or(0) as f64 / 1024.0,
+            pair(&f.cell_on_pause),
+            pair(&f.cell_every_cell),
+            ms(overhead),
         );
     }
     println!(
