@@ -397,7 +397,7 @@ impl Context {
 }
 
 /// Reads checkpoint `id` from `store` (on a blocking thread).
-async fn load(store: &Checkpoints, id: &BlobId) -> Result<KernelImage, SandboxError> {
+pub(super) async fn load(store: &Checkpoints, id: &BlobId) -> Result<KernelImage, SandboxError> {
     let (store, id) = (store.clone(), id.clone());
     Ok(tokio::task::spawn_blocking(move || store.load(&id)).await.map_err(|_| SandboxError::Interrupted)??)
 }

@@ -14,7 +14,7 @@
 //! removed and the error returned.
 
 use super::context::{Context, ContextCopy};
-use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, new_sandbox_id};
+use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, Workspace, new_sandbox_id};
 use crate::language::Language;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -23,13 +23,14 @@ use tracing::Instrument;
 /// The most forks one call may make.
 pub const MAX_FORKS: usize = 100;
 
-/// What every fork of one source starts from.
-struct Source {
-    identity: Identity,
-    idle_timeout: std::time::Duration,
-    ends_at: Instant,
-    contexts: Vec<ContextCopy>,
-    defaults: Vec<(Language, String)>,
+/// What every fork of one source (a sandbox, or a saved template) starts from.
+pub(super) struct Source {
+    /// What the forks share of their identity (each gets its own id and creation time).
+    pub identity: Identity,
+    pub idle_timeout: std::time::Duration,
+    pub ends_at: Instant,
+    pub contexts: Vec<ContextCopy>,
+    pub defaults: Vec<(Language, String)>,
 }
 
 impl Sandboxes {
@@ -50,7 +51,9 @@ impl Sandboxes {
             let from = source.fork_source().await?;
             let mut forks: Vec<Sandbox> = Vec::with_capacity(count);
             for _ in 0..count {
-                match self.fork_one(source, &from).await {
+                let identity =
+                    Identity { id: new_sandbox_id(), created_at: SystemTime::now(), ..from.identity.clone() };
+                match self.fork_one(&source.shared.workspace, &from, identity).await {
                     Ok(fork) => forks.push(fork),
                     Err(error) => {
                         for fork in &forks {
@@ -78,15 +81,19 @@ impl Sandboxes {
         Ok(forks)
     }
 
-    /// One fork of `source`, from `from` (not yet in the registry).
-    async fn fork_one(&self, source: &Sandbox, from: &Source) -> Result<Sandbox, SandboxError> {
+    /// A sandbox `identity` made from `from`, with a copy of `files` (not yet in the registry).
+    pub(super) async fn fork_one(
+        &self,
+        files: &Workspace,
+        from: &Source,
+        identity: Identity,
+    ) -> Result<Sandbox, SandboxError> {
         let workspace = self.registry.new_workspace()?;
-        let identity = Identity { id: new_sandbox_id(), created_at: SystemTime::now(), ..from.identity.clone() };
         let clock =
             Clock { idle_timeout: from.idle_timeout, ends_at: from.ends_at, last_active: Instant::now(), busy: 0 };
         let fork = Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) };
         let made = async {
-            source.shared.workspace.copy_into(&fork.shared.workspace).await?;
+            files.copy_into(&fork.shared.workspace).await?;
             for copy in &from.contexts {
                 let spec = fork.shared.kernel_spec(copy.language, copy.preload);
                 let context = Context::fork(&fork.shared.engine, copy, spec).await?;
@@ -107,7 +114,7 @@ impl Sandboxes {
 
 impl Sandbox {
     /// Captures what its forks start from.
-    async fn fork_source(&self) -> Result<Source, SandboxError> {
+    pub(super) async fn fork_source(&self) -> Result<Source, SandboxError> {
         let shared = &self.shared;
         let (contexts, defaults) = {
             let contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());

@@ -28,6 +28,7 @@ mod fork;
 mod processes;
 pub mod quota;
 mod stream;
+mod templates;
 #[cfg(test)]
 mod tests;
 mod watch;
@@ -40,6 +41,7 @@ pub use processes::{
     CommandResult, MAX_COMMAND_OUTPUT_BYTES, MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream,
 };
 pub use stream::ExecutionStream;
+pub use templates::{MAX_TEMPLATE_NAME_BYTES, MAX_TEMPLATE_VERSIONS_PER_OWNER, TemplateInfo, TemplateRef};
 pub use watch::{FsEvent, FsEventKind, WatchStream};
 pub use workspace::{
     EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_NAME_BYTES, MAX_PATH_BYTES,
@@ -99,6 +101,9 @@ pub enum SandboxError {
     /// The sandbox has no context with this id.
     #[error("context `{0}` not found in this sandbox")]
     ContextNotFound(String),
+    /// The owner has no saved template by this name (and version).
+    #[error("template `{0}` not found")]
+    TemplateNotFound(String),
     /// The sandbox has no process with this id.
     #[error("process {0} not found in this sandbox")]
     ProcessNotFound(u32),
@@ -225,6 +230,10 @@ pub struct SandboxSpec {
     /// Whether a cell sent to it while it is paused resumes it. Default true; false refuses
     /// the cell ([`SandboxError::Paused`]) until [`Sandbox::resume`].
     pub auto_resume: bool,
+    /// A template its owner saved ([`Sandboxes::save_template`]) to start from instead of
+    /// `template`: its files, and its contexts as they were saved (with fresh entropy). Its
+    /// environment is the template's: `env` must be left out. Default `None`.
+    pub from_template: Option<TemplateRef>,
     /// The id to give it (from [`new_sandbox_id`]); `None`, the default, makes one. Not part
     /// of the wire format: a service that needs the id before the sandbox exists (to put it in
     /// the sandbox's environment) takes one first.
@@ -250,6 +259,7 @@ impl Default for SandboxSpec {
             checkpoint: CheckpointPolicy::default(),
             on_idle: IdleAction::default(),
             auto_resume: true,
+            from_template: None,
             id: None,
             owner: None,
         }
@@ -389,6 +399,7 @@ struct Registry {
     engine: Engine,
     checkpoints: Checkpoints,
     manifests: durable::Manifests,
+    templates: templates::Templates,
     /// Sandboxes an earlier process left that cannot come back: id to (owner, why).
     lost: Mutex<HashMap<String, (Option<String>, String)>>,
     config: SandboxesConfig,
@@ -543,8 +554,9 @@ impl Sandboxes {
             })
             .flatten()
             .collect();
+        let templates = templates::Templates::open(&snapshot_dir).map_err(|e| io(&snapshot_dir, e))?;
         let checkpoints = Checkpoints::new(blobs);
-        let unnamed = checkpoints.retain(&named);
+        let unnamed = checkpoints.retain(&named.into_iter().chain(templates.checkpoints()).collect());
         if unnamed > 0 {
             tracing::info!(unnamed, "removed checkpoints no paused sandbox names");
         }
@@ -554,6 +566,7 @@ impl Sandboxes {
             engine,
             checkpoints,
             manifests,
+            templates,
             lost: Mutex::new(HashMap::new()),
             config,
             open: Mutex::new(Open::default()),
@@ -667,6 +680,9 @@ impl Sandboxes {
     /// registry's bound and its owner's) is reserved before anything else happens.
     pub async fn create(&self, spec: SandboxSpec) -> Result<Sandbox, SandboxError> {
         spec.validate()?;
+        if let Some(template) = spec.from_template.clone() {
+            return self.create_from_template(spec, &template).await;
+        }
         let reservation = self.reserve(spec.owner.as_deref(), spec.id.as_deref(), 1)?;
         let workspace = self.registry.new_workspace()?;
         let now = Instant::now();
@@ -696,19 +712,24 @@ impl Sandboxes {
             sandbox.shared.shut();
             return Err(error);
         }
-        {
-            let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            if open.by_id.contains_key(sandbox.id()) {
-                drop(open);
-                sandbox.shared.shut();
-                return Err(SandboxError::Exists(sandbox.id().to_owned()));
-            }
-            open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
-        }
+        self.open_new(&sandbox)?;
         drop(reservation);
         sandbox.shared.record(Vec::new()).await;
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
         Ok(sandbox)
+    }
+
+    /// Adds a sandbox just made to the open ones; one whose id another took meanwhile is shut
+    /// and refused.
+    fn open_new(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+        let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.by_id.contains_key(sandbox.id()) {
+            drop(open);
+            sandbox.shared.shut();
+            return Err(SandboxError::Exists(sandbox.id().to_owned()));
+        }
+        open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
+        Ok(())
     }
 
     /// Takes `places` places for sandboxes of `owner` (one of them named `id`) within the
@@ -874,11 +895,14 @@ impl Registry {
     async fn collect_checkpoints(&self, always: bool) -> usize {
         let named = || {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            open.by_id
+            let mut named: std::collections::HashSet<BlobId> = open
+                .by_id
                 .values()
                 .flat_map(|sandbox| sandbox.shared.context_handles())
                 .filter_map(|context| context.stored_checkpoint())
-                .collect()
+                .collect();
+            named.extend(self.templates.checkpoints());
+            named
         };
         let removed = if always {
             self.checkpoints.collect(named).await

@@ -388,3 +388,55 @@ async fn a_closing_registry_keeps_paused_sandboxes_for_the_next_one() {
     assert!(matches!(lost, SandboxError::Lost { .. }), "a running sandbox is reported lost, not unknown: {lost:?}");
     assert_eq!(std::fs::read_dir(root.path().join("sandboxes")).unwrap().count(), 1, "only the paused one's workspace");
 }
+
+#[tokio::test]
+async fn a_saved_template_starts_new_sandboxes_where_it_was_per_owner_and_version() {
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    let first = reopen(&backend, root.path());
+    let source = first.create(owned("tenant-a")).await.unwrap();
+    source.files().unwrap().write("/data.csv", b"a,b\n1,2\n").await.unwrap();
+    for _ in 0..2 {
+        source.run_code("count", RunOptions::default()).await.unwrap();
+    }
+    let v1 = first.save_template(&source, "prepared").await.unwrap();
+    assert_eq!((v1.name.as_str(), v1.version, v1.contexts[0].execution_count), ("prepared", 1, 2));
+    source.run_code("count", RunOptions::default()).await.unwrap();
+    let v2 = first.save_template(&source, "prepared").await.unwrap();
+    assert_eq!(v2.version, 2);
+    assert_eq!(source.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n", "the source goes on");
+    assert!(matches!(first.save_template(&source, "no spaces").await, Err(SandboxError::Invalid(_))));
+    drop((source, first));
+
+    // Templates outlive their registry; each owner sees only its own.
+    let second = reopen(&backend, root.path());
+    assert_eq!(second.list_templates(Some("tenant-a")).len(), 2);
+    assert!(second.list_templates(Some("tenant-b")).is_empty());
+    let from = |owner: &str, version| SandboxSpec {
+        from_template: Some(TemplateRef { name: "prepared".into(), version }),
+        ..owned(owner)
+    };
+    let refused = second.create(from("tenant-b", None)).await.unwrap_err();
+    assert!(matches!(refused, SandboxError::TemplateNotFound(_)), "{refused:?}");
+    let latest = second.create(from("tenant-a", None)).await.unwrap();
+    assert_eq!(latest.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n", "from version 2");
+    assert_eq!(latest.files().unwrap().read("/data.csv").await.unwrap(), b"a,b\n1,2\n");
+    assert_ne!(latest.run_code("seed", RunOptions::default()).await.unwrap().stdout, "0\n", "fresh entropy");
+    let older = second.create(from("tenant-a", Some(1))).await.unwrap();
+    assert_eq!(older.run_code("count", RunOptions::default()).await.unwrap().stdout, "3\n", "from version 1");
+    let env = SandboxSpec { env: [("A".into(), "b".into())].into(), ..from("tenant-a", None) };
+    assert!(matches!(second.create(env).await, Err(SandboxError::Invalid(_))), "the template's environment is fixed");
+
+    // Deleting a version, then the rest; the sandboxes made from them live on.
+    assert_eq!(second.delete_template(Some("tenant-a"), "prepared", Some(1)).unwrap(), 1);
+    assert!(matches!(second.template(Some("tenant-a"), "prepared", Some(1)), Err(SandboxError::TemplateNotFound(_))));
+    assert_eq!(second.template(Some("tenant-a"), "prepared", None).unwrap().version, 2);
+    assert!(matches!(
+        second.delete_template(Some("tenant-b"), "prepared", None),
+        Err(SandboxError::TemplateNotFound(_))
+    ));
+    assert_eq!(second.delete_template(Some("tenant-a"), "prepared", None).unwrap(), 1);
+    second.registry.collect_checkpoints(true).await;
+    assert_eq!(older.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n");
+    assert!(second.list_templates(Some("tenant-a")).is_empty());
+}

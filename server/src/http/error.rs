@@ -250,9 +250,10 @@ impl From<FileError> for ApiError {
 impl From<SandboxError> for ApiError {
     fn from(error: SandboxError) -> Self {
         match error {
-            SandboxError::NotFound(_) | SandboxError::ContextNotFound(_) | SandboxError::ProcessNotFound(_) => {
-                ApiError::NotFound(error.to_string())
-            }
+            SandboxError::NotFound(_)
+            | SandboxError::ContextNotFound(_)
+            | SandboxError::ProcessNotFound(_)
+            | SandboxError::TemplateNotFound(_) => ApiError::NotFound(error.to_string()),
             SandboxError::Invalid(message) => ApiError::BadRequest(message),
             SandboxError::Exists(_) | SandboxError::ProcessEnded(_) | SandboxError::Paused(_) => {
                 ApiError::Conflict(error.to_string())

@@ -34,6 +34,7 @@ mod processes;
 mod sandboxes;
 mod settings;
 mod streaming;
+mod templates;
 mod tools;
 
 pub use audit::Audit;
@@ -115,6 +116,7 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(execute::routes())
         .merge(sandboxes::routes())
+        .merge(templates::routes())
         .merge(files::routes())
         .merge(processes::routes())
         .merge(tools::routes())

@@ -57,6 +57,10 @@ pub enum ErrorResponses {
         super::sandboxes::checkpoint,
         super::sandboxes::resume,
         super::sandboxes::fork,
+        super::templates::save,
+        super::templates::list,
+        super::templates::describe,
+        super::templates::remove,
         super::sandboxes::contexts,
         super::sandboxes::create_context,
         super::sandboxes::restart_context,
@@ -89,6 +93,7 @@ pub enum ErrorResponses {
     tags(
         (name = "executions", description = "One-shot runs in fresh guests"),
         (name = "sandboxes", description = "Stateful sandboxes and their cells"),
+        (name = "templates", description = "Prepared sandboxes saved to start new ones from"),
         (name = "contexts", description = "Kernels inside a sandbox"),
         (name = "files", description = "A sandbox's workspace"),
         (name = "processes", description = "Commands, background processes and terminals in a sandbox's container"),

@@ -175,3 +175,50 @@ async fn a_damaged_checkpoint_is_refused_and_reported_and_an_interrupted_one_cha
     assert!(!checkpoints.join("ab/.tmpHalf").exists(), "a killed write's leftovers are swept");
     assert!(!checkpoints.join("ab").join("ab".repeat(32)).exists(), "and a blob nothing names");
 }
+
+#[tokio::test]
+async fn a_template_with_data_loaded_starts_sandboxes_with_no_set_up_and_outlives_its_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = server_in(dir.path());
+    let (_, created) = post(&client, &first, "/v1/sandboxes", json!({"template": "data-science"})).await;
+    let source = created["id"].as_str().unwrap().to_owned();
+    let setup = "df = pd.DataFrame({'a': range(10_000)})\nrng_state = np.random.rand()\nopen('data.csv', 'w').write(df.to_csv())\nversion = 1";
+    cell(&client, &first, &source, json!({"code": setup})).await;
+    let body = json!({"sandbox_id": source, "name": "loaded"});
+    let (status, v1) = post(&client, &first, "/v1/templates", body.clone()).await;
+    assert_eq!((status, v1["version"].as_u64()), (201, Some(1)), "{v1}");
+    cell(&client, &first, &source, json!({"code": "version = 2"})).await;
+    let (_, v2) = post(&client, &first, "/v1/templates", body).await;
+    assert_eq!(v2["version"].as_u64(), Some(2), "{v2}");
+    let (status, bad) = post(&client, &first, "/v1/templates", json!({"sandbox_id": source, "name": "a b"})).await;
+    assert_eq!(status, 400, "{bad}");
+    drop(first); // SIGKILL: templates are on disk already
+
+    let second = server_in(dir.path());
+    let (status, list) = get(&client, &second, "/v1/templates").await;
+    assert_eq!((status, list.as_array().map(Vec::len)), (200, Some(2)), "{list}");
+    let from = |version: Value| json!({"from_template": {"name": "loaded", "version": version}});
+    let (status, latest) = post(&client, &second, "/v1/sandboxes", from(Value::Null)).await;
+    assert_eq!(status, 201, "{latest}");
+    let latest = latest["id"].as_str().unwrap().to_owned();
+    let first_cell = "print(version, int(df.a.sum()), len(open('data.csv').read().splitlines()))";
+    assert_eq!(cell(&client, &second, &latest, json!({"code": first_cell})).await, "2 49995000 10001");
+    let (_, older) = post(&client, &second, "/v1/sandboxes", from(json!(1))).await;
+    let older = older["id"].as_str().unwrap().to_owned();
+    assert_eq!(cell(&client, &second, &older, json!({"code": "version"})).await, "1");
+    let draw = json!({"code": "np.random.rand()"});
+    let (a, b) = (cell(&client, &second, &latest, draw.clone()).await, cell(&client, &second, &older, draw).await);
+    assert_ne!(a, b, "each sandbox from a template has its own random state");
+
+    let (status, described) = get(&client, &second, "/v1/templates/loaded?version=1").await;
+    assert_eq!((status, described["version"].as_u64()), (200, Some(1)), "{described}");
+    let delete = |path: String| client.delete(second.url(&path)).send();
+    assert_eq!(delete("/v1/templates/loaded?version=1".into()).await.unwrap().status(), 204);
+    let (status, gone) = get(&client, &second, "/v1/templates/loaded?version=1").await;
+    assert_eq!((status, gone["error"]["code"].as_str()), (404, Some("not_found")), "{gone}");
+    assert_eq!(delete("/v1/templates/loaded".into()).await.unwrap().status(), 204);
+    let (status, _) = post(&client, &second, "/v1/sandboxes", from(Value::Null)).await;
+    assert_eq!(status, 404);
+    assert_eq!(cell(&client, &second, &older, json!({"code": "version"})).await, "1", "made from it, still running");
+}
