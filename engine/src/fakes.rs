@@ -33,6 +33,10 @@ pub(crate) struct Record {
     pub(crate) machines_shut: AtomicUsize,
     pub(crate) executions: Mutex<Vec<(Language, String)>>,
     pub(crate) owners: Mutex<Vec<Option<String>>>,
+    /// While set, kernels never finish starting or restoring; each notifies `kernel_stalled`
+    /// first.
+    pub(crate) stall_kernels: std::sync::atomic::AtomicBool,
+    pub(crate) kernel_stalled: tokio::sync::Notify,
 }
 
 /// A backend of `capabilities` whose executions echo their code.
@@ -91,10 +95,18 @@ impl Backend for FakeBackend {
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {
         self.record.kernels_started.fetch_add(1, Ordering::SeqCst);
         self.record.owners.lock().unwrap().push(spec.owner.clone());
+        if self.record.stall_kernels.load(Ordering::SeqCst) {
+            self.record.kernel_stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
         Ok(Box::new(FakeKernel { language: spec.language, cells: 0, seed: 0 }))
     }
 
     async fn restore_kernel(&self, spec: KernelSpec, image: KernelImage) -> Result<Box<dyn Kernel>, BackendError> {
+        if self.record.stall_kernels.load(Ordering::SeqCst) {
+            self.record.kernel_stalled.notify_one();
+            std::future::pending::<()>().await;
+        }
         let bytes: [u8; 8] =
             image.parts.get(1).and_then(|part| (**part).try_into().ok()).ok_or_else(|| {
                 BackendError::BadCheckpoint("the fake kernel's checkpoint is a tag and 8 bytes".into())
@@ -105,7 +117,7 @@ impl Backend for FakeBackend {
     async fn start_machine(&self, spec: MachineSpec) -> Result<Box<dyn Machine>, BackendError> {
         let _ = spec;
         self.record.machines_started.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(FakeMachine { record: Arc::clone(&self.record) }))
+        Ok(Box::new(FakeMachine { record: Arc::clone(&self.record), processes: Mutex::default() }))
     }
 
     async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
@@ -174,12 +186,15 @@ impl Kernel for FakeKernel {
 #[derive(Debug)]
 pub(crate) struct FakeMachine {
     record: Arc<Record>,
+    /// Its processes, killed when it shuts down.
+    processes: Mutex<Vec<Arc<FakeProcess>>>,
 }
 
 #[async_trait]
 impl Machine for FakeMachine {
     async fn start(&self, spec: ProcessSpec, events: ProcessSender) -> Result<Arc<dyn ProcessControl>, BackendError> {
         let control = Arc::new(FakeProcess { events: events.clone(), killed: tokio::sync::Notify::new() });
+        self.processes.lock().unwrap_or_else(|e| e.into_inner()).push(Arc::clone(&control));
         let words: Vec<&str> = spec.command.split_whitespace().collect();
         let exit = |code: i32| {
             ProcessEvent::Exit(ProcessExit {
@@ -232,6 +247,9 @@ impl Machine for FakeMachine {
         // A real machine takes a while to go: yield so a caller that does not wait would see
         // it still there.
         tokio::task::yield_now().await;
+        for process in self.processes.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            process.killed.notify_one();
+        }
         self.record.machines_shut.fetch_add(1, Ordering::SeqCst);
     }
 }

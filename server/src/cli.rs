@@ -45,6 +45,10 @@ pub enum Command {
     Keys(KeysCommand),
     /// Start an interactive session: one context that keeps its state across inputs.
     Repl(crate::repl::ReplArgs),
+    /// Read the sandbox registry in the server's database (what runs, what is paused, what
+    /// was killed or lost), even while the server is down.
+    #[command(subcommand)]
+    Sandboxes(SandboxesCommand),
     /// Manage the interpreter runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
@@ -76,6 +80,46 @@ pub enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum SandboxesCommand {
+    /// List the recorded sandboxes, newest first.
+    List {
+        /// Only this tenant's.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only those in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateFilter>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A sandbox state to filter by.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum StateFilter {
+    /// Open, its contexts live.
+    Running,
+    /// Paused: its checkpoints hold it.
+    Paused,
+    /// Killed or expired.
+    Killed,
+    /// Left running by a server that died.
+    Lost,
+}
+
+impl From<StateFilter> for soulbox_engine::sandbox::LedgerState {
+    fn from(filter: StateFilter) -> Self {
+        match filter {
+            StateFilter::Running => Self::Running,
+            StateFilter::Paused => Self::Paused,
+            StateFilter::Killed => Self::Killed,
+            StateFilter::Lost => Self::Lost,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FetchArgs {
     /// Install from this directory (holding the wheels, or the files themselves) instead of PyPI.
@@ -102,11 +146,11 @@ pub struct Loaded {
 }
 
 impl Cli {
-    /// The configuration: read for `serve` and `keys` (which find `./soulbox.toml` by
+    /// The configuration: read for `serve`, `keys` and `sandboxes` (which find `./soulbox.toml` by
     /// themselves), and for any command given `--config`; other commands use the defaults, so
     /// an unrelated `soulbox.toml` in a project directory never stops `soulbox run`.
     pub fn load_config(&self) -> anyhow::Result<Loaded> {
-        let uses_config = matches!(self.command, Command::Serve(_) | Command::Keys(_));
+        let uses_config = matches!(self.command, Command::Serve(_) | Command::Keys(_) | Command::Sandboxes(_));
         if !uses_config && self.config.is_none() && self.sets.is_empty() {
             return Ok(Loaded::default());
         }
@@ -155,6 +199,7 @@ pub async fn dispatch(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
         Command::Repl(args) => crate::repl::repl(&cli, config, args).await,
         Command::Serve(args) => crate::serve::serve(&cli, &loaded, args).await,
         Command::Keys(command) => keys(&cli, config, command).await,
+        Command::Sandboxes(command) => sandboxes(&cli, config, command).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, config, args).await,
         Command::Worker => {
             soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(config, false)).await?;
@@ -181,6 +226,40 @@ async fn keys(cli: &Cli, config: &Config, command: &KeysCommand) -> anyhow::Resu
         KeysCommand::Revoke { id } => {
             db.revoke(id).await?;
             eprintln!("Revoked {id}.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sandboxes(cli: &Cli, config: &Config, command: &SandboxesCommand) -> anyhow::Result<ExitCode> {
+    let db = cli.database(config).await?;
+    match command {
+        SandboxesCommand::List { tenant, state, json } => {
+            let rows = db.sandboxes(tenant.as_deref(), state.map(Into::into)).await?;
+            if *json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            let now = crate::database::now_ms();
+            println!(
+                "{:<30} {:<20} {:<13} {:<8} {:>12} {:>11}  why",
+                "id", "tenant", "template", "state", "changed (s)", "checkpoints"
+            );
+            for row in rows {
+                let ago = (now - row.updated_ms).max(0) / 1000;
+                let why = row.why.unwrap_or_default();
+                println!(
+                    "{:<30} {:<20} {:<13} {:<8} {:>12} {:>11}  {why}",
+                    row.id,
+                    row.tenant,
+                    row.template,
+                    row.state,
+                    ago,
+                    row.checkpoints.len()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

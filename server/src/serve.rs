@@ -20,7 +20,7 @@
 
 use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
-use crate::database::UsageRecorder;
+use crate::database::{SandboxRecorder, UsageRecorder};
 use crate::http::{AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, Settings, app, charge_closed_sandboxes};
 use crate::listener::{ConnectionLimits, Server};
 use clap::Args;
@@ -86,7 +86,14 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     sandboxes_config.workspace_root = config.storage.workspace_root.clone().unwrap_or_else(|| home.join("workspaces"));
     sandboxes_config.snapshot_dir =
         Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| home.join("checkpoints")));
+    // The registry reports every sandbox's state to the database as it changes.
+    let registry_record = SandboxRecorder::start(db.clone());
+    sandboxes_config.ledger = Some(Arc::new(registry_record.clone()));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
+    let stale = db.settle_sandboxes(|id| sandboxes.knows(id)).await?;
+    if stale > 0 {
+        tracing::warn!(stale, "sandboxes the database had as open that this server does not know are marked lost");
+    }
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");
     let budgets = Budgets::new(config.auth.execution_seconds_per_day, config.auth.sandbox_hours_per_day);
@@ -122,6 +129,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     }
     state.usage.close().await;
     state.audit.close().await;
+    registry_record.close().await;
     if let Some(containers) = containers {
         containers.shutdown().await;
     }

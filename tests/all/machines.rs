@@ -169,3 +169,35 @@ async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
     }
     containers.finish().await;
 }
+
+#[tokio::test]
+async fn a_pause_stops_the_container_and_keeps_the_workspace_and_the_next_command_starts_one() {
+    let containers = Containers::start(soulbox_fallback::ContainerConfig { pool_size: 0, ..Default::default() }).await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let written = sandbox.run_command(command("echo kept > from_bash.txt && hostname")).await.unwrap();
+    let first_host = written.stdout.trim().to_owned();
+    let sleeper = sandbox.spawn(command("sleep 300")).await.unwrap();
+    let instance = containers.backend.instance().to_owned();
+    assert_eq!(soulbox_tests::containers::leftovers(&instance).len(), 1, "one container while it runs");
+
+    let report = sandbox.pause().await.unwrap();
+    assert_eq!((report.processes_restored, report.processes_stopped), (false, 1), "{report:?}");
+    assert_eq!(
+        soulbox_tests::containers::leftovers(&instance),
+        Vec::<String>::new(),
+        "a paused sandbox has no container"
+    );
+    let ended = sandbox.wait_process(sleeper.pid).await.unwrap();
+    assert_eq!(ended.outcome, Outcome::Killed, "the process stopped with its container: {ended:?}");
+    assert!(ended.message.as_deref().is_some_and(|m| m.contains("paused")), "{ended:?}");
+
+    sandbox.resume().await.unwrap();
+    let after = sandbox.run_command(command("cat from_bash.txt && hostname")).await.unwrap();
+    assert_eq!(after.exit.exit_code, Some(0), "{after:?}");
+    let mut lines = after.stdout.lines();
+    assert_eq!(lines.next(), Some("kept"), "the workspace outlives the container: {after:?}");
+    assert_ne!(lines.next(), Some(first_host.as_str()), "a new container");
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+}

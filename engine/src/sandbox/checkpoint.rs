@@ -18,6 +18,7 @@
 //! parts): the registry collects what nothing names ([`crate::checkpoints`]).
 
 use super::context::ContextRecord;
+use super::ledger::LedgerState;
 use super::{FileError, Sandbox, SandboxError, SandboxInfo, Shared, durable, epoch_ms};
 use crate::checkpoints::Pin;
 use serde::{Deserialize, Serialize};
@@ -90,8 +91,11 @@ pub struct PauseReport {
     /// Bytes their checkpoints take in the snapshot store (compressed).
     pub stored_bytes: u64,
     /// Whether native processes (in the sandbox's container) are part of the checkpoint:
-    /// never. They keep running while the sandbox is paused in this process.
+    /// never. A pause stops the sandbox's container (its workspace stays); the next command
+    /// starts a new one.
     pub processes_restored: bool,
+    /// Native processes that were running in the container and stopped with it.
+    pub processes_stopped: usize,
 }
 
 impl Shared {
@@ -102,7 +106,9 @@ impl Shared {
     pub(super) async fn wake(&self) {
         let _durability = self.durability.lock().await;
         self.generation.fetch_add(1, Ordering::Relaxed);
-        self.paused.store(false, Ordering::Relaxed);
+        if self.paused.swap(false, Ordering::Relaxed) {
+            self.report(LedgerState::Running);
+        }
         if self.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
             return;
         }
@@ -141,6 +147,7 @@ impl Shared {
                 if whole {
                     self.checkpointed_at_ms.store(at, Ordering::Relaxed);
                 }
+                self.report(LedgerState::Running);
             }
             Err(error) => tracing::warn!(%error, sandbox = %self.identity.id, "could not record a sandbox on disk"),
         }
@@ -200,8 +207,9 @@ impl Shared {
 
 impl Sandbox {
     /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
-    /// cell it runs, if any) and its interpreter released, so a paused sandbox costs disk
-    /// only; the workspace stays. A cell, or [`Sandbox::resume`], brings contexts back with
+    /// cell it runs, if any) and its interpreter released, and its container (if it has one)
+    /// is stopped with its processes, so a paused sandbox costs disk only; the workspace
+    /// stays, and the next command starts a container again. A cell, or [`Sandbox::resume`], brings contexts back with
     /// every variable, import and object as it was. A context that cannot be checkpointed (it
     /// holds an open file) fails the pause with an error naming why; contexts already
     /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
@@ -218,7 +226,7 @@ impl Sandbox {
             }
             // The checkpoints are on disk: now the manifest that names them, unless a cell got
             // in after its context was checkpointed (the sandbox then runs, and says so).
-            let _durability = shared.durability.lock().await;
+            let durability = shared.durability.lock().await;
             if !contexts.iter().all(|context| context.is_released()) {
                 return Err(SandboxError::Busy(
                     "a cell ran in the sandbox while it was being paused; pause it again once it is idle".into(),
@@ -230,10 +238,13 @@ impl Sandbox {
             shared.paused.store(true, Ordering::Relaxed);
             shared.saved.store(true, Ordering::Relaxed);
             shared.checkpointed_at_ms.store(at, Ordering::Relaxed);
+            shared.report(LedgerState::Paused);
+            drop(durability);
             let ids: Vec<_> = saved.iter().filter_map(|s| s.id.clone()).collect();
             let stored_bytes = ids.iter().map(|id| shared.checkpoints.stored_bytes(id)).sum();
             drop(saved);
-            Ok(PauseReport { contexts: ids.len(), stored_bytes, processes_restored: false })
+            let processes_stopped = shared.processes.stop_machine().await;
+            Ok(PauseReport { contexts: ids.len(), stored_bytes, processes_restored: false, processes_stopped })
         }
         .instrument(span)
         .await?;
@@ -269,6 +280,7 @@ impl Sandbox {
             shared.write_manifest(records, durable::Durability::Checkpointed, true, at).await?;
             shared.saved.store(true, Ordering::Relaxed);
             shared.checkpointed_at_ms.store(at, Ordering::Relaxed);
+            shared.report(LedgerState::Running);
             let ids: Vec<_> = saved.iter().filter_map(|s| s.id.clone()).collect();
             Ok(CheckpointReport {
                 contexts: ids.len(),

@@ -151,7 +151,8 @@ impl Manifests {
             if path.extension().is_none_or(|e| e != "json") {
                 continue; // a temporary file a killed write left
             }
-            let read = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| read_manifest(&bytes));
+            let bytes = std::fs::read(&path);
+            let read = bytes.as_ref().map_err(|e| e.to_string()).and_then(|bytes| read_manifest(bytes));
             match read {
                 Ok(manifest) if manifest.state == Durability::Checkpointed => {
                     found.push(Found::Checkpointed(manifest));
@@ -163,7 +164,9 @@ impl Manifests {
                     self.remove(&manifest.id);
                 }
                 Err(why) => {
-                    found.push(Found::Lost { id: id.clone(), owner: None, why });
+                    // Its owner, if the record names one in any format, may still be told why.
+                    let owner = bytes.as_deref().ok().and_then(owner_of);
+                    found.push(Found::Lost { id: id.clone(), owner, why });
                     self.remove(&id);
                 }
             }
@@ -174,6 +177,16 @@ impl Manifests {
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
+}
+
+/// The owner a record names, whatever its format (every format has had a top-level
+/// `owner`).
+fn owner_of(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Owner {
+        owner: Option<String>,
+    }
+    serde_json::from_slice::<Owner>(bytes).ok()?.owner
 }
 
 /// A manifest of this code's format, or why it is not one.

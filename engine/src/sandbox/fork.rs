@@ -14,7 +14,7 @@
 //! removed and the error returned.
 
 use super::context::{Context, ContextCopy};
-use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, Workspace, new_sandbox_id};
+use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, Unopened, Workspace, new_sandbox_id};
 use crate::language::Language;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -49,30 +49,28 @@ impl Sandboxes {
         let span = tracing::info_span!("sandbox_fork", sandbox = %source.id(), count);
         let forks = async {
             let from = source.fork_source().await?;
-            let mut forks: Vec<Sandbox> = Vec::with_capacity(count);
+            // Forks made so far are shut if a later one fails (or the caller gives up).
+            let mut forks: Vec<Unopened> = Vec::with_capacity(count);
             for _ in 0..count {
                 let identity =
                     Identity { id: new_sandbox_id(), created_at: SystemTime::now(), ..from.identity.clone() };
-                match self.fork_one(&source.shared.workspace, &from, identity).await {
-                    Ok(fork) => forks.push(fork),
-                    Err(error) => {
-                        for fork in &forks {
-                            drop(fork.shared.shut());
-                        }
-                        return Err(error);
-                    }
-                }
+                forks.push(self.fork_one(&source.shared.workspace, &from, identity).await?);
             }
-            Ok(forks)
+            Ok::<_, SandboxError>(forks)
         }
         .instrument(span)
         .await?;
-        {
+        let forks: Vec<Sandbox> = {
             let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-            for fork in &forks {
-                open.by_id.insert(fork.id().to_owned(), fork.clone());
-            }
-        }
+            forks
+                .into_iter()
+                .map(|fork| {
+                    let fork = fork.opened();
+                    open.by_id.insert(fork.id().to_owned(), fork.clone());
+                    fork
+                })
+                .collect()
+        };
         drop(reservation);
         for fork in &forks {
             fork.shared.record(Vec::new()).await;
@@ -81,18 +79,19 @@ impl Sandboxes {
         Ok(forks)
     }
 
-    /// A sandbox `identity` made from `from`, with a copy of `files` (not yet in the registry).
+    /// A sandbox `identity` made from `from`, with a copy of `files` (not yet in the registry:
+    /// dropped, it is shut).
     pub(super) async fn fork_one(
         &self,
         files: &Workspace,
         from: &Source,
         identity: Identity,
-    ) -> Result<Sandbox, SandboxError> {
+    ) -> Result<Unopened, SandboxError> {
         let workspace = self.registry.new_workspace()?;
         let clock =
             Clock { idle_timeout: from.idle_timeout, ends_at: from.ends_at, last_active: Instant::now(), busy: 0 };
-        let fork = Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) };
-        let made = async {
+        let fork = Unopened::new(Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) });
+        async {
             files.copy_into(&fork.shared.workspace).await?;
             for copy in &from.contexts {
                 let spec = fork.shared.kernel_spec(copy.language, copy.preload);
@@ -103,11 +102,8 @@ impl Sandboxes {
             fork.shared.contexts.lock().unwrap_or_else(|e| e.into_inner()).defaults =
                 from.defaults.iter().cloned().collect();
             Ok::<_, SandboxError>(())
-        };
-        if let Err(error) = made.await {
-            drop(fork.shared.shut());
-            return Err(error);
         }
+        .await?;
         Ok(fork)
     }
 }

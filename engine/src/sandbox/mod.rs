@@ -25,6 +25,7 @@ mod checkpoint;
 mod context;
 mod durable;
 mod fork;
+mod ledger;
 mod processes;
 pub mod quota;
 mod stream;
@@ -37,6 +38,7 @@ mod workspace;
 pub use checkpoint::{CheckpointPolicy, CheckpointReport, IdleAction, PauseReport};
 pub use context::ContextInfo;
 pub use fork::MAX_FORKS;
+pub use ledger::{LedgerEntry, LedgerState, SandboxLedger};
 pub use processes::{
     CommandResult, MAX_COMMAND_OUTPUT_BYTES, MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream,
 };
@@ -186,6 +188,9 @@ pub struct SandboxesConfig {
     /// paused sandboxes that outlive the process (one registry holds a directory at a time).
     /// Default (`None`): a private temporary directory removed with the registry.
     pub snapshot_dir: Option<PathBuf>,
+    /// Where every sandbox's state is reported as it changes ([`SandboxLedger`]; SoulBox's
+    /// server keeps it in its database). Default `None`: nowhere.
+    pub ledger: Option<Arc<dyn SandboxLedger>>,
 }
 
 impl Default for SandboxesConfig {
@@ -196,6 +201,7 @@ impl Default for SandboxesConfig {
             max_per_owner: DEFAULT_MAX_SANDBOXES,
             workspace_bytes: None,
             snapshot_dir: None,
+            ledger: None,
         }
     }
 }
@@ -618,6 +624,9 @@ impl Sandboxes {
                 durable::Found::Lost { id, owner, why } => (id, owner, why),
             };
             tracing::warn!(sandbox = %id, %why, "a sandbox of an earlier process is lost");
+            if let Some(ledger) = &self.registry.config.ledger {
+                ledger.record(ledger::lost(id.clone(), owner.clone(), why.clone()));
+            }
             self.registry.lost.lock().unwrap_or_else(|e| e.into_inner()).insert(id, (owner, why));
             lost += 1;
         }
@@ -671,6 +680,7 @@ impl Sandboxes {
             }
             contexts.defaults = manifest.defaults.iter().cloned().collect();
         }
+        shared.report(ledger::LedgerState::Paused);
         let sandbox = Sandbox { shared };
         self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.insert(manifest.id.clone(), sandbox);
         Ok(())
@@ -706,13 +716,10 @@ impl Sandboxes {
             last_active: now,
             busy: 0,
         };
-        let sandbox = Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) };
-        let span = tracing::info_span!("sandbox_create", sandbox = %sandbox.id(), template = %spec.template);
-        if let Err(error) = sandbox.default_context(spec.template.language()).instrument(span).await {
-            sandbox.shared.shut();
-            return Err(error);
-        }
-        self.open_new(&sandbox)?;
+        let made = Unopened::new(Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) });
+        let span = tracing::info_span!("sandbox_create", sandbox = %made.id(), template = %spec.template);
+        made.default_context(spec.template.language()).instrument(span).await?;
+        let sandbox = self.open_new(made)?;
         drop(reservation);
         sandbox.shared.record(Vec::new()).await;
         tracing::info!(sandbox = %sandbox.id(), template = %spec.template, "sandbox created");
@@ -721,15 +728,15 @@ impl Sandboxes {
 
     /// Adds a sandbox just made to the open ones; one whose id another took meanwhile is shut
     /// and refused.
-    fn open_new(&self, sandbox: &Sandbox) -> Result<(), SandboxError> {
+    fn open_new(&self, made: Unopened) -> Result<Sandbox, SandboxError> {
         let mut open = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
-        if open.by_id.contains_key(sandbox.id()) {
+        if open.by_id.contains_key(made.id()) {
             drop(open);
-            sandbox.shared.shut();
-            return Err(SandboxError::Exists(sandbox.id().to_owned()));
+            return Err(SandboxError::Exists(made.id().to_owned()));
         }
+        let sandbox = made.opened();
         open.by_id.insert(sandbox.id().to_owned(), sandbox.clone());
-        Ok(())
+        Ok(sandbox)
     }
 
     /// Takes `places` places for sandboxes of `owner` (one of them named `id`) within the
@@ -820,6 +827,13 @@ impl Sandboxes {
     /// that accounts for sandbox time.
     pub fn subscribe_closed(&self) -> tokio::sync::broadcast::Receiver<ClosedSandbox> {
         self.registry.closed.subscribe()
+    }
+
+    /// Whether the registry knows `id`: open (running or paused), or lost by an earlier
+    /// process. A ledger entry of a sandbox it does not know is stale (see [`SandboxLedger`]).
+    pub fn knows(&self, id: &str) -> bool {
+        self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.contains_key(id)
+            || self.registry.lost.lock().unwrap_or_else(|e| e.into_inner()).contains_key(id)
     }
 
     /// Sandboxes open now.
@@ -939,6 +953,38 @@ impl std::future::IntoFuture for Teardown {
     }
 }
 
+/// A sandbox being made, not yet in the registry: shut (contexts stopped, workspace removed)
+/// if dropped before [`Unopened::opened`], whether its creation failed or the caller's future
+/// was dropped halfway (a client that hung up).
+struct Unopened(Option<Sandbox>);
+
+impl Unopened {
+    fn new(sandbox: Sandbox) -> Self {
+        Unopened(Some(sandbox))
+    }
+
+    /// The sandbox, now the registry's to shut.
+    fn opened(mut self) -> Sandbox {
+        self.0.take().expect("an unopened sandbox is opened once")
+    }
+}
+
+impl std::ops::Deref for Unopened {
+    type Target = Sandbox;
+
+    fn deref(&self) -> &Sandbox {
+        self.0.as_ref().expect("an unopened sandbox is opened once")
+    }
+}
+
+impl Drop for Unopened {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.0.take() {
+            drop(sandbox.shared.shut());
+        }
+    }
+}
+
 /// A handle to one sandbox. Cheap to clone. Once the sandbox is killed or expired, operations
 /// fail with [`SandboxError::NotFound`].
 #[derive(Clone)]
@@ -972,6 +1018,8 @@ struct Shared {
     checkpointed_at_ms: AtomicU64,
     /// A manifest of it is on disk.
     durable: AtomicBool,
+    /// Where its state changes are reported, if anywhere ([`ledger`]).
+    ledger: Option<Arc<dyn SandboxLedger>>,
     workspace: Workspace,
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
@@ -1021,6 +1069,7 @@ impl Registry {
             saved: AtomicBool::new(paused),
             generation: AtomicU64::new(0),
             checkpointed_at_ms: AtomicU64::new(0),
+            ledger: self.config.ledger.clone(),
             workspace,
             clock: Mutex::new(clock),
             contexts: Mutex::new(Contexts::default()),
@@ -1084,6 +1133,11 @@ impl Shared {
 
     fn shut(&self) -> Teardown {
         drop(self.stop_contexts());
+        if self.durable.load(Ordering::Relaxed) {
+            // Only a sandbox that was recorded (not one whose creation failed, or whose id
+            // another took) has a ledger entry to end.
+            self.report(ledger::LedgerState::Killed);
+        }
         self.checkpoints.note_garbage();
         if self.durable.load(Ordering::Relaxed) {
             self.manifests.remove(&self.identity.id);

@@ -1,6 +1,6 @@
 //! A sandbox's processes: started on its [`Machine`] (made on the first command, kept until
-//! the sandbox dies) and kept in a registry by id, with their output for readers that come
-//! late.
+//! the sandbox dies or is paused: a pause stops it, and the next command makes another) and
+//! kept in a registry by id, with their output for readers that come late.
 //!
 //! Each process has a pump task that takes its events from the backend, appends them to a log
 //! (at most [`MAX_LOG_BYTES`] of text; the oldest events go first, and readers are told) and
@@ -15,11 +15,11 @@ use futures_core::Stream;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::sync::{OnceCell, broadcast, watch};
+use tokio::sync::{broadcast, watch};
 
 /// Text kept per process for late readers.
 pub const MAX_LOG_BYTES: usize = 1 << 20;
@@ -47,10 +47,12 @@ pub struct ProcessInfo {
     pub exit: Option<ProcessExit>,
 }
 
-/// The registry. `machine` is made once, on first use.
+/// The registry. `machine` is made on first use, and again after [`Processes::stop_machine`];
+/// `starting` is held while one is made or stopped, so two are never made at once.
 #[derive(Default)]
 pub(crate) struct Processes {
-    machine: OnceCell<Arc<dyn Machine>>,
+    machine: Mutex<Option<Arc<dyn Machine>>>,
+    starting: tokio::sync::Mutex<()>,
     entries: Mutex<BTreeMap<u32, Arc<Entry>>>,
     next_pid: AtomicU32,
 }
@@ -64,6 +66,9 @@ struct Entry {
     state: Mutex<Log>,
     live: broadcast::Sender<ProcessEvent>,
     exited: watch::Sender<Option<ProcessExit>>,
+    /// Its machine was stopped under it ([`Processes::stop_machine`]): however the backend
+    /// reports its end, it was killed, and its exit says why.
+    stopped: AtomicBool,
 }
 
 #[derive(Default)]
@@ -81,9 +86,37 @@ impl Processes {
         engine: &Engine,
         spec: impl FnOnce() -> MachineSpec,
     ) -> Result<Arc<dyn Machine>, SandboxError> {
-        let machine =
-            self.machine.get_or_try_init(|| async { engine.start_machine(spec()).await.map(Arc::from) }).await?;
-        Ok(Arc::clone(machine))
+        if let Some(machine) = self.current_machine() {
+            return Ok(machine);
+        }
+        let _starting = self.starting.lock().await;
+        if let Some(machine) = self.current_machine() {
+            return Ok(machine);
+        }
+        let machine: Arc<dyn Machine> = Arc::from(engine.start_machine(spec()).await?);
+        *self.machine.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::clone(&machine));
+        Ok(machine)
+    }
+
+    fn current_machine(&self) -> Option<Arc<dyn Machine>> {
+        self.machine.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stops the machine, if one was made, and waits until it is gone: every process dies
+    /// (its readers see it end) and the next process makes a new machine. Returns how many
+    /// processes were running.
+    pub(crate) async fn stop_machine(&self) -> usize {
+        let _starting = self.starting.lock().await;
+        let Some(machine) = self.machine.lock().unwrap_or_else(|e| e.into_inner()).take() else {
+            return 0;
+        };
+        let running: Vec<Arc<Entry>> =
+            self.entries.lock().unwrap_or_else(|e| e.into_inner()).values().filter(|e| e.running()).cloned().collect();
+        for entry in &running {
+            entry.stopped.store(true, Ordering::Relaxed);
+        }
+        machine.shutdown().await;
+        running.len()
     }
 
     /// Starts `spec` on `machine` and registers it.
@@ -110,6 +143,7 @@ impl Processes {
             state: Mutex::default(),
             live: broadcast::channel(LIVE_CAPACITY).0,
             exited: watch::channel(None).0,
+            stopped: AtomicBool::new(false),
         });
         tokio::spawn(pump(Arc::clone(&entry), events_rx));
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
@@ -172,7 +206,7 @@ impl Processes {
     /// Starts removing the machine, if one was made (every process dies); the handle ends
     /// when it is gone.
     pub(crate) fn shut(&self) -> Option<tokio::task::JoinHandle<()>> {
-        let machine = self.machine.get().cloned()?;
+        let machine = self.machine.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         Some(runtime.spawn(async move { machine.shutdown().await }))
     }
@@ -254,6 +288,15 @@ async fn pump(entry: Arc<Entry>, mut events: tokio::sync::mpsc::UnboundedReceive
             log.truncated = true;
         }
         let _ = entry.live.send(event);
+    };
+    let exit = if entry.stopped.load(Ordering::Relaxed) {
+        ProcessExit {
+            outcome: crate::result::Outcome::Killed,
+            message: Some("the sandbox was paused: its container stopped with its processes".into()),
+            ..exit
+        }
+    } else {
+        exit
     };
     let mut log = entry.state.lock().unwrap_or_else(|e| e.into_inner());
     log.exit = Some(exit.clone());

@@ -415,7 +415,7 @@ impl Sandboxes {
         }
         .instrument(span)
         .await?;
-        self.open_new(&sandbox)?;
+        let sandbox = self.open_new(sandbox)?;
         drop(reservation);
         sandbox.shared.record(Vec::new()).await;
         tracing::info!(sandbox = %sandbox.id(), template = %record.name, version = record.version, "sandbox created from a template");

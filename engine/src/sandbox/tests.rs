@@ -167,6 +167,27 @@ async fn without_a_machine_backend_commands_are_refused_cleanly() {
 }
 
 #[tokio::test]
+async fn a_pause_stops_the_machine_with_its_processes_and_the_next_command_starts_another() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let hanging = sandbox.spawn(command("hang")).await.unwrap();
+    let report = sandbox.pause().await.unwrap();
+    assert_eq!((report.processes_restored, report.processes_stopped), (false, 1));
+    assert_eq!(backend.record.machines_shut.load(Ordering::SeqCst), 1, "the machine is gone once paused");
+    let ended = sandbox.wait_process(hanging.pid).await.unwrap();
+    assert_eq!(ended.outcome, Outcome::Killed, "{ended:?}");
+    assert!(ended.message.as_deref().is_some_and(|m| m.contains("paused")), "{ended:?}");
+    // A paused sandbox with no machine stops nothing; a command after the pause starts one.
+    assert_eq!(sandbox.pause().await.unwrap().processes_stopped, 0);
+    let after = sandbox.run_command(command("print again")).await.unwrap();
+    assert_eq!(after.stdout, "again\n");
+    assert_eq!(backend.record.machines_started.load(Ordering::SeqCst), 2);
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    assert_eq!(backend.record.machines_shut.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
 async fn a_paused_sandbox_keeps_its_state_on_disk_and_a_cell_resumes_it() {
     let backend = FakeBackend::everything();
     let (sandboxes, root) = registry(&backend, SandboxesConfig::default());
@@ -439,4 +460,114 @@ async fn a_saved_template_starts_new_sandboxes_where_it_was_per_owner_and_versio
     second.registry.collect_checkpoints(true).await;
     assert_eq!(older.run_code("count", RunOptions::default()).await.unwrap().stdout, "4\n");
     assert!(second.list_templates(Some("tenant-a")).is_empty());
+}
+
+/// A ledger that keeps what it is told.
+#[derive(Debug, Default)]
+struct Kept(Mutex<Vec<LedgerEntry>>);
+
+impl SandboxLedger for Kept {
+    fn record(&self, entry: LedgerEntry) {
+        self.0.lock().unwrap().push(entry);
+    }
+}
+
+impl Kept {
+    /// The states told for `id`, in order, with how many checkpoints each named.
+    fn states(&self, id: &str) -> Vec<(LedgerState, usize)> {
+        self.0.lock().unwrap().iter().filter(|e| e.id == id).map(|e| (e.state, e.checkpoints.len())).collect()
+    }
+}
+
+#[tokio::test]
+async fn the_ledger_is_told_every_state_a_sandbox_goes_through_and_what_an_earlier_process_lost() {
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    let open = |ledger: &Arc<Kept>| {
+        let mut engine = Engine::builder();
+        engine.backend(backend.clone());
+        let config = SandboxesConfig {
+            workspace_root: root.path().join("sandboxes"),
+            snapshot_dir: Some(root.path().join("snapshots")),
+            ledger: Some(Arc::clone(ledger) as Arc<dyn SandboxLedger>),
+            ..SandboxesConfig::default()
+        };
+        Sandboxes::new(engine.build(), config).unwrap()
+    };
+    let ledger = Arc::new(Kept::default());
+    let first = open(&ledger);
+    let paused = first.create(owned("acme")).await.unwrap();
+    paused.run_code("count", RunOptions::default()).await.unwrap();
+    paused.pause().await.unwrap();
+    paused.run_code("count", RunOptions::default()).await.unwrap();
+    paused.pause().await.unwrap();
+    let killed = first.create(owned("acme")).await.unwrap();
+    first.kill(killed.id()).unwrap().await;
+    let running = first.create(owned("acme")).await.unwrap();
+    running.run_code("count", RunOptions::default()).await.unwrap();
+    let refused = first.create(SandboxSpec { id: Some(paused.id().to_owned()), ..owned("acme") }).await;
+    assert!(matches!(refused, Err(SandboxError::Exists(_))), "{refused:?}");
+    use LedgerState::{Killed, Lost, Paused, Running};
+    assert_eq!(ledger.states(paused.id()), [(Running, 0), (Paused, 1), (Running, 1), (Paused, 1)]);
+    assert_eq!(ledger.states(killed.id()), [(Running, 0), (Killed, 0)], "a refused duplicate ends nothing");
+    assert_eq!(ledger.states(running.id()), [(Running, 0)]);
+    assert!(ledger.0.lock().unwrap().iter().all(|e| e.owner.as_deref() == Some("acme")));
+    let (paused_id, running_id) = (paused.id().to_owned(), running.id().to_owned());
+    drop((paused, killed, running, first));
+
+    let after = Arc::new(Kept::default());
+    let second = open(&after);
+    assert_eq!(after.states(&paused_id), [(Paused, 1)], "taken back paused");
+    assert_eq!(after.states(&running_id), [(Lost, 0)]);
+    let lost = after.0.lock().unwrap().iter().find(|e| e.id == running_id).cloned().unwrap();
+    assert!(lost.why.as_deref().is_some_and(|why| !why.is_empty()), "{lost:?}");
+    assert_eq!(lost.owner.as_deref(), Some("acme"));
+    drop(second);
+}
+
+#[tokio::test]
+async fn a_creation_given_up_halfway_leaves_no_workspace_behind() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, root) = registry(&backend, SandboxesConfig::default());
+    let workspaces = || std::fs::read_dir(root.path().join("sandboxes")).unwrap().count();
+    backend.record.stall_kernels.store(true, Ordering::SeqCst);
+    let creating = tokio::spawn({
+        let sandboxes = sandboxes.clone();
+        async move { sandboxes.create(SandboxSpec::default()).await }
+    });
+    backend.record.kernel_stalled.notified().await;
+    assert_eq!(workspaces(), 1, "its workspace exists while its kernel starts");
+    creating.abort();
+    assert!(creating.await.unwrap_err().is_cancelled());
+    assert_eq!(workspaces(), 0, "a caller that gave up takes its workspace with it");
+    assert_eq!(sandboxes.len(), 0);
+
+    // The same for a fork: the forks made before the caller gave up go too.
+    backend.record.stall_kernels.store(false, Ordering::SeqCst);
+    let source = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    source.run_code("count", RunOptions::default()).await.unwrap();
+    assert_eq!(workspaces(), 1);
+    backend.record.stall_kernels.store(true, Ordering::SeqCst);
+    let forking = tokio::spawn({
+        let (sandboxes, source) = (sandboxes.clone(), source.clone());
+        async move { sandboxes.fork(&source, 3).await }
+    });
+    backend.record.kernel_stalled.notified().await;
+    forking.abort();
+    assert!(forking.await.unwrap_err().is_cancelled());
+    assert_eq!((workspaces(), sandboxes.len()), (1, 1), "only the source is left");
+}
+
+#[tokio::test]
+async fn a_record_in_a_format_this_code_does_not_read_is_lost_to_its_owner_and_unknown_to_others() {
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    drop(reopen(&backend, root.path()));
+    let old = serde_json::json!({"format": 1, "id": "sbx-old", "owner": "acme", "state": "checkpointed"});
+    std::fs::write(root.path().join("snapshots/sandboxes/sbx-old.json"), old.to_string()).unwrap();
+    let sandboxes = reopen(&backend, root.path());
+    let lost = sandboxes.get_owned(Some("acme"), "sbx-old").unwrap_err();
+    assert!(matches!(&lost, SandboxError::Lost { why, .. } if why.contains("format 1")), "{lost:?}");
+    let other = sandboxes.get_owned(Some("other"), "sbx-old").unwrap_err();
+    assert!(matches!(other, SandboxError::NotFound(_)), "another tenant learns nothing: {other:?}");
 }

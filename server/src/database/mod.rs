@@ -1,4 +1,4 @@
-//! [`Database`]: tenants, API keys, the sandbox registry and usage records, in SQLite by
+//! [`Database`]: tenants, API keys, the sandbox registry ([`sandboxes`]) and usage records, in SQLite by
 //! default or PostgreSQL when a `postgres://` URL is given, through the same sqlx code (the
 //! `Any` driver; portable SQL only, `$n` placeholders, ids as text, times as Unix
 //! milliseconds).
@@ -12,8 +12,9 @@
 //! the file) so reads of keys never wait for a write.
 
 mod recorder;
+mod sandboxes;
 
-pub use recorder::{AuditRecorder, UsageRecorder};
+pub use recorder::{AuditRecorder, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
@@ -31,7 +32,8 @@ const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
-     created_ms BIGINT NOT NULL)",
+     created_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'running', checkpoints TEXT NOT NULL DEFAULT '', \
+     updated_ms BIGINT NOT NULL DEFAULT 0, why TEXT)",
     "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
      language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
@@ -166,7 +168,9 @@ impl Database {
         for statement in SCHEMA {
             sqlx::query(statement).execute(&pool).await?;
         }
-        Ok(Database { pool })
+        let db = Database { pool };
+        db.upgrade_sandboxes().await?;
+        Ok(db)
     }
 
     /// Makes a key for `tenant`; returns its id and the secret (shown once).
@@ -239,18 +243,6 @@ impl Database {
             .await?;
         let Some(row) = row else { return Ok(None) };
         Ok(Some(LiveKey { id: row.try_get("id")?, tenant: row.try_get("tenant")? }))
-    }
-
-    /// Records who owns a new sandbox.
-    pub async fn record_sandbox(&self, id: &str, tenant: &str, template: &str) -> Result<(), DatabaseError> {
-        sqlx::query("INSERT INTO sandboxes (id, tenant, template, created_ms) VALUES ($1, $2, $3, $4)")
-            .bind(id)
-            .bind(tenant)
-            .bind(template)
-            .bind(now_ms())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     /// Records executions, in one transaction.
@@ -424,6 +416,24 @@ mod tests {
         sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
     }
 
+    #[tokio::test]
+    async fn an_earlier_versions_sandbox_table_gains_the_registry_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        install_default_drivers();
+        let old = AnyPoolOptions::new().max_connections(1).connect(&format!("{url}?mode=rwc")).await.unwrap();
+        sqlx::query("CREATE TABLE sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, created_ms BIGINT NOT NULL)")
+            .execute(&old)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO sandboxes VALUES ('sbx-old', 'acme', 'python', 5)").execute(&old).await.unwrap();
+        old.close().await;
+        let db = Database::open(&url).await.unwrap();
+        let rows = db.sandboxes(Some("acme"), None).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].id.as_str(), rows[0].state.as_str(), rows[0].created_ms), ("sbx-old", "running", 5));
+    }
+
     async fn keys_tenants_and_usage(url: &str) {
         let db = Database::open(url).await.unwrap();
         let (id, secret) = db.create_key("acme").await.unwrap();
@@ -456,8 +466,10 @@ mod tests {
         assert!(db.audit("other", 0).await.unwrap().is_empty());
         assert!(matches!(db.revoke(&id).await, Err(DatabaseError::NoSuchKey(_))));
         assert!(matches!(db.create_key("no spaces").await, Err(DatabaseError::InvalidTenant(_))));
+        sandboxes::tests::the_registry_follows_each_sandbox_and_a_killed_one_stays_killed(&db).await;
         // Reopening keeps everything.
         let again = Database::open(url).await.unwrap();
         assert_eq!(again.keys().await.unwrap().len(), 1);
+        assert_eq!(again.sandboxes(None, None).await.unwrap().len(), 3);
     }
 }

@@ -1,5 +1,6 @@
 //! [`Recorder`]: records written in batches off the request path: [`UsageRecorder`] (one usage
-//! record per execution) and [`AuditRecorder`] (security-relevant events).
+//! record per execution), [`AuditRecorder`] (security-relevant events) and [`SandboxRecorder`]
+//! (the sandbox registry's changes: it is the engine's [`SandboxLedger`]).
 //!
 //! Handlers hand a record to a bounded channel and return at once; one writer task inserts
 //! whatever has queued up (up to [`BATCH`] rows) in a single transaction. A full queue (the
@@ -9,6 +10,7 @@
 
 use super::{AuditEvent, Database, DatabaseError, Usage};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use soulbox_engine::sandbox::{LedgerEntry, SandboxLedger};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,8 +50,24 @@ impl Record for AuditEvent {
     }
 }
 
+impl Record for LedgerEntry {
+    const WHAT: &'static str = "sandbox registry changes";
+
+    fn write(db: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send {
+        db.record_sandboxes(batch)
+    }
+}
+
 /// Queues usage records for the database.
 pub type UsageRecorder = Recorder<Usage>;
+/// Queues the sandbox registry's changes for the database, in order.
+pub type SandboxRecorder = Recorder<LedgerEntry>;
+
+impl SandboxLedger for SandboxRecorder {
+    fn record(&self, entry: LedgerEntry) {
+        Recorder::record(self, entry);
+    }
+}
 /// Queues audit events for the database.
 pub type AuditRecorder = Recorder<AuditEvent>;
 

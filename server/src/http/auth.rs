@@ -81,12 +81,6 @@ impl Auth {
     pub fn db(&self) -> &Database {
         &self.db
     }
-
-    /// Records that `tenant` made `sandbox` (the engine keeps the owner; this is the record).
-    pub async fn record(&self, tenant: &Tenant, sandbox: &Sandbox) -> Result<(), ApiError> {
-        self.db.record_sandbox(sandbox.id(), &tenant.0, sandbox.template().name()).await?;
-        Ok(())
-    }
 }
 
 /// One execution's usage record.

@@ -69,29 +69,14 @@ impl AppState {
             ));
         }
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
-        let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
-        if let Err(error) = self.auth.record(&caller.tenant, &sandbox).await {
-            let _ = self.sandboxes.kill(sandbox.id());
-            return Err(error);
-        }
-        Ok(sandbox)
+        Ok(self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?)
     }
 
-    /// Forks `caller`'s sandbox `id` into `count` new sandboxes of theirs, each recorded as
-    /// theirs; all or none.
+    /// Forks `caller`'s sandbox `id` into `count` new sandboxes of theirs; all or none.
     pub async fn fork_sandbox(&self, caller: &Caller, id: &str, count: usize) -> Result<Vec<Sandbox>, ApiError> {
         let source = self.sandbox(&caller.tenant, id)?;
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
-        let forks = self.sandboxes.fork(&source, count).await?;
-        for fork in &forks {
-            if let Err(error) = self.auth.record(&caller.tenant, fork).await {
-                for fork in &forks {
-                    let _ = self.sandboxes.kill(fork.id());
-                }
-                return Err(error);
-            }
-        }
-        Ok(forks)
+        Ok(self.sandboxes.fork(&source, count).await?)
     }
 
     /// Kills `caller`'s sandbox; its teardown (the container, every process) is complete when

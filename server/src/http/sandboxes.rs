@@ -116,8 +116,9 @@ async fn set_timeout(
 }
 
 /// Pause a sandbox: every context is checkpointed to disk and its memory released (after the
-/// cell it is running). Any cell, or `/resume`, brings it back with its state. Native
-/// processes are not part of the checkpoint (`processes_restored: false`). 409 when a context
+/// cell it is running). Any cell, or `/resume`, brings it back with its state. Its container,
+/// if it has one, is stopped with its processes (`processes_restored: false`,
+/// `processes_stopped`); the workspace stays and the next command starts a container. 409 when a context
 /// holds something a checkpoint cannot carry (an open file).
 #[utoipa::path(post, path = "/v1/sandboxes/{id}/pause", tag = "sandboxes", params(("id" = String, Path)),
     responses((status = 200, body = PauseReport), ErrorResponses))]

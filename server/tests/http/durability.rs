@@ -222,3 +222,62 @@ async fn a_template_with_data_loaded_starts_sandboxes_with_no_set_up_and_outlive
     assert_eq!(status, 404);
     assert_eq!(cell(&client, &second, &older, json!({"code": "version"})).await, "1", "made from it, still running");
 }
+
+/// `soulbox sandboxes list --json` on the database in `dir`: each sandbox's id, state and why.
+fn registry_in(dir: &Path) -> Vec<(String, String, Option<String>)> {
+    let database = format!("sqlite://{}", dir.join("soulbox.db").display());
+    let out =
+        super::support::soulbox().args(["--database-url", &database, "sandboxes", "list", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut rows: Vec<(String, String, Option<String>)> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .map(|row| {
+            let text = |key: &str| row[key].as_str().map(str::to_owned);
+            (text("id").unwrap(), text("state").unwrap(), text("why"))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test]
+async fn the_database_records_each_sandboxs_state_and_what_a_kill_9_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    let first = server_in(dir.path());
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let (_, created) = post(&client, &first, "/v1/sandboxes", json!({})).await;
+        ids.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let (paused, killed, changed) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    post(&client, &first, &format!("/v1/sandboxes/{paused}/pause"), Value::Null).await;
+    let status = client.delete(first.url(&format!("/v1/sandboxes/{killed}"))).send().await.unwrap().status();
+    assert_eq!(status, 204);
+    assert!(first.terminate().success(), "a graceful stop pauses the rest and writes every change");
+    let state = |rows: &[(String, String, Option<String>)], id: &str| {
+        rows.iter().find(|row| row.0 == id).map(|row| row.1.clone()).unwrap_or_default()
+    };
+    let rows = registry_in(dir.path());
+    assert_eq!(
+        [state(&rows, &paused), state(&rows, &killed), state(&rows, &changed)],
+        ["paused", "killed", "paused"],
+        "{rows:?}"
+    );
+
+    let second = server_in(dir.path());
+    cell(&client, &second, &changed, json!({"code": "y = 1"})).await;
+    drop(second); // SIGKILL: `changed` ran after its checkpoint
+    let third = server_in(dir.path());
+    assert!(third.terminate().success());
+    let rows = registry_in(dir.path());
+    assert_eq!(
+        [state(&rows, &paused), state(&rows, &killed), state(&rows, &changed)],
+        ["paused", "killed", "lost"],
+        "{rows:?}"
+    );
+    let why = rows.iter().find(|row| row.0 == changed).and_then(|row| row.2.clone()).unwrap_or_default();
+    assert!(why.contains("running"), "the registry says why: {why}");
+}
