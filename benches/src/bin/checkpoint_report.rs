@@ -17,12 +17,15 @@
 //! the same small cell's time in a sandbox checkpointed only on pause and in one checkpointed
 //! after every cell (the difference is the per-cell cost);
 //!
+//! and, in a third table, templates: saving the set-up sandbox as a template, and starting a
+//! sandbox from it and running its first cell (the set-up's state is there, nothing re-run);
+//!
 //! with the baseline measured in the same run: creating a sandbox afresh and running its
 //! set-up code again (what a client without pause/resume does to get the state back).
 //! E2B's published figures are printed beside them for comparison (not measured here).
 
 use soulbox_benches::{ms, percentile};
-use soulbox_engine::sandbox::CheckpointPolicy;
+use soulbox_engine::sandbox::{CheckpointPolicy, TemplateRef};
 use soulbox_engine::{Engine, Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
 use std::time::{Duration, Instant};
 
@@ -59,6 +62,8 @@ struct Figures {
     new_bytes_per_cell: Vec<u64>,
     cell_on_pause: Vec<Duration>,
     cell_every_cell: Vec<Duration>,
+    template_save: Vec<Duration>,
+    from_template: Vec<Duration>,
 }
 
 /// The small cell each durability round runs: it changes the state a little.
@@ -82,6 +87,8 @@ async fn measure(engine: &Engine, dirs: &std::path::Path, template: Template) ->
         new_bytes_per_cell: Vec::new(),
         cell_on_pause: Vec::new(),
         cell_every_cell: Vec::new(),
+        template_save: Vec::new(),
+        from_template: Vec::new(),
     };
     for _ in 0..RUNS {
         // Each round changes the state, so each pause writes a new checkpoint.
@@ -110,6 +117,24 @@ async fn measure(engine: &Engine, dirs: &std::path::Path, template: Template) ->
             }
         }
     }
+    for _ in 0..FORK_RUNS {
+        let started = Instant::now();
+        sandboxes.save_template(&sandbox, "bench").await?;
+        figures.template_save.push(started.elapsed());
+    }
+    let from = SandboxSpec {
+        from_template: Some(TemplateRef { name: "bench".into(), version: None }),
+        ..SandboxSpec::default()
+    };
+    for _ in 0..RUNS.min(20) {
+        let started = Instant::now();
+        let made = sandboxes.create(from.clone()).await?;
+        let cell = made.run_code("x", options(template)).await?;
+        figures.from_template.push(started.elapsed());
+        anyhow::ensure!(cell.error.is_none(), "{cell:?}");
+        sandboxes.kill(made.id())?;
+    }
+    sandboxes.delete_template(None, "bench", None)?;
     let every_cell = SandboxSpec { template, checkpoint: CheckpointPolicy::EveryCell, ..SandboxSpec::default() };
     let durable = sandboxes.create(every_cell).await?;
     durable.run_code(setup(template), options(template)).await?;
@@ -221,6 +246,22 @@ fn main() -> anyhow::Result<()> {
             pair(&f.cell_on_pause),
             pair(&f.cell_every_cell),
             ms(overhead),
+        );
+    }
+    println!(
+        "\nTemplates ({FORK_RUNS} saves, {} starts; p50 / p99; baseline: a new sandbox running the set-up)\n",
+        RUNS.min(20)
+    );
+    println!("| sandbox | save as a template | start from it + first cell | baseline: recreate + set-up p50 | ratio |");
+    println!("|---|---|---|---|---|");
+    for (template, f) in &all {
+        let (from, recreate) = (percentile(&f.from_template, 0.5), percentile(&f.recreate, 0.5));
+        println!(
+            "| {template} | {} | {} | {} | {:.1}x |",
+            pair(&f.template_save),
+            pair(&f.from_template),
+            ms(recreate),
+            recreate.as_secs_f64() / from.as_secs_f64(),
         );
     }
     println!(
