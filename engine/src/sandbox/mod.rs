@@ -696,20 +696,7 @@ impl Sandboxes {
         let reservation = self.reserve(spec.owner.as_deref(), spec.id.as_deref(), 1)?;
         let workspace = self.registry.new_workspace()?;
         let now = Instant::now();
-        let identity = Identity {
-            id: spec.id.clone().unwrap_or_else(new_sandbox_id),
-            owner: spec.owner.clone(),
-            template: spec.template,
-            metadata: spec.metadata,
-            env: spec.env,
-            network: spec.network,
-            policy: checkpoint::Policy {
-                checkpoint: spec.checkpoint,
-                on_idle: spec.on_idle,
-                auto_resume: spec.auto_resume,
-            },
-            created_at: SystemTime::now(),
-        };
+        let identity = Identity::new(&spec, spec.template, spec.env.clone());
         let clock = Clock {
             idle_timeout: spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             ends_at: now + spec.lifetime.unwrap_or(DEFAULT_LIFETIME),
@@ -1053,6 +1040,27 @@ struct Identity {
     network: bool,
     policy: checkpoint::Policy,
     created_at: SystemTime,
+}
+
+impl Identity {
+    /// A new sandbox's identity from `spec` (its id, or a new one, and its owner, metadata,
+    /// network and policy), made from `template` with `env`.
+    fn new(spec: &SandboxSpec, template: Template, env: BTreeMap<String, String>) -> Self {
+        Identity {
+            id: spec.id.clone().unwrap_or_else(new_sandbox_id),
+            owner: spec.owner.clone(),
+            template,
+            metadata: spec.metadata.clone(),
+            env,
+            network: spec.network,
+            policy: checkpoint::Policy {
+                checkpoint: spec.checkpoint,
+                on_idle: spec.on_idle,
+                auto_resume: spec.auto_resume,
+            },
+            created_at: SystemTime::now(),
+        }
+    }
 }
 
 impl Registry {

@@ -17,7 +17,7 @@
 
 use super::context::{ContextCopy, ContextInfo, ContextRecord};
 use super::fork::Source;
-use super::{FileError, Identity, Sandbox, SandboxError, SandboxSpec, Sandboxes, Workspace, checkpoint, epoch_ms};
+use super::{FileError, Identity, Sandbox, SandboxError, SandboxSpec, Sandboxes, Workspace, epoch_ms};
 use crate::blobs::BlobId;
 use crate::kernel::Template;
 use crate::language::Language;
@@ -390,20 +390,7 @@ impl Sandboxes {
             }
             let now = Instant::now();
             let source = Source {
-                identity: Identity {
-                    id: spec.id.clone().unwrap_or_else(super::new_sandbox_id),
-                    owner: spec.owner.clone(),
-                    template: record.base,
-                    metadata: spec.metadata.clone(),
-                    env: record.env.clone(),
-                    network: spec.network,
-                    policy: checkpoint::Policy {
-                        checkpoint: spec.checkpoint,
-                        on_idle: spec.on_idle,
-                        auto_resume: spec.auto_resume,
-                    },
-                    created_at: SystemTime::now(),
-                },
+                identity: Identity::new(&spec, record.base, record.env.clone()),
                 idle_timeout: spec.idle_timeout.unwrap_or(super::DEFAULT_IDLE_TIMEOUT),
                 ends_at: now + spec.lifetime.unwrap_or(super::DEFAULT_LIFETIME),
                 contexts,
