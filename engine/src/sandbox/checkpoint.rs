@@ -209,8 +209,8 @@ impl Sandbox {
     /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
     /// cell it runs, if any) and its interpreter released, and its container (if it has one)
     /// is stopped with its processes, so a paused sandbox costs disk only; the workspace
-    /// stays, and the next command starts a container again. A cell, or [`Sandbox::resume`], brings contexts back with
-    /// every variable, import and object as it was. A context that cannot be checkpointed (it
+    /// stays, and the next command starts a container again. A cell, or [`Sandbox::resume`],
+    /// brings contexts back with every variable, import and object as it was. A context that cannot be checkpointed (it
     /// holds an open file) fails the pause with an error naming why; contexts already
     /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
     /// (its lifetime still ends it).

@@ -43,7 +43,7 @@ pub use processes::{
     CommandResult, MAX_COMMAND_OUTPUT_BYTES, MAX_FINISHED, MAX_LOG_BYTES, MAX_RUNNING, ProcessInfo, ProcessStream,
 };
 pub use stream::ExecutionStream;
-pub use templates::{MAX_TEMPLATE_NAME_BYTES, MAX_TEMPLATE_VERSIONS_PER_OWNER, TemplateInfo, TemplateRef};
+pub use templates::{MAX_TEMPLATE_VERSIONS_PER_OWNER, TemplateInfo, TemplateRef};
 pub use watch::{FsEvent, FsEventKind, WatchStream};
 pub use workspace::{
     EntryInfo, EntryKind, FileError, MAX_LIST_DEPTH, MAX_LIST_ENTRIES, MAX_NAME_BYTES, MAX_PATH_BYTES,
@@ -286,12 +286,12 @@ impl SandboxSpec {
         if self.env.len() > MAX_ENV_ENTRIES || env_bytes > MAX_ENV_BYTES {
             return invalid(format!("env is too large: at most {MAX_ENV_ENTRIES} variables and {MAX_ENV_BYTES} bytes"));
         }
-        if let Some(id) = &self.id {
-            let valid =
-                (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-            if !valid {
-                return invalid(format!("invalid sandbox id `{id}`: use 1-64 letters, digits, `-` or `_`"));
-            }
+        if let Some(id) = &self.id
+            && !is_plain_name(id)
+        {
+            return invalid(format!(
+                "invalid sandbox id `{id}`: use 1-{MAX_PLAIN_NAME_BYTES} letters, digits, `-` or `_`"
+            ));
         }
         for (name, value) in [("idle_timeout_ms", self.idle_timeout), ("lifetime_ms", self.lifetime)] {
             validate_timeout(name, value)?;
@@ -1455,6 +1455,17 @@ impl Files<'_> {
 fn events_deadline(cell: &Cell) -> Instant {
     const SLACK: Duration = Duration::from_secs(30);
     Instant::now() + cell.limits.deadline.saturating_mul(2) + SLACK
+}
+
+/// The most bytes in a plain name: a sandbox id, a template name, a tenant.
+pub const MAX_PLAIN_NAME_BYTES: usize = 64;
+
+/// Whether `name` is a plain name: 1 to [`MAX_PLAIN_NAME_BYTES`] ASCII letters, digits, `-`
+/// or `_` (safe in paths, URLs and logs). Sandbox ids, template names and SoulBox's tenants
+/// are plain names.
+pub fn is_plain_name(name: &str) -> bool {
+    (1..=MAX_PLAIN_NAME_BYTES).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A fresh sandbox id (`sbx-` and 32 hex digits), for [`SandboxSpec::id`].

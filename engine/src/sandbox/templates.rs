@@ -29,8 +29,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
-/// The most bytes in a template's name (letters, digits, `-` and `_`).
-pub const MAX_TEMPLATE_NAME_BYTES: usize = 64;
 /// The most template versions one owner may keep, all names together.
 pub const MAX_TEMPLATE_VERSIONS_PER_OWNER: usize = 100;
 
@@ -181,15 +179,14 @@ impl Templates {
     }
 }
 
-/// Checks a template's name.
+/// Checks a template's name: a plain name ([`super::is_plain_name`]).
 fn validate_name(name: &str) -> Result<(), SandboxError> {
-    let valid = (1..=MAX_TEMPLATE_NAME_BYTES).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if valid {
+    if super::is_plain_name(name) {
         Ok(())
     } else {
         Err(SandboxError::Invalid(format!(
-            "invalid template name `{name}`: use 1-{MAX_TEMPLATE_NAME_BYTES} letters, digits, `-` or `_`"
+            "invalid template name `{name}`: use 1-{} letters, digits, `-` or `_`",
+            super::MAX_PLAIN_NAME_BYTES
         )))
     }
 }

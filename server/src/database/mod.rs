@@ -175,9 +175,7 @@ impl Database {
 
     /// Makes a key for `tenant`; returns its id and the secret (shown once).
     pub async fn create_key(&self, tenant: &str) -> Result<(String, String), DatabaseError> {
-        let valid = (1..=64).contains(&tenant.len())
-            && tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !valid {
+        if !soulbox_engine::sandbox::is_plain_name(tenant) {
             return Err(DatabaseError::InvalidTenant(tenant.to_owned()));
         }
         let secret = format!("{KEY_PREFIX}{}", random_hex::<32>());
