@@ -215,6 +215,13 @@ impl Sandbox {
     /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
     /// (its lifetime still ends it).
     pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
+        self.shared.check_snapshot_room()?;
+        self.pause_regardless_of_quota().await
+    }
+
+    /// [`Sandbox::pause`] whatever the owner's checkpoints take: for a registry that closes
+    /// (its server stops), which keeps every sandbox it can rather than lose it.
+    pub(super) async fn pause_regardless_of_quota(&self) -> Result<PauseReport, SandboxError> {
         let _active = self.shared.begin()?;
         let shared = &self.shared;
         let span = tracing::info_span!("sandbox_pause", sandbox = %shared.identity.id);
@@ -259,6 +266,7 @@ impl Sandbox {
     /// [`SandboxError::Busy`].
     pub async fn checkpoint(&self) -> Result<CheckpointReport, SandboxError> {
         let _active = self.shared.begin()?;
+        self.shared.check_snapshot_room()?;
         let shared = &self.shared;
         let span = tracing::info_span!("sandbox_checkpoint", sandbox = %shared.identity.id);
         async {

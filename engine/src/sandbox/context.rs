@@ -381,7 +381,11 @@ impl Context {
     /// as changed since its checkpoints until a later cell's checkpoint succeeds.
     async fn checkpoint_cell(&self, slot: &mut KernelSlot, sandbox: &Shared, events: &crate::events::EventSender) {
         let span = tracing::debug_span!("checkpoint_cell", context = %self.id);
-        match self.save(slot, &sandbox.checkpoints, false).instrument(span).await {
+        let saved = match sandbox.check_snapshot_room() {
+            Ok(()) => self.save(slot, &sandbox.checkpoints, false).instrument(span).await,
+            Err(error) => Err(error),
+        };
+        match saved {
             Ok(saved) => sandbox.record(saved.pins).await,
             Err(error) => {
                 self.forget_checkpoint(&sandbox.checkpoints);

@@ -14,7 +14,7 @@
 //! removed and the error returned.
 
 use super::context::{Context, ContextCopy};
-use super::{Clock, Identity, Sandbox, SandboxError, Sandboxes, Unopened, Workspace, new_sandbox_id};
+use super::{Clock, Identity, Registry, Sandbox, SandboxError, Sandboxes, Unopened, Workspace, new_sandbox_id};
 use crate::language::Language;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -45,6 +45,7 @@ impl Sandboxes {
             return Err(SandboxError::Invalid(format!("a fork makes 1 to {MAX_FORKS} sandboxes, not {count}")));
         }
         let _active = source.shared.begin()?;
+        source.shared.check_snapshot_room()?;
         let reservation = self.reserve(source.owner(), None, count)?;
         let span = tracing::info_span!("sandbox_fork", sandbox = %source.id(), count);
         let forks = async {
@@ -90,7 +91,9 @@ impl Sandboxes {
         let workspace = self.registry.new_workspace()?;
         let clock =
             Clock { idle_timeout: from.idle_timeout, ends_at: from.ends_at, last_active: Instant::now(), busy: 0 };
-        let fork = Unopened::new(Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) });
+        let fork = Unopened::new(Sandbox {
+            shared: Arc::new(Registry::shared(&self.registry, identity, workspace, clock, false)),
+        });
         async {
             files.copy_into(&fork.shared.workspace).await?;
             for copy in &from.contexts {

@@ -191,6 +191,12 @@ pub struct SandboxesConfig {
     /// Where every sandbox's state is reported as it changes ([`SandboxLedger`]; SoulBox's
     /// server keeps it in its database). Default `None`: nowhere.
     pub ledger: Option<Arc<dyn SandboxLedger>>,
+    /// Bytes of checkpoints one owner may keep in the snapshot store: its open and paused
+    /// sandboxes' latest checkpoints and its templates' (compressed; a part two of them share
+    /// counted for each). Checked before each checkpoint, pause, fork and template save: an
+    /// owner at or over it gets [`SandboxError::QuotaExceeded`] until it kills sandboxes or
+    /// deletes templates (one checkpoint may take it past the bound). Default `None`: no bound.
+    pub max_snapshot_bytes_per_owner: Option<u64>,
 }
 
 impl Default for SandboxesConfig {
@@ -202,6 +208,7 @@ impl Default for SandboxesConfig {
             workspace_bytes: None,
             snapshot_dir: None,
             ledger: None,
+            max_snapshot_bytes_per_owner: None,
         }
     }
 }
@@ -595,7 +602,7 @@ impl Sandboxes {
             self.registry.open.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect();
         let (mut paused, mut refused) = (0, 0);
         for sandbox in open {
-            match sandbox.pause().await {
+            match sandbox.pause_regardless_of_quota().await {
                 Ok(_) => paused += 1,
                 Err(error) => {
                     tracing::warn!(sandbox = %sandbox.id(), %error, "could not pause a sandbox on the way out");
@@ -670,7 +677,7 @@ impl Sandboxes {
             last_active: now,
             busy: 0,
         };
-        let shared = Arc::new(self.registry.shared(identity, workspace, clock, true));
+        let shared = Arc::new(Registry::shared(&self.registry, identity, workspace, clock, true));
         shared.checkpointed_at_ms.store(manifest.checkpointed_at_ms, Ordering::Relaxed);
         {
             let mut contexts = shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
@@ -703,7 +710,9 @@ impl Sandboxes {
             last_active: now,
             busy: 0,
         };
-        let made = Unopened::new(Sandbox { shared: Arc::new(self.registry.shared(identity, workspace, clock, false)) });
+        let made = Unopened::new(Sandbox {
+            shared: Arc::new(Registry::shared(&self.registry, identity, workspace, clock, false)),
+        });
         let span = tracing::info_span!("sandbox_create", sandbox = %made.id(), template = %spec.template);
         made.default_context(spec.template.language()).instrument(span).await?;
         let sandbox = self.open_new(made)?;
@@ -986,6 +995,8 @@ impl std::fmt::Debug for Sandbox {
 }
 
 struct Shared {
+    /// The registry it is in (gone once the registry closes).
+    registry: std::sync::Weak<Registry>,
     identity: Identity,
     engine: Engine,
     /// Where its contexts' checkpoints go.
@@ -1065,8 +1076,9 @@ impl Identity {
 
 impl Registry {
     /// A sandbox's state, without contexts yet; `paused` for one taken back from its manifest.
-    fn shared(&self, identity: Identity, workspace: Workspace, clock: Clock, paused: bool) -> Shared {
+    fn shared(self: &Arc<Self>, identity: Identity, workspace: Workspace, clock: Clock, paused: bool) -> Shared {
         Shared {
+            registry: Arc::downgrade(self),
             identity,
             engine: self.engine.clone(),
             checkpoints: self.checkpoints.clone(),
@@ -1084,6 +1096,22 @@ impl Registry {
             stop: StopSignal::default(),
             processes: Processes::default(),
         }
+    }
+
+    /// Bytes of checkpoints `owner` keeps: its sandboxes' latest checkpoints and its
+    /// templates' (see [`SandboxesConfig::max_snapshot_bytes_per_owner`]).
+    fn snapshot_bytes(&self, owner: &Option<String>) -> u64 {
+        let mut named: Vec<BlobId> = {
+            let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+            open.by_id
+                .values()
+                .filter(|sandbox| sandbox.shared.identity.owner == *owner)
+                .flat_map(|sandbox| sandbox.shared.context_handles())
+                .filter_map(|context| context.stored_checkpoint())
+                .collect()
+        };
+        named.extend(self.templates.owned_checkpoints(owner));
+        named.iter().map(|id| self.checkpoints.stored_bytes(id)).sum()
     }
 
     /// A new, empty workspace (with the configured quota, if any).
@@ -1128,6 +1156,21 @@ impl Shared {
     /// Its contexts, oldest first (handles: a context removed meanwhile stays usable).
     fn context_handles(&self) -> Vec<Arc<Context>> {
         self.contexts.lock().unwrap_or_else(|e| e.into_inner()).by_id.values().cloned().collect()
+    }
+
+    /// Refuses a new checkpoint when the owner's checkpoints already take its bound
+    /// ([`SandboxesConfig::max_snapshot_bytes_per_owner`]).
+    fn check_snapshot_room(&self) -> Result<(), SandboxError> {
+        let Some(registry) = self.registry.upgrade() else { return Ok(()) };
+        let Some(max) = registry.config.max_snapshot_bytes_per_owner else { return Ok(()) };
+        let used = registry.snapshot_bytes(&self.identity.owner);
+        if used >= max {
+            return Err(SandboxError::QuotaExceeded(format!(
+                "this owner's checkpoints take {used} bytes, at or over the bound of {max}; kill paused sandboxes \
+                 or delete templates first"
+            )));
+        }
+        Ok(())
     }
 
     /// Raises the stop signal and takes every context out (no cell starts after this).

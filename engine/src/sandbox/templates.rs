@@ -152,6 +152,11 @@ impl Templates {
             .map(|(_, record)| Arc::clone(record))
     }
 
+    /// Every checkpoint `owner`'s templates name.
+    pub fn owned_checkpoints(&self, owner: &Option<String>) -> Vec<BlobId> {
+        self.owned(owner).iter().flat_map(|r| r.contexts.iter().filter_map(|c| c.checkpoint.clone())).collect()
+    }
+
     fn owned(&self, owner: &Option<String>) -> Vec<Arc<TemplateRecord>> {
         let records = self.records.lock().unwrap_or_else(|e| e.into_inner());
         records.values().filter(|r| r.owner == *owner).cloned().collect()
@@ -198,6 +203,7 @@ impl Sandboxes {
     pub async fn save_template(&self, source: &Sandbox, name: &str) -> Result<TemplateInfo, SandboxError> {
         validate_name(name)?;
         let _active = source.shared.begin()?;
+        source.shared.check_snapshot_room()?;
         let owner = source.shared.identity.owner.clone();
         let span = tracing::info_span!("template_save", sandbox = %source.id(), template = name);
         let record = async {

@@ -571,3 +571,39 @@ async fn a_record_in_a_format_this_code_does_not_read_is_lost_to_its_owner_and_u
     let other = sandboxes.get_owned(Some("other"), "sbx-old").unwrap_err();
     assert!(matches!(other, SandboxError::NotFound(_)), "another tenant learns nothing: {other:?}");
 }
+
+#[tokio::test]
+async fn an_owner_past_its_snapshot_bound_cannot_checkpoint_more_and_others_can() {
+    let backend = FakeBackend::everything();
+    let config = SandboxesConfig { max_snapshot_bytes_per_owner: Some(1), ..SandboxesConfig::default() };
+    let (sandboxes, _root) = registry(&backend, config);
+    let first = sandboxes.create(owned("acme")).await.unwrap();
+    first.run_code("count", RunOptions::default()).await.unwrap();
+    first.pause().await.expect("nothing stored yet: the first checkpoint may take the owner past its bound");
+    let second = sandboxes.create(owned("acme")).await.unwrap();
+    second.run_code("count", RunOptions::default()).await.unwrap();
+    for refused in [
+        second.pause().await.map(drop),
+        second.checkpoint().await.map(drop),
+        sandboxes.fork(&second, 1).await.map(drop),
+        sandboxes.save_template(&second, "prepared").await.map(drop),
+    ] {
+        assert!(
+            matches!(&refused, Err(SandboxError::QuotaExceeded(why)) if why.contains("checkpoints")),
+            "{refused:?}"
+        );
+    }
+    let durable = SandboxSpec { checkpoint: CheckpointPolicy::EveryCell, ..owned("acme") };
+    let durable = sandboxes.create(durable).await.unwrap();
+    let cell = durable.run_code("count", RunOptions::default()).await.unwrap();
+    assert!(cell.stderr.contains("could not be checkpointed"), "a cell says its checkpoint was refused: {cell:?}");
+    assert_eq!(cell.stdout, "1\n", "the cell itself ran");
+
+    let other = sandboxes.create(owned("globex")).await.unwrap();
+    other.pause().await.expect("another owner has its own bound");
+    // Killing the paused sandbox frees the owner's room.
+    sandboxes.kill(first.id()).unwrap().await;
+    second.pause().await.unwrap();
+    // A registry that closes pauses every sandbox whatever its owner keeps.
+    assert_eq!(sandboxes.pause_all().await, (3, 0));
+}

@@ -265,6 +265,22 @@ pub struct StorageSection {
     /// Where paused sandboxes' checkpoints are kept. Default: `checkpoints` in the home
     /// directory.
     pub snapshot_dir: Option<PathBuf>,
+    /// MiB of checkpoints one tenant may keep (its sandboxes' latest checkpoints and its
+    /// templates'); past it, pauses, checkpoints, forks and template saves are refused (429
+    /// `quota_exceeded`) until it kills sandboxes or deletes templates. Default:
+    /// [`DEFAULT_SNAPSHOT_MB_PER_TENANT`].
+    pub snapshot_mb_per_tenant: Option<u64>,
+}
+
+/// MiB of checkpoints a tenant may keep unless `storage.snapshot_mb_per_tenant` says otherwise
+/// (a paused plain Python sandbox takes about 1 MiB, a data-science one about 1.5).
+pub const DEFAULT_SNAPSHOT_MB_PER_TENANT: u64 = 4096;
+
+impl StorageSection {
+    /// The bound on one tenant's checkpoints, in bytes.
+    pub fn snapshot_bytes_per_tenant(&self) -> u64 {
+        self.snapshot_mb_per_tenant.unwrap_or(DEFAULT_SNAPSHOT_MB_PER_TENANT).saturating_mul(1 << 20)
+    }
 }
 
 /// `[resources]`: each value is both the default for a request that names none and the most

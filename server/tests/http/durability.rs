@@ -281,3 +281,27 @@ async fn the_database_records_each_sandboxs_state_and_what_a_kill_9_lost() {
     let why = rows.iter().find(|row| row.0 == changed).and_then(|row| row.2.clone()).unwrap_or_default();
     assert!(why.contains("running"), "the registry says why: {why}");
 }
+
+#[tokio::test]
+async fn a_tenant_past_its_checkpoint_bound_is_refused_with_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let database = format!("sqlite://{}", path("soulbox.db"));
+    let server = Server::start_in_env(
+        &["serve", "--dev", "--addr", "127.0.0.1:0"],
+        &[
+            ("SOULBOX__STORAGE__DATABASE_URL", &database),
+            ("SOULBOX__STORAGE__WORKSPACE_ROOT", &path("workspaces")),
+            ("SOULBOX__STORAGE__SNAPSHOT_DIR", &path("checkpoints")),
+            ("SOULBOX__STORAGE__SNAPSHOT_MB_PER_TENANT", "0"),
+        ],
+    );
+    let client = reqwest::Client::new();
+    let (_, created) = post(&client, &server, "/v1/sandboxes", json!({})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    cell(&client, &server, &id, json!({"code": "x = 1"})).await;
+    let (status, refused) = post(&client, &server, &format!("/v1/sandboxes/{id}/pause"), Value::Null).await;
+    assert_eq!((status, refused["error"]["code"].as_str()), (429, Some("quota_exceeded")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("checkpoints"), "{refused}");
+    assert_eq!(cell(&client, &server, &id, json!({"code": "x + 1"})).await, "2", "the sandbox runs on");
+}
