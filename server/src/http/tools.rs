@@ -20,6 +20,7 @@ use base64::engine::general_purpose::STANDARD;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use soulbox_engine::sandbox::TemplateRef;
 use soulbox_engine::{ExecRequest, Execution, Language, LimitsPatch, RunOptions, SandboxSpec, Template};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -54,9 +55,24 @@ pub struct CreateSandboxArgs {
     /// already imported) or `javascript`.
     #[serde(default)]
     pub template: Option<String>,
+    /// The name of a template you saved with `save_template` (its latest version): the new
+    /// sandbox starts with that template's variables and files. Instead of `template`.
+    #[serde(default)]
+    pub from_template: Option<String>,
     /// Labels to find the sandbox by later.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
+}
+
+/// `save_template`'s arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SaveTemplateArgs {
+    /// The prepared sandbox (it keeps running, unchanged).
+    pub sandbox_id: String,
+    /// The template's name: 1-64 letters, digits, `-` or `_`. Saving a name again makes its
+    /// next version.
+    pub name: String,
 }
 
 /// `run_cell`'s arguments.
@@ -245,7 +261,7 @@ macro_rules! tool {
 }
 
 /// Every tool, in the order clients list them.
-pub static TOOLS: [Tool; 12] = [
+pub static TOOLS: [Tool; 13] = [
     tool!(
         run_code(RunCodeArgs),
         "Run a program once in a fresh, isolated sandbox and return its stdout, stderr and exit code: Python (with \
@@ -281,6 +297,11 @@ pub static TOOLS: [Tool; 12] = [
          then goes its own way (its own random state). Use it to try several approaches from one point. Returns \
          the new sandbox_ids."
     ),
+    tool!(
+        save_template(SaveTemplateArgs),
+        "Save a prepared sandbox (packages imported, data loaded, files written) as a named template. \
+         create_sandbox with from_template starts new sandboxes with its variables and files, with no set-up."
+    ),
     tool!(write_file(WriteFileArgs), "Write a file into a sandbox's workspace (text, or base64 for binary content)."),
     tool!(
         read_file(PathArgs),
@@ -314,7 +335,11 @@ pub async fn create_sandbox(state: &AppState, caller: &Caller, args: CreateSandb
         Some(name) => name.parse::<Template>().map_err(ApiError::BadRequest)?,
         None => Template::default(),
     };
-    let spec = SandboxSpec { template, metadata: args.metadata, ..SandboxSpec::default() };
+    if args.from_template.is_some() && args.template.is_some() {
+        return Err(ApiError::BadRequest("give `template` or `from_template`, not both".into()));
+    }
+    let from_template = args.from_template.map(|name| TemplateRef { name, version: None });
+    let spec = SandboxSpec { template, metadata: args.metadata, from_template, ..SandboxSpec::default() };
     let sandbox = state.open_sandbox(caller, spec).await?;
     let info = sandbox.info();
     Ok(ToolReply::ok(json!({"sandbox_id": info.id, "template": info.template, "expires_at_ms": info.expires_at_ms})))
@@ -423,6 +448,13 @@ pub async fn fork_sandbox(state: &AppState, caller: &Caller, args: ForkArgs) -> 
     let forks = state.fork_sandbox(caller, &args.sandbox_id, args.count.unwrap_or(1)).await?;
     let ids: Vec<&str> = forks.iter().map(|fork| fork.id()).collect();
     Ok(ToolReply::ok(json!({"forked": args.sandbox_id, "sandbox_ids": ids})))
+}
+
+/// Saves a sandbox as a template.
+pub async fn save_template(state: &AppState, caller: &Caller, args: SaveTemplateArgs) -> ToolResult {
+    let sandbox = state.sandbox(&caller.tenant, &args.sandbox_id)?;
+    let saved = state.sandboxes.save_template(&sandbox, &args.name).await?;
+    Ok(ToolReply::ok(json!({"template": saved.name, "version": saved.version, "from": args.sandbox_id})))
 }
 
 /// Writes a workspace file.

@@ -28,7 +28,8 @@ async def session_calls(session: ClientSession) -> None:
     assert init.server_info.name == "soulbox", init.server_info
     tools = {tool.name: tool for tool in (await session.list_tools()).tools}
     expected = {"run_code", "create_sandbox", "run_cell", "run_command", "list_sandboxes", "kill_sandbox",
-                "pause_sandbox", "resume_sandbox", "fork_sandbox", "write_file", "read_file", "list_files"}
+                "pause_sandbox", "resume_sandbox", "fork_sandbox", "save_template", "write_file", "read_file",
+                "list_files"}
     assert expected <= set(tools), sorted(tools)
     assert tools["run_code"].input_schema["type"] == "object"
     assert "code" in tools["run_code"].input_schema["required"]
@@ -81,6 +82,15 @@ async def session_calls(session: ClientSession) -> None:
         seen = payload(await session.call_tool("run_cell", {"sandbox_id": fork, "code": "x + int(pd.read_csv('/data/in.csv').sum().sum())"}))
         assert seen["results"][0]["text"] == "23", seen
         await session.call_tool("kill_sandbox", {"sandbox_id": fork})
+
+    saved = payload(await session.call_tool("save_template", {"sandbox_id": sandbox, "name": "prepared"}))
+    assert saved["template"] == "prepared" and saved["version"] == 1, saved
+    started = payload(await session.call_tool("create_sandbox", {"from_template": "prepared"}))
+    seen = payload(await session.call_tool("run_cell", {"sandbox_id": started["sandbox_id"], "code": "x + 2"}))
+    assert seen["results"][0]["text"] == "22", seen
+    await session.call_tool("kill_sandbox", {"sandbox_id": started["sandbox_id"]})
+    unknown = await session.call_tool("create_sandbox", {"from_template": "never-saved"})
+    assert unknown.is_error and payload(unknown)["error"] == "not_found", unknown
 
     mine = payload(await session.call_tool("list_sandboxes", {}))
     assert [s["sandbox_id"] for s in mine["sandboxes"]] == [sandbox], mine
