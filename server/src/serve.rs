@@ -79,6 +79,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         max_per_owner: config.auth.max_sandboxes_per_tenant,
         workspace_bytes: workspace_quota(&config),
         max_snapshot_bytes_per_owner: Some(config.storage.snapshot_bytes_per_tenant()),
+        paused_lifetime: Some(config.storage.paused_lifetime()),
         ..SandboxesConfig::default()
     };
     // Both under the home by default: a paused sandbox's workspace outlives the process, and

@@ -23,7 +23,7 @@ use super::{FileError, Sandbox, SandboxError, SandboxInfo, Shared, durable, epoc
 use crate::checkpoints::Pin;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 use tracing::Instrument;
 
 /// When a sandbox's contexts are checkpointed, besides [`Sandbox::pause`] and
@@ -52,7 +52,8 @@ pub enum IdleAction {
     /// Kill it.
     #[default]
     Kill,
-    /// Pause it (its lifetime still ends it); one that cannot be paused is killed.
+    /// Pause it (its lifetime, or the registry's paused lifetime, still ends it); one that
+    /// cannot be paused is killed.
     Pause,
 }
 
@@ -107,6 +108,7 @@ impl Shared {
         let _durability = self.durability.lock().await;
         self.generation.fetch_add(1, Ordering::Relaxed);
         if self.paused.swap(false, Ordering::Relaxed) {
+            self.take_back_lifetime();
             self.report(LedgerState::Running);
         }
         if self.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
@@ -154,6 +156,29 @@ impl Shared {
         drop(pins);
     }
 
+    /// At a pause, in a registry with a paused lifetime: the sandbox is kept that long from now,
+    /// and keeps the lifetime it had left for its resume (a sandbox paused again keeps what it
+    /// had left the first time).
+    fn keep_while_paused(&self) {
+        let Some(kept) = self.registry.upgrade().and_then(|registry| registry.config.paused_lifetime) else {
+            return;
+        };
+        let now = Instant::now();
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if clock.lifetime_left.is_none() {
+            clock.lifetime_left = Some(clock.ends_at.saturating_duration_since(now));
+        }
+        clock.ends_at = now + kept;
+    }
+
+    /// At a resume (or a pause that failed): the lifetime left at the pause comes back.
+    fn take_back_lifetime(&self) {
+        let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = clock.lifetime_left.take() {
+            clock.ends_at = Instant::now() + left;
+        }
+    }
+
     /// Writes the manifest of this sandbox with contexts `records` (synced if `durable`).
     async fn write_manifest(
         &self,
@@ -184,7 +209,12 @@ impl Shared {
             let contexts = self.contexts.lock().unwrap_or_else(|e| e.into_inner());
             contexts.defaults.iter().map(|(language, id)| (*language, id.clone())).collect()
         };
+        let lifetime_left_ms = {
+            let clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            clock.lifetime_left.map(|left| u64::try_from(left.as_millis()).unwrap_or(u64::MAX))
+        };
         durable::Manifest {
+            lifetime_left_ms,
             format: durable::FORMAT,
             id: info.id,
             owner: self.identity.owner.clone(),
@@ -210,10 +240,11 @@ impl Sandbox {
     /// cell it runs, if any) and its interpreter released, and its container (if it has one)
     /// is stopped with its processes, so a paused sandbox costs disk only; the workspace
     /// stays, and the next command starts a container again. A cell, or [`Sandbox::resume`],
-    /// brings contexts back with every variable, import and object as it was. A context that cannot be checkpointed (it
-    /// holds an open file) fails the pause with an error naming why; contexts already
-    /// checkpointed stay so and come back on use. A paused sandbox is never reaped as idle
-    /// (its lifetime still ends it).
+    /// brings contexts back with every variable, import and object as it was. A context that
+    /// cannot be checkpointed (it holds an open file) fails the pause with an error naming
+    /// why; contexts already checkpointed stay so and come back on use. A paused sandbox is
+    /// never reaped as idle; its lifetime still ends it, or the registry's
+    /// [`paused_lifetime`](super::SandboxesConfig::paused_lifetime) from its pause.
     pub async fn pause(&self) -> Result<PauseReport, SandboxError> {
         self.shared.check_snapshot_room()?;
         self.pause_regardless_of_quota().await
@@ -241,7 +272,11 @@ impl Sandbox {
             }
             let at = epoch_ms(SystemTime::now());
             let records = contexts.iter().map(|context| context.record()).collect();
-            shared.write_manifest(records, durable::Durability::Checkpointed, true, at).await?;
+            shared.keep_while_paused();
+            if let Err(error) = shared.write_manifest(records, durable::Durability::Checkpointed, true, at).await {
+                shared.take_back_lifetime();
+                return Err(error);
+            }
             shared.paused.store(true, Ordering::Relaxed);
             shared.saved.store(true, Ordering::Relaxed);
             shared.checkpointed_at_ms.store(at, Ordering::Relaxed);

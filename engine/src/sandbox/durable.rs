@@ -55,6 +55,10 @@ pub(super) struct Manifest {
     pub idle_timeout_ms: u64,
     /// When its checkpoints were taken (ms since the Unix epoch; 0: none).
     pub checkpointed_at_ms: u64,
+    /// The lifetime it takes back when it resumes, when a paused lifetime replaced its end
+    /// ([`super::SandboxesConfig::paused_lifetime`]).
+    #[serde(default)]
+    pub lifetime_left_ms: Option<u64>,
     pub workspace: PathBuf,
     pub contexts: Vec<ContextRecord>,
     pub defaults: Vec<(Language, String)>,

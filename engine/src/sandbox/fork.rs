@@ -89,8 +89,13 @@ impl Sandboxes {
         identity: Identity,
     ) -> Result<Unopened, SandboxError> {
         let workspace = self.registry.new_workspace()?;
-        let clock =
-            Clock { idle_timeout: from.idle_timeout, ends_at: from.ends_at, last_active: Instant::now(), busy: 0 };
+        let clock = Clock {
+            idle_timeout: from.idle_timeout,
+            ends_at: from.ends_at,
+            lifetime_left: None,
+            last_active: Instant::now(),
+            busy: 0,
+        };
         let fork = Unopened::new(Sandbox {
             shared: Arc::new(Registry::shared(&self.registry, identity, workspace, clock, false)),
         });
@@ -127,7 +132,8 @@ impl Sandbox {
         }
         let (idle_timeout, ends_at) = {
             let clock = shared.clock.lock().unwrap_or_else(|e| e.into_inner());
-            (clock.idle_timeout, clock.ends_at)
+            // A paused source's forks run: they get the lifetime it would take back.
+            (clock.idle_timeout, clock.lifetime_left.map_or(clock.ends_at, |left| Instant::now() + left))
         };
         Ok(Source { identity: shared.identity.clone(), idle_timeout, ends_at, contexts: copies, defaults })
     }

@@ -197,6 +197,11 @@ pub struct SandboxesConfig {
     /// owner at or over it gets [`SandboxError::QuotaExceeded`] until it kills sandboxes or
     /// deletes templates (one checkpoint may take it past the bound). Default `None`: no bound.
     pub max_snapshot_bytes_per_owner: Option<u64>,
+    /// How long a paused sandbox is kept, from its pause, instead of until its lifetime ends
+    /// (E2B keeps paused sandboxes far longer than running ones). A sandbox that resumes takes
+    /// back the lifetime it had left when it paused. Default `None`: a paused sandbox keeps its
+    /// lifetime.
+    pub paused_lifetime: Option<Duration>,
 }
 
 impl Default for SandboxesConfig {
@@ -209,6 +214,7 @@ impl Default for SandboxesConfig {
             snapshot_dir: None,
             ledger: None,
             max_snapshot_bytes_per_owner: None,
+            paused_lifetime: None,
         }
     }
 }
@@ -674,6 +680,7 @@ impl Sandboxes {
         let clock = Clock {
             idle_timeout: Duration::from_millis(manifest.idle_timeout_ms),
             ends_at: now + Duration::from_millis(manifest.expires_at_ms.saturating_sub(wall)),
+            lifetime_left: manifest.lifetime_left_ms.map(Duration::from_millis),
             last_active: now,
             busy: 0,
         };
@@ -707,6 +714,7 @@ impl Sandboxes {
         let clock = Clock {
             idle_timeout: spec.idle_timeout.unwrap_or(DEFAULT_IDLE_TIMEOUT),
             ends_at: now + spec.lifetime.unwrap_or(DEFAULT_LIFETIME),
+            lifetime_left: None,
             last_active: now,
             busy: 0,
         };
@@ -1028,6 +1036,9 @@ struct Shared {
 struct Clock {
     idle_timeout: Duration,
     ends_at: Instant,
+    /// The lifetime a paused sandbox takes back when it resumes, when its pause replaced its
+    /// end ([`SandboxesConfig::paused_lifetime`]).
+    lifetime_left: Option<Duration>,
     last_active: Instant,
     /// Cells running or queued, and file operations in flight.
     busy: usize,

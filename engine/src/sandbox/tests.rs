@@ -607,3 +607,40 @@ async fn an_owner_past_its_snapshot_bound_cannot_checkpoint_more_and_others_can(
     // A registry that closes pauses every sandbox whatever its owner keeps.
     assert_eq!(sandboxes.pause_all().await, (3, 0));
 }
+
+#[tokio::test]
+async fn a_paused_sandbox_is_kept_for_the_paused_lifetime_and_takes_back_its_own_when_it_resumes() {
+    const HOUR_MS: u64 = 3_600_000;
+    let backend = FakeBackend::everything();
+    let root = tempfile::tempdir().unwrap();
+    let open = || {
+        let mut engine = Engine::builder();
+        engine.backend(backend.clone());
+        let config = SandboxesConfig {
+            workspace_root: root.path().join("sandboxes"),
+            snapshot_dir: Some(root.path().join("snapshots")),
+            paused_lifetime: Some(Duration::from_secs(7 * 24 * 3600)),
+            ..SandboxesConfig::default()
+        };
+        Sandboxes::new(engine.build(), config).unwrap()
+    };
+    let first = open();
+    let spec = SandboxSpec { lifetime: Some(Duration::from_secs(600)), ..SandboxSpec::default() };
+    let sandbox = first.create(spec).await.unwrap();
+    let ends = |sandbox: &Sandbox| sandbox.info().expires_at_ms.saturating_sub(epoch_ms(SystemTime::now()));
+    assert!(ends(&sandbox) <= 600_000);
+    sandbox.pause().await.unwrap();
+    assert!(ends(&sandbox) > 7 * 24 * HOUR_MS - HOUR_MS, "kept a week while paused: {}", ends(&sandbox));
+    sandbox.pause().await.unwrap();
+    let id = sandbox.id().to_owned();
+    drop((sandbox, first));
+
+    // A new process keeps it as long, and a cell gives it back the ten minutes it had left.
+    let second = open();
+    let back = second.get(&id).unwrap();
+    assert!(ends(&back) > 7 * 24 * HOUR_MS - HOUR_MS, "{}", ends(&back));
+    let forks = second.fork(&back, 1).await.unwrap();
+    assert!(ends(&forks[0]) <= 600_000, "a paused source's fork runs on the lifetime it would take back");
+    back.run_code("count", RunOptions::default()).await.unwrap();
+    assert!(ends(&back) <= 600_000 && ends(&back) > 0, "{}", ends(&back));
+}

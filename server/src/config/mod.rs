@@ -270,7 +270,16 @@ pub struct StorageSection {
     /// `quota_exceeded`) until it kills sandboxes or deletes templates. Default:
     /// [`DEFAULT_SNAPSHOT_MB_PER_TENANT`].
     pub snapshot_mb_per_tenant: Option<u64>,
+    /// Hours a paused sandbox is kept, from its pause, instead of until its lifetime ends (a
+    /// sandbox that resumes takes back the lifetime it had left). Default:
+    /// [`DEFAULT_PAUSED_LIFETIME_HOURS`]; at most [`MAX_PAUSED_LIFETIME_HOURS`].
+    pub paused_lifetime_hours: Option<u64>,
 }
+
+/// Hours a paused sandbox is kept unless `storage.paused_lifetime_hours` says otherwise.
+pub const DEFAULT_PAUSED_LIFETIME_HOURS: u64 = 7 * 24;
+/// The longest `storage.paused_lifetime_hours` may be (90 days).
+pub const MAX_PAUSED_LIFETIME_HOURS: u64 = 90 * 24;
 
 /// MiB of checkpoints a tenant may keep unless `storage.snapshot_mb_per_tenant` says otherwise
 /// (a paused plain Python sandbox takes about 1 MiB, a data-science one about 1.5).
@@ -280,6 +289,11 @@ impl StorageSection {
     /// The bound on one tenant's checkpoints, in bytes.
     pub fn snapshot_bytes_per_tenant(&self) -> u64 {
         self.snapshot_mb_per_tenant.unwrap_or(DEFAULT_SNAPSHOT_MB_PER_TENANT).saturating_mul(1 << 20)
+    }
+
+    /// How long a paused sandbox is kept.
+    pub fn paused_lifetime(&self) -> Duration {
+        Duration::from_secs(self.paused_lifetime_hours.unwrap_or(DEFAULT_PAUSED_LIFETIME_HOURS) * 3600)
     }
 }
 
@@ -439,6 +453,9 @@ impl Config {
         self.validate_resources()?;
         self.validate_fixed_switches()?;
         self.validate_containers()?;
+        if self.storage.paused_lifetime_hours.is_some_and(|hours| !(1..=MAX_PAUSED_LIFETIME_HOURS).contains(&hours)) {
+            return invalid("storage.paused_lifetime_hours", "must be between 1 and 2160 (90 days)");
+        }
         if self.monitoring.log_level.trim().is_empty() {
             return invalid("monitoring.log_level", "must name a level such as `info`");
         }

@@ -114,6 +114,11 @@ fn spec_sections_soulbox_lacks_are_refused_with_the_reason() {
     // The workspace disk quota is read, and bounded.
     assert_eq!(load_text("[resources]\ndisk_mb = 10\n").unwrap().resources.disk_mb, Some(10));
     assert!(message(load_text("[resources]\ndisk_mb = 0\n")).contains("resources.disk_mb"));
+    // So are a paused sandbox's lifetime and a tenant's checkpoints.
+    let storage = load_text("[storage]\npaused_lifetime_hours = 48\nsnapshot_mb_per_tenant = 10\n").unwrap().storage;
+    assert_eq!((storage.paused_lifetime().as_secs(), storage.snapshot_bytes_per_tenant()), (48 * 3600, 10 << 20));
+    assert!(message(load_text("[storage]\npaused_lifetime_hours = 0\n")).contains("storage.paused_lifetime_hours"));
+    assert!(message(load_text("[storage]\npaused_lifetime_hours = 9000\n")).contains("storage.paused_lifetime_hours"));
     for (text, key) in [
         ("[security]\nallow_sudo = true\n", "security.allow_sudo"),
         ("[resources]\ngpu_count = 1\n", "resources.gpu_count"),
