@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # SoulBox's whole test suite, on a fresh machine or a warm one:
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
-#   (skipped when already done), the test Python (the official MCP SDK, pinned), a PostgreSQL
-#   server on loopback, the container images (built locally, no registry), then every unit,
+#   (skipped when already done), the test Python (the official MCP SDK, pinned), moto (an
+#   S3-compatible server, pinned), a PostgreSQL server on loopback, the container images (built locally, no registry), then every unit,
 #   integration, CLI and server test against real wasmtime and the real Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +38,10 @@ target/test-venv/bin/pip install --quiet --disable-pip-version-check -r server/t
 step "fuzzer (server/tests/python/fuzz-requirements.txt: Schemathesis, for the API fuzz run)"
 if [ ! -x target/fuzz-venv/bin/python ]; then python3 -m venv target/fuzz-venv; fi
 target/fuzz-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/fuzz-requirements.txt
+
+step "moto (server/tests/python/moto-requirements.txt: an S3-compatible server, for the object store tests)"
+if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
+target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt
 
 step "PostgreSQL on loopback (scripts/postgres.sh), for the database tests"
 if [ -z "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then

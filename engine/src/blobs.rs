@@ -6,7 +6,12 @@
 //! name, so a process killed mid-write leaves either no blob or a whole one, and every blob
 //! written before stays as it was. Reads decompress and check the hash: a blob that fails
 //! ([`BlobError::Corrupt`]) is never returned in part. Storing a blob that exists is free.
+//! With a [`Replica`], every new blob is also uploaded to an object store, and a blob missing
+//! or damaged locally is fetched from it (checked the same way).
 
+mod replica;
+
+pub use replica::Replica;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -69,6 +74,9 @@ pub enum BlobError {
         /// What failed.
         why: String,
     },
+    /// The object store holding the blobs' copies failed ([`Replica`]).
+    #[error("the snapshot store's object store: {0}")]
+    Remote(String),
     /// The file system failed.
     #[error("snapshot store {path}: {source}")]
     Io {
@@ -80,10 +88,12 @@ pub enum BlobError {
     },
 }
 
-/// Blobs in a local directory. Cheap to clone.
+/// Blobs in a local directory, and in an object store too when it has a [`Replica`]. Cheap to
+/// clone.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
     dir: PathBuf,
+    replica: Option<Replica>,
 }
 
 impl BlobStore {
@@ -91,7 +101,14 @@ impl BlobStore {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, BlobError> {
         let dir = dir.into();
         crate::sandbox::prepare_workspace_root(&dir).map_err(|e| BlobError::Io { path: dir.clone(), source: e })?;
-        Ok(BlobStore { dir })
+        Ok(BlobStore { dir, replica: None })
+    }
+
+    /// The same store, every new blob also uploaded to `replica` and every blob missing or
+    /// damaged locally fetched from it ([`replica`]'s documentation).
+    pub fn with_replica(mut self, replica: Replica) -> Self {
+        self.replica = Some(replica);
+        self
     }
 
     /// Its directory.
@@ -122,6 +139,13 @@ impl BlobStore {
         if durable {
             sync_dir(parent).map_err(io)?;
         }
+        if let Some(replica) = &self.replica
+            && let Err(error) = replica.upload(&id, compressed)
+        {
+            // Not kept locally either: the next put of this content uploads it again.
+            let _ = std::fs::remove_file(&path);
+            return Err(error);
+        }
         Ok((id, true))
     }
 
@@ -135,21 +159,41 @@ impl BlobStore {
 
     /// Reads blob `id` (blocking), checked against its id.
     pub fn get(&self, id: &BlobId) -> Result<Vec<u8>, BlobError> {
+        let local = self.get_local(id);
+        let Some(replica) = &self.replica else { return local };
+        if !matches!(local, Err(BlobError::Missing(_) | BlobError::Corrupt { .. })) {
+            return local;
+        }
+        let Some(compressed) = replica.download(id)? else { return local };
+        let content = decode(id, &compressed)
+            .map_err(|e| BlobError::Corrupt { id: id.clone(), why: format!("the object store's copy: {e}") })?;
+        // Cached again; a failure to cache only means the next read fetches it again.
+        if let Err(error) = self.cache(id, &compressed) {
+            tracing::warn!(%id, %error, "could not cache a checkpoint blob fetched from the object store");
+        }
+        tracing::info!(%id, "a checkpoint blob missing or damaged locally came from the object store");
+        Ok(content)
+    }
+
+    fn get_local(&self, id: &BlobId) -> Result<Vec<u8>, BlobError> {
         let path = self.path(id);
         let compressed = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BlobError::Missing(id.clone())),
             Err(source) => return Err(BlobError::Io { path, source }),
         };
-        let corrupt = |why: String| BlobError::Corrupt { id: id.clone(), why };
-        let mut content = Vec::new();
-        let mut decoder = zstd::stream::read::Decoder::new(&compressed[..]).map_err(|e| corrupt(e.to_string()))?;
-        std::io::copy(&mut std::io::Read::take(&mut decoder, MAX_BLOB_BYTES + 1), &mut content)
-            .map_err(|e| corrupt(format!("it does not decompress: {e}")))?;
-        if BlobId::of(&content) != *id {
-            return Err(corrupt("its content does not match its checksum".into()));
-        }
-        Ok(content)
+        decode(id, &compressed)
+    }
+
+    /// Writes fetched, checked bytes to the local directory.
+    fn cache(&self, id: &BlobId, compressed: &[u8]) -> std::io::Result<()> {
+        let path = self.path(id);
+        let parent = path.parent().unwrap_or(&self.dir);
+        std::fs::create_dir_all(parent)?;
+        let mut file = tempfile::NamedTempFile::new_in(parent)?;
+        file.write_all(compressed)?;
+        file.persist(&path).map_err(|e| e.error)?;
+        Ok(())
     }
 
     /// Removes blob `id`, if present.
@@ -166,6 +210,7 @@ impl BlobStore {
     pub fn retain(&self, keep: &std::collections::HashSet<BlobId>) -> usize {
         let Ok(shards) = std::fs::read_dir(&self.dir) else { return 0 };
         let mut removed = 0;
+        let mut gone = Vec::new();
         for shard in shards.flatten() {
             let name = shard.file_name();
             let is_shard = name.len() == 2 && name.to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_hexdigit()));
@@ -176,10 +221,16 @@ impl BlobStore {
             for blob in blobs.flatten() {
                 let id = blob.file_name().to_str().and_then(|n| BlobId::try_from(n.to_owned()).ok());
                 // A temporary file a killed write left has no blob's name: it goes too.
-                if id.is_none_or(|id| !keep.contains(&id)) && std::fs::remove_file(blob.path()).is_ok() {
+                if id.as_ref().is_none_or(|id| !keep.contains(id)) && std::fs::remove_file(blob.path()).is_ok() {
                     removed += 1;
+                    gone.extend(id);
                 }
             }
+        }
+        if let Some(replica) = &self.replica
+            && !gone.is_empty()
+        {
+            replica.delete(gone);
         }
         removed
     }
@@ -194,6 +245,19 @@ impl BlobStore {
     }
 }
 
+/// A stored blob's content: `compressed` decompressed and checked against `id`.
+fn decode(id: &BlobId, compressed: &[u8]) -> Result<Vec<u8>, BlobError> {
+    let corrupt = |why: String| BlobError::Corrupt { id: id.clone(), why };
+    let mut content = Vec::new();
+    let mut decoder = zstd::stream::read::Decoder::new(compressed).map_err(|e| corrupt(e.to_string()))?;
+    std::io::copy(&mut std::io::Read::take(&mut decoder, MAX_BLOB_BYTES + 1), &mut content)
+        .map_err(|e| corrupt(format!("it does not decompress: {e}")))?;
+    if BlobId::of(&content) != *id {
+        return Err(corrupt("its content does not match its checksum".into()));
+    }
+    Ok(content)
+}
+
 /// Makes a rename in `dir` durable.
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
@@ -202,6 +266,46 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replica_holds_every_blob_serves_what_is_lost_locally_and_refuses_a_damaged_copy() {
+        use object_store::ObjectStore;
+        let dir = tempfile::tempdir().unwrap();
+        let memory = std::sync::Arc::new(object_store::memory::InMemory::new());
+        let replica = Replica::new(memory.clone(), "checkpoints").unwrap();
+        let store = BlobStore::open(dir.path()).unwrap().with_replica(replica.clone());
+        let (id, new) = store.put(b"a context's memory", false).unwrap();
+        assert!(new);
+        let remote = object_store::path::Path::from(format!("checkpoints/{id}"));
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let exists = |id: &BlobId| {
+            runtime.block_on(memory.head(&object_store::path::Path::from(format!("checkpoints/{id}")))).is_ok()
+        };
+        assert!(exists(&id), "uploaded before put returned");
+
+        // Lost locally: fetched, checked, and cached again.
+        std::fs::remove_file(store.path(&id)).unwrap();
+        assert_eq!(store.get(&id).unwrap(), b"a context's memory");
+        assert!(store.path(&id).exists(), "cached again");
+        // Damaged locally: the same.
+        std::fs::write(store.path(&id), b"not zstd").unwrap();
+        assert_eq!(store.get(&id).unwrap(), b"a context's memory");
+
+        // Damaged in the object store too: refused, naming where.
+        runtime.block_on(memory.put(&remote, b"also not zstd".to_vec().into())).unwrap();
+        std::fs::remove_file(store.path(&id)).unwrap();
+        let refused = store.get(&id).unwrap_err();
+        assert!(matches!(&refused, BlobError::Corrupt { why, .. } if why.contains("object store")), "{refused}");
+        // Unknown to both: missing.
+        let unknown = BlobId::of(b"never stored");
+        assert!(matches!(store.get(&unknown), Err(BlobError::Missing(_))));
+
+        // Collected locally: deleted from the object store as well.
+        let (kept, _) = store.put(b"kept", false).unwrap();
+        let (gone, _) = store.put(b"collected", false).unwrap();
+        assert_eq!(store.retain(&[kept.clone()].into()), 1);
+        assert!(exists(&kept) && !exists(&gone));
+    }
 
     #[test]
     fn stores_reads_and_refuses_a_damaged_blob() {

@@ -57,6 +57,8 @@ pub use error::EngineError;
 pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};
 pub use language::{BackendKind, Language, UnknownLanguage};
 pub use limits::{Limits, LimitsError, LimitsPatch};
+/// The `object_store` crate this engine's [`blobs::Replica`] takes an `ObjectStore` of.
+pub use object_store;
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};

@@ -20,10 +20,14 @@
 
 use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
+use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
 use crate::http::{AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, Settings, app, charge_closed_sandboxes};
 use crate::listener::{ConnectionLimits, Server};
+use anyhow::Context as _;
 use clap::Args;
+use object_store::aws::AmazonS3Builder;
+use soulbox_engine::blobs::Replica;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
 use soulbox_fallback::ContainerBackend;
 use soulbox_runtimes_wasm::{WasmBackend, Workers};
@@ -80,6 +84,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         workspace_bytes: workspace_quota(&config),
         max_snapshot_bytes_per_owner: Some(config.storage.snapshot_bytes_per_tenant()),
         paused_lifetime: Some(config.storage.paused_lifetime()),
+        replica: config.storage.object_store.as_ref().map(checkpoint_replica).transpose()?,
         ..SandboxesConfig::default()
     };
     // Both under the home by default: a paused sandbox's workspace outlives the process, and
@@ -140,6 +145,18 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         Err(error) => eprintln!("soulbox: {error}; stopped anyway"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The object store that keeps a copy of every checkpoint (`[storage.object_store]`).
+fn checkpoint_replica(section: &ObjectStoreSection) -> anyhow::Result<Replica> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(&section.bucket).with_allow_http(section.allow_http);
+    if let Some(endpoint) = &section.endpoint {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let region = section.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
+    builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
+    let store = builder.build().context("storage.object_store")?;
+    Ok(Replica::new(Arc::new(store), &section.prefix)?)
 }
 
 /// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.

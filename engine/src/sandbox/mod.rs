@@ -202,6 +202,11 @@ pub struct SandboxesConfig {
     /// back the lifetime it had left when it paused. Default `None`: a paused sandbox keeps its
     /// lifetime.
     pub paused_lifetime: Option<Duration>,
+    /// An object store (S3 or S3-compatible) that keeps a copy of every checkpoint blob: each
+    /// is uploaded before its checkpoint counts as stored, and one missing or damaged in
+    /// `snapshot_dir` is fetched from it ([`crate::blobs::Replica`]). Manifests, template
+    /// records and workspaces stay in the local directories. Default `None`.
+    pub replica: Option<crate::blobs::Replica>,
 }
 
 impl Default for SandboxesConfig {
@@ -215,6 +220,7 @@ impl Default for SandboxesConfig {
             ledger: None,
             max_snapshot_bytes_per_owner: None,
             paused_lifetime: None,
+            replica: None,
         }
     }
 }
@@ -545,7 +551,10 @@ impl Sandboxes {
             .clone()
             .or_else(|| temporary.as_ref().map(|t| t.path().to_path_buf()))
             .unwrap_or_default();
-        let blobs = BlobStore::open(&snapshot_dir)?;
+        let mut blobs = BlobStore::open(&snapshot_dir)?;
+        if let Some(replica) = &config.replica {
+            blobs = blobs.with_replica(replica.clone());
+        }
         let lock = durable::Manifests::lock(&snapshot_dir).map_err(|e| io(&snapshot_dir, e))?.ok_or_else(|| {
             SandboxError::Invalid(format!(
                 "the snapshot directory {} is in use by another sandbox registry (each server needs its own)",

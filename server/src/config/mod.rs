@@ -274,6 +274,39 @@ pub struct StorageSection {
     /// sandbox that resumes takes back the lifetime it had left). Default:
     /// [`DEFAULT_PAUSED_LIFETIME_HOURS`]; at most [`MAX_PAUSED_LIFETIME_HOURS`].
     pub paused_lifetime_hours: Option<u64>,
+    /// An S3 or S3-compatible object store that keeps a copy of every checkpoint.
+    pub object_store: Option<ObjectStoreSection>,
+}
+
+/// `[storage.object_store]`: where every checkpoint blob is also kept. Each is uploaded before
+/// its checkpoint counts as stored; one missing or damaged in `storage.snapshot_dir` is fetched
+/// from it. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from this file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreSection {
+    /// The bucket (required; it must exist).
+    pub bucket: String,
+    /// An S3-compatible server's URL (MinIO, Ceph, moto...). Default: AWS's, for the region.
+    pub endpoint: Option<String>,
+    /// The region. Default: `AWS_REGION`, else `us-east-1`.
+    pub region: Option<String>,
+    /// Where in the bucket the blobs go. Default: `soulbox/checkpoints`.
+    pub prefix: String,
+    /// Whether `endpoint` may be plain HTTP (a server on loopback). Default false.
+    pub allow_http: bool,
+}
+
+impl Default for ObjectStoreSection {
+    fn default() -> Self {
+        ObjectStoreSection {
+            bucket: String::new(),
+            endpoint: None,
+            region: None,
+            prefix: "soulbox/checkpoints".into(),
+            allow_http: false,
+        }
+    }
 }
 
 /// Hours a paused sandbox is kept unless `storage.paused_lifetime_hours` says otherwise.
@@ -453,6 +486,9 @@ impl Config {
         self.validate_resources()?;
         self.validate_fixed_switches()?;
         self.validate_containers()?;
+        if self.storage.object_store.as_ref().is_some_and(|store| store.bucket.trim().is_empty()) {
+            return invalid("storage.object_store.bucket", "must name the bucket");
+        }
         if self.storage.paused_lifetime_hours.is_some_and(|hours| !(1..=MAX_PAUSED_LIFETIME_HOURS).contains(&hours)) {
             return invalid("storage.paused_lifetime_hours", "must be between 1 and 2160 (90 days)");
         }

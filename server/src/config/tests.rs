@@ -119,6 +119,12 @@ fn spec_sections_soulbox_lacks_are_refused_with_the_reason() {
     assert_eq!((storage.paused_lifetime().as_secs(), storage.snapshot_bytes_per_tenant()), (48 * 3600, 10 << 20));
     assert!(message(load_text("[storage]\npaused_lifetime_hours = 0\n")).contains("storage.paused_lifetime_hours"));
     assert!(message(load_text("[storage]\npaused_lifetime_hours = 9000\n")).contains("storage.paused_lifetime_hours"));
+    let store = load_text("[storage.object_store]\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9000\"\n").unwrap();
+    let store = store.storage.object_store.unwrap();
+    assert_eq!((store.bucket.as_str(), store.prefix.as_str(), store.allow_http), ("b", "soulbox/checkpoints", false));
+    assert!(
+        message(load_text("[storage.object_store]\nregion = \"eu-west-1\"\n")).contains("storage.object_store.bucket")
+    );
     for (text, key) in [
         ("[security]\nallow_sudo = true\n", "security.allow_sudo"),
         ("[resources]\ngpu_count = 1\n", "resources.gpu_count"),

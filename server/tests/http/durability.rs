@@ -305,3 +305,46 @@ async fn a_tenant_past_its_checkpoint_bound_is_refused_with_429() {
     assert!(refused["error"]["message"].as_str().unwrap().contains("checkpoints"), "{refused}");
     assert_eq!(cell(&client, &server, &id, json!({"code": "x + 1"})).await, "2", "the sandbox runs on");
 }
+
+#[tokio::test]
+async fn checkpoints_kept_in_an_s3_compatible_store_come_back_when_the_local_copies_are_lost() {
+    let moto = super::support::Moto::start();
+    moto.bucket("soulbox-checkpoints").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).display().to_string();
+    let database = format!("sqlite://{}", path("soulbox.db"));
+    let env = [
+        ("SOULBOX__STORAGE__DATABASE_URL", database.as_str()),
+        ("SOULBOX__STORAGE__WORKSPACE_ROOT", &path("workspaces")),
+        ("SOULBOX__STORAGE__SNAPSHOT_DIR", &path("checkpoints")),
+        ("SOULBOX__STORAGE__OBJECT_STORE__BUCKET", "soulbox-checkpoints"),
+        ("SOULBOX__STORAGE__OBJECT_STORE__ENDPOINT", &moto.endpoint),
+        ("SOULBOX__STORAGE__OBJECT_STORE__ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "moto"),
+        ("AWS_SECRET_ACCESS_KEY", "moto"),
+    ];
+    let args = ["serve", "--dev", "--addr", "127.0.0.1:0"];
+    let client = reqwest::Client::new();
+    let first = Server::start_in_env(&args, &env);
+    let (_, created) = post(&client, &first, "/v1/sandboxes", json!({"template": "data-science"})).await;
+    let id = created["id"].as_str().unwrap().to_owned();
+    cell(&client, &first, &id, json!({"code": "x = 41\ndf = pd.DataFrame({'a': range(10_000)})"})).await;
+    let (status, paused) = post(&client, &first, &format!("/v1/sandboxes/{id}/pause"), Value::Null).await;
+    assert_eq!(status, 200, "{paused}");
+    drop(first); // SIGKILL
+    let keys = moto.keys("soulbox-checkpoints").await;
+    assert!(!keys.is_empty() && keys.iter().all(|key| key.starts_with("soulbox/checkpoints/")), "{keys:?}");
+
+    // The local copies are lost (a replaced disk, say): every checkpoint blob goes.
+    let mut lost = 0;
+    for shard in std::fs::read_dir(dir.path().join("checkpoints")).unwrap().flatten() {
+        let name = shard.file_name().to_string_lossy().into_owned();
+        if name.len() == 2 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            lost += std::fs::read_dir(shard.path()).unwrap().count();
+            std::fs::remove_dir_all(shard.path()).unwrap();
+        }
+    }
+    assert_eq!(lost, keys.len(), "every blob was in the object store");
+    let second = Server::start_in_env(&args, &env);
+    assert_eq!(cell(&client, &second, &id, json!({"code": "print(x + 1, int(df.a.sum()))"})).await, "42 49995000");
+}

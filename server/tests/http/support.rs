@@ -186,3 +186,67 @@ pub async fn wait_for_file(client: &reqwest::Client, server: &Server, id: &str, 
     }
     panic!("{path} never appeared");
 }
+
+/// moto's S3-compatible server on a free loopback port (from `target/moto-venv`, which
+/// `scripts/test.sh` makes), killed when dropped. Without it the test fails: it never passes
+/// by skipping.
+pub struct Moto {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts it and waits until it serves.
+    pub fn start() -> Moto {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/moto-venv/bin/moto_server");
+        assert!(
+            bin.exists(),
+            "no moto server at {}: run scripts/test.sh, or `python3 -m venv target/moto-venv && \
+             target/moto-venv/bin/pip install -r server/tests/python/moto-requirements.txt`",
+            bin.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("moto_server starts");
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+                let _ = child.kill();
+                panic!("moto_server exited before serving:\n{seen}");
+            }
+            if line.contains("Running on") {
+                break;
+            }
+            seen.push_str(&line);
+        }
+        std::thread::spawn(move || for _ in stderr.lines().map_while(Result::ok) {});
+        Moto { child, endpoint: format!("http://127.0.0.1:{port}") }
+    }
+
+    /// Makes bucket `name`.
+    pub async fn bucket(&self, name: &str) {
+        let made = reqwest::Client::new().put(format!("{}/{name}", self.endpoint)).send().await.unwrap();
+        assert!(made.status().is_success(), "{}", made.status());
+    }
+
+    /// The keys in bucket `name`.
+    pub async fn keys(&self, name: &str) -> Vec<String> {
+        let url = format!("{}/{name}?list-type=2", self.endpoint);
+        let listing = reqwest::get(url).await.unwrap().text().await.unwrap();
+        listing.split("<Key>").skip(1).filter_map(|rest| rest.split("</Key>").next()).map(str::to_owned).collect()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

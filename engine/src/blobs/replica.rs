@@ -1,0 +1,117 @@
+//! [`Replica`]: a copy of a [`super::BlobStore`]'s blobs in an object store (S3 or any
+//! S3-compatible server, through the `object_store` crate), so that checkpoints outlive the
+//! local disk.
+//!
+//! The local directory stays the write path and the cache: a new blob is written there, then
+//! uploaded (compressed, as stored) before [`super::BlobStore::put`] returns, so a checkpoint
+//! the registry reports stored is in the object store too. A blob that is missing or damaged
+//! locally is fetched, checked (it must decompress to content with its id's checksum, as a
+//! local one must) and cached again. Blobs collected locally are deleted from the object store
+//! too. Object names are `<prefix>/<id>`.
+//!
+//! The store's calls are async and the blob store's are blocking. The replica has a small
+//! runtime of its own (one worker) that its calls run on, each awaited from a short-lived
+//! thread, so a call is safe from any thread: a blocking one, or (rarely: reading a
+//! checkpoint's index after a restart) a worker of the caller's runtime, current-thread
+//! ones included, which could not drive the call itself.
+
+use super::{BlobError, BlobId};
+use object_store::ObjectStore;
+use object_store::path::Path as ObjectPath;
+use std::sync::Arc;
+
+/// An object store holding a copy of every blob (see the module's documentation). Cheap to
+/// clone.
+#[derive(Clone)]
+pub struct Replica {
+    store: Arc<dyn ObjectStore>,
+    prefix: ObjectPath,
+    driver: Arc<Driver>,
+}
+
+/// The replica's own runtime, shut down without waiting when the last replica goes (a
+/// runtime dropped in async code would otherwise panic).
+struct Driver(Option<tokio::runtime::Runtime>);
+
+impl Driver {
+    fn runtime(&self) -> &tokio::runtime::Runtime {
+        self.0.as_ref().expect("the runtime lives until the driver drops")
+    }
+
+    /// Runs `work` to completion on the replica's runtime, from a thread of its own.
+    fn run<T: Send>(&self, work: impl Future<Output = T> + Send) -> T {
+        std::thread::scope(|scope| {
+            scope.spawn(|| self.runtime().block_on(work)).join().expect("an object store call does not panic")
+        })
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica").field("store", &self.store.to_string()).field("prefix", &self.prefix).finish()
+    }
+}
+
+impl Replica {
+    /// Blobs under `prefix` in `store`.
+    pub fn new(store: Arc<dyn ObjectStore>, prefix: &str) -> Result<Self, BlobError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("soulbox-replica")
+            .enable_all()
+            .build()
+            .map_err(|e| remote(format!("starting its runtime: {e}")))?;
+        Ok(Replica { store, prefix: ObjectPath::from(prefix), driver: Arc::new(Driver(Some(runtime))) })
+    }
+
+    fn path(&self, id: &BlobId) -> ObjectPath {
+        self.prefix.child(id.as_str())
+    }
+
+    /// Uploads blob `id`'s stored (compressed) bytes (blocking).
+    pub(super) fn upload(&self, id: &BlobId, compressed: Vec<u8>) -> Result<(), BlobError> {
+        let path = self.path(id);
+        self.driver
+            .run(self.store.put(&path, compressed.into()))
+            .map(drop)
+            .map_err(|e| remote(format!("uploading {id}: {e}")))
+    }
+
+    /// Blob `id`'s stored bytes, or `None` when the object store has no such blob (blocking).
+    pub(super) fn download(&self, id: &BlobId) -> Result<Option<Vec<u8>>, BlobError> {
+        let path = self.path(id);
+        let fetched = self.driver.run(async {
+            match self.store.get(&path).await {
+                Ok(object) => object.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(error) => Err(error),
+            }
+        });
+        fetched.map(|bytes| bytes.map(|b| b.to_vec())).map_err(|e| remote(format!("fetching {id}: {e}")))
+    }
+
+    /// Deletes `ids` from the object store (blocking; a failure is logged: the blob is only
+    /// left behind).
+    pub(super) fn delete(&self, ids: Vec<BlobId>) {
+        let paths: Vec<ObjectPath> = ids.iter().map(|id| self.path(id)).collect();
+        self.driver.run(async {
+            for path in paths {
+                if let Err(error) = self.store.delete(&path).await {
+                    tracing::warn!(%path, %error, "could not delete a collected checkpoint blob from the object store");
+                }
+            }
+        });
+    }
+}
+
+fn remote(why: String) -> BlobError {
+    BlobError::Remote(why)
+}
