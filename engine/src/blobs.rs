@@ -139,22 +139,31 @@ impl BlobStore {
         if durable {
             sync_dir(parent).map_err(io)?;
         }
-        if let Some(replica) = &self.replica
-            && let Err(error) = replica.upload(&id, compressed)
-        {
-            // Not kept locally either: the next put of this content uploads it again.
-            let _ = std::fs::remove_file(&path);
-            return Err(error);
+        if let Some(replica) = &self.replica {
+            replica.upload_later(&id, compressed);
+            if durable {
+                self.flush_replica()?;
+            }
         }
         Ok((id, true))
     }
 
     /// Makes every blob written so far durable (blocking): one sync of the store's file
-    /// system, cheaper than syncing many blobs one by one.
+    /// system, cheaper than syncing many blobs one by one, and, with a replica, every upload
+    /// started waited for.
     pub fn sync(&self) -> Result<(), BlobError> {
         let io = |source| BlobError::Io { path: self.dir.clone(), source };
         let dir = std::fs::File::open(&self.dir).map_err(io)?;
-        rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))
+        rustix::fs::syncfs(&dir).map_err(|e| io(e.into()))?;
+        self.flush_replica()
+    }
+
+    /// Waits until every blob stored so far is in the replica, if there is one (blocking).
+    fn flush_replica(&self) -> Result<(), BlobError> {
+        match &self.replica {
+            Some(replica) => replica.flush(|id| std::fs::read(self.path(id)).ok()),
+            None => Ok(()),
+        }
     }
 
     /// Reads blob `id` (blocking), checked against its id.
@@ -276,12 +285,13 @@ mod tests {
         let store = BlobStore::open(dir.path()).unwrap().with_replica(replica.clone());
         let (id, new) = store.put(b"a context's memory", false).unwrap();
         assert!(new);
+        store.sync().unwrap();
         let remote = object_store::path::Path::from(format!("checkpoints/{id}"));
         let runtime = tokio::runtime::Runtime::new().unwrap();
         let exists = |id: &BlobId| {
             runtime.block_on(memory.head(&object_store::path::Path::from(format!("checkpoints/{id}")))).is_ok()
         };
-        assert!(exists(&id), "uploaded before put returned");
+        assert!(exists(&id), "uploaded once the store is synced");
 
         // Lost locally: fetched, checked, and cached again.
         std::fs::remove_file(store.path(&id)).unwrap();
@@ -302,7 +312,8 @@ mod tests {
 
         // Collected locally: deleted from the object store as well.
         let (kept, _) = store.put(b"kept", false).unwrap();
-        let (gone, _) = store.put(b"collected", false).unwrap();
+        let (gone, _) = store.put(b"collected", true).unwrap();
+        assert!(exists(&kept) && exists(&gone), "a durable put waits for every upload");
         assert_eq!(store.retain(&[kept.clone()].into()), 1);
         assert!(exists(&kept) && !exists(&gone));
     }

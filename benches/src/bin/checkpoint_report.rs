@@ -20,11 +20,16 @@
 //! and, in a third table, templates: saving the set-up sandbox as a template, and starting a
 //! sandbox from it and running its first cell (the set-up's state is there, nothing re-run);
 //!
+//! and, last, the plain Python sandbox's pause and per-cell durability again with its
+//! checkpoints also uploaded to an S3-compatible object store (moto's server on loopback,
+//! from `target/moto-venv`, which `scripts/bench.sh` installs);
+//!
 //! with the baseline measured in the same run: creating a sandbox afresh and running its
 //! set-up code again (what a client without pause/resume does to get the state back).
 //! E2B's published figures are printed beside them for comparison (not measured here).
 
 use soulbox_benches::{ms, percentile};
+use soulbox_engine::blobs::Replica;
 use soulbox_engine::sandbox::{CheckpointPolicy, TemplateRef};
 use soulbox_engine::{Engine, Language, RunOptions, SandboxSpec, Sandboxes, SandboxesConfig, Template};
 use std::time::{Duration, Instant};
@@ -192,6 +197,76 @@ async fn resume_after_restart(
     Ok(times)
 }
 
+/// moto's S3-compatible server on a free loopback port, killed when dropped.
+struct Moto(std::process::Child, String);
+
+impl Moto {
+    fn start() -> anyhow::Result<Moto> {
+        use std::io::BufRead;
+        let bin = std::path::Path::new("target/moto-venv/bin/moto_server");
+        anyhow::ensure!(bin.exists(), "no {}: scripts/bench.sh installs it", bin.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut child = std::process::Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        anyhow::ensure!(
+            lines.by_ref().map_while(Result::ok).any(|line| line.contains("Running on")),
+            "moto_server exited before serving"
+        );
+        std::thread::spawn(move || lines.for_each(drop));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        reqwest::blocking::Client::new().put(format!("{endpoint}/bench")).send()?.error_for_status()?;
+        Ok(Moto(child, endpoint))
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A plain Python sandbox's pauses and cells checkpointed after every cell, its checkpoints
+/// also uploaded to `endpoint`'s bucket `bench`.
+async fn with_replica(
+    engine: &Engine,
+    dirs: &std::path::Path,
+    endpoint: &str,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_bucket_name("bench")
+        .with_region("us-east-1")
+        .with_access_key_id("moto")
+        .with_secret_access_key("moto")
+        .build()?;
+    let replica = Replica::new(std::sync::Arc::new(store), "checkpoints")?;
+    let sandboxes = Sandboxes::new(engine.clone(), SandboxesConfig { replica: Some(replica), ..config(dirs) })?;
+    let template = Template::Python;
+    let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+    sandbox.run_code(setup(template), options(template)).await?;
+    let every_cell = SandboxSpec { template, checkpoint: CheckpointPolicy::EveryCell, ..SandboxSpec::default() };
+    let durable = sandboxes.create(every_cell).await?;
+    durable.run_code(setup(template), options(template)).await?;
+    let (mut pauses, mut cells) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        sandbox.run_code(SMALL_CELL, options(template)).await?;
+        let started = Instant::now();
+        sandbox.pause().await?;
+        pauses.push(started.elapsed());
+        let started = Instant::now();
+        durable.run_code(SMALL_CELL, options(template)).await?;
+        cells.push(started.elapsed());
+    }
+    Ok((pauses, cells))
+}
+
 fn config(dirs: &std::path::Path) -> SandboxesConfig {
     SandboxesConfig {
         workspace_root: dirs.join("sandboxes"),
@@ -262,6 +337,26 @@ fn main() -> anyhow::Result<()> {
             pair(&f.from_template),
             ms(recreate),
             recreate.as_secs_f64() / from.as_secs_f64(),
+        );
+    }
+    let moto = Moto::start()?;
+    let (pauses, cells) = runtime.block_on(with_replica(&engine, &root.path().join("replica"), &moto.1))?;
+    drop(moto);
+    let local = &all.iter().find(|(template, _)| *template == Template::Python).expect("measured").1;
+    println!(
+        "\nA plain Python sandbox with its checkpoints also in an S3-compatible store (moto on loopback; {RUNS} rounds; p50 / p99)\n"
+    );
+    println!("| checkpoints | pause | cell, checkpointed after every cell | cost per cell, p50 |");
+    println!("|---|---|---|---|");
+    let on_pause = percentile(&local.cell_on_pause, 0.5);
+    for (store, pause, cell) in
+        [("local directory", &local.pause, &local.cell_every_cell), ("local + object store", &pauses, &cells)]
+    {
+        println!(
+            "| {store} | {} | {} | {} |",
+            pair(pause),
+            pair(cell),
+            ms(percentile(cell, 0.5).saturating_sub(on_pause))
         );
     }
     println!(

@@ -2,9 +2,12 @@
 //! S3-compatible server, through the `object_store` crate), so that checkpoints outlive the
 //! local disk.
 //!
-//! The local directory stays the write path and the cache: a new blob is written there, then
-//! uploaded (compressed, as stored) before [`super::BlobStore::put`] returns, so a checkpoint
-//! the registry reports stored is in the object store too. A blob that is missing or damaged
+//! The local directory stays the write path and the cache: a new blob is written there, and
+//! its upload (compressed, as stored) starts in the background; [`super::BlobStore::sync`]
+//! (which a durable checkpoint, a pause, ends with) waits for every upload started, retrying
+//! a failed one from the local copy, so a checkpoint the registry reports durable is in the
+//! object store too, and a checkpoint after every cell (written, not synced) does not wait
+//! for the network. A blob that is missing or damaged
 //! locally is fetched, checked (it must decompress to content with its id's checksum, as a
 //! local one must) and cached again. Blobs collected locally are deleted from the object store
 //! too. Object names are `<prefix>/<id>`.
@@ -18,7 +21,7 @@
 use super::{BlobError, BlobId};
 use object_store::ObjectStore;
 use object_store::path::Path as ObjectPath;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// An object store holding a copy of every blob (see the module's documentation). Cheap to
 /// clone.
@@ -27,6 +30,16 @@ pub struct Replica {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
     driver: Arc<Driver>,
+    uploads: Arc<Mutex<Uploads>>,
+}
+
+/// Uploads not yet waited for.
+#[derive(Default)]
+struct Uploads {
+    /// Started, with their tasks.
+    running: Vec<(BlobId, tokio::task::JoinHandle<Result<(), String>>)>,
+    /// Failed, to retry at the next flush.
+    failed: Vec<BlobId>,
 }
 
 /// The replica's own runtime, shut down without waiting when the last replica goes (a
@@ -69,15 +82,65 @@ impl Replica {
             .enable_all()
             .build()
             .map_err(|e| remote(format!("starting its runtime: {e}")))?;
-        Ok(Replica { store, prefix: ObjectPath::from(prefix), driver: Arc::new(Driver(Some(runtime))) })
+        let driver = Arc::new(Driver(Some(runtime)));
+        Ok(Replica { store, prefix: ObjectPath::from(prefix), driver, uploads: Arc::default() })
     }
 
     fn path(&self, id: &BlobId) -> ObjectPath {
         self.prefix.child(id.as_str())
     }
 
+    /// Starts uploading blob `id`'s stored (compressed) bytes; [`Replica::flush`] waits.
+    pub(super) fn upload_later(&self, id: &BlobId, compressed: Vec<u8>) {
+        let (store, path, name) = (Arc::clone(&self.store), self.path(id), id.clone());
+        let task = self.driver.runtime().spawn(async move {
+            store.put(&path, compressed.into()).await.map(drop).map_err(|e| format!("uploading {name}: {e}"))
+        });
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).running.push((id.clone(), task));
+    }
+
+    /// Waits for every upload started (blocking); one that failed is retried with its bytes
+    /// from `local`. An upload that fails again is kept for the next flush and its error
+    /// returned.
+    pub(super) fn flush(&self, local: impl Fn(&BlobId) -> Option<Vec<u8>>) -> Result<(), BlobError> {
+        let (running, mut failed) = {
+            let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+            (std::mem::take(&mut uploads.running), std::mem::take(&mut uploads.failed))
+        };
+        if running.is_empty() && failed.is_empty() {
+            return Ok(());
+        }
+        let failed_now: Vec<(BlobId, String)> = self.driver.run(async {
+            let mut failed = Vec::new();
+            for (id, task) in running {
+                match task.await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(why)) => failed.push((id, why)),
+                    Err(join) => failed.push((id, join.to_string())),
+                }
+            }
+            failed
+        });
+        for (id, why) in failed_now {
+            tracing::warn!(%id, %why, "a checkpoint blob's upload failed; retrying");
+            failed.push(id);
+        }
+        let mut error = None;
+        let mut still = Vec::new();
+        for id in failed {
+            // A blob collected meanwhile has nothing left to upload.
+            let Some(bytes) = local(&id) else { continue };
+            if let Err(e) = self.upload(&id, bytes) {
+                error.get_or_insert(e);
+                still.push(id);
+            }
+        }
+        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).failed.extend(still);
+        error.map_or(Ok(()), Err)
+    }
+
     /// Uploads blob `id`'s stored (compressed) bytes (blocking).
-    pub(super) fn upload(&self, id: &BlobId, compressed: Vec<u8>) -> Result<(), BlobError> {
+    fn upload(&self, id: &BlobId, compressed: Vec<u8>) -> Result<(), BlobError> {
         let path = self.path(id);
         self.driver
             .run(self.store.put(&path, compressed.into()))

@@ -202,8 +202,9 @@ pub struct SandboxesConfig {
     /// back the lifetime it had left when it paused. Default `None`: a paused sandbox keeps its
     /// lifetime.
     pub paused_lifetime: Option<Duration>,
-    /// An object store (S3 or S3-compatible) that keeps a copy of every checkpoint blob: each
-    /// is uploaded before its checkpoint counts as stored, and one missing or damaged in
+    /// An object store (S3 or S3-compatible) that keeps a copy of every checkpoint blob: a
+    /// pause or a checkpoint on demand returns once its blobs are uploaded (a checkpoint after
+    /// every cell does not wait), and one missing or damaged in
     /// `snapshot_dir` is fetched from it ([`crate::blobs::Replica`]). Manifests, template
     /// records and workspaces stay in the local directories. Default `None`.
     pub replica: Option<crate::blobs::Replica>,

@@ -278,8 +278,8 @@ pub struct StorageSection {
     pub object_store: Option<ObjectStoreSection>,
 }
 
-/// `[storage.object_store]`: where every checkpoint blob is also kept. Each is uploaded before
-/// its checkpoint counts as stored; one missing or damaged in `storage.snapshot_dir` is fetched
+/// `[storage.object_store]`: where every checkpoint blob is also kept. A pause or a checkpoint
+/// on demand returns once its blobs are uploaded; one missing or damaged in `storage.snapshot_dir` is fetched
 /// from it. Credentials come from the environment (`AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`), never from this file.
 #[derive(Debug, Clone, Deserialize)]
