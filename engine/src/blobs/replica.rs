@@ -36,9 +36,9 @@ pub struct Replica {
 /// Uploads not yet waited for.
 #[derive(Default)]
 struct Uploads {
-    /// Started, with their tasks.
-    running: Vec<(BlobId, tokio::task::JoinHandle<Result<(), String>>)>,
-    /// Failed, to retry at the next flush.
+    /// Started and not known to have ended (finished ones are dropped as new ones start).
+    running: Vec<tokio::task::JoinHandle<()>>,
+    /// Failed (an upload task adds its blob when it fails), to retry at the next flush.
     failed: Vec<BlobId>,
 }
 
@@ -92,39 +92,34 @@ impl Replica {
 
     /// Starts uploading blob `id`'s stored (compressed) bytes; [`Replica::flush`] waits.
     pub(super) fn upload_later(&self, id: &BlobId, compressed: Vec<u8>) {
-        let (store, path, name) = (Arc::clone(&self.store), self.path(id), id.clone());
+        let (store, path, name, uploads) =
+            (Arc::clone(&self.store), self.path(id), id.clone(), Arc::clone(&self.uploads));
         let task = self.driver.runtime().spawn(async move {
-            store.put(&path, compressed.into()).await.map(drop).map_err(|e| format!("uploading {name}: {e}"))
+            if let Err(error) = store.put(&path, compressed.into()).await {
+                tracing::warn!(id = %name, %error, "a checkpoint blob's upload failed; the next flush retries it");
+                uploads.lock().unwrap_or_else(|e| e.into_inner()).failed.push(name);
+            }
         });
-        self.uploads.lock().unwrap_or_else(|e| e.into_inner()).running.push((id.clone(), task));
+        let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
+        uploads.running.retain(|task| !task.is_finished());
+        uploads.running.push(task);
     }
 
     /// Waits for every upload started (blocking); one that failed is retried with its bytes
     /// from `local`. An upload that fails again is kept for the next flush and its error
     /// returned.
     pub(super) fn flush(&self, local: impl Fn(&BlobId) -> Option<Vec<u8>>) -> Result<(), BlobError> {
-        let (running, mut failed) = {
-            let mut uploads = self.uploads.lock().unwrap_or_else(|e| e.into_inner());
-            (std::mem::take(&mut uploads.running), std::mem::take(&mut uploads.failed))
-        };
-        if running.is_empty() && failed.is_empty() {
-            return Ok(());
-        }
-        let failed_now: Vec<(BlobId, String)> = self.driver.run(async {
-            let mut failed = Vec::new();
-            for (id, task) in running {
-                match task.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(why)) => failed.push((id, why)),
-                    Err(join) => failed.push((id, join.to_string())),
+        let running = std::mem::take(&mut self.uploads.lock().unwrap_or_else(|e| e.into_inner()).running);
+        if !running.is_empty() {
+            self.driver.run(async {
+                for task in running {
+                    // Failures are recorded by the task itself (object_store returns errors,
+                    // it does not panic).
+                    let _ = task.await;
                 }
-            }
-            failed
-        });
-        for (id, why) in failed_now {
-            tracing::warn!(%id, %why, "a checkpoint blob's upload failed; retrying");
-            failed.push(id);
+            });
         }
+        let failed = std::mem::take(&mut self.uploads.lock().unwrap_or_else(|e| e.into_inner()).failed);
         let mut error = None;
         let mut still = Vec::new();
         for id in failed {
