@@ -105,7 +105,7 @@ impl BlobStore {
     }
 
     /// The same store, every new blob also uploaded to `replica` and every blob missing or
-    /// damaged locally fetched from it ([`replica`]'s documentation).
+    /// damaged locally fetched from it ([`Replica`]'s documentation).
     pub fn with_replica(mut self, replica: Replica) -> Self {
         self.replica = Some(replica);
         self
