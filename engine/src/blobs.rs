@@ -318,6 +318,99 @@ mod tests {
         assert!(exists(&kept) && !exists(&gone));
     }
 
+    /// An object store whose first `failures` puts fail, as a network or a server would.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: object_store::memory::InMemory,
+        failures: std::sync::atomic::AtomicUsize,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "Flaky({})", self.inner)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl object_store::ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            use std::sync::atomic::Ordering;
+            if self.failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+                let source = std::io::Error::other("connection reset");
+                return Err(object_store::Error::Generic { store: "Flaky", source: source.into() });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        async fn delete(&self, location: &object_store::path::Path) -> object_store::Result<()> {
+            self.inner.delete(location).await
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures_util::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+        ) -> object_store::Result<()> {
+            self.inner.copy(from, to).await
+        }
+        async fn copy_if_not_exists(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+        ) -> object_store::Result<()> {
+            self.inner.copy_if_not_exists(from, to).await
+        }
+    }
+
+    #[test]
+    fn a_failed_upload_fails_the_sync_and_is_retried_from_the_local_copy_until_it_lands() {
+        use object_store::ObjectStore;
+        let dir = tempfile::tempdir().unwrap();
+        // The background upload and the first retry fail; the second retry lands.
+        let flaky = std::sync::Arc::new(Flaky { inner: Default::default(), failures: 2.into() });
+        let store = BlobStore::open(dir.path()).unwrap().with_replica(Replica::new(flaky.clone(), "c").unwrap());
+        let (id, _) = store.put(b"a cell's checkpoint", false).unwrap();
+        let failed = store.sync().unwrap_err();
+        assert!(matches!(&failed, BlobError::Remote(why) if why.contains("connection reset")), "{failed}");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let remote = object_store::path::Path::from(format!("c/{id}"));
+        assert!(runtime.block_on(flaky.head(&remote)).is_err(), "not uploaded yet");
+        store.sync().unwrap();
+        let uploaded = runtime.block_on(async { flaky.get(&remote).await.unwrap().bytes().await.unwrap() });
+        assert_eq!(decode(&id, &uploaded).unwrap(), b"a cell's checkpoint", "the local copy, as stored");
+        store.sync().unwrap();
+        assert_eq!(flaky.failures.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
     #[test]
     fn stores_reads_and_refuses_a_damaged_blob() {
         let dir = tempfile::tempdir().unwrap();

@@ -45,10 +45,13 @@ pub enum Command {
     Keys(KeysCommand),
     /// Start an interactive session: one context that keeps its state across inputs.
     Repl(crate::repl::ReplArgs),
-    /// Read the sandbox registry in the server's database (what runs, what is paused, what
-    /// was killed or lost), even while the server is down.
+    /// Sandboxes: read the registry in the server's database (even while the server is down),
+    /// or pause, resume, checkpoint, fork, kill them through a running server.
     #[command(subcommand)]
-    Sandboxes(SandboxesCommand),
+    Sandboxes(crate::sandboxes_cli::SandboxesCommand),
+    /// A running server's templates: save one from a sandbox, list, describe, delete.
+    #[command(subcommand)]
+    Templates(crate::sandboxes_cli::TemplatesCommand),
     /// Manage the interpreter runtimes.
     #[command(subcommand)]
     Runtimes(RuntimesCommand),
@@ -78,46 +81,6 @@ pub enum KeysCommand {
         /// The key's id (`key_...`).
         id: String,
     },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum SandboxesCommand {
-    /// List the recorded sandboxes, newest first.
-    List {
-        /// Only this tenant's.
-        #[arg(long)]
-        tenant: Option<String>,
-        /// Only those in this state.
-        #[arg(long, value_enum)]
-        state: Option<StateFilter>,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-/// A sandbox state to filter by.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum StateFilter {
-    /// Open, its contexts live.
-    Running,
-    /// Paused: its checkpoints hold it.
-    Paused,
-    /// Killed or expired.
-    Killed,
-    /// Left running by a server that died.
-    Lost,
-}
-
-impl From<StateFilter> for soulbox_engine::sandbox::LedgerState {
-    fn from(filter: StateFilter) -> Self {
-        match filter {
-            StateFilter::Running => Self::Running,
-            StateFilter::Paused => Self::Paused,
-            StateFilter::Killed => Self::Killed,
-            StateFilter::Lost => Self::Lost,
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -199,7 +162,8 @@ pub async fn dispatch(cli: Cli, loaded: Loaded) -> anyhow::Result<ExitCode> {
         Command::Repl(args) => crate::repl::repl(&cli, config, args).await,
         Command::Serve(args) => crate::serve::serve(&cli, &loaded, args).await,
         Command::Keys(command) => keys(&cli, config, command).await,
-        Command::Sandboxes(command) => sandboxes(&cli, config, command).await,
+        Command::Sandboxes(command) => crate::sandboxes_cli::sandboxes(&cli, config, command).await,
+        Command::Templates(command) => crate::sandboxes_cli::templates(command).await,
         Command::Runtimes(RuntimesCommand::Fetch(args)) => fetch(&cli, config, args).await,
         Command::Worker => {
             soulbox_runtimes_wasm::worker_process::serve(cli.wasm_config(config, false)).await?;
@@ -226,40 +190,6 @@ async fn keys(cli: &Cli, config: &Config, command: &KeysCommand) -> anyhow::Resu
         KeysCommand::Revoke { id } => {
             db.revoke(id).await?;
             eprintln!("Revoked {id}.");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn sandboxes(cli: &Cli, config: &Config, command: &SandboxesCommand) -> anyhow::Result<ExitCode> {
-    let db = cli.database(config).await?;
-    match command {
-        SandboxesCommand::List { tenant, state, json } => {
-            let rows = db.sandboxes(tenant.as_deref(), state.map(Into::into)).await?;
-            if *json {
-                for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            let now = crate::database::now_ms();
-            println!(
-                "{:<30} {:<20} {:<13} {:<8} {:>12} {:>11}  why",
-                "id", "tenant", "template", "state", "changed (s)", "checkpoints"
-            );
-            for row in rows {
-                let ago = (now - row.updated_ms).max(0) / 1000;
-                let why = row.why.unwrap_or_default();
-                println!(
-                    "{:<30} {:<20} {:<13} {:<8} {:>12} {:>11}  {why}",
-                    row.id,
-                    row.tenant,
-                    row.template,
-                    row.state,
-                    ago,
-                    row.checkpoints.len()
-                );
-            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -7,16 +7,20 @@
 //! - `soulbox repl -l python|js` keeps one stateful context across inputs (a sandbox of the
 //!   engine's, streaming output as it runs).
 //! - `soulbox serve --dev` serves the HTTP API ([`http`]) on loopback.
+//! - `soulbox sandboxes ...` and `soulbox templates ...` read the registry or act on a running
+//!   server's sandboxes and templates ([`sandboxes_cli`], through [`client`]).
 
 #![forbid(unsafe_code)]
 
 mod cli;
+mod client;
 mod config;
 mod database;
 mod http;
 mod listener;
 mod repl;
 mod run;
+mod sandboxes_cli;
 mod serve;
 
 use clap::Parser;

@@ -348,3 +348,64 @@ async fn checkpoints_kept_in_an_s3_compatible_store_come_back_when_the_local_cop
     let second = Server::start_in_env(&args, &env);
     assert_eq!(cell(&client, &second, &id, json!({"code": "print(x + 1, int(df.a.sum()))"})).await, "42 49995000");
 }
+
+/// `soulbox sandboxes|templates ... --server URL` with `SOULBOX_API_KEY`: the command's
+/// stdout, or its stderr as the error.
+fn cli(server: &Server, key: &str, args: &[&str]) -> Result<String, String> {
+    let out = super::support::soulbox()
+        .args(args)
+        .args(["--server", &server.url("")])
+        .env("SOULBOX_API_KEY", key)
+        .output()
+        .unwrap();
+    match out.status.success() {
+        true => Ok(String::from_utf8(out.stdout).unwrap()),
+        false => Err(String::from_utf8(out.stderr).unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn the_cli_pauses_resumes_checkpoints_forks_and_kills_a_running_servers_sandboxes_as_its_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, keys) = super::support::start_with_keys(dir.path(), &["owner", "stranger"], &[]);
+    let (owner, stranger) = (keys[0].as_str(), keys[1].as_str());
+    let client = reqwest::Client::new();
+    let id = super::support::create_sandbox(&client, &server, Some(owner)).await;
+    let run = |code: &str, sandbox: &str| {
+        let request = client.post(server.url(&format!("/v1/sandboxes/{sandbox}/execute"))).bearer_auth(owner);
+        let request = request.json(&json!({"code": code}));
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap()["results"][0]["text"].clone() }
+    };
+    run("x = 41", &id).await;
+
+    let refused = cli(&server, stranger, &["sandboxes", "pause", &id]).unwrap_err();
+    assert!(refused.contains("not_found"), "another tenant's sandbox is not its to pause: {refused}");
+    let paused: Value = serde_json::from_str(&cli(&server, owner, &["sandboxes", "pause", &id]).unwrap()).unwrap();
+    assert_eq!((paused["contexts"].as_u64(), paused["processes_restored"].as_bool()), (Some(1), Some(false)));
+    let resumed: Value = serde_json::from_str(&cli(&server, owner, &["sandboxes", "resume", &id]).unwrap()).unwrap();
+    assert_eq!(resumed["state"], "running", "{resumed}");
+    let checkpoint =
+        serde_json::from_str::<Value>(&cli(&server, owner, &["sandboxes", "checkpoint", &id]).unwrap()).unwrap();
+    assert_eq!(checkpoint["contexts"], 1, "{checkpoint}");
+
+    let forks = cli(&server, owner, &["sandboxes", "fork", &id, "--count", "2"]).unwrap();
+    let forks: Vec<&str> = forks.lines().collect();
+    assert_eq!(forks.len(), 2, "{forks:?}");
+    run("x += 1", forks[0]).await;
+    assert_eq!((run("x", forks[0]).await, run("x", forks[1]).await), (json!("42"), json!("41")));
+
+    let saved = cli(&server, owner, &["templates", "save", &id, "--name", "answer"]).unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&saved).unwrap()["version"], 1, "{saved}");
+    let listed = cli(&server, owner, &["templates", "list"]).unwrap();
+    assert!(listed.lines().any(|line| line.starts_with("answer ")), "{listed}");
+    assert!(cli(&server, stranger, &["templates", "show", "answer"]).unwrap_err().contains("not_found"));
+    cli(&server, owner, &["templates", "delete", "answer"]).unwrap();
+
+    cli(&server, owner, &["sandboxes", "kill", &id]).unwrap();
+    let gone = cli(&server, owner, &["sandboxes", "resume", &id]).unwrap_err();
+    assert!(gone.contains("not_found"), "{gone}");
+    let unreachable =
+        super::support::soulbox().args(["sandboxes", "pause", &id, "--server", "http://127.0.0.1:9"]).output().unwrap();
+    let said = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(!unreachable.status.success() && said.contains("reaching the server"), "{said}");
+}
