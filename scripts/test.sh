@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SoulBox's whole test suite, on a fresh machine or a warm one:
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
-#   (skipped when already done), the test Python (the official MCP SDK, pinned), moto (an
+#   (skipped when already done), the test Python (the official MCP SDK, pinned), the official
+#   E2B SDKs (pinned), moto (an
 #   S3-compatible server, pinned), a PostgreSQL server on loopback, the container images (built locally, no registry), then every unit,
 #   integration, CLI and server test against real wasmtime and the real Docker engine.
 set -euo pipefail
@@ -38,6 +39,10 @@ target/test-venv/bin/pip install --quiet --disable-pip-version-check -r server/t
 step "fuzzer (server/tests/python/fuzz-requirements.txt: Schemathesis, for the API fuzz run)"
 if [ ! -x target/fuzz-venv/bin/python ]; then python3 -m venv target/fuzz-venv; fi
 target/fuzz-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/fuzz-requirements.txt
+
+step "E2B SDKs (server/tests/python/e2b-requirements.txt: the official e2b and e2b-code-interpreter, pinned)"
+if [ ! -x target/e2b-venv/bin/python ]; then python3 -m venv target/e2b-venv; fi
+target/e2b-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/e2b-requirements.txt
 
 step "moto (server/tests/python/moto-requirements.txt: an S3-compatible server, for the object store tests)"
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi

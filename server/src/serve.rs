@@ -22,7 +22,9 @@ use crate::cli::{Cli, Loaded};
 use crate::config::Environment;
 use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
-use crate::http::{AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, Settings, app, charge_closed_sandboxes};
+use crate::http::{
+    AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, SandboxTokens, Settings, app, charge_closed_sandboxes,
+};
 use crate::listener::{ConnectionLimits, Server};
 use anyhow::Context as _;
 use clap::Args;
@@ -101,6 +103,8 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     if stale > 0 {
         tracing::warn!(stale, "sandboxes the database had as open that this server does not know are marked lost");
     }
+    let secret = db.secret(SandboxTokens::SECRET_NAME).await?;
+    let tokens = SandboxTokens::from_secret(&secret).context("the database's sandbox token key is damaged")?;
     let fd_limit = crate::listener::raise_fd_limit();
     tracing::info!(fd_limit, "open-file limit");
     let budgets = Budgets::new(config.auth.execution_seconds_per_day, config.auth.sandbox_hours_per_day);
@@ -121,6 +125,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         settings: Arc::new(Settings::from_config(&config, env, public_url)),
         guard: Guard::new(config.auth.requests_per_second, config.auth.burst, config.auth.max_concurrent_executions),
         lifecycle: Lifecycle::default(),
+        tokens,
     };
     tokio::spawn(shrink_guard(state.guard.clone()));
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };

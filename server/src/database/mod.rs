@@ -28,7 +28,7 @@ const SHOWN_PREFIX_CHARS: usize = 12;
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 8;
 
-const SCHEMA: [&str; 6] = [
+const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
@@ -40,6 +40,7 @@ const SCHEMA: [&str; 6] = [
     "CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_id TEXT NOT NULL, \
      event TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms)",
+    "CREATE TABLE IF NOT EXISTS server_secrets (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
 
 /// The most audit events one listing returns (the newest).
@@ -190,6 +191,20 @@ impl Database {
             .await?;
         self.record_audit(&[AuditEvent::cli(tenant, &id, "key.created")]).await?;
         Ok((id, secret))
+    }
+
+    /// The server's secret called `name` (64 hex digits), made at its first use and the same
+    /// for every process on this database ever after: what per-sandbox tokens are derived
+    /// from, so a token handed out before a restart still works after it.
+    pub async fn secret(&self, name: &str) -> Result<String, DatabaseError> {
+        sqlx::query("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING")
+            .bind(name)
+            .bind(random_hex::<32>())
+            .execute(&self.pool)
+            .await?;
+        let row =
+            sqlx::query("SELECT value FROM server_secrets WHERE name = $1").bind(name).fetch_one(&self.pool).await?;
+        Ok(row.try_get("value")?)
     }
 
     /// Every key, oldest first.
@@ -438,6 +453,10 @@ mod tests {
         assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 64);
         assert_eq!(db.key_of(&secret).await.unwrap(), Some(LiveKey { id: id.clone(), tenant: "acme".into() }));
         assert_eq!(db.key_of("sbk_wrong").await.unwrap(), None);
+        let secret = db.secret("tokens").await.unwrap();
+        assert_eq!(secret.len(), 64);
+        assert_eq!(Database::open(url).await.unwrap().secret("tokens").await.unwrap(), secret, "made once, then kept");
+        assert_ne!(db.secret("another").await.unwrap(), secret);
         let listed = db.keys().await.unwrap();
         assert_eq!(listed.len(), 1);
         assert!(!format!("{listed:?}").contains(&secret), "the secret is never listed");

@@ -82,6 +82,11 @@ pub enum ApiError {
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorCode(pub &'static str);
 
+/// The message of an error response, kept in its extensions for a surface that words its
+/// errors its own way (the E2B surface's `{"code": 404, "message": ...}`).
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
+
 /// What every error response carries.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
@@ -165,6 +170,7 @@ impl IntoResponse for ApiError {
         let body = ErrorBody { error: ErrorDetail { code: self.code(), message: self.to_string() } };
         let mut response = (status, Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(self.code()));
+        response.extensions_mut().insert(ErrorMessage(self.to_string()));
         if let Some(wait) = self.retry_after() {
             // Whole seconds, rounded up.
             let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);

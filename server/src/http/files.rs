@@ -92,7 +92,12 @@ async fn upload(
 
 /// Streams `body` into the workspace file at `path`, refusing it past `limit` bytes (a raw
 /// body is not bounded by `DefaultBodyLimit`, so the limit is applied here).
-async fn write_upload(files: &Workspace, path: &str, body: Body, limit: usize) -> Result<u64, ApiError> {
+pub(in crate::http) async fn write_upload(
+    files: &Workspace,
+    path: &str,
+    body: Body,
+    limit: usize,
+) -> Result<u64, ApiError> {
     let limited = Body::new(Limited::new(body, limit));
     let mut reader = StreamReader::new(limited.into_data_stream().map_err(std::io::Error::other));
     match files.write_stream(path, &mut reader).await {

@@ -21,9 +21,10 @@
 mod audit;
 mod auth;
 mod budget;
+mod e2b;
 mod error;
 mod execute;
-mod files;
+pub(crate) mod files;
 mod guard;
 mod mcp;
 mod metrics;
@@ -40,6 +41,7 @@ mod tools;
 pub use audit::Audit;
 pub use auth::{Auth, Tenant};
 pub use budget::{Budgets, charge_closed_sandboxes};
+pub use e2b::SandboxTokens;
 pub use error::ApiError;
 pub use guard::Guard;
 pub use metrics::Metrics;
@@ -87,6 +89,8 @@ pub struct AppState {
     pub guard: Guard,
     /// Draining and shutdown.
     pub lifecycle: Lifecycle,
+    /// The E2B surface's per-sandbox access tokens.
+    pub tokens: SandboxTokens,
 }
 
 /// The server's life: whether it is draining, and the token that ends long-lived work (MCP
@@ -122,9 +126,42 @@ pub fn app(state: AppState) -> Router {
         .merge(tools::routes())
         .merge(audit::routes())
         .layer(DefaultBodyLimit::max(state.settings.json_body_limit));
-    let guarded = Router::new()
-        .nest("/v1", v1)
-        .nest_service("/mcp", mcp::service(state.clone()))
+    // One semaphore for every guarded route, whichever surface it is on.
+    let in_flight = GlobalConcurrencyLimitLayer::new(state.settings.max_in_flight);
+    let own = Router::new().nest("/v1", v1).nest_service("/mcp", mcp::service(state.clone()));
+    let guarded = behind_the_guard(own, &state, &in_flight);
+    // E2B's control plane: the same guard, and every error in E2B's shape.
+    let e2b_control = behind_the_guard(
+        e2b::control_routes().layer(DefaultBodyLimit::max(state.settings.json_body_limit)),
+        &state,
+        &in_flight,
+    )
+    .layer(middleware::map_response(e2b::reshape_errors));
+    let mut open = Router::new().route("/health", get(health)).route("/ready", get(ready));
+    if state.settings.metrics_enabled {
+        open = open.route("/metrics", get(metrics::scrape));
+    }
+    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
+    Router::new()
+        .merge(guarded)
+        .merge(e2b_control)
+        .merge(open)
+        .merge(docs)
+        .fallback(not_found)
+        // E2B sandbox traffic (`E2b-Sandbox-Id`) never reaches the routes above.
+        .layer(middleware::from_fn_with_state(e2b::SandboxTraffic::new(state.clone()), e2b::divert))
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
+        .with_state(state)
+}
+
+/// `routes` behind authentication (with the key's rate limit), the request timeout and the
+/// server's in-flight bound (503 at once past it).
+fn behind_the_guard(
+    routes: Router<AppState>,
+    state: &AppState,
+    in_flight: &GlobalConcurrencyLimitLayer,
+) -> Router<AppState> {
+    routes
         .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
         .layer(middleware::from_fn_with_state(state.clone(), timeout))
         .layer(
@@ -133,20 +170,8 @@ pub fn app(state: AppState) -> Router {
                 .load_shed()
                 // Global: one semaphore shared by every route (a plain concurrency limit would
                 // be cloned per route by `Router::layer`).
-                .layer(GlobalConcurrencyLimitLayer::new(state.settings.max_in_flight)),
-        );
-    let mut open = Router::new().route("/health", get(health)).route("/ready", get(ready));
-    if state.settings.metrics_enabled {
-        open = open.route("/metrics", get(metrics::scrape));
-    }
-    let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
-    Router::new()
-        .merge(guarded)
-        .merge(open)
-        .merge(docs)
-        .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), request_span))
-        .with_state(state)
+                .layer(in_flight.clone()),
+        )
 }
 
 /// JSON bodies whose rejections (bad JSON, wrong types, unknown fields) are [`ApiError`]s.

@@ -5,6 +5,7 @@ mod api;
 mod config;
 mod containers;
 mod durability;
+mod e2b;
 mod fuzz;
 mod mcp;
 mod protection;

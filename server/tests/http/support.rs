@@ -169,6 +169,19 @@ pub fn test_python() -> PathBuf {
     venv
 }
 
+/// The Python with the official E2B SDKs (`server/tests/python/e2b-requirements.txt`):
+/// `target/e2b-venv`, which `scripts/test.sh` makes.
+pub fn e2b_python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/e2b-venv/bin/python");
+    assert!(
+        venv.exists(),
+        "no E2B SDK Python at {}: run scripts/test.sh, or `python3 -m venv target/e2b-venv && \
+         target/e2b-venv/bin/pip install -r server/tests/python/e2b-requirements.txt`",
+        venv.display()
+    );
+    venv
+}
+
 /// A file in `server/tests/python`.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)

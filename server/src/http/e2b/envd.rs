@@ -1,0 +1,248 @@
+//! envd, the E2B sandbox's agent, over the sandbox's workspace: `/health`, `/files` (download;
+//! multipart and octet-stream upload) and the `filesystem.Filesystem` Connect service (stat,
+//! list, make a directory, move, remove). Paths are E2B paths ([`wire::workspace_path`]). The
+//! `process.Process` service is [`process`]'s.
+//!
+//! Not here yet, and answered `unimplemented` (the SDK raises it as an error naming it):
+//! directory watchers.
+
+use super::HOME;
+use super::connect::{ConnectError, Unary, reply};
+use super::process;
+use super::traffic::TargetSandbox;
+use super::wire::{self, workspace_path};
+use crate::http::{ApiError, AppState};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::TryStreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use soulbox_engine::sandbox::{EntryInfo, EntryKind, FileError};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/files", get(download).post(upload))
+        .route("/filesystem.Filesystem/Stat", post(stat))
+        .route("/filesystem.Filesystem/ListDir", post(list_dir))
+        .route("/filesystem.Filesystem/MakeDir", post(make_dir))
+        .route("/filesystem.Filesystem/Move", post(move_entry))
+        .route("/filesystem.Filesystem/Remove", post(remove))
+        .route("/filesystem.Filesystem/{method}", post(filesystem_unimplemented))
+        .merge(process::routes())
+}
+
+/// Whether a multipart upload failed on the body limit (the router's `DefaultBodyLimit`).
+fn over_limit(error: &std::io::Error) -> bool {
+    error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<axum::extract::multipart::MultipartError>())
+        .is_some_and(|e| e.status() == StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// `GET /health`: 204 while the sandbox is open (the traffic check answers for one that is not).
+async fn health() -> StatusCode {
+    StatusCode::NO_CONTENT
+}
+
+/// `?path=...` (and `username`, which is always E2B's one user here).
+#[derive(Debug, Deserialize)]
+struct FileQuery {
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    username: Option<String>,
+}
+
+/// An ApiError in envd's plain-HTTP error shape (`{"code": 404, "message": ...}`).
+fn http_error(error: ApiError) -> Response {
+    wire::error(error.status(), error.to_string())
+}
+
+/// `GET /files?path=`: the file's bytes.
+async fn download(TargetSandbox(sandbox): TargetSandbox, Query(query): Query<FileQuery>) -> Response {
+    let Some(path) = query.path else { return http_error(ApiError::BadRequest("`path` is required".into())) };
+    let read = async {
+        let file = sandbox.files()?.read_stream(&workspace_path(&path)).await?;
+        Ok::<_, ApiError>(file)
+    };
+    match read.await {
+        Ok(file) => ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(ReaderStream::new(file)))
+            .into_response(),
+        Err(error) => http_error(error),
+    }
+}
+
+/// `POST /files?path=`: multipart (one part per file, its file name the destination path) or
+/// a raw `application/octet-stream` body for `path`. Answers one entry per file written.
+async fn upload(
+    State(state): State<AppState>,
+    TargetSandbox(sandbox): TargetSandbox,
+    Query(query): Query<FileQuery>,
+    request: Request,
+) -> Response {
+    let multipart = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("multipart/form-data"));
+    let limit = usize::try_from(state.settings.upload_limit).unwrap_or(usize::MAX);
+    let written = async {
+        let files = sandbox.files()?;
+        let mut written = Vec::new();
+        if multipart {
+            let mut parts = Multipart::from_request(request, &state)
+                .await
+                .map_err(|e| ApiError::BadRequest(format!("the multipart body: {e}")))?;
+            while let Some(part) =
+                parts.next_field().await.map_err(|e| ApiError::BadRequest(format!("the multipart body: {e}")))?
+            {
+                let Some(path) = part.file_name().map(str::to_owned).or_else(|| query.path.clone()) else {
+                    return Err(ApiError::BadRequest("a part has no file name and there is no `path`".into()));
+                };
+                let path = workspace_path(&path);
+                let mut reader = StreamReader::new(part.map_err(std::io::Error::other));
+                files.write_stream(&path, &mut reader).await.map_err(|error| match error {
+                    FileError::Io { source, .. } if over_limit(&source) => {
+                        ApiError::TooLarge(format!("the upload is over {limit} bytes"))
+                    }
+                    other => other.into(),
+                })?;
+                written.push(path);
+            }
+        } else {
+            let Some(path) = &query.path else { return Err(ApiError::BadRequest("`path` is required".into())) };
+            let path = workspace_path(path);
+            crate::http::files::write_upload(&files, &path, request.into_body(), limit).await?;
+            written.push(path);
+        }
+        Ok(written)
+    };
+    match written.await {
+        Ok(paths) if paths.is_empty() => http_error(ApiError::BadRequest("no file in the upload".into())),
+        Ok(paths) => {
+            let entries: Vec<Value> =
+                paths.iter().map(|path| json!({ "name": name_of(path), "type": "file", "path": path })).collect();
+            axum::Json(entries).into_response()
+        }
+        Err(error) => http_error(error),
+    }
+}
+
+fn name_of(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// E2B's `EntryInfo`.
+fn entry_json(entry: &EntryInfo) -> Value {
+    let (kind, mode, permissions) = match entry.kind {
+        EntryKind::File => ("FILE_TYPE_FILE", 0o644, "-rw-r--r--"),
+        EntryKind::Dir => ("FILE_TYPE_DIRECTORY", 0o755, "drwxr-xr-x"),
+        EntryKind::Symlink => ("FILE_TYPE_SYMLINK", 0o777, "lrwxrwxrwx"),
+        _ => ("FILE_TYPE_UNSPECIFIED", 0o644, "-rw-r--r--"),
+    };
+    let mut json = json!({
+        "name": entry.name,
+        "type": kind,
+        "path": entry.path,
+        "size": entry.size.to_string(),
+        "mode": mode,
+        "permissions": permissions,
+        "owner": "user",
+        "group": "user",
+    });
+    if let Some(ms) = entry.modified_ms {
+        json["modifiedTime"] = json!(wire::rfc3339(ms));
+    }
+    if entry.kind == EntryKind::Symlink {
+        json["isSymlink"] = json!(true);
+    }
+    json
+}
+
+#[derive(Debug, Deserialize)]
+struct PathRequest {
+    #[serde(default)]
+    path: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ListRequest {
+    #[serde(default)]
+    path: String,
+    #[serde(default)]
+    depth: usize,
+}
+
+#[derive(Debug, Deserialize)]
+struct MoveRequest {
+    #[serde(default)]
+    source: String,
+    #[serde(default)]
+    destination: String,
+}
+
+async fn stat(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
+    let done = async { Ok::<_, ApiError>(sandbox.files()?.stat(&workspace_path(&request.path)).await?) };
+    match done.await {
+        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
+        Err(error) => ConnectError::from(error).into_response(),
+    }
+}
+
+async fn list_dir(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<ListRequest>) -> Response {
+    let done = async {
+        let path = workspace_path(&request.path);
+        Ok::<_, ApiError>(sandbox.files()?.list(&path, request.depth.max(1)).await?)
+    };
+    match done.await {
+        Ok(entries) => reply(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() })),
+        Err(error) => ConnectError::from(error).into_response(),
+    }
+}
+
+async fn make_dir(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
+    let path = workspace_path(&request.path);
+    let done = async {
+        let files = sandbox.files()?;
+        if !files.make_dir(&path).await? {
+            return Err(ApiError::Conflict(format!("directory {path} already exists")));
+        }
+        Ok::<_, ApiError>(files.stat(&path).await?)
+    };
+    match done.await {
+        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
+        Err(error) => ConnectError::from(error).into_response(),
+    }
+}
+
+async fn move_entry(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<MoveRequest>) -> Response {
+    let (from, to) = (workspace_path(&request.source), workspace_path(&request.destination));
+    let done = async { Ok::<_, ApiError>(sandbox.files()?.rename(&from, &to).await?) };
+    match done.await {
+        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
+        Err(error) => ConnectError::from(error).into_response(),
+    }
+}
+
+async fn remove(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
+    let path = workspace_path(&request.path);
+    if path == HOME {
+        return ConnectError::new("permission_denied", "the home directory cannot be removed").into_response();
+    }
+    let done = async { Ok::<_, ApiError>(sandbox.files()?.remove_path(&path).await?) };
+    match done.await {
+        Ok(()) => reply(json!({})),
+        Err(error) => ConnectError::from(error).into_response(),
+    }
+}
+
+async fn filesystem_unimplemented(axum::extract::Path(method): axum::extract::Path<String>) -> ConnectError {
+    ConnectError::unimplemented(&format!("filesystem.Filesystem/{method} (directory watching)"))
+}

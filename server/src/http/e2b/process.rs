@@ -1,0 +1,446 @@
+//! envd's `process.Process` Connect service over the sandbox's container processes:
+//! `commands.run` (foreground and background), `commands.connect`, `list`, `kill`,
+//! `send_stdin`, `stream_input`, `close_stdin` and terminals (`pty.create`, `resize`).
+//!
+//! Every process is started in the background and its stream follows it (SoulBox's
+//! replay-then-follow output): a client that goes away leaves the process running, as E2B's
+//! envd does, and `Connect` replays what it wrote before following it. The stream starts with
+//! `start` (the pid), then `data` as output happens, then `end`, with a `keepalive` while the
+//! process is silent; it ends with an end-of-stream envelope.
+
+use super::HOME;
+use super::connect::{self, ConnectError, Unary};
+use super::traffic::TargetSandbox;
+use crate::http::auth::Caller;
+use crate::http::{ApiError, AppState};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use soulbox_engine::Sandbox;
+use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, PtySize};
+use soulbox_engine::sandbox::ProcessStream;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How long a process's stream may be silent before a keepalive event (the SDK asks for one
+/// at least every 50 s: `Keepalive-Ping-Interval`).
+const KEEPALIVE: Duration = Duration::from_secs(30);
+/// The largest streamed request read (a `StreamInput` of many chunks, a `Start`).
+const MAX_STREAM_REQUEST_BYTES: usize = 16 << 20;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/process.Process/Start", post(start))
+        .route("/process.Process/Connect", post(connect))
+        .route("/process.Process/List", post(list))
+        .route("/process.Process/SendSignal", post(send_signal))
+        .route("/process.Process/SendInput", post(send_input))
+        .route("/process.Process/StreamInput", post(stream_input))
+        .route("/process.Process/CloseStdin", post(close_stdin))
+        .route("/process.Process/Update", post(update))
+}
+
+/// `ProcessConfig`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct ProcessConfig {
+    cmd: String,
+    args: Vec<String>,
+    envs: BTreeMap<String, String>,
+    cwd: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Pty {
+    size: Option<Size>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Size {
+    cols: u16,
+    rows: u16,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StartRequest {
+    process: ProcessConfig,
+    pty: Option<Pty>,
+    tag: Option<String>,
+    stdin: Option<bool>,
+}
+
+/// `ProcessSelector`: a pid (tags are not kept).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Selector {
+    pid: Option<u32>,
+    tag: Option<String>,
+}
+
+impl Selector {
+    fn pid(&self) -> Result<u32, ConnectError> {
+        match (self.pid, &self.tag) {
+            (Some(pid), _) => Ok(pid),
+            (None, Some(_)) => {
+                Err(ConnectError::new("invalid_argument", "SoulBox selects processes by pid, not by tag"))
+            }
+            (None, None) => Err(ConnectError::new("invalid_argument", "no process selected")),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Selected {
+    process: Selector,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct Input {
+    stdin: Option<String>,
+    pty: Option<String>,
+}
+
+impl Input {
+    fn bytes(&self) -> Result<Vec<u8>, ConnectError> {
+        let text = self.stdin.as_deref().or(self.pty.as_deref()).unwrap_or_default();
+        BASE64.decode(text).map_err(|e| ConnectError::new("invalid_argument", format!("input is not base64: {e}")))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SendInputRequest {
+    process: Selector,
+    input: Input,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct SendSignalRequest {
+    process: Selector,
+    signal: Value,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct UpdateRequest {
+    process: Selector,
+    pty: Option<Pty>,
+}
+
+/// A message of `StreamInput`'s request stream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StreamInputMessage {
+    start: Option<Selected>,
+    data: Option<StreamInputData>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct StreamInputData {
+    input: Input,
+}
+
+/// The shell line for E2B's `cmd` and `args`: `bash -l -c LINE` is LINE (SoulBox runs every
+/// command with `bash -c`), a bare shell is an interactive one, anything else is quoted word by
+/// word.
+fn command_line(config: &ProcessConfig) -> String {
+    let shell = matches!(config.cmd.as_str(), "/bin/bash" | "bash" | "/bin/sh" | "sh");
+    if shell {
+        if let Some(at) = config.args.iter().position(|a| a == "-c") {
+            return config.args.get(at + 1).cloned().unwrap_or_default();
+        }
+        if config.args.iter().all(|a| a.starts_with('-')) {
+            return String::new();
+        }
+    }
+    std::iter::once(&config.cmd).chain(&config.args).map(|word| quote(word)).collect::<Vec<_>>().join(" ")
+}
+
+/// `word` in single quotes for bash.
+fn quote(word: &str) -> String {
+    format!("'{}'", word.replace('\'', r"'\''"))
+}
+
+/// `process.Process/Start`.
+async fn start(
+    State(state): State<AppState>,
+    caller: Caller,
+    TargetSandbox(sandbox): TargetSandbox,
+    request: Request,
+) -> Response {
+    let started = async {
+        let request: StartRequest = first_message(request).await?;
+        if request.tag.is_some() {
+            tracing::debug!("a process tag was given; SoulBox selects processes by pid");
+        }
+        let mut env = BTreeMap::from([("HOME".to_owned(), HOME.to_owned()), ("USER".to_owned(), "user".to_owned())]);
+        env.extend(request.process.envs.clone());
+        let pty = request.pty.as_ref().map(|p| {
+            let size = p.size.as_ref();
+            PtySize { cols: size.map_or(80, |s| s.cols.max(1)), rows: size.map_or(24, |s| s.rows.max(1)) }
+        });
+        let cwd = super::wire::workspace_path(request.process.cwd.as_deref().unwrap_or(HOME));
+        // bash keeps a `PWD` that names its working directory: `/home/user`, not the
+        // `/workspace/home/user` the link resolves to.
+        env.insert("PWD".into(), cwd.clone());
+        let spec =
+            ProcessSpec { command: command_line(&request.process), cwd: Some(cwd), env, pty, ..ProcessSpec::default() };
+        let info = state.spawn_process(&caller, &sandbox, spec).await.map_err(ConnectError::from)?;
+        if request.stdin != Some(true) && pty.is_none() {
+            // E2B's `stdin: false`: the process reads end-of-file.
+            let _ = sandbox.close_stdin(info.pid).await;
+        }
+        let output = sandbox.process_output(info.pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
+        Ok::<_, ConnectError>((info.pid, info.pty, output))
+    };
+    match started.await {
+        Ok((pid, pty, output)) => stream(pid, pty, output),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// `process.Process/Connect`: the process's output so far, then what comes.
+async fn connect(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
+    let connected = async {
+        let request: Selected = first_message(request).await?;
+        let pid = request.process.pid()?;
+        let info = sandbox.process(pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
+        let output = sandbox.process_output(pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
+        Ok::<_, ConnectError>((pid, info.pty, output))
+    };
+    match connected.await {
+        Ok((pid, pty, output)) => stream(pid, pty, output),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A process's events as a Connect server stream.
+fn stream(pid: u32, pty: bool, output: ProcessStream) -> Response {
+    let start = connect::message(&json!({ "event": { "start": { "pid": pid } } }));
+    let events = futures_util::stream::unfold(Some(output), move |output| async move {
+        let mut output = output?;
+        match tokio::time::timeout(KEEPALIVE, output.next_event()).await {
+            Err(_) => Some((connect::message(&json!({ "event": { "keepalive": {} } })), Some(output))),
+            Ok(Some(event)) => {
+                let ended = matches!(event, ProcessEvent::Exit(_));
+                let message = event_json(event, pty).map(|e| connect::message(&e));
+                let next = if ended { None } else { Some(output) };
+                Some((message.unwrap_or_default(), next))
+            }
+            // The sandbox went away: the stream ends without an end event.
+            Ok(None) => None,
+        }
+    })
+    .filter(|bytes| std::future::ready(!bytes.is_empty()));
+    let body = futures_util::stream::once(async move { start })
+        .chain(events)
+        .chain(futures_util::stream::once(async { connect::end_of_stream() }))
+        .map(Ok::<_, std::convert::Infallible>);
+    ([(header::CONTENT_TYPE, "application/connect+json")], Body::from_stream(body)).into_response()
+}
+
+/// A process event as E2B's `ProcessEvent`.
+fn event_json(event: ProcessEvent, pty: bool) -> Option<Value> {
+    let data = |stream: &str, text: String| json!({ "event": { "data": { stream: BASE64.encode(text) } } });
+    Some(match event {
+        ProcessEvent::Stdout { text } => data(if pty { "pty" } else { "stdout" }, text),
+        ProcessEvent::Stderr { text } => data("stderr", text),
+        ProcessEvent::Exit(exit) => json!({ "event": { "end": end_json(&exit) } }),
+        _ => return None,
+    })
+}
+
+/// E2B's `EndEvent`: a process that exited by itself has its code and `exit status N`; one
+/// that was killed (by a signal, a limit, its sandbox) `exited: false` and why.
+fn end_json(exit: &ProcessExit) -> Value {
+    match exit.exit_code {
+        Some(code) if exit.outcome == soulbox_engine::Outcome::Completed => {
+            json!({ "exitCode": code, "exited": true, "status": format!("exit status {code}") })
+        }
+        code => {
+            let why = exit.message.clone().unwrap_or_else(|| exit.outcome.name().to_owned());
+            json!({ "exitCode": code.unwrap_or(-1), "exited": false, "status": "signal: killed", "error": why })
+        }
+    }
+}
+
+/// `process.Process/List`: the running processes.
+async fn list(TargetSandbox(sandbox): TargetSandbox) -> Response {
+    let processes: Vec<Value> = sandbox
+        .processes()
+        .into_iter()
+        .filter(|p| p.exit.is_none())
+        .map(|p| json!({ "pid": p.pid, "config": { "cmd": "/bin/bash", "args": ["-l", "-c", p.command], "envs": {} } }))
+        .collect();
+    connect::reply(json!({ "processes": processes }))
+}
+
+/// `process.Process/SendSignal`: SIGKILL and SIGTERM both kill the process and its children.
+async fn send_signal(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<SendSignalRequest>) -> Response {
+    let _ = &request.signal;
+    unary(async {
+        let pid = request.process.pid()?;
+        live(&sandbox, pid)?;
+        sandbox.kill_process(pid).await.map_err(|e| ConnectError::from(ApiError::from(e)))
+    })
+    .await
+}
+
+/// `process.Process/SendInput`.
+async fn send_input(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<SendInputRequest>) -> Response {
+    unary(async {
+        let pid = request.process.pid()?;
+        sandbox.send_stdin(pid, request.input.bytes()?).await.map_err(|e| ConnectError::from(ApiError::from(e)))
+    })
+    .await
+}
+
+/// `process.Process/CloseStdin`.
+async fn close_stdin(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<Selected>) -> Response {
+    unary(async {
+        let pid = request.process.pid()?;
+        sandbox.close_stdin(pid).await.map_err(|e| ConnectError::from(ApiError::from(e)))
+    })
+    .await
+}
+
+/// `process.Process/Update`: a terminal's new size.
+async fn update(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<UpdateRequest>) -> Response {
+    unary(async {
+        let pid = request.process.pid()?;
+        let Some(size) = request.pty.and_then(|p| p.size) else { return Ok(()) };
+        let size = PtySize { cols: size.cols.max(1), rows: size.rows.max(1) };
+        sandbox.resize_pty(pid, size).await.map_err(|e| ConnectError::from(ApiError::from(e)))
+    })
+    .await
+}
+
+/// `process.Process/StreamInput` (client stream): a `start` naming the process, then `data`
+/// chunks written to its standard input in order.
+async fn stream_input(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
+    let written = async {
+        let mut pid = None;
+        for message in messages::<StreamInputMessage>(request).await? {
+            if let Some(start) = message.start {
+                pid = Some(start.process.pid()?);
+            }
+            if let Some(data) = message.data {
+                let Some(pid) = pid else {
+                    return Err(ConnectError::new(
+                        "invalid_argument",
+                        "input came before the `start` naming the process",
+                    ));
+                };
+                sandbox
+                    .send_stdin(pid, data.input.bytes()?)
+                    .await
+                    .map_err(|e| ConnectError::from(ApiError::from(e)))?;
+            }
+        }
+        Ok(())
+    };
+    match written.await {
+        Ok(()) => {
+            let body = [connect::message(&json!({})), connect::end_of_stream()].concat();
+            ([(header::CONTENT_TYPE, "application/connect+json")], body).into_response()
+        }
+        Err(error) => error.into_response(),
+    }
+}
+
+/// A process that has not ended, or `not_found` (E2B's answer to killing an ended one).
+fn live(sandbox: &Sandbox, pid: u32) -> Result<(), ConnectError> {
+    match sandbox.process(pid) {
+        Ok(info) if info.exit.is_none() => Ok(()),
+        _ => Err(ConnectError::new("not_found", format!("process with pid {pid} not found"))),
+    }
+}
+
+async fn unary(work: impl Future<Output = Result<(), ConnectError>>) -> Response {
+    match work.await {
+        Ok(()) => connect::reply(json!({})),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The request's messages: envelopes (`application/connect+json`) or one JSON document.
+async fn messages<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<Vec<T>, ConnectError> {
+    let enveloped = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/connect+"));
+    let bytes = axum::body::to_bytes(request.into_body(), MAX_STREAM_REQUEST_BYTES)
+        .await
+        .map_err(|e| ConnectError::new("invalid_argument", format!("reading the request: {e}")))?;
+    let parse = |json: &[u8]| {
+        serde_json::from_slice::<T>(json)
+            .map_err(|e| ConnectError::new("invalid_argument", format!("the request message: {e}")))
+    };
+    if !enveloped {
+        return Ok(vec![if bytes.is_empty() { T::default() } else { parse(&bytes)? }]);
+    }
+    let mut out = Vec::new();
+    let mut rest: &[u8] = &bytes;
+    while rest.len() >= 5 {
+        let flags = rest[0];
+        let length = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        let Some(json) = rest.get(5..5 + length) else {
+            return Err(ConnectError::new("invalid_argument", "a request envelope is cut short"));
+        };
+        if flags & 0x02 == 0 {
+            out.push(parse(json)?);
+        }
+        rest = &rest[5 + length..];
+    }
+    Ok(out)
+}
+
+/// A server-streaming call's one request message.
+async fn first_message<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<T, ConnectError> {
+    messages(request)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ConnectError::new("invalid_argument", "no request message"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(cmd: &str, args: &[&str]) -> ProcessConfig {
+        ProcessConfig { cmd: cmd.into(), args: args.iter().map(|a| a.to_string()).collect(), ..Default::default() }
+    }
+
+    #[test]
+    fn e2b_commands_become_shell_lines() {
+        assert_eq!(command_line(&config("/bin/bash", &["-l", "-c", "echo hi | wc"])), "echo hi | wc");
+        assert_eq!(command_line(&config("/bin/bash", &["-i", "-l"])), "", "an interactive shell");
+        assert_eq!(command_line(&config("python3", &["-c", "print('x')"])), r#"'python3' '-c' 'print('\''x'\'')'"#);
+    }
+
+    #[test]
+    fn an_exit_and_a_kill_are_told_apart() {
+        let exit = |code, outcome| ProcessExit { exit_code: code, outcome, message: None, duration: Duration::ZERO };
+        let done = end_json(&exit(Some(3), soulbox_engine::Outcome::Completed));
+        assert_eq!(done, json!({"exitCode": 3, "exited": true, "status": "exit status 3"}));
+        let killed = end_json(&exit(None, soulbox_engine::Outcome::Killed));
+        assert_eq!((killed["exited"].clone(), killed["exitCode"].clone()), (json!(false), json!(-1)));
+    }
+}

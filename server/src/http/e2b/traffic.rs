@@ -1,0 +1,103 @@
+//! Sandbox traffic: requests with `E2b-Sandbox-Id`, diverted before SoulBox's own routes (whose
+//! `/health` they would otherwise hit), checked, and routed by `E2b-Sandbox-Port`.
+//!
+//! Order of checks, as E2B's proxy and envd answer them: an unknown, killed or lost sandbox is
+//! 502 "The sandbox ... was not found" (the SDK keys on those words); a port that is neither
+//! envd's nor the code interpreter's is 502 "port is not open"; envd's `/health` needs no token;
+//! everything else needs the sandbox's token (`X-Access-Token`, or on the code interpreter
+//! `E2B-Traffic-Access-Token` too), else 401. A request that passes carries the sandbox and a
+//! [`Caller`] for its owner (whose quotas and budget the work counts against).
+
+use super::control::not_found;
+use super::wire;
+use crate::http::AppState;
+use crate::http::auth::{Caller, Tenant};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use soulbox_engine::Sandbox;
+use tower::ServiceExt;
+
+/// envd's port: files, filesystem and process RPCs.
+pub const ENVD_PORT: &str = "49983";
+/// The code interpreter's port: `/execute`, `/contexts`.
+pub const INTERPRETER_PORT: &str = "49999";
+
+/// The sandbox a request is for, put in its extensions once its token checked out.
+#[derive(Debug, Clone)]
+pub struct TargetSandbox(pub Sandbox);
+
+/// What [`divert`] needs: the server's state and the two sandbox-side routers, built once.
+#[derive(Debug, Clone)]
+pub struct SandboxTraffic {
+    state: AppState,
+    envd: Router,
+    interpreter: Router,
+}
+
+impl SandboxTraffic {
+    pub fn new(state: AppState) -> Self {
+        // Uploads (multipart, octet-stream) are bounded by the server's upload limit.
+        let upload_limit = usize::try_from(state.settings.upload_limit).unwrap_or(usize::MAX);
+        let envd = super::envd::routes().layer(DefaultBodyLimit::max(upload_limit)).with_state(state.clone());
+        let interpreter = super::interpreter::routes().with_state(state.clone());
+        SandboxTraffic { state, envd, interpreter }
+    }
+}
+
+/// Middleware: requests with `E2b-Sandbox-Id` go to the sandbox's envd or code interpreter;
+/// the rest go on to SoulBox's own routes.
+pub async fn divert(State(traffic): State<SandboxTraffic>, request: Request, next: Next) -> Response {
+    let state = &traffic.state;
+    let Some(id) = header(&request, "e2b-sandbox-id").map(str::to_owned) else {
+        return next.run(request).await;
+    };
+    let port = header(&request, "e2b-sandbox-port").unwrap_or_default().to_owned();
+    let Ok(sandbox) = state.sandboxes.get(&id) else { return not_found(&id) };
+    let router = match port.as_str() {
+        ENVD_PORT => traffic.envd.clone(),
+        INTERPRETER_PORT => traffic.interpreter.clone(),
+        _ => {
+            let message = format!("The sandbox {id} is running but port {port} is not open");
+            return wire::error(StatusCode::BAD_GATEWAY, message);
+        }
+    };
+    let open = port == ENVD_PORT && request.uri().path() == "/health";
+    if !open && !token_opens(state, &request, &id, port == INTERPRETER_PORT) {
+        return wire::error(StatusCode::UNAUTHORIZED, "missing or invalid access token for this sandbox");
+    }
+    let owner = sandbox.owner().unwrap_or_default().to_owned();
+    tracing::Span::current().record("tenant", owner.as_str());
+    let mut request = request;
+    request.extensions_mut().insert(Caller { key: format!("sandbox:{id}"), tenant: Tenant(owner) });
+    request.extensions_mut().insert(TargetSandbox(sandbox));
+    match router.oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    }
+}
+
+/// Whether the request carries sandbox `id`'s token where its port expects it.
+fn token_opens(state: &AppState, request: &Request, id: &str, interpreter: bool) -> bool {
+    let mut presented = vec![header(request, "x-access-token")];
+    if interpreter {
+        presented.push(header(request, "e2b-traffic-access-token"));
+    }
+    presented.into_iter().flatten().any(|token| state.tokens.verify(id, token))
+}
+
+fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
+    request.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim)
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetSandbox {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<TargetSandbox>().cloned().ok_or_else(|| {
+            wire::error(StatusCode::INTERNAL_SERVER_ERROR, "a sandbox route outside the sandbox check").into_response()
+        })
+    }
+}
