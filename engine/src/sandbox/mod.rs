@@ -1302,6 +1302,11 @@ impl Sandbox {
         self.shared.identity.owner.as_deref()
     }
 
+    /// Whether its processes may reach the network.
+    pub fn allows_network(&self) -> bool {
+        self.shared.identity.network
+    }
+
     /// Its metadata.
     pub fn metadata(&self) -> &BTreeMap<String, String> {
         &self.shared.identity.metadata
@@ -1356,6 +1361,13 @@ impl Sandbox {
             .await?;
         self.shared.changed().await;
         Ok(context.info())
+    }
+
+    /// The id of its default context for `language` (where cells that name no context run), if
+    /// it has one yet.
+    pub fn default_context_id(&self, language: Language) -> Option<String> {
+        let contexts = self.shared.contexts.lock().unwrap_or_else(|e| e.into_inner());
+        contexts.defaults.get(&language).filter(|id| contexts.by_id.contains_key(*id)).cloned()
     }
 
     /// Replaces a context's kernel with a fresh one (its state is lost).

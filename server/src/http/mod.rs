@@ -149,29 +149,30 @@ pub fn app(state: AppState) -> Router {
         .merge(docs)
         .fallback(not_found)
         // E2B sandbox traffic (`E2b-Sandbox-Id`) never reaches the routes above.
-        .layer(middleware::from_fn_with_state(e2b::SandboxTraffic::new(state.clone()), e2b::divert))
+        .layer(middleware::from_fn_with_state(e2b::SandboxTraffic::new(state.clone(), &in_flight), e2b::divert))
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
 }
 
-/// `routes` behind authentication (with the key's rate limit), the request timeout and the
-/// server's in-flight bound (503 at once past it).
+/// `routes` behind authentication (with the key's rate limit), then [`bounded`].
 fn behind_the_guard(
     routes: Router<AppState>,
     state: &AppState,
     in_flight: &GlobalConcurrencyLimitLayer,
 ) -> Router<AppState> {
-    routes
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), timeout))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(guard::overloaded))
-                .load_shed()
-                // Global: one semaphore shared by every route (a plain concurrency limit would
-                // be cloned per route by `Router::layer`).
-                .layer(in_flight.clone()),
-        )
+    bounded(routes.route_layer(middleware::from_fn_with_state(state.clone(), auth::authenticate)), state, in_flight)
+}
+
+/// `routes` behind the request timeout and the server's in-flight bound (503 at once past it).
+fn bounded(routes: Router<AppState>, state: &AppState, in_flight: &GlobalConcurrencyLimitLayer) -> Router<AppState> {
+    routes.layer(middleware::from_fn_with_state(state.clone(), timeout)).layer(
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(guard::overloaded))
+            .load_shed()
+            // Global: one semaphore shared by every route (a plain concurrency limit would
+            // be cloned per route by `Router::layer`).
+            .layer(in_flight.clone()),
+    )
 }
 
 /// JSON bodies whose rejections (bad JSON, wrong types, unknown fields) are [`ApiError`]s.

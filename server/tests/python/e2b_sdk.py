@@ -7,6 +7,7 @@ in the SDK is patched. Prints "all checks passed" at the end; any failed check r
 """
 
 import asyncio
+import io
 import os
 import sys
 
@@ -88,6 +89,16 @@ def files(sbx):
     check(sbx.files.read("from_code.txt") == "written by code", "files see what code wrote")
     sbx.files.remove("notes")
     check(not sbx.files.exists("notes/b.txt"), "remove")
+    big = "compressible " * 10_000
+    sbx.files.write("big.txt", big, gzip=True)
+    check(sbx.files.read("big.txt") == big, "a gzip upload is stored decompressed")
+    sbx.files.write("object.txt", io.BytesIO(b"from a file object"))
+    check(sbx.files.read("object.txt") == "from a file object", "a file object (octet-stream upload)")
+    try:
+        sbx.files.remove("/home/user/")
+        raise AssertionError("the home directory was removed")
+    except SandboxException:
+        pass
     try:
         sbx.files.read("missing.txt")
         raise AssertionError("reading a missing file succeeded")
@@ -115,6 +126,10 @@ def commands(sbx):
     waiting = sbx.commands.run("read answer; echo got $answer", background=True, stdin=True)
     sbx.commands.send_stdin(waiting.pid, "42\n")
     check(waiting.wait().stdout == "got 42\n", "stdin")
+    catting = sbx.commands.run("cat", background=True, stdin=True)
+    sbx.commands.stream_input(catting.pid, iter([b"streamed ", "input\n"]))
+    sbx.commands.close_stdin(catting.pid)
+    check(catting.wait().stdout == "streamed input\n", "streamed stdin, then end of file")
     sleeper = sbx.commands.run("sleep 60", background=True)
     check(sleeper.pid in [p.pid for p in sbx.commands.list()], "a background command is listed")
     check(sbx.commands.kill(sleeper.pid), "kill")

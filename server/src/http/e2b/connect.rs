@@ -35,6 +35,11 @@ impl ConnectError {
         ConnectError::new("unimplemented", format!("{what} is not supported by SoulBox"))
     }
 
+    /// The end-of-stream envelope of a stream this error ends.
+    pub fn end_of_stream(&self) -> Bytes {
+        envelope(END_OF_STREAM, &json!({ "error": { "code": self.code, "message": self.message } }))
+    }
+
     fn status(&self) -> StatusCode {
         match self.code {
             "invalid_argument" | "failed_precondition" | "out_of_range" => StatusCode::BAD_REQUEST,
@@ -127,6 +132,47 @@ pub fn end_of_stream() -> Bytes {
     envelope(END_OF_STREAM, &json!({}))
 }
 
+/// Reads envelopes out of a request stream's bytes as they arrive.
+#[derive(Debug, Default)]
+pub struct Envelopes {
+    buffer: Vec<u8>,
+}
+
+impl Envelopes {
+    /// The largest message taken (a stream's input chunk, a start).
+    pub const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+    /// Adds `bytes`; returns the messages now complete (their JSON), in order. A compressed
+    /// or oversized message is refused; an end-of-stream envelope is skipped.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Bytes>, ConnectError> {
+        self.buffer.extend_from_slice(bytes);
+        let mut messages = Vec::new();
+        while self.buffer.len() >= 5 {
+            let flags = self.buffer[0];
+            let length = u32::from_be_bytes([self.buffer[1], self.buffer[2], self.buffer[3], self.buffer[4]]) as usize;
+            if flags & 0x01 != 0 {
+                return Err(ConnectError::new("invalid_argument", "compressed messages are not accepted"));
+            }
+            if length > Self::MAX_MESSAGE_BYTES {
+                return Err(ConnectError::new("resource_exhausted", "a request message is too large"));
+            }
+            if self.buffer.len() < 5 + length {
+                break;
+            }
+            let message: Vec<u8> = self.buffer.drain(..5 + length).skip(5).collect();
+            if flags & END_OF_STREAM == 0 {
+                messages.push(Bytes::from(message));
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Whether bytes of an unfinished envelope are left (a request cut short).
+    pub fn is_partial(&self) -> bool {
+        !self.buffer.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +181,23 @@ mod tests {
     fn envelopes_are_flags_length_and_json() {
         assert_eq!(&message(&json!({"a": 1}))[..], b"\x00\x00\x00\x00\x07{\"a\":1}");
         assert_eq!(&end_of_stream()[..], b"\x02\x00\x00\x00\x02{}");
+        let failed = ConnectError::new("not_found", "no such process").end_of_stream();
+        assert_eq!(failed[0], END_OF_STREAM);
+        assert!(std::str::from_utf8(&failed[5..]).unwrap().contains("\"not_found\""));
+    }
+
+    #[test]
+    fn envelopes_are_read_as_they_arrive_whatever_the_chunking() {
+        let stream = [message(&json!({"a": 1})), message(&json!({"b": 2})), end_of_stream()].concat();
+        let mut envelopes = Envelopes::default();
+        let mut got = Vec::new();
+        for chunk in stream.chunks(3) {
+            got.extend(envelopes.push(chunk).unwrap());
+        }
+        assert_eq!(got, vec![Bytes::from_static(b"{\"a\":1}"), Bytes::from_static(b"{\"b\":2}")]);
+        assert!(!envelopes.is_partial());
+        assert!(Envelopes::default().push(b"\x01\x00\x00\x00\x02{}").is_err(), "compressed");
+        assert!(Envelopes::default().push(b"\x00\xff\xff\xff\xff").is_err(), "oversized");
     }
 
     #[test]

@@ -15,11 +15,11 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use soulbox_engine::sandbox::{MAX_LIFETIME, SandboxInfo, SandboxState, TemplateRef};
-use soulbox_engine::{Language, RunOptions, Sandbox, SandboxSpec, Template};
+use soulbox_engine::{Language, Sandbox, SandboxSpec, Template};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -31,9 +31,6 @@ const NOMINAL_CPUS: u32 = 2;
 const NOMINAL_MEMORY_MB: u32 = 512;
 const NOMINAL_DISK_MB: u32 = 512;
 
-/// The cell that makes a Python context's working directory E2B's home (its only effect).
-pub const PYTHON_SETUP: &str = "__import__('os').chdir('/home/user')";
-
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v2/sandboxes", post(create).get(list))
@@ -44,10 +41,29 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes/{id}/pause", post(pause))
         .route("/sandboxes/{id}/resume", post(resume))
         .route("/sandboxes/{id}/metrics", get(metrics))
+        // The rest of E2B's API (fork, snapshots, network rules, templates, volumes...) is
+        // answered in E2B's error shape, never SoulBox's, which the SDK could not parse.
+        .route("/sandboxes/{id}/{*rest}", any(unsupported))
+        .route("/v2/sandboxes/{id}/{*rest}", any(unsupported))
+        .route("/v2/{*rest}", any(unsupported))
+        .route("/v3/{*rest}", any(unsupported))
+        .route("/templates", any(unsupported))
+        .route("/templates/{*rest}", any(unsupported))
+        .route("/volumes", any(unsupported))
+        .route("/volumes/{*rest}", any(unsupported))
+        .route("/snapshots", any(unsupported))
+        .route("/snapshots/{*rest}", any(unsupported))
+        .method_not_allowed_fallback(unsupported)
 }
 
-/// `POST /v2/sandboxes`. Fields E2B has and SoulBox does not use (`mcp`, `network`,
-/// `volumeMounts`, ...) are ignored when left at their defaults and refused otherwise.
+/// An E2B endpoint SoulBox does not serve.
+async fn unsupported(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("{method} {} is not supported by SoulBox's E2B API", uri.path()))
+}
+
+/// `POST /v2/sandboxes`. Fields E2B has and SoulBox does not implement (`autoPause`, `mcp`,
+/// `network`, `iam`, `volumeMounts`) are accepted at their defaults and refused otherwise;
+/// `autoResume` and `autoPauseMemory` are accepted (a paused SoulBox sandbox resumes on use).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NewSandbox {
@@ -66,6 +82,33 @@ struct NewSandbox {
     auto_pause: Option<bool>,
     #[serde(default)]
     volume_mounts: Option<Vec<Value>>,
+    #[serde(default)]
+    network: Option<Value>,
+    #[serde(default)]
+    mcp: Option<Value>,
+    #[serde(default)]
+    iam: Option<Value>,
+}
+
+impl NewSandbox {
+    /// A refusal naming the first field asking for what SoulBox does not do.
+    fn unsupported(&self) -> Option<ApiError> {
+        let given = |value: &Option<Value>| value.as_ref().is_some_and(|v| !v.is_null());
+        let what = if self.auto_pause == Some(true) {
+            "`autoPause` (a SoulBox sandbox is killed at its timeout; pause it before)"
+        } else if self.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
+            "volumes"
+        } else if given(&self.network) {
+            "`network` rules (SoulBox allows all or nothing: `allow_internet_access`)"
+        } else if given(&self.mcp) {
+            "`mcp` gateways"
+        } else if given(&self.iam) {
+            "`iam` workload identities"
+        } else {
+            return None;
+        };
+        Some(ApiError::BadRequest(format!("{what} is not supported by SoulBox")))
+    }
 }
 
 async fn create(
@@ -73,14 +116,18 @@ async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewSandbox>,
 ) -> Result<Response, ApiError> {
-    if body.auto_pause == Some(true) {
-        return Err(ApiError::BadRequest(
-            "`autoPause` is not supported by SoulBox: a sandbox is killed at its timeout; pause it before".into(),
-        ));
+    if let Some(refusal) = body.unsupported() {
+        return Err(refusal);
     }
-    if body.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::BadRequest("volumes are not supported by SoulBox".into()));
-    }
+    // Made and set up in a task of its own: a client that gives up (or a request timeout)
+    // midway must not leave a half-made sandbox behind.
+    let made = tokio::spawn(make(state.clone(), caller, body));
+    let info = made.await.map_err(|e| ApiError::Internal(format!("a create's task failed: {e}")))??;
+    Ok((StatusCode::CREATED, ApiJson(sandbox_json(&state, &info))).into_response())
+}
+
+/// Opens and prepares the sandbox `body` asks for; a failure kills what was opened.
+async fn make(state: AppState, caller: Caller, body: NewSandbox) -> Result<SandboxInfo, ApiError> {
     let (template, from_template) = resolve_template(&state, &caller, &body.template_id)?;
     let lifetime = body.timeout.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
     let mut metadata = body.metadata.unwrap_or_default();
@@ -101,7 +148,7 @@ async fn create(
         let _ = state.kill_sandbox(&caller, sandbox.id()).await;
         return Err(error);
     }
-    Ok((StatusCode::CREATED, ApiJson(sandbox_json(&state, &sandbox.info()))).into_response())
+    Ok(sandbox.info())
 }
 
 /// E2B's home in the workspace, and every Python context working in it.
@@ -109,29 +156,10 @@ async fn prepare(state: &AppState, caller: &Caller, sandbox: &Sandbox) -> Result
     sandbox.files()?.make_dir(HOME).await?;
     for context in sandbox.contexts().into_iter().filter(|c| c.language == Language::Python) {
         if context.execution_count == 0 {
-            set_up_context(state, caller, sandbox, &context.id).await?;
+            super::interpreter::set_up_context(state, caller, sandbox, &context.id).await?;
         }
     }
     Ok(())
-}
-
-/// Runs [`PYTHON_SETUP`] in a fresh Python context.
-pub async fn set_up_context(
-    state: &AppState,
-    caller: &Caller,
-    sandbox: &Sandbox,
-    context: &str,
-) -> Result<(), ApiError> {
-    let options = RunOptions {
-        context: Some(context.to_owned()),
-        limits: state.settings.limits.defaults.clone(),
-        ..RunOptions::default()
-    };
-    let done = state.run_cell(caller, sandbox, PYTHON_SETUP, options).await?;
-    match done.error {
-        None => Ok(()),
-        Some(error) => Err(ApiError::Internal(format!("setting up a context: {}: {}", error.name, error.value))),
-    }
 }
 
 /// E2B's template names: its code interpreter's and its base image are the data-science
@@ -178,6 +206,8 @@ async fn connect(
         }
         _ => StatusCode::OK,
     };
+    // A sandbox made through SoulBox's own API gets E2B's home on its first connect.
+    sandbox.files()?.make_dir(HOME).await?;
     if let Some(timeout) = timeout.timeout {
         let left = sandbox.info().expires_at_ms.saturating_sub(crate::database::now_ms() as u64);
         if timeout.saturating_mul(1000) > left {
@@ -291,8 +321,8 @@ async fn describe(State(state): State<AppState>, caller: Caller, Path(id): Path<
     let mut detail = listed_json(&info);
     detail["envdAccessToken"] = json!(state.tokens.token(&info.id));
     detail["domain"] = Value::Null;
-    detail["allowInternetAccess"] = json!(false);
-    detail["lifecycle"] = json!({ "onTimeout": "kill", "autoResume": true });
+    detail["allowInternetAccess"] = json!(sandbox.allows_network());
+    detail["lifecycle"] = json!({ "onTimeout": "kill", "autoResume": info.auto_resume });
     Ok(ApiJson(detail).into_response())
 }
 
@@ -325,8 +355,13 @@ async fn pause(State(state): State<AppState>, caller: Caller, Path(id): Path<Str
     if sandbox.info().state == SandboxState::Paused {
         return Err(ApiError::Conflict(format!("sandbox {id} is already paused")));
     }
-    sandbox.pause().await?;
-    Ok(StatusCode::NO_CONTENT)
+    match sandbox.pause().await.map_err(ApiError::from) {
+        // The SDK reads 409 as "already paused": a pause refused for another reason (a cell
+        // running) is the server being busy.
+        Err(ApiError::Conflict(why)) => Err(ApiError::Busy(why)),
+        Err(other) => Err(other),
+        Ok(_) => Ok(StatusCode::NO_CONTENT),
+    }
 }
 
 /// `GET /sandboxes/{id}/metrics`: SoulBox samples no machine metrics; an empty series, as E2B
@@ -384,9 +419,4 @@ fn listed_json(info: &SandboxInfo) -> Value {
         "envdVersion": ENVD_VERSION,
         "metadata": metadata,
     })
-}
-
-/// E2B's 404 for a sandbox, as sandbox traffic words it.
-pub fn not_found(id: &str) -> Response {
-    wire::error(StatusCode::BAD_GATEWAY, format!("The sandbox {id} was not found"))
 }

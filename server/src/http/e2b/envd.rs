@@ -11,23 +11,26 @@ use super::connect::{ConnectError, Unary, reply};
 use super::process;
 use super::traffic::TargetSandbox;
 use super::wire::{self, workspace_path};
-use crate::http::{ApiError, AppState};
+use crate::http::{ApiError, AppState, Settings};
 use axum::Router;
-use axum::body::Body;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use soulbox_engine::sandbox::{EntryInfo, EntryKind, FileError};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-pub(super) fn routes() -> Router<AppState> {
+pub(super) fn routes(settings: &Settings) -> Router<AppState> {
+    // Uploads (multipart, octet-stream) are bounded by the upload limit; every other request
+    // is a small JSON message.
+    let upload_limit = usize::try_from(settings.upload_limit).unwrap_or(usize::MAX);
     Router::new()
         .route("/health", get(health))
-        .route("/files", get(download).post(upload))
+        .route("/files", get(download).post(upload).layer(DefaultBodyLimit::max(upload_limit)))
         .route("/filesystem.Filesystem/Stat", post(stat))
         .route("/filesystem.Filesystem/ListDir", post(list_dir))
         .route("/filesystem.Filesystem/MakeDir", post(make_dir))
@@ -35,6 +38,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/filesystem.Filesystem/Remove", post(remove))
         .route("/filesystem.Filesystem/{method}", post(filesystem_unimplemented))
         .merge(process::routes())
+        .layer(DefaultBodyLimit::max(settings.json_body_limit))
 }
 
 /// Whether a multipart upload failed on the body limit (the router's `DefaultBodyLimit`).
@@ -50,24 +54,16 @@ async fn health() -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-/// `?path=...` (and `username`, which is always E2B's one user here).
+/// `?path=...` (a `username` is ignored: every user is E2B's one user here).
 #[derive(Debug, Deserialize)]
 struct FileQuery {
     #[serde(default)]
     path: Option<String>,
-    #[serde(default)]
-    #[allow(dead_code)]
-    username: Option<String>,
-}
-
-/// An ApiError in envd's plain-HTTP error shape (`{"code": 404, "message": ...}`).
-fn http_error(error: ApiError) -> Response {
-    wire::error(error.status(), error.to_string())
 }
 
 /// `GET /files?path=`: the file's bytes.
 async fn download(TargetSandbox(sandbox): TargetSandbox, Query(query): Query<FileQuery>) -> Response {
-    let Some(path) = query.path else { return http_error(ApiError::BadRequest("`path` is required".into())) };
+    let Some(path) = query.path else { return wire::api_error(ApiError::BadRequest("`path` is required".into())) };
     let read = async {
         let file = sandbox.files()?.read_stream(&workspace_path(&path)).await?;
         Ok::<_, ApiError>(file)
@@ -75,7 +71,7 @@ async fn download(TargetSandbox(sandbox): TargetSandbox, Query(query): Query<Fil
     match read.await {
         Ok(file) => ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(ReaderStream::new(file)))
             .into_response(),
-        Err(error) => http_error(error),
+        Err(error) => wire::api_error(error),
     }
 }
 
@@ -93,6 +89,11 @@ async fn upload(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("multipart/form-data"));
     let limit = usize::try_from(state.settings.upload_limit).unwrap_or(usize::MAX);
+    let encoding = request
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase());
     let written = async {
         let files = sandbox.files()?;
         let mut written = Vec::new();
@@ -119,20 +120,45 @@ async fn upload(
         } else {
             let Some(path) = &query.path else { return Err(ApiError::BadRequest("`path` is required".into())) };
             let path = workspace_path(path);
-            crate::http::files::write_upload(&files, &path, request.into_body(), limit).await?;
+            let body = match encoding.as_deref() {
+                None | Some("identity") => request.into_body(),
+                Some("gzip") => gunzipped(request.into_body()),
+                Some(other) => return Err(ApiError::BadRequest(format!("uploads in `{other}` are not supported"))),
+            };
+            // The limit applies to what is written (decompressed).
+            crate::http::files::write_upload(&files, &path, body, limit).await?;
             written.push(path);
         }
         Ok(written)
     };
     match written.await {
-        Ok(paths) if paths.is_empty() => http_error(ApiError::BadRequest("no file in the upload".into())),
+        Ok(paths) if paths.is_empty() => wire::api_error(ApiError::BadRequest("no file in the upload".into())),
         Ok(paths) => {
             let entries: Vec<Value> =
                 paths.iter().map(|path| json!({ "name": name_of(path), "type": "file", "path": path })).collect();
             axum::Json(entries).into_response()
         }
-        Err(error) => http_error(error),
+        Err(error) => wire::api_error(error),
     }
+}
+
+/// `body` (gzip) decompressed as it streams.
+fn gunzipped(body: Body) -> Body {
+    use std::io::Write as _;
+    let decoder = flate2::write::GzDecoder::new(Vec::new());
+    let chunks = futures_util::stream::unfold(Some((body.into_data_stream(), decoder)), |state| async move {
+        let (mut chunks, mut decoder) = state?;
+        match chunks.next().await {
+            Some(Ok(chunk)) => {
+                let out = decoder.write_all(&chunk).map(|()| Bytes::from(std::mem::take(decoder.get_mut())));
+                let next = out.is_ok().then_some((chunks, decoder));
+                Some((out, next))
+            }
+            Some(Err(error)) => Some((Err(std::io::Error::other(error)), None)),
+            None => Some((decoder.finish().map(Bytes::from), None)),
+        }
+    });
+    Body::from_stream(chunks)
 }
 
 fn name_of(path: &str) -> &str {
@@ -224,6 +250,9 @@ async fn make_dir(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<P
 
 async fn move_entry(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<MoveRequest>) -> Response {
     let (from, to) = (workspace_path(&request.source), workspace_path(&request.destination));
+    if holds_home(&from) {
+        return ConnectError::new("permission_denied", format!("{from} holds the home directory")).into_response();
+    }
     let done = async { Ok::<_, ApiError>(sandbox.files()?.rename(&from, &to).await?) };
     match done.await {
         Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
@@ -233,14 +262,20 @@ async fn move_entry(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary
 
 async fn remove(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
     let path = workspace_path(&request.path);
-    if path == HOME {
-        return ConnectError::new("permission_denied", "the home directory cannot be removed").into_response();
+    if holds_home(&path) {
+        return ConnectError::new("permission_denied", format!("{path} holds the home directory")).into_response();
     }
     let done = async { Ok::<_, ApiError>(sandbox.files()?.remove_path(&path).await?) };
     match done.await {
         Ok(()) => reply(json!({})),
         Err(error) => ConnectError::from(error).into_response(),
     }
+}
+
+/// Whether `path` is the home directory or one of its parents (which must stay).
+fn holds_home(path: &str) -> bool {
+    let path = path.trim_end_matches('/');
+    path.is_empty() || path == HOME || HOME.starts_with(&format!("{path}/"))
 }
 
 async fn filesystem_unimplemented(axum::extract::Path(method): axum::extract::Path<String>) -> ConnectError {

@@ -11,14 +11,13 @@
 //! ([`PYTHON_SETUP`]), which E2B's execution count does not include.
 
 use super::HOME;
-use super::control::set_up_context;
 use super::traffic::TargetSandbox;
 use super::wire;
 use crate::http::auth::Caller;
-use crate::http::{ApiError, ApiJson, AppState};
+use crate::http::{ApiError, ApiJson, AppState, Settings};
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -33,18 +32,36 @@ use std::time::Duration;
 /// How long a cell may be silent before a `keepalive` line (E2B's server sends one every 5 s).
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
-pub(super) fn routes() -> Router<AppState> {
+/// The cell that makes a Python context's working directory E2B's home (its only effect).
+pub const PYTHON_SETUP: &str = "__import__('os').chdir('/home/user')";
+
+pub(super) fn routes(settings: &Settings) -> Router<AppState> {
     Router::new()
         .route("/execute", post(execute))
         .route("/contexts", get(list).post(create))
         .route("/contexts/{id}", delete(remove))
         .route("/contexts/{id}/restart", post(restart))
         .route("/health", get(|| async { StatusCode::NO_CONTENT }))
+        .layer(DefaultBodyLimit::max(settings.json_body_limit))
 }
 
-/// An error the SDK reads as text (404 becomes its `NotFoundException`).
-fn refuse(error: ApiError) -> Response {
-    wire::error(error.status(), error.to_string())
+/// Runs [`PYTHON_SETUP`] in Python context `context` (fresh, or just restarted).
+pub async fn set_up_context(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &Sandbox,
+    context: &str,
+) -> Result<(), ApiError> {
+    let options = RunOptions {
+        context: Some(context.to_owned()),
+        limits: state.settings.limits.defaults.clone(),
+        ..RunOptions::default()
+    };
+    let done = state.run_cell(caller, sandbox, PYTHON_SETUP, options).await?;
+    match done.error {
+        None => Ok(()),
+        Some(error) => Err(ApiError::Internal(format!("setting up a context: {}: {}", error.name, error.value))),
+    }
 }
 
 /// `POST /execute`'s body: always all four keys, nulls included.
@@ -80,7 +97,7 @@ async fn execute(
             let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
             ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
         }
-        Err(error) => refuse(error),
+        Err(error) => wire::api_error(error),
     }
 }
 
@@ -101,24 +118,43 @@ async fn start(
     }
     let mut limits = state.settings.limits.defaults.clone();
     limits.deadline = state.settings.limits.max_deadline;
-    let options = RunOptions {
-        context: request.context_id,
-        language: request.language.as_deref().map(language).transpose()?,
-        limits,
-    };
+    let language = request.language.as_deref().map(language).transpose()?;
+    // The context by id, so a Python context a cell restarts (out of memory) can be set up
+    // again: the one named, else the language's default if it has one yet.
+    let context = request.context_id.or_else(|| sandbox.default_context_id(language.unwrap_or(Language::Python)));
+    let options = RunOptions { context: context.clone(), language, limits };
     let events = state.stream_cell(caller, sandbox, &request.code, options).await?;
-    let follow_up = (state.clone(), caller.clone(), sandbox.clone());
+    let follow_up = FollowUp { state: state.clone(), caller: caller.clone(), sandbox: sandbox.clone(), context };
     Ok(lines(events, follow_up).boxed())
+}
+
+/// What to do after a cell that restarted its context.
+#[derive(Clone)]
+struct FollowUp {
+    state: AppState,
+    caller: Caller,
+    sandbox: Sandbox,
+    context: Option<String>,
+}
+
+impl FollowUp {
+    /// A Python context the cell restarted works in `/` again: set it up as the first was.
+    async fn context_restarted(&self) {
+        let Some(context) = &self.context else { return };
+        if let Err(error) = set_up_context(&self.state, &self.caller, &self.sandbox, context).await {
+            tracing::warn!(%error, context, "a restarted context could not be set up in the home directory");
+        }
+    }
 }
 
 /// What a cell's events become on the wire, with keepalives while it is silent.
 fn lines(
     events: impl Stream<Item = Result<ExecutionEvent, ApiError>> + Send + 'static,
-    (state, caller, sandbox): (AppState, Caller, Sandbox),
+    follow_up: FollowUp,
 ) -> impl Stream<Item = Bytes> + Send + 'static {
     let events = Box::pin(events);
     futures_util::stream::unfold(Some((events, false)), move |progress| {
-        let (state, caller, sandbox) = (state.clone(), caller.clone(), sandbox.clone());
+        let follow_up = follow_up.clone();
         async move {
             let (mut events, mut failed) = progress?;
             let event = match tokio::time::timeout(KEEPALIVE, events.next()).await {
@@ -142,10 +178,7 @@ fn lines(
                     }
                     let setup_cells = u64::from(end.language == Language::Python);
                     if end.context_restarted && end.language == Language::Python {
-                        // The fresh kernel works in `/` again: set it up as the first was.
-                        if let Some(context) = sandbox.contexts().iter().find(|c| c.execution_count == 0) {
-                            let _ = set_up_context(&state, &caller, &sandbox, &context.id).await;
-                        }
+                        follow_up.context_restarted().await;
                     }
                     let count = end.execution_count.saturating_sub(setup_cells);
                     out.push(line(json!({ "type": "number_of_executions", "execution_count": count })));
@@ -239,14 +272,17 @@ async fn create(
             )));
         }
         let context = sandbox.create_context(language, None).await?;
-        if language == Language::Python {
-            set_up_context(&state, &caller, &sandbox, &context.id).await?;
+        if language == Language::Python
+            && let Err(error) = set_up_context(&state, &caller, &sandbox, &context.id).await
+        {
+            let _ = sandbox.remove_context(&context.id).await;
+            return Err(error);
         }
         Ok::<_, ApiError>(json!({ "id": context.id, "language": language.name(), "cwd": cwd }))
     };
     match made.await {
         Ok(context) => axum::Json(context).into_response(),
-        Err(error) => refuse(error),
+        Err(error) => wire::api_error(error),
     }
 }
 
@@ -271,20 +307,19 @@ async fn restart(
     };
     match restarted.await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => refuse(error),
+        Err(error) => wire::api_error(error),
     }
 }
 
 async fn remove(TargetSandbox(sandbox): TargetSandbox, Path(id): Path<String>) -> Response {
     match sandbox.remove_context(&id).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => refuse(error.into()),
+        Err(error) => wire::api_error(error.into()),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::control::PYTHON_SETUP;
     use super::*;
 
     #[test]

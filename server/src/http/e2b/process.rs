@@ -9,12 +9,12 @@
 //! process is silent; it ends with an end-of-stream envelope.
 
 use super::HOME;
-use super::connect::{self, ConnectError, Unary};
+use super::connect::{self, ConnectError, Envelopes, Unary};
 use super::traffic::TargetSandbox;
 use crate::http::auth::Caller;
 use crate::http::{ApiError, AppState};
 use axum::Router;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
@@ -29,12 +29,11 @@ use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, PtySize};
 use soulbox_engine::sandbox::ProcessStream;
 use std::collections::BTreeMap;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
 /// How long a process's stream may be silent before a keepalive event (the SDK asks for one
 /// at least every 50 s: `Keepalive-Ping-Interval`).
 const KEEPALIVE: Duration = Duration::from_secs(30);
-/// The largest streamed request read (a `StreamInput` of many chunks, a `Start`).
-const MAX_STREAM_REQUEST_BYTES: usize = 16 << 20;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -127,11 +126,12 @@ struct SendInputRequest {
     input: Input,
 }
 
+/// `SendSignalRequest`; its `signal` is not looked at: SIGTERM and SIGKILL both kill the
+/// process and everything it started.
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct SendSignalRequest {
     process: Selector,
-    signal: Value,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -209,13 +209,13 @@ async fn start(
         Ok::<_, ConnectError>((info.pid, info.pty, output))
     };
     match started.await {
-        Ok((pid, pty, output)) => stream(pid, pty, output),
+        Ok((pid, pty, output)) => stream(pid, pty, output, state.lifecycle.shutdown.clone()),
         Err(error) => error.into_response(),
     }
 }
 
 /// `process.Process/Connect`: the process's output so far, then what comes.
-async fn connect(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
+async fn connect(State(state): State<AppState>, TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
     let connected = async {
         let request: Selected = first_message(request).await?;
         let pid = request.process.pid()?;
@@ -224,43 +224,69 @@ async fn connect(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Res
         Ok::<_, ConnectError>((pid, info.pty, output))
     };
     match connected.await {
-        Ok((pid, pty, output)) => stream(pid, pty, output),
+        Ok((pid, pty, output)) => stream(pid, pty, output, state.lifecycle.shutdown.clone()),
         Err(error) => error.into_response(),
     }
 }
 
-/// A process's events as a Connect server stream.
-fn stream(pid: u32, pty: bool, output: ProcessStream) -> Response {
+/// Where a process's stream is.
+enum Following {
+    /// Following the process.
+    Output(ProcessStream),
+    /// Done: this envelope ends the stream.
+    Ending(Bytes),
+}
+
+/// A process's events as a Connect server stream: `start`, then its events (keepalives while
+/// it is silent), then the end of the stream, with an error if the sandbox went away or the
+/// server is shutting down before the process ended.
+fn stream(pid: u32, pty: bool, output: ProcessStream, shutdown: CancellationToken) -> Response {
     let start = connect::message(&json!({ "event": { "start": { "pid": pid } } }));
-    let events = futures_util::stream::unfold(Some(output), move |output| async move {
-        let mut output = output?;
-        match tokio::time::timeout(KEEPALIVE, output.next_event()).await {
-            Err(_) => Some((connect::message(&json!({ "event": { "keepalive": {} } })), Some(output))),
-            Ok(Some(event)) => {
-                let ended = matches!(event, ProcessEvent::Exit(_));
-                let message = event_json(event, pty).map(|e| connect::message(&e));
-                let next = if ended { None } else { Some(output) };
-                Some((message.unwrap_or_default(), next))
+    let events = futures_util::stream::unfold(Some(Following::Output(output)), move |following| {
+        let shutdown = shutdown.clone();
+        async move {
+            let mut output = match following? {
+                Following::Output(output) => output,
+                Following::Ending(last) => return Some((last, None)),
+            };
+            let next = tokio::select! {
+                next = tokio::time::timeout(KEEPALIVE, output.next_event()) => next,
+                () = shutdown.cancelled() => {
+                    let last = ConnectError::new("unavailable", "the server is shutting down").end_of_stream();
+                    return Some((Bytes::new(), Some(Following::Ending(last))));
+                }
+            };
+            match next {
+                Err(_) => {
+                    Some((connect::message(&json!({ "event": { "keepalive": {} } })), Some(Following::Output(output))))
+                }
+                Ok(Some(event)) => {
+                    let message = event_json(&event, pty).map(|e| connect::message(&e)).unwrap_or_default();
+                    let after = match event {
+                        ProcessEvent::Exit(_) => Following::Ending(connect::end_of_stream()),
+                        _ => Following::Output(output),
+                    };
+                    Some((message, Some(after)))
+                }
+                Ok(None) => {
+                    let last = ConnectError::new("unavailable", "the sandbox went away").end_of_stream();
+                    Some((Bytes::new(), Some(Following::Ending(last))))
+                }
             }
-            // The sandbox went away: the stream ends without an end event.
-            Ok(None) => None,
         }
     })
     .filter(|bytes| std::future::ready(!bytes.is_empty()));
-    let body = futures_util::stream::once(async move { start })
-        .chain(events)
-        .chain(futures_util::stream::once(async { connect::end_of_stream() }))
-        .map(Ok::<_, std::convert::Infallible>);
+    let body = futures_util::stream::once(async move { start }).chain(events).map(Ok::<_, std::convert::Infallible>);
     ([(header::CONTENT_TYPE, "application/connect+json")], Body::from_stream(body)).into_response()
 }
 
 /// A process event as E2B's `ProcessEvent`.
-fn event_json(event: ProcessEvent, pty: bool) -> Option<Value> {
-    let data = |stream: &str, text: String| json!({ "event": { "data": { stream: BASE64.encode(text) } } });
+fn event_json(event: &ProcessEvent, pty: bool) -> Option<Value> {
+    let data = |stream: &str, text: &str| json!({ "event": { "data": { stream: BASE64.encode(text) } } });
     Some(match event {
         ProcessEvent::Stdout { text } => data(if pty { "pty" } else { "stdout" }, text),
         ProcessEvent::Stderr { text } => data("stderr", text),
-        ProcessEvent::Exit(exit) => json!({ "event": { "end": end_json(&exit) } }),
+        ProcessEvent::Exit(exit) => json!({ "event": { "end": end_json(exit) } }),
         _ => return None,
     })
 }
@@ -292,7 +318,6 @@ async fn list(TargetSandbox(sandbox): TargetSandbox) -> Response {
 
 /// `process.Process/SendSignal`: SIGKILL and SIGTERM both kill the process and its children.
 async fn send_signal(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<SendSignalRequest>) -> Response {
-    let _ = &request.signal;
     unary(async {
         let pid = request.process.pid()?;
         live(&sandbox, pid)?;
@@ -334,8 +359,9 @@ async fn update(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<Upd
 /// chunks written to its standard input in order.
 async fn stream_input(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
     let written = async {
+        let mut messages = Messages::of(request);
         let mut pid = None;
-        for message in messages::<StreamInputMessage>(request).await? {
+        while let Some(message) = messages.next::<StreamInputMessage>().await? {
             if let Some(start) = message.start {
                 pid = Some(start.process.pid()?);
             }
@@ -378,46 +404,66 @@ async fn unary(work: impl Future<Output = Result<(), ConnectError>>) -> Response
     }
 }
 
-/// The request's messages: envelopes (`application/connect+json`) or one JSON document.
-async fn messages<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<Vec<T>, ConnectError> {
-    let enveloped = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/connect+"));
-    let bytes = axum::body::to_bytes(request.into_body(), MAX_STREAM_REQUEST_BYTES)
-        .await
-        .map_err(|e| ConnectError::new("invalid_argument", format!("reading the request: {e}")))?;
-    let parse = |json: &[u8]| {
-        serde_json::from_slice::<T>(json)
-            .map_err(|e| ConnectError::new("invalid_argument", format!("the request message: {e}")))
-    };
-    if !enveloped {
-        return Ok(vec![if bytes.is_empty() { T::default() } else { parse(&bytes)? }]);
+/// A request's messages, read as they arrive: envelopes (`application/connect+json`), or one
+/// JSON document.
+struct Messages {
+    body: axum::body::BodyDataStream,
+    enveloped: bool,
+    envelopes: Envelopes,
+    ready: std::collections::VecDeque<Bytes>,
+    /// For a plain JSON request: whether its one message was taken.
+    taken: bool,
+}
+
+impl Messages {
+    fn of(request: Request) -> Self {
+        let enveloped = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/connect+"));
+        let body = request.into_body().into_data_stream();
+        Messages { body, enveloped, envelopes: Envelopes::default(), ready: Default::default(), taken: false }
     }
-    let mut out = Vec::new();
-    let mut rest: &[u8] = &bytes;
-    while rest.len() >= 5 {
-        let flags = rest[0];
-        let length = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
-        let Some(json) = rest.get(5..5 + length) else {
-            return Err(ConnectError::new("invalid_argument", "a request envelope is cut short"));
+
+    /// The next message, `None` at the end of the request.
+    async fn next<T: serde::de::DeserializeOwned + Default>(&mut self) -> Result<Option<T>, ConnectError> {
+        let reading = |e: axum::Error| ConnectError::new("invalid_argument", format!("reading the request: {e}"));
+        let parse = |json: &[u8]| {
+            serde_json::from_slice::<T>(json)
+                .map_err(|e| ConnectError::new("invalid_argument", format!("the request message: {e}")))
         };
-        if flags & 0x02 == 0 {
-            out.push(parse(json)?);
+        if !self.enveloped {
+            if std::mem::replace(&mut self.taken, true) {
+                return Ok(None);
+            }
+            let mut bytes = Vec::new();
+            while let Some(chunk) = self.body.next().await {
+                bytes.extend_from_slice(&chunk.map_err(reading)?);
+                if bytes.len() > Envelopes::MAX_MESSAGE_BYTES {
+                    return Err(ConnectError::new("resource_exhausted", "a request message is too large"));
+                }
+            }
+            return Ok(Some(if bytes.is_empty() { T::default() } else { parse(&bytes)? }));
         }
-        rest = &rest[5 + length..];
+        loop {
+            if let Some(message) = self.ready.pop_front() {
+                return Ok(Some(parse(&message)?));
+            }
+            match self.body.next().await {
+                Some(chunk) => self.ready.extend(self.envelopes.push(&chunk.map_err(reading)?)?),
+                None if self.envelopes.is_partial() => {
+                    return Err(ConnectError::new("invalid_argument", "the request stream was cut short"));
+                }
+                None => return Ok(None),
+            }
+        }
     }
-    Ok(out)
 }
 
 /// A server-streaming call's one request message.
 async fn first_message<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<T, ConnectError> {
-    messages(request)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| ConnectError::new("invalid_argument", "no request message"))
+    Messages::of(request).next().await?.ok_or_else(|| ConnectError::new("invalid_argument", "no request message"))
 }
 
 #[cfg(test)]

@@ -6,19 +6,22 @@
 //! envd's nor the code interpreter's is 502 "port is not open"; envd's `/health` needs no token;
 //! everything else needs the sandbox's token (`X-Access-Token`, or on the code interpreter
 //! `E2B-Traffic-Access-Token` too), else 401. A request that passes carries the sandbox and a
-//! [`Caller`] for its owner (whose quotas and budget the work counts against).
+//! [`Caller`] for its owner: its rate limit and execution slots are the owner's sandbox
+//! traffic's, one budget per tenant ([`traffic_key`]), and its work counts against the
+//! tenant's quotas and budget. The two routers then sit behind the same request timeout and
+//! in-flight bound as every other route.
 
-use super::control::not_found;
 use super::wire;
 use crate::http::AppState;
 use crate::http::auth::{Caller, Tenant};
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use soulbox_engine::Sandbox;
 use tower::ServiceExt;
+use tower::limit::GlobalConcurrencyLimitLayer;
 
 /// envd's port: files, filesystem and process RPCs.
 pub const ENVD_PORT: &str = "49983";
@@ -38,24 +41,36 @@ pub struct SandboxTraffic {
 }
 
 impl SandboxTraffic {
-    pub fn new(state: AppState) -> Self {
-        // Uploads (multipart, octet-stream) are bounded by the server's upload limit.
-        let upload_limit = usize::try_from(state.settings.upload_limit).unwrap_or(usize::MAX);
-        let envd = super::envd::routes().layer(DefaultBodyLimit::max(upload_limit)).with_state(state.clone());
-        let interpreter = super::interpreter::routes().with_state(state.clone());
+    /// The routers, bounded by `in_flight` (the server's one in-flight semaphore).
+    pub fn new(state: AppState, in_flight: &GlobalConcurrencyLimitLayer) -> Self {
+        let bounded = |routes| crate::http::bounded(routes, &state, in_flight).with_state(state.clone());
+        let envd = bounded(super::envd::routes(&state.settings));
+        let interpreter = bounded(super::interpreter::routes(&state.settings));
         SandboxTraffic { state, envd, interpreter }
     }
 }
 
+/// The key a tenant's sandbox traffic is rate-limited and given execution slots under: it
+/// carries no API key, so all of it shares one budget per tenant.
+fn traffic_key(tenant: &str) -> String {
+    format!("e2b-sandbox-traffic:{tenant}")
+}
+
+/// 502 for a sandbox that is not open (killed, expired, lost, never made), in the words the
+/// SDK looks for.
+pub fn sandbox_not_found(id: &str) -> Response {
+    wire::error(StatusCode::BAD_GATEWAY, format!("The sandbox {id} was not found"))
+}
+
 /// Middleware: requests with `E2b-Sandbox-Id` go to the sandbox's envd or code interpreter;
 /// the rest go on to SoulBox's own routes.
-pub async fn divert(State(traffic): State<SandboxTraffic>, request: Request, next: Next) -> Response {
-    let state = &traffic.state;
+pub async fn divert(State(traffic): State<SandboxTraffic>, mut request: Request, next: Next) -> Response {
     let Some(id) = header(&request, "e2b-sandbox-id").map(str::to_owned) else {
         return next.run(request).await;
     };
+    let state = &traffic.state;
     let port = header(&request, "e2b-sandbox-port").unwrap_or_default().to_owned();
-    let Ok(sandbox) = state.sandboxes.get(&id) else { return not_found(&id) };
+    let Ok(sandbox) = state.sandboxes.get(&id) else { return sandbox_not_found(&id) };
     let router = match port.as_str() {
         ENVD_PORT => traffic.envd.clone(),
         INTERPRETER_PORT => traffic.interpreter.clone(),
@@ -66,15 +81,19 @@ pub async fn divert(State(traffic): State<SandboxTraffic>, request: Request, nex
     };
     let open = port == ENVD_PORT && request.uri().path() == "/health";
     if !open && !token_opens(state, &request, &id, port == INTERPRETER_PORT) {
+        tracing::info!(sandbox = %id, "sandbox traffic without its token was refused");
         return wire::error(StatusCode::UNAUTHORIZED, "missing or invalid access token for this sandbox");
     }
     let owner = sandbox.owner().unwrap_or_default().to_owned();
     tracing::Span::current().record("tenant", owner.as_str());
-    let mut request = request;
-    request.extensions_mut().insert(Caller { key: format!("sandbox:{id}"), tenant: Tenant(owner) });
+    let caller = Caller { key: traffic_key(&owner), tenant: Tenant(owner) };
+    if let Err(limited) = state.guard.check_rate(&caller.key) {
+        return wire::shaped(limited.into_response());
+    }
+    request.extensions_mut().insert(caller);
     request.extensions_mut().insert(TargetSandbox(sandbox));
     match router.oneshot(request).await {
-        Ok(response) => response,
+        Ok(response) => wire::shaped(response),
         Err(never) => match never {},
     }
 }

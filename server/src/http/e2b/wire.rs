@@ -9,17 +9,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// E2B's error: `{"code": <status>, "message": ...}` with that status.
+/// E2B's error: `{"code": <status>, "message": ...}` with that status (for refusals of the E2B
+/// surface's own; an [`ApiError`] goes through [`api_error`]).
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = (status, Json(json!({ "code": status.as_u16(), "message": message.into() }))).into_response();
-    response.extensions_mut().insert(ErrorCode("e2b"));
+    let code = match status {
+        StatusCode::UNAUTHORIZED => "unauthorized",
+        StatusCode::BAD_GATEWAY => "sandbox_not_open",
+        _ => "e2b",
+    };
+    response.extensions_mut().insert(ErrorCode(code));
     response
 }
 
-/// A response in E2B's error shape: an [`ApiError`](crate::http::ApiError)'s response (known by
-/// the code and message it carries in its extensions) gets E2B's body with the same status and
-/// headers (`Retry-After`); any other response passes as it is.
+/// An [`ApiError`] as E2B's error: logged and counted as SoulBox's own, `Retry-After` kept.
+pub fn api_error(error: ApiError) -> Response {
+    shaped(error.into_response())
+}
+
+/// Middleware form of [`shaped`].
 pub async fn reshape_errors(response: Response) -> Response {
+    shaped(response)
+}
+
+/// A response in E2B's error shape: an [`ApiError`]'s response (known by the message it carries
+/// in its extensions) gets E2B's body with the same status, headers (`Retry-After`) and
+/// metrics code; any other response passes as it is.
+pub fn shaped(response: Response) -> Response {
     let Some(ErrorMessage(message)) = response.extensions().get::<ErrorMessage>().cloned() else {
         return response;
     };
