@@ -18,7 +18,13 @@ use std::time::Duration;
 use tokio::io::AsyncWrite;
 
 /// The wrapper: `$0` the pid file, `$1` the deadline in seconds (`0`: none), `$2` the command.
-const WRAPPER: &str = r#"mkdir -p /tmp/.soulbox && echo $$ > "$0" || exit 125
+/// Without a deadline it execs the shell directly (no `timeout` in between), and it makes the
+/// pid directory only the first time: a process costs two `exec`s, not five.
+const WRAPPER: &str = r#"{ [ -d /tmp/.soulbox ] || mkdir -p /tmp/.soulbox; } && echo $$ > "$0" || exit 125
+if [ "$1" = 0 ]; then
+  if command -v bash >/dev/null; then exec bash -c "$2"; fi
+  exec sh -c "$2"
+fi
 if command -v bash >/dev/null; then exec timeout -s KILL "$1" bash -c "$2"; fi
 exec timeout -s KILL "$1" sh -c "$2""#;
 /// The PTY wrapper: `$0` the pid file, `$1` the command (default: an interactive shell).
@@ -29,6 +35,9 @@ exec sh -c "$1""#;
 
 /// Exit status of a process killed by SIGKILL (the deadline, a kill, the OOM killer).
 pub const EXIT_KILLED: i64 = 137;
+/// Exit status of a process that could not be started (its working directory is missing, say),
+/// as a shell reports a command it cannot run.
+pub const EXIT_NOT_STARTED: i64 = 126;
 
 /// What to run.
 #[derive(Debug, Clone)]

@@ -11,6 +11,8 @@
 //!   shared with it.
 //! - [`exec`]: processes in containers, under a wrapper that records their pid, gives them a
 //!   process group and enforces their deadline inside the container.
+//! - [`agent`]: a process inside a sandbox's container that starts its processes for it, a
+//!   message each instead of a `docker exec` each.
 //! - [`docker`]: the engine connection (`DOCKER_HOST` honoured, API version negotiated),
 //!   retries with backoff and a circuit breaker ([`breaker`]); a dead engine makes container
 //!   requests fail fast with "container backend unavailable" while WebAssembly keeps working.
@@ -24,6 +26,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod agent;
 mod backend;
 pub mod breaker;
 pub mod browser;

@@ -5,10 +5,13 @@
 //! and the other way round), and removed when the sandbox dies. If it dies first (killed to
 //! stop a fork bomb, say), the next process gets a new one over the same workspace.
 //!
-//! A process's output is forwarded as it comes; its deadline is enforced by the wrapper inside
-//! the container, with a backstop here; a kill takes its whole process group, and when the
-//! container cannot even run the kill (every pid taken) the container itself is killed.
+//! A process is started by the container's [`Agent`] (a message, not a `docker exec`), or by an
+//! exec for a terminal or when the agent cannot run. Its output is forwarded as it comes; its
+//! deadline is enforced by the wrapper inside the container, with a backstop here; a kill
+//! takes its whole process group, and when the container cannot even run the kill (every pid
+//! taken) the container itself is killed.
 
+use crate::agent::Agent;
 use crate::browser;
 use crate::cgroup::{self, KillVerdict};
 use crate::confinement::{ContainerSpec, share_with_containers};
@@ -43,6 +46,10 @@ struct Shared {
     spec: MachineSpec,
     /// The container's id, once made; `None` after it died.
     container: tokio::sync::Mutex<Option<String>>,
+    /// The agent of the container named, once started.
+    agent: tokio::sync::Mutex<Option<(String, Arc<Agent>)>>,
+    /// Set when the image cannot run the agent: every process is an exec.
+    no_agent: AtomicBool,
     next_process: AtomicU64,
     shut: AtomicBool,
 }
@@ -60,6 +67,8 @@ impl DockerMachine {
                 containers,
                 spec,
                 container: tokio::sync::Mutex::new(None),
+                agent: tokio::sync::Mutex::new(None),
+                no_agent: AtomicBool::new(false),
                 next_process: AtomicU64::new(0),
                 shut: AtomicBool::new(false),
             }),
@@ -78,7 +87,8 @@ impl Shared {
             return Err(ContainerError::Rejected("the sandbox is gone".into()));
         }
         if let Some(id) = current.as_ref() {
-            if self.containers.is_running(id).await? {
+            // A live agent in it says it runs, without asking the engine.
+            if self.agent_of(id).await.is_some() || self.containers.is_running(id).await? {
                 return Ok(id.clone());
             }
             tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(id), "sandbox container died; making another");
@@ -113,6 +123,39 @@ impl Shared {
             .map_err(|e| ContainerError::io("sharing the workspace", e))
     }
 
+    /// The live agent of container `id`, if it has one.
+    async fn agent_of(&self, id: &str) -> Option<Arc<Agent>> {
+        let agent = self.agent.lock().await;
+        agent.as_ref().filter(|(of, agent)| of == id && agent.is_alive()).map(|(_, agent)| Arc::clone(agent))
+    }
+
+    /// The agent of container `id`, started if it has none (or its last one died); `None` when
+    /// the image cannot run one.
+    async fn agent(&self, id: &str) -> Option<Arc<Agent>> {
+        if self.no_agent.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut agent = self.agent.lock().await;
+        if let Some((of, running)) = agent.as_ref()
+            && of == id
+            && running.is_alive()
+        {
+            return Some(Arc::clone(running));
+        }
+        match Agent::start(&self.containers.docker, id).await {
+            Ok(started) => {
+                let started = Arc::new(started);
+                *agent = Some((id.to_owned(), Arc::clone(&started)));
+                Some(started)
+            }
+            Err(error) => {
+                tracing::info!(%error, container = %short(id), "no process agent: processes start with docker exec");
+                self.no_agent.store(true, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// Kills the container (its processes die; the next process gets a new one).
     async fn kill_container(&self, id: &str) {
         if let Err(error) = self.containers.kill(id).await {
@@ -139,13 +182,27 @@ impl Machine for DockerMachine {
         // The OOM count before the process exists: a process killed for memory before its
         // driver first runs still counts.
         let oom_before = cgroup::oom_kills(&container);
-        let started = exec::start(&shared.containers.docker, &container, &line).await?;
+        let agent = match spec.pty {
+            None => shared.agent(&container).await,
+            Some(_) => None,
+        };
+        let (output, stdin, exit) = match agent {
+            Some(agent) => {
+                let run = agent.run(exec::wrapped(&line), &line.env, line.cwd.as_deref()).await?;
+                (run.output, Stdin::Agent { agent, id: run.id }, Exit::Agent(run.exit))
+            }
+            None => {
+                let started = exec::start(&shared.containers.docker, &container, &line).await?;
+                let stdin = Stdin::Exec(tokio::sync::Mutex::new(Some(started.input)));
+                (started.output, stdin, Exit::Exec(started.exec_id))
+            }
+        };
         let process = Arc::new(MachineProcess {
             shared: Arc::clone(shared),
             container,
-            exec_id: started.exec_id.clone(),
+            exit,
             pid_file: line.pid_file.clone(),
-            input: tokio::sync::Mutex::new(Some(started.input)),
+            stdin,
             killed: AtomicBool::new(false),
         });
         if let Some(size) = spec.pty
@@ -155,7 +212,7 @@ impl Machine for DockerMachine {
             // exit, which `drive` reports, says why.
             tracing::debug!(%error, "could not size a new terminal");
         }
-        tokio::spawn(drive(Arc::clone(&process), started.output, events, spec.deadline, oom_before));
+        tokio::spawn(drive(Arc::clone(&process), output, events, spec.deadline, oom_before));
         Ok(process)
     }
 
@@ -178,17 +235,37 @@ impl Machine for DockerMachine {
 struct MachineProcess {
     shared: Arc<Shared>,
     container: String,
-    exec_id: String,
+    exit: Exit,
     pid_file: String,
-    input: tokio::sync::Mutex<Option<Input>>,
+    stdin: Stdin,
     killed: AtomicBool,
+}
+
+/// Where a process's exit status comes from.
+enum Exit {
+    /// Its exec's, asked of the engine once its output ends.
+    Exec(String),
+    /// The agent's word, given before its output ends.
+    Agent(Arc<std::sync::OnceLock<i64>>),
+}
+
+/// Where its standard input goes.
+enum Stdin {
+    /// Its exec's attached input (`None` once closed).
+    Exec(tokio::sync::Mutex<Option<Input>>),
+    /// Through the agent.
+    Agent { agent: Arc<Agent>, id: u64 },
 }
 
 impl std::fmt::Debug for MachineProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let started_by = match &self.exit {
+            Exit::Exec(id) => format!("exec {id}"),
+            Exit::Agent(_) => "agent".to_owned(),
+        };
         f.debug_struct("MachineProcess")
             .field("container", &short(&self.container))
-            .field("exec", &self.exec_id)
+            .field("started_by", &started_by)
             .finish()
     }
 }
@@ -207,7 +284,11 @@ impl MachineProcess {
 #[async_trait]
 impl ProcessControl for MachineProcess {
     async fn write_stdin(&self, data: Vec<u8>) -> Result<(), BackendError> {
-        let mut input = self.input.lock().await;
+        let input = match &self.stdin {
+            Stdin::Agent { agent, id } => return Ok(agent.write_stdin(*id, &data).await?),
+            Stdin::Exec(input) => input,
+        };
+        let mut input = input.lock().await;
         let writer = input.as_mut().ok_or_else(|| BackendError::Rejected("stdin is closed".into()))?;
         let written = async {
             writer.write_all(&data).await?;
@@ -217,8 +298,13 @@ impl ProcessControl for MachineProcess {
     }
 
     async fn close_stdin(&self) -> Result<(), BackendError> {
-        if let Some(mut writer) = self.input.lock().await.take() {
-            let _ = writer.shutdown().await;
+        match &self.stdin {
+            Stdin::Agent { agent, id } => agent.close_stdin(*id).await?,
+            Stdin::Exec(input) => {
+                if let Some(mut writer) = input.lock().await.take() {
+                    let _ = writer.shutdown().await;
+                }
+            }
         }
         Ok(())
     }
@@ -230,8 +316,11 @@ impl ProcessControl for MachineProcess {
     }
 
     async fn resize(&self, size: PtySize) -> Result<(), BackendError> {
+        let Exit::Exec(id) = &self.exit else {
+            return Err(BackendError::Rejected("the process has no terminal".into()));
+        };
         let options = ResizeExecOptions { height: size.rows, width: size.cols };
-        let id = self.exec_id.clone();
+        let id = id.clone();
         self.shared
             .containers
             .docker
@@ -291,7 +380,10 @@ async fn drive(
     for (channel, text) in decoder.finish() {
         send(&events, channel, text);
     }
-    let code = exec::exit_code(&process.shared.containers.docker, &process.exec_id).await.ok().flatten();
+    let code = match &process.exit {
+        Exit::Exec(id) => exec::exit_code(&process.shared.containers.docker, id).await.ok().flatten(),
+        Exit::Agent(said) => said.get().copied(),
+    };
     let elapsed = started.elapsed();
     let timed_out = overdue || deadline.is_some_and(|d| elapsed + Duration::from_millis(50) >= d);
     let (outcome, message) = match code {

@@ -201,3 +201,42 @@ async fn a_pause_stops_the_container_and_keeps_the_workspace_and_the_next_comman
     sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
 }
+
+#[tokio::test]
+async fn commands_go_through_the_containers_agent_and_fall_back_to_exec_without_python() {
+    // The runtime image has python3: processes start through its agent.
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let missing =
+        sandbox.run_command(ProcessSpec { cwd: Some("/no/such/dir".into()), ..command("echo never") }).await.unwrap();
+    assert_eq!((missing.exit.exit_code, missing.stdout.as_str()), (Some(126), ""), "{missing:?}");
+    let (info, mut cat) = sandbox.run_command_stream(command("cat; echo \"[$?]\"")).await.unwrap();
+    let chunk = "x".repeat(100_000);
+    for _ in 0..5 {
+        sandbox.send_stdin(info.pid, chunk.clone().into_bytes()).await.unwrap();
+    }
+    sandbox.close_stdin(info.pid).await.unwrap();
+    let echoed = read_until(&mut cat, "[0]").await;
+    let tail = &echoed[echoed.len().saturating_sub(120)..];
+    assert!(echoed.len() > 500_000 && echoed[..500_000].bytes().all(|b| b == b'x'), "stdin came through whole: {tail}");
+    assert!(echoed[500_000..].starts_with("[0]"), "then end of file: {tail}");
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+
+    // The base image has no python3: every process is a `docker exec`, and works the same.
+    let config = soulbox_fallback::ContainerConfig {
+        image: "soulbox/base:bookworm".into(),
+        pool_size: 0,
+        ..soulbox_fallback::ContainerConfig::default()
+    };
+    let containers = Containers::start(config).await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    for _ in 0..2 {
+        let said = sandbox.run_command(command("echo hi from exec; pwd")).await.unwrap();
+        assert_eq!((said.exit.exit_code, said.stdout.as_str()), (Some(0), "hi from exec\n/workspace\n"), "{said:?}");
+    }
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+}
