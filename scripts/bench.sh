@@ -15,3 +15,6 @@ command -v wrk >/dev/null || apt-get install -y wrk
 ./target/release/http-report
 bash scripts/build-images.sh
 ./target/release/container-report
+if [ ! -x target/e2b-venv/bin/python ]; then python3 -m venv target/e2b-venv; fi
+target/e2b-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/e2b-requirements.txt
+target/e2b-venv/bin/python benches/e2b/e2b_report.py target/release/soulbox
