@@ -23,7 +23,8 @@ use crate::config::Environment;
 use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
 use crate::http::{
-    AppState, Audit, Auth, Budgets, Guard, Lifecycle, Metrics, SandboxTokens, Settings, app, charge_closed_sandboxes,
+    AppState, Audit, Auth, Budgets, E2b, Guard, Lifecycle, Metrics, SandboxTokens, Settings, app,
+    charge_closed_sandboxes,
 };
 use crate::listener::{ConnectionLimits, Server};
 use anyhow::Context as _;
@@ -125,7 +126,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         settings: Arc::new(Settings::from_config(&config, env, public_url)),
         guard: Guard::new(config.auth.requests_per_second, config.auth.burst, config.auth.max_concurrent_executions),
         lifecycle: Lifecycle::default(),
-        tokens,
+        e2b: E2b::new(tokens),
     };
     tokio::spawn(shrink_guard(state.guard.clone()));
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };

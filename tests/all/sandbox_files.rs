@@ -97,6 +97,24 @@ async fn watching_a_directory_reports_changes() {
         }
     }
     assert!(seen.iter().any(|e| e.kind == FsEventKind::Create && e.path == "/watched/new.txt"), "{seen:?}");
+
+    // An upload (written to a temporary file, then moved into place) shows as its file created,
+    // and a move as the old name renamed and the new one created.
+    files.write("/watched/up.txt", b"uploaded").await.unwrap();
+    files.rename("/watched/up.txt", "/watched/moved.txt").await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.iter().any(|e: &soulbox_engine::sandbox::FsEvent| e.path == "/watched/moved.txt") {
+        let next = std::future::poll_fn(|cx| futures_poll(&mut watch, cx));
+        match tokio::time::timeout_at(deadline + Duration::from_secs(5), next).await {
+            Ok(Some(event)) => seen.push(event),
+            _ => break,
+        }
+    }
+    assert!(seen.iter().all(|e| !e.path.contains("soulbox-upload")), "an upload's temporary file is hidden: {seen:?}");
+    let kinds: Vec<_> = seen.iter().map(|e| (e.kind, e.path.as_str())).collect();
+    assert!(kinds.contains(&(FsEventKind::Create, "/watched/up.txt")), "{kinds:?}");
+    assert!(kinds.contains(&(FsEventKind::Rename, "/watched/up.txt")), "{kinds:?}");
+    assert!(kinds.contains(&(FsEventKind::Create, "/watched/moved.txt")), "{kinds:?}");
     assert!(matches!(files.watch("/nope", false).await, Err(SandboxError::File(FileError::NotFound(_)))));
 }
 

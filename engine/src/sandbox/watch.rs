@@ -1,7 +1,12 @@
 //! Watching a workspace directory for changes ([`WatchStream`]), through `notify` (inotify on
 //! Linux). Events are reported with workspace paths; the watch ends when the stream is dropped.
+//!
+//! A move is reported as fsnotify (and so E2B's envd) reports it: the name it leaves as
+//! [`FsEventKind::Rename`], the name it arrives at as [`FsEventKind::Create`]. The workspace's
+//! own temporary files (an upload being written, [`super::workspace::UPLOAD_MARKER`]) are not
+//! reported: an upload shows as its file created when it is complete.
 
-use super::workspace::FileError;
+use super::workspace::{FileError, UPLOAD_MARKER};
 use futures_core::Stream;
 use notify::{EventKind, RecursiveMode, Watcher};
 use serde::{Deserialize, Serialize};
@@ -64,6 +69,10 @@ impl WatchStream {
             let Ok(event) = event else { return };
             let Some(kind) = kind_of(&event.kind) else { return };
             for path in event.paths {
+                let ours = path.file_name().is_some_and(|n| n.to_string_lossy().contains(UPLOAD_MARKER));
+                if ours {
+                    continue;
+                }
                 if let Some(path) = workspace_path(&root, &path) {
                     // A full buffer drops the event: the watcher thread must never block.
                     let _ = tx.try_send(FsEvent { kind, path });
@@ -86,10 +95,13 @@ impl Stream for WatchStream {
 }
 
 fn kind_of(kind: &EventKind) -> Option<FsEventKind> {
-    use notify::event::ModifyKind;
+    use notify::event::{ModifyKind, RenameMode};
     match kind {
         EventKind::Create(_) => Some(FsEventKind::Create),
         EventKind::Remove(_) => Some(FsEventKind::Remove),
+        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => Some(FsEventKind::Create),
+        // The pair, after its two halves: already reported.
+        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => None,
         EventKind::Modify(ModifyKind::Name(_)) => Some(FsEventKind::Rename),
         EventKind::Modify(ModifyKind::Metadata(_)) => Some(FsEventKind::Chmod),
         EventKind::Modify(_) => Some(FsEventKind::Write),

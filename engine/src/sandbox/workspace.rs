@@ -134,6 +134,10 @@ pub struct EntryInfo {
     pub modified_ms: Option<u64>,
 }
 
+/// What the name of an upload's temporary file holds (`.<name>.soulbox-upload-<uuid>`, renamed
+/// into place when complete): watches leave such files out.
+pub(crate) const UPLOAD_MARKER: &str = ".soulbox-upload-";
+
 /// A sandbox's workspace directory. It is deleted by [`Workspace::remove`] only, never on drop:
 /// a paused sandbox's workspace outlives its process, and the registry sweeps the ones no
 /// sandbox owns when it opens.
@@ -257,7 +261,7 @@ impl Workspace {
             }
             // A fresh name, created exclusively: never an existing entry (a FIFO a guest
             // planted, another upload's temporary file).
-            let temp_name = format!(".{}.soulbox-upload-{}", name.to_string_lossy(), uuid::Uuid::new_v4().simple());
+            let temp_name = format!(".{}{UPLOAD_MARKER}{}", name.to_string_lossy(), uuid::Uuid::new_v4().simple());
             let mut options = OpenOptions::new();
             options.write(true).create_new(true);
             let file = parent_dir.open_with(&temp_name, &options).map_err(|e| FileError::from_io(&shown, e))?;

@@ -41,7 +41,7 @@ mod tools;
 pub use audit::Audit;
 pub use auth::{Auth, Tenant};
 pub use budget::{Budgets, charge_closed_sandboxes};
-pub use e2b::SandboxTokens;
+pub use e2b::{E2b, SandboxTokens};
 pub use error::ApiError;
 pub use guard::Guard;
 pub use metrics::Metrics;
@@ -89,8 +89,8 @@ pub struct AppState {
     pub guard: Guard,
     /// Draining and shutdown.
     pub lifecycle: Lifecycle,
-    /// The E2B surface's per-sandbox access tokens.
-    pub tokens: SandboxTokens,
+    /// The E2B surface's tokens and watchers.
+    pub e2b: E2b,
 }
 
 /// The server's life: whether it is draining, and the token that ends long-lived work (MCP

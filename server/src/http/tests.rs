@@ -38,7 +38,7 @@ async fn app_with(settings: Settings, guard: Guard) -> Router {
         settings: std::sync::Arc::new(settings),
         guard,
         lifecycle: Lifecycle::default(),
-        tokens: super::SandboxTokens::random(),
+        e2b: super::E2b::new(super::SandboxTokens::random()),
     })
 }
 

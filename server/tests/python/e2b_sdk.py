@@ -99,6 +99,16 @@ def files(sbx):
         raise AssertionError("the home directory was removed")
     except SandboxException:
         pass
+    sbx.files.make_dir("watched")
+    watcher = sbx.files.watch_dir("/home/user/watched")
+    sbx.files.write("watched/new.txt", "appeared")
+    seen = []
+    for _ in range(150):  # until inotify's event has come through (each poll is a request, under the burst)
+        seen += [(e.name, e.type.value) for e in watcher.get_new_events()]
+        if ("new.txt", "create") in seen:
+            break
+    check(("new.txt", "create") in seen, f"a polled watcher sees a new file: {seen}")
+    watcher.stop()
     try:
         sbx.files.read("missing.txt")
         raise AssertionError("reading a missing file succeeded")
@@ -188,6 +198,14 @@ def lifecycle(sbx):
 
 async def async_api():
     sbx = await AsyncSandbox.create(timeout=60)
+    created = asyncio.Event()
+    await sbx.files.make_dir("streamed")
+    handle = await sbx.files.watch_dir(
+        "streamed", on_event=lambda e: created.set() if (e.name, e.type.value) == ("made.txt", "create") else None
+    )
+    await sbx.commands.run("echo x > streamed/made.txt")
+    await asyncio.wait_for(created.wait(), 30)
+    await handle.stop()
     execution = await sbx.run_code("sum(range(10))")
     check(execution.text == "45", f"async run_code: {execution}")
     await sbx.files.write("async.txt", "async")

@@ -319,7 +319,7 @@ async fn describe(State(state): State<AppState>, caller: Caller, Path(id): Path<
     let sandbox = owned(&state, &caller, &id)?;
     let info = sandbox.info();
     let mut detail = listed_json(&info);
-    detail["envdAccessToken"] = json!(state.tokens.token(&info.id));
+    detail["envdAccessToken"] = json!(state.e2b.tokens.token(&info.id));
     detail["domain"] = Value::Null;
     detail["allowInternetAccess"] = json!(sandbox.allows_network());
     detail["lifecycle"] = json!({ "onTimeout": "kill", "autoResume": info.auto_resume });
@@ -386,7 +386,7 @@ fn template_id(info: &SandboxInfo) -> String {
 
 /// E2B's `Sandbox` (create and connect): ids, the envd version and the sandbox's tokens.
 fn sandbox_json(state: &AppState, info: &SandboxInfo) -> Value {
-    let token = state.tokens.token(&info.id);
+    let token = state.e2b.tokens.token(&info.id);
     json!({
         "sandboxID": info.id,
         "templateID": template_id(info),

@@ -1,16 +1,13 @@
 //! envd, the E2B sandbox's agent, over the sandbox's workspace: `/health`, `/files` (download;
 //! multipart and octet-stream upload) and the `filesystem.Filesystem` Connect service (stat,
 //! list, make a directory, move, remove). Paths are E2B paths ([`wire::workspace_path`]). The
-//! `process.Process` service is [`process`]'s.
-//!
-//! Not here yet, and answered `unimplemented` (the SDK raises it as an error naming it):
-//! directory watchers.
+//! `process.Process` service is [`process`]'s, the watchers [`watch`]'s.
 
 use super::HOME;
 use super::connect::{ConnectError, Unary, reply};
-use super::process;
 use super::traffic::TargetSandbox;
 use super::wire::{self, workspace_path};
+use super::{process, watch};
 use crate::http::{ApiError, AppState, Settings};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -36,6 +33,10 @@ pub(super) fn routes(settings: &Settings) -> Router<AppState> {
         .route("/filesystem.Filesystem/MakeDir", post(make_dir))
         .route("/filesystem.Filesystem/Move", post(move_entry))
         .route("/filesystem.Filesystem/Remove", post(remove))
+        .route("/filesystem.Filesystem/WatchDir", post(watch::watch_dir))
+        .route("/filesystem.Filesystem/CreateWatcher", post(watch::create_watcher))
+        .route("/filesystem.Filesystem/GetWatcherEvents", post(watch::get_watcher_events))
+        .route("/filesystem.Filesystem/RemoveWatcher", post(watch::remove_watcher))
         .route("/filesystem.Filesystem/{method}", post(filesystem_unimplemented))
         .merge(process::routes())
         .layer(DefaultBodyLimit::max(settings.json_body_limit))
@@ -279,5 +280,5 @@ fn holds_home(path: &str) -> bool {
 }
 
 async fn filesystem_unimplemented(axum::extract::Path(method): axum::extract::Path<String>) -> ConnectError {
-    ConnectError::unimplemented(&format!("filesystem.Filesystem/{method} (directory watching)"))
+    ConnectError::unimplemented(&format!("filesystem.Filesystem/{method}"))
 }

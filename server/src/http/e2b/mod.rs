@@ -11,7 +11,7 @@
 //!   `{"code": <status>, "message": ...}` (the SDK's parser needs exactly that shape), made
 //!   from the [`ApiError`](super::ApiError) the request failed with.
 //! - **Sandbox traffic** ([`traffic`]): any request carrying `E2b-Sandbox-Id`, routed by
-//!   `E2b-Sandbox-Port` to envd (49983: [`envd`] and [`process`], the `filesystem`/`process` Connect services,
+//!   `E2b-Sandbox-Port` to envd (49983: [`envd`], [`process`] and [`watch`], the `filesystem`/`process` Connect services,
 //!   `/files`, `/health`) or the code interpreter (49999: [`interpreter`], `/execute`,
 //!   `/contexts`). No API key comes with it: the per-sandbox token handed out at create
 //!   ([`SandboxTokens`]) is the only proof, and the caller is the sandbox's owner.
@@ -27,6 +27,7 @@ mod envd;
 mod interpreter;
 mod process;
 mod traffic;
+mod watch;
 mod wire;
 
 pub use traffic::{SandboxTraffic, divert};
@@ -44,6 +45,23 @@ pub const ENVD_VERSION: &str = "0.5.7";
 pub const CLIENT_ID: &str = "soulbox";
 /// The metadata key that records an E2B sandbox's template as the caller named it.
 pub const TEMPLATE_KEY: &str = "e2b_template";
+
+/// What the E2B surface keeps between requests: its tokens and its polled watchers. Cheap to
+/// clone.
+#[derive(Debug, Clone)]
+pub struct E2b {
+    /// Per-sandbox access tokens.
+    pub tokens: SandboxTokens,
+    /// Directory watchers the sync SDK polls.
+    pub watchers: watch::Watchers,
+}
+
+impl E2b {
+    /// The surface's state, with `tokens`.
+    pub fn new(tokens: SandboxTokens) -> Self {
+        E2b { tokens, watchers: watch::Watchers::default() }
+    }
+}
 
 /// The control plane's routes (the caller's authentication and bounds are layered on by
 /// [`super::app`]).

@@ -462,7 +462,9 @@ impl Messages {
 }
 
 /// A server-streaming call's one request message.
-async fn first_message<T: serde::de::DeserializeOwned + Default>(request: Request) -> Result<T, ConnectError> {
+pub(super) async fn first_message<T: serde::de::DeserializeOwned + Default>(
+    request: Request,
+) -> Result<T, ConnectError> {
     Messages::of(request).next().await?.ok_or_else(|| ConnectError::new("invalid_argument", "no request message"))
 }
 

@@ -104,7 +104,7 @@ fn token_opens(state: &AppState, request: &Request, id: &str, interpreter: bool)
     if interpreter {
         presented.push(header(request, "e2b-traffic-access-token"));
     }
-    presented.into_iter().flatten().any(|token| state.tokens.verify(id, token))
+    presented.into_iter().flatten().any(|token| state.e2b.tokens.verify(id, token))
 }
 
 fn header<'a>(request: &'a Request, name: &str) -> Option<&'a str> {
