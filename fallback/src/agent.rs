@@ -10,9 +10,14 @@
 //! run under the exec wrapper ([`crate::exec::wrapped`]): the same pid file, process group and
 //! deadline, so killing one is unchanged. Terminals keep their exec (the agent has no PTYs).
 //!
-//! When the agent cannot start (an image without `python3`) or dies, processes fall back to
-//! `docker exec`; when it dies, the processes it was following end without an exit status, as
-//! they would if their exec connection broke.
+//! When the agent cannot start (an image without `python3`), processes are started with
+//! `docker exec`; when it dies, the processes it was following end without an exit status (as
+//! they would if their exec connection broke) and the next process starts a new agent.
+//!
+//! Trust: the agent runs as the container's user, like the processes it starts, so one of
+//! them could open the agent's pipes through `/proc` and forge the output or exit of its own
+//! sandbox's other processes, or stop the agent. Nothing it says is trusted beyond that: a line
+//! that is not JSON or is too long stops the agent, and the container holds one sandbox.
 
 use crate::docker::DockerEngine;
 use crate::error::ContainerError;
