@@ -3,25 +3,12 @@
 //! interpreter, files, commands, pause and connect, listing, two tenants, bad keys, and the
 //! async API (`server/tests/python/e2b_sdk.py`).
 
-use crate::support::{e2b_python, python_script, start_with_keys};
-use std::process::Command;
+use crate::support::{e2b_python, run_python_checks, start_with_keys};
 
 #[test]
 fn the_official_e2b_sdks_run_unchanged_against_soulbox() {
     let dir = tempfile::tempdir().unwrap();
     let (server, keys) = start_with_keys(dir.path(), &["e2b-user", "someone-else"], &[]);
-    let out = Command::new(e2b_python())
-        .arg(python_script("e2b_sdk.py"))
-        .arg(server.url(""))
-        .args(&keys)
-        .output()
-        .expect("the E2B SDK's Python runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("all checks passed"),
-        "{}\nstdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr),
-        server.log()
-    );
+    let url = server.url("");
+    run_python_checks(&e2b_python(), "e2b_sdk.py", &[&url, &keys[0], &keys[1]], &server);
 }

@@ -182,6 +182,20 @@ pub fn e2b_python() -> PathBuf {
     venv
 }
 
+/// Runs `server/tests/python/<script>` with `python` and `args`, and asserts it ended well and
+/// printed "all checks passed" (else the failure shows its output and `server`'s log).
+pub fn run_python_checks(python: &Path, script: &str, args: &[&str], server: &Server) {
+    let out = Command::new(python).arg(python_script(script)).args(args).output().expect("the test Python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{}\nstdout:\n{stdout}\nstderr:\n{}\nserver log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr),
+        server.log()
+    );
+}
+
 /// A file in `server/tests/python`.
 pub fn python_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(name)
