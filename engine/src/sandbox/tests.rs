@@ -644,3 +644,20 @@ async fn a_paused_sandbox_is_kept_for_the_paused_lifetime_and_takes_back_its_own
     back.run_code("count", RunOptions::default()).await.unwrap();
     assert!(ends(&back) <= 600_000 && ends(&back) > 0, "{}", ends(&back));
 }
+
+#[tokio::test]
+async fn a_languages_default_context_is_known_by_id_once_it_exists() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec { network: false, ..SandboxSpec::default() }).await.unwrap();
+    assert!(!sandbox.allows_network());
+    let python = sandbox.default_context_id(Language::Python).expect("the template's default context");
+    assert_eq!(sandbox.contexts().iter().map(|c| c.id.clone()).collect::<Vec<_>>(), vec![python.clone()]);
+    assert_eq!(sandbox.default_context_id(Language::JavaScript), None, "made on first use");
+    let options = RunOptions { language: Some(Language::JavaScript), ..RunOptions::default() };
+    sandbox.run_code("count", options).await.unwrap();
+    let javascript = sandbox.default_context_id(Language::JavaScript).expect("made by the cell");
+    assert_ne!(javascript, python);
+    sandbox.remove_context(&python).await.unwrap();
+    assert_eq!(sandbox.default_context_id(Language::Python), None, "a removed context is no default");
+}
