@@ -27,7 +27,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bollard::container::LogOutput;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -169,13 +169,12 @@ impl Agent {
     pub async fn run(
         &self,
         argv: Vec<String>,
-        env: &[String],
+        env: &BTreeMap<String, String>,
         cwd: Option<&str>,
     ) -> Result<AgentProcess, ContainerError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (sender, mut said) = mpsc::unbounded_channel();
         self.following.lock().unwrap_or_else(|e| e.into_inner()).insert(id, sender);
-        let env: HashMap<&str, &str> = env.iter().filter_map(|pair| pair.split_once('=')).collect();
         if let Err(error) = self.send(&json!({ "op": "run", "id": id, "argv": argv, "env": env, "cwd": cwd })).await {
             self.following.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
             return Err(error);

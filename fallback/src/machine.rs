@@ -188,7 +188,7 @@ impl Machine for DockerMachine {
         };
         let (output, stdin, exit) = match agent {
             Some(agent) => {
-                let run = agent.run(exec::wrapped(&line), &line.env, line.cwd.as_deref()).await?;
+                let run = agent.run(exec::wrapped(&line), &spec.env, line.cwd.as_deref()).await?;
                 (run.output, Stdin::Agent { agent, id: run.id }, Exit::Agent(run.exit))
             }
             None => {

@@ -79,6 +79,18 @@ impl From<ApiError> for ConnectError {
     }
 }
 
+impl From<soulbox_engine::SandboxError> for ConnectError {
+    fn from(error: soulbox_engine::SandboxError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
+impl From<soulbox_engine::sandbox::FileError> for ConnectError {
+    fn from(error: soulbox_engine::sandbox::FileError) -> Self {
+        ApiError::from(error).into()
+    }
+}
+
 impl IntoResponse for ConnectError {
     fn into_response(self) -> Response {
         let body = json!({ "code": self.code, "message": self.message }).to_string();

@@ -63,17 +63,11 @@ struct FileQuery {
 }
 
 /// `GET /files?path=`: the file's bytes.
-async fn download(TargetSandbox(sandbox): TargetSandbox, Query(query): Query<FileQuery>) -> Response {
-    let Some(path) = query.path else { return wire::api_error(ApiError::BadRequest("`path` is required".into())) };
-    let read = async {
-        let file = sandbox.files()?.read_stream(&workspace_path(&path)).await?;
-        Ok::<_, ApiError>(file)
-    };
-    match read.await {
-        Ok(file) => ([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(ReaderStream::new(file)))
-            .into_response(),
-        Err(error) => wire::api_error(error),
-    }
+async fn download(TargetSandbox(sandbox): TargetSandbox, Query(query): Query<FileQuery>) -> Result<Response, ApiError> {
+    let path = query.path.ok_or_else(|| ApiError::BadRequest("`path` is required".into()))?;
+    let file = sandbox.files()?.read_stream(&workspace_path(&path)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], Body::from_stream(ReaderStream::new(file)))
+        .into_response())
 }
 
 /// `POST /files?path=`: multipart (one part per file, its file name the destination path) or
@@ -83,7 +77,7 @@ async fn upload(
     TargetSandbox(sandbox): TargetSandbox,
     Query(query): Query<FileQuery>,
     request: Request,
-) -> Response {
+) -> Result<Response, ApiError> {
     let multipart = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -95,52 +89,46 @@ async fn upload(
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .map(|v| v.trim().to_ascii_lowercase());
-    let written = async {
-        let files = sandbox.files()?;
-        let mut written = Vec::new();
-        if multipart {
-            let mut parts = Multipart::from_request(request, &state)
-                .await
-                .map_err(|e| ApiError::BadRequest(format!("the multipart body: {e}")))?;
-            while let Some(part) =
-                parts.next_field().await.map_err(|e| ApiError::BadRequest(format!("the multipart body: {e}")))?
-            {
-                let Some(path) = part.file_name().map(str::to_owned).or_else(|| query.path.clone()) else {
-                    return Err(ApiError::BadRequest("a part has no file name and there is no `path`".into()));
-                };
-                let path = workspace_path(&path);
-                let mut reader = StreamReader::new(part.map_err(std::io::Error::other));
-                files.write_stream(&path, &mut reader).await.map_err(|error| match error {
-                    FileError::Io { source, .. } if over_limit(&source) => {
-                        ApiError::TooLarge(format!("the upload is over {limit} bytes"))
-                    }
-                    other => other.into(),
-                })?;
-                written.push(path);
-            }
-        } else {
-            let Some(path) = &query.path else { return Err(ApiError::BadRequest("`path` is required".into())) };
-            let path = workspace_path(path);
-            let body = match encoding.as_deref() {
-                None | Some("identity") => request.into_body(),
-                Some("gzip") => gunzipped(request.into_body()),
-                Some(other) => return Err(ApiError::BadRequest(format!("uploads in `{other}` are not supported"))),
+    let files = sandbox.files()?;
+    let mut written = Vec::new();
+    if multipart {
+        let malformed =
+            |e: axum::extract::multipart::MultipartError| ApiError::BadRequest(format!("the multipart body: {e}"));
+        let mut parts = Multipart::from_request(request, &state)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("the multipart body: {e}")))?;
+        while let Some(part) = parts.next_field().await.map_err(malformed)? {
+            let Some(path) = part.file_name().map(str::to_owned).or_else(|| query.path.clone()) else {
+                return Err(ApiError::BadRequest("a part has no file name and there is no `path`".into()));
             };
-            // The limit applies to what is written (decompressed).
-            crate::http::files::write_upload(&files, &path, body, limit).await?;
+            let path = workspace_path(&path);
+            let mut reader = StreamReader::new(part.map_err(std::io::Error::other));
+            files.write_stream(&path, &mut reader).await.map_err(|error| match error {
+                FileError::Io { source, .. } if over_limit(&source) => {
+                    ApiError::TooLarge(format!("the upload is over {limit} bytes"))
+                }
+                other => other.into(),
+            })?;
             written.push(path);
         }
-        Ok(written)
-    };
-    match written.await {
-        Ok(paths) if paths.is_empty() => wire::api_error(ApiError::BadRequest("no file in the upload".into())),
-        Ok(paths) => {
-            let entries: Vec<Value> =
-                paths.iter().map(|path| json!({ "name": name_of(path), "type": "file", "path": path })).collect();
-            axum::Json(entries).into_response()
-        }
-        Err(error) => wire::api_error(error),
+    } else {
+        let path =
+            workspace_path(query.path.as_deref().ok_or_else(|| ApiError::BadRequest("`path` is required".into()))?);
+        let body = match encoding.as_deref() {
+            None | Some("identity") => request.into_body(),
+            Some("gzip") => gunzipped(request.into_body()),
+            Some(other) => return Err(ApiError::BadRequest(format!("uploads in `{other}` are not supported"))),
+        };
+        // The limit applies to what is written (decompressed).
+        crate::http::files::write_upload(&files, &path, body, limit).await?;
+        written.push(path);
     }
+    if written.is_empty() {
+        return Err(ApiError::BadRequest("no file in the upload".into()));
+    }
+    let entries: Vec<Value> =
+        written.iter().map(|path| json!({ "name": name_of(path), "type": "file", "path": path })).collect();
+    Ok(axum::Json(entries).into_response())
 }
 
 /// `body` (gzip) decompressed as it streams.
@@ -215,61 +203,59 @@ struct MoveRequest {
     destination: String,
 }
 
-async fn stat(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
-    let done = async { Ok::<_, ApiError>(sandbox.files()?.stat(&workspace_path(&request.path)).await?) };
-    match done.await {
-        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
-        Err(error) => ConnectError::from(error).into_response(),
-    }
+async fn stat(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<PathRequest>,
+) -> Result<Response, ConnectError> {
+    let entry = sandbox.files()?.stat(&workspace_path(&request.path)).await?;
+    Ok(reply(json!({ "entry": entry_json(&entry) })))
 }
 
-async fn list_dir(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<ListRequest>) -> Response {
-    let done = async {
-        let path = workspace_path(&request.path);
-        Ok::<_, ApiError>(sandbox.files()?.list(&path, request.depth.max(1)).await?)
-    };
-    match done.await {
-        Ok(entries) => reply(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() })),
-        Err(error) => ConnectError::from(error).into_response(),
-    }
+async fn list_dir(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<ListRequest>,
+) -> Result<Response, ConnectError> {
+    let entries = sandbox.files()?.list(&workspace_path(&request.path), request.depth.max(1)).await?;
+    Ok(reply(json!({ "entries": entries.iter().map(entry_json).collect::<Vec<_>>() })))
 }
 
-async fn make_dir(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
+async fn make_dir(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<PathRequest>,
+) -> Result<Response, ConnectError> {
     let path = workspace_path(&request.path);
-    let done = async {
-        let files = sandbox.files()?;
-        if !files.make_dir(&path).await? {
-            return Err(ApiError::Conflict(format!("directory {path} already exists")));
-        }
-        Ok::<_, ApiError>(files.stat(&path).await?)
-    };
-    match done.await {
-        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
-        Err(error) => ConnectError::from(error).into_response(),
+    let files = sandbox.files()?;
+    if !files.make_dir(&path).await? {
+        return Err(ConnectError::new("already_exists", format!("directory {path} already exists")));
     }
+    Ok(reply(json!({ "entry": entry_json(&files.stat(&path).await?) })))
 }
 
-async fn move_entry(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<MoveRequest>) -> Response {
+async fn move_entry(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<MoveRequest>,
+) -> Result<Response, ConnectError> {
     let (from, to) = (workspace_path(&request.source), workspace_path(&request.destination));
-    if holds_home(&from) {
-        return ConnectError::new("permission_denied", format!("{from} holds the home directory")).into_response();
-    }
-    let done = async { Ok::<_, ApiError>(sandbox.files()?.rename(&from, &to).await?) };
-    match done.await {
-        Ok(entry) => reply(json!({ "entry": entry_json(&entry) })),
-        Err(error) => ConnectError::from(error).into_response(),
-    }
+    refuse_home(&from)?;
+    let entry = sandbox.files()?.rename(&from, &to).await?;
+    Ok(reply(json!({ "entry": entry_json(&entry) })))
 }
 
-async fn remove(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<PathRequest>) -> Response {
+async fn remove(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<PathRequest>,
+) -> Result<Response, ConnectError> {
     let path = workspace_path(&request.path);
-    if holds_home(&path) {
-        return ConnectError::new("permission_denied", format!("{path} holds the home directory")).into_response();
-    }
-    let done = async { Ok::<_, ApiError>(sandbox.files()?.remove_path(&path).await?) };
-    match done.await {
-        Ok(()) => reply(json!({})),
-        Err(error) => ConnectError::from(error).into_response(),
+    refuse_home(&path)?;
+    sandbox.files()?.remove_path(&path).await?;
+    Ok(reply(json!({})))
+}
+
+/// `permission_denied` for the home directory or one of its parents, which must stay.
+fn refuse_home(path: &str) -> Result<(), ConnectError> {
+    match holds_home(path) {
+        true => Err(ConnectError::new("permission_denied", format!("{path} holds the home directory"))),
+        false => Ok(()),
     }
 }
 

@@ -91,14 +91,10 @@ async fn execute(
     caller: Caller,
     TargetSandbox(sandbox): TargetSandbox,
     ApiJson(request): ApiJson<ExecuteRequest>,
-) -> Response {
-    match start(&state, &caller, &sandbox, request).await {
-        Ok(lines) => {
-            let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
-            ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
-        }
-        Err(error) => wire::api_error(error),
-    }
+) -> Result<Response, ApiError> {
+    let lines = start(&state, &caller, &sandbox, request).await?;
+    let body = Body::from_stream(lines.map(Ok::<_, std::convert::Infallible>));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }
 
 /// Starts the cell; its lines follow as they happen.
@@ -261,29 +257,23 @@ async fn create(
     caller: Caller,
     TargetSandbox(sandbox): TargetSandbox,
     body: Bytes,
-) -> Response {
-    let made = async {
-        let request: NewContext = wire::optional_json(&body)?;
-        let language = request.language.as_deref().map(language).transpose()?.unwrap_or(Language::Python);
-        let cwd = wire::workspace_path(request.cwd.as_deref().unwrap_or(HOME));
-        if cwd != HOME {
-            return Err(ApiError::BadRequest(format!(
-                "a context's `cwd` is {HOME} in SoulBox; change directory in the context's code instead of {cwd}"
-            )));
-        }
-        let context = sandbox.create_context(language, None).await?;
-        if language == Language::Python
-            && let Err(error) = set_up_context(&state, &caller, &sandbox, &context.id).await
-        {
-            let _ = sandbox.remove_context(&context.id).await;
-            return Err(error);
-        }
-        Ok::<_, ApiError>(json!({ "id": context.id, "language": language.name(), "cwd": cwd }))
-    };
-    match made.await {
-        Ok(context) => axum::Json(context).into_response(),
-        Err(error) => wire::api_error(error),
+) -> Result<Response, ApiError> {
+    let request: NewContext = wire::optional_json(&body)?;
+    let language = request.language.as_deref().map(language).transpose()?.unwrap_or(Language::Python);
+    let cwd = wire::workspace_path(request.cwd.as_deref().unwrap_or(HOME));
+    if cwd != HOME {
+        return Err(ApiError::BadRequest(format!(
+            "a context's `cwd` is {HOME} in SoulBox; change directory in the context's code instead of {cwd}"
+        )));
     }
+    let context = sandbox.create_context(language, None).await?;
+    if language == Language::Python
+        && let Err(error) = set_up_context(&state, &caller, &sandbox, &context.id).await
+    {
+        let _ = sandbox.remove_context(&context.id).await;
+        return Err(error);
+    }
+    Ok(axum::Json(json!({ "id": context.id, "language": language.name(), "cwd": cwd })).into_response())
 }
 
 async fn list(TargetSandbox(sandbox): TargetSandbox) -> Response {
@@ -297,25 +287,17 @@ async fn restart(
     caller: Caller,
     TargetSandbox(sandbox): TargetSandbox,
     Path(id): Path<String>,
-) -> Response {
-    let restarted = async {
-        let context = sandbox.restart_context(&id).await?;
-        if context.language == Language::Python {
-            set_up_context(&state, &caller, &sandbox, &context.id).await?;
-        }
-        Ok::<_, ApiError>(())
-    };
-    match restarted.await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => wire::api_error(error),
+) -> Result<StatusCode, ApiError> {
+    let context = sandbox.restart_context(&id).await?;
+    if context.language == Language::Python {
+        set_up_context(&state, &caller, &sandbox, &context.id).await?;
     }
+    Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove(TargetSandbox(sandbox): TargetSandbox, Path(id): Path<String>) -> Response {
-    match sandbox.remove_context(&id).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(error) => wire::api_error(error.into()),
-    }
+async fn remove(TargetSandbox(sandbox): TargetSandbox, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    sandbox.remove_context(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[cfg(test)]

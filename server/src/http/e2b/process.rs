@@ -11,8 +11,8 @@
 use super::HOME;
 use super::connect::{self, ConnectError, Envelopes, Unary};
 use super::traffic::TargetSandbox;
+use crate::http::AppState;
 use crate::http::auth::Caller;
-use crate::http::{ApiError, AppState};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -182,51 +182,41 @@ async fn start(
     caller: Caller,
     TargetSandbox(sandbox): TargetSandbox,
     request: Request,
-) -> Response {
-    let started = async {
-        let request: StartRequest = first_message(request).await?;
-        if request.tag.is_some() {
-            tracing::debug!("a process tag was given; SoulBox selects processes by pid");
-        }
-        let mut env = BTreeMap::from([("HOME".to_owned(), HOME.to_owned()), ("USER".to_owned(), "user".to_owned())]);
-        env.extend(request.process.envs.clone());
-        let pty = request.pty.as_ref().map(|p| {
-            let size = p.size.as_ref();
-            PtySize { cols: size.map_or(80, |s| s.cols.max(1)), rows: size.map_or(24, |s| s.rows.max(1)) }
-        });
-        let cwd = super::wire::workspace_path(request.process.cwd.as_deref().unwrap_or(HOME));
-        // bash keeps a `PWD` that names its working directory: `/home/user`, not the
-        // `/workspace/home/user` the link resolves to.
-        env.insert("PWD".into(), cwd.clone());
-        let spec =
-            ProcessSpec { command: command_line(&request.process), cwd: Some(cwd), env, pty, ..ProcessSpec::default() };
-        let info = state.spawn_process(&caller, &sandbox, spec).await.map_err(ConnectError::from)?;
-        if request.stdin != Some(true) && pty.is_none() {
-            // E2B's `stdin: false`: the process reads end-of-file.
-            let _ = sandbox.close_stdin(info.pid).await;
-        }
-        let output = sandbox.process_output(info.pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
-        Ok::<_, ConnectError>((info.pid, info.pty, output))
-    };
-    match started.await {
-        Ok((pid, pty, output)) => stream(pid, pty, output, state.lifecycle.shutdown.clone()),
-        Err(error) => error.into_response(),
+) -> Result<Response, ConnectError> {
+    // A `tag` is not kept: SoulBox selects processes by pid (and refuses a tag selector).
+    let request: StartRequest = first_message(request).await?;
+    let mut env = BTreeMap::from([("HOME".to_owned(), HOME.to_owned()), ("USER".to_owned(), "user".to_owned())]);
+    env.extend(request.process.envs.clone());
+    let pty = request.pty.as_ref().map(|p| {
+        let size = p.size.as_ref();
+        PtySize { cols: size.map_or(80, |s| s.cols.max(1)), rows: size.map_or(24, |s| s.rows.max(1)) }
+    });
+    let cwd = super::wire::workspace_path(request.process.cwd.as_deref().unwrap_or(HOME));
+    // bash keeps a `PWD` that names its working directory: `/home/user`, not the
+    // `/workspace/home/user` the link resolves to.
+    env.insert("PWD".into(), cwd.clone());
+    let spec =
+        ProcessSpec { command: command_line(&request.process), cwd: Some(cwd), env, pty, ..ProcessSpec::default() };
+    let info = state.spawn_process(&caller, &sandbox, spec).await?;
+    if request.stdin != Some(true) && pty.is_none() {
+        // E2B's `stdin: false`: the process reads end-of-file.
+        let _ = sandbox.close_stdin(info.pid).await;
     }
+    let output = sandbox.process_output(info.pid)?;
+    Ok(stream(info.pid, info.pty, output, state.lifecycle.shutdown.clone()))
 }
 
 /// `process.Process/Connect`: the process's output so far, then what comes.
-async fn connect(State(state): State<AppState>, TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
-    let connected = async {
-        let request: Selected = first_message(request).await?;
-        let pid = request.process.pid()?;
-        let info = sandbox.process(pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
-        let output = sandbox.process_output(pid).map_err(|e| ConnectError::from(ApiError::from(e)))?;
-        Ok::<_, ConnectError>((pid, info.pty, output))
-    };
-    match connected.await {
-        Ok((pid, pty, output)) => stream(pid, pty, output, state.lifecycle.shutdown.clone()),
-        Err(error) => error.into_response(),
-    }
+async fn connect(
+    State(state): State<AppState>,
+    TargetSandbox(sandbox): TargetSandbox,
+    request: Request,
+) -> Result<Response, ConnectError> {
+    let request: Selected = first_message(request).await?;
+    let pid = request.process.pid()?;
+    let info = sandbox.process(pid)?;
+    let output = sandbox.process_output(pid)?;
+    Ok(stream(pid, info.pty, output, state.lifecycle.shutdown.clone()))
 }
 
 /// Where a process's stream is.
@@ -317,76 +307,64 @@ async fn list(TargetSandbox(sandbox): TargetSandbox) -> Response {
 }
 
 /// `process.Process/SendSignal`: SIGKILL and SIGTERM both kill the process and its children.
-async fn send_signal(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<SendSignalRequest>) -> Response {
-    unary(async {
-        let pid = request.process.pid()?;
-        live(&sandbox, pid)?;
-        sandbox.kill_process(pid).await.map_err(|e| ConnectError::from(ApiError::from(e)))
-    })
-    .await
+async fn send_signal(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<SendSignalRequest>,
+) -> Result<Response, ConnectError> {
+    let pid = request.process.pid()?;
+    live(&sandbox, pid)?;
+    sandbox.kill_process(pid).await?;
+    Ok(connect::reply(json!({})))
 }
 
 /// `process.Process/SendInput`.
-async fn send_input(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<SendInputRequest>) -> Response {
-    unary(async {
-        let pid = request.process.pid()?;
-        sandbox.send_stdin(pid, request.input.bytes()?).await.map_err(|e| ConnectError::from(ApiError::from(e)))
-    })
-    .await
+async fn send_input(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<SendInputRequest>,
+) -> Result<Response, ConnectError> {
+    sandbox.send_stdin(request.process.pid()?, request.input.bytes()?).await?;
+    Ok(connect::reply(json!({})))
 }
 
 /// `process.Process/CloseStdin`.
-async fn close_stdin(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<Selected>) -> Response {
-    unary(async {
-        let pid = request.process.pid()?;
-        sandbox.close_stdin(pid).await.map_err(|e| ConnectError::from(ApiError::from(e)))
-    })
-    .await
+async fn close_stdin(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<Selected>,
+) -> Result<Response, ConnectError> {
+    sandbox.close_stdin(request.process.pid()?).await?;
+    Ok(connect::reply(json!({})))
 }
 
 /// `process.Process/Update`: a terminal's new size.
-async fn update(TargetSandbox(sandbox): TargetSandbox, Unary(request): Unary<UpdateRequest>) -> Response {
-    unary(async {
-        let pid = request.process.pid()?;
-        let Some(size) = request.pty.and_then(|p| p.size) else { return Ok(()) };
-        let size = PtySize { cols: size.cols.max(1), rows: size.rows.max(1) };
-        sandbox.resize_pty(pid, size).await.map_err(|e| ConnectError::from(ApiError::from(e)))
-    })
-    .await
+async fn update(
+    TargetSandbox(sandbox): TargetSandbox,
+    Unary(request): Unary<UpdateRequest>,
+) -> Result<Response, ConnectError> {
+    let pid = request.process.pid()?;
+    if let Some(size) = request.pty.and_then(|p| p.size) {
+        sandbox.resize_pty(pid, PtySize { cols: size.cols.max(1), rows: size.rows.max(1) }).await?;
+    }
+    Ok(connect::reply(json!({})))
 }
 
 /// `process.Process/StreamInput` (client stream): a `start` naming the process, then `data`
-/// chunks written to its standard input in order.
-async fn stream_input(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Response {
-    let written = async {
-        let mut messages = Messages::of(request);
-        let mut pid = None;
-        while let Some(message) = messages.next::<StreamInputMessage>().await? {
-            if let Some(start) = message.start {
-                pid = Some(start.process.pid()?);
-            }
-            if let Some(data) = message.data {
-                let Some(pid) = pid else {
-                    return Err(ConnectError::new(
-                        "invalid_argument",
-                        "input came before the `start` naming the process",
-                    ));
-                };
-                sandbox
-                    .send_stdin(pid, data.input.bytes()?)
-                    .await
-                    .map_err(|e| ConnectError::from(ApiError::from(e)))?;
-            }
+/// chunks written to its standard input in order, each as it arrives.
+async fn stream_input(TargetSandbox(sandbox): TargetSandbox, request: Request) -> Result<Response, ConnectError> {
+    let mut messages = Messages::of(request);
+    let mut pid = None;
+    while let Some(message) = messages.next::<StreamInputMessage>().await? {
+        if let Some(start) = message.start {
+            pid = Some(start.process.pid()?);
         }
-        Ok(())
-    };
-    match written.await {
-        Ok(()) => {
-            let body = [connect::message(&json!({})), connect::end_of_stream()].concat();
-            ([(header::CONTENT_TYPE, "application/connect+json")], body).into_response()
+        if let Some(data) = message.data {
+            let Some(pid) = pid else {
+                return Err(ConnectError::new("invalid_argument", "input came before the `start` naming the process"));
+            };
+            sandbox.send_stdin(pid, data.input.bytes()?).await?;
         }
-        Err(error) => error.into_response(),
     }
+    let body = [connect::message(&json!({})), connect::end_of_stream()].concat();
+    Ok(([(header::CONTENT_TYPE, "application/connect+json")], body).into_response())
 }
 
 /// A process that has not ended, or `not_found` (E2B's answer to killing an ended one).
@@ -394,13 +372,6 @@ fn live(sandbox: &Sandbox, pid: u32) -> Result<(), ConnectError> {
     match sandbox.process(pid) {
         Ok(info) if info.exit.is_none() => Ok(()),
         _ => Err(ConnectError::new("not_found", format!("process with pid {pid} not found"))),
-    }
-}
-
-async fn unary(work: impl Future<Output = Result<(), ConnectError>>) -> Response {
-    match work.await {
-        Ok(()) => connect::reply(json!({})),
-        Err(error) => error.into_response(),
     }
 }
 

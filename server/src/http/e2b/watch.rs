@@ -10,7 +10,7 @@
 use super::connect::{self, ConnectError, Unary};
 use super::traffic::TargetSandbox;
 use super::wire::workspace_path;
-use crate::http::{ApiError, AppState};
+use crate::http::AppState;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::header;
@@ -75,8 +75,7 @@ fn event_json(dir: &str, event: &FsEvent) -> Option<Value> {
 
 async fn watch(sandbox: &Sandbox, request: &WatchRequest) -> Result<(String, WatchStream), ConnectError> {
     let dir = workspace_path(&request.path);
-    let events = async { Ok::<_, ApiError>(sandbox.files()?.watch(&dir, request.recursive).await?) };
-    let events = events.await.map_err(ConnectError::from)?;
+    let events = sandbox.files()?.watch(&dir, request.recursive).await?;
     Ok((dir, events))
 }
 
@@ -86,15 +85,9 @@ pub(super) async fn watch_dir(
     State(state): State<AppState>,
     TargetSandbox(sandbox): TargetSandbox,
     request: axum::extract::Request,
-) -> Response {
-    let request: WatchRequest = match super::process::first_message(request).await {
-        Ok(request) => request,
-        Err(error) => return error.into_response(),
-    };
-    let (dir, events) = match watch(&sandbox, &request).await {
-        Ok(watching) => watching,
-        Err(error) => return error.into_response(),
-    };
+) -> Result<Response, ConnectError> {
+    let request: WatchRequest = super::process::first_message(request).await?;
+    let (dir, events) = watch(&sandbox, &request).await?;
     let shutdown = state.lifecycle.shutdown.clone();
     let start = connect::message(&json!({ "start": {} }));
     let stream = futures_util::stream::unfold(Some(events), move |events| {
@@ -118,7 +111,7 @@ pub(super) async fn watch_dir(
     })
     .filter(|bytes: &Bytes| std::future::ready(!bytes.is_empty()));
     let body = futures_util::stream::once(async move { start }).chain(stream).map(Ok::<_, std::convert::Infallible>);
-    ([(header::CONTENT_TYPE, "application/connect+json")], Body::from_stream(body)).into_response()
+    Ok(([(header::CONTENT_TYPE, "application/connect+json")], Body::from_stream(body)).into_response())
 }
 
 /// `filesystem.Filesystem/CreateWatcher`.
@@ -126,23 +119,20 @@ pub(super) async fn create_watcher(
     State(state): State<AppState>,
     TargetSandbox(sandbox): TargetSandbox,
     Unary(request): Unary<WatchRequest>,
-) -> Response {
+) -> Result<Response, ConnectError> {
     let watchers = &state.e2b.watchers;
     {
         let mut all = watchers.by_id.lock().unwrap_or_else(|e| e.into_inner());
         all.retain(|_, watcher| !watcher.sandbox.is_gone());
         if all.values().filter(|w| w.sandbox.id() == sandbox.id()).count() >= MAX_WATCHERS_PER_SANDBOX {
             let why = format!("a sandbox holds at most {MAX_WATCHERS_PER_SANDBOX} watchers; remove one first");
-            return ConnectError::new("resource_exhausted", why).into_response();
+            return Err(ConnectError::new("resource_exhausted", why));
         }
     }
-    let (dir, events) = match watch(&sandbox, &request).await {
-        Ok(watching) => watching,
-        Err(error) => return error.into_response(),
-    };
+    let (dir, events) = watch(&sandbox, &request).await?;
     let id = uuid::Uuid::new_v4().simple().to_string();
     watchers.by_id.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), Watcher { sandbox, dir, events });
-    connect::reply(json!({ "watcherId": id }))
+    Ok(connect::reply(json!({ "watcherId": id })))
 }
 
 /// `filesystem.Filesystem/GetWatcherEvents`: what happened since the last call.

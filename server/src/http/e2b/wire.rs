@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 /// E2B's error: `{"code": <status>, "message": ...}` with that status (for refusals of the E2B
-/// surface's own; an [`ApiError`] goes through [`api_error`]).
+/// surface's own; a handler's [`ApiError`] is reshaped by [`shaped`]).
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     let mut response = (status, Json(json!({ "code": status.as_u16(), "message": message.into() }))).into_response();
     let code = match status {
@@ -20,11 +20,6 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     };
     response.extensions_mut().insert(ErrorCode(code));
     response
-}
-
-/// An [`ApiError`] as E2B's error: logged and counted as SoulBox's own, `Retry-After` kept.
-pub fn api_error(error: ApiError) -> Response {
-    shaped(error.into_response())
 }
 
 /// Middleware form of [`shaped`].
