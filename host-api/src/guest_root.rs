@@ -7,11 +7,11 @@
 //! All host-side access goes through a `cap_std::fs::Dir` opened on that directory, so paths
 //! with `..`, absolute paths and symlinks pointing outside cannot reach the host: cap-std refuses
 //! them. Symlinks the guest made are never followed when collecting. The directory is deleted
-//! when the `GuestRoot` is dropped.
+//! when the `GuestRoot` is dropped, or emptied for another guest ([`GuestRoot::reset`]).
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Top-level guest directories that are not part of the workspace: `/tmp` (scratch, `TMPDIR`)
@@ -72,6 +72,9 @@ pub struct GuestRoot {
     host: tempfile::TempDir,
     dir: Dir,
     inputs: BTreeMap<String, blake3::Hash>,
+    /// The directories it was created with ([`RESERVED_DIRS`], the mount points and their
+    /// parents), which [`GuestRoot::reset`] keeps.
+    skeleton: BTreeSet<String>,
 }
 
 /// Makes the reserved directories and `mount_points` inside an existing guest root (a
@@ -90,7 +93,31 @@ impl GuestRoot {
     pub fn create_in(parent: &Path, mount_points: &[&str]) -> Result<Self, GuestRootError> {
         let host = tempfile::Builder::new().prefix("guest-").tempdir_in(parent).map_err(GuestRootError::Create)?;
         let dir = prepare_root(host.path(), mount_points)?;
-        Ok(GuestRoot { host, dir, inputs: BTreeMap::new() })
+        let mut skeleton = BTreeSet::new();
+        for path in RESERVED_DIRS.iter().chain(mount_points) {
+            for (end, _) in path.match_indices('/').chain([(path.len(), "")]) {
+                skeleton.insert(path[..end].to_owned());
+            }
+        }
+        Ok(GuestRoot { host, dir, inputs: BTreeMap::new(), skeleton })
+    }
+
+    /// Empties the root back to the directories it was created with, so that it can serve
+    /// another guest as if new: every other entry (output files, files the guest left in
+    /// `/tmp`, a skeleton directory it replaced with a file or a symlink) is removed, symlinks
+    /// never followed, and input files are forgotten. Costs a directory read per skeleton
+    /// directory when the guest left nothing, against a make and a removal of each when a root
+    /// is created and dropped.
+    pub fn reset(&mut self) -> Result<(), GuestRootError> {
+        self.inputs.clear();
+        let mut removed_skeleton = false;
+        empty_except(&self.dir, "", &self.skeleton, &mut removed_skeleton).map_err(GuestRootError::Create)?;
+        if removed_skeleton {
+            for path in &self.skeleton {
+                self.dir.create_dir_all(path).map_err(GuestRootError::Create)?;
+            }
+        }
+        Ok(())
     }
 
     /// The host directory the guest sees as `/`.
@@ -174,6 +201,25 @@ impl GuestRoot {
     }
 }
 
+/// Removes every entry under `dir` (at guest path `prefix`) that is not a real directory in
+/// `keep`, descending into those that are; sets `removed_kept` if one of `keep` was not a real
+/// directory (and so was removed).
+fn empty_except(dir: &Dir, prefix: &str, keep: &BTreeSet<String>, removed_kept: &mut bool) -> std::io::Result<()> {
+    for entry in dir.entries()? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
+        let kind = entry.file_type()?;
+        if kind.is_dir() && keep.contains(&path) {
+            empty_except(&entry.open_dir()?, &path, keep, removed_kept)?;
+            continue;
+        }
+        *removed_kept |= keep.contains(&path);
+        if kind.is_dir() { dir.remove_dir_all(&name)? } else { dir.remove_file(&name)? }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -206,6 +252,47 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", root.host_path().join("link")).unwrap();
         assert!(root.collect(LIMITS).unwrap().files.is_empty());
         assert!(!parent.path().join("escape").exists());
+    }
+
+    #[test]
+    fn reset_leaves_exactly_a_new_roots_directories() {
+        let parent = tempfile::tempdir().unwrap();
+        let mut root = GuestRoot::create_in(parent.path(), &["usr/local/lib"]).unwrap();
+        root.place("in/data.txt", b"input").unwrap();
+        let host = root.host_path();
+        std::fs::write(host.join("tmp/scratch"), b"x").unwrap();
+        std::fs::create_dir_all(host.join("usr/local/lib/nested")).unwrap();
+        std::fs::write(host.join("usr/local/leftover"), b"x").unwrap();
+        std::fs::remove_dir(host.join("usr/local/lib/nested")).unwrap();
+        std::fs::remove_dir(host.join("usr/local/lib")).unwrap();
+        std::os::unix::fs::symlink("/etc", host.join("usr/local/lib")).unwrap(); // replaced by a link
+        root.reset().unwrap();
+        let mut left: Vec<String> = walkdir(&host);
+        left.sort();
+        assert_eq!(left, ["tmp/", "usr/", "usr/local/", "usr/local/lib/"]);
+        assert!(std::path::Path::new("/etc/passwd").exists(), "the link was removed, not followed");
+        std::fs::write(host.join("out.txt"), b"new").unwrap();
+        let paths: Vec<_> = root.collect(LIMITS).unwrap().files.into_iter().map(|f| f.0).collect();
+        assert_eq!(paths, ["out.txt"]);
+    }
+
+    /// Every entry under `root`, relative, directories with a trailing `/`.
+    fn walkdir(root: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let relative = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+                if path.is_dir() && !path.is_symlink() {
+                    found.push(format!("{relative}/"));
+                    stack.push(path);
+                } else {
+                    found.push(relative);
+                }
+            }
+        }
+        found
     }
 
     #[test]

@@ -27,6 +27,12 @@ impl GuestLimiter {
         self.refused = false;
     }
 
+    /// Records memory the guest already has without growing into it (a rewound guest's, which
+    /// its new limiter did not see instantiated), as instantiating would have.
+    pub fn record_existing(&mut self, bytes: usize) {
+        self.peak = self.peak.max(bytes);
+    }
+
     /// The largest linear memory size seen, in bytes.
     pub fn peak_bytes(&self) -> u64 {
         self.peak as u64

@@ -3,7 +3,7 @@
 use crate::checkpoint::exports::export_state;
 use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
-use crate::execution::{Interpreter, Prepared, execute, refill, release_spent};
+use crate::execution::{Interpreter, Prepared, execute, follow_up};
 use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
 use crate::javascript::JavaScript;
@@ -78,6 +78,8 @@ pub(crate) struct Inner {
     pub(crate) pool: WorkerPool,
     /// Live context instances (sandbox kernels), for callers' gauges and tests.
     pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
+    /// Python guests rewound for another execution instead of replaced, for gauges and tests.
+    pub(crate) guests_rewound: std::sync::atomic::AtomicU64,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
@@ -115,6 +117,7 @@ impl WasmBackend {
                 prepared,
                 pool,
                 contexts_alive: Arc::default(),
+                guests_rewound: Default::default(),
                 _ticker: ticker,
                 _scratch_claim: scratch_claim,
             }),
@@ -133,6 +136,12 @@ impl WasmBackend {
     /// memory until its sandbox is killed or the context removed.
     pub fn contexts_alive(&self) -> usize {
         self.inner.contexts_alive.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Python guests rewound to a new guest's state for another execution, instead of dropped
+    /// and replaced by a new instance, since the backend opened.
+    pub fn guests_rewound(&self) -> u64 {
+        self.inner.guests_rewound.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Jobs admitted right now (running plus queued) and the most admitted at once.
@@ -251,12 +260,7 @@ impl Backend for WasmBackend {
             .run_then_as(
                 owner.as_deref(),
                 move || execute(&inner, request, admitted),
-                move || {
-                    release_spent();
-                    if !after.pool.is_backlogged() {
-                        refill(&after);
-                    }
-                },
+                move || follow_up(&after, after.pool.is_backlogged()),
             )
             .await?;
         Ok(result?)

@@ -1,25 +1,31 @@
 //! One execution, start to finish, on a worker thread.
 //!
-//! A [`Guest`] is a fresh instance with its own guest root and store: instantiated from the
-//! `InstancePre` (pooling allocator, copy-on-write memory image) and, for Python, warmed by one
-//! request-independent turn. An execution takes a guest, applies the request (limits, stdin,
-//! input files, then the epoch deadline and fuel), runs the interpreter's entry point,
-//! classifies how it ended, collects the output files, and drops the guest. A guest serves
-//! exactly one execution, so nothing leaks between executions.
+//! A [`Guest`] is an instance with its own guest root and store, in a new guest's state:
+//! instantiated from the `InstancePre` (pooling allocator, copy-on-write memory image) or, for
+//! Python, rewound in place from an earlier execution's ([`crate::rewind`]); Python guests are
+//! then warmed by request-independent turns. An execution takes a guest, applies the request
+//! (limits, stdin, input files, then the epoch deadline and fuel), runs the interpreter's entry
+//! point, classifies how it ended, and collects the output files. A guest serves exactly one
+//! execution: afterwards it is rewound or dropped, so nothing leaks between executions.
 //!
-//! Python guests may be started ahead of time: after each job a worker starts its next Python
-//! guest ([`refill`]) and keeps it in a thread-local slot, so a request finds the page-faulting
-//! warm-up already done. JavaScript guests take their argv and env from the WASI context (the
-//! reactor reads them at start), so they are always started for their request.
+//! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
+//! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
+//! thread-local slot, so the next request finds its guest ready. JavaScript guests take their
+//! argv and env from the WASI context (the reactor reads them at start), so they are always
+//! started for their request.
 
 use crate::backend::Inner;
+use crate::checkpoint::Pristine;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
 use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
+use crate::rewind::NotRewound;
 use crate::ticker::EpochTicker;
 use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
-use soulbox_host_api::{CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState, UnreportableExit};
+use soulbox_host_api::{
+    CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState, ReadOnlyMount, UnreportableExit,
+};
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 use wasmtime::{Instance, InstancePre, Store, Trap};
@@ -60,18 +66,47 @@ pub(crate) struct Prepared {
     /// restores only into it.
     pub(crate) module: String,
     /// A never-run instance, made at the first checkpoint: what captures compare against.
-    pub(crate) pristine: std::sync::OnceLock<std::sync::Mutex<crate::checkpoint::Pristine>>,
+    pub(crate) pristine: std::sync::OnceLock<Pristine>,
 }
 
-/// A fresh instance, its store and its guest root: used by exactly one execution.
+impl Prepared {
+    /// The module's never-run instance, made on first use: what checkpoints compare against
+    /// and rewinds copy back from.
+    pub(crate) fn pristine(&self, inner: &Inner) -> Result<&Pristine, RuntimeError> {
+        if let Some(pristine) = self.pristine.get() {
+            return Ok(pristine);
+        }
+        let root = tempfile::tempdir().map_err(|e| RuntimeError::io(&std::env::temp_dir(), e))?;
+        let config = GuestConfig { args: &[], env: &[], mounts: &[], root: root.path(), limits: WARM_LIMITS };
+        let mut store = new_store(inner, GuestState::new(config)?)?;
+        let instance = block_on(self.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
+        let made = Pristine::new(store, &instance).map_err(|e| RuntimeError::Wasm(e.to_string()))?;
+        // Another thread may have made one meanwhile: either serves.
+        let _ = self.pristine.set(made);
+        drop(root); // the instance never runs, so it never opens its root again
+        Ok(self.pristine.get().expect("set just now"))
+    }
+}
+
+/// An instance in a new guest's state, its store and its guest root: used by exactly one
+/// execution.
 struct Guest {
     store: Store<GuestState>,
     instance: Instance,
     root: GuestRoot,
     /// The argv its WASI context was built with (JavaScript's entry point needs it again).
     argv: Vec<String>,
+    /// The module it is an instance of (a rewind copies from its pristine instance).
+    prepared: std::sync::Arc<Prepared>,
     /// The backend that started it (worker threads belong to one backend; checked anyway).
     owner: *const Inner,
+}
+
+/// A guest after its execution, and whether it may be rewound for another.
+struct Spent {
+    guest: Guest,
+    /// The execution ended normally (it returned, raised or exited), in a Python guest.
+    rewindable: bool,
 }
 
 thread_local! {
@@ -82,9 +117,9 @@ thread_local! {
         .expect("a current-thread tokio runtime");
     /// This worker's next Python guest, started ahead of its request.
     static READY_PYTHON: RefCell<Option<Guest>> = const { RefCell::new(None) };
-    /// The guest of the job just answered, dropped in the follow-up (tearing down an instance
-    /// resets its memory slot and deletes its guest root: work the caller need not wait for).
-    static SPENT: RefCell<Option<Guest>> = const { RefCell::new(None) };
+    /// The guest of the job just answered, rewound or dropped in the follow-up (work the
+    /// caller need not wait for).
+    static SPENT: RefCell<Option<Spent>> = const { RefCell::new(None) };
 }
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
@@ -111,14 +146,28 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     finish(guest, ended, &request.limits, admitted)
 }
 
-/// Drops the last job's guest (called after each job, once the caller has its result).
-pub(crate) fn release_spent() {
-    drop(SPENT.with(|spent| spent.borrow_mut().take()));
+/// The work after each job, once the caller has its result: the spent Python guest is rewound
+/// to become this worker's next one, or dropped (and, unless the pool has a backlog, a new one
+/// started ahead of time). Failures are logged: the next request starts its guest itself.
+pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
+    let spent = SPENT.with(|spent| spent.borrow_mut().take());
+    let ready = READY_PYTHON.with(|ready| ready.borrow().is_some());
+    if let Some(Spent { guest, rewindable: true }) = spent.filter(|_| inner.config.prewarm && !ready) {
+        match rewind(inner, guest) {
+            Ok(guest) => {
+                inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest));
+            }
+            Err(why) => tracing::debug!(%why, "started a new Python guest instead of rewinding the last one"),
+        }
+    }
+    if !backlogged {
+        refill(inner);
+    }
 }
 
-/// Starts this worker's next Python guest if it has none (called after each job, once the
-/// caller has its result). Failures are logged: the next request starts its guest itself.
-pub(crate) fn refill(inner: &Inner) {
+/// Starts this worker's next Python guest if it has none.
+fn refill(inner: &Inner) {
     if !inner.config.prewarm || READY_PYTHON.with(|ready| ready.borrow().is_some()) {
         return;
     }
@@ -126,6 +175,22 @@ pub(crate) fn refill(inner: &Inner) {
         Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest)),
         Err(error) => tracing::warn!(%error, "could not start the next Python guest ahead of time"),
     }
+}
+
+/// Sets a spent Python guest back to a new guest's state ([`crate::rewind`]) and warms it.
+fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
+    let Interpreter::Python(python) = &guest.prepared.interpreter else {
+        return Err(NotRewound::Failed("only Python guests are rewound".into()));
+    };
+    let pristine = guest.prepared.pristine(inner).map_err(|e| NotRewound::Failed(e.to_string()))?;
+    crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine)?;
+    guest.root.reset().map_err(|e| NotRewound::Failed(e.to_string()))?;
+    let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
+    *guest.store.data_mut() = state;
+    guest.store.data_mut().limiter.record_existing(pristine.image().len());
+    arm_warm_up(inner, &mut guest.store).map_err(|e| NotRewound::Failed(e.to_string()))?;
+    block_on(warm_python(&mut guest.store, &guest.instance)).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
+    Ok(guest)
 }
 
 fn take_ready_python(inner: &Inner) -> Option<Guest> {
@@ -150,46 +215,70 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     output
 }
 
-/// A fresh, instantiated guest. Python guests also run the warm-up turn; JavaScript guests get
+/// A new guest, instantiated. Python guests also run the warm-up turns; JavaScript guests get
 /// `request`'s argv and env in their WASI context.
 fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
     let prepared = inner.prepared(language)?;
-    let scratch = inner.config.home.process_scratch_dir();
-    std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
-    let (args, env, mounts, mount_points): (Vec<String>, Vec<(String, String)>, _, &[&str]) = match &prepared
-        .interpreter
-    {
+    let (root, state, argv) = match &prepared.interpreter {
         Interpreter::Python(python) => {
-            (Python::wasi_argv(), Python::base_env(), python.mounts(), &layout::MOUNT_POINTS)
+            let (root, state) = python_world(inner, python)?;
+            (root, state, Python::wasi_argv())
         }
         Interpreter::JavaScript => {
             let request = request.ok_or_else(|| RuntimeError::Wasm("a JavaScript guest needs its request".into()))?;
-            (JavaScript::argv(request), request.env.clone().into_iter().collect(), Vec::new(), &[])
+            let argv = JavaScript::argv(request);
+            let env: Vec<(String, String)> = request.env.clone().into_iter().collect();
+            let (root, state) = world(inner, &argv, &env, &[], &[])?;
+            (root, state, argv)
         }
     };
-    let root = GuestRoot::create_in(&scratch, mount_points)?;
-    let root_path = root.host_path();
-    let state = GuestState::new(GuestConfig {
-        args: &args,
-        env: &env,
-        mounts: &mounts,
-        root: &root_path,
-        limits: WARM_LIMITS,
-    })?;
     let mut store = new_store(inner, state)?;
     let instance = block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
         if let Interpreter::Python(_) = prepared.interpreter {
-            Python::run_internal(&mut store, &instance, Python::WARM).await?;
-            // The same prelude a request runs, so its first-touch page faults happen here too.
-            Python::run_internal(&mut store, &instance, &Python::prelude(&[], &Python::base_env())).await?;
+            warm_python(&mut store, &instance).await?;
         }
         wasmtime::Result::<Instance>::Ok(instance)
     })
     .map_err(|e| RuntimeError::wasm(&e))?;
+    Ok(Guest { store, instance, root, argv, prepared, owner: inner })
+}
+
+/// A new Python guest's world: a new guest root with the runtime's mounts, the fixed argv and
+/// the base environment (the snapshot already read them).
+fn python_world(inner: &Inner, python: &Python) -> Result<(GuestRoot, GuestState), RuntimeError> {
+    world(inner, &Python::wasi_argv(), &Python::base_env(), &python.mounts(), &layout::MOUNT_POINTS)
+}
+
+/// A Python guest's state over an existing (emptied) guest root.
+fn python_state(python: &Python, root: &GuestRoot) -> Result<GuestState, RuntimeError> {
+    let (args, env, mounts) = (Python::wasi_argv(), Python::base_env(), python.mounts());
+    let config = GuestConfig { args: &args, env: &env, mounts: &mounts, root: &root.host_path(), limits: WARM_LIMITS };
+    Ok(GuestState::new(config)?)
+}
+
+/// A new guest root under this process's scratch directory and a guest state over it.
+fn world(
+    inner: &Inner,
+    args: &[String],
+    env: &[(String, String)],
+    mounts: &[ReadOnlyMount],
+    mount_points: &[&str],
+) -> Result<(GuestRoot, GuestState), RuntimeError> {
+    let scratch = inner.config.home.process_scratch_dir();
+    std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
+    let root = GuestRoot::create_in(&scratch, mount_points)?;
+    let state = GuestState::new(GuestConfig { args, env, mounts, root: &root.host_path(), limits: WARM_LIMITS })?;
+    Ok((root, state))
+}
+
+/// The warm-up turn every Python guest runs before its request ([`Python::BEGIN`]: the reseed,
+/// then the prelude for the base environment and no arguments). Its output is discarded.
+async fn warm_python(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
+    Python::run_internal(&mut *store, instance, Python::BEGIN).await?;
     store.data().stdout.take();
     store.data().stderr.take();
-    Ok(Guest { store, instance, root, argv: args, owner: inner })
+    Ok(())
 }
 
 /// A store for `state` with the memory limiter, an epoch deadline of [`WARM_DEADLINE`] and, when
@@ -197,12 +286,19 @@ fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecReque
 pub(crate) fn new_store(inner: &Inner, state: GuestState) -> Result<Store<GuestState>, RuntimeError> {
     let mut store = Store::new(&inner.engine, state);
     store.limiter(|state| &mut state.limiter);
+    arm_warm_up(inner, &mut store)?;
+    Ok(store)
+}
+
+/// Arms SoulBox's own turns: the epoch deadline [`WARM_DEADLINE`] and, when metering, unlimited
+/// fuel.
+fn arm_warm_up(inner: &Inner, store: &mut Store<GuestState>) -> Result<(), RuntimeError> {
     store.epoch_deadline_trap();
     store.set_epoch_deadline(EpochTicker::ticks_for(WARM_DEADLINE));
     if inner.config.settings.fuel {
         store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    Ok(store)
+    Ok(())
 }
 
 /// Gives `guest` the request's limits and input files, and arms its deadline and fuel.
@@ -267,7 +363,9 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
         files_truncated: collected.truncated,
         backend: "wasm".into(),
     };
-    SPENT.with(|spent| *spent.borrow_mut() = Some(guest));
+    let rewindable =
+        result.outcome == Outcome::Completed && matches!(guest.prepared.interpreter, Interpreter::Python(_));
+    SPENT.with(|spent| *spent.borrow_mut() = Some(Spent { guest, rewindable }));
     Ok(result)
 }
 

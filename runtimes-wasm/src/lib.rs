@@ -22,11 +22,17 @@
 //! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
 //!   copy-on-write faults of fresh guests do not interrupt every core.
 //!
-//! Invariants: a stateless guest never outlives its execution (a context's instance lives as
-//! long as its context, and is replaced when a limit trapped it); a deadline is always armed; nothing from
+//! - `rewind`: after a Python execution, its worker sets the guest back to a new guest's exact
+//!   state in place (written pages copied back, globals reset, new host state), so the next
+//!   execution neither instantiates nor takes page faults.
+//!
+//! Invariants: a stateless guest's state never outlives its execution (its instance is dropped,
+//! or rewound in place to a new guest's exact state; a context's instance lives as long as its
+//! context, and is replaced when a limit trapped it); a deadline is always armed; nothing from
 //! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
 
-// Unsafe code is refused except where a module allows it and says why (the module cache).
+// Unsafe code is refused except where a module allows it and says why (the module cache, and
+// the pristine instance's memory, read from every worker thread).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -43,6 +49,7 @@ mod language;
 pub mod manifest;
 pub mod module_cache;
 pub mod python;
+mod rewind;
 mod ticker;
 mod verify;
 pub mod worker_process;

@@ -13,5 +13,6 @@ mod limits;
 mod machines;
 mod python;
 mod readme;
+mod rewind;
 mod sandbox;
 mod sandbox_files;

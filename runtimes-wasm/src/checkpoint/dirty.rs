@@ -48,7 +48,7 @@ pub fn changed_chunks(live: &[u8], pristine: &[u8]) -> Vec<u32> {
 
 /// The chunks of `memory` that may have been written since it was mapped, from pagemap; `None`
 /// where pagemap cannot be read (every chunk is then a candidate).
-fn written_chunks(memory: &[u8]) -> Option<Vec<usize>> {
+pub(crate) fn written_chunks(memory: &[u8]) -> Option<Vec<usize>> {
     let page = host_page_size();
     let base = memory.as_ptr() as usize;
     if !page.is_multiple_of(CHUNK_BYTES) || !base.is_multiple_of(page) || memory.is_empty() {

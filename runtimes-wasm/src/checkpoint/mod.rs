@@ -69,22 +69,53 @@ impl CheckpointError {
     }
 }
 
-/// A never-run instance of a module: its memory is the module's initial image, which a
-/// capture compares against. Its pages stay the image's shared pages (it is only read).
+/// A never-run instance of a module: its memory is the module's initial image, which captures
+/// compare against and rewinds ([`crate::rewind`]) copy back from, and its mutable globals'
+/// initial values. Nothing runs in it or writes to it once made, so its pages stay the image's
+/// shared pages, and any thread may read it without a lock.
 pub(crate) struct Pristine {
-    store: Store<GuestState>,
-    memory: Memory,
+    /// Kept only so that the instance, and the memory `image` points into, stay alive.
+    _store: Store<GuestState>,
+    image: *const u8,
+    image_len: usize,
+    globals: Vec<(u32, GlobalValue)>,
 }
+
+// SAFETY: after `Pristine::new` nothing uses the store again (no method touches `_store`), so
+// sharing or sending a `Pristine` shares or sends only reads of `image` and of `globals`. The
+// memory `image` points into belongs to the store's instance: a pool slot, which does not move,
+// and which nothing grows or writes (no guest code runs in it), until the `Pristine` is dropped.
+#[allow(unsafe_code)]
+unsafe impl Send for Pristine {}
+// SAFETY: as for `Send`: every `&self` method only reads memory that nothing writes.
+#[allow(unsafe_code)]
+unsafe impl Sync for Pristine {}
 
 impl Pristine {
     /// Wraps a freshly instantiated, never-run instance.
     pub(crate) fn new(mut store: Store<GuestState>, instance: &Instance) -> Result<Self, CheckpointError> {
         let memory = state_memory(&mut store, instance)?;
-        Ok(Pristine { store, memory })
+        let (image, image_len) = (memory.data_ptr(&store).cast_const(), memory.data_size(&store));
+        let globals = globals(&mut store, instance)?;
+        Ok(Pristine { _store: store, image, image_len, globals })
     }
 
-    fn image(&self) -> &[u8] {
-        self.memory.data(&self.store)
+    /// The module's initial memory.
+    #[allow(unsafe_code)]
+    pub(crate) fn image(&self) -> &[u8] {
+        // SAFETY: `image` and `image_len` describe the pristine instance's memory, which stays
+        // mapped, unmoved and unwritten while `self` lives (see `unsafe impl Send`).
+        unsafe { std::slice::from_raw_parts(self.image, self.image_len) }
+    }
+
+    /// Sets every mutable global of `instance` (another instance of the same module) back to
+    /// its initial value.
+    pub(crate) fn reset_globals(
+        &self,
+        store: &mut Store<GuestState>,
+        instance: &Instance,
+    ) -> Result<(), CheckpointError> {
+        set_globals(store, instance, &self.globals)
     }
 }
 
@@ -156,14 +187,24 @@ pub(crate) fn restore(
     memory.grow(&mut *store, header.memory_pages - pages).map_err(|e| CheckpointError::wasm(&e))?;
     let parts: Vec<log::Part> = header.parts.iter().cloned().zip(data).collect();
     log::apply(memory.data_mut(&mut *store), &parts);
-    for &(index, value) in &header.globals {
+    set_globals(store, instance, &header.globals)?;
+    store.data().clock.continue_from(header.monotonic_ns);
+    Ok(())
+}
+
+/// Sets `instance`'s mutable globals, by absolute index, to `values`.
+fn set_globals(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    values: &[(u32, GlobalValue)],
+) -> Result<(), CheckpointError> {
+    for &(index, value) in values {
         let name = format!("{GLOBAL_EXPORT_PREFIX}{index}");
         let global = instance
             .get_global(&mut *store, &name)
             .ok_or_else(|| CheckpointError::Corrupt(format!("the module has no mutable global {index}")))?;
         global.set(&mut *store, to_val(value)).map_err(|e| CheckpointError::wasm(&e))?;
     }
-    store.data().clock.continue_from(header.monotonic_ns);
     Ok(())
 }
 
@@ -171,7 +212,7 @@ pub(crate) fn restore(
 const WASM_PAGE: usize = 64 << 10;
 
 /// The memory, through the export [`exports::export_state`] added.
-fn state_memory(store: &mut Store<GuestState>, instance: &Instance) -> Result<Memory, CheckpointError> {
+pub(crate) fn state_memory(store: &mut Store<GuestState>, instance: &Instance) -> Result<Memory, CheckpointError> {
     instance
         .get_memory(&mut *store, MEMORY_EXPORT)
         .ok_or_else(|| CheckpointError::Wasm(format!("the module does not export `{MEMORY_EXPORT}`")))

@@ -6,16 +6,14 @@
 use super::{AliveCount, Live, javascript, python};
 use crate::backend::Inner;
 use crate::checkpoint::image::ContextImage;
-use crate::checkpoint::{self, CaptureLog, CheckpointError, Pristine};
+use crate::checkpoint::{self, CaptureLog, CheckpointError};
 use crate::error::RuntimeError;
-use crate::execution::{self, Interpreter, Prepared};
+use crate::execution::{self, Interpreter};
 use crate::language::WasmLanguage;
 use crate::ticker::EpochTicker;
 use soulbox_engine::BackendError;
 use soulbox_engine::kernel::{KernelImage, KernelSpec};
-use soulbox_host_api::{GuestConfig, GuestState};
 use std::sync::Mutex;
-use wasmtime::Store;
 
 impl From<CheckpointError> for BackendError {
     fn from(error: CheckpointError) -> Self {
@@ -36,7 +34,7 @@ pub(super) fn capture(
     slot: &Mutex<Option<Live>>,
 ) -> Result<KernelImage, BackendError> {
     let prepared = inner.prepared(WasmLanguage::of(spec.language)?)?;
-    let pristine = pristine(inner, &prepared)?.lock().unwrap_or_else(|e| e.into_inner());
+    let pristine = prepared.pristine(inner)?;
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     let live = slot.as_mut().ok_or_else(|| {
         BackendError::NotCheckpointable("the context's interpreter was lost; run a cell to restart it first".into())
@@ -52,7 +50,7 @@ pub(super) fn capture(
         arm_for_own_turn(inner, live)?;
         execution::block_on(python::release(live)).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    let image = checkpoint::capture(&mut live.store, &live.instance, &pristine, &prepared.module, &mut live.log)?;
+    let image = checkpoint::capture(&mut live.store, &live.instance, pristine, &prepared.module, &mut live.log)?;
     Ok(KernelImage::from_parts(spec.language, image.encode()).with_kept(live.log.kept()))
 }
 
@@ -105,27 +103,4 @@ pub(super) fn diverge(spec: &KernelSpec, slot: &Mutex<Option<Live>>) -> Result<(
     });
     reseeded.map_err(|e| RuntimeError::wasm(&e))?;
     Ok(())
-}
-
-/// The module's never-run instance, made on first use.
-fn pristine<'a>(inner: &Inner, prepared: &'a Prepared) -> Result<&'a Mutex<Pristine>, RuntimeError> {
-    if let Some(pristine) = prepared.pristine.get() {
-        return Ok(pristine);
-    }
-    let root = tempfile::tempdir().map_err(|e| RuntimeError::io(&std::env::temp_dir(), e))?;
-    let state = GuestState::new(GuestConfig {
-        args: &[],
-        env: &[],
-        mounts: &[],
-        root: root.path(),
-        limits: execution::WARM_LIMITS,
-    })?;
-    let mut store: Store<GuestState> = execution::new_store(inner, state)?;
-    let instance =
-        execution::block_on(prepared.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
-    let made = Pristine::new(store, &instance).map_err(|e| RuntimeError::Wasm(e.to_string()))?;
-    // Another thread may have made one meanwhile: either serves.
-    let _ = prepared.pristine.set(Mutex::new(made));
-    drop(root); // the instance never runs, so it never opens its root again
-    Ok(prepared.pristine.get().expect("set just now"))
 }

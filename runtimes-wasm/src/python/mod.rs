@@ -5,7 +5,7 @@
 //! pandas and matplotlib (Agg) imported, so a fresh instance starts with the scientific stack
 //! ready and only copy-on-write pages to touch.
 //!
-//! Each instance is started with a warm-up turn, `__import__("_soulbox").warm()`, which reseeds
+//! Each instance is started with a warm-up turn, `__import__("_soulbox").begin()`, which reseeds
 //! `random` and `numpy.random` from fresh WASI entropy (the snapshot froze the first turn's
 //! seeds) and takes the instance's first-touch page faults; it needs nothing from a request, so
 //! a worker can start its next instance before the request arrives. Then, per execution, through
@@ -13,8 +13,9 @@
 //!
 //! 1. a prelude turn, `__import__("_soulbox").enter(env, argv)`, which applies the request's
 //!    environment and `sys.argv` (the snapshot froze the first turn's); every guest runs it for
-//!    the base environment while warming up, so it is repeated only for a request with its own
-//!    env or args;
+//!    the base environment while warming up (in the warm-up's turn: each turn is parsed and
+//!    compiled, which costs more than either), so it is repeated only for a request with its
+//!    own env or args;
 //! 2. the request's code, REPL-style: a final expression's value is echoed to stdout.
 //!
 //! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
@@ -74,8 +75,12 @@ impl Python {
         vec![layout::ARGV0.to_owned()]
     }
 
-    /// The request-independent warm-up turn every instance runs first.
+    /// Reseeds the random generators: a context's first turn runs it, with its prelude.
     pub const WARM: &str = "__import__(\"_soulbox\").warm()";
+
+    /// The request-independent warm-up turn every fresh guest runs first: [`Python::WARM`] and
+    /// the prelude for the base environment and no arguments, in a turn short to parse.
+    pub const BEGIN: &str = "__import__(\"_soulbox\").begin()";
 
     /// The prelude turn: environment and `sys.argv` (`-c` then `args`).
     pub fn prelude(args: &[String], env: &[(String, String)]) -> String {

@@ -1,0 +1,98 @@
+//! Rewinding a used Python guest to a new guest's state, instead of making a new one.
+//!
+//! Most of what a fresh Python execution costs is not Python. Instantiating takes a pool slot
+//! and builds the function table's references; the warm-up then takes a copy-on-write fault on
+//! every snapshot page it writes; and dropping the instance resets its slot, which hands most
+//! written pages back to the kernel, so the next guest in that slot faults on them again. In a
+//! multi-threaded process every one of those faults and hand-backs also interrupts the other
+//! cores (a TLB shootdown).
+//!
+//! A guest's whole state is its linear memory and its mutable globals. Its tables never change
+//! (see [`crate::checkpoint`]), and the host's side (the WASI world, pipes, limiter, guest
+//! root) is built anew for every execution anyway. So after an execution a worker rewinds its
+//! guest in place:
+//! - every page the guest may have written since its slot was mapped is copied back from the
+//!   module's pristine instance ([`crate::checkpoint::Pristine`]). pagemap tells which: an
+//!   anonymous page; a page never written is still the image file's
+//!   ([`crate::checkpoint::dirty::written_chunks`]);
+//! - every mutable global is set back to its initial value;
+//! - the store gets new host state and the warm-up deadline.
+//!
+//! The pages stay mapped and private, so the next execution writes them without a fault. Then
+//! the guest runs the same warm-up turns a new guest runs, which reseed its random state from
+//! fresh entropy.
+//!
+//! Invariant: to guest code, a rewound guest is a new guest. It has the same memory bytes, the
+//! same globals, the same (unchanging) tables and the same WASI world. A guest is dropped
+//! instead, so wasmtime resets its slot, when:
+//! - its execution did not end normally;
+//! - its memory grew (wasm memory cannot shrink, and the guest can see its size);
+//! - it wrote more than [`MAX_REWIND_BYTES`] (copying that back costs more than a new guest);
+//! - pagemap cannot be read.
+
+use crate::checkpoint::dirty::{CHUNK_BYTES, written_chunks};
+use crate::checkpoint::{Pristine, state_memory};
+
+/// The most written memory a guest may have and still be rewound: past it, copying the pages
+/// back costs more than instantiating and warming a new guest.
+pub const MAX_REWIND_BYTES: usize = 16 << 20;
+
+/// Why a guest was dropped instead of rewound (logged at debug level).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum NotRewound {
+    #[error("its memory grew from {pristine} to {live} bytes")]
+    Grown { pristine: usize, live: usize },
+    #[error("it wrote {0} bytes, more than a rewind copies")]
+    TooMuchWritten(usize),
+    #[error("pagemap cannot be read, so its written pages are unknown")]
+    NoPagemap,
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sets `instance`'s memory and mutable globals back to `pristine`'s. The host state is the
+/// caller's to replace.
+pub(crate) fn rewind_instance(
+    store: &mut wasmtime::Store<soulbox_host_api::GuestState>,
+    instance: &wasmtime::Instance,
+    pristine: &Pristine,
+) -> Result<(), NotRewound> {
+    let memory = state_memory(&mut *store, instance).map_err(|e| NotRewound::Failed(e.to_string()))?;
+    let original = pristine.image();
+    let live = memory.data_mut(&mut *store);
+    if live.len() != original.len() {
+        return Err(NotRewound::Grown { pristine: original.len(), live: live.len() });
+    }
+    let written = written_chunks(live).ok_or(NotRewound::NoPagemap)?;
+    if written.len() * CHUNK_BYTES > MAX_REWIND_BYTES {
+        return Err(NotRewound::TooMuchWritten(written.len() * CHUNK_BYTES));
+    }
+    for (first, count) in runs(&written) {
+        let range = first * CHUNK_BYTES..(first + count) * CHUNK_BYTES;
+        live[range.clone()].copy_from_slice(&original[range]);
+    }
+    pristine.reset_globals(store, instance).map_err(|e| NotRewound::Failed(e.to_string()))
+}
+
+/// `(first, count)` of each run of consecutive indices in the sorted `indices`.
+fn runs(indices: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &index in indices {
+        match runs.last_mut() {
+            Some((first, count)) if *first + *count == index => *count += 1,
+            _ => runs.push((index, 1)),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_consecutive_chunks_into_runs() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[3, 4, 5, 9, 11, 12]), vec![(3, 3), (9, 1), (11, 2)]);
+    }
+}

@@ -1,0 +1,127 @@
+//! Rewound Python guests: after an execution, a worker sets its guest back to a new guest's
+//! state instead of making a new one. Each test opens a backend with one worker, so every
+//! execution after the first runs in the guest the one before it used.
+
+use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, Limits, Outcome, WorkerPoolConfig};
+use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
+use std::time::Duration;
+
+/// A backend whose one worker runs every execution, and an engine over it.
+fn one_worker() -> (WasmBackend, Engine) {
+    let pool = WorkerPoolConfig { workers: 1, ..WorkerPoolConfig::default() };
+    let backend = WasmBackend::open(WasmConfig { pool, ..WasmConfig::default() }).expect("runtimes installed");
+    backend.prepare().expect("modules compile");
+    let engine = Engine::builder().backend(backend.clone()).build();
+    (backend, engine)
+}
+
+async fn python(engine: &Engine, code: &str) -> ExecResult {
+    let result = engine.execute(ExecRequest::new(Language::Python, code)).await.expect("executes");
+    assert_eq!(result.outcome, Outcome::Completed, "{code}: {result:?}");
+    result
+}
+
+/// Waits for the follow-up of the last execution (the rewind runs after the caller has its
+/// result): a JavaScript execution queues behind it on the one worker, and its own follow-up
+/// rewinds nothing, so the rewind count read after it is settled.
+async fn settle(engine: &Engine) {
+    let result = engine.execute(ExecRequest::new(Language::JavaScript, "0")).await.expect("executes");
+    assert_eq!(result.outcome, Outcome::Completed, "{result:?}");
+}
+
+/// Everything an execution can change in its interpreter and its files, changed.
+const LEAVE_TRACES: &str = r#"
+import builtins, json, os, random, sys, types, gc
+import numpy as np
+secret = "left behind"
+builtins.leaked_builtin = 1
+json.leaked_attribute = 1
+sys.modules["leaked_module"] = types.ModuleType("leaked_module")
+sys.path.append("/leaked")
+sys.argv.append("leaked")
+os.environ["LEAKED"] = "1"
+sys.setrecursionlimit(123)
+gc.disable()
+os.chdir("/tmp")
+open("/tmp/left.txt", "w").write("x")
+os.makedirs("/left_dir", exist_ok=True)
+open("/left_dir/left.txt", "w").write("x")
+kept = [object() for _ in range(10_000)]
+print(random.random(), np.random.rand())
+"#;
+
+/// Looks for every trace [`LEAVE_TRACES`] leaves; prints `clean` and the random draws.
+const LOOK_FOR_TRACES: &str = r#"
+import builtins, json, os, random, sys, gc
+import numpy as np
+traces = [
+    "secret" in globals(),
+    hasattr(builtins, "leaked_builtin"),
+    hasattr(json, "leaked_attribute"),
+    "leaked_module" in sys.modules,
+    "/leaked" in sys.path,
+    sys.argv != ["-c"],
+    "LEAKED" in os.environ,
+    sys.getrecursionlimit() == 123,
+    not gc.isenabled(),
+    os.getcwd() != "/",
+    os.path.exists("/tmp/left.txt"),
+    os.path.exists("/left_dir"),
+]
+print("clean" if not any(traces) else traces, random.random(), np.random.rand())
+"#;
+
+#[tokio::test]
+async fn a_rewound_guest_keeps_nothing_of_the_execution_before() {
+    let (backend, engine) = one_worker();
+    let mut draws = std::collections::HashSet::new();
+    for round in 0..3 {
+        settle(&engine).await;
+        let rewound = backend.guests_rewound();
+        let left = python(&engine, LEAVE_TRACES).await;
+        assert!(left.files.iter().any(|f| f.path == "left_dir/left.txt"), "{left:?}");
+        settle(&engine).await;
+        assert_eq!(backend.guests_rewound(), rewound + 1, "round {round}: the guest was rewound, not replaced");
+        let looked = python(&engine, LOOK_FOR_TRACES).await;
+        let mut fields = looked.stdout.split_whitespace();
+        assert_eq!(fields.next(), Some("clean"), "round {round}: {looked:?}");
+        assert!(looked.files.is_empty(), "no file of the last execution is collected again: {looked:?}");
+        for draw in left.stdout.split_whitespace().chain(fields) {
+            assert!(draws.insert(draw.to_owned()), "round {round}: random draw {draw} repeated");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_guest_whose_memory_grew_or_that_was_stopped_is_replaced_and_the_next_is_fresh() {
+    let (backend, engine) = one_worker();
+    settle(&engine).await;
+    let before = backend.guests_rewound();
+    python(&engine, "grown = bytearray(300 << 20)\nprint(len(grown))").await;
+    settle(&engine).await;
+    assert_eq!(backend.guests_rewound(), before, "the grown guest was replaced, not rewound");
+    let limits = Limits { deadline: Duration::from_millis(200), ..Limits::default() };
+    let request = ExecRequest::new(Language::Python, "stopped = 1\nwhile True: pass").with_limits(limits);
+    let stopped = engine.execute(request).await.expect("executes");
+    assert_eq!(stopped.outcome, Outcome::DeadlineExceeded);
+    settle(&engine).await;
+    assert_eq!(backend.guests_rewound(), before, "the stopped guest was replaced, not rewound");
+    let after = python(&engine, "print('grown' in globals(), 'stopped' in globals())").await;
+    assert_eq!(after.stdout, "False False\n", "{after:?}");
+}
+
+#[tokio::test]
+async fn input_files_and_env_of_one_execution_are_gone_in_the_next() {
+    let (_backend, engine) = one_worker();
+    let with_inputs =
+        ExecRequest::new(Language::Python, "import os\nprint(open('in.txt').read(), os.environ['ONLY_ME'])")
+            .with_file("in.txt", "input")
+            .with_env("ONLY_ME", "yes")
+            .with_args(["arg"]);
+    let first = engine.execute(with_inputs).await.expect("executes");
+    assert_eq!(first.stdout, "input yes\n", "{first:?}");
+    settle(&engine).await;
+    let next =
+        python(&engine, "import os, sys\nprint(os.path.exists('in.txt'), 'ONLY_ME' in os.environ, sys.argv)").await;
+    assert_eq!(next.stdout, "False False ['-c']\n", "{next:?}");
+}
