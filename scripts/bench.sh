@@ -13,6 +13,18 @@ target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/t
 ./target/release/checkpoint-report
 command -v wrk >/dev/null || apt-get install -y wrk
 ./target/release/http-report
+# The peers (Eryx, Monty) from PyPI, pinned, in a Python >= 3.12 virtual environment (pyeryx needs
+# it): python3.12 on the PATH, else pyenv's.
+if [ ! -x target/peers-venv/bin/python ]; then
+  peers_python=""
+  for candidate in python3.12 "$(pyenv root 2>/dev/null)"/versions/3.12*/bin/python3.12; do
+    if "$candidate" --version >/dev/null 2>&1; then peers_python="$candidate"; break; fi
+  done
+  [ -n "$peers_python" ] || { echo "python3.12 not found: the peers' report needs it (pyeryx)" >&2; exit 1; }
+  "$peers_python" -m venv target/peers-venv
+fi
+target/peers-venv/bin/pip install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
+./target/release/peers-report
 bash scripts/build-images.sh
 ./target/release/container-report
 if [ ! -x target/e2b-venv/bin/python ]; then python3 -m venv target/e2b-venv; fi

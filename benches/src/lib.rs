@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+pub mod wrk;
+
 use anyhow::Context;
 use soulbox_engine::{Engine, WorkerPoolConfig};
 use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
@@ -52,6 +54,21 @@ pub fn soulbox_command() -> anyhow::Result<Command> {
     Ok(Command::new(program))
 }
 
+/// `soulbox serve --dev` on a free loopback port with the per-key rate limit and quota raised
+/// out of a load test's way: the arguments for [`start_soulbox`].
+pub const UNLIMITED_DEV_SERVER: [&str; 10] = [
+    "serve",
+    "--dev",
+    "--addr",
+    "127.0.0.1:0",
+    "--set",
+    "auth.requests_per_second=1000000",
+    "--set",
+    "auth.burst=1000000",
+    "--set",
+    "auth.max_concurrent_executions=1024",
+];
+
 /// Starts `soulbox ARGS...` (logging warnings only) and waits until it listens; returns the
 /// process and its base URL (`http://127.0.0.1:PORT`). Its stderr is drained from then on.
 pub fn start_soulbox<S: AsRef<std::ffi::OsStr>>(
@@ -89,12 +106,18 @@ pub fn process_latencies(command: &mut Command, runs: usize) -> anyhow::Result<V
     Ok(samples)
 }
 
-/// The native baseline interpreter: `$SOULBOX_BASELINE_PYTHON`, else the real executable behind
-/// `python3` (resolved through `sys.executable`, so a version-manager shim's start-up is not
-/// counted).
+/// The native baseline interpreter: `$SOULBOX_BASELINE_PYTHON`, else the system's own
+/// `/usr/bin/python3`, else the real executable behind `python3` (resolved through
+/// `sys.executable`, so a version-manager shim's start-up is not counted). The system's comes
+/// first because a version manager's interpreter may carry site hooks (`.pth` files) that
+/// make every start slower than CPython's own (seen: 60 ms instead of 10).
 pub fn baseline_python() -> anyhow::Result<PathBuf> {
     if let Some(python) = std::env::var_os("SOULBOX_BASELINE_PYTHON") {
         return Ok(python.into());
+    }
+    let system = PathBuf::from("/usr/bin/python3");
+    if system.exists() {
+        return Ok(system);
     }
     let output = Command::new("python3").args(["-c", "import sys; print(sys.executable)"]).output()?;
     anyhow::ensure!(output.status.success(), "python3 is needed for the native baseline");

@@ -9,43 +9,12 @@
 //!
 //! Needs `wrk` (Debian: `apt-get install wrk`); `scripts/bench.sh` installs it.
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use soulbox_benches::baseline_python;
+use soulbox_benches::wrk::{Load, Measured, RUN, WARM_UP, wrk};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
-
-/// How long each measured row runs.
-const RUN: Duration = Duration::from_secs(10);
-/// How long each row warms up first (not counted).
-const WARM_UP: Duration = Duration::from_secs(2);
-/// The pause after each `wrk` run: requests it abandoned when it stopped still hold execution
-/// slots until they finish, and would be refused capacity for the next run.
-const SETTLE: Duration = Duration::from_secs(1);
-
-/// What `wrk` measured (its Lua `done` hook prints this as JSON).
-#[derive(Debug, serde::Deserialize)]
-struct Measured {
-    p50_us: f64,
-    p99_us: f64,
-    requests: u64,
-    errors: u64,
-    seconds: f64,
-}
-
-impl Measured {
-    fn per_second(&self) -> f64 {
-        self.requests as f64 / self.seconds
-    }
-}
-
-/// A request `wrk` repeats.
-struct Load<'a> {
-    url: String,
-    body: Option<&'a str>,
-    connections: u32,
-}
 
 fn main() -> anyhow::Result<()> {
     let scripts = tempfile::tempdir()?;
@@ -114,55 +83,6 @@ fn throughput_row(name: &str, m: &Measured, baseline: &Measured) {
     );
 }
 
-/// Runs `wrk` on `load` (warm-up, then the measured run) and reads its summary.
-fn wrk(dir: &Path, load: &Load<'_>) -> anyhow::Result<Measured> {
-    let script = dir.join("load.lua");
-    std::fs::write(&script, lua(load.body))?;
-    // One wrk thread drives 32 connections at these rates and leaves the second core to the
-    // server.
-    let threads = "1";
-    let connections = load.connections.to_string();
-    for (duration, measured) in [(WARM_UP, false), (RUN, true)] {
-        let seconds = format!("{}s", duration.as_secs());
-        let output = Command::new("wrk")
-            .args(["-t", threads, "-c", &connections, "-d", &seconds, "--timeout", "10s", "-s"])
-            .arg(&script)
-            .arg(&load.url)
-            .output()
-            .context("running wrk (apt-get install wrk)")?;
-        if !output.status.success() {
-            bail!("wrk failed: {}", String::from_utf8_lossy(&output.stderr));
-        }
-        std::thread::sleep(SETTLE);
-        if measured {
-            let text = String::from_utf8(output.stdout)?;
-            let json = text.lines().find(|l| l.starts_with("{\"p50_us\"")).context("wrk printed no summary")?;
-            return Ok(serde_json::from_str(json)?);
-        }
-    }
-    unreachable!("the loop returns on the measured run")
-}
-
-/// The `wrk` script: the request, and a summary as one JSON line.
-fn lua(body: Option<&str>) -> String {
-    let request = match body {
-        Some(body) => format!(
-            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
-        ),
-        None => String::new(),
-    };
-    format!(
-        "{request}
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local errors = e.connect + e.read + e.write + e.status + e.timeout
-  io.write(string.format('{{\"p50_us\": %f, \"p99_us\": %f, \"requests\": %d, \"errors\": %d, \"seconds\": %f}}\\n',
-    latency:percentile(50), latency:percentile(99), summary.requests, errors, summary.duration / 1e6))
-end
-"
-    )
-}
-
 /// A server process for the run, killed at the end.
 struct Server {
     child: Child,
@@ -172,18 +92,7 @@ struct Server {
 impl Server {
     /// `soulbox serve --dev` with the per-key limits out of the way.
     fn soulbox() -> anyhow::Result<Server> {
-        let (child, base) = soulbox_benches::start_soulbox([
-            "serve",
-            "--dev",
-            "--addr",
-            "127.0.0.1:0",
-            "--set",
-            "auth.requests_per_second=1000000",
-            "--set",
-            "auth.burst=1000000",
-            "--set",
-            "auth.max_concurrent_executions=1024",
-        ])?;
+        let (child, base) = soulbox_benches::start_soulbox(soulbox_benches::UNLIMITED_DEV_SERVER)?;
         Ok(Server { child, base })
     }
 

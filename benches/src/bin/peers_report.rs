@@ -1,0 +1,349 @@
+//! `peers-report`: SoulBox beside its closest peers, every figure measured in the same run,
+//! printed as one Markdown table.
+//!
+//! Columns: SoulBox in process (the library's default configuration), SoulBox over HTTP
+//! (`soulbox serve --dev` on loopback, limits raised out of the way), Grafana's Eryx (CPython on
+//! WASI in wasmtime, `pyeryx`), Pydantic's Monty (a Rust interpreter for a subset of Python,
+//! `pydantic-monty`) and native CPython. The peers are driven in process from Python by
+//! `benches/peers/peers.py`, run with `$SOULBOX_PEERS_PYTHON` (default
+//! `target/peers-venv/bin/python`, a Python 3.12 virtual environment holding the pinned
+//! `benches/peers/requirements.txt`, which `scripts/bench.sh` makes). Native CPython is
+//! `$SOULBOX_BASELINE_PYTHON` or the real executable behind `python3`.
+//!
+//! Rows are medians (p50) unless they say otherwise. "10 ms gaps" leaves 10 ms between requests,
+//! as LLM tool calls arrive; "back-to-back" sends the next the moment the last is answered.
+//!
+//! `peers-report --loop fresh|cell [--seconds N] [--gap-ms G]` instead runs one SoulBox workload
+//! alone, back-to-back or with gaps, and prints its p50, for a profiler (`perf record -g --
+//! target/release/peers-report --loop fresh`).
+
+use anyhow::Context;
+use soulbox_benches::wrk::{Load, wrk};
+use soulbox_benches::{baseline_python, ms, percentile};
+use soulbox_engine::{Engine, ExecRequest, Language, SandboxSpec, Sandboxes, SandboxesConfig, Template};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 500;
+const PROCESS_RUNS: usize = 30;
+const GAP: Duration = Duration::from_millis(10);
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
+const IDLE_SESSIONS: usize = 100;
+const FRESH: &str = "print(1+1)";
+const CELL: &str = "x = x + 1";
+
+/// One system's figures, keyed as `peers.py` prints them: milliseconds, executions/s, MiB.
+type Figures = BTreeMap<String, f64>;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(at) = args.iter().position(|a| a == "--loop") {
+        let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
+        let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
+        let gap: u64 = flag("--gap-ms").map_or(Ok(0), |s| s.parse())?;
+        let workload = args.get(at + 1).map(String::as_str).unwrap_or("fresh");
+        return profile_loop(workload, Duration::from_secs(seconds), Duration::from_millis(gap));
+    }
+    let runtime = tokio::runtime::Runtime::new()?;
+    eprintln!("SoulBox in process...");
+    let in_process = runtime.block_on(in_process())?;
+    eprintln!("SoulBox over HTTP...");
+    let http = over_http()?;
+    let python = baseline_python()?;
+    let mut peers = BTreeMap::new();
+    for system in ["eryx", "monty", "native"] {
+        eprintln!("{system}...");
+        peers.insert(system, peer(system, &python)?);
+    }
+    let cli = soulbox_benches::process_latencies(
+        soulbox_benches::soulbox_command()?.args(["run", "-e", "print(1+1)"]),
+        PROCESS_RUNS,
+    )?;
+    let native_c = soulbox_benches::process_latencies(Command::new(&python).args(["-c", "print(1+1)"]), PROCESS_RUNS)?;
+
+    println!("Peers: pyeryx 0.11.0 (Eryx), pydantic-monty 1.4.0 (Monty); native: {}\n", python.display());
+    println!("| measure | SoulBox in process | SoulBox over HTTP | Eryx | Monty (subset) | native CPython |");
+    println!("|---|---|---|---|---|---|");
+    let columns = [&in_process, &http, &peers["eryx"], &peers["monty"], &peers["native"]];
+    let line = |name: &str, key: &str, unit: Unit| {
+        let cells: Vec<String> = columns.iter().map(|f| unit.show(f.get(key).copied())).collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    };
+    line("fresh `print(1+1)`, back-to-back p50", "fresh_b2b", Unit::Ms);
+    line("fresh `print(1+1)`, 10 ms gaps p50", "fresh_gap", Unit::Ms);
+    line("fresh executions/s, 2 cores", "fresh_per_s", Unit::PerSecond);
+    line("create a session + first cell p50", "session_first", Unit::Ms);
+    line("session cell `x = x + 1`, back-to-back p50", "cell_b2b", Unit::Ms);
+    line("session cell `x = x + 1`, 10 ms gaps p50", "cell_gap", Unit::Ms);
+    line("private memory per idle session", "idle_session_mib", Unit::MiB);
+    line("private memory per idle data-science session", "idle_ds_session_mib", Unit::MiB);
+    line("fresh `import numpy, pandas` p50", "numpy_pandas", Unit::Ms);
+    println!(
+        "\nOver HTTP at 32 connections (wrk): {:.0} executions/s, p99 {}, {} errors.",
+        http["loaded_per_s"],
+        Unit::Ms.show(Some(http["loaded_p99"])),
+        http["loaded_errors"]
+    );
+    println!(
+        "Whole process, `soulbox run -e 'print(1+1)'`: {} p50 ({} p99); native `python3 -c 'print(1+1)'`: {} p50.",
+        ms(percentile(&cli, 0.5)),
+        ms(percentile(&cli, 0.99)),
+        ms(percentile(&native_c, 0.5))
+    );
+    println!(
+        "Monty runs a subset of Python in worker processes (each idle session holds one); Eryx and \
+         Monty have no numpy or pandas; a native session is a `python3` process `exec`ing lines from a pipe."
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy)]
+enum Unit {
+    Ms,
+    PerSecond,
+    MiB,
+}
+
+impl Unit {
+    fn show(self, value: Option<f64>) -> String {
+        match (self, value) {
+            (_, None) => "n/a".into(),
+            (Unit::Ms, Some(v)) => format!("{v:.2} ms"),
+            (Unit::PerSecond, Some(v)) => format!("{v:.0}"),
+            (Unit::MiB, Some(v)) => format!("{v:.2} MiB"),
+        }
+    }
+}
+
+fn p50_ms(samples: &[Duration]) -> f64 {
+    percentile(samples, 0.5).as_secs_f64() * 1e3
+}
+
+/// SoulBox as a library: the engine with its default configuration.
+async fn in_process() -> anyhow::Result<Figures> {
+    let engine = soulbox_benches::engine()?;
+    let mut figures = Figures::new();
+    figures.insert("fresh_b2b".into(), p50_ms(&fresh(&engine, FRESH, RUNS, None).await?));
+    figures.insert("fresh_gap".into(), p50_ms(&fresh(&engine, FRESH, RUNS, Some(GAP)).await?));
+    figures.insert("fresh_per_s".into(), throughput(&engine).await?);
+    figures.insert("numpy_pandas".into(), p50_ms(&fresh(&engine, "import numpy, pandas", 100, Some(GAP)).await?));
+    let root = tempfile::tempdir()?;
+    let sandboxes =
+        Sandboxes::new(engine, SandboxesConfig { workspace_root: root.path().into(), ..Default::default() })?;
+    let mut firsts = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let sandbox = sandboxes.create(SandboxSpec { template: Template::Python, ..SandboxSpec::default() }).await?;
+        cell(&sandbox, "x = 1").await?;
+        firsts.push(started.elapsed());
+        sandboxes.kill(sandbox.id())?.await;
+    }
+    figures.insert("session_first".into(), p50_ms(&firsts));
+    let sandbox = sandboxes.create(SandboxSpec { template: Template::Python, ..SandboxSpec::default() }).await?;
+    cell(&sandbox, "x = 1").await?;
+    for (key, gap) in [("cell_b2b", None), ("cell_gap", Some(GAP))] {
+        let mut samples = Vec::with_capacity(RUNS);
+        for _ in 0..RUNS {
+            if let Some(gap) = gap {
+                tokio::time::sleep(gap).await;
+            }
+            let started = Instant::now();
+            cell(&sandbox, CELL).await?;
+            samples.push(started.elapsed());
+        }
+        figures.insert(key.into(), p50_ms(&samples));
+    }
+    sandboxes.kill(sandbox.id())?.await;
+    for (key, template) in [("idle_session_mib", Template::Python), ("idle_ds_session_mib", Template::DataScience)] {
+        let before = private_dirty_kib()?;
+        let mut open = Vec::new();
+        for _ in 0..IDLE_SESSIONS {
+            let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+            cell(&sandbox, "x = 1").await?;
+            open.push(sandbox);
+        }
+        let after = private_dirty_kib()?;
+        figures.insert(key.into(), after.saturating_sub(before) as f64 / 1024.0 / IDLE_SESSIONS as f64);
+        for sandbox in open {
+            sandboxes.kill(sandbox.id())?.await;
+        }
+    }
+    Ok(figures)
+}
+
+async fn fresh(engine: &Engine, code: &str, runs: usize, gap: Option<Duration>) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..runs / 10 {
+        engine.execute(ExecRequest::new(Language::Python, code)).await?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if let Some(gap) = gap {
+            tokio::time::sleep(gap).await;
+        }
+        let started = Instant::now();
+        let result = engine.execute(ExecRequest::new(Language::Python, code)).await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(result.exit_code == 0, "{code}: {}", result.stderr);
+    }
+    Ok(samples)
+}
+
+async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
+    let concurrency = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while started.elapsed() < THROUGHPUT_WINDOW {
+                let result = engine.execute(ExecRequest::new(Language::Python, FRESH)).await?;
+                anyhow::ensure!(result.stdout == "2\n");
+                done += 1;
+            }
+            Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn cell(sandbox: &soulbox_engine::Sandbox, code: &str) -> anyhow::Result<()> {
+    let result = sandbox.run_code(code, soulbox_engine::RunOptions::default()).await?;
+    anyhow::ensure!(result.error.is_none(), "{code}: {:?}", result.error);
+    Ok(())
+}
+
+/// SoulBox's HTTP server, one client on a kept-alive connection, then `wrk` at 32 connections.
+fn over_http() -> anyhow::Result<Figures> {
+    let (mut child, base) = soulbox_benches::start_soulbox(soulbox_benches::UNLIMITED_DEV_SERVER)?;
+    let measured = measure_http(&base);
+    let _ = child.kill();
+    let _ = child.wait();
+    measured
+}
+
+fn measure_http(base: &str) -> anyhow::Result<Figures> {
+    let client = reqwest::blocking::Client::new();
+    let post = |url: &str, body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
+        Ok(client.post(url).json(&body).send()?.error_for_status()?.json()?)
+    };
+    let execute = format!("{base}/v1/execute");
+    let timed = |url: &str, body: serde_json::Value, runs: usize, gap: Option<Duration>| -> anyhow::Result<f64> {
+        for _ in 0..runs / 10 {
+            post(url, body.clone())?;
+        }
+        let mut samples = Vec::with_capacity(runs);
+        for _ in 0..runs {
+            if let Some(gap) = gap {
+                std::thread::sleep(gap);
+            }
+            let started = Instant::now();
+            post(url, body.clone())?;
+            samples.push(started.elapsed());
+        }
+        Ok(p50_ms(&samples))
+    };
+    let fresh = serde_json::json!({"language": "python", "code": FRESH});
+    let mut figures = Figures::new();
+    figures.insert("fresh_b2b".into(), timed(&execute, fresh.clone(), RUNS, None)?);
+    figures.insert("fresh_gap".into(), timed(&execute, fresh, RUNS, Some(GAP))?);
+    let numpy = serde_json::json!({"language": "python", "code": "import numpy, pandas"});
+    figures.insert("numpy_pandas".into(), timed(&execute, numpy, 100, Some(GAP))?);
+    let mut firsts = Vec::new();
+    for _ in 0..50 {
+        let started = Instant::now();
+        let created = post(&format!("{base}/v1/sandboxes"), serde_json::json!({}))?;
+        let id = created["id"].as_str().context("a sandbox id")?.to_owned();
+        post(&format!("{base}/v1/sandboxes/{id}/execute"), serde_json::json!({"code": "x = 1"}))?;
+        firsts.push(started.elapsed());
+        client.delete(format!("{base}/v1/sandboxes/{id}")).send()?.error_for_status()?;
+    }
+    figures.insert("session_first".into(), p50_ms(&firsts));
+    let created = post(&format!("{base}/v1/sandboxes"), serde_json::json!({}))?;
+    let cell_url = format!("{base}/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
+    post(&cell_url, serde_json::json!({"code": "x = 1"}))?;
+    figures.insert("cell_b2b".into(), timed(&cell_url, serde_json::json!({"code": CELL}), RUNS, None)?);
+    figures.insert("cell_gap".into(), timed(&cell_url, serde_json::json!({"code": CELL}), RUNS, Some(GAP))?);
+    let scripts = tempfile::tempdir()?;
+    let body = r#"{"language": "python", "code": "print(1+1)"}"#;
+    let load = Load { url: execute.clone(), body: Some(body), connections: 32 };
+    let loaded = wrk(scripts.path(), &load)?;
+    figures.insert("loaded_per_s".into(), loaded.per_second());
+    figures.insert("loaded_p99".into(), loaded.p99_us / 1e3);
+    figures.insert("loaded_errors".into(), loaded.errors as f64);
+    Ok(figures)
+}
+
+/// One peer's figures from `benches/peers/peers.py`.
+fn peer(system: &str, python: &std::path::Path) -> anyhow::Result<Figures> {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
+    let interpreter = std::env::var_os("SOULBOX_PEERS_PYTHON").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers-venv/bin/python"),
+        PathBuf::from,
+    );
+    let output = Command::new(&interpreter)
+        .arg(&script)
+        .arg(system)
+        .arg("--baseline-python")
+        .arg(python)
+        .output()
+        .with_context(|| format!("running {} (scripts/bench.sh makes the peers' venv)", interpreter.display()))?;
+    anyhow::ensure!(output.status.success(), "peers.py {system}: {}", String::from_utf8_lossy(&output.stderr));
+    let line = String::from_utf8(output.stdout)?;
+    let mut parsed: BTreeMap<String, serde_json::Value> = serde_json::from_str(line.trim())?;
+    parsed.remove("system");
+    Ok(parsed.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect())
+}
+
+fn private_dirty_kib() -> anyhow::Result<u64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    Ok(rollup
+        .lines()
+        .filter(|line| line.starts_with("Private_Dirty:"))
+        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum())
+}
+
+/// Runs one workload for `length`, `gap` apart, for a profiler; prints its p50.
+fn profile_loop(workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    let engine = soulbox_benches::engine()?;
+    runtime.block_on(async {
+        let root = tempfile::tempdir()?;
+        let sandboxes = Sandboxes::new(
+            engine.clone(),
+            SandboxesConfig { workspace_root: root.path().into(), ..Default::default() },
+        )?;
+        let sandbox = sandboxes.create(SandboxSpec::default()).await?;
+        cell(&sandbox, "x = 1").await?;
+        let started = Instant::now();
+        let mut samples = Vec::new();
+        while started.elapsed() < length {
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            let run = Instant::now();
+            match workload {
+                "fresh" => {
+                    engine.execute(ExecRequest::new(Language::Python, FRESH)).await?;
+                }
+                "cell" => cell(&sandbox, CELL).await?,
+                other => anyhow::bail!("unknown workload {other:?}: fresh or cell"),
+            }
+            samples.push(run.elapsed());
+        }
+        eprintln!(
+            "{} runs, p50 {}, p99 {}",
+            samples.len(),
+            ms(percentile(&samples, 0.5)),
+            ms(percentile(&samples, 0.99))
+        );
+        Ok(())
+    })
+}
