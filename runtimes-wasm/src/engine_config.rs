@@ -15,6 +15,11 @@ pub const ASYNC_STACK_BYTES: usize = 10 << 20;
 /// guests in flight plus every sandbox context. Slots are address space, not memory: each
 /// reserves its 4 GiB of virtual memory and touches none until used.
 pub const DEFAULT_POOL_SLOTS: u32 = 4096;
+/// Guests alive at once in a process that runs guests one after another: the one-shot CLI, a
+/// worker process (a guest running, the next one ready, the pristine instance checkpoints and
+/// rewinds copy from, and slack). Setting up a pool costs time in proportion to its slots (an
+/// `mprotect` per guest stack), which a process that starts for one execution should not pay.
+pub const SEQUENTIAL_POOL_SLOTS: u32 = 8;
 /// Elements per table slot: CPython's function table holds ~47k.
 pub const POOL_TABLE_ELEMENTS: usize = 1 << 16;
 /// Per-instance metadata slot: CPython needs ~1.6 MB, more than wasmtime's 1 MiB default.
@@ -67,7 +72,10 @@ impl EngineSettings {
             .epoch_interruption(true)
             .consume_fuel(self.fuel)
             .memory_init_cow(true)
-            .parallel_compilation(true);
+            .parallel_compilation(true)
+            // No native-to-wasm address maps: they only put wasm offsets into trap backtraces,
+            // which SoulBox never shows, and loading them is a fifth of a one-shot run's start.
+            .generate_address_map(false);
         match role {
             EngineRole::Run => {
                 config.cranelift_opt_level(OptLevel::Speed);

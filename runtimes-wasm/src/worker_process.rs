@@ -212,9 +212,11 @@ fn read_reply(replies: &mut BufReader<ChildStdout>) -> std::io::Result<WorkerRep
 
 /// The child's side: reports [`WorkerReply::Ready`] once its modules are loaded, then runs
 /// requests read from stdin, one at a time, on a single worker thread, until stdin closes.
-/// `config`'s pool is replaced by one worker with no queue.
+/// `config`'s worker pool is replaced by one worker with no queue, and its wasmtime pool by
+/// one sized for guests one at a time ([`crate::engine_config::SEQUENTIAL_POOL_SLOTS`]).
 pub async fn serve(mut config: WasmConfig) -> Result<(), crate::RuntimeError> {
     config.pool = WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() };
+    config.settings.pool_slots = crate::engine_config::SEQUENTIAL_POOL_SLOTS;
     config.workers = Workers::Threads;
     let mut stdout = tokio::io::stdout();
     let opened = tokio::task::spawn_blocking(move || {

@@ -73,7 +73,11 @@ pub enum BackendArg {
 
 pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
-    let wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
+    let mut wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
+    // One execution: a pool sized for it, and no guest started ahead for a next one.
+    wasm.settings.pool_slots = soulbox_runtimes_wasm::engine_config::SEQUENTIAL_POOL_SLOTS;
+    wasm.pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 1, ..wasm.pool };
+    wasm.prewarm = false;
     let backend = tokio::task::spawn_blocking(move || WasmBackend::open(wasm)).await??;
     let offered = backend.capabilities();
     let mut engine = Engine::builder();
