@@ -149,3 +149,55 @@ pub fn row(name: &str, samples: &[Duration], baseline: Option<&[Duration]>) {
     };
     println!("| {name} | {} | {} | {native} | {ratio} |", ms(p50), ms(percentile(samples, 0.99)));
 }
+
+/// Runs `code` `runs` times on `engine` (after `runs / 10` unmeasured runs), waiting `gap`
+/// before each (`None`: back-to-back), and returns each latency. Fails on a non-zero exit.
+pub async fn execution_latencies(
+    engine: &soulbox_engine::Engine,
+    language: soulbox_engine::Language,
+    code: &str,
+    runs: usize,
+    gap: Option<Duration>,
+) -> anyhow::Result<Vec<Duration>> {
+    use soulbox_engine::ExecRequest;
+    for _ in 0..runs / 10 {
+        engine.execute(ExecRequest::new(language, code)).await?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if let Some(gap) = gap {
+            tokio::time::sleep(gap).await;
+        }
+        let started = std::time::Instant::now();
+        let result = engine.execute(ExecRequest::new(language, code)).await?;
+        samples.push(started.elapsed());
+        anyhow::ensure!(result.exit_code == 0, "{code}: {}", result.stderr);
+    }
+    Ok(samples)
+}
+
+/// Fresh Python `print(1 + 1)` executions per second on `engine` over `window`, with twice as
+/// many in flight as the machine has cores.
+pub async fn fresh_throughput(engine: &soulbox_engine::Engine, window: Duration) -> anyhow::Result<f64> {
+    use soulbox_engine::{ExecRequest, Language};
+    let concurrency = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
+    let started = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut done = 0u64;
+            while started.elapsed() < window {
+                let result = engine.execute(ExecRequest::new(Language::Python, "print(1 + 1)")).await?;
+                anyhow::ensure!(result.stdout == "2\n");
+                done += 1;
+            }
+            Ok(done)
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await??;
+    }
+    Ok(total as f64 / started.elapsed().as_secs_f64())
+}

@@ -174,43 +174,11 @@ async fn in_process() -> anyhow::Result<Figures> {
 }
 
 async fn fresh(engine: &Engine, code: &str, runs: usize, gap: Option<Duration>) -> anyhow::Result<Vec<Duration>> {
-    for _ in 0..runs / 10 {
-        engine.execute(ExecRequest::new(Language::Python, code)).await?;
-    }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        if let Some(gap) = gap {
-            tokio::time::sleep(gap).await;
-        }
-        let started = Instant::now();
-        let result = engine.execute(ExecRequest::new(Language::Python, code)).await?;
-        samples.push(started.elapsed());
-        anyhow::ensure!(result.exit_code == 0, "{code}: {}", result.stderr);
-    }
-    Ok(samples)
+    soulbox_benches::execution_latencies(engine, Language::Python, code, runs, gap).await
 }
 
 async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
-    let concurrency = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let engine = engine.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while started.elapsed() < THROUGHPUT_WINDOW {
-                let result = engine.execute(ExecRequest::new(Language::Python, FRESH)).await?;
-                anyhow::ensure!(result.stdout == "2\n");
-                done += 1;
-            }
-            Ok(done)
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    soulbox_benches::fresh_throughput(engine, THROUGHPUT_WINDOW).await
 }
 
 async fn cell(sandbox: &soulbox_engine::Sandbox, code: &str) -> anyhow::Result<()> {

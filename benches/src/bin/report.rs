@@ -10,10 +10,10 @@
 //! the last one is answered.
 
 use soulbox_benches::{baseline_python, percentile, row};
-use soulbox_engine::{Engine, ExecRequest, Language};
+use soulbox_engine::{Engine, Language};
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const IN_PROCESS_RUNS: usize = 500;
 const HEAVY_RUNS: usize = 100;
@@ -85,43 +85,15 @@ async fn latencies(
     runs: usize,
     pace: Pace,
 ) -> anyhow::Result<Vec<Duration>> {
-    for _ in 0..runs / 10 {
-        engine.execute(ExecRequest::new(language, code)).await?; // warm up
-    }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        if let Pace::Idle = pace {
-            tokio::time::sleep(IDLE_GAP).await;
-        }
-        let started = Instant::now();
-        let result = engine.execute(ExecRequest::new(language, code)).await?;
-        samples.push(started.elapsed());
-        anyhow::ensure!(result.exit_code == 0, "{code}: {}", result.stderr);
-    }
-    Ok(samples)
+    let gap = match pace {
+        Pace::Idle => Some(IDLE_GAP),
+        Pace::BackToBack => None,
+    };
+    soulbox_benches::execution_latencies(engine, language, code, runs, gap).await
 }
 
 async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
-    let concurrency = 2 * std::thread::available_parallelism().map_or(1, |n| n.get());
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let engine = engine.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut done = 0u64;
-            while started.elapsed() < THROUGHPUT_WINDOW {
-                let result = engine.execute(ExecRequest::new(Language::Python, "print(1 + 1)")).await?;
-                anyhow::ensure!(result.stdout == "2\n");
-                done += 1;
-            }
-            Ok(done)
-        }));
-    }
-    let mut total = 0;
-    for task in tasks {
-        total += task.await??;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64())
+    soulbox_benches::fresh_throughput(engine, THROUGHPUT_WINDOW).await
 }
 
 fn soulbox_binary() -> anyhow::Result<PathBuf> {
