@@ -13,9 +13,10 @@
 //! Rows are medians (p50) unless they say otherwise. "10 ms gaps" leaves 10 ms between requests,
 //! as LLM tool calls arrive; "back-to-back" sends the next the moment the last is answered.
 //!
-//! `peers-report --loop fresh|cell [--seconds N] [--gap-ms G]` instead runs one SoulBox workload
-//! alone, back-to-back or with gaps, and prints its p50, for a profiler (`perf record -g --
-//! target/release/peers-report --loop fresh`).
+//! `peers-report --loop fresh|cell|throughput [--seconds N] [--gap-ms G]` instead runs one
+//! SoulBox workload alone, back-to-back or with gaps, and prints its p50 (or, for `throughput`,
+//! fresh executions/s with twice as many in flight as cores), for a profiler (`perf record -g
+//! -- target/release/peers-report --loop fresh`).
 
 use anyhow::Context;
 use soulbox_benches::wrk::{Load, wrk};
@@ -283,6 +284,11 @@ fn profile_loop(workload: &str, length: Duration, gap: Duration) -> anyhow::Resu
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
     runtime.block_on(async {
+        if workload == "throughput" {
+            let rate = throughput(&engine).await?;
+            eprintln!("{rate:.0} fresh executions/s");
+            return Ok(());
+        }
         let root = tempfile::tempdir()?;
         let sandboxes = Sandboxes::new(
             engine.clone(),
@@ -302,7 +308,7 @@ fn profile_loop(workload: &str, length: Duration, gap: Duration) -> anyhow::Resu
                     engine.execute(ExecRequest::new(Language::Python, FRESH)).await?;
                 }
                 "cell" => cell(&sandbox, CELL).await?,
-                other => anyhow::bail!("unknown workload {other:?}: fresh or cell"),
+                other => anyhow::bail!("unknown workload {other:?}: fresh, cell or throughput"),
             }
             samples.push(run.elapsed());
         }
