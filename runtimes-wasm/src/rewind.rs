@@ -27,15 +27,20 @@
 //! instead, so wasmtime resets its slot, when:
 //! - its execution did not end normally;
 //! - its memory grew (wasm memory cannot shrink, and the guest can see its size);
-//! - it wrote more than [`MAX_REWIND_BYTES`] (copying that back costs more than a new guest);
+//! - it has written more than [`MAX_REWIND_BYTES`] since its slot was mapped (every rewind copies
+//!   all of it back);
 //! - pagemap cannot be read.
 
 use crate::checkpoint::dirty::{CHUNK_BYTES, written_chunks};
 use crate::checkpoint::{Pristine, state_memory};
 
-/// The most written memory a guest may have and still be rewound: past it, copying the pages
-/// back costs more than instantiating and warming a new guest.
-pub const MAX_REWIND_BYTES: usize = 16 << 20;
+/// The most written memory a guest may have and still be rewound. A page copied back stays the
+/// slot's private page, so a guest's written set only grows, and every later rewind copies all
+/// of it: a guest that once ran pandas (about 8 MiB written) would make every `print` after it
+/// pay for 8 MiB (in `report`, fresh executions/s fell from about 1,200 to 550). Past this, the
+/// guest is dropped and its replacement starts again from what the warm-up writes (about
+/// 1.2 MiB for Python).
+pub const MAX_REWIND_BYTES: usize = 4 << 20;
 
 /// Why a guest was dropped instead of rewound (logged at debug level).
 #[derive(Debug, thiserror::Error)]
