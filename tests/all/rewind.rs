@@ -46,7 +46,6 @@ os.chdir("/tmp")
 open("/tmp/left.txt", "w").write("x")
 os.makedirs("/left_dir", exist_ok=True)
 open("/left_dir/left.txt", "w").write("x")
-kept = [object() for _ in range(10_000)]
 print(random.random(), np.random.rand())
 "#;
 
