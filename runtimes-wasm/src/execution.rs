@@ -65,7 +65,8 @@ pub(crate) struct Prepared {
     /// The module's identity (its cache key's content): a context checkpoint names it, and
     /// restores only into it.
     pub(crate) module: String,
-    /// A never-run instance, made at the first checkpoint: what captures compare against.
+    /// A never-run instance, made at the first checkpoint or rewind: what captures compare
+    /// against and rewinds copy back from.
     pub(crate) pristine: std::sync::OnceLock<Pristine>,
 }
 
