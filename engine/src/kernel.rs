@@ -239,24 +239,33 @@ pub struct KernelImage {
     /// this same kernel returned (0, the default, when not known): the engine reuses what it
     /// stored for them without reading them again.
     pub kept: usize,
+    /// Whether the engine restores this very image into several kernels (a fork of many):
+    /// a backend may then back them all with one copy of its state rather than one each.
+    /// False by default.
+    pub shared: bool,
 }
 
 impl KernelImage {
     /// An image of a `language` context, as its backend encoded it, in one part.
     pub fn new(language: Language, bytes: Vec<u8>) -> Self {
-        KernelImage { language, parts: vec![Arc::from(bytes)], kept: 0 }
+        KernelImage { language, parts: vec![Arc::from(bytes)], kept: 0, shared: false }
     }
 
     /// An image of a `language` context in `parts`, which
     /// [`Backend::restore_kernel`](crate::Backend::restore_kernel) gets back in the same order.
     pub fn from_parts(language: Language, parts: Vec<Arc<[u8]>>) -> Self {
-        KernelImage { language, parts, kept: 0 }
+        KernelImage { language, parts, kept: 0, shared: false }
     }
 
     /// The same image, saying its first `kept` parts are those of the previous image this
     /// kernel returned ([`KernelImage::kept`]).
     pub fn with_kept(self, kept: usize) -> Self {
         KernelImage { kept: kept.min(self.parts.len()), ..self }
+    }
+
+    /// The same image, to be restored into several kernels ([`KernelImage::shared`]).
+    pub fn into_shared(self) -> Self {
+        KernelImage { shared: true, ..self }
     }
 
     /// Its size in bytes, all parts together.

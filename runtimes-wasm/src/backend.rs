@@ -44,6 +44,11 @@ pub struct WasmConfig {
     /// Where guests run: worker threads in this process, or one child process per worker
     /// thread. Default: [`Workers::Threads`].
     pub workers: Workers,
+    /// When the engine restores one checkpoint into several contexts (a fork of many), map
+    /// one shared copy of its pages into all of them, copy-on-write, instead of copying the
+    /// pages into each (Linux with 4 KiB pages; elsewhere, or where it cannot be done safely,
+    /// they are copied). Default: true.
+    pub share_fork_pages: bool,
 }
 
 impl Default for WasmConfig {
@@ -55,6 +60,7 @@ impl Default for WasmConfig {
             progress: false,
             prewarm: true,
             workers: Workers::Threads,
+            share_fork_pages: true,
         }
     }
 }
@@ -81,6 +87,10 @@ pub(crate) struct Inner {
     pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
     /// Python guests rewound for another execution instead of replaced, for gauges and tests.
     pub(crate) guests_rewound: std::sync::atomic::AtomicU64,
+    /// Contexts restored by mapping a shared copy of their checkpoint's pages, for tests.
+    pub(crate) contexts_mapped: std::sync::atomic::AtomicU64,
+    /// Page files of images being restored into several kernels ([`crate::checkpoint::cow`]).
+    pub(crate) shared_pages: crate::checkpoint::cow::SharedPages,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
@@ -119,6 +129,8 @@ impl WasmBackend {
                 pool,
                 contexts_alive: Arc::default(),
                 guests_rewound: Default::default(),
+                contexts_mapped: Default::default(),
+                shared_pages: Default::default(),
                 _ticker: ticker,
                 _scratch_claim: scratch_claim,
             }),
@@ -137,6 +149,12 @@ impl WasmBackend {
     /// memory until its sandbox is killed or the context removed.
     pub fn contexts_alive(&self) -> usize {
         self.inner.contexts_alive.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Contexts restored, since the backend opened, by mapping one shared copy of their
+    /// checkpoint's pages (a fork of several) rather than copying the pages into each.
+    pub fn contexts_mapped(&self) -> u64 {
+        self.inner.contexts_mapped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Python guests rewound to a new guest's state for another execution, instead of dropped

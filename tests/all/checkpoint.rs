@@ -128,3 +128,56 @@ async fn forks_carry_the_state_over_then_diverge() {
     );
     assert_eq!(a, b, "a seed the code sets is the code's");
 }
+
+/// Forks of several share one copy of their checkpoint's pages (mapped copy-on-write), and the
+/// pool slots they used come back clean: a dedicated backend small enough that what runs
+/// after the forks runs in their slots.
+#[tokio::test]
+async fn forks_of_several_share_their_pages_and_leave_their_slots_clean() {
+    use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
+    let settings = EngineSettings { pool_slots: 24, ..EngineSettings::default() };
+    let backend = WasmBackend::open(WasmConfig { settings, prewarm: false, ..WasmConfig::default() }).unwrap();
+    backend.prepare().unwrap();
+    let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
+    let sandboxes = soulbox_tests::sandboxes_on(&engine);
+    let source = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let setup = "secret = 'from the source ' * 100\nitems = list(range(50_000))\nprint(len(items))";
+    text(&source.run_code(setup, RunOptions::default()).await.unwrap());
+    text(&source.run_code("let kept = 'js ' + 'x'.repeat(100000); kept.length", js()).await.unwrap());
+
+    let forks = sandboxes.fork(&source, 4).await.unwrap();
+    assert_eq!(backend.contexts_mapped(), 8, "every fork's two contexts map the shared pages");
+    for (i, fork) in forks.iter().enumerate() {
+        let seen = format!("items.append({i}); print(len(items), items[-1], secret[:15])");
+        assert_eq!(
+            text(&fork.run_code(&seen, RunOptions::default()).await.unwrap()).trim(),
+            format!("50001 {i} from the source")
+        );
+        assert_eq!(text(&fork.run_code("kept.length", js()).await.unwrap()).trim(), "100003");
+    }
+    // A fork's checkpoint holds the pages it shares and never wrote: paused and resumed, it
+    // still has its source's state, and its own.
+    forks[1].pause().await.unwrap();
+    let after =
+        text(&forks[1].run_code("print(len(items), items[-1], secret[:15])", RunOptions::default()).await.unwrap());
+    assert_eq!(after.trim(), "50001 1 from the source");
+    assert_eq!(text(&forks[1].run_code("kept.length", js()).await.unwrap()).trim(), "100003");
+    let source_view = text(&source.run_code("print(len(items))", RunOptions::default()).await.unwrap());
+    assert_eq!(source_view.trim(), "50000", "the source saw none of its forks' writes");
+
+    for fork in &forks {
+        sandboxes.kill(fork.id()).unwrap().await;
+    }
+    sandboxes.kill(source.id()).unwrap().await;
+    assert_eq!(backend.contexts_alive(), 0, "every context is gone, its slot back in the pool");
+    // Fill every slot again: new contexts and one-shot executions start from the module's
+    // pages, not from a fork's.
+    let fresh = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let clean = "print('secret' in globals(), 'items' in globals())";
+    assert_eq!(text(&fresh.run_code(clean, RunOptions::default()).await.unwrap()).trim(), "False False");
+    assert_eq!(text(&fresh.run_code("typeof kept", js()).await.unwrap()).trim(), "'undefined'");
+    for _ in 0..24 {
+        let result = engine.execute(soulbox_engine::ExecRequest::new(Language::Python, clean)).await.unwrap();
+        assert_eq!(result.stdout.trim(), "False False", "{result:?}");
+    }
+}

@@ -20,6 +20,10 @@
 //! and, in a third table, templates: saving the set-up sandbox as a template, and starting a
 //! sandbox from it and running its first cell (the set-up's state is there, nothing re-run);
 //!
+//! and, in a fourth table, forks of 10 with one shared copy of the checkpoint's pages mapped
+//! into every fork (the default) against a copy each (`share_fork_pages: false`): time and
+//! memory per fork;
+//!
 //! and, last, the plain Python sandbox's pause and per-cell durability again with its
 //! checkpoints also uploaded to an S3-compatible object store (moto's server on loopback,
 //! from `target/moto-venv`, which `scripts/bench.sh` installs);
@@ -197,6 +201,40 @@ async fn resume_after_restart(
     Ok(times)
 }
 
+/// Forks of 10 from a set-up sandbox on `engine`: the time per fork, and the memory each adds
+/// (the process's proportional set size, which splits a page mapped by several forks between
+/// them, measured before and after the forks, divided by 10), one sample per round.
+async fn forks_of_ten(
+    engine: &Engine,
+    dirs: &std::path::Path,
+    template: Template,
+) -> anyhow::Result<(Vec<Duration>, Vec<f64>)> {
+    let sandboxes = Sandboxes::new(engine.clone(), config(dirs))?;
+    let sandbox = sandboxes.create(SandboxSpec { template, ..SandboxSpec::default() }).await?;
+    sandbox.run_code(setup(template), options(template)).await?;
+    let (mut times, mut memory) = (Vec::new(), Vec::new());
+    for _ in 0..FORK_RUNS {
+        let before = proportional_set_size()?;
+        let started = Instant::now();
+        let forks = sandboxes.fork(&sandbox, 10).await?;
+        times.push(started.elapsed() / 10);
+        memory.push((proportional_set_size()? - before) / 10.0);
+        for fork in forks {
+            sandboxes.kill(fork.id())?;
+        }
+    }
+    sandboxes.kill(sandbox.id())?;
+    Ok((times, memory))
+}
+
+/// This process's proportional set size, in MiB.
+fn proportional_set_size() -> anyhow::Result<f64> {
+    let rollup = std::fs::read_to_string("/proc/self/smaps_rollup")?;
+    let line = rollup.lines().find(|line| line.starts_with("Pss:")).ok_or_else(|| anyhow::anyhow!("no Pss"))?;
+    let kib: f64 = line.trim_start_matches("Pss:").trim().trim_end_matches("kB").trim().parse()?;
+    Ok(kib / 1024.0)
+}
+
 /// moto's S3-compatible server on a free loopback port, killed when dropped.
 struct Moto(std::process::Child, String);
 
@@ -337,6 +375,33 @@ fn main() -> anyhow::Result<()> {
             pair(&f.from_template),
             ms(recreate),
             recreate.as_secs_f64() / from.as_secs_f64(),
+        );
+    }
+    let copying = {
+        use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
+        let backend = WasmBackend::open(WasmConfig { share_fork_pages: false, ..WasmConfig::default() })?;
+        backend.prepare()?;
+        Engine::builder().backend(backend).build()
+    };
+    println!(
+        "\nForks of 10: one shared copy of the checkpoint's pages mapped into every fork, against a copy each ({FORK_RUNS} rounds; p50; memory: the process's proportional set size added per fork)\n"
+    );
+    println!("| sandbox | per fork, shared | per fork, copied | memory per fork, shared | memory per fork, copied |");
+    println!("|---|---|---|---|---|");
+    let median = |values: &mut Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    for template in [Template::Python, Template::DataScience, Template::JavaScript] {
+        let dirs = root.path().join(format!("forks-{template}"));
+        let (shared, mut shared_memory) = runtime.block_on(forks_of_ten(&engine, &dirs.join("shared"), template))?;
+        let (copied, mut copied_memory) = runtime.block_on(forks_of_ten(&copying, &dirs.join("copied"), template))?;
+        println!(
+            "| {template} | {} | {} | {:.2} MiB | {:.2} MiB |",
+            ms(percentile(&shared, 0.5)),
+            ms(percentile(&copied, 0.5)),
+            median(&mut shared_memory),
+            median(&mut copied_memory),
         );
     }
     let moto = Moto::start()?;

@@ -49,7 +49,13 @@ impl Sandboxes {
         let reservation = self.reserve(source.owner(), None, count)?;
         let span = tracing::info_span!("sandbox_fork", sandbox = %source.id(), count);
         let forks = async {
-            let from = source.fork_source().await?;
+            let mut from = source.fork_source().await?;
+            if count > 1 {
+                // Every fork restores the same images: a backend may back them with one copy.
+                for copy in &mut from.contexts {
+                    copy.image = copy.image.take().map(crate::kernel::KernelImage::into_shared);
+                }
+            }
             // Forks made so far are shut if a later one fails (or the caller gives up).
             let mut forks: Vec<Unopened> = Vec::with_capacity(count);
             for _ in 0..count {

@@ -25,8 +25,15 @@ const FILE_OR_SHARED: u64 = 1 << 61;
 
 /// Indices of the [`CHUNK_BYTES`] chunks of `live` that differ from `pristine` (bytes past
 /// `pristine`'s end compare with zeros). `live.len()` must be a multiple of [`CHUNK_BYTES`].
-pub fn changed_chunks(live: &[u8], pristine: &[u8]) -> Vec<u32> {
-    let candidates = written_chunks(live);
+/// `mapped` are chunks to compare even where pagemap shows no write (a file mapped over the
+/// memory: [`super::cow`]).
+pub fn changed_chunks(live: &[u8], pristine: &[u8], mapped: impl IntoIterator<Item = usize>) -> Vec<u32> {
+    let candidates = written_chunks(live).map(|mut written| {
+        written.extend(mapped);
+        written.sort_unstable();
+        written.dedup();
+        written
+    });
     let mut changed = Vec::new();
     let mut consider = |index: usize| {
         let start = index * CHUNK_BYTES;
@@ -86,7 +93,7 @@ mod tests {
         live[CHUNK_BYTES + 10] = 8; // changed in the image
         live[2 * CHUNK_BYTES] = 7; // written with the same byte: unchanged
         live[6 * CHUNK_BYTES + 1] = 1; // past the image
-        assert_eq!(changed_chunks(&live, &pristine), vec![1, 6]);
+        assert_eq!(changed_chunks(&live, &pristine, []), vec![1, 6]);
     }
 
     #[test]

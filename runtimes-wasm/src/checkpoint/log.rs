@@ -182,7 +182,7 @@ mod tests {
                 }
             }
             let parts_before = log.parts().len();
-            log.record(&live, &changed_chunks(&live, &pristine));
+            log.record(&live, &changed_chunks(&live, &pristine, []));
             match log.parts().len() {
                 n if n == parts_before + 1 => deltas += 1,
                 n if n < parts_before || parts_before == 0 => rebases += 1,
@@ -204,12 +204,12 @@ mod tests {
             live[index * 2 * CHUNK_BYTES] = 1;
         }
         let mut log = CaptureLog::default();
-        log.record(&live, &changed_chunks(&live, &pristine));
+        log.record(&live, &changed_chunks(&live, &pristine, []));
         let base = log.parts().len();
-        log.record(&live, &changed_chunks(&live, &pristine));
+        log.record(&live, &changed_chunks(&live, &pristine, []));
         assert_eq!(log.parts().len(), base, "nothing changed");
         live[10 * CHUNK_BYTES + 5] = 9;
-        log.record(&live, &changed_chunks(&live, &pristine));
+        log.record(&live, &changed_chunks(&live, &pristine, []));
         assert_eq!(log.parts().len(), base + 1);
         assert_eq!(log.parts().last().unwrap().1.len(), CHUNK_BYTES, "only the chunk that changed");
     }

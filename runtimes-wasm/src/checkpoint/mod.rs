@@ -5,8 +5,10 @@
 //! from the module's initial image ([`dirty`]), every mutable global (exported for this by
 //! [`exports`], private ones included) and the guest's monotonic clock, into a
 //! [`ContextImage`]. A live context keeps a [`log`] of its checkpoints, so that a checkpoint
-//! after a cell is the one before plus a part holding what the cell changed. `restore` instantiates the same module afresh (copy-on-write from its
-//! image), grows the memory, writes the pages, sets the globals and continues the clock.
+//! after a cell is the one before plus a part holding what the cell changed. `restore`
+//! instantiates the same module afresh (copy-on-write from its image), grows the memory,
+//! writes the pages (or, for an image restored into several kernels, maps one shared copy of
+//! them: [`cow`]), sets the globals and continues the clock.
 //!
 //! What the host keeps for a context is rebuilt, not saved: its WASI world is made the way the
 //! context was first made (the same arguments, environment and preopens in the same order, so
@@ -20,6 +22,7 @@
 //! Invariant: an image restores only into the module it came from (its key is in the header),
 //! and a restore either completes or leaves nothing behind.
 
+pub(crate) mod cow;
 pub mod dirty;
 pub mod exports;
 pub mod image;
@@ -128,6 +131,7 @@ pub(crate) fn capture(
     pristine: &Pristine,
     module: &str,
     log: &mut CaptureLog,
+    mapped: Option<&cow::Overlay>,
 ) -> Result<ContextImage, CheckpointError> {
     let held = store.data_mut().held_open();
     if !held.is_empty() {
@@ -135,7 +139,8 @@ pub(crate) fn capture(
     }
     let memory = state_memory(store, instance)?;
     let live = memory.data(&*store);
-    log.record(live, &dirty::changed_chunks(live, pristine.image()));
+    let mapped = mapped.into_iter().flat_map(cow::Overlay::chunks);
+    log.record(live, &dirty::changed_chunks(live, pristine.image(), mapped));
     let header = Header {
         module: module.to_owned(),
         memory_pages: memory.size(&*store),
@@ -154,13 +159,16 @@ pub(crate) fn unchanged(log: &CaptureLog) -> Option<ContextImage> {
     Some(ContextImage { header, memory: log.parts().iter().map(|(_, bytes)| Arc::clone(bytes)).collect() })
 }
 
-/// Makes a fresh, never-run `instance` of `module` the context `image` captured.
+/// Makes a fresh, never-run `instance` of `module` the context `image` captured. Given `shared`
+/// (the image's pages in a shared file), it maps them rather than copying where it can, and
+/// returns the overlay, which must be dropped before `store`.
 pub(crate) fn restore(
     store: &mut Store<GuestState>,
     instance: &Instance,
     image: ContextImage,
     module: &str,
-) -> Result<(), CheckpointError> {
+    shared: Option<Arc<cow::PageFile>>,
+) -> Result<Option<cow::Overlay>, CheckpointError> {
     let ContextImage { header, memory: data } = image;
     if header.module != module {
         return Err(CheckpointError::OtherModule { expected: module.to_owned(), found: header.module.clone() });
@@ -185,11 +193,24 @@ pub(crate) fn restore(
         return Err(CheckpointError::Corrupt(format!("chunk {index} lies past its memory's end")));
     }
     memory.grow(&mut *store, header.memory_pages - pages).map_err(|e| CheckpointError::wasm(&e))?;
-    let parts: Vec<log::Part> = header.parts.iter().cloned().zip(data).collect();
-    log::apply(memory.data_mut(&mut *store), &parts);
+    let live = memory.data_mut(&mut *store);
+    // SAFETY: `live` is the whole memory of `instance`, a pool slot, and the overlay goes to
+    // the caller, who drops it before the store (the contract this function states).
+    #[allow(unsafe_code)]
+    let overlay = shared.and_then(|file| match unsafe { cow::Overlay::map(live, file) } {
+        Ok(overlay) => Some(overlay),
+        Err(reason) => {
+            tracing::debug!(%reason, "copying the checkpoint's pages instead of mapping them");
+            None
+        }
+    });
+    if overlay.is_none() {
+        let parts: Vec<log::Part> = header.parts.iter().cloned().zip(data).collect();
+        log::apply(memory.data_mut(&mut *store), &parts);
+    }
     set_globals(store, instance, &header.globals)?;
     store.data().clock.continue_from(header.monotonic_ns);
-    Ok(())
+    Ok(overlay)
 }
 
 /// Sets `instance`'s mutable globals, by absolute index, to `values`.

@@ -50,7 +50,14 @@ pub(super) fn capture(
         arm_for_own_turn(inner, live)?;
         execution::block_on(python::release(live)).map_err(|e| RuntimeError::wasm(&e))?;
     }
-    let image = checkpoint::capture(&mut live.store, &live.instance, pristine, &prepared.module, &mut live.log)?;
+    let image = checkpoint::capture(
+        &mut live.store,
+        &live.instance,
+        pristine,
+        &prepared.module,
+        &mut live.log,
+        live.overlay.as_ref(),
+    )?;
     Ok(KernelImage::from_parts(spec.language, image.encode()).with_kept(live.log.kept()))
 }
 
@@ -66,7 +73,9 @@ fn arm_for_own_turn(inner: &Inner, live: &mut Live) -> Result<(), RuntimeError> 
 }
 
 /// Rebuilds a context from `image` (blocking; on a worker thread): a fresh instance in a world
-/// made as the context's first one was, given the captured state. No guest code runs.
+/// made as the context's first one was, given the captured state. No guest code runs. An
+/// image the engine restores into several kernels ([`KernelImage::shared`]) has its pages
+/// mapped from one shared copy where the platform allows ([`checkpoint::cow`]).
 pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> Result<Live, BackendError> {
     if image.language != spec.language {
         return Err(BackendError::BadCheckpoint(format!(
@@ -82,10 +91,31 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
         (Interpreter::JavaScript, WasmLanguage::JavaScript) => javascript::store(inner, spec)?,
         _ => return Err(RuntimeError::Wasm(format!("the {language} module runs another interpreter")).into()),
     };
+    let pages = match image.shared && inner.config.share_fork_pages {
+        true => shared_pages(inner, &prepared, image, &decoded),
+        false => None,
+    };
     let instance =
         execution::block_on(prepared.instance_pre.instantiate_async(&mut store)).map_err(|e| RuntimeError::wasm(&e))?;
-    checkpoint::restore(&mut store, &instance, decoded, &prepared.module)?;
-    Ok(Live { store, instance, log: CaptureLog::default(), _alive: AliveCount::new(inner) })
+    let overlay = checkpoint::restore(&mut store, &instance, decoded, &prepared.module, pages)?;
+    if overlay.is_some() {
+        inner.contexts_mapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Live { overlay, store, instance, log: CaptureLog::default(), _alive: AliveCount::new(inner) })
+}
+
+/// The shared page file of `image` (made by the first of its restores), or `None` where it
+/// cannot be made: the restore then copies.
+fn shared_pages(
+    inner: &Inner,
+    prepared: &execution::Prepared,
+    image: &KernelImage,
+    decoded: &ContextImage,
+) -> Option<std::sync::Arc<checkpoint::cow::PageFile>> {
+    let pristine = prepared.pristine(inner).ok()?;
+    let pages =
+        inner.shared_pages.get_or_build(&image.parts, || checkpoint::cow::PageFile::build(decoded, pristine.image()));
+    pages.inspect_err(|reason| tracing::debug!(%reason, "no shared page file; copying")).ok()
 }
 
 /// Reseeds the context's random generators from fresh entropy (a fork; blocking, on a worker

@@ -41,6 +41,10 @@ const STOP_CHECK_TICKS: u64 = 10;
 
 /// One live interpreter instance.
 pub(crate) struct Live {
+    /// A checkpoint's pages mapped over its memory, for a context restored copy-on-write.
+    /// Declared before `store`, so dropped first: it maps the slot's own pages back before
+    /// wasmtime frees the slot (see [`crate::checkpoint::cow`]).
+    overlay: Option<crate::checkpoint::cow::Overlay>,
     store: Store<GuestState>,
     instance: Instance,
     /// Its checkpoints so far (empty until the first; a restored context starts a new one).
@@ -130,7 +134,13 @@ fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
         WasmLanguage::Python => python::start(inner, spec)?,
         WasmLanguage::JavaScript => javascript::start(inner, spec)?,
     };
-    Ok(Live { store, instance, log: crate::checkpoint::CaptureLog::default(), _alive: AliveCount::new(inner) })
+    Ok(Live {
+        overlay: None,
+        store,
+        instance,
+        log: crate::checkpoint::CaptureLog::default(),
+        _alive: AliveCount::new(inner),
+    })
 }
 
 /// A store for a context: its guest sees the sandbox's workspace as `/` (reserved directories
