@@ -343,7 +343,7 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
             }
             Python::run_code(store, instance, &request.code).await
         }
-        WasmLanguage::JavaScript => JavaScript::run(store, instance, &guest.argv).await,
+        WasmLanguage::JavaScript => JavaScript::run(store, instance, &guest.argv, &request.code).await,
     }
 }
 

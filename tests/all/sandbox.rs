@@ -193,6 +193,28 @@ async fn javascript_keeps_state_and_reports_values_and_errors() {
 }
 
 #[tokio::test]
+async fn javascript_cells_wait_for_their_timeouts_and_intervals_carry_over() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
+    let waited =
+        sandbox.run_code("setTimeout(() => console.log('later'), 20); console.log('now')", js()).await.unwrap();
+    assert_eq!(waited.stdout, "now\nlater\n", "a cell waits for its timeouts: {waited:?}");
+    // An interval fires while a cell waits, but does not keep it waiting on its own: it stays
+    // set in the context and goes on firing during later cells.
+    let set =
+        sandbox.run_code("let fired = 0; const every = setInterval(() => fired++, 1); 'set'", js()).await.unwrap();
+    assert_eq!(set.text(), Some("'set'"), "{set:?}");
+    let later = "await new Promise(r => setTimeout(r, 30)); clearInterval(every); fired > 0";
+    let fired = sandbox.run_code(later, js()).await.unwrap();
+    assert_eq!(fired.text(), Some("true"), "{fired:?}");
+    let after = sandbox
+        .run_code("const before = fired; await new Promise(r => setTimeout(r, 10)); fired === before", js())
+        .await
+        .unwrap();
+    assert_eq!(after.text(), Some("true"), "a cleared interval stays cleared: {after:?}");
+}
+
+#[tokio::test]
 async fn python_and_javascript_share_the_workspace() {
     let sandboxes = sandboxes();
     let env = [("GREETING".to_owned(), "hello".to_owned())].into();

@@ -12,8 +12,9 @@ use wasm_encoder::ExportKind;
 use wasmparser::{KnownCustom, Name, Parser, Payload};
 
 /// Internal functions exported, as `(internal name, export name)`.
-pub const EXTRA_EXPORTS: [(&str, &str); 4] = [
+pub const EXTRA_EXPORTS: [(&str, &str); 5] = [
     ("JS_GetRuntime", "soulbox_get_runtime"),
+    ("JS_Eval", "soulbox_js_eval"),
     ("JS_ExecutePendingJob", "soulbox_execute_pending_job"),
     ("eval_buf", "soulbox_eval_buf"),
     ("js_std_dump_error", "soulbox_dump_error"),

@@ -1,15 +1,18 @@
 //! JavaScript: the QuickJS-NG reactor, one fresh instance per execution.
 //!
 //! Per execution: instantiate, `_initialize` (wasi-libc constructors), then
-//! `qjs_init_argv(["qjs", "--std", "-e", code, "--", args...])`, which evaluates the script with
-//! `std` and `os` available. Then promise jobs are run until none is left (so `async` code and
-//! `.then` callbacks complete), and `std.out`/`std.err` are flushed. The script's exit status
-//! is 0, 1 for an uncaught exception (printed on stderr), or the value given to `std.exit`.
-//! Known gaps of the reactor: timers (`os.setTimeout`) need QuickJS's event loop, which it does
-//! not expose, so they never fire; an unhandled promise rejection is not reported; and when the
-//! script throws, `std.out` output still buffered is lost (`console.log` is unbuffered).
+//! `qjs_init_argv(["qjs", "--std", "-e", "", "--", args...])`, which makes a context with `std`
+//! and `os` as globals, then the timers (`timers.js`: `setTimeout`, `setInterval`,
+//! `setImmediate` and their `clear*`), then the script itself, as a global script named
+//! `<cmdline>`. Then the host runs the event loop ([`event_loop`]: promise jobs, then due timers,
+//! until no timer is left) and flushes `std.out`/`std.err`, also after a script that threw. The
+//! script's exit status is 0, 1 for an uncaught exception (printed on stderr), or the value given
+//! to `std.exit`. A known gap: an unhandled promise rejection is not reported.
 
+mod event_loop;
 mod exports;
+
+pub(crate) use event_loop::{Stop, run as run_event_loop};
 
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
@@ -22,6 +25,10 @@ use wasmtime::{Instance, Store};
 const ARGV0: &str = "qjs";
 /// Code run after the script and its jobs, so buffered `std.out` output is not lost.
 const FLUSH: &str = "std.out.flush(); std.err.flush();";
+/// The timers, evaluated in every guest before any user code.
+const TIMERS: &str = include_str!("timers.js");
+/// The name the script runs under (in its errors' stack traces), as `qjs -e` names it.
+const SCRIPT_NAME: &str = "<cmdline>";
 
 /// The JavaScript runtime's files.
 #[derive(Debug, Clone)]
@@ -39,7 +46,7 @@ impl JavaScript {
 
     /// What identifies the module SoulBox compiles.
     pub fn content_key(&self) -> String {
-        format!("qjs:{}:exports-v1", self.sha256)
+        format!("qjs:{}:exports-v2", self.sha256)
     }
 
     /// The module to compile: the verified reactor with SoulBox's extra exports.
@@ -52,9 +59,9 @@ impl JavaScript {
         exports::add_internal_exports(&bytes)
     }
 
-    /// The guest's argv.
+    /// The guest's argv (the code itself is evaluated afterwards, by [`JavaScript::run`]).
     pub fn argv(request: &ExecRequest) -> Vec<String> {
-        let mut argv = vec![ARGV0.to_owned(), "--std".into(), "-e".into(), request.code.clone()];
+        let mut argv = vec![ARGV0.to_owned(), "--std".into(), "-e".into(), String::new()];
         if !request.args.is_empty() {
             argv.push("--".into());
             argv.extend(request.args.iter().cloned());
@@ -63,16 +70,9 @@ impl JavaScript {
     }
 
     /// Starts a stateful context in a fresh `instance`: `qjs --std -e ''` with `env` from the
-    /// WASI context, leaving `std` and `os` as globals for later `eval`s.
+    /// WASI context, leaving `std` and `os` as globals for later `eval`s, and the timers.
     pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
-        call0(store, instance, "_initialize").await?;
-        let argv = Self::context_argv();
-        let argv_ptr = write_argv(store, instance, &argv).await?;
-        let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
-        match init.call_async(&mut *store, (i32::try_from(argv.len())?, argv_ptr)).await? {
-            0 => Ok(()),
-            status => wasmtime::bail!("the JavaScript context did not start (status {status})"),
-        }
+        start(store, instance, &Self::context_argv()).await
     }
 
     /// The guest's argv for a stateful context.
@@ -80,28 +80,48 @@ impl JavaScript {
         [ARGV0, "--std", "-e", ""].map(String::from).into()
     }
 
-    /// Runs the script in a fresh `instance`; returns its exit status.
-    pub async fn run(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<i32> {
-        call0(store, instance, "_initialize").await?;
-        let argv_ptr = write_argv(store, instance, argv).await?;
-        let argc = i32::try_from(argv.len())?;
-        let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
-        if init.call_async(&mut *store, (argc, argv_ptr)).await? != 0 {
-            // The script threw: qjs printed the error and tore its context down, so there are
-            // no jobs to run and nothing left to flush.
-            return Ok(1);
-        }
-        let jobs_ok = run_pending_jobs(store, instance).await?;
+    /// Runs `code` as a script in a fresh `instance` started with `argv`, then its event loop
+    /// until no timer is left; returns its exit status.
+    pub async fn run(
+        store: &mut Store<GuestState>,
+        instance: &Instance,
+        argv: &[String],
+        code: &str,
+    ) -> wasmtime::Result<i32> {
+        start(store, instance, argv).await?;
+        // As Node: a script that throws ends there, its timers and jobs never run.
+        let ok = eval_named(store, instance, code, SCRIPT_NAME).await?
+            && event_loop::run(store, instance, Stop::WhenIdle).await?;
         eval(store, instance, FLUSH).await?;
-        Ok(if jobs_ok { 0 } else { 1 })
+        Ok(if ok { 0 } else { 1 })
     }
+}
+
+/// `_initialize`, then `qjs_init_argv(argv)` (whose `-e` script must be empty), then the timers.
+async fn start(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<()> {
+    call0(store, instance, "_initialize").await?;
+    let argv_ptr = write_argv(store, instance, argv).await?;
+    let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
+    match init.call_async(&mut *store, (i32::try_from(argv.len())?, argv_ptr)).await? {
+        0 => {}
+        status => wasmtime::bail!("the JavaScript context did not start (status {status})"),
+    }
+    if !eval_named(store, instance, TIMERS, "<timers>").await? {
+        wasmtime::bail!("the JavaScript timers failed to load");
+    }
+    Ok(())
+}
+
+/// The guest's `JSContext`.
+async fn qjs_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<i32> {
+    instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await
 }
 
 pub(crate) async fn call0(store: &mut Store<GuestState>, instance: &Instance, name: &str) -> wasmtime::Result<()> {
     instance.get_typed_func::<(), ()>(&mut *store, name)?.call_async(&mut *store, ()).await
 }
 
-async fn malloc(store: &mut Store<GuestState>, instance: &Instance, bytes: &[u8]) -> wasmtime::Result<i32> {
+pub(crate) async fn malloc(store: &mut Store<GuestState>, instance: &Instance, bytes: &[u8]) -> wasmtime::Result<i32> {
     let malloc = instance.get_typed_func::<i32, i32>(&mut *store, "malloc")?;
     let ptr = malloc.call_async(&mut *store, i32::try_from(bytes.len())?).await?;
     if ptr == 0 {
@@ -130,8 +150,7 @@ pub(crate) async fn write_argv(
 
 /// Runs queued promise jobs until none is left. False if a job threw (the error is printed).
 pub(crate) async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
-    let context =
-        instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    let context = qjs_context(store, instance).await?;
     let runtime = instance
         .get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?
         .call_async(&mut *store, context)
@@ -158,12 +177,21 @@ pub(crate) async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &I
 /// Evaluates `code` as a global script in the guest's context; false if it threw (the error is
 /// printed on stderr). The buffers are freed afterwards: a context lives for many cells.
 pub(crate) async fn eval(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<bool> {
-    let context =
-        instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await?;
+    eval_named(store, instance, code, "<soulbox>").await
+}
+
+/// [`eval`], the script named `name` in its errors.
+async fn eval_named(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    code: &str,
+    name: &str,
+) -> wasmtime::Result<bool> {
+    let context = qjs_context(store, instance).await?;
     let mut source = code.as_bytes().to_vec();
     source.push(0);
     let buf = malloc(store, instance, &source).await?;
-    let name = malloc(store, instance, b"<soulbox>\0").await?;
+    let name = malloc(store, instance, format!("{name}\0").as_bytes()).await?;
     let eval_buf = instance.get_typed_func::<(i32, i32, i32, i32, i32), i32>(&mut *store, "soulbox_eval_buf")?;
     let status = eval_buf.call_async(&mut *store, (context, buf, i32::try_from(code.len())?, name, 0)).await?;
     free(store, instance, buf).await?;
@@ -171,6 +199,6 @@ pub(crate) async fn eval(store: &mut Store<GuestState>, instance: &Instance, cod
     Ok(status == 0)
 }
 
-async fn free(store: &mut Store<GuestState>, instance: &Instance, ptr: i32) -> wasmtime::Result<()> {
+pub(crate) async fn free(store: &mut Store<GuestState>, instance: &Instance, ptr: i32) -> wasmtime::Result<()> {
     instance.get_typed_func::<i32, ()>(&mut *store, "free")?.call_async(&mut *store, ptr).await
 }

@@ -7,7 +7,7 @@ use super::{Live, context_store, start_failed};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution;
-use crate::javascript::{JavaScript, eval, run_pending_jobs};
+use crate::javascript::{JavaScript, Stop, eval, run_event_loop};
 use crate::language::WasmLanguage;
 use serde::Deserialize;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
@@ -59,11 +59,16 @@ pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
     Ok(())
 }
 
-/// Runs one cell.
-pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
+/// Runs one cell, then its event loop until it is idle or `deadline` is near.
+pub(super) async fn run(
+    live: &mut Live,
+    code: &str,
+    events: &EventSender,
+    deadline: std::time::Instant,
+) -> wasmtime::Result<()> {
     let (store, instance) = (&mut live.store, &live.instance);
     eval(store, instance, &format!("__soulbox.cell({})", serde_json::to_string(code)?)).await?;
-    run_pending_jobs(store, instance).await?;
+    run_event_loop(store, instance, Stop::BeforeDeadline(deadline)).await?;
     eval(store, instance, "__soulbox.flush()").await?;
     let stdout = store.data().stdout.clone();
     stdout.set_tap(None);

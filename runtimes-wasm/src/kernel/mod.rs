@@ -188,11 +188,12 @@ fn run_cell(
     arm(inner, spec, &mut live, cell, events)?;
     live.log.touch();
     let grace_deadline = cell.limits.deadline + HOST_CALL_GRACE;
+    let ends = Instant::now() + cell.limits.deadline;
     let finished = execution::block_on(async {
         let run = async {
             match language {
                 WasmLanguage::Python => python::run(&mut live, &cell.code, events).await,
-                WasmLanguage::JavaScript => javascript::run(&mut live, &cell.code, events).await,
+                WasmLanguage::JavaScript => javascript::run(&mut live, &cell.code, events, ends).await,
             }
         };
         tokio::select! {

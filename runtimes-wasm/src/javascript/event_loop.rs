@@ -1,0 +1,119 @@
+//! The JavaScript event loop, run by the host.
+//!
+//! The reactor has no event loop of its own, so the host runs one: it drains the promise jobs,
+//! then calls the guest's `__soulbox_tick` (defined by `timers.js`), which runs the earliest
+//! due timer or says how long to wait for it; the host sleeps that long (an async sleep: the
+//! worker pool counts the job as waiting) and goes round again, until no timer keeps the loop
+//! alive. As in Node, every promise job queued by a timer runs before the next timer.
+//!
+//! How it ends:
+//! - a script ([`Stop::WhenIdle`]) runs until no timer is left, as Node does; the guest's
+//!   deadline stops one that never ends (an endless `setInterval`), as any other guest code;
+//! - a context's cell ([`Stop::BeforeDeadline`]) waits for its timeouts and immediates, while
+//!   intervals fire but keep nothing waiting on their own, and it stops waiting before its
+//!   deadline: timers still pending then stay set in the context and fire during a later
+//!   cell, as in a notebook;
+//! - a timer callback that throws ends the loop: its error is printed on stderr, and a script
+//!   exits with status 1.
+
+use super::{free, malloc, qjs_context, run_pending_jobs};
+use soulbox_host_api::GuestState;
+use std::time::{Duration, Instant};
+use wasmtime::{Instance, Store};
+
+/// QuickJS's NaN-boxed values on wasm32 keep their tag in the high 32 bits.
+const TAG_INT: i32 = 0;
+const TAG_EXCEPTION: i32 = 6;
+/// How long before a cell's deadline its loop stops waiting for timers.
+pub(crate) const CELL_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+
+/// When the loop stops (see the module's documentation).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Stop {
+    /// When no referenced timer is left (a script).
+    WhenIdle,
+    /// When no referenced timeout or immediate is left, or before `deadline` (a context's
+    /// cell): pending timers stay set.
+    BeforeDeadline(Instant),
+}
+
+/// What one tick did.
+enum Tick {
+    Ran,
+    Wait(Duration),
+    Idle,
+    Threw,
+}
+
+/// Runs the event loop; false if a promise job or a timer threw (the error is printed).
+pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop: Stop) -> wasmtime::Result<bool> {
+    let code: &[u8] = match stop {
+        Stop::WhenIdle => b"__soulbox_tick(true)\0",
+        Stop::BeforeDeadline(_) => b"__soulbox_tick(false)\0",
+    };
+    let context = qjs_context(store, instance).await?;
+    let source = malloc(store, instance, code).await?;
+    let name = malloc(store, instance, b"<timers>\0").await?;
+    let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let length = i32::try_from(code.len() - 1)?;
+    let mut ok = true;
+    loop {
+        ok &= run_pending_jobs(store, instance).await?;
+        if let Stop::BeforeDeadline(deadline) = stop
+            && Instant::now() + CELL_DEADLINE_MARGIN >= deadline
+        {
+            break;
+        }
+        let value = eval.call_async(&mut *store, (context, source, length, name, 0)).await?;
+        match tick(value) {
+            Tick::Ran => {}
+            Tick::Idle => break,
+            Tick::Threw => {
+                let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
+                dump.call_async(&mut *store, context).await?;
+                ok = false;
+                break;
+            }
+            Tick::Wait(wait) => match stop {
+                Stop::WhenIdle => tokio::time::sleep(wait).await,
+                Stop::BeforeDeadline(deadline) => {
+                    if Instant::now() + wait + CELL_DEADLINE_MARGIN >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            },
+        }
+    }
+    free(store, instance, source).await?;
+    free(store, instance, name).await?;
+    Ok(ok)
+}
+
+/// Reads `__soulbox_tick`'s answer: 0 ran a timer, a positive number of milliseconds to wait,
+/// -1 idle; an exception if the timer threw.
+fn tick(value: i64) -> Tick {
+    let (tag, payload) = ((value >> 32) as i32, value as i32);
+    match (tag, payload) {
+        (TAG_INT, 0) => Tick::Ran,
+        (TAG_INT, ms) if ms > 0 => Tick::Wait(Duration::from_millis(ms.unsigned_abs().into())),
+        (TAG_INT, _) => Tick::Idle,
+        (TAG_EXCEPTION, _) => Tick::Threw,
+        // The tick returns only integers (or throws): anything else is a broken guest.
+        _ => Tick::Threw,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ticks_decode_from_nan_boxed_values() {
+        let int = |n: i32| i64::from(n as u32);
+        assert!(matches!(tick(int(0)), Tick::Ran));
+        assert!(matches!(tick(int(-1)), Tick::Idle));
+        assert!(matches!(tick(int(25)), Tick::Wait(d) if d == Duration::from_millis(25)));
+        assert!(matches!(tick(i64::from(TAG_EXCEPTION) << 32), Tick::Threw));
+    }
+}
