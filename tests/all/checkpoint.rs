@@ -136,7 +136,8 @@ async fn forks_carry_the_state_over_then_diverge() {
 async fn forks_of_several_share_their_pages_and_leave_their_slots_clean() {
     use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
     let settings = EngineSettings { pool_slots: 24, ..EngineSettings::default() };
-    let backend = WasmBackend::open(WasmConfig { settings, prewarm: false, ..WasmConfig::default() }).unwrap();
+    let config = WasmConfig { settings, prewarm: false, share_fork_pages: true, ..WasmConfig::default() };
+    let backend = WasmBackend::open(config).unwrap();
     backend.prepare().unwrap();
     let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
     let sandboxes = soulbox_tests::sandboxes_on(&engine);

@@ -12,16 +12,21 @@
 //! allocator. When the instance is freed, wasmtime resets the slot for its next guest with
 //! `madvise(MADV_DONTNEED)`, which on a private file mapping brings back *the file's* bytes: a
 //! mapping of the checkpoint left in place would hand its pages to whoever gets the slot next.
-//! So an [`Overlay`] first records, from `/proc/self/maps`, what backed the whole memory (the
-//! module's `.cwasm` file at which offsets, opened again and checked to be the same inode, or
-//! anonymous memory) and, when dropped, maps exactly that back over the whole memory: the slot
-//! is then as wasmtime made it, with the same mappings and nothing resident, and the guest's
-//! pages are gone. The owner of the instance drops the overlay before the store (`Live`
-//! declares it first). Should mapping back ever fail, the process aborts rather than let a
-//! slot hold another guest's pages.
+//! So an [`Overlay`] first asks the kernel (`PROCMAP_QUERY`, [`vma`]) what backs each page it
+//! maps over (the module's `.cwasm` file at which offset, opened again and checked to be the
+//! same inode, or anonymous memory) and, when dropped, maps exactly that back over those pages:
+//! they then hold nothing of the guest and reset as wasmtime expects, and the rest of the slot
+//! keeps its resident pages for the next guest, as wasmtime's own reset does. (Mapping back the
+//! whole memory instead made every later guest in the slot fault all its pages in again.) The
+//! pieces mapped back stay mappings of their own (the kernel merges them with each other, one
+//! open file per process serving them all, but not with wasmtime's), so once a memory has more
+//! than [`MAX_LAYOUT_PARTS`] mappings its overlay maps the whole memory back instead, once. The
+//! owner of the instance drops the overlay before the store (`Live` declares it first).
+//! Should mapping back ever fail, the process aborts rather than let a slot hold another
+//! guest's pages.
 //!
-//! Where this cannot be done safely the restore copies, as before: a host page other than 4
-//! KiB, a memory backed by something that cannot be opened again (a module image wasmtime put
+//! Where this cannot be done safely the restore copies, as before: a kernel older than 6.11
+//! (no `PROCMAP_QUERY`), a host page other than 4 KiB, a memory backed by something that cannot be opened again (a module image wasmtime put
 //! in a memfd, a `.cwasm` replaced on disk), pages too scattered ([`MAX_RUNS_PER_OVERLAY`]),
 //! or the process-wide budget of mappings spent ([`mapped_runs_budget`]: every run splits a
 //! memory's mapping in up to three, and the kernel's `vm.max_map_count` bounds them all).
@@ -41,6 +46,9 @@ pub const MAX_RUNS_PER_OVERLAY: usize = 256;
 const MERGE_GAP_CHUNKS: usize = 16;
 /// Images whose page files are kept for further restores (while the image itself is alive).
 const MAX_SHARED_IMAGES: usize = 32;
+/// Mappings in one memory past which an overlay, when dropped, maps back the whole memory
+/// rather than the pages it mapped.
+const MAX_LAYOUT_PARTS: usize = 32;
 /// The share of the kernel's `vm.max_map_count` that mapped runs may use, process-wide.
 const MAP_COUNT_SHARE: usize = 8;
 
@@ -145,8 +153,11 @@ fn runs(indices: impl IntoIterator<Item = usize>) -> Vec<Run> {
 /// the image's parts (the same `Arc`s: the same bytes), kept while those parts are alive.
 #[derive(Default)]
 pub(crate) struct SharedPages {
-    entries: Mutex<Vec<(Vec<Weak<[u8]>>, Arc<PageFile>)>>,
+    entries: Mutex<Vec<SharedEntry>>,
 }
+
+/// An image's parts (weakly: the entry must not keep them alive) and its page file.
+type SharedEntry = (Vec<Weak<[u8]>>, Arc<PageFile>);
 
 impl SharedPages {
     /// The page file of the image whose encoded parts are `parts`, made by `build` if it has
@@ -236,7 +247,16 @@ impl Overlay {
             return Err(Unmappable::Unsupported(format!("run {run:?} lies past the memory's end")));
         }
         let reserved = Reservation::take(pages.runs.len())?;
-        let originals = originals(base, memory.len())?;
+        let layout = layout(base, memory.len())?;
+        let originals = if layout.len() > MAX_LAYOUT_PARTS {
+            // Mapped back piece by piece, a slot's mappings split a little more with every
+            // fork (the kernel merges ours together, never with wasmtime's): past this many,
+            // the whole memory is mapped back, whole, once.
+            layout
+        } else {
+            let runs = pages.runs.iter().map(|run| (base + run.memory * CHUNK_BYTES, run.chunks * CHUNK_BYTES));
+            runs.flat_map(|(start, len)| clip(&layout, start, start + len)).collect()
+        };
         // From here on, dropping the overlay maps the originals back, whatever happens, and
         // gives the runs back to the budget.
         reserved.keep();
@@ -326,104 +346,75 @@ impl Drop for Reservation {
     }
 }
 
-/// What backs `[base, base + len)`, from `/proc/self/maps`: every byte of it privately mapped
-/// and readable and writable, each file one whose inode can be opened again by its path.
-fn originals(base: usize, len: usize) -> Result<Vec<Original>, Unmappable> {
-    let maps = std::fs::read_to_string("/proc/self/maps")?;
-    let end = base + len;
-    let mut originals: Vec<Original> = Vec::new();
-    let mut covered = base;
-    let mut opened: Vec<(u64, u64, Arc<File>)> = Vec::new();
-    for line in maps.lines() {
-        let entry = MapsEntry::parse(line).ok_or_else(|| Unmappable::Unsupported(format!("maps line {line:?}")))?;
-        if entry.end <= base || entry.start >= end {
-            continue;
-        }
-        if entry.start > covered {
-            return Err(Unmappable::Unsupported(format!("nothing mapped at {covered:#x}")));
-        }
-        if !entry.perms.starts_with("rw") || !entry.perms.ends_with('p') {
-            return Err(Unmappable::Unsupported(format!("a {} mapping in the memory", entry.perms)));
-        }
-        let start = entry.start.max(base);
-        let stop = entry.end.min(end);
-        let backing = if entry.inode == 0 {
-            Backing::Anonymous
-        } else {
-            let file = match opened.iter().find(|(dev, inode, _)| (*dev, *inode) == (entry.dev, entry.inode)) {
-                Some((_, _, file)) => Arc::clone(file),
-                None => {
-                    let file = Arc::new(reopen(&entry)?);
-                    opened.push((entry.dev, entry.inode, Arc::clone(&file)));
-                    file
+/// The parts of `layout` within `[start, end)`, each backed as it is there.
+fn clip(layout: &[Original], start: usize, end: usize) -> Vec<Original> {
+    let within = layout.iter().filter(|part| part.start < end && part.start + part.len > start);
+    within
+        .map(|part| {
+            let from = part.start.max(start);
+            let to = (part.start + part.len).min(end);
+            let backing = match &part.backing {
+                Backing::File { file, offset } => {
+                    Backing::File { file: Arc::clone(file), offset: offset + (from - part.start) as u64 }
                 }
+                Backing::Anonymous => Backing::Anonymous,
             };
-            Backing::File { file, offset: entry.offset + (start - entry.start) as u64 }
-        };
-        originals.push(Original { start, len: stop - start, backing });
-        covered = stop;
-    }
-    if covered < end {
-        return Err(Unmappable::Unsupported(format!("nothing mapped at {covered:#x}")));
-    }
-    Ok(originals)
+            Original { start: from, len: to - from, backing }
+        })
+        .collect()
 }
 
-/// Opens the file an entry maps, if it is still that file.
-fn reopen(entry: &MapsEntry<'_>) -> Result<File, Unmappable> {
-    let unsupported = |why: &str| Unmappable::Unsupported(format!("{why}: {}", entry.path));
-    if !entry.path.starts_with('/') || entry.path.ends_with(" (deleted)") {
+/// What backs `[base, base + len)`: every byte of it privately mapped, readable and writable,
+/// each file one whose inode can be opened again by its path.
+fn layout(base: usize, len: usize) -> Result<Vec<Original>, Unmappable> {
+    let maps = vma::Maps::open()?;
+    let vmas = maps
+        .covering_range(base, base + len)?
+        .ok_or_else(|| Unmappable::Unsupported("part of the memory is not mapped".into()))?;
+    let mut layout = Vec::with_capacity(vmas.len());
+    for vma in vmas {
+        if !vma.readable || !vma.writable || vma.shared {
+            return Err(Unmappable::Unsupported(format!(
+                "a mapping in the memory is not private and writable: {vma:?}"
+            )));
+        }
+        let start = vma.start.max(base);
+        let stop = vma.end.min(base + len);
+        let backing = match vma.inode {
+            0 => Backing::Anonymous,
+            _ => Backing::File { file: reopen(&vma)?, offset: vma.offset + (start - vma.start) as u64 },
+        };
+        layout.push(Original { start, len: stop - start, backing });
+    }
+    Ok(layout)
+}
+
+/// The file a mapping maps, opened again (once per process for each file, so that every
+/// mapping SoulBox puts back shares one open file, and the kernel can merge them), if its
+/// path still names that very inode.
+fn reopen(vma: &vma::Vma) -> Result<Arc<File>, Unmappable> {
+    /// A file by its device and inode.
+    type Opened = ((u32, u32), u64, Arc<File>);
+    static OPENED: Mutex<Vec<Opened>> = Mutex::new(Vec::new());
+    let mut opened = OPENED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, file)) = opened.iter().find(|(dev, inode, _)| (*dev, *inode) == (vma.dev, vma.inode)) {
+        return Ok(Arc::clone(file));
+    }
+    let unsupported = |why: &str| Unmappable::Unsupported(format!("{why}: {}", vma.name));
+    if !vma.name.starts_with('/') || vma.name.ends_with(" (deleted)") {
         return Err(unsupported("the memory maps a file that cannot be opened again"));
     }
-    let file = File::open(entry.path)?;
+    let file = File::open(&vma.name)?;
     let meta = file.metadata()?;
-    let dev = (u64::from(rustix::fs::major(meta.dev())) << 32) | u64::from(rustix::fs::minor(meta.dev()));
-    if meta.ino() != entry.inode || dev != entry.dev {
+    if meta.ino() != vma.inode || (rustix::fs::major(meta.dev()), rustix::fs::minor(meta.dev())) != vma.dev {
         return Err(unsupported("the file at the mapped path was replaced"));
     }
+    let file = Arc::new(file);
+    opened.push((vma.dev, vma.inode, Arc::clone(&file)));
     Ok(file)
 }
 
-/// One line of `/proc/self/maps`.
-#[derive(Debug, PartialEq, Eq)]
-struct MapsEntry<'a> {
-    start: usize,
-    end: usize,
-    perms: &'a str,
-    offset: u64,
-    /// `major << 32 | minor`.
-    dev: u64,
-    inode: u64,
-    path: &'a str,
-}
-
-impl<'a> MapsEntry<'a> {
-    /// `start-end perms offset major:minor inode [path]`, all numbers but the inode in hex.
-    fn parse(line: &'a str) -> Option<Self> {
-        let mut rest = line;
-        let mut field = || {
-            let trimmed = rest.trim_start();
-            let (word, tail) = trimmed.split_once(' ').unwrap_or((trimmed, ""));
-            rest = tail;
-            word
-        };
-        let (start, end) = field().split_once('-')?;
-        let perms = field();
-        let offset = field();
-        let (major, minor) = field().split_once(':')?;
-        let inode = field();
-        let hex = |text: &str| u64::from_str_radix(text, 16).ok();
-        Some(MapsEntry {
-            start: usize::from_str_radix(start, 16).ok()?,
-            end: usize::from_str_radix(end, 16).ok()?,
-            perms,
-            offset: hex(offset)?,
-            dev: (hex(major)? << 32) | hex(minor)?,
-            inode: inode.parse().ok()?,
-            path: rest.trim_start(),
-        })
-    }
-}
+mod vma;
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ const FILE_OR_SHARED: u64 = 1 << 61;
 /// Indices of the [`CHUNK_BYTES`] chunks of `live` that differ from `pristine` (bytes past
 /// `pristine`'s end compare with zeros). `live.len()` must be a multiple of [`CHUNK_BYTES`].
 /// `mapped` are chunks to compare even where pagemap shows no write (a file mapped over the
-/// memory: [`super::cow`]).
+/// memory: copy-on-write restores).
 pub fn changed_chunks(live: &[u8], pristine: &[u8], mapped: impl IntoIterator<Item = usize>) -> Vec<u32> {
     let candidates = written_chunks(live).map(|mut written| {
         written.extend(mapped);

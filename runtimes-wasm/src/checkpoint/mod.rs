@@ -8,7 +8,7 @@
 //! after a cell is the one before plus a part holding what the cell changed. `restore`
 //! instantiates the same module afresh (copy-on-write from its image), grows the memory,
 //! writes the pages (or, for an image restored into several kernels, maps one shared copy of
-//! them: [`cow`]), sets the globals and continues the clock.
+//! them: `cow`), sets the globals and continues the clock.
 //!
 //! What the host keeps for a context is rebuilt, not saved: its WASI world is made the way the
 //! context was first made (the same arguments, environment and preopens in the same order, so

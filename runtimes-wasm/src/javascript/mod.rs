@@ -4,7 +4,7 @@
 //! `qjs_init_argv(["qjs", "--std", "-e", "", "--", args...])`, which makes a context with `std`
 //! and `os` as globals, then the timers (`timers.js`: `setTimeout`, `setInterval`,
 //! `setImmediate` and their `clear*`), then the script itself, as a global script named
-//! `<cmdline>`. Then the host runs the event loop ([`event_loop`]: promise jobs, then due timers,
+//! `<cmdline>`. Then the host runs the event loop (`event_loop`: promise jobs, then due timers,
 //! until no timer is left) and flushes `std.out`/`std.err`, also after a script that threw. The
 //! script's exit status is 0, 1 for an uncaught exception (printed on stderr), or the value given
 //! to `std.exit`. A known gap: an unhandled promise rejection is not reported.
