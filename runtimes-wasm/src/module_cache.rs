@@ -67,16 +67,8 @@ impl ModuleCache {
         spinner.finish_and_clear();
         self.store(&path, &compiled)?;
         remove_stale(&self.dir, &self.prefix_for(key), &path);
-        // Loaded from the file just written, as every later process will load it: its memory
-        // image is then that file's pages (copy-on-write restores map it back by path), not a
-        // private in-memory copy.
-        // SAFETY: the file holds `compiled`, produced just now by `engine` itself, written whole
-        // and renamed into place in a directory only SoulBox writes, and never modified in place.
-        match unsafe { Module::deserialize_file(engine, &path) } {
-            Ok(module) => Ok(module),
-            // SAFETY: `compiled` was produced just now by `engine` itself.
-            Err(_) => unsafe { Module::deserialize(engine, &compiled) }.map_err(|e| RuntimeError::wasm(&e)),
-        }
+        // SAFETY: `compiled` was produced just now by `engine` itself.
+        unsafe { Module::deserialize(engine, &compiled) }.map_err(|e| RuntimeError::wasm(&e))
     }
 
     /// `<name>-<engine>-`: the file-name prefix shared by every module of this name compiled

@@ -100,3 +100,12 @@ async fn an_endless_interval_is_stopped_by_the_deadline() {
     let r = run(request).await;
     assert_eq!(r.outcome, Outcome::DeadlineExceeded, "{r:?}");
 }
+
+#[tokio::test]
+async fn a_script_gets_the_timers_when_it_names_one() {
+    let named = js("console.log(typeof setTimeout, typeof clearInterval)").await;
+    assert_eq!(named.stdout, "function function\n", "{named:?}");
+    // Computed names only: no timers are installed (their set-up costs as much as the script).
+    let computed = js("console.log(typeof globalThis['set' + 'Time' + 'out'])").await;
+    assert_eq!(computed.stdout, "undefined\n", "{computed:?}");
+}

@@ -26,8 +26,11 @@
 //! guest's pages.
 //!
 //! Where this cannot be done safely the restore copies, as before: a kernel older than 6.11
-//! (no `PROCMAP_QUERY`), a host page other than 4 KiB, a memory backed by something that cannot be opened again (a module image wasmtime put
-//! in a memfd, a `.cwasm` replaced on disk), pages too scattered ([`MAX_RUNS_PER_OVERLAY`]),
+//! (no `PROCMAP_QUERY`), a host page other than 4 KiB, a memory backed by something that
+//! cannot be opened again (a `.cwasm` replaced on disk, or a module image wasmtime keeps in a
+//! memfd: so it is in the process that compiled the module, which loads it from the bytes it
+//! just compiled; every later process maps the cached file), pages too scattered
+//! ([`MAX_RUNS_PER_OVERLAY`]),
 //! or the process-wide budget of mappings spent ([`mapped_runs_budget`]: every run splits a
 //! memory's mapping in up to three, and the kernel's `vm.max_map_count` bounds them all).
 

@@ -5,7 +5,12 @@
 //! and `os` as globals, then the timers (`timers.js`: `setTimeout`, `setInterval`,
 //! `setImmediate` and their `clear*`), then the script itself, as a global script named
 //! `<cmdline>`. Then the host runs the event loop (`event_loop`: promise jobs, then due timers,
-//! until no timer is left) and flushes `std.out`/`std.err`, also after a script that threw. The
+//! until no timer is left) and flushes `std.out`/`std.err`, also after a script that threw.
+//!
+//! Evaluating `timers.js` costs about as much as a short script (QuickJS parses and compiles
+//! it in every new guest), so a one-shot script gets the timers only when its text names one
+//! (`Timeout`, `Interval` or `Immediate`: [`names_a_timer`]); one that reaches them only by a
+//! computed name finds them undefined. A context always has them. The
 //! script's exit status is 0, 1 for an uncaught exception (printed on stderr), or the value given
 //! to `std.exit`. A known gap: an unhandled promise rejection is not reported.
 
@@ -72,7 +77,7 @@ impl JavaScript {
     /// Starts a stateful context in a fresh `instance`: `qjs --std -e ''` with `env` from the
     /// WASI context, leaving `std` and `os` as globals for later `eval`s, and the timers.
     pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
-        start(store, instance, &Self::context_argv()).await
+        start(store, instance, &Self::context_argv(), true).await
     }
 
     /// The guest's argv for a stateful context.
@@ -88,17 +93,32 @@ impl JavaScript {
         argv: &[String],
         code: &str,
     ) -> wasmtime::Result<i32> {
-        start(store, instance, argv).await?;
+        let timers = names_a_timer(code);
+        start(store, instance, argv, timers).await?;
         // As Node: a script that throws ends there, its timers and jobs never run.
         let ok = eval_named(store, instance, code, SCRIPT_NAME).await?
-            && event_loop::run(store, instance, Stop::WhenIdle).await?;
+            && match timers {
+                true => event_loop::run(store, instance, Stop::WhenIdle).await?,
+                false => run_pending_jobs(store, instance).await?,
+            };
         eval(store, instance, FLUSH).await?;
         Ok(if ok { 0 } else { 1 })
     }
 }
 
-/// `_initialize`, then `qjs_init_argv(argv)` (whose `-e` script must be empty), then the timers.
-async fn start(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<()> {
+/// Whether a script's text names a timer function (see the module's documentation).
+pub fn names_a_timer(code: &str) -> bool {
+    ["Timeout", "Interval", "Immediate"].iter().any(|name| code.contains(name))
+}
+
+/// `_initialize`, then `qjs_init_argv(argv)` (whose `-e` script must be empty), then, if asked,
+/// the timers.
+async fn start(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    argv: &[String],
+    timers: bool,
+) -> wasmtime::Result<()> {
     call0(store, instance, "_initialize").await?;
     let argv_ptr = write_argv(store, instance, argv).await?;
     let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
@@ -106,7 +126,7 @@ async fn start(store: &mut Store<GuestState>, instance: &Instance, argv: &[Strin
         0 => {}
         status => wasmtime::bail!("the JavaScript context did not start (status {status})"),
     }
-    if !eval_named(store, instance, TIMERS, "<timers>").await? {
+    if timers && !eval_named(store, instance, TIMERS, "<timers>").await? {
         wasmtime::bail!("the JavaScript timers failed to load");
     }
     Ok(())
