@@ -41,6 +41,12 @@ pub enum RuntimeError {
     /// wasmtime refused a configuration, module or instance.
     #[error("wasmtime: {0}")]
     Wasm(String),
+    /// Every instance slot of the engine's pool is in use (live contexts hold one each, and
+    /// so does every running guest).
+    #[error(
+        "every instance slot of the WebAssembly engine is in use ({0}); retry when sandboxes or contexts have ended, or give the engine more slots"
+    )]
+    PoolFull(String),
     /// Building a pre-initialized snapshot failed.
     #[error("building the {runtime} snapshot failed: {message}")]
     Snapshot {
@@ -66,9 +72,13 @@ impl RuntimeError {
         RuntimeError::Io { path: path.to_path_buf(), source }
     }
 
-    /// A wasmtime error, flattened to text with its causes.
+    /// A wasmtime error, flattened to text with its causes; [`RuntimeError::PoolFull`] when
+    /// the pooling allocator had no slot left.
     pub fn wasm(error: &wasmtime::Error) -> Self {
-        RuntimeError::Wasm(format!("{error:#}"))
+        match error.downcast_ref::<wasmtime::PoolConcurrencyLimitError>() {
+            Some(full) => RuntimeError::PoolFull(full.to_string()),
+            None => RuntimeError::Wasm(format!("{error:#}")),
+        }
     }
 }
 
@@ -76,7 +86,7 @@ impl From<RuntimeError> for BackendError {
     fn from(error: RuntimeError) -> Self {
         use soulbox_host_api::GuestRootError as G;
         match error {
-            RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } => {
+            RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } | RuntimeError::PoolFull(_) => {
                 BackendError::Unavailable(error.to_string())
             }
             RuntimeError::Rejected(_) | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. }) => {

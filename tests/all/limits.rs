@@ -121,3 +121,39 @@ async fn out_of_range_limits_are_rejected_before_running() {
     let error = engine().execute(request).await.unwrap_err();
     assert!(error.to_string().contains("memory_bytes"), "{error}");
 }
+
+/// A backend whose pool holds 4 instances: when live contexts hold them all, another sandbox
+/// is refused with a clear, retryable error (not an internal one), and once a slot is free a
+/// new one starts and runs.
+#[tokio::test]
+async fn a_full_instance_pool_refuses_clearly_and_recovers_when_a_slot_is_free() {
+    use soulbox_engine::{RunOptions, SandboxSpec};
+    use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
+    let settings = EngineSettings { pool_slots: 4, ..EngineSettings::default() };
+    let backend = WasmBackend::open(WasmConfig { settings, prewarm: false, ..WasmConfig::default() }).unwrap();
+    backend.prepare().unwrap();
+    let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
+    let sandboxes = soulbox_tests::sandboxes_on(&engine);
+    let mut running = Vec::new();
+    let error = loop {
+        assert!(running.len() < 4, "a 4-slot pool cannot hold more contexts");
+        let sandbox = match sandboxes.create(SandboxSpec::default()).await {
+            Ok(sandbox) => sandbox,
+            Err(error) => break error,
+        };
+        match sandbox.run_code("x = 1", RunOptions::default()).await {
+            Ok(ran) => assert!(ran.error.is_none(), "{ran:?}"),
+            Err(error) => break error,
+        }
+        running.push(sandbox);
+    };
+    let message = error.to_string();
+    assert!(message.contains("every instance slot") && !message.contains("internal"), "{message}");
+    assert!(!running.is_empty(), "{message}");
+    for sandbox in &running {
+        sandboxes.kill(sandbox.id()).unwrap().await;
+    }
+    let again = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let ran = again.run_code("x = 2\nprint(x)", RunOptions::default()).await.unwrap();
+    assert_eq!(ran.stdout, "2\n", "{ran:?}");
+}

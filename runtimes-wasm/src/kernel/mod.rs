@@ -160,6 +160,9 @@ fn context_store(
 
 /// The error for a context that did not start, with what its guest printed on stderr.
 fn start_failed(language: WasmLanguage, error: &wasmtime::Error, store: &Store<GuestState>) -> RuntimeError {
+    if let full @ RuntimeError::PoolFull(_) = RuntimeError::wasm(error) {
+        return full;
+    }
     let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
     RuntimeError::Wasm(format!("the {language} context did not start: {error:#} {stderr}"))
 }
