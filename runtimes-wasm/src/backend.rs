@@ -46,8 +46,8 @@ pub struct WasmConfig {
     pub workers: Workers,
     /// When the engine restores one checkpoint into several contexts (a fork of many), map
     /// one shared copy of its pages into all of them, copy-on-write, instead of copying the
-    /// pages into each (Linux with 4 KiB pages; elsewhere, or where it cannot be done safely,
-    /// they are copied). Measured (`checkpoint-report`, forks of 10): 40-50% less memory per
+    /// pages into each (Linux 6.11 or later with 4 KiB pages; elsewhere, or where it cannot be done safely,
+    /// they are copied). Measured (`checkpoint-report`, forks of 10): 37-52% less memory per
     /// Python fork, for 0.6 ms more per fork. Default: true.
     pub share_fork_pages: bool,
 }
