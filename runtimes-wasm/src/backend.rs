@@ -212,7 +212,9 @@ impl Inner {
             WasmLanguage::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
                 let key = ModuleKey { name: "javascript".into(), content: stateful(js.content_key()) };
-                let module = self.cache.load_or_compile(&self.engine, &key, || export_state(&js.wasm()?))?;
+                let module = self.cache.load_or_compile(&self.engine, &key, || {
+                    export_state(&js.snapshot_wasm(&home.snapshot_dir(), &home.scratch_dir(), &self.config.settings)?)
+                })?;
                 (Interpreter::JavaScript, key, module)
             }
         };

@@ -11,7 +11,7 @@
 //! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
 //! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
 //! thread-local slot, so the next request finds its guest ready. JavaScript guests take their
-//! argv and env from the WASI context (the reactor reads them at start), so they are always
+//! env from the WASI context (wasi-libc reads it when the guest begins), so they are always
 //! started for their request.
 
 use crate::backend::Inner;
@@ -95,8 +95,6 @@ struct Guest {
     store: Store<GuestState>,
     instance: Instance,
     root: GuestRoot,
-    /// The argv its WASI context was built with (JavaScript's entry point needs it again).
-    argv: Vec<String>,
     /// The module it is an instance of (a rewind copies from its pristine instance).
     prepared: std::sync::Arc<Prepared>,
     /// The backend that started it (worker threads belong to one backend; checked anyway).
@@ -220,17 +218,13 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 /// `request`'s argv and env in their WASI context.
 fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
     let prepared = inner.prepared(language)?;
-    let (root, state, argv) = match &prepared.interpreter {
-        Interpreter::Python(python) => {
-            let (root, state) = python_world(inner, python)?;
-            (root, state, Python::wasi_argv())
-        }
+    let (root, state) = match &prepared.interpreter {
+        Interpreter::Python(python) => python_world(inner, python)?,
         Interpreter::JavaScript => {
             let request = request.ok_or_else(|| RuntimeError::Wasm("a JavaScript guest needs its request".into()))?;
             let argv = JavaScript::argv(request);
             let env: Vec<(String, String)> = request.env.clone().into_iter().collect();
-            let (root, state) = world(inner, &argv, &env, &[], &[])?;
-            (root, state, argv)
+            world(inner, &argv, &env, &[], &[])?
         }
     };
     let mut store = new_store(inner, state)?;
@@ -242,7 +236,7 @@ fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecReque
         wasmtime::Result::<Instance>::Ok(instance)
     })
     .map_err(|e| RuntimeError::wasm(&e))?;
-    Ok(Guest { store, instance, root, argv, prepared, owner: inner })
+    Ok(Guest { store, instance, root, prepared, owner: inner })
 }
 
 /// A new Python guest's world: a new guest root with the runtime's mounts, the fixed argv and
@@ -343,7 +337,7 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
             }
             Python::run_code(store, instance, &request.code).await
         }
-        WasmLanguage::JavaScript => JavaScript::run(store, instance, &guest.argv, &request.code).await,
+        WasmLanguage::JavaScript => JavaScript::run(store, instance, &request.args, &request.code).await,
     }
 }
 

@@ -50,6 +50,7 @@ pub mod manifest;
 pub mod module_cache;
 pub mod python;
 mod rewind;
+mod snapshot_cache;
 mod ticker;
 mod verify;
 pub mod worker_process;

@@ -102,10 +102,106 @@ async fn an_endless_interval_is_stopped_by_the_deadline() {
 }
 
 #[tokio::test]
-async fn a_script_gets_the_timers_when_it_names_one() {
-    let named = js("console.log(typeof setTimeout, typeof clearInterval)").await;
-    assert_eq!(named.stdout, "function function\n", "{named:?}");
-    // Computed names only: no timers are installed (their set-up costs as much as the script).
-    let computed = js("console.log(typeof globalThis['set' + 'Time' + 'out'])").await;
-    assert_eq!(computed.stdout, "undefined\n", "{computed:?}");
+async fn every_script_has_the_timers_and_the_node_globals() {
+    // Reached only by computed names: they are defined in every guest, not looked for in the text.
+    let code = "console.log(['set' + 'Timeout', 'Buffer', 'process', 'require', 'URL', 'TextEncoder', 'structuredClone', 'crypto'].map(n => typeof globalThis[n]).join(' '))";
+    let r = js(code).await;
+    assert_eq!(r.stdout, "function function object function function function function object\n", "{r:?}");
+}
+
+#[tokio::test]
+async fn each_guest_gets_its_own_entropy_arguments_and_environment() {
+    let code = "console.log(JSON.stringify([process.argv.slice(2), process.env.MODE, scriptArgs, crypto.randomUUID(), Math.random()]))";
+    let request = || ExecRequest::new(Language::JavaScript, code).with_args(["x", "y z"]).with_env("MODE", "test");
+    let (a, b) = (run(request()).await, run(request()).await);
+    let parse =
+        |r: &soulbox_engine::ExecResult| -> serde_json::Value { serde_json::from_str(&r.stdout).expect(&r.stdout) };
+    let (a, b) = (parse(&a), parse(&b));
+    assert_eq!(a[0], serde_json::json!(["x", "y z"]));
+    assert_eq!((a[1].as_str(), &a[2]), (Some("test"), &serde_json::json!(["x", "y z"])));
+    assert_ne!(a[3], b[3], "every guest draws fresh entropy (the snapshot's state is never reused)");
+    assert_ne!(a[4], b[4]);
+    let bare = js("console.log(JSON.stringify([process.argv.length, process.env.MODE ?? null]))").await;
+    assert_eq!(bare.stdout, "[2,null]\n", "nothing carries over from the previous guest: {bare:?}");
+}
+
+#[tokio::test]
+async fn process_exit_flushes_and_sets_the_status() {
+    let r =
+        js("process.on('exit', c => console.log('bye', c)); console.log('out'); process.exit(5); console.log('never')")
+            .await;
+    assert_eq!((r.exit_code, r.stdout.as_str()), (5, "out\nbye 5\n"), "{r:?}");
+}
+
+/// One program of the corpus (`corpus/javascript/`): programs of the kind models write, each
+/// beside the output Node 20 printed for it (`NAME.out`; the few whose output is SoulBox's
+/// own say so in their first comment). `NAME.context.out`, where present, is what the program
+/// prints as a context's cell instead (a cell waits for its timeouts but not its intervals, and
+/// is not a process that exits). A first line `// exit code: N` gives a one-shot exit status.
+struct Program {
+    name: String,
+    code: String,
+    stdout: String,
+    context_stdout: String,
+    exit_code: i32,
+}
+
+fn corpus() -> Vec<Program> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("all/corpus/javascript");
+    let mut programs: Vec<Program> = std::fs::read_dir(&dir)
+        .expect("the JavaScript corpus")
+        .map(|entry| entry.expect("a corpus entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "js"))
+        .map(|path| {
+            let read = |ext: &str| std::fs::read_to_string(path.with_extension(ext));
+            let code = read("js").expect("the program");
+            let stdout = read("out").expect("every program has its expected output");
+            let exit_code = code
+                .lines()
+                .next()
+                .and_then(|line| line.strip_prefix("// exit code: "))
+                .map_or(0, |n| n.trim().parse().expect("an exit code"));
+            let context_stdout = read("context.out").unwrap_or_else(|_| stdout.clone());
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            Program { name, code, stdout, context_stdout, exit_code }
+        })
+        .collect();
+    programs.sort_by(|a, b| a.name.cmp(&b.name));
+    assert!(programs.len() >= 30, "the corpus has {} programs", programs.len());
+    programs
+}
+
+#[tokio::test]
+async fn the_corpus_prints_what_node_prints() {
+    let mut failures = Vec::new();
+    for program in corpus() {
+        let r = js(&program.code).await;
+        if r.stdout != program.stdout || r.exit_code != program.exit_code {
+            failures.push(format!(
+                "{}: exit {} (expected {}), stderr {:?}\n--- got\n{}--- expected\n{}",
+                program.name, r.exit_code, program.exit_code, r.stderr, r.stdout, program.stdout
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_corpus_runs_as_context_cells() {
+    let sandboxes = soulbox_tests::sandboxes();
+    let options = soulbox_engine::RunOptions { language: Some(Language::JavaScript), ..Default::default() };
+    let mut failures = Vec::new();
+    for program in corpus() {
+        let spec = soulbox_engine::SandboxSpec { template: soulbox_engine::Template::JavaScript, ..Default::default() };
+        let sandbox = sandboxes.create(spec).await.expect("a JavaScript sandbox");
+        let r = sandbox.run_code(&program.code, options.clone()).await.expect("the cell runs");
+        if r.stdout != program.context_stdout || r.error.is_some() {
+            failures.push(format!(
+                "{}: error {:?}\n--- got\n{}--- expected\n{}",
+                program.name, r.error, r.stdout, program.context_stdout
+            ));
+        }
+        sandboxes.kill(sandbox.id()).expect("the sandbox is killed");
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

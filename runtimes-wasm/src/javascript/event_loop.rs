@@ -16,14 +16,11 @@
 //! - a timer callback that throws ends the loop: its error is printed on stderr, and a script
 //!   exits with status 1.
 
-use super::{free, malloc, qjs_context, run_pending_jobs};
+use super::{Value, free, malloc, qjs_context, run_pending_jobs};
 use soulbox_host_api::GuestState;
 use std::time::{Duration, Instant};
 use wasmtime::{Instance, Store};
 
-/// QuickJS's NaN-boxed values on wasm32 keep their tag in the high 32 bits.
-const TAG_INT: i32 = 0;
-const TAG_EXCEPTION: i32 = 6;
 /// How long before a cell's deadline its loop stops waiting for timers.
 pub(crate) const CELL_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
 
@@ -93,14 +90,12 @@ pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop
 /// Reads `__soulbox_tick`'s answer: 0 ran a timer, a positive number of milliseconds to wait,
 /// -1 idle; an exception if the timer threw.
 fn tick(value: i64) -> Tick {
-    let (tag, payload) = ((value >> 32) as i32, value as i32);
-    match (tag, payload) {
-        (TAG_INT, 0) => Tick::Ran,
-        (TAG_INT, ms) if ms > 0 => Tick::Wait(Duration::from_millis(ms.unsigned_abs().into())),
-        (TAG_INT, _) => Tick::Idle,
-        (TAG_EXCEPTION, _) => Tick::Threw,
+    match Value::decode(value) {
+        Value::Int(0) => Tick::Ran,
+        Value::Int(ms) if ms > 0 => Tick::Wait(Duration::from_millis(ms.unsigned_abs().into())),
+        Value::Int(_) => Tick::Idle,
         // The tick returns only integers (or throws): anything else is a broken guest.
-        _ => Tick::Threw,
+        Value::Threw | Value::Other => Tick::Threw,
     }
 }
 
@@ -114,6 +109,6 @@ mod tests {
         assert!(matches!(tick(int(0)), Tick::Ran));
         assert!(matches!(tick(int(-1)), Tick::Idle));
         assert!(matches!(tick(int(25)), Tick::Wait(d) if d == Duration::from_millis(25)));
-        assert!(matches!(tick(i64::from(TAG_EXCEPTION) << 32), Tick::Threw));
+        assert!(matches!(tick(6_i64 << 32), Tick::Threw));
     }
 }

@@ -1,21 +1,26 @@
-//! JavaScript: the QuickJS-NG reactor, one fresh instance per execution.
+//! JavaScript: QuickJS-NG with Node's basics, one fresh instance per execution.
 //!
-//! Per execution: instantiate, `_initialize` (wasi-libc constructors), then
-//! `qjs_init_argv(["qjs", "--std", "-e", "", "--", args...])`, which makes a context with `std`
-//! and `os` as globals, then the timers (`timers.js`: `setTimeout`, `setInterval`,
-//! `setImmediate` and their `clear*`), then the script itself, as a global script named
-//! `<cmdline>`. Then the host runs the event loop (`event_loop`: promise jobs, then due timers,
-//! until no timer is left) and flushes `std.out`/`std.err`, also after a script that threw.
+//! SoulBox never runs the reactor as shipped. It builds a pre-initialized module once
+//! (`snapshot.rs`): QuickJS started as `qjs --std -e ''` (`std` and `os` as globals) with
+//! [`PRELUDE`] evaluated, which defines the timers (`timers.js`: `setTimeout`, `setInterval`,
+//! `setImmediate`, their `clear*`) and the Node globals (`node/`: `console` formatting as
+//! Node's, `process`, `Buffer`, `TextEncoder`/`TextDecoder`, `URL`/`URLSearchParams`,
+//! `structuredClone`, `crypto`, `performance`, and `require` of `fs`, `path`, `os`, `util`,
+//! `events`, `assert`, `crypto`, `url`, `buffer`, `timers`, `string_decoder`). A guest thus
+//! starts with all of it defined, at no cost per execution.
 //!
-//! Evaluating `timers.js` costs about as much as a short script (QuickJS parses and compiles
-//! it in every new guest), so a one-shot script gets the timers only when its text names one
-//! (`Timeout`, `Interval` or `Immediate`: [`names_a_timer`]); one that reaches them only by a
-//! computed name finds them undefined. A context always has them. The
-//! script's exit status is 0, 1 for an uncaught exception (printed on stderr), or the value given
-//! to `std.exit`. A known gap: an unhandled promise rejection is not reported.
+//! Per execution: instantiate the snapshot, then `begin` (the request's environment, read
+//! again by wasi-libc; fresh entropy for `crypto` and `Math.random`; the arguments as
+//! `process.argv` and `scriptArgs`; the clocks' origin), then the script itself, as a global
+//! script named `<cmdline>`; then the host runs the event loop (`event_loop`: promise jobs, then
+//! due timers, until no timer is left) and calls `__soulbox_finish` (the `exit` event, then
+//! `std.out`/`std.err` flushed), also after a script that threw. The exit status is 0, 1 for an
+//! uncaught exception (printed on stderr), `process.exitCode`, or the value given to
+//! `process.exit`/`std.exit`. A known gap: an unhandled promise rejection is not reported.
 
 mod event_loop;
 mod exports;
+mod snapshot;
 
 pub(crate) use event_loop::{Stop, run as run_event_loop};
 
@@ -26,14 +31,34 @@ use soulbox_host_api::GuestState;
 use std::path::{Path, PathBuf};
 use wasmtime::{Instance, Store};
 
-/// `argv[0]` the guest sees.
+/// `argv[0]` the guest sees in WASI (QuickJS reads its argv only while the snapshot is built).
 const ARGV0: &str = "qjs";
-/// Code run after the script and its jobs, so buffered `std.out` output is not lost.
+/// Flushes QuickJS's buffered `std.out` and `std.err`.
 const FLUSH: &str = "std.out.flush(); std.err.flush();";
-/// The timers, evaluated in every guest before any user code.
-const TIMERS: &str = include_str!("timers.js");
+/// What the snapshot evaluates: the timers, then the Node globals (one scope for the files in
+/// `node/`, which share their helpers).
+pub const PRELUDE: &str = concat!(
+    include_str!("timers.js"),
+    "(() => {\n",
+    include_str!("node/util.js"),
+    include_str!("node/encoding.js"),
+    include_str!("node/buffer.js"),
+    include_str!("node/url.js"),
+    include_str!("node/crypto.js"),
+    include_str!("node/events.js"),
+    include_str!("node/path.js"),
+    include_str!("node/process.js"),
+    include_str!("node/fs.js"),
+    include_str!("node/intl.js"),
+    include_str!("node/modules.js"),
+    "})();\n",
+);
+/// Runs the `process.nextTick` callbacks queued so far (`timers.js`).
+const DRAIN_TICKS: &str = "__soulbox_drain_ticks()";
 /// The name the script runs under (in its errors' stack traces), as `qjs -e` names it.
 const SCRIPT_NAME: &str = "<cmdline>";
+/// How many 32-bit words of host entropy seed each guest's generators.
+const SEED_WORDS: usize = 8;
 
 /// The JavaScript runtime's files.
 #[derive(Debug, Clone)]
@@ -49,12 +74,12 @@ impl JavaScript {
         JavaScript { wasm_path: dir.join(&file.install), sha256: file.sha256.clone() }
     }
 
-    /// What identifies the module SoulBox compiles.
+    /// What identifies the snapshot module SoulBox builds: the reactor and the prelude.
     pub fn content_key(&self) -> String {
-        format!("qjs:{}:exports-v2", self.sha256)
+        format!("qjs:{}:exports-v3:prelude-{}", self.sha256, blake3::hash(PRELUDE.as_bytes()).to_hex())
     }
 
-    /// The module to compile: the verified reactor with SoulBox's extra exports.
+    /// The reactor with SoulBox's extra exports, verified (what the snapshot is built from).
     pub fn wasm(&self) -> Result<Vec<u8>, RuntimeError> {
         let bytes = std::fs::read(&self.wasm_path).map_err(|e| RuntimeError::io(&self.wasm_path, e))?;
         let got = sha256_bytes(&bytes);
@@ -64,72 +89,121 @@ impl JavaScript {
         exports::add_internal_exports(&bytes)
     }
 
-    /// The guest's argv (the code itself is evaluated afterwards, by [`JavaScript::run`]).
+    /// The guest's WASI argv (the script's arguments reach it through `begin`).
     pub fn argv(request: &ExecRequest) -> Vec<String> {
-        let mut argv = vec![ARGV0.to_owned(), "--std".into(), "-e".into(), String::new()];
-        if !request.args.is_empty() {
-            argv.push("--".into());
-            argv.extend(request.args.iter().cloned());
-        }
+        let mut argv = vec![ARGV0.to_owned()];
+        argv.extend(request.args.iter().cloned());
         argv
     }
 
-    /// Starts a stateful context in a fresh `instance`: `qjs --std -e ''` with `env` from the
-    /// WASI context, leaving `std` and `os` as globals for later `eval`s, and the timers.
+    /// Starts a stateful context in a fresh `instance` of the snapshot, with `env` from the WASI
+    /// context and no arguments.
     pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
-        start(store, instance, &Self::context_argv(), true).await
+        begin(store, instance, &[]).await
     }
 
     /// The guest's argv for a stateful context.
     pub fn context_argv() -> Vec<String> {
-        [ARGV0, "--std", "-e", ""].map(String::from).into()
+        vec![ARGV0.to_owned()]
     }
 
-    /// Runs `code` as a script in a fresh `instance` started with `argv`, then its event loop
-    /// until no timer is left; returns its exit status.
+    /// Runs `code` as a script with `args` in a fresh `instance` of the snapshot, then its event
+    /// loop until no timer is left; returns its exit status.
     pub async fn run(
         store: &mut Store<GuestState>,
         instance: &Instance,
-        argv: &[String],
+        args: &[String],
         code: &str,
     ) -> wasmtime::Result<i32> {
-        let timers = names_a_timer(code);
-        start(store, instance, argv, timers).await?;
-        // As Node: a script that throws ends there, its timers and jobs never run.
+        begin(store, instance, args).await?;
+        // As Node: a script that throws ends there, its timers and jobs never run; its
+        // `process.nextTick` callbacks run before its promise jobs.
         let ok = eval_named(store, instance, code, SCRIPT_NAME).await?
-            && match timers {
-                true => event_loop::run(store, instance, Stop::WhenIdle).await?,
-                false => run_pending_jobs(store, instance).await?,
-            };
-        eval(store, instance, FLUSH).await?;
-        Ok(if ok { 0 } else { 1 })
+            && eval(store, instance, DRAIN_TICKS).await?
+            && event_loop::run(store, instance, Stop::WhenIdle).await?;
+        let status = finish(store, instance).await?;
+        Ok(if ok { status } else { 1 })
     }
 }
 
-/// Whether a script's text names a timer function (see the module's documentation).
-pub fn names_a_timer(code: &str) -> bool {
-    ["Timeout", "Interval", "Immediate"].iter().any(|name| code.contains(name))
+/// Gives a guest of the snapshot what the snapshot froze: wasi-libc reads the environment
+/// again (the build's was empty), then `__soulbox_begin` reseeds the generators from fresh
+/// host entropy, sets `process.argv`, `scriptArgs` and `process.env`, and restarts the clocks.
+async fn begin(store: &mut Store<GuestState>, instance: &Instance, args: &[String]) -> wasmtime::Result<()> {
+    call0(store, instance, "soulbox_initialize_environ").await?;
+    let code = format!("__soulbox_begin({}, {})", seed()?, serde_json::to_string(args)?);
+    if !eval(store, instance, &code).await? {
+        wasmtime::bail!("the JavaScript guest did not begin");
+    }
+    Ok(())
 }
 
-/// `_initialize`, then `qjs_init_argv(argv)` (whose `-e` script must be empty), then, if asked,
-/// the timers.
-async fn start(
-    store: &mut Store<GuestState>,
-    instance: &Instance,
-    argv: &[String],
-    timers: bool,
-) -> wasmtime::Result<()> {
-    call0(store, instance, "_initialize").await?;
+/// [`SEED_WORDS`] words of host entropy, as a JavaScript array literal.
+pub(crate) fn seed() -> wasmtime::Result<String> {
+    let mut seed = [0u8; SEED_WORDS * 4];
+    getrandom::fill(&mut seed).map_err(|e| wasmtime::format_err!("no entropy: {e}"))?;
+    let words: Vec<String> =
+        seed.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]).to_string()).collect();
+    Ok(format!("[{}]", words.join(", ")))
+}
+
+/// `__soulbox_finish()`: the `exit` event, the output flushed; the exit status it returns
+/// (1 if an `exit` listener threw, its error printed).
+async fn finish(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<i32> {
+    match eval_value(store, instance, "__soulbox_finish()").await? {
+        Value::Int(status) => Ok(status),
+        Value::Threw | Value::Other => Ok(1),
+    }
+}
+
+/// `qjs_init_argv(argv)` (whose `-e` script must be empty), after `_initialize`: only while
+/// building the snapshot.
+async fn init_argv(store: &mut Store<GuestState>, instance: &Instance, argv: &[String]) -> wasmtime::Result<()> {
     let argv_ptr = write_argv(store, instance, argv).await?;
     let init = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "qjs_init_argv")?;
     match init.call_async(&mut *store, (i32::try_from(argv.len())?, argv_ptr)).await? {
-        0 => {}
+        0 => Ok(()),
         status => wasmtime::bail!("the JavaScript context did not start (status {status})"),
     }
-    if timers && !eval_named(store, instance, TIMERS, "<timers>").await? {
-        wasmtime::bail!("the JavaScript timers failed to load");
+}
+
+/// A value `JS_Eval` returned, as far as the host reads one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Value {
+    Int(i32),
+    Threw,
+    Other,
+}
+
+/// QuickJS's NaN-boxed values on wasm32 keep their tag in the high 32 bits.
+const TAG_INT: i32 = 0;
+const TAG_EXCEPTION: i32 = 6;
+
+impl Value {
+    pub(crate) fn decode(value: i64) -> Value {
+        match ((value >> 32) as i32, value as i32) {
+            (TAG_INT, n) => Value::Int(n),
+            (TAG_EXCEPTION, _) => Value::Threw,
+            _ => Value::Other,
+        }
     }
-    Ok(())
+}
+
+/// Evaluates `code` as a global script and reads its value; an exception is printed on stderr.
+async fn eval_value(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<Value> {
+    let context = qjs_context(store, instance).await?;
+    let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
+    let name = malloc(store, instance, b"<soulbox>\0").await?;
+    let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let value =
+        Value::decode(eval.call_async(&mut *store, (context, source, i32::try_from(code.len())?, name, 0)).await?);
+    free(store, instance, source).await?;
+    free(store, instance, name).await?;
+    if let Value::Threw = value {
+        let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
+        dump.call_async(&mut *store, context).await?;
+    }
+    Ok(value)
 }
 
 /// The guest's `JSContext`.

@@ -1,5 +1,5 @@
 // Timers for the QuickJS guest: setTimeout, setInterval, setImmediate and their clear*
-// functions, as in Node. Evaluated in every JavaScript guest before any user code. The host
+// functions, and process.nextTick's queue, as in Node. Evaluated in every JavaScript guest before any user code. The host
 // runs the event loop (runtimes-wasm/src/javascript/event_loop.rs): it drains the promise jobs,
 // then calls __soulbox_tick, which runs the earliest due timer and says how long to wait for
 // the next one.
@@ -47,6 +47,29 @@
     else if (timer !== undefined && timer !== null) timers.delete(Number(timer));
   }
 
+  // process.nextTick's queue: drained after the script and after each timer (the host and
+  // __soulbox_tick call __soulbox_drain_ticks), before the promise jobs, as in Node; a tick
+  // queued elsewhere (in a promise job) is drained by a microtask.
+  const ticks = [];
+  let drainQueued = false;
+  function drainTicks() {
+    drainQueued = false;
+    while (ticks.length) {
+      const [callback, args] = ticks.shift();
+      callback(...args);
+    }
+  }
+  function nextTick(callback, ...args) {
+    if (typeof callback !== "function") {
+      throw new TypeError(`The "callback" argument must be of type function. Received ${typeof callback}`);
+    }
+    ticks.push([callback, args]);
+    if (!drainQueued) {
+      drainQueued = true;
+      queueMicrotask(drainTicks);
+    }
+  }
+
   const define = (name, value) =>
     Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
   define("setTimeout", (callback, delay, ...args) => add(callback, delay, args, "timeout"));
@@ -55,6 +78,8 @@
   define("clearTimeout", clear);
   define("clearInterval", clear);
   define("clearImmediate", clear);
+  define("__soulbox_next_tick", nextTick);
+  define("__soulbox_drain_ticks", drainTicks);
 
   // Runs the earliest due timer. Returns 0 when it ran one, the milliseconds until the next
   // one is due, or -1 when no timer keeps the loop alive: none is left, or only unreferenced
@@ -72,6 +97,7 @@
     if (next.kind === "interval") next.schedule(Math.max(next.due + next.delay, performance.now()));
     else timers.delete(next.id);
     next.callback.apply(globalThis, next.args);
+    drainTicks();
     return 0;
   });
 })();

@@ -1,4 +1,4 @@
-//! JavaScript contexts: a fresh QuickJS instance started as `qjs --std -e ''` with the sandbox's
+//! JavaScript contexts: a fresh instance of the QuickJS snapshot begun with the sandbox's
 //! environment, then given the driver in `kernel.js`. Each cell is `__soulbox.cell(code)`, then
 //! the promise jobs, then a flush; then the host captures `__soulbox.report()`'s JSON line from
 //! stdout (the tap is off, so it is never streamed as output) and turns it into events.
@@ -46,15 +46,11 @@ pub(super) fn store(inner: &Inner, spec: &KernelSpec) -> Result<Store<GuestState
     context_store(inner, &spec.workspace, &[], &JavaScript::context_argv(), &env, &[])
 }
 
-/// Gives the context's `Math.random` a generator of its own, seeded from the host's entropy
-/// (a fork: its state was the source's).
+/// Gives the context's generators (`crypto`'s and `Math.random`'s) fresh host entropy (a fork:
+/// their state was the source's).
 pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
-    let mut seed = [0u8; 16];
-    getrandom::fill(&mut seed).map_err(|e| wasmtime::format_err!("no entropy: {e}"))?;
-    let words: Vec<String> =
-        seed.chunks_exact(4).map(|w| i32::from_le_bytes([w[0], w[1], w[2], w[3]]).to_string()).collect();
-    if !eval(&mut live.store, &live.instance, &format!("__soulbox.reseed({})", words.join(", "))).await? {
-        wasmtime::bail!("the JavaScript kernel driver could not reseed");
+    if !eval(&mut live.store, &live.instance, &format!("__soulbox_reseed({})", crate::javascript::seed()?)).await? {
+        wasmtime::bail!("the JavaScript context could not reseed");
     }
     Ok(())
 }

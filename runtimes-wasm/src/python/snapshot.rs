@@ -4,18 +4,17 @@
 //! with exactly the guest layout every execution uses ([`super::layout`]), run [`first_turn`] (the
 //! warm-up and the kernel module) as the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
 //! The instrumented module is compiled without optimization (it runs once). The result is
-//! stored under `cache/snapshots/`, keyed by the inputs' hashes and [`first_turn`], with a blake3
-//! checksum beside it; a snapshot that no longer matches it is rebuilt.
+//! cached by `snapshot_cache`, keyed by the inputs' hashes and [`first_turn`].
 
 use super::layout;
 use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use soulbox_host_api::{GuestConfig, GuestLimits, GuestRoot, GuestState, add_to_linker};
+use soulbox_host_api::{GuestConfig, GuestRoot, GuestState, add_to_linker};
 use std::path::Path;
 use std::time::Duration;
-use wasmtime::{Linker, Module, Store};
+use wasmtime::{Linker, Module};
 use wasmtime_wizer::{WasmtimeWizer, Wizer};
 
 /// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (`warm`
@@ -67,13 +66,6 @@ pub fn first_turn() -> String {
          _s.modules[\"_soulbox_kernel\"] = _k\ndel _s, _t, _k\n{FREEZE}"
     )
 }
-/// Limits while building the snapshot (SoulBox's own code runs, not a request's).
-const BUILD_LIMITS: GuestLimits = GuestLimits {
-    stdout_cap: 1 << 20,
-    stderr_cap: 1 << 20,
-    memory_cap: soulbox_engine::limits::MAX_MEMORY_BYTES,
-    open_files: 256,
-};
 /// Bumped whenever the guest layout or the build recipe changes.
 const RECIPE_VERSION: u32 = 1;
 
@@ -92,31 +84,13 @@ impl super::Python {
         settings: &EngineSettings,
         progress: bool,
     ) -> Result<Vec<u8>, RuntimeError> {
-        let name = format!("python-{}.wasm", &blake3::hash(self.content_key().as_bytes()).to_hex()[..32]);
-        let path = cache_dir.join(name);
-        let checksum = cache_dir.join(format!("{}.b3", path.file_name().unwrap_or_default().to_string_lossy()));
-        if let (Ok(bytes), Ok(expected)) = (std::fs::read(&path), std::fs::read_to_string(&checksum)) {
-            if blake3::hash(&bytes).to_hex().as_str() == expected.trim() {
-                return Ok(bytes);
-            }
-            tracing::warn!(path = %path.display(), "cached snapshot is corrupt; rebuilding");
-        }
-        let spinner = spinner(progress);
         let (this, scratch, settings) = (self.clone(), scratch.to_path_buf(), *settings);
-        // On a thread of its own: building drives wasmtime on a private tokio runtime, which
-        // must not be nested in a caller's runtime.
-        let bytes = std::thread::Builder::new()
-            .name("soulbox-snapshot".into())
-            .stack_size(crate::engine_config::ASYNC_STACK_BYTES * 2)
-            .spawn(move || this.build_snapshot(&scratch, &settings))
-            .map_err(|e| RuntimeError::io(cache_dir, e))?
-            .join()
-            .map_err(|_| RuntimeError::Snapshot { runtime: "python".into(), message: "the build panicked".into() })??;
-        spinner.finish_and_clear();
-        crate::module_cache::atomic_write(&path, &bytes)?;
-        crate::module_cache::atomic_write(&checksum, blake3::hash(&bytes).to_hex().as_bytes())?;
-        crate::module_cache::remove_stale(cache_dir, "python-", &path);
-        Ok(bytes)
+        crate::snapshot_cache::load_or_build(cache_dir, "python", &self.content_key(), move || {
+            let spinner = spinner(progress);
+            let built = this.build_snapshot(&scratch, &settings);
+            spinner.finish_and_clear();
+            built
+        })
     }
 
     fn verified_wasm(&self) -> Result<Vec<u8>, RuntimeError> {
@@ -151,20 +125,10 @@ impl super::Python {
             env: &env,
             mounts: &mounts,
             root: &root_path,
-            limits: BUILD_LIMITS,
+            limits: crate::snapshot_cache::BUILD_LIMITS,
         })?;
-        let mut store = Store::new(&engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.epoch_deadline_trap();
-        store.set_epoch_deadline(u64::MAX / 2);
-        if settings.fuel {
-            store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
-        }
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| RuntimeError::io(scratch, e))?;
-        runtime.block_on(async {
+        let mut store = crate::snapshot_cache::build_store(&engine, state, settings)?;
+        crate::snapshot_cache::build_runtime(scratch)?.block_on(async {
             let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
             let status = super::turn(&mut store, &instance, &first_turn()).await.map_err(|e| fail(format!("{e:#}")))?;
             if status != 0 {

@@ -1,0 +1,10 @@
+const b = Buffer.from('SoulBox ✓');
+console.log(b, b.length, b.toString('hex'));
+console.log(b.toString('base64'), Buffer.from(b.toString('base64'), 'base64').toString('utf8'));
+const header = Buffer.alloc(6);
+header.writeUInt16BE(0xcafe, 0);
+header.writeUInt32LE(123456, 2);
+console.log(header, header.readUInt16BE(0).toString(16), header.readUInt32LE(2));
+console.log(Buffer.concat([Buffer.from('ab'), Buffer.from('cd')]).toString(), Buffer.byteLength('✓✓'));
+console.log(Buffer.from([1, 2, 3]).toJSON(), Buffer.isBuffer(b), b.slice(0, 4).toString());
+console.log(Buffer.compare(Buffer.from('a'), Buffer.from('b')), Buffer.from('abc').equals(Buffer.from('abc')));

@@ -1,0 +1,12 @@
+const memo = (fn) => { const cache = new Map(); return (n) => { if (!cache.has(n)) cache.set(n, fn(n)); return cache.get(n); }; };
+const fib = memo((n) => (n < 2 ? n : fib(n - 1) + fib(n - 2)));
+console.log(fib(50), fib(90));
+const compose = (...fns) => (x) => fns.reduceRight((v, f) => f(v), x);
+const slugify = compose((s) => s.replace(/\s+/g, '-'), (s) => s.toLowerCase(), (s) => s.trim());
+console.log(slugify('  Hello World From LLMs '));
+const counter = (() => { let n = 0; return { inc: () => ++n, get value() { return n; } }; })();
+counter.inc(); counter.inc();
+console.log(counter.value);
+const debounceLog = [];
+const groups = ['apple', 'avocado', 'banana', 'blueberry', 'cherry'].reduce((acc, w) => ({ ...acc, [w[0]]: [...(acc[w[0]] || []), w] }), {});
+console.log(groups, debounceLog.length);

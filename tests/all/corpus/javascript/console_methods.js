@@ -1,0 +1,14 @@
+console.info('info goes to stdout');
+console.group('Group A');
+console.log('inside group');
+console.group();
+console.log('nested');
+console.groupEnd();
+console.groupEnd();
+console.log('outside');
+console.count();
+console.count('x');
+console.count();
+console.table([{ fruit: 'apple', qty: 3 }, { fruit: 'kiwi', qty: 12 }]);
+console.dir({ a: { b: { c: { d: 1 } } } }, { depth: 5 });
+console.assert(1 === 1, 'not printed');

@@ -1,0 +1,10 @@
+const crypto = require('crypto');
+console.log(crypto.createHash('sha256').update('hello world').digest('hex'));
+console.log(crypto.createHash('md5').update('hello world').digest('hex'));
+console.log(crypto.createHash('sha1').update('hello').update(' world').digest('base64'));
+console.log(crypto.createHmac('sha256', 'secret').update('message').digest('hex'));
+const id = crypto.randomUUID();
+console.log(/^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id));
+console.log(crypto.randomBytes(16).length, crypto.getRandomValues(new Uint8Array(8)).length);
+const n = crypto.randomInt(10);
+console.log(n >= 0 && n < 10);

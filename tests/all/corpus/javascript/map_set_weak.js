@@ -1,0 +1,14 @@
+const inventory = new Map([['apples', 5], ['pears', 0]]);
+inventory.set('plums', 12);
+for (const [fruit, count] of inventory) if (count === 0) inventory.delete(fruit);
+console.log(inventory, inventory.size, [...inventory.keys()]);
+const seen = new Set([1, 2, 2, 3, 3, 3]);
+console.log(seen, [...seen].map((x) => x * 10));
+const a = new Set([1, 2, 3]);
+const b = new Set([2, 3, 4]);
+console.log([...a].filter((x) => b.has(x)), [...new Set([...a, ...b])]);
+const cache = new WeakMap();
+const key = {};
+cache.set(key, 'value');
+console.log(cache.get(key), cache.has({}));
+console.log(Object.groupBy([1, 2, 3, 4], (n) => (n % 2 ? 'odd' : 'even')));

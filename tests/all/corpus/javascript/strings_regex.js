@@ -1,0 +1,10 @@
+const text = 'The quick brown fox jumps over the lazy dog. The dog sleeps.';
+const words = text.toLowerCase().match(/\b[a-z]+\b/g);
+const freq = words.reduce((m, w) => m.set(w, (m.get(w) || 0) + 1), new Map());
+console.log([...freq].filter(([, n]) => n > 1));
+console.log(text.replace(/\b(\w)(\w*)/g, (_, a, b) => a.toUpperCase() + b).slice(0, 20));
+console.log('2024-03-15'.match(/(?<year>\d{4})-(?<month>\d{2})-(?<day>\d{2})/).groups);
+console.log([...'a1b22c333'.matchAll(/\d+/g)].map((m) => [m[0], m.index]));
+console.log('tab\tseparated'.split('\t'), 'x'.padStart(4, '-'), 'abc'.repeat(2), '  trim  '.trim() + '|');
+console.log('camelCaseString'.replace(/([A-Z])/g, '_$1').toLowerCase(), 'snake_case_here'.replace(/_(\w)/g, (_, c) => c.toUpperCase()));
+console.log(encodeURIComponent('a b&c/d'), decodeURIComponent('%E2%9C%93'));

@@ -1,0 +1,11 @@
+const url = new URL('https://api.example.com:8443/v1/users/../items?limit=10&sort=desc#top');
+console.log(url.hostname, url.port, url.pathname, url.search, url.hash, url.origin);
+console.log(url.searchParams.get('limit'), [...url.searchParams.entries()]);
+url.searchParams.set('page', '2');
+url.searchParams.delete('sort');
+console.log(url.href);
+const params = new URLSearchParams({ q: 'hello world', tag: 'a&b' });
+console.log(params.toString());
+console.log(new URL('/docs/guide?x=1', 'https://example.org/base/page').href);
+console.log(new URL('../up', 'https://example.org/a/b/c').href);
+console.log(URL.canParse('not a url'), URL.canParse('mailto:a@b.c'));
