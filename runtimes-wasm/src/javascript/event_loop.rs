@@ -2,9 +2,9 @@
 //!
 //! The reactor has no event loop of its own, so the host runs one: it drains the promise jobs,
 //! then calls the guest's `__soulbox_tick` (defined by `timers.js`), which runs the earliest
-//! due timer or says how long to wait for it; the host sleeps that long (an async sleep: the
-//! worker pool counts the job as waiting) and goes round again, until no timer keeps the loop
-//! alive. As in Node, every promise job queued by a timer runs before the next timer.
+//! due timer or says how long to wait for it; the host sleeps that long (an async sleep, during
+//! which the worker pool counts the job as waiting, unless the wait is short: see `sleep`) and
+//! goes round again, until no timer keeps the loop alive. As in Node, every promise job queued by a timer runs before the next timer.
 //!
 //! How it ends:
 //! - a script ([`Stop::WhenIdle`]) runs until no timer is left, as Node does; the guest's
@@ -23,6 +23,8 @@ use wasmtime::{Instance, Store};
 
 /// How long before a cell's deadline its loop stops waiting for timers.
 pub(crate) const CELL_DEADLINE_MARGIN: Duration = Duration::from_millis(100);
+/// The longest wait for a timer spent in a blocking, precise sleep (see [`sleep`]).
+const PRECISE_WAIT: Duration = Duration::from_millis(2);
 
 /// When the loop stops (see the module's documentation).
 #[derive(Debug, Clone, Copy)]
@@ -71,15 +73,14 @@ pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop
                 ok = false;
                 break;
             }
-            Tick::Wait(wait) => match stop {
-                Stop::WhenIdle => tokio::time::sleep(wait).await,
-                Stop::BeforeDeadline(deadline) => {
-                    if Instant::now() + wait + CELL_DEADLINE_MARGIN >= deadline {
-                        break;
-                    }
-                    tokio::time::sleep(wait).await;
+            Tick::Wait(wait) => {
+                if let Stop::BeforeDeadline(deadline) = stop
+                    && Instant::now() + wait + CELL_DEADLINE_MARGIN >= deadline
+                {
+                    break;
                 }
-            },
+                sleep(wait).await;
+            }
         }
     }
     free(store, instance, source).await?;
@@ -87,12 +88,25 @@ pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop
     Ok(ok)
 }
 
-/// Reads `__soulbox_tick`'s answer: 0 ran a timer, a positive number of milliseconds to wait,
+/// Waits `wait` for the next timer. tokio's timers count whole milliseconds and round up, so
+/// a short wait (a `setTimeout(f, 0)` is due in 1 ms) would take twice as long as asked: waits
+/// up to [`PRECISE_WAIT`] block the worker thread in the OS's sleep instead, which keeps to
+/// tens of microseconds; longer ones sleep asynchronously (the worker pool counts the job as
+/// waiting and may run another meanwhile).
+async fn sleep(wait: Duration) {
+    if wait <= PRECISE_WAIT {
+        std::thread::sleep(wait);
+    } else {
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Reads `__soulbox_tick`'s answer: 0 ran a timer, a positive number of microseconds to wait,
 /// -1 idle; an exception if the timer threw.
 fn tick(value: i64) -> Tick {
     match Value::decode(value) {
         Value::Int(0) => Tick::Ran,
-        Value::Int(ms) if ms > 0 => Tick::Wait(Duration::from_millis(ms.unsigned_abs().into())),
+        Value::Int(us) if us > 0 => Tick::Wait(Duration::from_micros(us.unsigned_abs().into())),
         Value::Int(_) => Tick::Idle,
         // The tick returns only integers (or throws): anything else is a broken guest.
         Value::Threw | Value::Other => Tick::Threw,
@@ -108,7 +122,7 @@ mod tests {
         let int = |n: i32| i64::from(n as u32);
         assert!(matches!(tick(int(0)), Tick::Ran));
         assert!(matches!(tick(int(-1)), Tick::Idle));
-        assert!(matches!(tick(int(25)), Tick::Wait(d) if d == Duration::from_millis(25)));
+        assert!(matches!(tick(int(25)), Tick::Wait(d) if d == Duration::from_micros(25)));
         assert!(matches!(tick(6_i64 << 32), Tick::Threw));
     }
 }

@@ -5,6 +5,7 @@
 // the next one.
 (() => {
   const MAX_DELAY = 2147483647;
+  const MAX_WAIT_US = 2147483647;
   const timers = new Map();
   let lastId = 0;
   let lastOrder = 0;
@@ -81,9 +82,10 @@
   define("__soulbox_next_tick", nextTick);
   define("__soulbox_drain_ticks", drainTicks);
 
-  // Runs the earliest due timer. Returns 0 when it ran one, the milliseconds until the next
-  // one is due, or -1 when no timer keeps the loop alive: none is left, or only unreferenced
-  // ones (and, unless `intervalsKeepAlive`, intervals).
+  // Runs the earliest due timer. Returns 0 when it ran one, the microseconds until the next
+  // one is due (at most MAX_WAIT_US: the host asks again after that long), or -1 when no timer
+  // keeps the loop alive: none is left, or only unreferenced ones (and, unless
+  // `intervalsKeepAlive`, intervals).
   define("__soulbox_tick", (intervalsKeepAlive) => {
     let next = null;
     let alive = false;
@@ -93,7 +95,7 @@
     }
     if (!alive) return -1;
     const wait = next.due - performance.now();
-    if (wait > 0) return Math.min(MAX_DELAY, Math.ceil(wait)) | 0;
+    if (wait > 0) return Math.min(MAX_WAIT_US, Math.ceil(wait * 1000)) | 0;
     if (next.kind === "interval") next.schedule(Math.max(next.due + next.delay, performance.now()));
     else timers.delete(next.id);
     next.callback.apply(globalThis, next.args);
