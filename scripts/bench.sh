@@ -8,6 +8,7 @@ cargo build --release --workspace --locked
 cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --warm-up-time 2 --measurement-time 5
 ./target/release/report
 ./target/release/sandbox-report
+./target/release/javascript-report
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
 target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt
 ./target/release/checkpoint-report

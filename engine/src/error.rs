@@ -38,7 +38,12 @@ pub enum EngineError {
 fn unsupported(language: Language, backend: Option<BackendKind>) -> String {
     match backend {
         Some(BackendKind::Wasm) => {
-            format!("the wasm backend does not run {language}; WebAssembly runs python and javascript")
+            format!("the wasm backend does not run {language}; WebAssembly runs python, javascript and typescript")
+        }
+        Some(BackendKind::Container) if !language.runs_in_containers() => {
+            format!(
+                "{language} runs only in WebAssembly (its types are removed on the host): do not ask for the container backend"
+            )
         }
         Some(BackendKind::Container) | None if !language.runs_in_wasm() => {
             format!("container backend unavailable: {language} needs the container backend, which is not configured")

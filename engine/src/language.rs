@@ -2,7 +2,8 @@
 //!
 //! Python and JavaScript run in WebAssembly by default (CPython and QuickJS); asked for with
 //! [`BackendKind::Container`], they run natively (`python3`, `node`) in a container instead.
-//! The other languages need native processes and only run in containers.
+//! TypeScript runs in WebAssembly only (its types removed on the host, then QuickJS). The
+//! other languages need native processes and only run in containers.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -21,6 +22,9 @@ pub enum Language {
     /// QuickJS-NG (ES2023, WebAssembly); Node.js in a container.
     #[serde(alias = "js", alias = "node", alias = "nodejs")]
     JavaScript,
+    /// TypeScript: its types removed on the host, then run as JavaScript (WebAssembly only).
+    #[serde(alias = "ts")]
+    TypeScript,
     /// A bash script (containers).
     #[serde(alias = "sh", alias = "shell")]
     Bash,
@@ -43,9 +47,10 @@ pub enum Language {
 
 impl Language {
     /// Every language, in a stable order.
-    pub const ALL: [Language; 9] = [
+    pub const ALL: [Language; 10] = [
         Language::Python,
         Language::JavaScript,
+        Language::TypeScript,
         Language::Bash,
         Language::C,
         Language::Cpp,
@@ -60,6 +65,7 @@ impl Language {
         match self {
             Language::Python => "python",
             Language::JavaScript => "javascript",
+            Language::TypeScript => "typescript",
             Language::Bash => "bash",
             Language::C => "c",
             Language::Cpp => "cpp",
@@ -75,6 +81,7 @@ impl Language {
         match path.extension()?.to_str()? {
             "py" => Some(Language::Python),
             "js" | "mjs" | "cjs" => Some(Language::JavaScript),
+            "ts" | "mts" | "cts" => Some(Language::TypeScript),
             "sh" | "bash" => Some(Language::Bash),
             "c" => Some(Language::C),
             "cc" | "cpp" | "cxx" => Some(Language::Cpp),
@@ -88,7 +95,12 @@ impl Language {
 
     /// Whether SoulBox's WebAssembly interpreters run this language.
     pub fn runs_in_wasm(self) -> bool {
-        matches!(self, Language::Python | Language::JavaScript)
+        matches!(self, Language::Python | Language::JavaScript | Language::TypeScript)
+    }
+
+    /// Whether a container runs this language (every language but TypeScript).
+    pub fn runs_in_containers(self) -> bool {
+        self != Language::TypeScript
     }
 }
 
@@ -100,7 +112,7 @@ impl fmt::Display for Language {
 
 /// A language name SoulBox does not know.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown language `{0}`: expected one of python, javascript, bash, c, cpp, go, java, ruby, php")]
+#[error("unknown language `{0}`: expected one of python, javascript, typescript, bash, c, cpp, go, java, ruby, php")]
 pub struct UnknownLanguage(pub String);
 
 impl FromStr for Language {
@@ -150,6 +162,7 @@ mod tests {
         assert_eq!("JS".parse::<Language>().unwrap(), Language::JavaScript);
         assert_eq!("c++".parse::<Language>().unwrap(), Language::Cpp);
         assert_eq!("sh".parse::<Language>().unwrap(), Language::Bash);
+        assert_eq!("ts".parse::<Language>().unwrap(), Language::TypeScript);
         assert!("cobol".parse::<Language>().is_err());
         let json: Language = serde_json::from_str("\"js\"").unwrap();
         assert_eq!(json, Language::JavaScript);

@@ -101,7 +101,10 @@ impl Backend for ContainerBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities::new(BackendKind::Container).languages(Language::ALL).machines().rendering()
+        Capabilities::new(BackendKind::Container)
+            .languages(Language::ALL.into_iter().filter(|language| language.runs_in_containers()))
+            .machines()
+            .rendering()
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {

@@ -253,7 +253,7 @@ impl Backend for WasmBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        let languages = [Language::Python, Language::JavaScript];
+        let languages = [Language::Python, Language::JavaScript, Language::TypeScript];
         Capabilities::new(BackendKind::Wasm).languages(languages).kernels(languages)
     }
 

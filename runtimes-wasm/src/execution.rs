@@ -22,7 +22,7 @@ use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
 use crate::rewind::NotRewound;
 use crate::ticker::EpochTicker;
-use soulbox_engine::{ExecRequest, ExecResult, Limits, Outcome, OutputFile};
+use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, Outcome, OutputFile};
 use soulbox_host_api::{
     CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState, ReadOnlyMount, UnreportableExit,
 };
@@ -123,6 +123,9 @@ thread_local! {
 
 /// Runs `request` to completion. Blocks: call it on a worker thread.
 pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant) -> Result<ExecResult, RuntimeError> {
+    if request.language == Language::TypeScript {
+        request.code = crate::javascript::typescript::to_javascript(&request.code);
+    }
     let mut guest = match WasmLanguage::of(request.language)? {
         WasmLanguage::Python => match take_ready_python(inner) {
             Some(guest) => guest,

@@ -21,9 +21,10 @@ impl WasmLanguage {
     pub(crate) fn of(language: Language) -> Result<Self, RuntimeError> {
         match language {
             Language::Python => Ok(WasmLanguage::Python),
-            Language::JavaScript => Ok(WasmLanguage::JavaScript),
+            // TypeScript runs as JavaScript once its types are removed (`javascript::typescript`).
+            Language::JavaScript | Language::TypeScript => Ok(WasmLanguage::JavaScript),
             other => Err(RuntimeError::Rejected(format!(
-                "the wasm backend does not run {other}; WebAssembly runs python and javascript"
+                "the wasm backend does not run {other}; WebAssembly runs python, javascript and typescript"
             ))),
         }
     }

@@ -20,7 +20,7 @@ pub struct RunArgs {
     /// Arguments for the program (after `--`).
     #[arg(last = true)]
     pub args: Vec<String>,
-    /// The language (python, javascript, bash, c, cpp, go, java, ruby, php); guessed from the
+    /// The language (python, javascript, typescript, bash, c, cpp, go, java, ruby, php); guessed from the
     /// file extension, else Python.
     #[arg(long, short)]
     pub language: Option<Language>,

@@ -133,11 +133,12 @@ async fn process_exit_flushes_and_sets_the_status() {
     assert_eq!((r.exit_code, r.stdout.as_str()), (5, "out\nbye 5\n"), "{r:?}");
 }
 
-/// One program of the corpus (`corpus/javascript/`): programs of the kind models write, each
-/// beside the output Node 20 printed for it (`NAME.out`; the few whose output is SoulBox's
-/// own say so in their first comment). `NAME.context.out`, where present, is what the program
-/// prints as a context's cell instead (a cell waits for its timeouts but not its intervals, and
-/// is not a process that exits). A first line `// exit code: N` gives a one-shot exit status.
+/// One program of a corpus (`corpus/javascript/`, `corpus/typescript/`): programs of the kind
+/// models write, each beside its expected output (`NAME.out`: for JavaScript, what Node 20
+/// printed for it, the few whose output is SoulBox's own saying so in their first comment).
+/// `NAME.context.out`, where present, is what the program prints as a context's cell instead
+/// (a cell waits for its timeouts but not its intervals, and is not a process that exits). A
+/// first line `// exit code: N` gives a one-shot exit status.
 struct Program {
     name: String,
     code: String,
@@ -146,15 +147,19 @@ struct Program {
     exit_code: i32,
 }
 
-fn corpus() -> Vec<Program> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("all/corpus/javascript");
+fn corpus(language: Language) -> Vec<Program> {
+    let (dir, extension) = match language {
+        Language::TypeScript => ("typescript", "ts"),
+        _ => ("javascript", "js"),
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("all/corpus").join(dir);
     let mut programs: Vec<Program> = std::fs::read_dir(&dir)
-        .expect("the JavaScript corpus")
+        .expect("the corpus")
         .map(|entry| entry.expect("a corpus entry").path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "js"))
+        .filter(|path| path.extension().is_some_and(|ext| ext == extension))
         .map(|path| {
             let read = |ext: &str| std::fs::read_to_string(path.with_extension(ext));
-            let code = read("js").expect("the program");
+            let code = read(extension).expect("the program");
             let stdout = read("out").expect("every program has its expected output");
             let exit_code = code
                 .lines()
@@ -167,15 +172,14 @@ fn corpus() -> Vec<Program> {
         })
         .collect();
     programs.sort_by(|a, b| a.name.cmp(&b.name));
-    assert!(programs.len() >= 30, "the corpus has {} programs", programs.len());
     programs
 }
 
-#[tokio::test]
-async fn the_corpus_prints_what_node_prints() {
+/// Runs every program of `language`'s corpus one-shot; the mismatches.
+async fn corpus_one_shot(language: Language) -> Vec<String> {
     let mut failures = Vec::new();
-    for program in corpus() {
-        let r = js(&program.code).await;
+    for program in corpus(language) {
+        let r = run(ExecRequest::new(language, &program.code)).await;
         if r.stdout != program.stdout || r.exit_code != program.exit_code {
             failures.push(format!(
                 "{}: exit {} (expected {}), stderr {:?}\n--- got\n{}--- expected\n{}",
@@ -183,15 +187,16 @@ async fn the_corpus_prints_what_node_prints() {
             ));
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    failures
 }
 
-#[tokio::test]
-async fn the_corpus_runs_as_context_cells() {
+/// Runs every program of `language`'s corpus as the first cell of a new sandbox's context of
+/// that language; the mismatches.
+async fn corpus_in_contexts(language: Language) -> Vec<String> {
     let sandboxes = soulbox_tests::sandboxes();
-    let options = soulbox_engine::RunOptions { language: Some(Language::JavaScript), ..Default::default() };
+    let options = soulbox_engine::RunOptions { language: Some(language), ..Default::default() };
     let mut failures = Vec::new();
-    for program in corpus() {
+    for program in corpus(language) {
         let spec = soulbox_engine::SandboxSpec { template: soulbox_engine::Template::JavaScript, ..Default::default() };
         let sandbox = sandboxes.create(spec).await.expect("a JavaScript sandbox");
         let r = sandbox.run_code(&program.code, options.clone()).await.expect("the cell runs");
@@ -203,5 +208,37 @@ async fn the_corpus_runs_as_context_cells() {
         }
         sandboxes.kill(sandbox.id()).expect("the sandbox is killed");
     }
+    failures
+}
+
+#[tokio::test]
+async fn the_corpus_prints_what_node_prints() {
+    assert!(corpus(Language::JavaScript).len() >= 30);
+    let failures = corpus_one_shot(Language::JavaScript).await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_corpus_runs_as_context_cells() {
+    let failures = corpus_in_contexts(Language::JavaScript).await;
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn the_typescript_corpus_runs_one_shot_and_in_contexts() {
+    assert!(corpus(Language::TypeScript).len() >= 8);
+    let mut failures = corpus_one_shot(Language::TypeScript).await;
+    failures.extend(corpus_in_contexts(Language::TypeScript).await);
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn typescript_errors_point_at_the_users_lines() {
+    let code = "const limit: number = 3;\ninterface Item { name: string }\nfunction check(item: Item): never {\n  throw new Error(`bad ${item.name}`);\n}\ncheck({ name: 'x' } as Item);\n";
+    let r = run(ExecRequest::new(Language::TypeScript, code)).await;
+    assert_eq!(r.exit_code, 1, "{r:?}");
+    assert!(r.stderr.contains("Error: bad x") && r.stderr.contains("<cmdline>:4:"), "the throw is on line 4: {r:?}");
+    let bad = run(ExecRequest::new(Language::TypeScript, "const ok: number = 1;\nlet broken: = 2;\n")).await;
+    assert_eq!(bad.exit_code, 1, "{bad:?}");
+    assert!(bad.stderr.contains("SyntaxError: TypeScript: 2:"), "a syntax error names its line: {bad:?}");
 }

@@ -1,12 +1,14 @@
-//! `javascript-report`: fresh JavaScript executions with the Node globals and the event loop,
-//! measured in process, with Node itself (`node -e`, a new process per run) beside them as the
-//! baseline when `node` is on the PATH.
+//! `javascript-report`: fresh JavaScript and TypeScript executions with the Node globals and the
+//! event loop, measured in process, with Node itself (`node -e`, a new process per run) beside
+//! them as the baseline when `node` is on the PATH; and the host's cost of removing the types
+//! from a 200-line TypeScript file (stripped, and transformed for one with enums).
 //!
 //! "10 ms gaps" rows leave a gap before each request, as LLM tool calls do; "back-to-back" rows
 //! send the next request the moment the last one is answered.
 
 use soulbox_benches::{execution_latencies, process_latencies, row};
 use soulbox_engine::Language;
+use soulbox_runtimes_wasm::javascript::typescript::to_javascript;
 use std::process::Command;
 use std::time::Duration;
 
@@ -21,6 +23,33 @@ const data = JSON.parse(fs.readFileSync('data.json', 'utf8'));
 const url = new URL('https://example.com/api?limit=10');
 console.log(data, Buffer.from('hi').toString('hex'), url.searchParams.get('limit'));
 setTimeout(() => console.log('done'), 0);"#;
+
+/// A 200-line TypeScript file: 20 blocks of an interface, a generic function and a class; with
+/// `enums`, each block also has an enum (which makes swc transform rather than strip).
+fn typescript_file(enums: bool) -> String {
+    let mut file = String::new();
+    for i in 0..20 {
+        file.push_str(&format!(
+            "interface Item{i} {{\n  id: number;\n  name: string;\n}}\nfunction pick{i}<T extends Item{i}>(items: T[], id: number): T | undefined {{\n  return items.find((item: T) => item.id === id);\n}}\n{}class Store{i} {{ private items: Item{i}[] = []; add(item: Item{i}): void {{ this.items.push(item); }} }}\nconsole.log(pick{i}<Item{i}>([{{ id: {i}, name: 'n' }}], {i})?.name);\n",
+            if enums { format!("enum Kind{i} {{ A, B }}\n") } else { "const kind: string = 'a';\n".replace("kind", &format!("kind{i}")) }
+        ));
+    }
+    file
+}
+
+/// `runs` timings of `to_javascript(code)`, after `runs / 10` unmeasured.
+fn strip_latencies(code: &str, runs: usize) -> Vec<Duration> {
+    for _ in 0..runs / 10 {
+        std::hint::black_box(to_javascript(code));
+    }
+    (0..runs)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            std::hint::black_box(to_javascript(code));
+            started.elapsed()
+        })
+        .collect()
+}
 
 fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
@@ -39,6 +68,15 @@ fn main() -> anyhow::Result<()> {
             NODE_STYLE,
         ),
     ];
+    let (stripped, transformed) = (typescript_file(false), typescript_file(true));
+    let ts_runs = [
+        ("strip the types of a 200-line TypeScript file (on the host)", strip_latencies(&stripped, RUNS)),
+        ("transform a 200-line TypeScript file with enums (on the host)", strip_latencies(&transformed, RUNS)),
+        (
+            "fresh TypeScript, the 200-line file, back-to-back",
+            runtime.block_on(execution_latencies(&engine, Language::TypeScript, &stripped, RUNS, None))?,
+        ),
+    ];
     let node = which_node();
     println!("Baseline: {} (a new process per run)\n", node.as_deref().unwrap_or("node not found"));
     println!("| measure | p50 | p99 | node -e p50 | ratio (node / SoulBox) |");
@@ -52,6 +90,9 @@ fn main() -> anyhow::Result<()> {
             None => None,
         };
         row(name, &samples, baseline.as_deref());
+    }
+    for (name, samples) in ts_runs {
+        row(name, &samples, None);
     }
     Ok(())
 }

@@ -21,6 +21,7 @@
 mod event_loop;
 mod exports;
 mod snapshot;
+pub mod typescript;
 
 pub(crate) use event_loop::{Stop, run as run_event_loop};
 

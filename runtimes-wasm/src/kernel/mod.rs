@@ -196,6 +196,10 @@ fn run_cell(
         let run = async {
             match language {
                 WasmLanguage::Python => python::run(&mut live, &cell.code, events).await,
+                WasmLanguage::JavaScript if spec.language == Language::TypeScript => {
+                    let code = crate::javascript::typescript::to_javascript(&cell.code);
+                    javascript::run(&mut live, &code, events, ends).await
+                }
                 WasmLanguage::JavaScript => javascript::run(&mut live, &cell.code, events, ends).await,
             }
         };

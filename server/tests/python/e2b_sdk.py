@@ -55,6 +55,8 @@ def code_interpreter(sbx):
     )
     check("".join(seen_out) == "one\ntwo\n" and seen_results == ["7"], f"callbacks: {seen_out} {seen_results}")
     check(sbx.run_code("[1, 2].map(n => n * 21)[1]", language="javascript").text == "42", "a JavaScript cell")
+    typed = sbx.run_code("const n: number = 21; [1, 2].map((v: number): number => v * n)[1]", language="typescript")
+    check(typed.text == "42", f"a TypeScript cell: {typed}")
 
     context = sbx.create_code_context()
     check(context.cwd == "/home/user" and context.language == "python", f"a context: {context}")

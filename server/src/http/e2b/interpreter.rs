@@ -79,9 +79,9 @@ struct ExecuteRequest {
 /// E2B's language names as SoulBox's; a language no context here runs is refused by name.
 fn language(name: &str) -> Result<Language, ApiError> {
     match serde_json::from_value::<Language>(json!(name.to_ascii_lowercase())) {
-        Ok(language @ (Language::Python | Language::JavaScript)) => Ok(language),
+        Ok(language @ (Language::Python | Language::JavaScript | Language::TypeScript)) => Ok(language),
         _ => Err(ApiError::BadRequest(format!(
-            "language `{name}` is not available in SoulBox's code interpreter (python and javascript are)"
+            "language `{name}` is not available in SoulBox's code interpreter (python, javascript and typescript are)"
         ))),
     }
 }
