@@ -37,7 +37,7 @@ async def session_calls(session: ClientSession) -> None:
     once = await session.call_tool("run_code", {"language": "python", "code": "print(sum(range(10)))"})
     assert not once.is_error and payload(once)["stdout"] == "45\n", once
     js = await session.call_tool("run_code", {"language": "javascript", "code": "console.log([1,2].map(x => x * 2))"})
-    assert payload(js)["stdout"].strip() == "2,4", js
+    assert payload(js)["stdout"].strip() == "[ 2, 4 ]", js  # formatted as Node formats it
 
     created = payload(await session.call_tool("create_sandbox", {"template": "data-science"}))
     sandbox = created["sandbox_id"]
