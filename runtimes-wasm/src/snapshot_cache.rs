@@ -6,11 +6,12 @@
 //! drives wasmtime on a private tokio runtime, so it runs on a thread of its own (it must not
 //! be nested in a caller's runtime). Python and JavaScript build theirs through [`load_or_build`].
 
-use crate::engine_config::EngineSettings;
+use crate::engine_config::{EngineRole, EngineSettings};
 use crate::error::RuntimeError;
-use soulbox_host_api::{GuestLimits, GuestState};
+use soulbox_host_api::{GuestLimits, GuestState, add_to_linker};
 use std::path::Path;
-use wasmtime::{Engine, Store};
+use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime_wizer::{ModuleContext, Wizer};
 
 /// Limits while building a snapshot (SoulBox's own code runs, not a request's).
 pub(crate) const BUILD_LIMITS: GuestLimits = GuestLimits {
@@ -72,4 +73,32 @@ pub(crate) fn build_store(
         store.set_fuel(u64::MAX).map_err(|e| RuntimeError::wasm(&e))?;
     }
     Ok(store)
+}
+
+/// A module instrumented by Wizer, compiled for building (unoptimized: it runs once) and
+/// ready to instantiate with SoulBox's guest world linked.
+pub(crate) struct Instrumented<'a> {
+    pub(crate) wizer: Wizer,
+    pub(crate) context: ModuleContext<'a>,
+    pub(crate) engine: Engine,
+    pub(crate) module: Module,
+    pub(crate) linker: Linker<GuestState>,
+}
+
+/// Instruments `wasm` for `runtime`'s snapshot, compiles it and links the guest world.
+pub(crate) fn instrument<'a>(
+    runtime: &str,
+    wasm: &'a [u8],
+    settings: &EngineSettings,
+) -> Result<Instrumented<'a>, RuntimeError> {
+    let wizer = Wizer::new();
+    let (context, instrumented) = wizer
+        .instrument(wasm)
+        .map_err(|e| RuntimeError::Snapshot { runtime: runtime.into(), message: format!("{e:#}") })?;
+    let engine = settings.engine(EngineRole::BuildSnapshot)?;
+    let module = Module::new(&engine, &instrumented).map_err(|e| RuntimeError::wasm(&e))?;
+    drop(instrumented);
+    let mut linker = Linker::new(&engine);
+    add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
+    Ok(Instrumented { wizer, context, engine, module, linker })
 }

@@ -9,12 +9,11 @@
 //! snapshot froze (the environment, the arguments, entropy and the clocks' origin).
 
 use super::{JavaScript, call0, eval, eval_named, init_argv};
-use crate::engine_config::{EngineRole, EngineSettings};
+use crate::engine_config::EngineSettings;
 use crate::error::RuntimeError;
-use soulbox_host_api::{GuestConfig, GuestRoot, add_to_linker};
+use soulbox_host_api::{GuestConfig, GuestRoot};
 use std::path::Path;
-use wasmtime::{Linker, Module};
-use wasmtime_wizer::{WasmtimeWizer, Wizer};
+use wasmtime_wizer::WasmtimeWizer;
 
 /// The argv the snapshot starts QuickJS with: `std` and `os` as globals, an empty script.
 const BUILD_ARGV: [&str; 4] = ["qjs", "--std", "-e", ""];
@@ -36,13 +35,8 @@ impl JavaScript {
     fn build_snapshot(&self, scratch: &Path, settings: &EngineSettings) -> Result<Vec<u8>, RuntimeError> {
         let fail = |message: String| RuntimeError::Snapshot { runtime: "javascript".into(), message };
         let wasm = self.wasm()?;
-        let wizer = Wizer::new();
-        let (context, instrumented) = wizer.instrument(&wasm).map_err(|e| fail(format!("{e:#}")))?;
-        let engine = settings.engine(EngineRole::BuildSnapshot)?;
-        let module = Module::new(&engine, &instrumented).map_err(|e| RuntimeError::wasm(&e))?;
-        drop(instrumented);
-        let mut linker = Linker::new(&engine);
-        add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
+        let crate::snapshot_cache::Instrumented { wizer, context, engine, module, linker } =
+            crate::snapshot_cache::instrument("javascript", &wasm, settings)?;
 
         std::fs::create_dir_all(scratch).map_err(|e| RuntimeError::io(scratch, e))?;
         let root = GuestRoot::create_in(scratch, &[])?;

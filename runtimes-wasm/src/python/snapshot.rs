@@ -7,15 +7,14 @@
 //! cached by `snapshot_cache`, keyed by the inputs' hashes and [`first_turn`].
 
 use super::layout;
-use crate::engine_config::{EngineRole, EngineSettings};
+use crate::engine_config::EngineSettings;
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
 use indicatif::{ProgressBar, ProgressStyle};
-use soulbox_host_api::{GuestConfig, GuestRoot, GuestState, add_to_linker};
+use soulbox_host_api::{GuestConfig, GuestRoot, GuestState};
 use std::path::Path;
 use std::time::Duration;
-use wasmtime::{Linker, Module};
-use wasmtime_wizer::{WasmtimeWizer, Wizer};
+use wasmtime_wizer::WasmtimeWizer;
 
 /// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (`warm`
 /// reseeds `random` and `numpy.random` from fresh WASI entropy for each instance: numpy's from
@@ -106,13 +105,8 @@ impl super::Python {
     fn build_snapshot(&self, scratch: &Path, settings: &EngineSettings) -> Result<Vec<u8>, RuntimeError> {
         let fail = |message: String| RuntimeError::Snapshot { runtime: "python".into(), message };
         let wasm = self.verified_wasm()?;
-        let wizer = Wizer::new();
-        let (context, instrumented) = wizer.instrument(&wasm).map_err(|e| fail(format!("{e:#}")))?;
-        let engine = settings.engine(EngineRole::BuildSnapshot)?;
-        let module = Module::new(&engine, &instrumented).map_err(|e| RuntimeError::wasm(&e))?;
-        drop(instrumented);
-        let mut linker = Linker::new(&engine);
-        add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
+        let crate::snapshot_cache::Instrumented { wizer, context, engine, module, linker } =
+            crate::snapshot_cache::instrument("python", &wasm, settings)?;
 
         std::fs::create_dir_all(scratch).map_err(|e| RuntimeError::io(scratch, e))?;
         let root = GuestRoot::create_in(scratch, &layout::MOUNT_POINTS)?;
