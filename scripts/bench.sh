@@ -9,6 +9,7 @@ cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --w
 ./target/release/report
 ./target/release/sandbox-report
 ./target/release/javascript-report
+./target/release/network-report
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
 target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt
 ./target/release/checkpoint-report

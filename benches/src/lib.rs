@@ -159,9 +159,18 @@ pub async fn execution_latencies(
     runs: usize,
     gap: Option<Duration>,
 ) -> anyhow::Result<Vec<Duration>> {
-    use soulbox_engine::ExecRequest;
+    request_latencies(engine, || soulbox_engine::ExecRequest::new(language, code), runs, gap).await
+}
+
+/// [`execution_latencies`] for the requests `request` makes.
+pub async fn request_latencies(
+    engine: &soulbox_engine::Engine,
+    request: impl Fn() -> soulbox_engine::ExecRequest,
+    runs: usize,
+    gap: Option<Duration>,
+) -> anyhow::Result<Vec<Duration>> {
     for _ in 0..runs / 10 {
-        engine.execute(ExecRequest::new(language, code)).await?;
+        engine.execute(request()).await?;
     }
     let mut samples = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -169,9 +178,9 @@ pub async fn execution_latencies(
             tokio::time::sleep(gap).await;
         }
         let started = std::time::Instant::now();
-        let result = engine.execute(ExecRequest::new(language, code)).await?;
+        let result = engine.execute(request()).await?;
         samples.push(started.elapsed());
-        anyhow::ensure!(result.exit_code == 0, "{code}: {}", result.stderr);
+        anyhow::ensure!(result.exit_code == 0, "{}: {}", request().code, result.stderr);
     }
     Ok(samples)
 }

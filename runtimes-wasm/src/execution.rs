@@ -16,17 +16,19 @@
 
 use crate::backend::Inner;
 use crate::checkpoint::Pristine;
+use crate::egress::GuestNetwork;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
 use crate::language::WasmLanguage;
 use crate::python::{Python, layout};
 use crate::rewind::NotRewound;
 use crate::ticker::EpochTicker;
-use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, Outcome, OutputFile};
+use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, NetworkUsage, Outcome, OutputFile};
 use soulbox_host_api::{
     CollectLimits, DoorRefused, GuestConfig, GuestLimits, GuestRoot, GuestState, ReadOnlyMount, UnreportableExit,
 };
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasmtime::{Instance, InstancePre, Store, Trap};
 use wasmtime_wasi::{I32Exit, ResourceTableError};
@@ -135,17 +137,17 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     };
     // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
     guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
-    apply(inner, &mut guest, &request)?;
+    let network = apply(inner, &mut guest, &request)?;
     let ended = if guest.store.data().limiter.peak_bytes() > request.limits.memory_bytes {
         Ended::stopped(Outcome::MemoryExceeded, "the interpreter alone needs more memory than the limit")
     } else {
         let deadline = request.limits.deadline + HOST_CALL_GRACE;
         let ran = block_on(async {
-            tokio::time::timeout(deadline, run_entry(&mut guest, &request, inner.config.settings.fuel)).await
+            tokio::time::timeout(deadline, run_entry(&mut guest, &request, inner.config.settings.fuel, &network)).await
         });
         classify(ran, &guest.store)
     };
-    finish(guest, ended, &request.limits, admitted)
+    finish(guest, ended, &request.limits, admitted, network.usage())
 }
 
 /// The work after each job, once the caller has its result: the spent Python guest is rewound
@@ -299,8 +301,10 @@ fn arm_warm_up(inner: &Inner, store: &mut Store<GuestState>) -> Result<(), Runti
     Ok(())
 }
 
-/// Gives `guest` the request's limits and input files, and arms its deadline and fuel.
-fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), RuntimeError> {
+/// Gives `guest` the request's limits, input files and network (the door answers its HTTP
+/// requests under the request's policy, or refuses them without one), and arms its deadline
+/// and fuel.
+fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<Arc<GuestNetwork>, RuntimeError> {
     for file in &request.files {
         guest.root.place(&file.path, &file.contents)?;
     }
@@ -321,10 +325,17 @@ fn apply(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), 
         guest.store.set_fuel(budget).map_err(|e| RuntimeError::wasm(&e))?;
     }
     guest.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline));
-    Ok(())
+    let network = GuestNetwork::new(request.network.as_ref());
+    guest.store.data_mut().egress = Some(Arc::clone(&network) as Arc<dyn soulbox_host_api::Egress>);
+    Ok(network)
 }
 
-async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> wasmtime::Result<i32> {
+async fn run_entry(
+    guest: &mut Guest,
+    request: &ExecRequest,
+    metering: bool,
+    network: &Arc<GuestNetwork>,
+) -> wasmtime::Result<i32> {
     let (store, instance) = (&mut guest.store, &guest.instance);
     match WasmLanguage::of(request.language)? {
         WasmLanguage::Python => {
@@ -340,11 +351,17 @@ async fn run_entry(guest: &mut Guest, request: &ExecRequest, metering: bool) -> 
             }
             Python::run_code(store, instance, &request.code).await
         }
-        WasmLanguage::JavaScript => JavaScript::run(store, instance, &request.args, &request.code).await,
+        WasmLanguage::JavaScript => JavaScript::run(store, instance, &request.args, &request.code, network).await,
     }
 }
 
-fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Result<ExecResult, RuntimeError> {
+fn finish(
+    guest: Guest,
+    ended: Ended,
+    limits: &Limits,
+    admitted: Instant,
+    network: Option<NetworkUsage>,
+) -> Result<ExecResult, RuntimeError> {
     let collected =
         guest.root.collect(CollectLimits { max_files: MAX_OUTPUT_FILES, max_total_bytes: MAX_OUTPUT_FILE_BYTES })?;
     let state = guest.store.data();
@@ -360,6 +377,7 @@ fn finish(guest: Guest, ended: Ended, limits: &Limits, admitted: Instant) -> Res
         files: collected.files.into_iter().map(|(path, contents)| OutputFile { path, contents }).collect(),
         files_truncated: collected.truncated,
         backend: "wasm".into(),
+        network,
     };
     let rewindable =
         result.outcome == Outcome::Completed && matches!(guest.prepared.interpreter, Interpreter::Python(_));

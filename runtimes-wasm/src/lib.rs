@@ -22,6 +22,10 @@
 //! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
 //!   copy-on-write faults of fresh guests do not interrupt every core.
 //!
+//! - `egress`: a guest's outbound HTTP, made by the host under the request's network policy
+//!   (off unless a request has one): Python's `http.client`/`urllib` through the door,
+//!   JavaScript's `fetch` through the host's event loop.
+//!
 //! - `rewind`: after a Python execution, its worker sets the guest back to a new guest's exact
 //!   state in place (written pages copied back, globals reset, new host state), so the next
 //!   execution neither instantiates nor takes page faults.
@@ -29,7 +33,8 @@
 //! Invariants: a stateless guest's state never outlives its execution (its instance is dropped,
 //! or rewound in place to a new guest's exact state; a context's instance lives as long as its
 //! context, and is replaced when a limit trapped it); a deadline is always armed; nothing from
-//! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`.
+//! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`,
+//! and HTTP only through `egress`, for a request with a network policy.
 
 // Unsafe code is refused except where a module allows it and says why (the module cache, and
 // the pristine instance's memory, read from every worker thread).
@@ -38,6 +43,7 @@
 
 mod backend;
 pub mod checkpoint;
+mod egress;
 pub mod engine_config;
 pub mod error;
 mod execution;

@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run code in a fresh sandbox.
-    Run(crate::run::RunArgs),
+    Run(Box<crate::run::RunArgs>),
     /// Serve the HTTP API (API keys required; `--dev`: none, loopback only).
     Serve(crate::serve::ServeArgs),
     /// Manage the server's API keys.

@@ -5,7 +5,7 @@ use anyhow::Context;
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
 use clap::Args;
-use soulbox_engine::{Backend, BackendKind, Engine, ExecRequest, ExecResult, Language, Limits};
+use soulbox_engine::{Backend, BackendKind, Engine, ExecRequest, ExecResult, Language, Limits, NetworkPolicy};
 use soulbox_fallback::{ContainerBackend, ContainerConfig};
 use soulbox_runtimes_wasm::WasmBackend;
 use std::io::{IsTerminal, Read, Write};
@@ -60,6 +60,36 @@ pub struct RunArgs {
     /// Docker container for the other languages).
     #[arg(long, value_enum)]
     pub backend: Option<BackendArg>,
+    /// Let the program make HTTP requests to public addresses (WebAssembly: Python's urllib
+    /// and http.client, JavaScript's fetch); the `--allow-*`/`--deny-*` options narrow or widen it.
+    #[arg(long)]
+    pub net: bool,
+    /// With network: the only host names it may reach (`example.com`, `*.example.com`; repeatable).
+    #[arg(long = "allow-domain", value_name = "PATTERN")]
+    pub allow_domains: Vec<String>,
+    /// With network: host names it may never reach (repeatable).
+    #[arg(long = "deny-domain", value_name = "PATTERN")]
+    pub deny_domains: Vec<String>,
+    /// With network: non-public address ranges it may reach anyway (`127.0.0.1/32`; repeatable).
+    #[arg(long = "allow-cidr", value_name = "CIDR")]
+    pub allow_cidrs: Vec<String>,
+    /// With network: address ranges it may never reach (repeatable).
+    #[arg(long = "deny-cidr", value_name = "CIDR")]
+    pub deny_cidrs: Vec<String>,
+}
+
+impl RunArgs {
+    /// The network policy the options ask for: none unless `--net` or a rule is given.
+    fn network(&self) -> Option<NetworkPolicy> {
+        let rules = [&self.allow_domains, &self.deny_domains, &self.allow_cidrs, &self.deny_cidrs];
+        (self.net || rules.iter().any(|r| !r.is_empty())).then(|| NetworkPolicy {
+            allow_domains: self.allow_domains.clone(),
+            deny_domains: self.deny_domains.clone(),
+            allow_cidrs: self.allow_cidrs.clone(),
+            deny_cidrs: self.deny_cidrs.clone(),
+            ..NetworkPolicy::default()
+        })
+    }
 }
 
 /// `--backend`.
@@ -129,6 +159,7 @@ fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
         BackendArg::Wasm => BackendKind::Wasm,
         BackendArg::Container => BackendKind::Container,
     });
+    request.network = args.network();
     if !from_stdin && !args.no_stdin && !std::io::stdin().is_terminal() {
         request = request.with_stdin(read_stdin_bytes()?);
     }

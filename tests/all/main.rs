@@ -11,6 +11,7 @@ mod isolation;
 mod javascript;
 mod limits;
 mod machines;
+mod network;
 mod python;
 mod readme;
 mod rewind;

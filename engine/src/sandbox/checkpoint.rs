@@ -222,6 +222,7 @@ impl Shared {
             metadata: info.metadata,
             env: self.identity.env.clone(),
             network: self.identity.network,
+            egress: self.identity.egress.clone(),
             policy: self.identity.policy,
             created_at_ms: info.created_at_ms,
             expires_at_ms: info.expires_at_ms,

@@ -49,6 +49,9 @@ pub(super) struct Manifest {
     pub metadata: BTreeMap<String, String>,
     pub env: BTreeMap<String, String>,
     pub network: bool,
+    /// Its contexts' network policy (absent in manifests written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<crate::NetworkPolicy>,
     pub policy: super::checkpoint::Policy,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
@@ -75,7 +78,7 @@ impl Manifest {
 /// What a registry found on disk when it opened.
 pub(super) enum Found {
     /// A sandbox an earlier process left checkpointed.
-    Checkpointed(Manifest),
+    Checkpointed(Box<Manifest>),
     /// A sandbox that cannot come back, and why.
     Lost { id: String, owner: Option<String>, why: String },
 }
@@ -159,7 +162,7 @@ impl Manifests {
             let read = bytes.as_ref().map_err(|e| e.to_string()).and_then(|bytes| read_manifest(bytes));
             match read {
                 Ok(manifest) if manifest.state == Durability::Checkpointed => {
-                    found.push(Found::Checkpointed(manifest));
+                    found.push(Found::Checkpointed(Box::new(manifest)));
                 }
                 Ok(manifest) => {
                     let why = "its server stopped while it was running, after its last checkpoint (only a paused \

@@ -58,6 +58,7 @@ use crate::error::EngineError;
 use crate::kernel::{Cell, Execution, KernelSpec, Preload, StopSignal, Template};
 use crate::language::Language;
 use crate::limits::Limits;
+use crate::network::NetworkPolicy;
 use crate::request::{RequestError, validate_code, validate_env};
 use context::Context;
 use processes::Processes;
@@ -245,9 +246,14 @@ pub struct SandboxSpec {
     #[serde(rename = "lifetime_ms", with = "optional_millis")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<u64>))]
     pub lifetime: Option<Duration>,
-    /// Whether its processes may reach the network (containers only; the service decides
-    /// whether to allow it). Default false.
+    /// Whether it may reach the network (the service decides whether to allow it): its
+    /// container's processes get a network, and its Python and JavaScript contexts outbound
+    /// HTTP under `egress`. Default false.
     pub network: bool,
+    /// The rules its contexts' outbound HTTP follows when `network` is true
+    /// ([`NetworkPolicy`]; `None`, the default: every public address, the default limits).
+    /// Not enforced on its container's processes. Refused when `network` is false.
+    pub egress: Option<NetworkPolicy>,
     /// When its contexts are checkpointed besides a pause. Default:
     /// [`CheckpointPolicy::OnPause`].
     pub checkpoint: CheckpointPolicy,
@@ -282,6 +288,7 @@ impl Default for SandboxSpec {
             idle_timeout: None,
             lifetime: None,
             network: false,
+            egress: None,
             checkpoint: CheckpointPolicy::default(),
             on_idle: IdleAction::default(),
             auto_resume: true,
@@ -315,6 +322,12 @@ impl SandboxSpec {
         }
         for (name, value) in [("idle_timeout_ms", self.idle_timeout), ("lifetime_ms", self.lifetime)] {
             validate_timeout(name, value)?;
+        }
+        if let Some(egress) = &self.egress {
+            if !self.network {
+                return invalid("`egress` rules apply only to a sandbox with `network: true`".into());
+            }
+            egress.rules().map_err(|e| SandboxError::Invalid(e.to_string()))?;
         }
         Ok(())
     }
@@ -684,6 +697,7 @@ impl Sandboxes {
             metadata: manifest.metadata.clone(),
             env: manifest.env.clone(),
             network: manifest.network,
+            egress: manifest.egress.clone(),
             policy: manifest.policy,
             created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
         };
@@ -1070,6 +1084,7 @@ struct Identity {
     metadata: BTreeMap<String, String>,
     env: BTreeMap<String, String>,
     network: bool,
+    egress: Option<NetworkPolicy>,
     policy: checkpoint::Policy,
     created_at: SystemTime,
 }
@@ -1085,6 +1100,7 @@ impl Identity {
             metadata: spec.metadata.clone(),
             env,
             network: spec.network,
+            egress: spec.egress.clone(),
             policy: checkpoint::Policy {
                 checkpoint: spec.checkpoint,
                 on_idle: spec.on_idle,
@@ -1157,6 +1173,7 @@ impl Shared {
             env: self.identity.env.clone(),
             stop: self.stop.clone(),
             owner: self.identity.owner.clone(),
+            network: self.identity.network.then(|| self.identity.egress.clone().unwrap_or_default()),
         }
     }
 

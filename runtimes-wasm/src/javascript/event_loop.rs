@@ -15,10 +15,19 @@
 //!   cell, as in a notebook;
 //! - a timer callback that throws ends the loop: its error is printed on stderr, and a script
 //!   exits with status 1.
+//!
+//! `fetch` (for a guest with a network) queues its requests in the guest; each round the host
+//! takes the queue (`__soulbox_fetch_take`) and makes the requests on this worker's runtime,
+//! concurrently with each other and with the timers. A request in flight keeps the loop alive
+//! as a timer does; each answer settles its promise (`__soulbox_fetch_settle`) as soon as it
+//! arrives. A cell that stops waiting before its deadline rejects the requests still in flight.
 
-use super::{Value, free, malloc, qjs_context, run_pending_jobs};
+use super::{Value, eval, eval_string, free, malloc, qjs_context, run_pending_jobs};
+use crate::egress::{FetchAnswer, FetchRequest, GuestNetwork};
 use soulbox_host_api::GuestState;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
 use wasmtime::{Instance, Store};
 
 /// How long before a cell's deadline its loop stops waiting for timers.
@@ -45,7 +54,13 @@ enum Tick {
 }
 
 /// Runs the event loop; false if a promise job or a timer threw (the error is printed).
-pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop: Stop) -> wasmtime::Result<bool> {
+/// `fetch`'s requests go through `network` (a guest without one never queues any).
+pub(crate) async fn run(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    stop: Stop,
+    network: Option<&Arc<GuestNetwork>>,
+) -> wasmtime::Result<bool> {
     let code: &[u8] = match stop {
         Stop::WhenIdle => b"__soulbox_tick(true)\0",
         Stop::BeforeDeadline(_) => b"__soulbox_tick(false)\0",
@@ -53,39 +68,116 @@ pub(crate) async fn run(store: &mut Store<GuestState>, instance: &Instance, stop
     let context = qjs_context(store, instance).await?;
     let source = malloc(store, instance, code).await?;
     let name = malloc(store, instance, b"<timers>\0").await?;
-    let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let eval_tick = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
     let length = i32::try_from(code.len() - 1)?;
+    let mut in_flight = InFlight::default();
     let mut ok = true;
     loop {
         ok &= run_pending_jobs(store, instance).await?;
+        if let Some(network) = network {
+            take_requests(store, instance, network, &mut in_flight).await?;
+        }
         if let Stop::BeforeDeadline(deadline) = stop
             && Instant::now() + CELL_DEADLINE_MARGIN >= deadline
         {
             break;
         }
-        let value = eval.call_async(&mut *store, (context, source, length, name, 0)).await?;
-        match tick(value) {
-            Tick::Ran => {}
-            Tick::Idle => break,
+        let value = eval_tick.call_async(&mut *store, (context, source, length, name, 0)).await?;
+        let wait = match tick(value) {
+            Tick::Ran => continue,
+            Tick::Idle if in_flight.is_empty() => break,
+            Tick::Idle => None,
             Tick::Threw => {
                 let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
                 dump.call_async(&mut *store, context).await?;
                 ok = false;
                 break;
             }
-            Tick::Wait(wait) => {
-                if let Stop::BeforeDeadline(deadline) = stop
-                    && Instant::now() + wait + CELL_DEADLINE_MARGIN >= deadline
-                {
+            Tick::Wait(wait) => Some(wait),
+        };
+        let wait = match stop {
+            Stop::BeforeDeadline(deadline) => {
+                let left = deadline.saturating_duration_since(Instant::now()).saturating_sub(CELL_DEADLINE_MARGIN);
+                if wait.is_some_and(|w| w >= left) && in_flight.is_empty() {
                     break;
                 }
-                sleep(wait).await;
+                Some(wait.map_or(left, |w| w.min(left)))
             }
+            Stop::WhenIdle => wait,
+        };
+        if in_flight.is_empty() {
+            sleep(wait.unwrap_or_default()).await;
+            continue;
         }
+        let answered = match wait {
+            Some(wait) => tokio::time::timeout(wait, in_flight.join_next()).await.ok().flatten(),
+            None => in_flight.join_next().await,
+        };
+        if let Some(Ok((id, answer))) = answered {
+            in_flight.ids.remove(&id);
+            settle(store, instance, id, &answer).await?;
+        }
+    }
+    // Only a cell stops with requests in flight: they are dropped and their promises reject.
+    in_flight.tasks.abort_all();
+    for id in std::mem::take(&mut in_flight.ids) {
+        settle(store, instance, id, &FetchAnswer::failed("the cell ended before the response arrived")).await?;
     }
     free(store, instance, source).await?;
     free(store, instance, name).await?;
     Ok(ok)
+}
+
+/// The guest's requests being made.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<(u64, FetchAnswer)>,
+    ids: std::collections::BTreeSet<u64>,
+}
+
+impl InFlight {
+    fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    async fn join_next(&mut self) -> Option<Result<(u64, FetchAnswer), tokio::task::JoinError>> {
+        self.tasks.join_next().await
+    }
+}
+
+/// Takes the requests `fetch` queued and starts them.
+async fn take_requests(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    network: &Arc<GuestNetwork>,
+    in_flight: &mut InFlight,
+) -> wasmtime::Result<()> {
+    let Some(queued) = eval_string(store, instance, "__soulbox_fetch_take()").await? else { return Ok(()) };
+    let requests: Vec<(u64, serde_json::Value)> = serde_json::from_slice(&queued)?;
+    for (id, request) in requests {
+        let network = Arc::clone(network);
+        in_flight.ids.insert(id);
+        in_flight.tasks.spawn(async move {
+            let answer = match serde_json::from_value::<FetchRequest>(request) {
+                Ok(request) => network.fetch(request).await,
+                Err(e) => FetchAnswer::failed(format!("malformed request from fetch: {e}")),
+            };
+            (id, answer)
+        });
+    }
+    Ok(())
+}
+
+/// Settles request `id`'s promise with `answer` (a JSON object is a JavaScript expression).
+async fn settle(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    id: u64,
+    answer: &FetchAnswer,
+) -> wasmtime::Result<()> {
+    let answer = String::from_utf8(answer.to_json())?;
+    eval(store, instance, &format!("__soulbox_fetch_settle({id}, {answer})")).await?;
+    Ok(())
 }
 
 /// Waits `wait` for the next timer. tokio's timers count whole milliseconds and round up, so

@@ -12,12 +12,16 @@ use wasm_encoder::ExportKind;
 use wasmparser::{KnownCustom, Name, Parser, Payload};
 
 /// Internal functions exported, as `(internal name, export name)`.
-pub const EXTRA_EXPORTS: [(&str, &str); 6] = [
+pub const EXTRA_EXPORTS: [(&str, &str); 9] = [
     ("JS_GetRuntime", "soulbox_get_runtime"),
     ("JS_Eval", "soulbox_js_eval"),
     ("JS_ExecutePendingJob", "soulbox_execute_pending_job"),
     ("eval_buf", "soulbox_eval_buf"),
     ("js_std_dump_error", "soulbox_dump_error"),
+    // Reading a string value out (the event loop takes `fetch`'s queued requests as JSON).
+    ("JS_ToCStringLen2", "soulbox_to_cstring"),
+    ("JS_FreeCString", "soulbox_free_cstring"),
+    ("JS_FreeValue", "soulbox_free_value"),
     // wasi-libc's reading of the environment: a guest of the snapshot reads its own again.
     ("__wasilibc_initialize_environ", "soulbox_initialize_environ"),
 ];

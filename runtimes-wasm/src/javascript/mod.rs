@@ -25,11 +25,13 @@ pub mod typescript;
 
 pub(crate) use event_loop::{Stop, run as run_event_loop};
 
+use crate::egress::GuestNetwork;
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
 use soulbox_engine::ExecRequest;
 use soulbox_host_api::GuestState;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use wasmtime::{Instance, Store};
 
 /// `argv[0]` the guest sees in WASI (QuickJS reads its argv only while the snapshot is built).
@@ -47,6 +49,7 @@ pub const PRELUDE: &str = concat!(
     include_str!("node/url.js"),
     include_str!("node/crypto.js"),
     include_str!("node/events.js"),
+    include_str!("node/fetch.js"),
     include_str!("node/path.js"),
     include_str!("node/process.js"),
     include_str!("node/fs.js"),
@@ -77,7 +80,7 @@ impl JavaScript {
 
     /// What identifies the snapshot module SoulBox builds: the reactor and the prelude.
     pub fn content_key(&self) -> String {
-        format!("qjs:{}:exports-v3:prelude-{}", self.sha256, blake3::hash(PRELUDE.as_bytes()).to_hex())
+        format!("qjs:{}:exports-v4:prelude-{}", self.sha256, blake3::hash(PRELUDE.as_bytes()).to_hex())
     }
 
     /// The reactor with SoulBox's extra exports, verified (what the snapshot is built from).
@@ -98,9 +101,13 @@ impl JavaScript {
     }
 
     /// Starts a stateful context in a fresh `instance` of the snapshot, with `env` from the WASI
-    /// context and no arguments.
-    pub async fn start_context(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
-        begin(store, instance, &[]).await
+    /// context and no arguments; `fetch` queues requests for the host when it has a `network`.
+    pub async fn start_context(
+        store: &mut Store<GuestState>,
+        instance: &Instance,
+        network: bool,
+    ) -> wasmtime::Result<()> {
+        begin(store, instance, &[], network).await
     }
 
     /// The guest's argv for a stateful context.
@@ -109,19 +116,22 @@ impl JavaScript {
     }
 
     /// Runs `code` as a script with `args` in a fresh `instance` of the snapshot, then its event
-    /// loop until no timer is left; returns its exit status.
-    pub async fn run(
+    /// loop until no timer or request is left; returns its exit status. `fetch` goes through
+    /// `network` (rejected at once without one, or when it has no policy).
+    pub(crate) async fn run(
         store: &mut Store<GuestState>,
         instance: &Instance,
         args: &[String],
         code: &str,
+        network: &Arc<GuestNetwork>,
     ) -> wasmtime::Result<i32> {
-        begin(store, instance, args).await?;
+        let network = Some(network).filter(|n| n.enabled());
+        begin(store, instance, args, network.is_some()).await?;
         // As Node: a script that throws ends there, its timers and jobs never run; its
         // `process.nextTick` callbacks run before its promise jobs.
         let ok = eval_named(store, instance, code, SCRIPT_NAME).await?
             && eval(store, instance, DRAIN_TICKS).await?
-            && event_loop::run(store, instance, Stop::WhenIdle).await?;
+            && event_loop::run(store, instance, Stop::WhenIdle, network).await?;
         let status = finish(store, instance).await?;
         Ok(if ok { status } else { 1 })
     }
@@ -129,10 +139,16 @@ impl JavaScript {
 
 /// Gives a guest of the snapshot what the snapshot froze: wasi-libc reads the environment
 /// again (the build's was empty), then `__soulbox_begin` reseeds the generators from fresh
-/// host entropy, sets `process.argv`, `scriptArgs` and `process.env`, and restarts the clocks.
-async fn begin(store: &mut Store<GuestState>, instance: &Instance, args: &[String]) -> wasmtime::Result<()> {
+/// host entropy, sets `process.argv`, `scriptArgs` and `process.env`, restarts the clocks,
+/// and lets `fetch` queue requests for the host when the guest has a `network`.
+async fn begin(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    args: &[String],
+    network: bool,
+) -> wasmtime::Result<()> {
     call0(store, instance, "soulbox_initialize_environ").await?;
-    let code = format!("__soulbox_begin({}, {})", seed()?, serde_json::to_string(args)?);
+    let code = format!("__soulbox_begin({}, {}, {network})", seed()?, serde_json::to_string(args)?);
     if !eval(store, instance, &code).await? {
         wasmtime::bail!("the JavaScript guest did not begin");
     }
@@ -205,6 +221,52 @@ async fn eval_value(store: &mut Store<GuestState>, instance: &Instance, code: &s
         dump.call_async(&mut *store, context).await?;
     }
     Ok(value)
+}
+
+/// Evaluates `code` and reads its value as a string: `None` for a value that is not one (an
+/// exception is printed on stderr). The value and its copy are freed in the guest.
+pub(crate) async fn eval_string(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    code: &str,
+) -> wasmtime::Result<Option<Vec<u8>>> {
+    let context = qjs_context(store, instance).await?;
+    let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
+    let name = malloc(store, instance, b"<soulbox>\0").await?;
+    let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let value = eval.call_async(&mut *store, (context, source, i32::try_from(code.len())?, name, 0)).await?;
+    free(store, instance, source).await?;
+    free(store, instance, name).await?;
+    let text = match Value::decode(value) {
+        Value::Int(_) => None,
+        Value::Threw => {
+            let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
+            dump.call_async(&mut *store, context).await?;
+            None
+        }
+        Value::Other => {
+            let length = malloc(store, instance, &[0; 4]).await?;
+            let to_cstring = instance.get_typed_func::<(i32, i32, i64, i32), i32>(&mut *store, "soulbox_to_cstring")?;
+            let ptr = to_cstring.call_async(&mut *store, (context, length, value, 0)).await?;
+            let memory =
+                instance.get_memory(&mut *store, "memory").ok_or_else(|| wasmtime::format_err!("no memory export"))?;
+            let mut len = [0u8; 4];
+            memory.read(&mut *store, usize::try_from(length)?, &mut len)?;
+            free(store, instance, length).await?;
+            if ptr == 0 {
+                None
+            } else {
+                let mut bytes = vec![0; u32::from_le_bytes(len) as usize];
+                memory.read(&mut *store, usize::try_from(ptr)?, &mut bytes)?;
+                let free_cstring = instance.get_typed_func::<(i32, i32), ()>(&mut *store, "soulbox_free_cstring")?;
+                free_cstring.call_async(&mut *store, (context, ptr)).await?;
+                Some(bytes)
+            }
+        }
+    };
+    let free_value = instance.get_typed_func::<(i32, i64), ()>(&mut *store, "soulbox_free_value")?;
+    free_value.call_async(&mut *store, (context, value)).await?;
+    Ok(text)
 }
 
 /// The guest's `JSContext`.

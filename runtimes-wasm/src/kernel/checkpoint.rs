@@ -101,7 +101,8 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
     if overlay.is_some() {
         inner.contexts_mapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    Ok(Live { overlay, store, instance, log: CaptureLog::default(), _alive: AliveCount::new(inner) })
+    let network = crate::egress::GuestNetwork::new(spec.network.as_ref());
+    Ok(Live { overlay, store, instance, log: CaptureLog::default(), network, _alive: AliveCount::new(inner) })
 }
 
 /// The shared page file of `image` (made by the first of its restores), or `None` where it

@@ -30,7 +30,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     let mut store = store(inner, spec)?;
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
-        JavaScript::start_context(&mut store, &instance).await?;
+        JavaScript::start_context(&mut store, &instance, spec.network.is_some()).await?;
         if !eval(&mut store, &instance, DRIVER).await? {
             wasmtime::bail!("the JavaScript kernel driver failed to load");
         }
@@ -63,8 +63,12 @@ pub(super) async fn run(
     deadline: std::time::Instant,
 ) -> wasmtime::Result<()> {
     let (store, instance) = (&mut live.store, &live.instance);
-    eval(store, instance, &format!("__soulbox.cell({})", serde_json::to_string(code)?)).await?;
-    run_event_loop(store, instance, Stop::BeforeDeadline(deadline)).await?;
+    let network = Some(&live.network).filter(|n| n.enabled());
+    // The network is set for every cell: a context restored from a checkpoint carries the
+    // setting of the context it was taken from.
+    let cell = format!("__soulbox_network({}); __soulbox.cell({})", network.is_some(), serde_json::to_string(code)?);
+    eval(store, instance, &cell).await?;
+    run_event_loop(store, instance, Stop::BeforeDeadline(deadline), network).await?;
     eval(store, instance, "__soulbox.flush()").await?;
     let stdout = store.data().stdout.clone();
     stdout.set_tap(None);

@@ -20,6 +20,7 @@ mod python;
 mod utf8;
 
 use crate::backend::Inner;
+use crate::egress::GuestNetwork;
 use crate::error::RuntimeError;
 use crate::execution::{self, Ended, HOST_CALL_GRACE, WARM_LIMITS};
 use crate::language::WasmLanguage;
@@ -49,6 +50,8 @@ pub(crate) struct Live {
     instance: Instance,
     /// Its checkpoints so far (empty until the first; a restored context starts a new one).
     log: crate::checkpoint::CaptureLog,
+    /// Its outbound HTTP, under the spec's network policy (each cell's usage counted afresh).
+    network: Arc<GuestNetwork>,
     _alive: AliveCount,
 }
 
@@ -139,6 +142,7 @@ fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
         store,
         instance,
         log: crate::checkpoint::CaptureLog::default(),
+        network: GuestNetwork::new(spec.network.as_ref()),
         _alive: AliveCount::new(inner),
     })
 }
@@ -285,6 +289,8 @@ fn arm(
     });
     state.stdout.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stdout { text })));
     state.stderr.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stderr { text })));
+    live.network.reset_usage();
+    state.egress = Some(Arc::clone(&live.network) as Arc<dyn soulbox_host_api::Egress>);
     if inner.config.settings.fuel {
         live.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
     }

@@ -49,20 +49,27 @@ del _soulbox, types, sys
 "#;
 /// SoulBox's Python kernel for stateful contexts, built into the snapshot as `_soulbox_kernel`.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
+/// SoulBox's HTTP for guests (`http.client` and `urllib` over the door), built into the
+/// snapshot as `_soulbox_net` and installed.
+pub const NET_SOURCE: &str = include_str!("net.py");
 /// The end of the first turn: everything imported so far is frozen out of the collector's way.
 const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
 
 /// The whole first turn: [`WARM_UP`] and the base environment, then the kernel module ([`KERNEL_SOURCE`], compiled under
-/// the file name `<soulbox kernel>` so tracebacks can leave its frames out), then the freeze.
+/// the file name `<soulbox kernel>` so tracebacks can leave its frames out), the network
+/// module ([`NET_SOURCE`], installed), then the freeze.
 pub fn first_turn() -> String {
     let source = serde_json::to_string(KERNEL_SOURCE).unwrap_or_default();
+    let net = serde_json::to_string(NET_SOURCE).unwrap_or_default();
     let base_env: serde_json::Map<String, serde_json::Value> =
         layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned()))).collect();
     let base_env = serde_json::Value::Object(base_env);
     format!(
         "{WARM_UP}\n__import__(\"_soulbox\").BASE_ENV = {base_env}\nimport sys as _s, types as _t\n_k = _t.ModuleType(\"_soulbox_kernel\")\n\
          exec(compile({source}, \"<soulbox kernel>\", \"exec\"), _k.__dict__)\n\
-         _s.modules[\"_soulbox_kernel\"] = _k\ndel _s, _t, _k\n{FREEZE}"
+         _s.modules[\"_soulbox_kernel\"] = _k\n\
+         _n = _t.ModuleType(\"_soulbox_net\")\nexec(compile({net}, \"<soulbox net>\", \"exec\"), _n.__dict__)\n\
+         _s.modules[\"_soulbox_net\"] = _n\n_n.install()\ndel _s, _t, _k, _n\n{FREEZE}"
     )
 }
 /// Bumped whenever the guest layout or the build recipe changes.

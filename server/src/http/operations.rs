@@ -53,6 +53,11 @@ impl AppState {
 
     /// Runs one stateless execution for `caller`.
     pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
+        if request.network.is_some() && !self.settings.allow_network {
+            return Err(ApiError::BadRequest(
+                "network access is not allowed on this server (`network.allow_internet`)".into(),
+            ));
+        }
         let _slot = self.admit(caller)?;
         let ran = Ran { kind: Kind::Stateless, language: request.language.name() };
         let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;

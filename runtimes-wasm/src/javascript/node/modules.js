@@ -228,10 +228,6 @@ function require(name) {
 require.resolve = (name) => { require(name); return name.startsWith("node:") ? name : `node:${name}`; };
 require.cache = {};
 
-function fetch() {
-  return Promise.reject(new TypeError("fetch failed: WebAssembly sandboxes have no network access; use the container backend with network enabled"));
-}
-
 const define = (name, value) =>
   Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 define("console", console);
@@ -246,6 +242,13 @@ define("crypto", webCrypto);
 define("require", require);
 define("global", globalThis);
 define("fetch", fetch);
+define("Headers", Headers);
+define("Request", Request);
+define("Response", Response);
+define("AbortController", AbortController);
+define("AbortSignal", AbortSignal);
+define("__soulbox_fetch_take", fetchTake);
+define("__soulbox_fetch_settle", fetchSettle);
 installIntl();
 const module = { exports: {}, id: ".", filename: "/[eval]", loaded: false, children: [], paths: [], require };
 define("module", module);
@@ -262,9 +265,11 @@ define("performance", {
 });
 
 // Called by the host in every new guest (and every fork), before any user code: fresh
-// entropy, the request's arguments and environment, and the clocks' origin.
-define("__soulbox_begin", (seed, args) => {
+// entropy, the request's arguments and environment, the clocks' origin, and whether `fetch`
+// may ask the host (the execution has a network policy).
+define("__soulbox_begin", (seed, args, network) => {
   random.reseed(seed);
+  net.enabled = network === true;
   clock.origin = os.now();
   globalThis.performance.timeOrigin = Date.now();
   process.argv = ["/usr/local/bin/node", "[eval]", ...args];
@@ -272,4 +277,5 @@ define("__soulbox_begin", (seed, args) => {
   process.env = std.getenviron();
 });
 define("__soulbox_reseed", (seed) => random.reseed(seed));
+define("__soulbox_network", (enabled) => { net.enabled = enabled === true; });
 define("__soulbox_finish", finish);

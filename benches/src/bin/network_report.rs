@@ -1,0 +1,86 @@
+//! `network-report`: a guest's HTTP request to a local server, made by the host under a network
+//! policy, from a fresh Python guest (`urllib.request`) and a fresh JavaScript guest (`fetch`),
+//! with the same request from native CPython (`python3 -c`) and Node (`node -e`), a new process
+//! per run, as the baselines; and what a policy costs a guest that makes no request.
+//!
+//! The server is a few lines of std on loopback (keep-alive, a fixed 2 KiB body), so the
+//! figures are SoulBox's overhead, not a network's.
+
+use soulbox_benches::{baseline_python, execution_latencies, process_latencies, request_latencies, row};
+use soulbox_engine::{ExecRequest, Language, NetworkPolicy};
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Command;
+
+const RUNS: usize = 300;
+const PROCESS_RUNS: usize = 20;
+const BODY_BYTES: usize = 2048;
+
+/// Serves every request on `127.0.0.1` with a 2 KiB body; returns the port.
+fn serve() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone()?);
+                let mut writer = stream;
+                let body = vec![b'x'; BODY_BYTES];
+                loop {
+                    let mut line = String::new();
+                    // The request head ends with an empty line; requests here have no body.
+                    loop {
+                        line.clear();
+                        if reader.read_line(&mut line)? == 0 {
+                            return Ok::<(), std::io::Error>(());
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    write!(
+                        writer,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {BODY_BYTES}\r\n\r\n"
+                    )?;
+                    writer.write_all(&body)?;
+                }
+            });
+        }
+    });
+    Ok(port)
+}
+
+fn main() -> anyhow::Result<()> {
+    let port = serve()?;
+    let url = format!("http://127.0.0.1:{port}/data");
+    let runtime = tokio::runtime::Runtime::new()?;
+    let engine = soulbox_benches::engine()?;
+    let policy = NetworkPolicy { allow_cidrs: vec!["127.0.0.1/32".into()], ..NetworkPolicy::default() };
+    let python = format!("import urllib.request\nprint(len(urllib.request.urlopen({url:?}).read()))");
+    let javascript = format!("fetch({url:?}).then((r) => r.text()).then((t) => console.log(t.length))");
+    let with_policy = |language, code: &str| {
+        let code = code.to_owned();
+        let policy = policy.clone();
+        move || ExecRequest::new(language, code.clone()).with_network(policy.clone())
+    };
+    let measure = |request| runtime.block_on(request_latencies(&engine, request, RUNS, None));
+    let python_get = measure(Box::new(with_policy(Language::Python, &python)) as Box<dyn Fn() -> ExecRequest>)?;
+    let js_get = measure(Box::new(with_policy(Language::JavaScript, &javascript)))?;
+    let plain = runtime.block_on(execution_latencies(&engine, Language::Python, "print(1 + 1)", RUNS, None))?;
+    let plain_with_policy = measure(Box::new(with_policy(Language::Python, "print(1 + 1)")))?;
+
+    let native_python = baseline_python()?;
+    let native = process_latencies(Command::new(&native_python).args(["-c", &python]), PROCESS_RUNS)?;
+    let node = process_latencies(Command::new("node").args(["-e", &javascript]), PROCESS_RUNS).ok();
+    println!(
+        "Baselines: {} -c and node -e, a new process per run; a {BODY_BYTES}-byte body from loopback\n",
+        native_python.display()
+    );
+    println!("| measure | p50 | p99 | native p50 | ratio (native / SoulBox) |");
+    println!("|---|---|---|---|---|");
+    row("fresh Python `urllib.request.urlopen(url).read()`, back-to-back", &python_get, Some(&native));
+    row("fresh JavaScript `fetch(url)` then `text()`, back-to-back", &js_get, node.as_deref());
+    row("fresh Python `print(1 + 1)`, no policy", &plain, None);
+    row("fresh Python `print(1 + 1)` with a network policy (no request made)", &plain_with_policy, None);
+    Ok(())
+}

@@ -1,0 +1,178 @@
+"""SoulBox's HTTP for WebAssembly guests: `http.client` connections made by the host.
+
+A guest has no sockets and no `ssl`. This module replaces `http.client.HTTPConnection` (and
+adds `HTTPSConnection`, and `urllib.request.HTTPSHandler`) with a connection that sends each
+request to the host through the door, as one request frame (tag byte 0x01, then JSON), and
+reads the host's JSON answer back. The host checks it against the execution's network policy
+and makes it (runtimes-wasm/src/egress). `urllib.request.urlopen` therefore works for http and
+https, redirects included (urllib follows them, each hop one request), as does code written
+against `http.client`. A refusal or failure raises an `OSError` subclass, as a socket would:
+`PermissionError` (refused by the policy, or no network), `TimeoutError`, `ConnectionError`.
+"""
+
+import base64
+import http.client
+import io
+import json
+import urllib.request
+
+import _host
+
+REQUEST_FRAME = b"\x01"
+
+
+class _Answer:
+    """What `HTTPResponse` reads from: the host's response, as bytes on the wire."""
+
+    def __init__(self, raw):
+        self._raw = raw
+
+    def makefile(self, mode="rb", *args, **kwargs):
+        return io.BytesIO(self._raw)
+
+    def close(self):
+        pass
+
+
+def _exchange(method, url, headers, body):
+    frame = {"method": method, "url": url, "headers": headers, "body": body, "follow_redirects": False}
+    try:
+        answer = _host.call(REQUEST_FRAME + json.dumps(frame).encode())
+    except ConnectionRefusedError:
+        raise PermissionError("network access is not enabled for this execution (ask for a `network` policy)") from None
+    answer = json.loads(answer)
+    error = answer.get("error")
+    if error == "refused":
+        raise PermissionError(answer["message"])
+    if error == "timeout":
+        raise TimeoutError(answer["message"])
+    if error == "limit":
+        raise ConnectionAbortedError(answer["message"])
+    if error:
+        raise ConnectionError(answer["message"])
+    return answer
+
+
+def _wire(answer):
+    """The answer as an HTTP/1.1 response with a Content-Length, for `HTTPResponse` to parse."""
+    body = base64.b64decode(answer["body"])
+    lines = [f"HTTP/1.1 {answer['status']} {answer['reason'] or 'Unknown'}"]
+    for name, value in answer["headers"]:
+        if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            lines.append(f"{name}: {value}")
+    lines.append(f"Content-Length: {len(body)}")
+    head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+    return head + body
+
+
+class HTTPConnection(http.client.HTTPConnection):
+    """An `http.client.HTTPConnection` whose requests the host makes (see the module's doc)."""
+
+    _scheme = "http"
+
+    def __init__(self, host, port=None, timeout=None, source_address=None, blocksize=8192, **kwargs):
+        super().__init__(host, port, blocksize=blocksize)
+        self._soulbox = None
+        self._answer = None
+
+    def set_tunnel(self, host, port=None, headers=None):
+        raise OSError("proxies are not supported: the host makes the request under the network policy")
+
+    def connect(self):
+        pass  # the host connects, for each request
+
+    def putrequest(self, method, url, skip_host=False, skip_accept_encoding=False):
+        if self._soulbox is not None:
+            raise http.client.CannotSendRequest("a request is already being sent")
+        if url.startswith(("http://", "https://")):
+            full = url
+        else:
+            host = f"[{self.host}]" if ":" in self.host else self.host
+            default = 443 if self._scheme == "https" else 80
+            netloc = host if self.port == default else f"{host}:{self.port}"
+            full = f"{self._scheme}://{netloc}{url if url.startswith('/') else '/' + url}"
+        self._soulbox = {"method": method, "url": full, "headers": [], "body": bytearray()}
+        self._method = method
+
+    def putheader(self, header, *values):
+        if self._soulbox is None:
+            raise http.client.CannotSendHeader()
+        name = header.decode("latin-1") if isinstance(header, bytes) else str(header)
+        text = []
+        for value in values:
+            text.append(value.decode("latin-1") if isinstance(value, bytes) else str(value))
+        self._soulbox["headers"].append([name, ", ".join(text)])
+
+    def endheaders(self, message_body=None, *, encode_chunked=False):
+        if self._soulbox is None:
+            raise http.client.CannotSendHeader()
+        if message_body is not None:
+            self.send(message_body)
+        # The request goes now (so urllib reports a refusal as a URLError, as it does a socket
+        # error), unless a declared body is still to come through send().
+        declared = [v for k, v in self._soulbox["headers"] if k.lower() == "content-length"]
+        if message_body is not None or not declared or declared[-1].strip() in ("", "0"):
+            self._exchange()
+
+    def _exchange(self):
+        request, self._soulbox = self._soulbox, None
+        body = base64.b64encode(bytes(request["body"])).decode() if request["body"] else None
+        self._answer = _exchange(request["method"], request["url"], request["headers"], body)
+
+    def send(self, data):
+        if self._soulbox is None:
+            raise http.client.CannotSendRequest("send() before putrequest()")
+        if hasattr(data, "read"):
+            while chunk := data.read(self.blocksize):
+                self.send(chunk)
+            return
+        if isinstance(data, str):
+            data = data.encode("iso-8859-1")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            self._soulbox["body"] += data
+            return
+        for chunk in data:
+            self.send(chunk)
+
+    def getresponse(self):
+        if self._soulbox is not None:
+            self._exchange()
+        answer, self._answer = self._answer, None
+        if answer is None:
+            raise http.client.ResponseNotReady("no request was sent")
+        response = self.response_class(_Answer(_wire(answer)), method=self._method)
+        response.begin()
+        return response
+
+    def close(self):
+        self._soulbox = None
+        self._answer = None
+
+
+class HTTPSConnection(HTTPConnection):
+    """HTTPS, with the host's TLS (the system's root certificates)."""
+
+    default_port = http.client.HTTPS_PORT
+    _scheme = "https"
+
+    def __init__(self, host, port=None, *args, context=None, **kwargs):
+        super().__init__(host, port, **kwargs)
+
+
+class HTTPSHandler(urllib.request.AbstractHTTPHandler):
+    """urllib's https handler over the host's connection (CPython defines one only with ssl)."""
+
+    def __init__(self, debuglevel=None, context=None, check_hostname=None):
+        super().__init__(debuglevel if debuglevel is not None else 0)
+
+    def https_open(self, req):
+        return self.do_open(HTTPSConnection, req)
+
+    https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
+def install():
+    http.client.HTTPConnection = HTTPConnection
+    http.client.HTTPSConnection = HTTPSConnection
+    urllib.request.HTTPSHandler = HTTPSHandler
+    urllib.request._opener = None
