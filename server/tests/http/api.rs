@@ -146,3 +146,50 @@ async fn api_keys_separate_tenants_and_record_usage() {
     let after = client.get(server.url("/v1/sandboxes")).bearer_auth(&alice).send().await.unwrap();
     assert_eq!(after.status(), 401, "a revoked key stops working at once");
 }
+
+/// A request's network policy is refused unless the server allows network access; allowed, the
+/// guest reaches what its policy allows and the result counts it.
+#[tokio::test]
+async fn network_policies_need_the_servers_permission() {
+    let target = loopback_http_server();
+    let request = serde_json::json!({
+        "language": "python",
+        "code": format!("import urllib.request\nprint(urllib.request.urlopen('http://127.0.0.1:{target}/').read().decode())"),
+        "network": {"allow_cidrs": ["127.0.0.1/32"]},
+    });
+    let client = reqwest::Client::new();
+    let closed = Server::start();
+    let refused = client.post(closed.url("/v1/execute")).json(&request).send().await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("network.allow_internet"), "{body}");
+    let bad = serde_json::json!({"language": "python", "code": "1", "network": {"deny_cidrs": ["nope"]}});
+    let open = Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "network.allow_internet=true"]);
+    let response = client.post(open.url("/v1/execute")).json(&bad).send().await.unwrap();
+    assert_eq!(response.status(), 400, "an invalid policy is a bad request");
+    let response = client.post(open.url("/v1/execute")).json(&request).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let result: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(result["stdout"], "served on loopback\n", "{result}");
+    assert_eq!(result["network"]["requests"], 1, "{result}");
+}
+
+/// A one-response-per-connection HTTP server on loopback; its port.
+fn loopback_http_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let body = "served on loopback";
+            let _ =
+                write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+        }
+    });
+    port
+}
