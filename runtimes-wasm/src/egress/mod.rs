@@ -16,6 +16,10 @@
 //! - each request has the policy's time limit and response-size limit, each execution or cell
 //!   its request count; a guest without a policy gets a clear refusal, never a socket error;
 //! - what was sent and received is counted ([`NetworkUsage`]) for the execution's result.
+//!
+//! The client (and its pooled connections) lives for one execution or one cell, never longer:
+//! its connections' tasks run on the runtime of the worker thread that opened them, which
+//! drives them only while it runs that job; a context's next cell may run on another worker.
 
 mod client;
 mod frame;
@@ -24,7 +28,7 @@ pub(crate) use frame::{FetchAnswer, FetchRequest};
 
 use soulbox_engine::network::{NetworkPolicy, NetworkRules, NetworkUsage};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 /// The most redirects one `fetch` follows.
 pub(crate) const MAX_REDIRECTS: u32 = 20;
@@ -33,7 +37,8 @@ pub(crate) const MAX_REDIRECTS: u32 = 20;
 pub(crate) struct GuestNetwork {
     /// `None`: the guest has no network; every request is refused.
     rules: Option<NetworkRules>,
-    client: OnceLock<Result<reqwest::Client, String>>,
+    /// Made on the first request of an execution or cell, dropped at the next cell.
+    client: Mutex<Option<reqwest::Client>>,
     usage: Mutex<NetworkUsage>,
 }
 
@@ -47,7 +52,7 @@ impl GuestNetwork {
     /// The network `policy` allows (none for `None`). The policy was validated with the request.
     pub(crate) fn new(policy: Option<&NetworkPolicy>) -> Arc<Self> {
         let rules = policy.and_then(|p| p.rules().ok());
-        Arc::new(GuestNetwork { rules, client: OnceLock::new(), usage: Mutex::new(NetworkUsage::default()) })
+        Arc::new(GuestNetwork { rules, client: Mutex::new(None), usage: Mutex::new(NetworkUsage::default()) })
     }
 
     /// Whether the guest may make requests at all.
@@ -60,9 +65,11 @@ impl GuestNetwork {
         self.rules.as_ref().map(|_| *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
-    /// Starts counting requests afresh (a context's next cell gets its own request budget).
-    pub(crate) fn reset_usage(&self) -> NetworkUsage {
-        std::mem::take(&mut *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    /// Starts a context's next cell: a request budget counted afresh, and a new client (the
+    /// last cell's connections belong to its worker's runtime).
+    pub(crate) fn begin_cell(&self) {
+        *self.usage.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = NetworkUsage::default();
+        *self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
     }
 
     /// Makes `request`, following redirects if it asks to; never fails: a refusal or an error
@@ -73,11 +80,17 @@ impl GuestNetwork {
                 "network access is not enabled for this execution (ask for a `network` policy)",
             );
         };
-        let client = match self.client.get_or_init(|| client::build(rules)) {
-            Ok(client) => client,
-            Err(why) => return FetchAnswer::failed(format!("cannot start the HTTP client: {why}")),
+        let client = {
+            let mut slot = self.client.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match slot.as_ref() {
+                Some(client) => client.clone(),
+                None => match client::build(rules) {
+                    Ok(client) => slot.insert(client).clone(),
+                    Err(why) => return FetchAnswer::failed(format!("cannot start the HTTP client: {why}")),
+                },
+            }
         };
-        let mut exchange = client::Exchange { rules, client, usage: &self.usage };
+        let mut exchange = client::Exchange { rules, client: &client, usage: &self.usage };
         exchange.run(request).await
     }
 }

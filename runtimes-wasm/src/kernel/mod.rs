@@ -289,7 +289,7 @@ fn arm(
     });
     state.stdout.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stdout { text })));
     state.stderr.set_tap(Some(utf8::tap(events.clone(), |text| ExecutionEvent::Stderr { text })));
-    live.network.reset_usage();
+    live.network.begin_cell();
     state.egress = Some(Arc::clone(&live.network) as Arc<dyn soulbox_host_api::Egress>);
     if inner.config.settings.fuel {
         live.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
