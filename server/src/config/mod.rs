@@ -89,6 +89,8 @@ pub struct Config {
     pub environment: EnvironmentSection,
     /// Network access of guests.
     pub network: NetworkSection,
+    /// Python packages guests may ask for.
+    pub packages: PackagesSection,
     /// Confinement switches and the secrets file.
     pub security: SecuritySection,
     /// Metrics and logs.
@@ -385,11 +387,25 @@ pub struct EnvironmentSection {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NetworkSection {
-    /// Whether a sandbox may ask for network access for its container (`"network": true`).
-    /// WebAssembly guests never have sockets. Default false.
+    /// Whether a request or sandbox may ask for network access: a sandbox's container gets a
+    /// network (`"network": true`), a WebAssembly guest HTTP under its network policy. Default
+    /// false.
     pub allow_internet: Option<bool>,
-    /// Whether guests may reach the host's loopback: only `false` is accepted.
+    /// Whether a WebAssembly guest's network policy may allow the host's loopback (127.0.0.0/8,
+    /// ::1); otherwise it is denied whatever the policy says. Default false. (Private and
+    /// link-local ranges, the cloud metadata address among them, are always denied to tenants.)
     pub allow_localhost: Option<bool>,
+}
+
+/// `[packages]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PackagesSection {
+    /// Whether requests and sandboxes may name Python packages to install (pure-Python wheels,
+    /// resolved with the host's pip). Default false.
+    pub enabled: Option<bool>,
+    /// Resolve from this directory of wheels only, instead of pip's configured index.
+    pub wheels_dir: Option<std::path::PathBuf>,
 }
 
 /// `[security]`.
@@ -637,9 +653,8 @@ impl Config {
 
     /// Switches whose only implemented value is SoulBox's fixed behaviour.
     fn validate_fixed_switches(&self) -> Result<(), ConfigError> {
-        let fixed: [(&str, Option<bool>, bool, &'static str); 7] = [
+        let fixed: [(&str, Option<bool>, bool, &'static str); 6] = [
             ("resources.policy.memory_swap", self.resources.policy.memory_swap, false, "guests never swap"),
-            ("network.allow_localhost", self.network.allow_localhost, false, "guests never reach the host's loopback"),
             ("security.allow_docker", self.security.allow_docker, false, "sandboxes cannot run Docker"),
             ("security.allow_sudo", self.security.allow_sudo, false, "guests have no privileges to gain"),
             (

@@ -52,11 +52,15 @@ impl AppState {
     }
 
     /// Runs one stateless execution for `caller`.
-    pub async fn run_once(&self, caller: &Caller, request: ExecRequest) -> Result<ExecResult, ApiError> {
-        if request.network.is_some() && !self.settings.allow_network {
-            return Err(ApiError::BadRequest(
-                "network access is not allowed on this server (`network.allow_internet`)".into(),
-            ));
+    pub async fn run_once(&self, caller: &Caller, mut request: ExecRequest) -> Result<ExecResult, ApiError> {
+        self.check_packages(&request.packages)?;
+        if let Some(policy) = request.network.take() {
+            if !self.settings.allow_network {
+                return Err(ApiError::BadRequest(
+                    "network access is not allowed on this server (`network.allow_internet`)".into(),
+                ));
+            }
+            request.network = Some(self.settings.tenant_network(policy));
         }
         let _slot = self.admit(caller)?;
         let ran = Ran { kind: Kind::Stateless, language: request.language.name() };
@@ -67,14 +71,28 @@ impl AppState {
 
     /// Opens a sandbox for `caller`, with the configured environment and lifetime, within the
     /// tenant's quota (the registry's per-owner bound, reserved before anything runs).
-    pub async fn open_sandbox(&self, caller: &Caller, spec: SandboxSpec) -> Result<Sandbox, ApiError> {
+    pub async fn open_sandbox(&self, caller: &Caller, mut spec: SandboxSpec) -> Result<Sandbox, ApiError> {
         if spec.network && !self.settings.allow_network {
             return Err(ApiError::BadRequest(
                 "network access is not allowed on this server (`network.allow_internet`)".into(),
             ));
         }
+        self.check_packages(&spec.packages)?;
+        if spec.network {
+            spec.egress = Some(self.settings.tenant_network(spec.egress.take().unwrap_or_default()));
+        }
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
         Ok(self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?)
+    }
+
+    /// Refuses `packages` unless this server installs them (`packages.enabled`).
+    fn check_packages(&self, packages: &[String]) -> Result<(), ApiError> {
+        if packages.is_empty() || self.settings.allow_packages {
+            return Ok(());
+        }
+        Err(ApiError::BadRequest(
+            "installing Python packages is not enabled on this server (`packages.enabled`)".into(),
+        ))
     }
 
     /// Forks `caller`'s sandbox `id` into `count` new sandboxes of theirs; all or none.

@@ -7,7 +7,7 @@
 
 use super::{ApiError, Tenant};
 use crate::config::{Config, DynamicEnv, Environment};
-use soulbox_engine::{Limits, LimitsPatch, SandboxSpec};
+use soulbox_engine::{Limits, LimitsPatch, NetworkPolicy, SandboxSpec};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -32,9 +32,28 @@ pub struct Settings {
     pub max_in_flight: usize,
     /// Whether `/metrics` is served.
     pub metrics_enabled: bool,
-    /// Whether sandboxes may ask for network access (containers).
+    /// Whether requests and sandboxes may ask for network access.
     pub allow_network: bool,
+    /// Whether a tenant's network policy may allow the host's loopback.
+    pub allow_localhost: bool,
+    /// Whether requests and sandboxes may name Python packages.
+    pub allow_packages: bool,
 }
+
+/// Address ranges a tenant's network policy never reaches, whatever it allows: link-local
+/// (the cloud metadata address) and private networks, the operator's.
+const TENANT_DENIED_CIDRS: [&str; 8] = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::254/128",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "100.64.0.0/10",
+    "fc00::/7",
+];
+/// The host's loopback, denied to tenants unless `network.allow_localhost`.
+const LOOPBACK_CIDRS: [&str; 3] = ["127.0.0.0/8", "::1/128", "0.0.0.0/8"];
 
 /// Defaults and maxima for execution limits.
 #[derive(Debug, Clone)]
@@ -77,7 +96,19 @@ impl Settings {
             max_in_flight: config.server.max_in_flight_requests,
             metrics_enabled: config.monitoring.metrics_enabled,
             allow_network: config.network.allow_internet.unwrap_or(false),
+            allow_localhost: config.network.allow_localhost.unwrap_or(false),
+            allow_packages: config.packages.enabled.unwrap_or(false),
         }
+    }
+
+    /// A tenant's network policy as this server applies it: the operator's private and
+    /// link-local ranges (and, unless allowed, its loopback) denied on top of the tenant's own
+    /// rules (a denied range wins over an allowed one).
+    pub fn tenant_network(&self, policy: NetworkPolicy) -> NetworkPolicy {
+        let mut policy = policy;
+        let denied = TENANT_DENIED_CIDRS.iter().chain(if self.allow_localhost { &[][..] } else { &LOOPBACK_CIDRS[..] });
+        policy.deny_cidrs.extend(denied.map(|c| (*c).to_owned()));
+        policy
     }
 
     /// The environment of a one-shot execution: the configured variables under the request's.

@@ -164,7 +164,38 @@ async fn network_policies_need_the_servers_permission() {
     let body: serde_json::Value = refused.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("network.allow_internet"), "{body}");
     let bad = serde_json::json!({"language": "python", "code": "1", "network": {"deny_cidrs": ["nope"]}});
-    let open = Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", "--set", "network.allow_internet=true"]);
+    let set = ["--set", "network.allow_internet=true"];
+    let guarded = Server::start_with(&["serve", "--dev", "--addr", "127.0.0.1:0", set[0], set[1]]);
+    let response = client.post(guarded.url("/v1/execute")).json(&request).send().await.unwrap();
+    let result: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        result["stdout"].as_str().unwrap().is_empty()
+            && result["stderr"].as_str().unwrap().contains("denied address ranges"),
+        "a tenant's policy cannot open the host's loopback unless the server allows it: {result}"
+    );
+    let metadata = serde_json::json!({
+        "language": "python",
+        "code": "import urllib.request\nurllib.request.urlopen('http://169.254.169.254/latest/meta-data/')",
+        "network": {"allow_cidrs": ["169.254.0.0/16"]},
+    });
+    let response = client.post(guarded.url("/v1/execute")).json(&metadata).send().await.unwrap();
+    let result: serde_json::Value = response.json().await.unwrap();
+    assert!(result["stderr"].as_str().unwrap().contains("denied address ranges"), "{result}");
+    let packages = serde_json::json!({"language": "python", "code": "1", "packages": ["requests"]});
+    let response = client.post(guarded.url("/v1/execute")).json(&packages).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("packages.enabled"), "{body}");
+    let open = Server::start_with(&[
+        "serve",
+        "--dev",
+        "--addr",
+        "127.0.0.1:0",
+        set[0],
+        set[1],
+        "--set",
+        "network.allow_localhost=true",
+    ]);
     let response = client.post(open.url("/v1/execute")).json(&bad).send().await.unwrap();
     assert_eq!(response.status(), 400, "an invalid policy is a bad request");
     let response = client.post(open.url("/v1/execute")).json(&request).send().await.unwrap();
