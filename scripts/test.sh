@@ -48,6 +48,10 @@ step "moto (server/tests/python/moto-requirements.txt: an S3-compatible server, 
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
 target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt
 
+step "test wheels (tests/wheels-requirements.txt: pure-Python wheels the package tests install, pinned)"
+python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --platform any \
+  --implementation py --abi none --python-version 3.15 -d target/test-wheels -r tests/wheels-requirements.txt
+
 step "PostgreSQL on loopback (scripts/postgres.sh), for the database tests"
 if [ -z "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then
   SOULBOX_TEST_POSTGRES_URL=$(bash scripts/postgres.sh)

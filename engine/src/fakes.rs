@@ -293,5 +293,6 @@ pub(crate) fn kernel_spec(language: Language) -> KernelSpec {
         stop: Default::default(),
         owner: None,
         network: None,
+        packages: Vec::new(),
     }
 }

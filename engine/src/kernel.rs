@@ -127,6 +127,9 @@ pub struct KernelSpec {
     /// The outbound HTTP its cells may make ([`crate::NetworkPolicy`], validated); `None`:
     /// none. Each cell gets the policy's request budget afresh.
     pub network: Option<crate::NetworkPolicy>,
+    /// Python packages its Python contexts import (pip requirements, validated), installed in
+    /// the workspace when a context starts. Empty: none.
+    pub packages: Vec<String>,
 }
 
 /// A one-way signal that a sandbox is gone. Cheap to clone; clones share the signal.

@@ -44,6 +44,7 @@ pub mod kernel;
 mod language;
 pub mod limits;
 pub mod network;
+pub mod packages;
 pub mod process;
 pub mod request;
 pub mod result;

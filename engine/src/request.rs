@@ -55,6 +55,11 @@ pub struct ExecRequest<L = Limits> {
     /// network at all. WebAssembly only: the container backend refuses a request with one.
     #[serde(default)]
     pub network: Option<NetworkPolicy>,
+    /// Python packages to install before the code runs: pip requirements (`requests==2.*`).
+    /// The WebAssembly backend installs pure-Python wheels only (resolved on the host, cached);
+    /// a package with native code is refused. Default: none.
+    #[serde(default)]
+    pub packages: Vec<String>,
     /// Who it runs for (a service's tenant): the worker pool queues and schedules fairly
     /// between owners. `None`, the default, is the library's own use. Not part of the wire
     /// format: a service sets it from the caller's identity.
@@ -78,6 +83,7 @@ impl<L> ExecRequest<L> {
             limits,
             backend: self.backend,
             network: self.network,
+            packages: self.packages,
             owner: self.owner,
         })
     }
@@ -126,6 +132,12 @@ pub enum RequestError {
     /// The network policy cannot be applied.
     #[error(transparent)]
     Network(#[from] NetworkPolicyError),
+    /// A package requirement is refused.
+    #[error(transparent)]
+    Packages(#[from] crate::packages::PackagesError),
+    /// Packages were named for a language that has none.
+    #[error("packages can be installed for Python only, not {0}")]
+    PackagesLanguage(Language),
 }
 
 impl ExecRequest {
@@ -141,8 +153,15 @@ impl ExecRequest {
             limits: Limits::default(),
             backend: None,
             network: None,
+            packages: Vec::new(),
             owner: None,
         }
+    }
+
+    /// Installs the pip requirements `packages` before the code runs (Python).
+    pub fn with_packages<S: Into<String>>(mut self, packages: impl IntoIterator<Item = S>) -> Self {
+        self.packages = packages.into_iter().map(Into::into).collect();
+        self
     }
 
     /// Lets the guest make outbound HTTP requests under `policy`.
@@ -203,6 +222,12 @@ impl ExecRequest {
         validate_env(&self.env)?;
         if let Some(policy) = &self.network {
             policy.rules()?;
+        }
+        if !self.packages.is_empty() {
+            if self.language != Language::Python {
+                return Err(RequestError::PackagesLanguage(self.language));
+            }
+            crate::packages::validate(&self.packages)?;
         }
         self.validate_files()
     }

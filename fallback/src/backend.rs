@@ -114,6 +114,11 @@ impl Backend for ContainerBackend {
                 "a network policy applies to WebAssembly executions only: a one-shot container has no network".into(),
             ));
         }
+        if !request.packages.is_empty() {
+            return Err(BackendError::Rejected(
+                "`packages` are installed for WebAssembly Python only: in a container, install them with pip in a sandbox's command".into(),
+            ));
+        }
         let _running = self.admit()?;
         Ok(crate::oneshot::execute(&self.inner.pool, &self.inner.containers, request).await?)
     }

@@ -20,6 +20,7 @@ use soulbox_engine::{
     WorkerPoolConfig,
 };
 use soulbox_host_api::{GuestState, add_to_linker};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Engine, Linker};
@@ -50,6 +51,11 @@ pub struct WasmConfig {
     /// they are copied). Measured (`checkpoint-report`, forks of 10): 37-52% less memory per
     /// Python fork, for 0.6 ms more per fork. Default: true.
     pub share_fork_pages: bool,
+    /// Where Python packages (`packages` of a request or sandbox) come from: `None`, the
+    /// default, is pip's own configuration (PyPI, or the index `pip.conf` or `PIP_INDEX_URL`
+    /// names); `Some(dir)` resolves from that directory of wheels only (`pip --no-index
+    /// --find-links`), for air-gapped hosts and tests.
+    pub wheels: Option<PathBuf>,
 }
 
 impl Default for WasmConfig {
@@ -62,6 +68,7 @@ impl Default for WasmConfig {
             prewarm: true,
             workers: Workers::Threads,
             share_fork_pages: true,
+            wheels: None,
         }
     }
 }
@@ -92,6 +99,8 @@ pub(crate) struct Inner {
     pub(crate) contexts_mapped: std::sync::atomic::AtomicU64,
     /// Page files of images being restored into several kernels ([`crate::checkpoint::cow`]).
     pub(crate) shared_pages: crate::checkpoint::cow::SharedPages,
+    /// Pure-Python packages, installed once per set in the home's cache.
+    pub(crate) packages: crate::packages::Packages,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
@@ -121,6 +130,7 @@ impl WasmBackend {
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let prepared = moka::sync::Cache::builder().max_capacity(WasmLanguage::ALL.len() as u64).build();
+        let packages = crate::packages::Packages::new(config.home.packages_dir(), "python3", config.wheels.clone());
         Ok(WasmBackend {
             inner: Arc::new(Inner {
                 config,
@@ -129,6 +139,7 @@ impl WasmBackend {
                 prepared,
                 pool,
                 contexts_alive: Arc::default(),
+                packages,
                 guests_rewound: Default::default(),
                 contexts_mapped: Default::default(),
                 shared_pages: Default::default(),
@@ -266,11 +277,18 @@ impl Backend for WasmBackend {
                 home: self.inner.config.home.root().to_path_buf(),
                 fuel: self.inner.config.settings.fuel,
             };
-            let owner = request.owner.clone();
+            let (owner, inner) = (request.owner.clone(), Arc::clone(&self.inner));
             return self
                 .inner
                 .pool
-                .run_as(owner.as_deref(), move || crate::worker_process::execute(&spec, &request))
+                .run_as(owner.as_deref(), move || {
+                    // The set is installed here, by this process's configuration: the child
+                    // finds it in the home's cache.
+                    if !request.packages.is_empty() {
+                        inner.packages.resolve(&request.packages).map_err(RuntimeError::from)?;
+                    }
+                    crate::worker_process::execute(&spec, &request)
+                })
                 .await?;
         }
         let admitted = Instant::now();

@@ -64,6 +64,9 @@ pub enum RuntimeError {
     /// The guest's workspace could not be set up or read.
     #[error(transparent)]
     GuestRoot(#[from] soulbox_host_api::GuestRootError),
+    /// The Python packages asked for could not be installed.
+    #[error(transparent)]
+    Packages(#[from] crate::packages::PackageError),
 }
 
 impl RuntimeError {
@@ -84,14 +87,18 @@ impl RuntimeError {
 
 impl From<RuntimeError> for BackendError {
     fn from(error: RuntimeError) -> Self {
+        use crate::packages::PackageError as P;
         use soulbox_host_api::GuestRootError as G;
         match error {
             RuntimeError::NotInstalled { .. } | RuntimeError::Tampered { .. } | RuntimeError::PoolFull(_) => {
                 BackendError::Unavailable(error.to_string())
             }
-            RuntimeError::Rejected(_) | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. }) => {
+            RuntimeError::Rejected(_)
+            | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. })
+            | RuntimeError::Packages(P::Unresolved { .. } | P::BadWheel { .. }) => {
                 BackendError::Rejected(error.to_string())
             }
+            RuntimeError::Packages(P::NoPip { .. }) => BackendError::Unavailable(error.to_string()),
             other => BackendError::Internal(other.to_string()),
         }
     }

@@ -128,6 +128,12 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     if request.language == Language::TypeScript {
         request.code = crate::javascript::typescript::to_javascript(&request.code);
     }
+    // Packages are resolved (or found in the cache) before a guest is taken: a refusal costs
+    // no guest.
+    let packages = match request.packages.is_empty() {
+        true => None,
+        false => Some(inner.packages.resolve(&request.packages)?),
+    };
     let mut guest = match WasmLanguage::of(request.language)? {
         WasmLanguage::Python => match take_ready_python(inner) {
             Some(guest) => guest,
@@ -137,6 +143,9 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     };
     // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
     guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
+    if let Some(installed) = &packages {
+        crate::packages::place(installed, &guest.root.host_path())?;
+    }
     let network = apply(inner, &mut guest, &request)?;
     let ended = if guest.store.data().limiter.peak_bytes() > request.limits.memory_bytes {
         Ended::stopped(Outcome::MemoryExceeded, "the interpreter alone needs more memory than the limit")
@@ -344,6 +353,9 @@ async fn run_entry(
             if !request.env.is_empty() || !request.args.is_empty() {
                 let prelude = Python::prelude(&request.args, &Python::env(request));
                 Python::run_internal(store, instance, &prelude).await?;
+            }
+            if !request.packages.is_empty() {
+                Python::run_internal(store, instance, &crate::packages::import_path_turn()).await?;
             }
             if metering {
                 // The budget is for the request's code, not SoulBox's prelude.

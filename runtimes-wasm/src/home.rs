@@ -66,6 +66,11 @@ impl SoulboxHome {
         self.root.join("cache").join("modules")
     }
 
+    /// Pure-Python package sets ([`crate::packages`]).
+    pub fn packages_dir(&self) -> PathBuf {
+        self.root.join("cache").join("packages")
+    }
+
     /// Where all processes keep guest roots.
     pub fn scratch_dir(&self) -> PathBuf {
         self.root.join("scratch")

@@ -22,6 +22,9 @@
 //! - [`worker_process`]: optionally, guests in one child process per worker thread, so the
 //!   copy-on-write faults of fresh guests do not interrupt every core.
 //!
+//! - [`packages`]: pure-Python packages a request or sandbox asks for, resolved with the
+//!   host's pip, verified, cached by hash and copied into the guest's root.
+//!
 //! - `egress`: a guest's outbound HTTP, made by the host under the request's network policy
 //!   (off unless a request has one): Python's `http.client`/`urllib` through the door,
 //!   JavaScript's `fetch` through the host's event loop.
@@ -54,6 +57,7 @@ mod kernel;
 mod language;
 pub mod manifest;
 pub mod module_cache;
+pub mod packages;
 pub mod python;
 mod rewind;
 mod snapshot_cache;

@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// With network: address ranges it may never reach (repeatable).
     #[arg(long = "deny-cidr", value_name = "CIDR")]
     pub deny_cidrs: Vec<String>,
+    /// A pure-Python package to install first, as a pip requirement (`requests==2.*`;
+    /// repeatable; WebAssembly Python).
+    #[arg(long = "package", value_name = "REQUIREMENT")]
+    pub packages: Vec<String>,
 }
 
 impl RunArgs {
@@ -160,6 +164,7 @@ fn build_request(args: &RunArgs) -> anyhow::Result<ExecRequest> {
         BackendArg::Container => BackendKind::Container,
     });
     request.network = args.network();
+    request.packages = args.packages.clone();
     if !from_stdin && !args.no_stdin && !std::io::stdin().is_terminal() {
         request = request.with_stdin(read_stdin_bytes()?);
     }

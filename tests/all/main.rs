@@ -12,6 +12,7 @@ mod javascript;
 mod limits;
 mod machines;
 mod network;
+mod packages;
 mod python;
 mod readme;
 mod rewind;

@@ -14,7 +14,7 @@ const BIG: usize = 1 << 20;
 
 /// The test server's port (started once per test binary, on its own thread's runtime so it
 /// outlives each test's runtime).
-async fn server_port() -> u16 {
+pub(crate) async fn server_port() -> u16 {
     static PORT: OnceCell<u16> = OnceCell::const_new();
     *PORT
         .get_or_init(|| async {

@@ -223,6 +223,7 @@ impl Shared {
             env: self.identity.env.clone(),
             network: self.identity.network,
             egress: self.identity.egress.clone(),
+            packages: self.identity.packages.clone(),
             policy: self.identity.policy,
             created_at_ms: info.created_at_ms,
             expires_at_ms: info.expires_at_ms,

@@ -52,6 +52,9 @@ pub(super) struct Manifest {
     /// Its contexts' network policy (absent in manifests written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<crate::NetworkPolicy>,
+    /// Its Python contexts' packages (absent in manifests written before them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
     pub policy: super::checkpoint::Policy,
     pub created_at_ms: u64,
     pub expires_at_ms: u64,

@@ -254,6 +254,10 @@ pub struct SandboxSpec {
     /// ([`NetworkPolicy`]; `None`, the default: every public address, the default limits).
     /// Not enforced on its container's processes. Refused when `network` is false.
     pub egress: Option<NetworkPolicy>,
+    /// Python packages its Python contexts import (pip requirements: `requests==2.*`),
+    /// installed in its workspace when a context starts (pure-Python wheels only on
+    /// WebAssembly). Default: none.
+    pub packages: Vec<String>,
     /// When its contexts are checkpointed besides a pause. Default:
     /// [`CheckpointPolicy::OnPause`].
     pub checkpoint: CheckpointPolicy,
@@ -289,6 +293,7 @@ impl Default for SandboxSpec {
             lifetime: None,
             network: false,
             egress: None,
+            packages: Vec::new(),
             checkpoint: CheckpointPolicy::default(),
             on_idle: IdleAction::default(),
             auto_resume: true,
@@ -329,6 +334,7 @@ impl SandboxSpec {
             }
             egress.rules().map_err(|e| SandboxError::Invalid(e.to_string()))?;
         }
+        crate::packages::validate(&self.packages).map_err(|e| SandboxError::Invalid(e.to_string()))?;
         Ok(())
     }
 }
@@ -698,6 +704,7 @@ impl Sandboxes {
             env: manifest.env.clone(),
             network: manifest.network,
             egress: manifest.egress.clone(),
+            packages: manifest.packages.clone(),
             policy: manifest.policy,
             created_at: UNIX_EPOCH + Duration::from_millis(manifest.created_at_ms),
         };
@@ -1085,6 +1092,7 @@ struct Identity {
     env: BTreeMap<String, String>,
     network: bool,
     egress: Option<NetworkPolicy>,
+    packages: Vec<String>,
     policy: checkpoint::Policy,
     created_at: SystemTime,
 }
@@ -1101,6 +1109,7 @@ impl Identity {
             env,
             network: spec.network,
             egress: spec.egress.clone(),
+            packages: spec.packages.clone(),
             policy: checkpoint::Policy {
                 checkpoint: spec.checkpoint,
                 on_idle: spec.on_idle,
@@ -1174,6 +1183,7 @@ impl Shared {
             stop: self.stop.clone(),
             owner: self.identity.owner.clone(),
             network: self.identity.network.then(|| self.identity.egress.clone().unwrap_or_default()),
+            packages: self.identity.packages.clone(),
         }
     }
 

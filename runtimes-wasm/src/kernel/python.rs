@@ -36,6 +36,11 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     if !spec.env.is_empty() {
         setup = format!("{setup}; {}", Python::prelude(&[], &Python::env_over(spec.env.clone())));
     }
+    if !spec.packages.is_empty() {
+        let installed = inner.packages.resolve(&spec.packages)?;
+        crate::packages::place(&installed, &spec.workspace)?;
+        setup = format!("{setup}; {}", crate::packages::import_path_turn());
+    }
     let setup = format!("{setup}; __import__(\"_soulbox_kernel\").start(\"{preload}\")");
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;

@@ -8,12 +8,21 @@ and makes it (runtimes-wasm/src/egress). `urllib.request.urlopen` therefore work
 https, redirects included (urllib follows them, each hop one request), as does code written
 against `http.client`. A refusal or failure raises an `OSError` subclass, as a socket would:
 `PermissionError` (refused by the policy, or no network), `TimeoutError`, `ConnectionError`.
+
+`requests` (installed as a package: it is not in the interpreter) gets the same: when
+`requests.adapters` is first imported, its `HTTPAdapter.send` is replaced by one that makes the
+request through the host, so sessions, redirects (followed by requests), cookies, `json()`,
+`raise_for_status()` and timeouts work, over http and https; failures raise requests' own
+`ConnectionError`/`Timeout`.
 """
 
 import base64
 import http.client
+import importlib.abc
+import importlib.machinery
 import io
 import json
+import sys
 import urllib.request
 
 import _host
@@ -171,8 +180,94 @@ class HTTPSHandler(urllib.request.AbstractHTTPHandler):
     https_request = urllib.request.AbstractHTTPHandler.do_request_
 
 
+def _requests_send(self, request, stream=False, timeout=None, verify=True, cert=None, proxies=None):
+    """`requests.adapters.HTTPAdapter.send`, through the host."""
+    from requests import exceptions
+    from requests.cookies import extract_cookies_to_jar
+    from requests.models import Response
+    from requests.structures import CaseInsensitiveDict
+    from requests.utils import get_encoding_from_headers
+
+    body = request.body
+    if hasattr(body, "read"):
+        body = body.read()
+    elif body is not None and not isinstance(body, (bytes, bytearray, str)):
+        body = b"".join(c.encode() if isinstance(c, str) else bytes(c) for c in body)
+    if isinstance(body, str):
+        body = body.encode("utf-8")
+    encoded = base64.b64encode(bytes(body)).decode() if body else None
+    headers = [[k, v if isinstance(v, str) else v.decode("latin-1")] for k, v in request.headers.items()]
+    try:
+        answer = _exchange(request.method, request.url, headers, encoded)
+    except TimeoutError as e:
+        raise exceptions.ReadTimeout(e, request=request) from None
+    except OSError as e:
+        raise exceptions.ConnectionError(e, request=request) from None
+    response = Response()
+    response.status_code = answer["status"]
+    response.reason = answer["reason"]
+    merged = {}
+    for name, value in answer["headers"]:
+        merged[name] = f"{merged[name]}, {value}" if name in merged and name.lower() != "set-cookie" else value
+    response.headers = CaseInsensitiveDict(merged)
+    response.encoding = get_encoding_from_headers(response.headers)
+    content = base64.b64decode(answer["body"])
+    response._content = content
+    response._content_consumed = True
+    response.raw = io.BytesIO(content)
+    response.url = answer["url"]
+    response.request = request
+    response.connection = self
+    head = "".join(f"{name}: {value}\r\n" for name, value in answer["headers"]) + "\r\n"
+    message = http.client.parse_headers(io.BytesIO(head.encode("latin-1", "replace")))
+    extract_cookies_to_jar(response.cookies, request, _Raw(message))
+    return response
+
+
+class _Raw:
+    """What requests' cookie extraction reads of a urllib3 response: the parsed headers."""
+
+    def __init__(self, message):
+        self._original_response = type("Original", (), {"msg": message})()
+
+
+# Modules patched as they are first imported, by name.
+_PATCHES = {
+    "requests.adapters": lambda module: setattr(module.HTTPAdapter, "send", _requests_send),
+}
+
+
+class _PatchingLoader(importlib.abc.Loader):
+    def __init__(self, loader, patch):
+        self._loader, self._patch = loader, patch
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        self._patch(module)
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    """Finds the modules in `_PATCHES` as the path finder does, and patches them once loaded."""
+
+    def find_spec(self, name, path, target=None):
+        patch = _PATCHES.get(name)
+        if patch is None:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _PatchingLoader(spec.loader, patch)
+        return spec
+
+
 def install():
     http.client.HTTPConnection = HTTPConnection
     http.client.HTTPSConnection = HTTPSConnection
     urllib.request.HTTPSHandler = HTTPSHandler
     urllib.request._opener = None
+    sys.meta_path.insert(0, _PatchOnImport())

@@ -1,0 +1,166 @@
+//! Pure-Python packages for WebAssembly Python: resolved by the host's pip from a directory of
+//! wheels (`target/test-wheels`: `requests` and its dependencies, downloaded by
+//! `scripts/test.sh`, plus two wheels this file writes), never from the network.
+
+use crate::network::server_port;
+use soulbox_engine::{Engine, ExecRequest, Language, NetworkPolicy, Outcome, RunOptions, SandboxSpec};
+use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+/// `target/test-wheels`, with the wheels this file writes added.
+fn wheels_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-wheels");
+        assert!(
+            dir.join("requests-2.34.2-py3-none-any.whl").is_file(),
+            "{} lacks requests: run scripts/test.sh (its `test wheels` step downloads tests/wheels-requirements.txt)",
+            dir.display()
+        );
+        let demo = [
+            ("soulbox_demo/__init__.py", "def greet():\n    return 'hello from a package'\n"),
+            ("soulbox_demo-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: soulbox-demo\nVersion: 1.0\n"),
+            (
+                "soulbox_demo-1.0.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nGenerator: soulbox-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            ),
+            ("soulbox_demo-1.0.dist-info/RECORD", ""),
+        ];
+        write_wheel(&dir.join("soulbox_demo-1.0-py3-none-any.whl"), &demo);
+        let native = [
+            ("fastthing/__init__.py", "from ._speed import *\n"),
+            ("fastthing-1.0.dist-info/METADATA", "Metadata-Version: 2.1\nName: fastthing\nVersion: 1.0\n"),
+            (
+                "fastthing-1.0.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nGenerator: soulbox-tests\nRoot-Is-Purelib: false\nTag: cp315-cp315-linux_x86_64\n",
+            ),
+            ("fastthing-1.0.dist-info/RECORD", ""),
+        ];
+        write_wheel(&dir.join("fastthing-1.0-cp315-cp315-linux_x86_64.whl"), &native);
+        dir
+    })
+    .clone()
+}
+
+fn write_wheel(path: &std::path::Path, members: &[(&str, &str)]) {
+    let partial = path.with_extension("partial");
+    let mut zip = zip::ZipWriter::new(std::fs::File::create(&partial).unwrap());
+    for (name, contents) in members {
+        zip.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(contents.as_bytes()).unwrap();
+    }
+    zip.finish().unwrap();
+    std::fs::rename(&partial, path).unwrap();
+}
+
+/// An engine whose WebAssembly backend resolves packages from [`wheels_dir`] only.
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let backend = WasmBackend::open(WasmConfig { wheels: Some(wheels_dir()), ..WasmConfig::default() })
+            .expect("runtimes installed");
+        Engine::builder().backend(backend).build()
+    })
+}
+
+async fn run(request: ExecRequest) -> soulbox_engine::ExecResult {
+    engine().execute(request).await.expect("the engine runs the request")
+}
+
+#[tokio::test]
+async fn a_pure_python_package_is_installed_once_and_imported_by_the_guests_that_ask() {
+    let code = "import soulbox_demo, sys\nprint(soulbox_demo.greet(), sys.path[0])";
+    for _ in 0..2 {
+        let result = run(ExecRequest::new(Language::Python, code).with_packages(["soulbox-demo==1.0"])).await;
+        assert_eq!(result.stdout, "hello from a package /usr/soulbox/site-packages\n", "{result:?}");
+        assert!(result.files.is_empty(), "packages are not output files: {:?}", result.files);
+    }
+    let without = run(ExecRequest::new(Language::Python, "import soulbox_demo")).await;
+    assert!(without.stderr.contains("ModuleNotFoundError"), "{without:?}");
+}
+
+#[tokio::test]
+async fn requests_works_through_the_network_policy() {
+    let port = server_port().await;
+    let code = format!(
+        r#"
+import requests
+base = "http://localhost:{port}"
+r = requests.get(base + "/hello")
+print(r.status_code, r.headers["content-type"], r.text)
+print(requests.post(base + "/echo", json={{"n": 42}}, headers={{"X-Test": "yes"}}).json())
+r = requests.get(base + "/redirect/allowed")
+print(r.url, [h.status_code for h in r.history])
+try:
+    requests.get(base + "/status/404").raise_for_status()
+except requests.HTTPError as e:
+    print("HTTPError", e.response.status_code)
+try:
+    requests.get("http://denied.test/")
+except requests.ConnectionError as e:
+    print("refused:", "denied domains" in str(e))
+"#
+    );
+    let policy = NetworkPolicy {
+        allow_domains: vec!["localhost".into()],
+        deny_domains: vec!["denied.test".into()],
+        allow_cidrs: vec!["127.0.0.0/8".into()],
+        ..NetworkPolicy::default()
+    };
+    let request = ExecRequest::new(Language::Python, code).with_packages(["requests==2.34.2"]).with_network(policy);
+    let result = run(request).await;
+    assert_eq!(result.outcome, Outcome::Completed, "{result:?}");
+    assert_eq!(
+        result.stdout,
+        format!(
+            "200 text/plain hello from the test server\n\
+             {{'body': {{'n': 42}}, 'content_type': 'application/json', 'x_test': 'yes'}}\n\
+             http://localhost:{port}/hello [303]\n\
+             HTTPError 404\n\
+             refused: True\n"
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_package_with_native_code_is_refused_with_a_way_out() {
+    let refused = engine()
+        .execute(ExecRequest::new(Language::Python, "import fastthing").with_packages(["fastthing"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("pip could not install fastthing"), "{refused}");
+    assert!(refused.contains("container backend"), "{refused}");
+    let invalid = engine()
+        .execute(ExecRequest::new(Language::Python, "1").with_packages(["--index-url=http://evil.test"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(invalid.contains("options, paths and URLs are not accepted"), "{invalid}");
+    let javascript = engine()
+        .execute(ExecRequest::new(Language::JavaScript, "1").with_packages(["soulbox-demo"]))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(javascript.contains("Python only"), "{javascript}");
+}
+
+#[tokio::test]
+async fn a_sandboxs_python_contexts_import_its_packages() {
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: std::env::temp_dir().join(format!("soulbox-test-packages-{}", std::process::id())),
+        ..Default::default()
+    };
+    let sandboxes = soulbox_engine::Sandboxes::new(engine().clone(), config).unwrap();
+    let spec = SandboxSpec { packages: vec!["soulbox-demo==1.0".into()], ..SandboxSpec::default() };
+    let sandbox = sandboxes.create(spec).await.unwrap();
+    let cell = sandbox.run_code("import soulbox_demo\nsoulbox_demo.greet()", RunOptions::default()).await.unwrap();
+    assert_eq!(cell.text(), Some("'hello from a package'"), "{cell:?}");
+    let second = sandbox.create_context(Language::Python, None).await.unwrap();
+    let options = RunOptions { context: Some(second.id), ..RunOptions::default() };
+    let cell = sandbox.run_code("__import__('soulbox_demo').greet()", options).await.unwrap();
+    assert_eq!(cell.text(), Some("'hello from a package'"), "{cell:?}");
+}
