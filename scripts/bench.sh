@@ -9,6 +9,8 @@ cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --w
 ./target/release/report
 ./target/release/sandbox-report
 ./target/release/javascript-report
+python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --platform any \
+  --implementation py --abi none --python-version 3.15 -d target/test-wheels -r tests/wheels-requirements.txt
 ./target/release/network-report
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
 target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt

@@ -13,7 +13,8 @@
 //!
 //! A guest gets a copy of the set in its own root, at [`GUEST_SITE`] (copies, not links: the
 //! root is the guest's to write, the cache is not), first on `sys.path`, ahead of the packages
-//! built into the interpreter.
+//! built into the interpreter. The requirements it was made from are written beside it, so a
+//! context's `%pip install` ([`pip_magic`]) installs their union with the new ones.
 
 use crate::verify::sha256_bytes;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,10 @@ const TARGET_PYTHON: &str = "3.15";
 const RECIPE: u32 = 1;
 /// The largest unpacked set SoulBox installs.
 pub const MAX_SET_BYTES: u64 = 256 << 20;
+/// Beside a placed set: the requirements it was made from (JSON).
+const REQUIREMENTS_FILE: &str = ".soulbox-requirements.json";
+/// The most of [`REQUIREMENTS_FILE`] read back.
+const MAX_REQUIREMENTS_FILE_BYTES: u64 = 64 << 10;
 /// File endings of native code, which no pure-Python wheel holds.
 const NATIVE_SUFFIXES: [&str; 4] = [".so", ".pyd", ".dylib", ".dll"];
 
@@ -91,6 +96,8 @@ pub struct WheelRecord {
 /// A package set, unpacked in the cache.
 #[derive(Debug)]
 pub struct Installed {
+    /// The requirements it was made from.
+    pub requirements: Vec<String>,
     /// The hash of its requirements (its directory's name).
     pub key: String,
     /// The unpacked files.
@@ -123,10 +130,11 @@ impl Packages {
             return Ok(Arc::clone(known));
         }
         let dir = self.dir.join(&key);
-        let installed = match read_installed(&dir, &key) {
+        let mut installed = match read_installed(&dir, &key) {
             Some(installed) => installed,
             None => self.install(requirements, &key, &dir)?,
         };
+        installed.requirements = requirements.to_vec();
         let installed = Arc::new(installed);
         self.known.lock().unwrap_or_else(|e| e.into_inner()).insert(key, Arc::clone(&installed));
         Ok(installed)
@@ -197,7 +205,7 @@ fn set_key(requirements: &[String], index: &str) -> String {
 fn read_installed(dir: &Path, key: &str) -> Option<Installed> {
     let wheels = serde_json::from_slice(&std::fs::read(dir.join("wheels.json")).ok()?).ok()?;
     let site = dir.join("site");
-    site.is_dir().then(|| Installed { key: key.to_owned(), site, wheels })
+    site.is_dir().then(|| Installed { requirements: Vec::new(), key: key.to_owned(), site, wheels })
 }
 
 /// Checks one wheel and unpacks it into `site`; adds its unpacked size to `total`.
@@ -248,6 +256,7 @@ pub fn place(installed: &Installed, root: &Path) -> Result<(), PackageError> {
     let dir = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority()).map_err(io(root))?;
     let site = GUEST_SITE.trim_start_matches('/');
     let marker = format!("{site}/.soulbox-set-{}", installed.key);
+    let recorded = format!("{site}/{REQUIREMENTS_FILE}");
     if dir.exists(&marker) {
         return Ok(());
     }
@@ -257,7 +266,56 @@ pub fn place(installed: &Installed, root: &Path) -> Result<(), PackageError> {
     }
     dir.create_dir_all(site).map_err(io(Path::new(GUEST_SITE)))?;
     copy_tree(&installed.site, &dir, Path::new(site))?;
+    let requirements = serde_json::to_vec(&installed.requirements).unwrap_or_default();
+    dir.write(&recorded, requirements).map_err(io(Path::new(&recorded)))?;
     dir.write(&marker, installed.key.as_bytes()).map_err(io(Path::new(&marker)))
+}
+
+/// The requirements of the set placed in the guest root at `root`, if any (as the guest left
+/// them: only ever resolved again, never trusted further).
+pub fn placed_requirements(root: &Path) -> Vec<String> {
+    let Ok(dir) = cap_std::fs::Dir::open_ambient_dir(root, cap_std::ambient_authority()) else { return Vec::new() };
+    let path = format!("{}/{REQUIREMENTS_FILE}", GUEST_SITE.trim_start_matches('/'));
+    let Ok(file) = dir.open(&path) else { return Vec::new() };
+    let mut text = Vec::new();
+    if std::io::Read::take(file, MAX_REQUIREMENTS_FILE_BYTES).read_to_end(&mut text).is_err() {
+        return Vec::new();
+    }
+    serde_json::from_slice(&text).unwrap_or_default()
+}
+
+/// A cell's `%pip install REQUIREMENT...` (or `!pip install`) lines, at its top level, as a
+/// notebook has them: `None` when it has none; else the requirements they name (pip's
+/// `-q`/`--quiet`/`-U`/`--upgrade` flags ignored, any other option refused) and the cell with
+/// each such line turned into a no-op, so line numbers stay the user's.
+pub fn pip_magic(code: &str) -> Option<Result<(Vec<String>, String), String>> {
+    let is_magic = |line: &str| line.starts_with("%pip ") || line.starts_with("!pip ");
+    if !code.lines().any(is_magic) {
+        return None;
+    }
+    let mut requirements = Vec::new();
+    let mut lines = Vec::new();
+    for line in code.lines() {
+        if !is_magic(line) {
+            lines.push(line.to_owned());
+            continue;
+        }
+        let mut words = line[5..].split_whitespace();
+        if words.next() != Some("install") {
+            return Some(Err(format!("`{}`: only `%pip install REQUIREMENT...` is supported", line.trim())));
+        }
+        for word in words {
+            match word {
+                "-q" | "--quiet" | "-U" | "--upgrade" => {}
+                option if option.starts_with('-') => {
+                    return Some(Err(format!("`%pip install {option}`: pip options are not supported")));
+                }
+                requirement => requirements.push(requirement.to_owned()),
+            }
+        }
+        lines.push("pass".to_owned());
+    }
+    Some(Ok((requirements, lines.join("\n"))))
 }
 
 fn copy_tree(from: &Path, dir: &cap_std::fs::Dir, to: &Path) -> Result<(), PackageError> {
@@ -293,6 +351,17 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, set_key(&["requests==2.*".into()], "pip"));
         assert_ne!(a, set_key(&["requests==2.*".into(), "idna".into()], "/wheels"));
+    }
+
+    #[test]
+    fn pip_magic_lines_become_requirements_and_keep_the_line_numbers() {
+        assert!(pip_magic("import os\nprint(1)").is_none());
+        let (requirements, code) =
+            pip_magic("x = 1\n%pip install -q requests==2.* idna\n!pip install attrs\nx").unwrap().unwrap();
+        assert_eq!(requirements, ["requests==2.*", "idna", "attrs"]);
+        assert_eq!(code, "x = 1\npass\npass\nx");
+        assert!(pip_magic("%pip uninstall x").unwrap().unwrap_err().contains("only `%pip install"));
+        assert!(pip_magic("%pip install -r req.txt").unwrap().unwrap_err().contains("-r"));
     }
 
     #[test]

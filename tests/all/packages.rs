@@ -164,3 +164,31 @@ async fn a_sandboxs_python_contexts_import_its_packages() {
     let cell = sandbox.run_code("__import__('soulbox_demo').greet()", options).await.unwrap();
     assert_eq!(cell.text(), Some("'hello from a package'"), "{cell:?}");
 }
+
+#[tokio::test]
+async fn pip_install_in_a_cell_adds_to_the_sandboxs_packages() {
+    let config = soulbox_engine::SandboxesConfig {
+        workspace_root: std::env::temp_dir().join(format!("soulbox-test-pip-{}", std::process::id())),
+        ..Default::default()
+    };
+    let sandboxes = soulbox_engine::Sandboxes::new(engine().clone(), config).unwrap();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let python = RunOptions::default();
+    let cell = sandbox
+        .run_code("%pip install -q soulbox-demo==1.0\nimport soulbox_demo\nsoulbox_demo.greet()", python.clone())
+        .await
+        .unwrap();
+    assert_eq!(cell.stdout, "Successfully installed soulbox_demo-1.0\n", "{cell:?}");
+    assert_eq!(cell.text(), Some("'hello from a package'"), "{cell:?}");
+    let refused = sandbox.run_code("!pip install fastthing", python.clone()).await.unwrap();
+    let error = refused.error.expect("a native package is refused");
+    assert_eq!(error.name, "PipError");
+    assert!(error.value.contains("container backend"), "{error:?}");
+    let cell = sandbox
+        .run_code("%pip install requests==2.34.2\nimport requests, soulbox_demo\nrequests.__version__", python)
+        .await
+        .unwrap();
+    assert!(cell.stdout.starts_with("Successfully installed ") && cell.stdout.contains("requests-2.34.2"), "{cell:?}");
+    assert!(cell.stdout.contains("soulbox_demo-1.0"), "the earlier package stays: {cell:?}");
+    assert_eq!(cell.text(), Some("'2.34.2'"), "{cell:?}");
+}

@@ -5,9 +5,16 @@
 //!
 //! The server is a few lines of std on loopback (keep-alive, a fixed 2 KiB body), so the
 //! figures are SoulBox's overhead, not a network's.
+//!
+//! Packages: `requests` installed on demand (from `target/test-wheels`, which `scripts/bench.sh`
+//! fills as the test suite does): installing the set the first time (pip's resolution from a
+//! wheel directory, the checks, unpacking), and a fresh guest that imports it and makes a
+//! request (the set cached: copied into the guest's root, then imported).
 
 use soulbox_benches::{baseline_python, execution_latencies, process_latencies, request_latencies, row};
-use soulbox_engine::{ExecRequest, Language, NetworkPolicy};
+use soulbox_engine::{Engine, ExecRequest, Language, NetworkPolicy};
+use soulbox_runtimes_wasm::packages::Packages;
+use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
 use std::process::Command;
@@ -15,6 +22,9 @@ use std::process::Command;
 const RUNS: usize = 300;
 const PROCESS_RUNS: usize = 20;
 const BODY_BYTES: usize = 2048;
+const INSTALL_RUNS: usize = 5;
+const PACKAGE_RUNS: usize = 100;
+const REQUESTS: &str = "requests==2.34.2";
 
 /// Serves every request on `127.0.0.1` with a 2 KiB body; returns the port.
 fn serve() -> anyhow::Result<u16> {
@@ -69,6 +79,32 @@ fn main() -> anyhow::Result<()> {
     let plain = runtime.block_on(execution_latencies(&engine, Language::Python, "print(1 + 1)", RUNS, None))?;
     let plain_with_policy = measure(Box::new(with_policy(Language::Python, "print(1 + 1)")))?;
 
+    let wheels = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-wheels");
+    anyhow::ensure!(wheels.is_dir(), "{} is missing: run scripts/bench.sh", wheels.display());
+    let installs = (0..INSTALL_RUNS)
+        .map(|_| {
+            let cache = tempfile::tempdir()?;
+            let packages = Packages::new(cache.path().to_path_buf(), "python3", Some(wheels.clone()));
+            let started = std::time::Instant::now();
+            packages.resolve(&[REQUESTS.to_owned()])?;
+            Ok(started.elapsed())
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let packaged = Engine::builder()
+        .backend(WasmBackend::open(WasmConfig { wheels: Some(wheels), ..WasmConfig::default() })?)
+        .build();
+    let requests_code = format!("import requests\nprint(len(requests.get({url:?}).content))");
+    let requests_get = runtime.block_on(request_latencies(
+        &packaged,
+        || {
+            ExecRequest::new(Language::Python, requests_code.clone())
+                .with_packages([REQUESTS])
+                .with_network(policy.clone())
+        },
+        PACKAGE_RUNS,
+        None,
+    ))?;
+
     let native_python = baseline_python()?;
     let native = process_latencies(Command::new(&native_python).args(["-c", &python]), PROCESS_RUNS)?;
     let node = process_latencies(Command::new("node").args(["-e", &javascript]), PROCESS_RUNS).ok();
@@ -82,5 +118,11 @@ fn main() -> anyhow::Result<()> {
     row("fresh JavaScript `fetch(url)` then `text()`, back-to-back", &js_get, node.as_deref());
     row("fresh Python `print(1 + 1)`, no policy", &plain, None);
     row("fresh Python `print(1 + 1)` with a network policy (no request made)", &plain_with_policy, None);
+    row("install `requests` and its 4 dependencies the first time (pip from a wheel directory)", &installs, None);
+    row(
+        "fresh Python with `packages: [requests]` (cached): `import requests`, `requests.get(url)`",
+        &requests_get,
+        None,
+    );
     Ok(())
 }

@@ -199,7 +199,7 @@ fn run_cell(
     let finished = execution::block_on(async {
         let run = async {
             match language {
-                WasmLanguage::Python => python::run(&mut live, &cell.code, events).await,
+                WasmLanguage::Python => python::run_cell(inner, spec, &mut live, &cell.code, events).await,
                 WasmLanguage::JavaScript if spec.language == Language::TypeScript => {
                     let code = crate::javascript::typescript::to_javascript(&cell.code);
                     javascript::run(&mut live, &code, events, ends).await

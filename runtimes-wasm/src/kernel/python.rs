@@ -78,8 +78,46 @@ pub(super) async fn release(live: &mut Live) -> wasmtime::Result<()> {
 /// The turn that ends a cell which made figures.
 const FINISH: &str = "__import__(\"_soulbox_kernel\").finish()";
 
+/// Runs one cell, after installing what its `%pip install` lines name
+/// ([`crate::packages::pip_magic`]): the union of the packages placed in the workspace so far
+/// and the new ones is resolved and placed again, then put first on `sys.path`, and the cell
+/// runs with those lines as no-ops. An installation that fails is the cell's error.
+pub(super) async fn run_cell(
+    inner: &Inner,
+    spec: &KernelSpec,
+    live: &mut Live,
+    code: &str,
+    events: &EventSender,
+) -> wasmtime::Result<()> {
+    let Some(magic) = crate::packages::pip_magic(code) else { return run(live, code, events).await };
+    let installed = magic.and_then(|(requirements, code)| {
+        let mut all = crate::packages::placed_requirements(&spec.workspace);
+        all.extend(requirements.iter().cloned());
+        soulbox_engine::packages::validate(&all).map_err(|e| e.to_string())?;
+        let set = inner.packages.resolve(&all).map_err(|e| e.to_string())?;
+        crate::packages::place(&set, &spec.workspace).map_err(|e| e.to_string())?;
+        let installed: Vec<String> =
+            set.wheels.iter().map(|w| w.file.splitn(3, '-').take(2).collect::<Vec<_>>().join("-")).collect();
+        Ok((installed, code))
+    });
+    match installed {
+        Ok((installed, code)) => {
+            let path = crate::packages::import_path_turn();
+            Python::run_internal(&mut live.store, &live.instance, &path).await?;
+            let _ = events
+                .send(ExecutionEvent::Stdout { text: format!("Successfully installed {}\n", installed.join(" ")) });
+            run(live, &code, events).await
+        }
+        Err(message) => {
+            let error = CellError { name: "PipError".into(), value: message, traceback: String::new() };
+            let _ = events.send(ExecutionEvent::Error(error));
+            Ok(())
+        }
+    }
+}
+
 /// Runs one cell: the code is the turn itself; results and errors arrive through the door.
-pub(super) async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
+async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Result<()> {
     let seen = Arc::new(Seen::default());
     let (sender, door_seen) = (events.clone(), Arc::clone(&seen));
     let mut budget = ResultBudget::default();
