@@ -132,7 +132,7 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     // no guest.
     let packages = match request.packages.is_empty() {
         true => None,
-        false => Some(inner.packages.resolve(&request.packages)?),
+        false => Some(installed_and_compiled(inner, &request.packages)?),
     };
     let mut guest = match WasmLanguage::of(request.language)? {
         WasmLanguage::Python => match take_ready_python(inner) {
@@ -157,6 +157,27 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
         classify(ran, &guest.store)
     };
     finish(guest, ended, &request.limits, admitted, network.usage())
+}
+
+/// The package set `requirements` names, from the cache or installed now, with its bytecode
+/// (compiled once, the first time, by a fresh guest running only SoulBox's own turn).
+pub(crate) fn installed_and_compiled(
+    inner: &Inner,
+    requirements: &[String],
+) -> Result<std::sync::Arc<crate::packages::Installed>, RuntimeError> {
+    let installed = inner.packages.resolve(requirements)?;
+    if crate::packages::is_compiled(&installed) {
+        return Ok(installed);
+    }
+    let mut guest = start_guest(inner, WasmLanguage::Python, None)?;
+    crate::packages::place(&installed, &guest.root.host_path())?;
+    let compiled = block_on(Python::run_internal(&mut guest.store, &guest.instance, crate::packages::COMPILE_TURN));
+    match compiled {
+        Ok(()) => crate::packages::adopt_bytecode(&installed, &guest.root.host_path())?,
+        // The set still works: guests compile what they import.
+        Err(error) => tracing::warn!(error = format!("{error:#}"), "could not compile a package set to bytecode"),
+    }
+    Ok(installed)
 }
 
 /// The work after each job, once the caller has its result: the spent Python guest is rewound

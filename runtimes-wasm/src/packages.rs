@@ -333,6 +333,55 @@ fn copy_tree(from: &Path, dir: &cap_std::fs::Dir, to: &Path) -> Result<(), Packa
     Ok(())
 }
 
+/// Beside a set in the cache once its bytecode is in it ([`adopt_bytecode`]).
+const COMPILED_MARKER: &str = ".soulbox-compiled";
+
+/// The Python turn that compiles a placed set to bytecode whose validity is not checked
+/// against the sources' times (the copies guests get have new ones).
+pub const COMPILE_TURN: &str = "import compileall as _c, py_compile as _p; _c.compile_dir(\"/usr/soulbox/site-packages\", quiet=2, invalidation_mode=_p.PycInvalidationMode.UNCHECKED_HASH); del _c, _p";
+
+/// Whether the set's bytecode is in the cache.
+pub fn is_compiled(installed: &Installed) -> bool {
+    installed.site.join(COMPILED_MARKER).exists()
+}
+
+/// Takes the bytecode a trusted guest (SoulBox's own turn, [`COMPILE_TURN`], before any
+/// request's code) compiled in the set placed at `root` into the cache, so every later guest
+/// imports the set without compiling it: each `__pycache__/*.pyc` whose source is in the set
+/// is written atomically beside it, then the marker.
+pub fn adopt_bytecode(installed: &Installed, root: &Path) -> Result<(), PackageError> {
+    let placed = root.join(GUEST_SITE.trim_start_matches('/'));
+    adopt_dir(&placed, &installed.site)?;
+    let marker = installed.site.join(COMPILED_MARKER);
+    std::fs::write(&marker, b"").map_err(io(&marker))
+}
+
+fn adopt_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
+    for entry in std::fs::read_dir(from).map_err(io(from))? {
+        let entry = entry.map_err(io(from))?;
+        let (source, name) = (entry.path(), entry.file_name());
+        if !entry.file_type().map_err(io(&source))?.is_dir() || !to.join(&name).is_dir() && name != "__pycache__" {
+            continue;
+        }
+        if name == "__pycache__" {
+            let target = to.join("__pycache__");
+            std::fs::create_dir_all(&target).map_err(io(&target))?;
+            for pyc in std::fs::read_dir(&source).map_err(io(&source))? {
+                let pyc = pyc.map_err(io(&source))?.path();
+                if pyc.extension().is_some_and(|e| e == "pyc") && pyc.is_file() {
+                    let file = target.join(pyc.file_name().unwrap_or_default());
+                    let partial = file.with_extension("pyc.partial");
+                    std::fs::copy(&pyc, &partial).map_err(io(&partial))?;
+                    std::fs::rename(&partial, &file).map_err(io(&file))?;
+                }
+            }
+        } else {
+            adopt_dir(&source, &to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
 /// The Python turn that puts [`GUEST_SITE`] first on `sys.path`.
 pub fn import_path_turn() -> String {
     format!(

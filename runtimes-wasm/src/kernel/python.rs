@@ -37,7 +37,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
         setup = format!("{setup}; {}", Python::prelude(&[], &Python::env_over(spec.env.clone())));
     }
     if !spec.packages.is_empty() {
-        let installed = inner.packages.resolve(&spec.packages)?;
+        let installed = execution::installed_and_compiled(inner, &spec.packages)?;
         crate::packages::place(&installed, &spec.workspace)?;
         setup = format!("{setup}; {}", crate::packages::import_path_turn());
     }
