@@ -200,3 +200,33 @@ fn other_languages_and_native_runs_go_to_a_container() {
     let status = soulbox(&["run", "-l", "bash", "-e", "exit 7"], "");
     assert_eq!(status.status.code(), Some(7));
 }
+
+/// `--net` and its rules: a loopback server is reached only when a rule allows its range, and
+/// the JSON result counts the request.
+#[test]
+fn net_options_give_the_program_http_under_their_rules() {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
+                head.push(byte[0]);
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+        }
+    });
+    let code = format!(
+        "fetch('http://127.0.0.1:{port}/').then((r) => r.text()).then(console.log, (e) => console.log(e.message))"
+    );
+    let allowed = soulbox(&["run", "--json", "--allow-cidr", "127.0.0.1/32", "-l", "js", "-e", &code], "");
+    let result: serde_json::Value = serde_json::from_slice(&allowed.stdout).expect("JSON");
+    assert_eq!(result["stdout"], "ok\n", "{result}");
+    assert_eq!(result["network"]["requests"], 1, "{result}");
+    let public_only = soulbox(&["run", "--net", "-l", "js", "-e", &code], "");
+    assert!(text(&public_only.stdout).contains("loopback address"), "{}", text(&public_only.stdout));
+    let none = soulbox(&["run", "-l", "js", "-e", &code], "");
+    assert!(text(&none.stdout).contains("network access is not enabled"), "{}", text(&none.stdout));
+}
