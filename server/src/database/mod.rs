@@ -28,7 +28,7 @@ const SHOWN_PREFIX_CHARS: usize = 12;
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 8;
 
-const SCHEMA: [&str; 7] = [
+const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
@@ -37,6 +37,8 @@ const SCHEMA: [&str; 7] = [
     "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
      language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
+    "CREATE TABLE IF NOT EXISTS usage_network (usage_id TEXT PRIMARY KEY, requests BIGINT NOT NULL, \
+     refused BIGINT NOT NULL, bytes_sent BIGINT NOT NULL, bytes_received BIGINT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS audit (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, key_id TEXT NOT NULL, \
      event TEXT NOT NULL, route TEXT NOT NULL, outcome TEXT NOT NULL, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, at_ms)",
@@ -108,6 +110,12 @@ pub struct UsageRow {
     pub duration_us: i64,
     /// Their total fuel, where metered.
     pub fuel: i64,
+    /// HTTP requests their guests made through a network policy (redirect hops included).
+    pub http_requests: i64,
+    /// Request body bytes those requests sent.
+    pub http_bytes_sent: i64,
+    /// Response body bytes they received.
+    pub http_bytes_received: i64,
 }
 
 /// A live API key.
@@ -134,6 +142,8 @@ pub struct Usage {
     pub duration_us: i64,
     /// Fuel used, when metered.
     pub fuel: Option<i64>,
+    /// What its guest's HTTP used, for an execution with a network policy.
+    pub network: Option<soulbox_engine::NetworkUsage>,
     /// When it ended (Unix ms).
     pub at_ms: i64,
 }
@@ -262,11 +272,12 @@ impl Database {
     pub async fn record_usage(&self, records: &[Usage]) -> Result<(), DatabaseError> {
         let mut transaction = self.pool.begin().await?;
         for usage in records {
+            let id = random_hex::<16>();
             sqlx::query(
                 "INSERT INTO usage (id, tenant, kind, language, outcome, duration_us, fuel, at_ms) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
-            .bind(random_hex::<16>())
+            .bind(&id)
             .bind(&usage.tenant)
             .bind(usage.kind)
             .bind(usage.language)
@@ -276,6 +287,20 @@ impl Database {
             .bind(usage.at_ms)
             .execute(&mut *transaction)
             .await?;
+            if let Some(network) = usage.network {
+                let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                sqlx::query(
+                    "INSERT INTO usage_network (usage_id, requests, refused, bytes_sent, bytes_received) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&id)
+                .bind(count(network.requests))
+                .bind(count(network.refused))
+                .bind(count(network.bytes_sent))
+                .bind(count(network.bytes_received))
+                .execute(&mut *transaction)
+                .await?;
+            }
         }
         transaction.commit().await?;
         Ok(())
@@ -348,9 +373,13 @@ impl Database {
     /// A tenant's usage since `since_ms`, by kind, language and outcome.
     pub async fn usage(&self, tenant: &str, since_ms: i64) -> Result<Vec<UsageRow>, DatabaseError> {
         let rows = sqlx::query(
-            "SELECT kind, language, outcome, COUNT(*) AS executions, CAST(SUM(duration_us) AS BIGINT) AS duration_us, \
-             CAST(COALESCE(SUM(fuel), 0) AS BIGINT) AS fuel FROM usage WHERE tenant = $1 AND at_ms >= $2 \
-             GROUP BY kind, language, outcome ORDER BY kind, language, outcome",
+            "SELECT u.kind, u.language, u.outcome, COUNT(*) AS executions, \
+             CAST(SUM(u.duration_us) AS BIGINT) AS duration_us, CAST(COALESCE(SUM(u.fuel), 0) AS BIGINT) AS fuel, \
+             CAST(COALESCE(SUM(n.requests), 0) AS BIGINT) AS http_requests, \
+             CAST(COALESCE(SUM(n.bytes_sent), 0) AS BIGINT) AS http_bytes_sent, \
+             CAST(COALESCE(SUM(n.bytes_received), 0) AS BIGINT) AS http_bytes_received \
+             FROM usage u LEFT JOIN usage_network n ON n.usage_id = u.id WHERE u.tenant = $1 AND u.at_ms >= $2 \
+             GROUP BY u.kind, u.language, u.outcome ORDER BY u.kind, u.language, u.outcome",
         )
         .bind(tenant)
         .bind(since_ms)
@@ -365,6 +394,9 @@ impl Database {
                     executions: row.try_get("executions")?,
                     duration_us: row.try_get("duration_us")?,
                     fuel: row.try_get("fuel")?,
+                    http_requests: row.try_get("http_requests")?,
+                    http_bytes_sent: row.try_get("http_bytes_sent")?,
+                    http_bytes_received: row.try_get("http_bytes_received")?,
                 })
             })
             .collect()
@@ -467,11 +499,15 @@ mod tests {
             outcome: "completed",
             duration_us: 700,
             fuel: None,
+            network: None,
             at_ms: now_ms(),
         };
-        db.record_usage(&[usage.clone(), usage]).await.unwrap();
+        let fetched = soulbox_engine::NetworkUsage { requests: 2, refused: 1, bytes_sent: 10, bytes_received: 300 };
+        let with_network = Usage { network: Some(fetched), ..usage.clone() };
+        db.record_usage(&[usage, with_network]).await.unwrap();
         let rows = db.usage("acme", 0).await.unwrap();
         assert_eq!((rows[0].executions, rows[0].duration_us), (2, 1400));
+        assert_eq!((rows[0].http_requests, rows[0].http_bytes_sent, rows[0].http_bytes_received), (2, 10, 300));
         assert_eq!(db.execution_us_since(0).await.unwrap().get("acme"), Some(&1400));
         assert!(db.usage("other", 0).await.unwrap().is_empty());
         db.revoke(&id).await.unwrap();

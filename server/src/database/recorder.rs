@@ -166,6 +166,7 @@ mod tests {
                 outcome: "completed",
                 duration_us: n,
                 fuel: None,
+                network: None,
                 at_ms: now_ms(),
             });
         }
@@ -180,6 +181,7 @@ mod tests {
             outcome: "completed",
             duration_us: 1,
             fuel: None,
+            network: None,
             at_ms: now_ms(),
         });
         assert_eq!(recorder.dropped(), 1, "a closed recorder counts what it could not take");

@@ -91,6 +91,7 @@ pub fn usage(
     outcome: Outcome,
     took: Duration,
     fuel: Option<u64>,
+    network: Option<soulbox_engine::NetworkUsage>,
 ) -> Usage {
     Usage {
         tenant: tenant.0.clone(),
@@ -99,6 +100,7 @@ pub fn usage(
         outcome: outcome.name(),
         duration_us: i64::try_from(took.as_micros()).unwrap_or(i64::MAX),
         fuel: fuel.map(|f| i64::try_from(f).unwrap_or(i64::MAX)),
+        network,
         at_ms: now_ms(),
     }
 }

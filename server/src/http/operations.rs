@@ -37,10 +37,23 @@ impl Ran {
 impl AppState {
     /// Records one piece of work that ended: metrics, audit, the tenant's budget and usage.
     fn ended(&self, caller: &Caller, ran: Ran, outcome: Outcome, took: Duration, fuel: Option<u64>) {
+        self.ended_with_network(caller, ran, outcome, took, fuel, None);
+    }
+
+    /// [`Self::ended`] for an execution whose guest made HTTP requests (counted in its usage).
+    fn ended_with_network(
+        &self,
+        caller: &Caller,
+        ran: Ran,
+        outcome: Outcome,
+        took: Duration,
+        fuel: Option<u64>,
+        network: Option<soulbox_engine::NetworkUsage>,
+    ) {
         self.metrics.execution(ran.kind, ran.language, outcome, took);
         self.audit.execution_ended(caller, ran.kind.name(), outcome);
         self.budgets.charge_execution(&caller.tenant, took);
-        self.usage.record(usage(&caller.tenant, ran.kind.name(), ran.language, outcome, took, fuel));
+        self.usage.record(usage(&caller.tenant, ran.kind.name(), ran.language, outcome, took, fuel, network));
     }
 
     /// The caller's slot for one more running piece of work, within its key's bound and its
@@ -65,7 +78,7 @@ impl AppState {
         let _slot = self.admit(caller)?;
         let ran = Ran { kind: Kind::Stateless, language: request.language.name() };
         let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;
-        self.ended(caller, ran, result.outcome, result.duration, result.fuel_used);
+        self.ended_with_network(caller, ran, result.outcome, result.duration, result.fuel_used, result.network);
         Ok(result)
     }
 

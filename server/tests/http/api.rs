@@ -203,6 +203,18 @@ async fn network_policies_need_the_servers_permission() {
     let result: serde_json::Value = response.json().await.unwrap();
     assert_eq!(result["stdout"], "served on loopback\n", "{result}");
     assert_eq!(result["network"]["requests"], 1, "{result}");
+    // The tenant's usage counts the request once the recorder has written it.
+    let mut usage = serde_json::Value::Null;
+    for _ in 0..200 {
+        usage = client.get(open.url("/v1/usage")).send().await.unwrap().json().await.unwrap();
+        if usage.as_array().is_some_and(|rows| rows.iter().any(|r| r["http_requests"] == 1)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let row = usage.as_array().and_then(|rows| rows.iter().find(|r| r["http_requests"] == 1)).cloned();
+    let row = row.unwrap_or_else(|| panic!("the usage records the request: {usage}"));
+    assert_eq!(row["http_bytes_received"], 18, "{row}");
 }
 
 /// A one-response-per-connection HTTP server on loopback; its port.
