@@ -168,6 +168,7 @@ impl Kernel for FakeKernel {
             restarted: false,
             fuel_used: None,
             peak_memory_bytes: 0,
+            network: None,
         })
     }
 

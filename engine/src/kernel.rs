@@ -194,6 +194,8 @@ pub struct CellReport {
     pub fuel_used: Option<u64>,
     /// The largest the context's linear memory has grown to, in bytes.
     pub peak_memory_bytes: u64,
+    /// What the cell's HTTP used, in a context with a network policy.
+    pub network: Option<crate::NetworkUsage>,
 }
 
 /// A live, stateful interpreter. Owned by one context; never runs two cells at once.
@@ -398,6 +400,9 @@ pub struct ExecutionEnd {
     pub fuel_used: Option<u64>,
     /// The largest the context's linear memory has grown to, in bytes.
     pub peak_memory_bytes: u64,
+    /// What the cell's HTTP used, in a context with a network policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<crate::NetworkUsage>,
 }
 
 /// A finished execution: every event folded into one value, for callers that do not stream.
@@ -481,6 +486,7 @@ mod tests {
             duration: Duration::from_millis(1),
             fuel_used: None,
             peak_memory_bytes: 0,
+            network: None,
         };
         let events = vec![
             ExecutionEvent::Stdout { text: "a".into() },

@@ -259,6 +259,7 @@ async fn sandbox_contexts_reach_the_network_under_the_sandboxs_rules() {
     for _ in 0..2 {
         let cell = sandbox.run_code(&fetch, python.clone()).await.unwrap();
         assert_eq!(cell.text(), Some("'hello from the test server'"), "{cell:?}");
+        assert_eq!(cell.end.network.map(|n| (n.requests, n.bytes_received)), Some((1, 26)), "{cell:?}");
     }
     let twice = format!("{fetch}\nurllib.request.urlopen('http://localhost:{port}/hello')");
     let cell = sandbox.run_code(&twice, python.clone()).await.unwrap();

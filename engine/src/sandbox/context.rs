@@ -355,6 +355,7 @@ impl Context {
                     duration: started.elapsed(),
                     fuel_used: report.fuel_used,
                     peak_memory_bytes: report.peak_memory_bytes,
+                    network: report.network,
                 };
                 if end.outcome != Outcome::Completed {
                     tracing::debug!(context = %self.id, outcome = end.outcome.name(), "cell stopped");

@@ -222,6 +222,7 @@ fn run_cell(
         restarted: restarted || !intact,
         fuel_used: execution::fuel_used(&live.store, &cell.limits),
         peak_memory_bytes: live.store.data().limiter.peak_bytes(),
+        network: live.network.usage(),
     };
     if intact {
         *slot = Some(live);

@@ -145,7 +145,7 @@ impl AppState {
             let execution = sandbox.run_code(&code, options).await?;
             let end = &execution.end;
             let ran = Ran { kind: Kind::Cell, language: end.language.name() };
-            state.ended(&caller, ran, end.outcome, end.duration, end.fuel_used);
+            state.ended_with_network(&caller, ran, end.outcome, end.duration, end.fuel_used, end.network);
             Ok::<_, ApiError>(execution)
         });
         cell.await.map_err(|e| ApiError::Internal(format!("a cell's task failed: {e}")))?
@@ -168,7 +168,7 @@ impl AppState {
             let _held = &slot;
             if let Ok(ExecutionEvent::End(end)) = item {
                 let ran = Ran { kind: Kind::Cell, language: end.language.name() };
-                state.ended(&caller, ran, end.outcome, end.duration, end.fuel_used);
+                state.ended_with_network(&caller, ran, end.outcome, end.duration, end.fuel_used, end.network);
             }
         });
         Ok(events.map(|item| item.map_err(ApiError::from)))
