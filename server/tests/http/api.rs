@@ -1,6 +1,6 @@
 //! The REST API end to end: streaming, clean errors, keys and tenants.
 
-use crate::support::{Server, create_key, create_sandbox, database_in};
+use crate::support::{Server, create_key, create_sandbox, database_in, start_with_keys};
 use std::process::Command;
 use std::time::Duration;
 
@@ -186,19 +186,14 @@ async fn network_policies_need_the_servers_permission() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("packages.enabled"), "{body}");
-    let open = Server::start_with(&[
-        "serve",
-        "--dev",
-        "--addr",
-        "127.0.0.1:0",
-        set[0],
-        set[1],
-        "--set",
-        "network.allow_localhost=true",
-    ]);
-    let response = client.post(open.url("/v1/execute")).json(&bad).send().await.unwrap();
+    // Its own database and tenant, so the usage below is this test's alone.
+    let dir = tempfile::tempdir().unwrap();
+    let (open, keys) =
+        start_with_keys(dir.path(), &["netco"], &["network.allow_internet=true", "network.allow_localhost=true"]);
+    let key = &keys[0];
+    let response = client.post(open.url("/v1/execute")).bearer_auth(key).json(&bad).send().await.unwrap();
     assert_eq!(response.status(), 400, "an invalid policy is a bad request");
-    let response = client.post(open.url("/v1/execute")).json(&request).send().await.unwrap();
+    let response = client.post(open.url("/v1/execute")).bearer_auth(key).json(&request).send().await.unwrap();
     assert_eq!(response.status(), 200);
     let result: serde_json::Value = response.json().await.unwrap();
     assert_eq!(result["stdout"], "served on loopback\n", "{result}");
@@ -206,7 +201,7 @@ async fn network_policies_need_the_servers_permission() {
     // The tenant's usage counts the request once the recorder has written it.
     let mut usage = serde_json::Value::Null;
     for _ in 0..200 {
-        usage = client.get(open.url("/v1/usage")).send().await.unwrap().json().await.unwrap();
+        usage = client.get(open.url("/v1/usage")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
         if usage.as_array().is_some_and(|rows| rows.iter().any(|r| r["http_requests"] == 1)) {
             break;
         }
