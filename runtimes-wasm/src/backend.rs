@@ -10,6 +10,7 @@ use crate::javascript::JavaScript;
 use crate::kernel::WasmKernel;
 use crate::language::WasmLanguage;
 use crate::module_cache::{ModuleCache, ModuleKey};
+use crate::packages::PackageSource;
 use crate::python::Python;
 use crate::ticker::EpochTicker;
 use crate::worker_process::Workers;
@@ -20,7 +21,6 @@ use soulbox_engine::{
     WorkerPoolConfig,
 };
 use soulbox_host_api::{GuestState, add_to_linker};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 use wasmtime::{Engine, Linker};
@@ -51,11 +51,10 @@ pub struct WasmConfig {
     /// they are copied). Measured (`checkpoint-report`, forks of 10): 37-52% less memory per
     /// Python fork, for 0.6 ms more per fork. Default: true.
     pub share_fork_pages: bool,
-    /// Where Python packages (`packages` of a request or sandbox) come from: `None`, the
-    /// default, is pip's own configuration (PyPI, or the index `pip.conf` or `PIP_INDEX_URL`
-    /// names); `Some(dir)` resolves from that directory of wheels only (`pip --no-index
-    /// --find-links`), for air-gapped hosts and tests.
-    pub wheels: Option<PathBuf>,
+    /// Where Python packages (a request's or sandbox's `packages`, a context's `%pip
+    /// install`) come from, or [`PackageSource::Disabled`] to refuse them. Default:
+    /// [`PackageSource::Pip`].
+    pub packages: PackageSource,
 }
 
 impl Default for WasmConfig {
@@ -68,7 +67,7 @@ impl Default for WasmConfig {
             prewarm: true,
             workers: Workers::Threads,
             share_fork_pages: true,
-            wheels: None,
+            packages: PackageSource::Pip,
         }
     }
 }
@@ -130,7 +129,7 @@ impl WasmBackend {
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let prepared = moka::sync::Cache::builder().max_capacity(WasmLanguage::ALL.len() as u64).build();
-        let packages = crate::packages::Packages::new(config.home.packages_dir(), "python3", config.wheels.clone());
+        let packages = crate::packages::Packages::new(config.home.packages_dir(), "python3", config.packages.clone());
         Ok(WasmBackend {
             inner: Arc::new(Inner {
                 config,

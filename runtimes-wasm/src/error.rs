@@ -95,7 +95,7 @@ impl From<RuntimeError> for BackendError {
             }
             RuntimeError::Rejected(_)
             | RuntimeError::GuestRoot(G::Reserved(_) | G::Place { .. })
-            | RuntimeError::Packages(P::Unresolved { .. } | P::BadWheel { .. }) => {
+            | RuntimeError::Packages(P::Disabled | P::Unresolved { .. } | P::BadWheel { .. }) => {
                 BackendError::Rejected(error.to_string())
             }
             RuntimeError::Packages(P::NoPip { .. }) => BackendError::Unavailable(error.to_string()),

@@ -39,9 +39,25 @@ const MAX_REQUIREMENTS_FILE_BYTES: u64 = 64 << 10;
 /// File endings of native code, which no pure-Python wheel holds.
 const NATIVE_SUFFIXES: [&str; 4] = [".so", ".pyd", ".dylib", ".dll"];
 
+/// Where packages come from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum PackageSource {
+    /// Nowhere: a request, sandbox or `%pip install` naming packages is refused.
+    Disabled,
+    /// pip's own configuration: PyPI, or the index `pip.conf` or `PIP_INDEX_URL` names.
+    #[default]
+    Pip,
+    /// Only this directory of wheels (`pip --no-index --find-links`), for air-gapped hosts
+    /// and tests.
+    Directory(PathBuf),
+}
+
 /// Why a package set could not be installed.
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
+    /// This backend installs no packages ([`PackageSource::Disabled`]).
+    #[error("installing Python packages is not enabled here")]
+    Disabled,
     /// pip found no pure-Python wheel for some requirement, or could not resolve them.
     #[error(
         "pip could not install {requirements} for WebAssembly Python: {detail}\nOnly pure-Python packages (wheels tagged `none-any`) can be installed here; a package with native code needs the container backend (`backend: container`)"
@@ -111,20 +127,23 @@ pub struct Installed {
 pub struct Packages {
     dir: PathBuf,
     python: String,
-    wheels: Option<PathBuf>,
+    source: PackageSource,
     known: Mutex<HashMap<String, Arc<Installed>>>,
 }
 
 impl Packages {
-    /// The cache under `dir`, resolving with `python -m pip` from pip's configured index, or
-    /// only from the directory `wheels`.
-    pub fn new(dir: PathBuf, python: impl Into<String>, wheels: Option<PathBuf>) -> Self {
-        Packages { dir, python: python.into(), wheels, known: Mutex::new(HashMap::new()) }
+    /// The cache under `dir`, resolving with `python -m pip` from `source`.
+    pub fn new(dir: PathBuf, python: impl Into<String>, source: PackageSource) -> Self {
+        Packages { dir, python: python.into(), source, known: Mutex::new(HashMap::new()) }
     }
 
     /// The set `requirements` names: from the cache, or resolved, verified and unpacked now.
     pub fn resolve(&self, requirements: &[String]) -> Result<Arc<Installed>, PackageError> {
-        let index = self.wheels.as_ref().map_or_else(|| "pip".to_owned(), |d| d.display().to_string());
+        let index = match &self.source {
+            PackageSource::Disabled => return Err(PackageError::Disabled),
+            PackageSource::Pip => "pip".to_owned(),
+            PackageSource::Directory(dir) => dir.display().to_string(),
+        };
         let key = set_key(requirements, &index);
         if let Some(known) = self.known.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(Arc::clone(known));
@@ -175,7 +194,7 @@ impl Packages {
             .args(["--platform", "any", "--implementation", "py", "--abi", "none", "--python-version", TARGET_PYTHON])
             .arg("--dest")
             .arg(into);
-        if let Some(wheels) = &self.wheels {
+        if let PackageSource::Directory(wheels) = &self.source {
             pip.arg("--no-index").arg("--find-links").arg(wheels);
         }
         let output = pip

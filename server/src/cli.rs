@@ -150,7 +150,7 @@ impl Cli {
             home: self.home(config),
             settings: EngineSettings { fuel: self.fuel_metering, ..EngineSettings::default() },
             progress,
-            wheels: config.packages.wheels_dir.clone(),
+            packages: config.packages.source(true),
             ..WasmConfig::default()
         }
     }

@@ -168,6 +168,9 @@ fn checkpoint_replica(section: &ObjectStoreSection) -> anyhow::Result<Replica> {
 /// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.
 async fn open_backend(cli: &Cli, config: &crate::config::Config) -> anyhow::Result<WasmBackend> {
     let mut wasm = cli.wasm_config(config, false);
+    // A server installs packages (requests', sandboxes', `%pip install` in cells) only when its
+    // operator says so.
+    wasm.packages = config.packages.source(false);
     if let Some(workers) = config.server.workers {
         wasm.pool.workers = workers;
         wasm.pool.queue = workers * soulbox_engine::DEFAULT_QUEUE_PER_WORKER;

@@ -4,7 +4,7 @@
 
 use crate::network::server_port;
 use soulbox_engine::{Engine, ExecRequest, Language, NetworkPolicy, Outcome, RunOptions, SandboxSpec};
-use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
+use soulbox_runtimes_wasm::{PackageSource, WasmBackend, WasmConfig};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::OnceLock;
@@ -59,8 +59,9 @@ fn write_wheel(path: &std::path::Path, members: &[(&str, &str)]) {
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let backend = WasmBackend::open(WasmConfig { wheels: Some(wheels_dir()), ..WasmConfig::default() })
-            .expect("runtimes installed");
+        let backend =
+            WasmBackend::open(WasmConfig { packages: PackageSource::Directory(wheels_dir()), ..WasmConfig::default() })
+                .expect("runtimes installed");
         Engine::builder().backend(backend).build()
     })
 }

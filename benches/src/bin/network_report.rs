@@ -13,7 +13,7 @@
 
 use soulbox_benches::{baseline_python, execution_latencies, process_latencies, request_latencies, row};
 use soulbox_engine::{Engine, ExecRequest, Language, NetworkPolicy};
-use soulbox_runtimes_wasm::packages::Packages;
+use soulbox_runtimes_wasm::packages::{PackageSource, Packages};
 use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;
@@ -84,14 +84,15 @@ fn main() -> anyhow::Result<()> {
     let installs = (0..INSTALL_RUNS)
         .map(|_| {
             let cache = tempfile::tempdir()?;
-            let packages = Packages::new(cache.path().to_path_buf(), "python3", Some(wheels.clone()));
+            let packages =
+                Packages::new(cache.path().to_path_buf(), "python3", PackageSource::Directory(wheels.clone()));
             let started = std::time::Instant::now();
             packages.resolve(&[REQUESTS.to_owned()])?;
             Ok(started.elapsed())
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let packaged = Engine::builder()
-        .backend(WasmBackend::open(WasmConfig { wheels: Some(wheels), ..WasmConfig::default() })?)
+        .backend(WasmBackend::open(WasmConfig { packages: PackageSource::Directory(wheels), ..WasmConfig::default() })?)
         .build();
     let requests_code = format!("import requests\nprint(len(requests.get({url:?}).content))");
     let requests_get = runtime.block_on(request_latencies(

@@ -408,6 +408,20 @@ pub struct PackagesSection {
     pub wheels_dir: Option<std::path::PathBuf>,
 }
 
+impl PackagesSection {
+    /// Where packages come from: nowhere unless `enabled` (which defaults to
+    /// `enabled_by_default`: true for a local user's `soulbox run` and `repl`, false for
+    /// `soulbox serve`), else `wheels_dir` or pip's configuration.
+    pub fn source(&self, enabled_by_default: bool) -> soulbox_runtimes_wasm::PackageSource {
+        use soulbox_runtimes_wasm::PackageSource;
+        match (self.enabled.unwrap_or(enabled_by_default), &self.wheels_dir) {
+            (false, _) => PackageSource::Disabled,
+            (true, Some(dir)) => PackageSource::Directory(dir.clone()),
+            (true, None) => PackageSource::Pip,
+        }
+    }
+}
+
 /// `[security]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -186,6 +186,18 @@ async fn network_policies_need_the_servers_permission() {
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("packages.enabled"), "{body}");
+    // Nor can a cell install them by itself.
+    let id = create_sandbox(&client, &guarded, None).await;
+    let cell = client
+        .post(guarded.url(&format!("/v1/sandboxes/{id}/execute")))
+        .json(&serde_json::json!({"code": "%pip install requests"}))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(cell.contains("PipError") && cell.contains("not enabled"), "{cell}");
     // Its own database and tenant, so the usage below is this test's alone.
     let dir = tempfile::tempdir().unwrap();
     let (open, keys) =
