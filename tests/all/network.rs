@@ -41,6 +41,26 @@ fn app() -> Router {
         .route("/redirect/allowed", get(|| async { Redirect::to("/hello") }))
         .route("/redirect/denied", get(|| async { Redirect::to("http://denied.test/secret") }))
         .route("/redirect/metadata", get(|| async { Redirect::to("http://169.254.169.254/latest/meta-data/") }))
+        .route(
+            "/hold",
+            get(|| async {
+                held().notified().await;
+                "released"
+            }),
+        )
+        .route(
+            "/release",
+            get(|| async {
+                held().notify_one();
+                "ok"
+            }),
+        )
+}
+
+/// `/hold` answers only once `/release` is asked for (before or after it arrives).
+fn held() -> &'static tokio::sync::Notify {
+    static HELD: std::sync::OnceLock<tokio::sync::Notify> = std::sync::OnceLock::new();
+    HELD.get_or_init(tokio::sync::Notify::new)
 }
 
 async fn echo(headers: HeaderMap, body: String) -> impl IntoResponse {
@@ -284,4 +304,24 @@ async fn sandbox_contexts_reach_the_network_under_the_sandboxs_rules() {
     assert!(cell.text().unwrap().contains("network access is not enabled"), "{cell:?}");
     let refused = sandboxes.create(SandboxSpec { egress: Some(local_policy()), ..SandboxSpec::default() }).await;
     assert!(refused.unwrap_err().to_string().contains("only to a sandbox with `network: true`"));
+}
+
+/// A request still in flight keeps the loop alive, and an unreferenced timer (the one behind
+/// `AbortSignal.timeout`) still fires meanwhile: the held request is aborted, and only then is
+/// it released.
+#[tokio::test]
+async fn an_abort_timeout_fires_while_a_request_is_in_flight() {
+    let port = server_port().await;
+    let code = format!(
+        r#"
+const base = "http://localhost:{port}";
+fetch(base + "/hold", {{ signal: AbortSignal.timeout(5) }})
+  .then((r) => console.log("answered", r.status), (e) => console.log("aborted:", e.name))
+  .then(() => fetch(base + "/release"))
+  .then((r) => r.text())
+  .then((t) => console.log("release", t));
+"#
+    );
+    let result = with_policy(Language::JavaScript, code, local_policy()).await;
+    assert_eq!(result.stdout, "aborted: TimeoutError\nrelease ok\n", "{result:?}");
 }

@@ -61,15 +61,14 @@ pub(crate) async fn run(
     stop: Stop,
     network: Option<&Arc<GuestNetwork>>,
 ) -> wasmtime::Result<bool> {
-    let code: &[u8] = match stop {
-        Stop::WhenIdle => b"__soulbox_tick(true)\0",
-        Stop::BeforeDeadline(_) => b"__soulbox_tick(false)\0",
-    };
+    let keep_intervals = matches!(stop, Stop::WhenIdle);
     let context = qjs_context(store, instance).await?;
-    let source = malloc(store, instance, code).await?;
+    let ticks = [
+        TickCall::new(store, instance, &format!("__soulbox_tick({keep_intervals}, false)")).await?,
+        TickCall::new(store, instance, &format!("__soulbox_tick({keep_intervals}, true)")).await?,
+    ];
     let name = malloc(store, instance, b"<timers>\0").await?;
     let eval_tick = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
-    let length = i32::try_from(code.len() - 1)?;
     let mut in_flight = InFlight::default();
     let mut ok = true;
     loop {
@@ -82,7 +81,8 @@ pub(crate) async fn run(
         {
             break;
         }
-        let value = eval_tick.call_async(&mut *store, (context, source, length, name, 0)).await?;
+        let tick_call = &ticks[usize::from(!in_flight.is_empty())];
+        let value = eval_tick.call_async(&mut *store, (context, tick_call.source, tick_call.length, name, 0)).await?;
         let wait = match tick(value) {
             Tick::Ran => continue,
             Tick::Idle if in_flight.is_empty() => break,
@@ -123,9 +123,24 @@ pub(crate) async fn run(
     for id in std::mem::take(&mut in_flight.ids) {
         settle(store, instance, id, &FetchAnswer::failed("the cell ended before the response arrived")).await?;
     }
-    free(store, instance, source).await?;
+    for tick_call in ticks {
+        free(store, instance, tick_call.source).await?;
+    }
     free(store, instance, name).await?;
     Ok(ok)
+}
+
+/// One way of calling `__soulbox_tick`, its source in guest memory for the whole loop.
+struct TickCall {
+    source: i32,
+    length: i32,
+}
+
+impl TickCall {
+    async fn new(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<Self> {
+        let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
+        Ok(TickCall { source, length: i32::try_from(code.len())? })
+    }
 }
 
 /// The guest's requests being made.

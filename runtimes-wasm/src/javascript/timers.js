@@ -85,12 +85,13 @@
   // Runs the earliest due timer. Returns 0 when it ran one, the microseconds until the next
   // one is due (at most MAX_WAIT_US: the host asks again after that long), or -1 when no timer
   // keeps the loop alive: none is left, or only unreferenced ones (and, unless
-  // `intervalsKeepAlive`, intervals).
-  define("__soulbox_tick", (intervalsKeepAlive) => {
+  // `intervalsKeepAlive`, intervals). While `hostBusy` (requests in flight keep the loop
+  // alive anyway), every timer counts, so an unreferenced one (`AbortSignal.timeout`) fires.
+  define("__soulbox_tick", (intervalsKeepAlive, hostBusy) => {
     let next = null;
     let alive = false;
     for (const timer of timers.values()) {
-      if (timer.referenced && (intervalsKeepAlive || timer.kind !== "interval")) alive = true;
+      if (hostBusy || (timer.referenced && (intervalsKeepAlive || timer.kind !== "interval"))) alive = true;
       if (next === null || timer.due < next.due || (timer.due === next.due && timer.order < next.order)) next = timer;
     }
     if (!alive) return -1;
