@@ -94,6 +94,52 @@ async fn output_before_a_throw_is_kept_and_a_throwing_timer_is_exit_one() {
 }
 
 #[tokio::test]
+async fn an_unhandled_rejection_is_reported_and_ends_a_script_with_status_one() {
+    let r = js("setTimeout(() => console.log('not reached'), 20);\n\
+                Promise.reject(new RangeError('nobody caught me'));\nconsole.log('after')")
+    .await;
+    assert_eq!((r.exit_code, r.stdout.as_str()), (1, "after\n"), "as Node: the script ends at the check: {r:?}");
+    assert!(r.stderr.starts_with("Uncaught (in promise) RangeError: nobody caught me\n"), "{r:?}");
+    assert!(r.stderr.contains("<cmdline>:2"), "the stack says where: {r:?}");
+    let thrown = js("async function load() { await null; throw new Error('from async') }\nload()").await;
+    assert_eq!(thrown.exit_code, 1, "{thrown:?}");
+    assert!(thrown.stderr.contains("Uncaught (in promise) Error: from async"), "{thrown:?}");
+    let value = js("Promise.reject(42)").await;
+    assert_eq!((value.exit_code, value.stderr.as_str()), (1, "Uncaught (in promise) 42\n"), "{value:?}");
+    // Handled in the same turn, or caught by await: nothing to report.
+    let handled = js("const p = Promise.reject(new Error('x'));\nPromise.resolve().then(() => p.catch(() => console.log('handled')))\n\
+                      ;(async () => { try { await Promise.reject(1) } catch { console.log('caught') } })()")
+    .await;
+    assert_eq!((handled.exit_code, handled.stderr.as_str()), (0, ""), "{handled:?}");
+    assert_eq!(handled.stdout, "caught\nhandled\n", "{handled:?}");
+    // Many at once: the first ones and a count.
+    let many = js("for (let i = 0; i < 40; i++) Promise.reject(new Error('n' + i))").await;
+    assert_eq!(many.exit_code, 1);
+    assert_eq!(many.stderr.matches("Uncaught (in promise)").count(), 16, "{many:?}");
+    assert!(many.stderr.ends_with("... and 24 more unhandled rejections\n"), "{many:?}");
+}
+
+#[tokio::test]
+async fn an_unhandled_rejection_in_a_cell_is_reported_and_the_context_goes_on() {
+    let sandboxes = soulbox_tests::sandboxes();
+    let spec = soulbox_engine::SandboxSpec { template: soulbox_engine::Template::JavaScript, ..Default::default() };
+    let sandbox = sandboxes.create(spec).await.expect("a JavaScript sandbox");
+    let options = soulbox_engine::RunOptions { language: Some(Language::JavaScript), ..Default::default() };
+    let first = sandbox
+        .run_code("globalThis.kept = 41; Promise.reject(new Error('in a cell')); 'done'", options.clone())
+        .await
+        .unwrap();
+    assert!(first.stderr.contains("Uncaught (in promise) Error: in a cell"), "{first:?}");
+    let second = sandbox.run_code("kept + 1", options).await.unwrap();
+    assert_eq!(
+        (second.text(), second.stderr.as_str()),
+        (Some("42"), ""),
+        "reported once, the context kept: {second:?}"
+    );
+    sandboxes.kill(sandbox.id()).expect("the sandbox is killed");
+}
+
+#[tokio::test]
 async fn an_endless_interval_is_stopped_by_the_deadline() {
     let request = ExecRequest::new(Language::JavaScript, "setInterval(() => {}, 5)")
         .with_limits(Limits { deadline: std::time::Duration::from_millis(300), ..Limits::default() });

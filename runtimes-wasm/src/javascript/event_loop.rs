@@ -14,7 +14,9 @@
 //!   deadline: timers still pending then stay set in the context and fire during a later
 //!   cell, as in a notebook;
 //! - a timer callback that throws ends the loop: its error is printed on stderr, and a script
-//!   exits with status 1.
+//!   exits with status 1;
+//! - a promise rejected with no handler by the end of a turn (its jobs drained) is printed on
+//!   stderr (`rejections.rs`); it ends a script with status 1, as in Node, and a cell goes on.
 //!
 //! `fetch` (for a guest with a network) queues its requests in the guest; each round the host
 //! takes the queue (`__soulbox_fetch_take`) and makes the requests on this worker's runtime,
@@ -22,6 +24,7 @@
 //! as a timer does; each answer settles its promise (`__soulbox_fetch_settle`) as soon as it
 //! arrives. A cell that stops waiting before its deadline rejects the requests still in flight.
 
+use super::rejections::Rejections;
 use super::{Value, eval, eval_string, free, malloc, qjs_context, run_pending_jobs};
 use crate::egress::{FetchAnswer, FetchRequest, GuestNetwork};
 use soulbox_host_api::GuestState;
@@ -53,7 +56,8 @@ enum Tick {
     Threw,
 }
 
-/// Runs the event loop; false if a promise job or a timer threw (the error is printed).
+/// Runs the event loop; false if a promise job or a timer threw, or (a script) a rejection went
+/// unhandled (the error is printed).
 /// `fetch`'s requests go through `network` (a guest without one never queues any).
 pub(crate) async fn run(
     store: &mut Store<GuestState>,
@@ -69,10 +73,15 @@ pub(crate) async fn run(
     ];
     let name = malloc(store, instance, b"<timers>\0").await?;
     let eval_tick = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let rejections = Rejections::find(store, instance).await?;
     let mut in_flight = InFlight::default();
     let mut ok = true;
     loop {
         ok &= run_pending_jobs(store, instance).await?;
+        if rejections.report(store, instance).await? && matches!(stop, Stop::WhenIdle) {
+            ok = false;
+            break;
+        }
         if let Some(network) = network {
             take_requests(store, instance, network, &mut in_flight).await?;
         }

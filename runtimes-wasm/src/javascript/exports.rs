@@ -12,7 +12,7 @@ use wasm_encoder::ExportKind;
 use wasmparser::{KnownCustom, Name, Parser, Payload};
 
 /// Internal functions exported, as `(internal name, export name)`.
-pub const EXTRA_EXPORTS: [(&str, &str); 9] = [
+pub const EXTRA_EXPORTS: [(&str, &str); 12] = [
     ("JS_GetRuntime", "soulbox_get_runtime"),
     ("JS_Eval", "soulbox_js_eval"),
     ("JS_ExecutePendingJob", "soulbox_execute_pending_job"),
@@ -22,6 +22,11 @@ pub const EXTRA_EXPORTS: [(&str, &str); 9] = [
     ("JS_ToCStringLen2", "soulbox_to_cstring"),
     ("JS_FreeCString", "soulbox_free_cstring"),
     ("JS_FreeValue", "soulbox_free_value"),
+    // Unhandled rejections (`rejections.rs`): the thread state, printing a reason, and the
+    // tracker that takes an entry off the list.
+    ("js_std_cmd", "soulbox_std_cmd"),
+    ("js_std_dump_error1", "soulbox_dump_error1"),
+    ("js_std_promise_rejection_tracker", "soulbox_track_rejection"),
     // wasi-libc's reading of the environment: a guest of the snapshot reads its own again.
     ("__wasilibc_initialize_environ", "soulbox_initialize_environ"),
 ];

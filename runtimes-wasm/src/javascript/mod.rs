@@ -16,10 +16,13 @@
 //! due timers, until no timer is left) and calls `__soulbox_finish` (the `exit` event, then
 //! `std.out`/`std.err` flushed), also after a script that threw. The exit status is 0, 1 for an
 //! uncaught exception (printed on stderr), `process.exitCode`, or the value given to
-//! `process.exit`/`std.exit`. A known gap: an unhandled promise rejection is not reported.
+//! `process.exit`/`std.exit`. A promise rejected with no handler by the end of a turn is
+//! reported on stderr as `Uncaught (in promise) ...` and, as in Node, ends a script with status
+//! 1 (`rejections.rs`); in a context's cell it is reported and the cell goes on.
 
 mod event_loop;
 mod exports;
+mod rejections;
 mod snapshot;
 pub mod typescript;
 
@@ -80,7 +83,7 @@ impl JavaScript {
 
     /// What identifies the snapshot module SoulBox builds: the reactor and the prelude.
     pub fn content_key(&self) -> String {
-        format!("qjs:{}:exports-v4:prelude-{}", self.sha256, blake3::hash(PRELUDE.as_bytes()).to_hex())
+        format!("qjs:{}:exports-v5:prelude-{}", self.sha256, blake3::hash(PRELUDE.as_bytes()).to_hex())
     }
 
     /// The reactor with SoulBox's extra exports, verified (what the snapshot is built from).
