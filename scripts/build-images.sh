@@ -2,8 +2,9 @@
 # Builds SoulBox's container images locally, without a registry (idempotent: an image whose
 # recipe is unchanged is kept):
 #   soulbox/base:bookworm     a minimal Debian root filesystem (mmdebstrap), `docker import`ed
-#   soulbox/runtime:bookworm  FROM the base: shells, compilers, interpreters, Chromium, fonts
-#                             (fallback/image/Dockerfile, through `docker build`)
+#   soulbox/runtime:bookworm  FROM the base: shells, compilers, interpreters, Chromium, fonts,
+#                             Playwright for Python using that Chromium (fallback/image/:
+#                             its Dockerfile and scripts, through `docker build`)
 # Each image carries a `soulbox.recipe` label: the SHA-256 of what built it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,12 +49,23 @@ else
   trap - EXIT
 fi
 
-runtime_recipe=$( (echo "$base_recipe"; cat fallback/image/Dockerfile) | sha256sum | cut -c1-64)
+runtime_recipe=$( (echo "$base_recipe"; cat fallback/image/Dockerfile fallback/image/*.py fallback/image/*.txt) | sha256sum | cut -c1-64)
 if [ "$(recipe_of "$RUNTIME")" = "$runtime_recipe" ]; then
   step "runtime image $RUNTIME is up to date"
 else
   step "runtime image $RUNTIME: docker build FROM $BASE (a few minutes)"
+  # The build context: fallback/image plus the Playwright wheels, downloaded here (the host's
+  # pip, with the host's certificates) for the image's CPython 3.11 on x86-64.
+  context=$(mktemp -d "${TMPDIR:-/tmp}/soulbox-image.XXXXXX")
+  trap 'rm -rf "$context"' EXIT
+  cp -r fallback/image/. "$context/"
+  python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --platform manylinux1_x86_64 \
+    --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none \
+    -d "$context/wheels" -r fallback/image/playwright-requirements.txt
   DOCKER_BUILDKIT=0 docker build --quiet --build-arg "BASE=$BASE" --label "soulbox.recipe=$runtime_recipe" \
-    -t "$RUNTIME" fallback/image >/dev/null
+    -t "$RUNTIME" "$context" >/dev/null
+  rm -rf "$context"
+  trap - EXIT
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep '^soulbox/' >&2

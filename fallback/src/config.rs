@@ -6,8 +6,10 @@ use std::path::PathBuf;
 pub const DEFAULT_IMAGE: &str = "soulbox/runtime:bookworm";
 /// Warm containers kept ready, when the configuration names no other number.
 pub const DEFAULT_POOL_SIZE: usize = 2;
-/// Processes (and threads) a container may hold at once: a fork bomb stops here.
-pub const DEFAULT_PIDS_LIMIT: i64 = 256;
+/// Processes (and threads) a container may hold at once: a fork bomb stops here. A headless
+/// Chromium holds about 150 (a sandbox's warm browser, and another a Playwright script
+/// launches, must fit beside the sandbox's own processes).
+pub const DEFAULT_PIDS_LIMIT: i64 = 1024;
 /// Size of each container's `/tmp` (memory-backed; counts against its memory).
 pub const DEFAULT_TMP_BYTES: u64 = 512 << 20;
 /// Memory of a sandbox's container (one-shot executions take their request's limit).

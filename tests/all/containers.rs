@@ -86,7 +86,7 @@ grep NoNewPrivs /proc/self/status | awk '{print $2}'
     let result = containers.engine.execute(ExecRequest::new(Language::Bash, probe)).await.unwrap();
     let lines: Vec<&str> = result.stdout.lines().collect();
     let uid = soulbox_fallback::confinement::container_user().0.to_string();
-    assert_eq!(lines, [uid.as_str(), "root-read-only", "0000000000000000", "lo", "offline", "256", "1"], "{result:?}");
+    assert_eq!(lines, [uid.as_str(), "root-read-only", "0000000000000000", "lo", "offline", "1024", "1"], "{result:?}");
     containers.finish().await;
 }
 
