@@ -31,6 +31,7 @@ target/peers-venv/bin/pip install --quiet --disable-pip-version-check -r benches
 ./target/release/peers-report
 bash scripts/build-images.sh
 ./target/release/container-report
+./target/release/browser-report
 if [ ! -x target/e2b-venv/bin/python ]; then python3 -m venv target/e2b-venv; fi
 target/e2b-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/e2b-requirements.txt
 target/e2b-venv/bin/python benches/e2b/e2b_report.py target/release/soulbox

@@ -144,6 +144,6 @@ impl Backend for ContainerBackend {
         }
         let slot = self.inner.pool.take().await?;
         self.inner.containers.set_memory(&slot.id, RENDER_MEMORY_BYTES).await?;
-        Ok(browser::render(&self.inner.containers, &slot.id, request, false).await?)
+        Ok(browser::render_once(&self.inner.containers, &slot.id, request).await?)
     }
 }

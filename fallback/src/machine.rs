@@ -5,6 +5,8 @@
 //! and the other way round), and removed when the sandbox dies. If it dies first (killed to
 //! stop a fork bomb, say), the next process gets a new one over the same workspace.
 //!
+//! Renders go to the container's browser, kept warm between them ([`browser::WarmBrowser`]).
+//!
 //! A process is started by the container's [`Agent`] (a message, not a `docker exec`), or by an
 //! exec for a terminal or when the agent cannot run. Its output is forwarded as it comes; its
 //! deadline is enforced by the wrapper inside the container, with a backstop here; a kill
@@ -51,6 +53,8 @@ struct Shared {
     /// Set when the image cannot run the agent: every process is an exec.
     no_agent: AtomicBool,
     next_process: AtomicU64,
+    /// The container's browser, kept warm between renders.
+    browser: browser::WarmBrowser,
     shut: AtomicBool,
 }
 
@@ -70,6 +74,7 @@ impl DockerMachine {
                 agent: tokio::sync::Mutex::new(None),
                 no_agent: AtomicBool::new(false),
                 next_process: AtomicU64::new(0),
+                browser: browser::WarmBrowser::default(),
                 shut: AtomicBool::new(false),
             }),
         })
@@ -219,7 +224,7 @@ impl Machine for DockerMachine {
     async fn render(&self, request: RenderRequest) -> Result<RenderedPage, BackendError> {
         let container = self.shared.container().await?;
         self.shared.share_workspace().await?;
-        Ok(browser::render(&self.shared.containers, &container, request, true).await?)
+        Ok(self.shared.browser.render(&self.shared.containers, &container, request).await?)
     }
 
     async fn shutdown(&self) {

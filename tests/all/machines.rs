@@ -142,6 +142,89 @@ async fn the_browser_renders_a_workspace_page_and_inline_html() {
 }
 
 #[tokio::test]
+async fn a_sandboxs_browser_stays_warm_keeps_renders_apart_and_comes_back_after_a_crash() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let files = sandbox.files().unwrap();
+    let remember = "<title>a</title><p id=o></p><script>localStorage.setItem('seen', 'yes'); \
+                    document.getElementById('o').textContent = 'stored';</script>";
+    let recall = "<title>b</title><p id=o></p><script>document.getElementById('o').textContent = \
+                  'storage ' + (localStorage.getItem('seen') || 'empty');</script>";
+    files.write("/remember.html", remember.as_bytes()).await.unwrap();
+    files.write("/recall.html", recall.as_bytes()).await.unwrap();
+    let page =
+        |path: &str| RenderRequest { source: PageSource::Path(path.into()), width: 200, height: 100, pdf: false };
+    let browsers = async || sandbox.run_command(command("ls /tmp/.soulbox | grep -c '^browser-.*pid$'")).await.unwrap();
+
+    assert_eq!(sandbox.render(page("/remember.html")).await.unwrap().text, "stored");
+    let recalled = sandbox.render(page("/recall.html")).await.unwrap();
+    assert_eq!((recalled.title.as_str(), recalled.text.as_str()), ("b", "storage empty"), "renders share no storage");
+    assert_eq!(browsers().await.stdout, "1\n", "both renders used the one browser");
+
+    // Killed from inside the sandbox (as its own code could), the browser is started again by
+    // the next render, which succeeds.
+    let killed = sandbox.run_command(command("pkill -KILL -f 'remote-debugging-[p]ipe' && echo killed")).await.unwrap();
+    assert_eq!(killed.stdout, "killed\n", "{killed:?}");
+    assert_eq!(sandbox.render(page("/recall.html")).await.unwrap().text, "storage empty");
+    assert_eq!(browsers().await.stdout, "2\n", "a second browser replaced the killed one");
+
+    // A page that cannot load says why (this sandbox has no network).
+    let unreachable = RenderRequest { source: PageSource::Url("http://192.0.2.1/".into()), ..page("/") };
+    let refused = sandbox.render(unreachable).await.unwrap_err().to_string();
+    assert!(refused.contains("the page did not load: net::ERR_"), "{refused}");
+    assert_eq!(
+        sandbox.render(page("/remember.html")).await.unwrap().text,
+        "stored",
+        "the browser survives a failed load"
+    );
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+}
+
+/// A form served inside the sandbox: typing a name and clicking greets it.
+const FORM_PAGE: &str = "<title>Form</title><input id=name><button id=greet \
+    onclick=\"document.getElementById('out').textContent = 'Hello, ' + document.getElementById('name').value + '!'\">\
+    Greet</button><p id=out></p>";
+
+/// A Playwright script as its documentation writes them: the default `launch()`, no browser path.
+const PLAYWRIGHT_SCRIPT: &str = r##"
+import functools, http.server, threading
+from playwright.sync_api import sync_playwright
+
+handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory="/workspace/site")
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+with sync_playwright() as p:
+    browser = p.chromium.launch()
+    page = browser.new_page()
+    page.goto(f"http://127.0.0.1:{server.server_address[1]}/form.html")
+    page.fill("#name", "Ada")
+    page.click("#greet")
+    print(page.title(), "|", page.text_content("#out"))
+    page.screenshot(path="/workspace/shot.png")
+    browser.close()
+"##;
+
+#[tokio::test]
+async fn playwright_for_python_drives_the_images_chromium_in_a_sandbox() {
+    let containers = Containers::default_pool().await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let files = sandbox.files().unwrap();
+    files.write("/site/form.html", FORM_PAGE.as_bytes()).await.unwrap();
+    files.write("/drive.py", PLAYWRIGHT_SCRIPT.as_bytes()).await.unwrap();
+    let drive = ProcessSpec { deadline: Some(Duration::from_secs(120)), ..command("python3 drive.py") };
+    let driven = sandbox.run_command(drive).await.unwrap();
+    assert_eq!(driven.exit.exit_code, Some(0), "{driven:?}");
+    assert_eq!(driven.stdout, "Form | Hello, Ada!\n", "{driven:?}");
+    let shot = files.read("/shot.png").await.unwrap();
+    assert_eq!(png_size(&shot), (1280, 720), "Playwright's default viewport");
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+}
+
+#[tokio::test]
 async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
     let config = soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() };
     let containers = Containers::start(config).await;
