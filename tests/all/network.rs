@@ -48,6 +48,7 @@ fn app() -> Router {
                 "released"
             }),
         )
+        .route("/never", get(std::future::pending::<&'static str>))
         .route(
             "/release",
             get(|| async {
@@ -324,4 +325,26 @@ fetch(base + "/hold", {{ signal: AbortSignal.timeout(5) }})
     );
     let result = with_policy(Language::JavaScript, code, local_policy()).await;
     assert_eq!(result.stdout, "aborted: TimeoutError\nrelease ok\n", "{result:?}");
+}
+
+/// An aborted request is dropped by the host: it no longer keeps the script alive (a request
+/// that never answers would otherwise hold it until the request's limit or the deadline).
+#[tokio::test]
+async fn an_aborted_request_stops_keeping_the_script_alive() {
+    let port = server_port().await;
+    let code = format!(
+        r#"
+const controller = new AbortController();
+fetch("http://localhost:{port}/never", {{ signal: controller.signal }})
+  .then(() => console.log("answered"), (e) => console.log("aborted:", e.name));
+fetch("http://localhost:{port}/never", {{ signal: AbortSignal.timeout(5) }})
+  .catch((e) => console.log("timed out:", e.name));
+setTimeout(() => controller.abort(), 1);
+"#
+    );
+    let policy = NetworkPolicy { request_timeout_ms: Some(120_000), ..local_policy() };
+    let limits = soulbox_engine::Limits { deadline: std::time::Duration::from_secs(20), ..Default::default() };
+    let result = run(ExecRequest::new(Language::JavaScript, code).with_network(policy).with_limits(limits)).await;
+    assert_eq!(result.outcome, Outcome::Completed, "{result:?}");
+    assert_eq!(result.stdout, "aborted: AbortError\ntimed out: TimeoutError\n", "{result:?}");
 }

@@ -22,7 +22,9 @@
 //! takes the queue (`__soulbox_fetch_take`) and makes the requests on this worker's runtime,
 //! concurrently with each other and with the timers. A request in flight keeps the loop alive
 //! as a timer does; each answer settles its promise (`__soulbox_fetch_settle`) as soon as it
-//! arrives. A cell that stops waiting before its deadline rejects the requests still in flight.
+//! arrives. A request the guest aborts is named in the next take: the host drops it (its
+//! connection closes) and it keeps the loop alive no longer. A cell that stops waiting before
+//! its deadline rejects the requests still in flight.
 
 use super::rejections::Rejections;
 use super::{Value, eval, eval_string, free, malloc, qjs_context, run_pending_jobs};
@@ -30,7 +32,7 @@ use crate::egress::{FetchAnswer, FetchRequest, GuestNetwork};
 use soulbox_host_api::GuestState;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinSet};
 use wasmtime::{Instance, Store};
 
 /// How long before a cell's deadline its loop stops waiting for timers.
@@ -129,7 +131,7 @@ pub(crate) async fn run(
     }
     // Only a cell stops with requests in flight: they are dropped and their promises reject.
     in_flight.tasks.abort_all();
-    for id in std::mem::take(&mut in_flight.ids) {
+    for id in std::mem::take(&mut in_flight.ids).into_keys() {
         settle(store, instance, id, &FetchAnswer::failed("the cell ended before the response arrived")).await?;
     }
     for tick_call in ticks {
@@ -152,11 +154,11 @@ impl TickCall {
     }
 }
 
-/// The guest's requests being made.
+/// The guest's requests being made, by id.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<(u64, FetchAnswer)>,
-    ids: std::collections::BTreeSet<u64>,
+    ids: std::collections::BTreeMap<u64, AbortHandle>,
 }
 
 impl InFlight {
@@ -169,25 +171,37 @@ impl InFlight {
     }
 }
 
-/// Takes the requests `fetch` queued and starts them.
+/// What `__soulbox_fetch_take` returns.
+#[derive(serde::Deserialize)]
+struct Taken {
+    start: Vec<(u64, serde_json::Value)>,
+    abort: Vec<u64>,
+}
+
+/// Takes the requests `fetch` queued and starts them, and drops those the guest aborted.
 async fn take_requests(
     store: &mut Store<GuestState>,
     instance: &Instance,
     network: &Arc<GuestNetwork>,
     in_flight: &mut InFlight,
 ) -> wasmtime::Result<()> {
-    let Some(queued) = eval_string(store, instance, "__soulbox_fetch_take()").await? else { return Ok(()) };
-    let requests: Vec<(u64, serde_json::Value)> = serde_json::from_slice(&queued)?;
-    for (id, request) in requests {
+    let Some(taken) = eval_string(store, instance, "__soulbox_fetch_take()").await? else { return Ok(()) };
+    let taken: Taken = serde_json::from_slice(&taken)?;
+    for id in taken.abort {
+        if let Some(request) = in_flight.ids.remove(&id) {
+            request.abort();
+        }
+    }
+    for (id, request) in taken.start {
         let network = Arc::clone(network);
-        in_flight.ids.insert(id);
-        in_flight.tasks.spawn(async move {
+        let handle = in_flight.tasks.spawn(async move {
             let answer = match serde_json::from_value::<FetchRequest>(request) {
                 Ok(request) => network.fetch(request).await,
                 Err(e) => FetchAnswer::failed(format!("malformed request from fetch: {e}")),
             };
             (id, answer)
         });
+        in_flight.ids.insert(id, handle);
     }
     Ok(())
 }

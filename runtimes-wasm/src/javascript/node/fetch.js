@@ -1,10 +1,11 @@
 // fetch, Headers, Request, Response, AbortController: the host makes each request, under the
 // execution's network policy (runtimes-wasm/src/egress). `fetch` queues the request and returns
 // a promise; the host's event loop takes the queue (`__soulbox_fetch_take`), makes the requests
-// while timers run, and settles each promise with the answer (`__soulbox_fetch_settle`).
+// while timers run, and settles each promise with the answer (`__soulbox_fetch_settle`). An
+// aborted request the host has taken is named in the next take, and the host drops it.
 // Without a network policy, `fetch` rejects at once and nothing reaches the host.
 
-const net = { enabled: false, next: 1, queued: [], pending: new Map() };
+const net = { enabled: false, next: 1, queued: [], aborted: [], pending: new Map() };
 
 const utf8 = new TextEncoder();
 
@@ -162,15 +163,22 @@ function fetch(input, init = {}) {
     const id = net.next++;
     net.pending.set(id, { resolve, reject, redirect: request.redirect });
     net.queued.push([id, { method: request.method, url: request.url, headers: request.headers._list, body, follow_redirects: request.redirect === "follow" }]);
-    signal?.addEventListener("abort", () => { if (net.pending.delete(id)) reject(signal.reason); });
+    signal?.addEventListener("abort", () => {
+      if (!net.pending.delete(id)) return;
+      const queued = net.queued.findIndex(([q]) => q === id);
+      if (queued >= 0) net.queued.splice(queued, 1); else net.aborted.push(id);
+      reject(signal.reason);
+    });
   });
 }
 
-// The host takes the queued requests: a JSON array of [id, request], or 0 when none is queued.
+// The host takes the queued requests and the aborted ones it was making: JSON
+// `{"start": [[id, request], ...], "abort": [id, ...]}`, or 0 when there is neither.
 function fetchTake() {
-  if (net.queued.length === 0) return 0;
-  const taken = JSON.stringify(net.queued);
+  if (net.queued.length === 0 && net.aborted.length === 0) return 0;
+  const taken = JSON.stringify({ start: net.queued, abort: net.aborted });
   net.queued = [];
+  net.aborted = [];
   return taken;
 }
 
