@@ -277,6 +277,11 @@ async fn qjs_context(store: &mut Store<GuestState>, instance: &Instance) -> wasm
     instance.get_typed_func::<(), i32>(&mut *store, "qjs_get_context")?.call_async(&mut *store, ()).await
 }
 
+/// The `JSRuntime` of the guest's `context`.
+async fn qjs_runtime(store: &mut Store<GuestState>, instance: &Instance, context: i32) -> wasmtime::Result<i32> {
+    instance.get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?.call_async(&mut *store, context).await
+}
+
 pub(crate) async fn call0(store: &mut Store<GuestState>, instance: &Instance, name: &str) -> wasmtime::Result<()> {
     instance.get_typed_func::<(), ()>(&mut *store, name)?.call_async(&mut *store, ()).await
 }
@@ -311,10 +316,7 @@ pub(crate) async fn write_argv(
 /// Runs queued promise jobs until none is left. False if a job threw (the error is printed).
 pub(crate) async fn run_pending_jobs(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<bool> {
     let context = qjs_context(store, instance).await?;
-    let runtime = instance
-        .get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?
-        .call_async(&mut *store, context)
-        .await?;
+    let runtime = qjs_runtime(store, instance, context).await?;
     let job = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "soulbox_execute_pending_job")?;
     let job_context = malloc(store, instance, &[0; 4]).await?;
     let mut ok = true;

@@ -16,7 +16,7 @@
 //! that the head it finds is a well-formed list and refuses the guest otherwise, so a reactor
 //! laid out differently fails loudly instead of being misread.
 
-use super::{eval, free, malloc, qjs_context};
+use super::{eval, free, malloc, qjs_context, qjs_runtime};
 use soulbox_host_api::GuestState;
 use wasmtime::{Instance, Memory, Store};
 
@@ -42,10 +42,7 @@ impl Rejections {
     /// Finds the list in `instance` (one lookup per loop: the thread state never moves).
     pub(crate) async fn find(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<Self> {
         let context = qjs_context(store, instance).await?;
-        let runtime = instance
-            .get_typed_func::<i32, i32>(&mut *store, "soulbox_get_runtime")?
-            .call_async(&mut *store, context)
-            .await?;
+        let runtime = qjs_runtime(store, instance, context).await?;
         // `js_std_cmd(int cmd, ...)` is variadic: its extra arguments are read from memory.
         let varargs = malloc(store, instance, &runtime.to_le_bytes()).await?;
         let state = instance
