@@ -26,9 +26,9 @@ mkdir -p "$d" && echo $$ > "$d.pid" || exit 125
 exec chromium "$@" --user-data-dir="$d/profile" about:blank 3<&0 4>&1 </dev/null >/dev/null"#;
 
 /// Chromium's flags: headless, no first-run work or background traffic, shared memory in
-/// `/tmp` (a container's `/dev/shm` is small), errors only on stderr, and no throttling of
-/// pages it considers in the background (a headless page is never in front: throttled, each
-/// frame, hence each load wait and screenshot, costs about 100 ms).
+/// `/tmp` (a container's `/dev/shm` is small), errors only on stderr, and, as Puppeteer
+/// launches it, no throttling of pages it considers in the background (a headless page is never
+/// in front).
 const FLAGS: &[&str] = &[
     "--headless",
     "--no-sandbox",
