@@ -7,6 +7,9 @@
 //! [`labels`](Labels): `soulbox.managed`, the owning process and instance, and its purpose, so
 //! leftovers can be found and removed.
 
+/// The CFS period of a container's CPU quota, in microseconds (Docker's default is 100 ms).
+pub const CPU_PERIOD_US: i64 = 10_000;
+
 use crate::config::{CONTAINER_UID, ContainerConfig};
 use bollard::models::{ContainerCreateBody, HostConfig};
 use soulbox_engine::process::MACHINE_WORKSPACE;
@@ -167,7 +170,11 @@ pub fn create_body(config: &ContainerConfig, labels: &Labels, spec: &ContainerSp
             tmpfs: Some(HashMap::from([("/tmp".to_owned(), tmp)])),
             memory: Some(memory),
             memory_swap: Some(memory),
-            nano_cpus: Some((config.cpus * 1e9) as i64),
+            // The CPU limit as a quota per CPU_PERIOD_US: the same average as `--cpus`, but a
+            // multi-process burst (a browser loading a page) that spends its quota early waits
+            // at most a short period for the next, not Docker's default 100 ms.
+            cpu_period: Some(CPU_PERIOD_US),
+            cpu_quota: Some((config.cpus * CPU_PERIOD_US as f64) as i64),
             pids_limit: Some(config.pids_limit),
             init: Some(true),
             ..HostConfig::default()
