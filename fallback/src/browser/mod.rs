@@ -3,13 +3,13 @@
 //!
 //! A sandbox keeps one browser warm in its container ([`WarmBrowser`]): launched on its first
 //! render, driven over the DevTools protocol ([`cdp`], the pipe transport through the exec's
-//! stdin and stdout, so it needs no network), reused by every later render, each in a browser
-//! context of its own (nothing shared between renders but the process), opened in advance while
-//! the sandbox is idle (see [`page`]). A browser that stops
-//! answering is killed and the next render launches another. A one-shot render
-//! ([`render_once`]) launches a browser in a container used once.
+//! stdin and stdout, so it needs no network), reused by every later render, each in a tab of a
+//! browser context of its own (nothing shared between renders but the process), the next one
+//! opened in the background as soon as a render ends. A browser that stops answering is killed
+//! and the next render launches another. A one-shot render ([`render_once`]) launches a
+//! browser in a container used once.
 //!
-//! - [`chromium`]: launching and killing a browser in a container.
+//! - [`chromium`]: launching a browser in a container, its tab opened in advance, killing it.
 //! - [`page`]: one render over a running browser.
 
 pub mod cdp;

@@ -2,11 +2,11 @@
 //! (no cookies, storage or cache shared with any other render), sized to the request. The
 //! source is loaded, then the screenshot, the PDF when asked, and the DOM after the page's
 //! scripts ran are taken. A tab serves one render; [`close`] disposes of its context. Opening
-//! one costs a renderer process (about a third of a render on one core), which is why a warm
-//! browser opens the next tab before it is asked for (`chromium.rs`).
+//! one starts a renderer process (300-500 ms on one CPU, more than the rest of a render), which
+//! is why a warm browser opens the next tab before it is asked for (`chromium.rs`).
 //!
-//! The page is ready when its `load` event has fired and its fonts are loaded, which the
-//! render learns by evaluating a promise in the page (no event subscription needed); a page
+//! The page is ready when its `load` event has fired and the fonts it is still loading are,
+//! which the render learns by evaluating a promise in the page (no event subscription); a page
 //! that does not get there within [`LOAD_TIMEOUT`] (a script that never yields, say) fails the
 //! render with a message saying so.
 
