@@ -94,6 +94,35 @@ async fn output_before_a_throw_is_kept_and_a_throwing_timer_is_exit_one() {
 }
 
 #[tokio::test]
+async fn a_program_naming_its_own_os_or_std_keeps_the_timers_and_globals_working() {
+    let r = js("const os = require('os');\nconst std = null;\n\
+                setTimeout(() => console.log(os.platform(), performance.now() >= 0, typeof process.hrtime()), 1)")
+    .await;
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "linux true object\n"), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_es_module_that_fails_after_a_top_level_await_keeps_its_output_and_its_lines() {
+    let code = "import { readFile } from 'fs/promises';\n\
+                \n\
+                console.log('before');\n\
+                const text = await readFile('/missing.json', 'utf8').catch((e) => e.code);\n\
+                console.log(text);\n\
+                await new Promise((resolve) => setTimeout(resolve, 1));\n\
+                JSON.parse('{not json');\n\
+                console.log('never');";
+    let r = js(code).await;
+    assert_eq!((r.exit_code, r.stdout.as_str()), (1, "before\nENOENT\n"), "{r:?}");
+    assert!(r.stderr.contains("SyntaxError") && r.stderr.contains("<cmdline>:7"), "the user's line: {r:?}");
+    let unknown = js("import { parse } from './lib.js';\nparse()").await;
+    assert_eq!(unknown.exit_code, 1, "{unknown:?}");
+    assert!(unknown.stderr.contains("Cannot find module './lib.js'"), "{unknown:?}");
+    let refused = js("const { spawn } = await import('child_process');").await;
+    assert_eq!(refused.exit_code, 1, "{refused:?}");
+    assert!(refused.stderr.contains("child_process") && refused.stderr.contains("container backend"), "{refused:?}");
+}
+
+#[tokio::test]
 async fn an_unhandled_rejection_is_reported_and_ends_a_script_with_status_one() {
     let r = js("setTimeout(() => console.log('not reached'), 20);\n\
                 Promise.reject(new RangeError('nobody caught me'));\nconsole.log('after')")

@@ -20,6 +20,7 @@
 //! reported on stderr as `Uncaught (in promise) ...` and, as in Node, ends a script with status
 //! 1 (`rejections.rs`); in a context's cell it is reported and the cell goes on.
 
+pub mod esm;
 mod event_loop;
 mod exports;
 mod rejections;
@@ -45,7 +46,9 @@ const FLUSH: &str = "std.out.flush(); std.err.flush();";
 /// `node/`, which share their helpers).
 pub const PRELUDE: &str = concat!(
     include_str!("timers.js"),
-    "(() => {\n",
+    // QuickJS's `std` and `os` modules held in the prelude's own scope: a program's top-level
+    // `const os = require("os")` shadows the global one for every later lookup.
+    "(() => {\nconst { std, os } = globalThis;\n",
     include_str!("node/util.js"),
     include_str!("node/encoding.js"),
     include_str!("node/buffer.js"),
@@ -64,6 +67,8 @@ pub const PRELUDE: &str = concat!(
 const DRAIN_TICKS: &str = "__soulbox_drain_ticks()";
 /// The name the script runs under (in its errors' stack traces), as `qjs -e` names it.
 const SCRIPT_NAME: &str = "<cmdline>";
+/// `JS_Eval`'s flag for a global script with top-level `await` (the result is a promise).
+const JS_EVAL_FLAG_ASYNC: i32 = 1 << 7;
 /// How many 32-bit words of host entropy seed each guest's generators.
 const SEED_WORDS: usize = 8;
 
@@ -130,9 +135,16 @@ impl JavaScript {
     ) -> wasmtime::Result<i32> {
         let network = Some(network).filter(|n| n.enabled());
         begin(store, instance, args, network.is_some()).await?;
+        // Module syntax becomes a script's (`esm.rs`); one with top-level `await` runs as an
+        // async script, which the event loop carries on after its first `await`.
+        let script = esm::to_script(code);
+        let evaluated = match script.top_level_await {
+            true => eval_async(store, instance, &script.code, SCRIPT_NAME).await?,
+            false => eval_named(store, instance, &script.code, SCRIPT_NAME).await?,
+        };
         // As Node: a script that throws ends there, its timers and jobs never run; its
         // `process.nextTick` callbacks run before its promise jobs.
-        let ok = eval_named(store, instance, code, SCRIPT_NAME).await?
+        let ok = evaluated
             && eval(store, instance, DRAIN_TICKS).await?
             && event_loop::run(store, instance, Stop::WhenIdle, network).await?;
         let status = finish(store, instance).await?;
@@ -359,6 +371,34 @@ async fn eval_named(
     free(store, instance, buf).await?;
     free(store, instance, name).await?;
     Ok(status == 0)
+}
+
+/// Evaluates `code` as an async global script (top-level `await`) named `name`: it runs to
+/// its first `await`, the event loop carries it on. False if it did not compile or threw
+/// before that (printed on stderr); a later failure rejects its promise, which the rejection
+/// tracker reports. Through `JS_Eval` itself: the reactor's `eval_buf` traps on this flag.
+async fn eval_async(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    code: &str,
+    name: &str,
+) -> wasmtime::Result<bool> {
+    let context = qjs_context(store, instance).await?;
+    let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
+    let name = malloc(store, instance, format!("{name}\0").as_bytes()).await?;
+    let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
+    let value =
+        eval.call_async(&mut *store, (context, source, i32::try_from(code.len())?, name, JS_EVAL_FLAG_ASYNC)).await?;
+    free(store, instance, source).await?;
+    free(store, instance, name).await?;
+    if let Value::Threw = Value::decode(value) {
+        let dump = instance.get_typed_func::<i32, ()>(&mut *store, "soulbox_dump_error")?;
+        dump.call_async(&mut *store, context).await?;
+        return Ok(false);
+    }
+    let free_value = instance.get_typed_func::<(i32, i64), ()>(&mut *store, "soulbox_free_value")?;
+    free_value.call_async(&mut *store, (context, value)).await?;
+    Ok(true)
 }
 
 pub(crate) async fn free(store: &mut Store<GuestState>, instance: &Instance, ptr: i32) -> wasmtime::Result<()> {

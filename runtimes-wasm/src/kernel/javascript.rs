@@ -65,8 +65,10 @@ pub(super) async fn run(
     let (store, instance) = (&mut live.store, &live.instance);
     let network = Some(&live.network).filter(|n| n.enabled());
     // The network is set for every cell: a context restored from a checkpoint carries the
-    // setting of the context it was taken from.
-    let cell = format!("__soulbox_network({}); __soulbox.cell({})", network.is_some(), serde_json::to_string(code)?);
+    // setting of the context it was taken from. Module syntax becomes a script's (`esm.rs`);
+    // the kernel makes a cell that awaits an async script itself.
+    let code = crate::javascript::esm::to_script(code).code;
+    let cell = format!("__soulbox_network({}); __soulbox.cell({})", network.is_some(), serde_json::to_string(&code)?);
     eval(store, instance, &cell).await?;
     run_event_loop(store, instance, Stop::BeforeDeadline(deadline), network).await?;
     eval(store, instance, "__soulbox.flush()").await?;

@@ -228,6 +228,13 @@ function require(name) {
 require.resolve = (name) => { require(name); return name.startsWith("node:") ? name : `node:${name}`; };
 require.cache = {};
 
+// `import(name)` in a program (rewritten on the host, `esm.rs`): a promise of the module's
+// namespace, its exports plus `default` (the module itself), as Node gives for CommonJS.
+async function dynamicImport(name) {
+  const exported = require(String(name));
+  return Object.freeze(Object.assign(Object.create(null), exported, { default: exported }));
+}
+
 const define = (name, value) =>
   Object.defineProperty(globalThis, name, { value, writable: true, configurable: true, enumerable: false });
 define("console", console);
@@ -240,6 +247,7 @@ define("URLSearchParams", URLSearchParams);
 define("structuredClone", structuredClone);
 define("crypto", webCrypto);
 define("require", require);
+define("__soulbox_import", dynamicImport);
 define("global", globalThis);
 define("fetch", fetch);
 define("Headers", Headers);
