@@ -100,6 +100,8 @@ pub(crate) struct Inner {
     pub(crate) shared_pages: crate::checkpoint::cow::SharedPages,
     /// Pure-Python packages, installed once per set in the home's cache.
     pub(crate) packages: crate::packages::Packages,
+    /// Set once the bundled packages' bytecode is known to be in place (`execution.rs`).
+    pub(crate) bundled_compiled: std::sync::OnceLock<()>,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
 }
@@ -112,7 +114,8 @@ impl WasmBackend {
         check_home(&config.home)?;
         for package in crate::manifest::runtimes() {
             let dir = config.home.runtime_dir(&package.dir_name());
-            if !dir.join(INSTALLED_MARKER).exists() {
+            let bundled = package.id != "python" || crate::python::bundled::is_installed(&dir);
+            if !dir.join(INSTALLED_MARKER).exists() || !bundled {
                 return Err(RuntimeError::NotInstalled {
                     runtime: package.id.clone(),
                     home: config.home.root().to_path_buf(),
@@ -139,6 +142,7 @@ impl WasmBackend {
                 pool,
                 contexts_alive: Arc::default(),
                 packages,
+                bundled_compiled: std::sync::OnceLock::new(),
                 guests_rewound: Default::default(),
                 contexts_mapped: Default::default(),
                 shared_pages: Default::default(),

@@ -134,7 +134,11 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
         true => None,
         false => Some(installed_and_compiled(inner, &request.packages)?),
     };
-    let mut guest = match WasmLanguage::of(request.language)? {
+    let language = WasmLanguage::of(request.language)?;
+    if language == WasmLanguage::Python {
+        bundled_compiled(inner);
+    }
+    let mut guest = match language {
         WasmLanguage::Python => match take_ready_python(inner) {
             Some(guest) => guest,
             None => start_guest(inner, WasmLanguage::Python, None)?,
@@ -166,18 +170,43 @@ pub(crate) fn installed_and_compiled(
     requirements: &[String],
 ) -> Result<std::sync::Arc<crate::packages::Installed>, RuntimeError> {
     let installed = inner.packages.resolve(requirements)?;
-    if crate::packages::is_compiled(&installed) {
-        return Ok(installed);
+    compile(inner, &installed)?;
+    Ok(installed)
+}
+
+/// Compiles the Python runtime's bundled packages (`python/bundled.rs`) to bytecode unless a
+/// backend did before: once per process, before its first Python guest runs code.
+pub(crate) fn bundled_compiled(inner: &Inner) {
+    inner.bundled_compiled.get_or_init(|| {
+        let runtime = inner.config.home.runtime_dir(&crate::manifest::runtime("python").dir_name());
+        let set = crate::packages::Installed {
+            requirements: Vec::new(),
+            key: crate::python::bundled::key(),
+            site: crate::python::bundled::site(&runtime),
+            wheels: Vec::new(),
+        };
+        if let Err(error) = compile(inner, &set) {
+            // They still work: guests compile what they import.
+            tracing::warn!(error = format!("{error:#}"), "could not compile the bundled Python packages");
+        }
+    });
+}
+
+/// Puts `set`'s bytecode beside its sources unless it is there: a fresh guest compiles a copy
+/// of the set, running only SoulBox's own turn, and the bytecode is taken back.
+fn compile(inner: &Inner, set: &crate::packages::Installed) -> Result<(), RuntimeError> {
+    if crate::packages::is_compiled(set) {
+        return Ok(());
     }
     let mut guest = start_guest(inner, WasmLanguage::Python, None)?;
-    crate::packages::place(&installed, &guest.root.host_path())?;
+    crate::packages::place(set, &guest.root.host_path())?;
     let compiled = block_on(Python::run_internal(&mut guest.store, &guest.instance, crate::packages::COMPILE_TURN));
     match compiled {
-        Ok(()) => crate::packages::adopt_bytecode(&installed, &guest.root.host_path())?,
+        Ok(()) => crate::packages::adopt_bytecode(set, &guest.root.host_path())?,
         // The set still works: guests compile what they import.
         Err(error) => tracing::warn!(error = format!("{error:#}"), "could not compile a package set to bytecode"),
     }
-    Ok(installed)
+    Ok(())
 }
 
 /// The work after each job, once the caller has its result: the spent Python guest is rewound

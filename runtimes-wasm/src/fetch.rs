@@ -40,7 +40,8 @@ pub enum Progress {
     Quiet,
 }
 
-/// Installs every pinned runtime that is not installed yet. Returns the runtimes installed now.
+/// Installs every pinned runtime that is not installed yet, then the Python runtime's bundled
+/// packages (`python/bundled.rs`) unless they are. Returns what was installed now.
 pub fn fetch_runtimes(
     home: &SoulboxHome,
     source: &FetchSource,
@@ -54,6 +55,10 @@ pub fn fetch_runtimes(
         }
         install_package(package, &dir, source, progress)?;
         installed.push(package.id.clone());
+    }
+    let python = home.runtime_dir(&crate::manifest::runtime("python").dir_name());
+    if crate::python::bundled::install(&python, source, progress)? {
+        installed.push("python's bundled packages".into());
     }
     Ok(installed)
 }

@@ -1,4 +1,5 @@
-//! The pinned runtime manifest (`runtimes.toml`, compiled into the binary).
+//! The pinned runtime manifest (`runtimes.toml`, compiled into the binary): the interpreter
+//! wheels, and the pure-Python wheels bundled with the Python runtime.
 
 use serde::Deserialize;
 use std::sync::OnceLock;
@@ -54,16 +55,45 @@ impl RuntimePackage {
     }
 }
 
+/// A pure-Python wheel every Python guest can import (`[[bundled]]`, see `python/bundled.rs`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BundledWheel {
+    /// The wheel's file name as `pip download` saves it (`requests-2.34.2-py3-none-any.whl`).
+    pub wheel: String,
+    /// Its SHA-256, lower-case hex.
+    pub sha256: String,
+}
+
+impl BundledWheel {
+    /// The pip requirement (`requests==2.34.2`), from the wheel's name.
+    pub fn requirement(&self) -> String {
+        let mut parts = self.wheel.splitn(3, '-');
+        let (name, version) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        format!("{name}=={version}")
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Manifest {
     runtime: Vec<RuntimePackage>,
+    bundled: Vec<BundledWheel>,
+}
+
+fn manifest() -> &'static Manifest {
+    static MANIFEST: OnceLock<Manifest> = OnceLock::new();
+    MANIFEST.get_or_init(|| toml::from_str(include_str!("../runtimes.toml")).expect("runtimes.toml is valid"))
 }
 
 /// Every pinned runtime.
 pub fn runtimes() -> &'static [RuntimePackage] {
-    static MANIFEST: OnceLock<Manifest> = OnceLock::new();
-    &MANIFEST.get_or_init(|| toml::from_str(include_str!("../runtimes.toml")).expect("runtimes.toml is valid")).runtime
+    &manifest().runtime
+}
+
+/// The pure-Python wheels bundled with the Python runtime.
+pub fn bundled() -> &'static [BundledWheel] {
+    &manifest().bundled
 }
 
 /// The pinned runtime called `id`.
@@ -82,5 +112,8 @@ mod tests {
             assert!(r.files.iter().all(|f| f.sha256.len() == 64));
         }
         super::runtime("python").file("lib/python315.zip");
+        let requirements: Vec<String> = super::bundled().iter().map(|b| b.requirement()).collect();
+        assert!(requirements.contains(&"requests==2.34.2".to_owned()), "{requirements:?}");
+        assert!(super::bundled().iter().all(|b| b.sha256.len() == 64 && b.wheel.ends_with("-none-any.whl")));
     }
 }

@@ -228,7 +228,7 @@ fn read_installed(dir: &Path, key: &str) -> Option<Installed> {
 }
 
 /// Checks one wheel and unpacks it into `site`; adds its unpacked size to `total`.
-fn unpack(wheel: &Path, site: &Path, total: &mut u64) -> Result<WheelRecord, PackageError> {
+pub(crate) fn unpack(wheel: &Path, site: &Path, total: &mut u64) -> Result<WheelRecord, PackageError> {
     let file = wheel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let bad = |why: String| PackageError::BadWheel { wheel: file.clone(), why };
     let stem = file.strip_suffix(".whl").ok_or_else(|| bad("not a wheel".into()))?;

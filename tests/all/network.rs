@@ -49,6 +49,7 @@ fn app() -> Router {
             }),
         )
         .route("/never", get(std::future::pending::<&'static str>))
+        .route("/gzip", get(|| async { ([(header::CONTENT_ENCODING, "gzip")], GZIPPED.to_vec()) }))
         .route(
             "/release",
             get(|| async {
@@ -57,6 +58,12 @@ fn app() -> Router {
             }),
         )
 }
+
+/// `hello, compressed\n` three times, gzipped (as a server answers `Accept-Encoding: gzip`).
+const GZIPPED: [u8; 41] = [
+    31, 139, 8, 0, 0, 0, 0, 0, 2, 3, 203, 72, 205, 201, 201, 215, 81, 72, 206, 207, 45, 40, 74, 45, 46, 78, 77, 225,
+    202, 32, 66, 4, 0, 214, 151, 185, 163, 54, 0, 0, 0,
+];
 
 /// `/hold` answers only once `/release` is asked for (before or after it arrives).
 fn held() -> &'static tokio::sync::Notify {

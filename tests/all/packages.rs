@@ -94,6 +94,7 @@ print(r.status_code, r.headers["content-type"], r.text)
 print(requests.post(base + "/echo", json={{"n": 42}}, headers={{"X-Test": "yes"}}).json())
 r = requests.get(base + "/redirect/allowed")
 print(r.url, [h.status_code for h in r.history])
+print(requests.get(base + "/gzip").text.splitlines()[0])
 try:
     requests.get(base + "/status/404").raise_for_status()
 except requests.HTTPError as e:
@@ -119,8 +120,97 @@ except requests.ConnectionError as e:
             "200 text/plain hello from the test server\n\
              {{'body': {{'n': 42}}, 'content_type': 'application/json', 'x_test': 'yes'}}\n\
              http://localhost:{port}/hello [303]\n\
+             hello, compressed\n\
              HTTPError 404\n\
              refused: True\n"
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_bundled_packages_import_without_being_asked_for_in_one_shots_and_sandboxes() {
+    let code = "import importlib.util, os, sys, requests, httpx, pytz\n\
+                print(requests.__version__, httpx.__version__, pytz.timezone('Europe/Paris').zone)\n\
+                print(requests.__file__, sys.path[-1])\n\
+                print('bytecode:', os.path.exists(importlib.util.cache_from_source(requests.__file__)))";
+    let result = soulbox_tests::run(ExecRequest::new(Language::Python, code)).await;
+    assert_eq!(
+        result.stdout,
+        "2.34.2 0.28.1 Europe/Paris\n\
+         /usr/local/lib/site-packages/requests/__init__.py /usr/local/lib/site-packages\n\
+         bytecode: True\n",
+        "{result:?}"
+    );
+    let sandboxes = soulbox_tests::sandboxes();
+    let spec = SandboxSpec { template: soulbox_engine::Template::DataScience, ..Default::default() };
+    let sandbox = sandboxes.create(spec).await.expect("a data-science sandbox");
+    let cell = sandbox
+        .run_code(
+            "import requests, pytz, pandas\nprint(requests.__version__, pytz.utc.zone, pandas.__name__)",
+            RunOptions::default(),
+        )
+        .await
+        .expect("the cell runs");
+    assert_eq!((cell.stdout.as_str(), cell.error.is_none()), ("2.34.2 UTC pandas\n", true), "{cell:?}");
+    sandboxes.kill(sandbox.id()).expect("the sandbox is killed");
+}
+
+#[tokio::test]
+async fn httpx_works_through_the_network_policy_sync_and_async() {
+    let port = server_port().await;
+    let code = format!(
+        r#"
+import asyncio, httpx
+base = "http://localhost:{port}"
+r = httpx.get(base + "/hello")
+print(r.status_code, r.headers["content-type"], r.text, r.http_version, r.reason_phrase)
+with httpx.Client(base_url=base) as client:
+    print(client.post("/echo", json={{"n": 42}}, headers={{"X-Test": "yes"}}).json())
+    r = client.get("/redirect/allowed", follow_redirects=True)
+    print(r.url, [h.status_code for h in r.history])
+    print(client.get("/gzip").text.splitlines()[-1])
+    try:
+        client.get("/status/404").raise_for_status()
+    except httpx.HTTPStatusError as e:
+        print("HTTPStatusError", e.response.status_code)
+try:
+    httpx.get("http://denied.test/")
+except httpx.ConnectError as e:
+    print("refused:", "denied domains" in str(e))
+try:
+    httpx.Client(proxy="http://proxy.test:3128")
+except ValueError as e:
+    print("proxy:", e)
+
+async def main():
+    async with httpx.AsyncClient(base_url=base) as client:
+        r = await client.get("/hello")
+        print("async", r.status_code, r.text)
+
+asyncio.run(main())
+"#
+    );
+    let policy = NetworkPolicy {
+        allow_domains: vec!["localhost".into()],
+        deny_domains: vec!["denied.test".into()],
+        allow_cidrs: vec!["127.0.0.0/8".into()],
+        ..NetworkPolicy::default()
+    };
+    // httpx is bundled with the Python runtime: nothing to ask for.
+    let result = soulbox_tests::run(ExecRequest::new(Language::Python, code).with_network(policy)).await;
+    assert_eq!(result.outcome, Outcome::Completed, "{result:?}");
+    assert_eq!(
+        result.stdout,
+        format!(
+            "200 text/plain hello from the test server HTTP/1.1 OK\n\
+             {{'body': {{'n': 42}}, 'content_type': 'application/json', 'x_test': 'yes'}}\n\
+             http://localhost:{port}/hello [303]\n\
+             hello, compressed\n\
+             HTTPStatusError 404\n\
+             refused: True\n\
+             proxy: httpx's proxy and uds options are not supported: the host makes the request under the network policy\n\
+             async 200 hello from the test server\n"
         ),
         "{result:?}"
     );

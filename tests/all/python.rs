@@ -77,6 +77,19 @@ fig.savefig("chart.png")
 }
 
 #[tokio::test]
+async fn asyncio_runs_its_event_loop_without_a_socket_pair() {
+    let code = "import asyncio\n\
+                async def tick(n):\n    await asyncio.sleep(0.01 * n)\n    return n * n\n\
+                async def main():\n    return await asyncio.gather(*(tick(n) for n in range(4)))\n\
+                print(asyncio.run(main()))\n\
+                loop = asyncio.new_event_loop()\n\
+                print(loop.run_until_complete(asyncio.wait_for(tick(1), 5)))\n\
+                loop.close()";
+    let r = python(code).await;
+    assert_eq!((r.exit_code, r.stdout.as_str()), (0, "[0, 1, 4, 9]\n1\n"), "{r:?}");
+}
+
+#[tokio::test]
 async fn every_execution_is_fresh() {
     let first = python("import random\nsecret = 1\nopen('left.txt', 'w').write('x')\nprint(random.random())").await;
     let second =

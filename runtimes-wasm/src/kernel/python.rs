@@ -36,6 +36,7 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     if !spec.env.is_empty() {
         setup = format!("{setup}; {}", Python::prelude(&[], &Python::env_over(spec.env.clone())));
     }
+    execution::bundled_compiled(inner);
     if !spec.packages.is_empty() {
         let installed = execution::installed_and_compiled(inner, &spec.packages)?;
         crate::packages::place(&installed, &spec.workspace)?;

@@ -21,6 +21,7 @@
 //! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
 //! traceback is on stderr); values of 256 and up mean the code asked to exit.
 
+pub mod bundled;
 pub mod layout;
 pub mod snapshot;
 

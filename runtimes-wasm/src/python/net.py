@@ -13,7 +13,21 @@ against `http.client`. A refusal or failure raises an `OSError` subclass, as a s
 `requests.adapters` is first imported, its `HTTPAdapter.send` is replaced by one that makes the
 request through the host, so sessions, redirects (followed by requests), cookies, `json()`,
 `raise_for_status()` and timeouts work, over http and https; failures raise requests' own
-`ConnectionError`/`Timeout`.
+`ConnectionError`/`Timeout`. Bodies sent `gzip` or `deflate` (requests asks for them) are
+decoded, as urllib3 would.
+
+`httpx` (a package too) gets the same when `httpx._transports.default` is first imported: its
+`HTTPTransport` and `AsyncHTTPTransport` make each request through the host instead of opening
+an `httpcore` pool (which needs `ssl` and sockets), so `httpx.get`, `Client` and `AsyncClient`
+work, redirects followed by httpx when asked; failures raise httpx's `ConnectError`/
+`ReadTimeout`. The host's policy sets the time limit (httpx's `timeout` is not passed on), an
+async request blocks the guest's event loop while the host makes it, and a `proxy`, `uds` or
+`http2` transport option is refused.
+
+`asyncio`'s event loop needs a socket pair to be woken from other threads and signal handlers,
+which WASI cannot make (`socket.socketpair` fails with ENOTSUP, so `asyncio.run` would fail).
+When `asyncio.selector_events` is first imported, a loop that cannot make the pair goes
+without it: a guest has one thread and no signals, so nothing would use it.
 """
 
 import base64
@@ -24,6 +38,7 @@ import io
 import json
 import sys
 import urllib.request
+import zlib
 
 import _host
 
@@ -211,7 +226,7 @@ def _requests_send(self, request, stream=False, timeout=None, verify=True, cert=
         merged[name] = f"{merged[name]}, {value}" if name in merged and name.lower() != "set-cookie" else value
     response.headers = CaseInsensitiveDict(merged)
     response.encoding = get_encoding_from_headers(response.headers)
-    content = base64.b64decode(answer["body"])
+    content = _decoded(base64.b64decode(answer["body"]), response.headers.get("content-encoding", ""))
     response._content = content
     response._content_consumed = True
     response.raw = io.BytesIO(content)
@@ -224,6 +239,99 @@ def _requests_send(self, request, stream=False, timeout=None, verify=True, cert=
     return response
 
 
+def _decoded(body, encoding):
+    """`body` decoded from its `Content-Encoding` when it is gzip or deflate (else as it is)."""
+    encoding = encoding.strip().lower()
+    try:
+        if encoding in ("gzip", "x-gzip"):
+            return zlib.decompress(body, 16 + zlib.MAX_WBITS)
+        if encoding == "deflate":
+            try:
+                return zlib.decompress(body)
+            except zlib.error:
+                return zlib.decompress(body, -zlib.MAX_WBITS)
+    except zlib.error as e:
+        raise ConnectionError(f"the response's {encoding} body could not be decoded: {e}") from None
+    return body
+
+
+def _httpx_refuse_options(proxy=None, uds=None, http2=False, **_):
+    if proxy is not None or uds is not None:
+        raise ValueError("httpx's proxy and uds options are not supported: the host makes the request under the network policy")
+    if http2:
+        raise ValueError("httpx's http2 option is not supported: the host chooses the HTTP version")
+
+
+def _httpx_exchange(request):
+    """One `httpx.Request` (its body already read) through the host, as an `httpx.Response`."""
+    import httpx
+
+    headers = [[k, v] for k, v in request.headers.multi_items()]
+    body = base64.b64encode(request.content).decode() if request.content else None
+    try:
+        answer = _exchange(request.method, str(request.url), headers, body)
+    except TimeoutError as e:
+        raise httpx.ReadTimeout(str(e), request=request) from None
+    except OSError as e:
+        raise httpx.ConnectError(str(e), request=request) from None
+    extensions = {"http_version": b"HTTP/1.1", "reason_phrase": (answer["reason"] or "").encode("latin-1", "replace")}
+    return httpx.Response(
+        answer["status"],
+        headers=[(name, value) for name, value in answer["headers"]],
+        stream=httpx.ByteStream(base64.b64decode(answer["body"])),
+        request=request,
+        extensions=extensions,
+    )
+
+
+def _patch_httpx(module):
+    """`httpx._transports.default`: both transports through the host."""
+
+    def init(self, verify=True, cert=None, trust_env=True, http1=True, http2=False, limits=None, **options):
+        _httpx_refuse_options(http2=http2, **options)
+
+    def handle_request(self, request):
+        request.read()
+        return _httpx_exchange(request)
+
+    async def handle_async_request(self, request):
+        await request.aread()
+        return _httpx_exchange(request)
+
+    async def aclose(self):
+        pass
+
+    async def aenter(self):
+        return self
+
+    async def aexit(self, *exc):
+        pass
+
+    sync, asynchronous = module.HTTPTransport, module.AsyncHTTPTransport
+    sync.__init__, sync.handle_request = init, handle_request
+    sync.__enter__, sync.__exit__, sync.close = lambda self: self, lambda self, *exc: None, lambda self: None
+    asynchronous.__init__, asynchronous.handle_async_request = init, handle_async_request
+    asynchronous.__aenter__, asynchronous.__aexit__, asynchronous.aclose = aenter, aexit, aclose
+
+
+def _patch_asyncio(module):
+    """`asyncio.selector_events`: loops without the self-pipe where WASI has no socket pair."""
+    loop = module.BaseSelectorEventLoop
+    make, close = loop._make_self_pipe, loop._close_self_pipe
+
+    def make_self_pipe(self):
+        try:
+            make(self)
+        except OSError:
+            self._ssock = self._csock = None
+
+    def close_self_pipe(self):
+        if self._ssock is not None:
+            close(self)
+
+    loop._make_self_pipe, loop._close_self_pipe = make_self_pipe, close_self_pipe
+
+
 class _Raw:
     """What requests' cookie extraction reads of a urllib3 response: the parsed headers."""
 
@@ -234,6 +342,8 @@ class _Raw:
 # Modules patched as they are first imported, by name.
 _PATCHES = {
     "requests.adapters": lambda module: setattr(module.HTTPAdapter, "send", _requests_send),
+    "httpx._transports.default": _patch_httpx,
+    "asyncio.selector_events": _patch_asyncio,
 }
 
 

@@ -57,7 +57,7 @@ const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
 
 /// The whole first turn: [`WARM_UP`] and the base environment, then the kernel module ([`KERNEL_SOURCE`], compiled under
 /// the file name `<soulbox kernel>` so tracebacks can leave its frames out), the network
-/// module ([`NET_SOURCE`], installed), then the freeze.
+/// module ([`NET_SOURCE`], installed), the bundled packages last on `sys.path`, then the freeze.
 pub fn first_turn() -> String {
     let source = serde_json::to_string(KERNEL_SOURCE).unwrap_or_default();
     let net = serde_json::to_string(NET_SOURCE).unwrap_or_default();
@@ -69,7 +69,8 @@ pub fn first_turn() -> String {
          exec(compile({source}, \"<soulbox kernel>\", \"exec\"), _k.__dict__)\n\
          _s.modules[\"_soulbox_kernel\"] = _k\n\
          _n = _t.ModuleType(\"_soulbox_net\")\nexec(compile({net}, \"<soulbox net>\", \"exec\"), _n.__dict__)\n\
-         _s.modules[\"_soulbox_net\"] = _n\n_n.install()\ndel _s, _t, _k, _n\n{FREEZE}"
+         _s.modules[\"_soulbox_net\"] = _n\n_n.install()\n_s.path.append({bundled:?})\ndel _s, _t, _k, _n\n{FREEZE}",
+        bundled = super::bundled::GUEST_DIR,
     )
 }
 /// Bumped whenever the guest layout or the build recipe changes.
