@@ -35,9 +35,9 @@ pub struct MachineSpec {
     pub workspace: PathBuf,
     /// Environment variables every process sees.
     pub env: BTreeMap<String, String>,
-    /// Whether processes may reach the network (off unless the sandbox asked and the service
-    /// allows it).
-    pub network: bool,
+    /// The policy processes reach the network under (`None`: no network; off unless the
+    /// sandbox asked and the service allows it). The same as its contexts' HTTP follows.
+    pub network: Option<crate::NetworkPolicy>,
     /// Raised when the sandbox is killed.
     pub stop: StopSignal,
 }

@@ -49,7 +49,12 @@ impl ContainerBackend {
             getrandom::u64().map_err(|e| ContainerError::Unavailable(format!("no randomness: {e}")))?
         );
         let pool_size = config.pool_size;
-        let containers = Arc::new(Containers { docker, config, labels: Labels::for_this_process(instance) });
+        let containers = Arc::new(Containers {
+            docker,
+            config,
+            labels: Labels::for_this_process(instance),
+            egress: tokio::sync::OnceCell::new(),
+        });
         match containers.docker.ping().await {
             Ok(()) => {
                 crate::janitor::sweep(&containers).await;

@@ -16,9 +16,14 @@ use soulbox_engine::process::MACHINE_WORKSPACE;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// The network of containers allowed to reach the internet: a bridge without traffic between
-/// its containers (`enable_icc=false`), so one tenant's container cannot reach another's.
-pub const SANDBOX_NETWORK: &str = "soulbox-sandboxes";
+/// The network of containers allowed network access: an `internal` bridge (no route beyond
+/// the host) without traffic between its containers (`enable_icc=false`), so one tenant's
+/// container cannot reach another's, and the only way out is the egress proxy on its gateway
+/// ([`crate::egress`]).
+pub const EGRESS_NETWORK: &str = "soulbox-egress";
+/// The resolver a container with network is given: nothing answers there, so names are
+/// resolved by the egress proxy only (no lookups leaving through Docker's resolver).
+pub const NO_RESOLVER: &str = "127.0.0.1";
 
 /// The label every SoulBox container carries.
 pub const MANAGED_LABEL: &str = "soulbox.managed";
@@ -163,7 +168,8 @@ pub fn create_body(config: &ContainerConfig, labels: &Labels, spec: &ContainerSp
         network_disabled: Some(!spec.network),
         host_config: Some(HostConfig {
             binds: Some(vec![format!("{}:{MACHINE_WORKSPACE}:rw", spec.workspace.display())]),
-            network_mode: Some(if spec.network { SANDBOX_NETWORK } else { "none" }.into()),
+            network_mode: Some(if spec.network { EGRESS_NETWORK } else { "none" }.into()),
+            dns: spec.network.then(|| vec![NO_RESOLVER.to_owned()]),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
             readonly_rootfs: Some(true),

@@ -1,8 +1,9 @@
 //! [`Containers`]: making, starting, resizing and removing SoulBox's containers.
 
 use crate::config::ContainerConfig;
-use crate::confinement::{ContainerSpec, INSTANCE_LABEL, Labels, MANAGED_LABEL, SANDBOX_NETWORK, create_body};
+use crate::confinement::{ContainerSpec, EGRESS_NETWORK, INSTANCE_LABEL, Labels, MANAGED_LABEL, create_body};
 use crate::docker::{DockerEngine, Retry};
+use crate::egress::EgressProxy;
 use crate::error::ContainerError;
 use crate::exec::{Input, Output};
 use bollard::models::{ContainerUpdateBody, NetworkCreateRequest};
@@ -10,6 +11,7 @@ use bollard::query_parameters::{
     AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
 };
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Container operations under one configuration and one set of labels.
@@ -21,6 +23,8 @@ pub struct Containers {
     pub config: ContainerConfig,
     /// Who makes them.
     pub labels: Labels,
+    /// The egress proxy, once a container with network needed it.
+    pub egress: tokio::sync::OnceCell<Arc<EgressProxy>>,
 }
 
 impl Containers {
@@ -63,20 +67,52 @@ impl Containers {
         Ok(Session { output: attached.output, input: attached.input })
     }
 
-    /// Makes [`SANDBOX_NETWORK`] if it is missing.
-    pub async fn ensure_sandbox_network(&self) -> Result<(), ContainerError> {
-        let exists = self
-            .docker
-            .call("inspect a network", Retry::Yes, |d| async move { d.inspect_network(SANDBOX_NETWORK, None).await })
-            .await;
-        match exists {
-            Ok(_) => return Ok(()),
+    /// The egress proxy containers with network go through, started on first use (with
+    /// [`EGRESS_NETWORK`], made if missing, whose gateway it listens on).
+    pub async fn egress_proxy(&self) -> Result<Arc<EgressProxy>, ContainerError> {
+        let proxy = self
+            .egress
+            .get_or_try_init(|| async {
+                let gateway = self.egress_network().await?;
+                let proxy = EgressProxy::start(gateway)
+                    .await
+                    .map_err(|e| ContainerError::io("starting the egress proxy", e))?;
+                Ok::<_, ContainerError>(Arc::new(proxy))
+            })
+            .await?;
+        Ok(Arc::clone(proxy))
+    }
+
+    /// Makes [`EGRESS_NETWORK`] if it is missing; its gateway address (the host's, on it).
+    async fn egress_network(&self) -> Result<IpAddr, ContainerError> {
+        let inspect = || {
+            self.docker
+                .call("inspect a network", Retry::Yes, |d| async move { d.inspect_network(EGRESS_NETWORK, None).await })
+        };
+        let network = match inspect().await {
+            Ok(network) => network,
             Err(error) if !error.is_not_found() => return Err(error),
-            Err(_) => {}
+            Err(_) => {
+                self.create_egress_network().await?;
+                inspect().await?
+            }
+        };
+        if network.internal != Some(true) {
+            return Err(ContainerError::Internal(format!(
+                "the Docker network `{EGRESS_NETWORK}` exists but is not internal: remove it (`docker network rm {EGRESS_NETWORK}`) and SoulBox makes it again"
+            )));
         }
+        let configs = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
+        configs.iter().filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok()).find(IpAddr::is_ipv4).ok_or_else(
+            || ContainerError::Internal(format!("the Docker network `{EGRESS_NETWORK}` has no IPv4 gateway")),
+        )
+    }
+
+    async fn create_egress_network(&self) -> Result<(), ContainerError> {
         let request = NetworkCreateRequest {
-            name: SANDBOX_NETWORK.into(),
+            name: EGRESS_NETWORK.into(),
             driver: Some("bridge".into()),
+            internal: Some(true),
             options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned())])),
             labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
             ..NetworkCreateRequest::default()
@@ -93,6 +129,27 @@ impl Containers {
             Err(ContainerError::Refused { status: Some(409), .. }) => Ok(()),
             other => other.map(drop),
         }
+    }
+
+    /// The address of container `id` on [`EGRESS_NETWORK`].
+    pub async fn egress_address(&self, id: &str) -> Result<IpAddr, ContainerError> {
+        let id = id.to_owned();
+        let inspected = self
+            .docker
+            .call("inspect a container", Retry::Yes, |d| {
+                let id = id.clone();
+                async move { d.inspect_container(&id, None).await }
+            })
+            .await?;
+        inspected
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut networks| networks.remove(EGRESS_NETWORK))
+            .and_then(|endpoint| endpoint.ip_address)
+            .and_then(|ip| ip.parse().ok())
+            .ok_or_else(|| {
+                ContainerError::Internal(format!("container {} has no address on {EGRESS_NETWORK}", short(&id)))
+            })
     }
 
     /// A missing image is an operator's job: say which command builds it.

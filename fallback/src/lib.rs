@@ -16,6 +16,8 @@
 //! - [`docker`]: the engine connection (`DOCKER_HOST` honoured, API version negotiated),
 //!   retries with backoff and a circuit breaker ([`breaker`]); a dead engine makes container
 //!   requests fail fast with "container backend unavailable" while WebAssembly keeps working.
+//! - [`egress`]: the proxy that is a networked container's only way out, applying its
+//!   sandbox's network policy.
 //! - [`janitor`]: removes containers and workspaces that SoulBox processes which died left.
 //!
 //! Invariants: every container carries the `soulbox.managed` label and is removed when its
@@ -35,6 +37,7 @@ pub mod config;
 pub mod confinement;
 mod containers;
 pub mod docker;
+pub mod egress;
 pub mod error;
 pub mod exec;
 pub mod janitor;

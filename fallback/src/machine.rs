@@ -18,11 +18,13 @@ use crate::browser;
 use crate::cgroup::{self, KillVerdict};
 use crate::confinement::{ContainerSpec, share_with_containers};
 use crate::containers::{Containers, short};
+use crate::egress::Admission;
 use crate::error::ContainerError;
 use crate::exec::{self, Channel, CommandLine, Decoder, EXIT_KILLED, Input};
 use async_trait::async_trait;
 use bollard::exec::ResizeExecOptions;
 use futures_util::StreamExt;
+use soulbox_engine::network::NetworkRules;
 use soulbox_engine::process::{
     Machine, MachineSpec, ProcessControl, ProcessEvent, ProcessExit, ProcessSender, ProcessSpec, PtySize,
     RenderRequest, RenderedPage,
@@ -35,6 +37,10 @@ use tokio::io::AsyncWriteExt;
 
 /// Time past a process's deadline before SoulBox kills it itself.
 const DEADLINE_GRACE: Duration = Duration::from_secs(1);
+/// The variables that point a networked container's programs at the egress proxy.
+const PROXY_VARIABLES: [&str; 4] = ["HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"];
+/// What they reach directly: the container's own servers.
+const NO_PROXY: &str = "localhost,127.0.0.1,::1";
 
 /// A sandbox's container.
 #[derive(Debug)]
@@ -56,16 +62,24 @@ struct Shared {
     /// The container's browser, kept warm between renders.
     browser: browser::WarmBrowser,
     shut: AtomicBool,
+    /// The network policy's rules, when the sandbox has network.
+    rules: Option<NetworkRules>,
+    /// The current container's place at the egress proxy.
+    admission: std::sync::Mutex<Option<Admission>>,
 }
 
 impl DockerMachine {
     /// A machine for `spec` (its container is made on first use).
     pub fn new(containers: Arc<Containers>, spec: MachineSpec) -> Result<Self, ContainerError> {
-        if spec.network && !containers.config.allow_network {
+        if spec.network.is_some() && !containers.config.allow_network {
             return Err(ContainerError::Rejected(
                 "network access is not allowed on this server (`network.allow_internet`)".into(),
             ));
         }
+        let rules = match &spec.network {
+            Some(policy) => Some(policy.rules().map_err(|e| ContainerError::Rejected(e.to_string()))?),
+            None => None,
+        };
         Ok(DockerMachine {
             shared: Arc::new(Shared {
                 containers,
@@ -76,6 +90,8 @@ impl DockerMachine {
                 next_process: AtomicU64::new(0),
                 browser: browser::WarmBrowser::default(),
                 shut: AtomicBool::new(false),
+                rules,
+                admission: std::sync::Mutex::new(None),
             }),
         })
     }
@@ -97,25 +113,46 @@ impl Shared {
                 return Ok(id.clone());
             }
             tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(id), "sandbox container died; making another");
+            self.admit(None);
             self.containers.remove(id).await;
         }
-        if self.spec.network {
-            self.containers.ensure_sandbox_network().await?;
+        let mut env: Vec<String> = self.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let proxy = match self.rules {
+            Some(_) => Some(self.containers.egress_proxy().await?),
+            None => None,
+        };
+        if let Some(proxy) = &proxy {
+            let url = proxy.url();
+            env.extend(PROXY_VARIABLES.iter().map(|name| format!("{name}={url}")));
+            env.extend(["NO_PROXY", "no_proxy"].map(|name| format!("{name}={NO_PROXY}")));
         }
-        let env: Vec<String> = self.spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let purpose = format!("sandbox:{}", self.spec.sandbox_id);
         let spec = ContainerSpec {
             workspace: &self.spec.workspace,
             memory_bytes: self.containers.config.machine_memory_bytes,
-            network: self.spec.network,
+            network: proxy.is_some(),
             env,
             purpose: &purpose,
             agent: false,
         };
         let id = self.containers.start(&spec).await?;
+        if let (Some(proxy), Some(rules)) = (&proxy, &self.rules) {
+            match self.containers.egress_address(&id).await {
+                Ok(address) => self.admit(Some(proxy.admit(address, rules.clone()))),
+                Err(error) => {
+                    self.containers.remove(&id).await;
+                    return Err(error);
+                }
+            }
+        }
         tracing::info!(sandbox = %self.spec.sandbox_id, container = %short(&id), "sandbox container started");
         *current = Some(id.clone());
         Ok(id)
+    }
+
+    /// Replaces the container's place at the egress proxy (the old one's address is freed).
+    fn admit(&self, admission: Option<Admission>) {
+        *self.admission.lock().unwrap_or_else(|p| p.into_inner()) = admission;
     }
 
     /// Hands what the host wrote in the workspace (the private workspace itself included) to
@@ -230,6 +267,7 @@ impl Machine for DockerMachine {
     async fn shutdown(&self) {
         self.shared.shut.store(true, Ordering::SeqCst);
         if let Some(id) = self.shared.container.lock().await.take() {
+            self.shared.admit(None);
             self.shared.containers.remove(&id).await;
             tracing::info!(sandbox = %self.shared.spec.sandbox_id, container = %short(&id), "sandbox container removed");
         }

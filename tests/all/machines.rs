@@ -253,6 +253,75 @@ async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
     containers.finish().await;
 }
 
+/// What a networked container's Python sees through the egress proxy: one line per probe.
+const EGRESS_PROBES: &str = r#"
+import socket, sys, urllib.request, urllib.error
+port = sys.argv[1]
+def probe(name, url):
+    try:
+        print(name, urllib.request.urlopen(url, timeout=10).read()[:40].decode())
+    except urllib.error.HTTPError as e:
+        print(name, e.code, e.read().decode().strip().split(": ", 2)[-1][:60])
+    except Exception as e:
+        print(name, type(e).__name__, str(e)[:60])
+probe("allowed", f"http://localhost:{port}/hello")
+probe("redirect", f"http://localhost:{port}/redirect/denied")
+probe("metadata", "http://169.254.169.254/latest/meta-data/")
+probe("private", "http://10.1.2.3/")
+probe("tunnel", "https://denied.test/")
+try:
+    urllib.request.urlopen(f"http://localhost:{port}/big", timeout=10).read()
+    print("big", "read whole")
+except Exception as e:
+    print("big", type(e).__name__)
+for name, target in [("direct", ("1.1.1.1", 80)), ("dns", ("example.com", 80))]:
+    try:
+        socket.create_connection(target, 3)
+        print(name, "reached")
+    except OSError as e:
+        print(name, "blocked")
+"#;
+
+#[tokio::test]
+async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_policy() {
+    let port = crate::network::server_port().await;
+    let config = soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() };
+    let containers = Containers::start(config).await;
+    let sandboxes = sandboxes_on(&containers.engine);
+    let egress = soulbox_engine::NetworkPolicy {
+        allow_cidrs: vec!["127.0.0.0/8".into()],
+        deny_domains: vec!["denied.test".into()],
+        max_response_bytes: Some(64 << 10),
+        ..Default::default()
+    };
+    let sandbox =
+        sandboxes.create(SandboxSpec { network: true, egress: Some(egress), ..SandboxSpec::default() }).await.unwrap();
+    sandbox.files().unwrap().write("/probes.py", EGRESS_PROBES.as_bytes()).await.unwrap();
+    // The proxy serves `localhost` here only because the test's server is on the host's
+    // loopback and the policy allows it; a container's own `localhost` is no proxy's business.
+    let probes =
+        sandbox.run_command(command(&format!("env -u NO_PROXY -u no_proxy python3 probes.py {port}"))).await.unwrap();
+    assert_eq!(
+        probes.stdout,
+        "allowed hello from the test server\n\
+         redirect 403 `denied.test` is in the network policy's denied domains\n\
+         metadata 403 169.254.169.254 is a link-local (cloud metadata) address, wh\n\
+         private 403 10.1.2.3 is a private address, which guests may not reach un\n\
+         tunnel URLError <urlopen error Tunnel connection failed: 403 Forbidden>\n\
+         big ConnectionResetError\n\
+         direct blocked\n\
+         dns blocked\n",
+        "{probes:?}"
+    );
+    let env = sandbox.run_command(command("echo $HTTPS_PROXY")).await.unwrap();
+    assert!(
+        env.stdout.starts_with("http://") && env.stdout.trim_end().ends_with(|c: char| c.is_ascii_digit()),
+        "{env:?}"
+    );
+    sandboxes.kill(sandbox.id()).unwrap().await;
+    containers.finish().await;
+}
+
 #[tokio::test]
 async fn a_pause_stops_the_container_and_keeps_the_workspace_and_the_next_command_starts_one() {
     let containers = Containers::start(soulbox_fallback::ContainerConfig { pool_size: 0, ..Default::default() }).await;

@@ -410,7 +410,7 @@ impl super::Sandbox {
                     sandbox_id: shared.identity.id.clone(),
                     workspace: shared.workspace.host_path().to_path_buf(),
                     env: shared.identity.env.clone(),
-                    network: shared.identity.network,
+                    network: shared.identity.network.then(|| shared.identity.egress.clone().unwrap_or_default()),
                     stop: shared.stop.clone(),
                 }
             })
