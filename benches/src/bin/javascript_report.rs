@@ -1,13 +1,15 @@
 //! `javascript-report`: fresh JavaScript and TypeScript executions with the Node globals and the
 //! event loop, measured in process, with Node itself (`node -e`, a new process per run) beside
 //! them as the baseline when `node` is on the PATH; and the host's cost of removing the types
-//! from a 200-line TypeScript file (stripped, and transformed for one with enums).
+//! from a 200-line TypeScript file (stripped, and transformed for one with enums), and of
+//! rewriting the module syntax of a 200-line ES module (`esm::to_script`).
 //!
 //! "10 ms gaps" rows leave a gap before each request, as LLM tool calls do; "back-to-back" rows
 //! send the next request the moment the last one is answered.
 
 use soulbox_benches::{execution_latencies, process_latencies, row};
 use soulbox_engine::Language;
+use soulbox_runtimes_wasm::javascript::esm::to_script;
 use soulbox_runtimes_wasm::javascript::typescript::to_javascript;
 use std::process::Command;
 use std::time::Duration;
@@ -24,6 +26,34 @@ const url = new URL('https://example.com/api?limit=10');
 console.log(data, Buffer.from('hi').toString('hex'), url.searchParams.get('limit'));
 setTimeout(() => console.log('done'), 0);"#;
 
+/// The same program as an ES module, as models write it for Node 22: imports, an export, a
+/// top-level `await`.
+const ES_MODULE: &str = r#"import fs from 'fs';
+import { join } from 'path';
+export const file = join('.', 'data.json');
+fs.writeFileSync(file, JSON.stringify({ items: [1, 2, 3] }));
+const data = JSON.parse(await fs.promises.readFile(file, 'utf8'));
+console.log(data, Buffer.from('hi').toString('hex'));"#;
+
+/// A 200-line ES module: imports, then 20 blocks of an exported function, an exported class and
+/// a call, then a top-level `await`.
+fn es_module_file() -> String {
+    let mut file = String::from(
+        "import fs from 'fs';\nimport { join, basename as base } from 'path';\nimport * as util from 'util';\n",
+    );
+    for i in 0..20 {
+        file.push_str(&format!(
+            "export function pick{i}(items, id) {{\n  return items.find((item) => item.id === id);\n}}\n\
+             export class Store{i} {{\n  items = [];\n  add(item) {{ this.items.push(item); }}\n}}\n\
+             const store{i} = new Store{i}();\nstore{i}.add({{ id: {i} }});\nconsole.log(pick{i}(store{i}.items, {i}));\n\n"
+        ));
+    }
+    file.push_str(
+        "await new Promise((resolve) => setTimeout(resolve, 0));\nexport default { fs, join, base, util };\n",
+    );
+    file
+}
+
 /// A 200-line TypeScript file: 20 blocks of an interface, a generic function and a class; with
 /// `enums`, each block also has an enum (which makes swc transform rather than strip).
 fn typescript_file(enums: bool) -> String {
@@ -37,15 +67,15 @@ fn typescript_file(enums: bool) -> String {
     file
 }
 
-/// `runs` timings of `to_javascript(code)`, after `runs / 10` unmeasured.
-fn strip_latencies(code: &str, runs: usize) -> Vec<Duration> {
+/// `runs` timings of `convert(code)` on the host, after `runs / 10` unmeasured.
+fn host_latencies<T>(convert: impl Fn(&str) -> T, code: &str, runs: usize) -> Vec<Duration> {
     for _ in 0..runs / 10 {
-        std::hint::black_box(to_javascript(code));
+        std::hint::black_box(convert(code));
     }
     (0..runs)
         .map(|_| {
             let started = std::time::Instant::now();
-            std::hint::black_box(to_javascript(code));
+            std::hint::black_box(convert(code));
             started.elapsed()
         })
         .collect()
@@ -68,10 +98,19 @@ fn main() -> anyhow::Result<()> {
             NODE_STYLE,
         ),
     ];
+    let module = es_module_file();
     let (stripped, transformed) = (typescript_file(false), typescript_file(true));
     let ts_runs = [
-        ("strip the types of a 200-line TypeScript file (on the host)", strip_latencies(&stripped, RUNS)),
-        ("transform a 200-line TypeScript file with enums (on the host)", strip_latencies(&transformed, RUNS)),
+        ("strip the types of a 200-line TypeScript file (on the host)", host_latencies(to_javascript, &stripped, RUNS)),
+        (
+            "transform a 200-line TypeScript file with enums (on the host)",
+            host_latencies(to_javascript, &transformed, RUNS),
+        ),
+        ("rewrite the module syntax of a 200-line ES module (on the host)", host_latencies(to_script, &module, RUNS)),
+        (
+            "fresh ES module (imports, an export, top-level await; fs, JSON, Buffer), back-to-back",
+            measure(ES_MODULE, None)?,
+        ),
         (
             "fresh TypeScript, the 200-line file, back-to-back",
             runtime.block_on(execution_latencies(&engine, Language::TypeScript, &stripped, RUNS, None))?,

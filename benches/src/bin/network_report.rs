@@ -9,7 +9,8 @@
 //! Packages: `requests` installed on demand (from `target/test-wheels`, which `scripts/bench.sh`
 //! fills as the test suite does): installing the set the first time (pip's resolution from a
 //! wheel directory, the checks, unpacking), and a fresh guest that imports it and makes a
-//! request (the set cached: copied into the guest's root, then imported).
+//! request (the set cached: copied into the guest's root, then imported); and the same request
+//! with the `requests` and `httpx` bundled with the Python runtime (nothing to install or copy).
 
 use soulbox_benches::{baseline_python, execution_latencies, process_latencies, request_latencies, row};
 use soulbox_engine::{Engine, ExecRequest, Language, NetworkPolicy};
@@ -77,6 +78,10 @@ fn main() -> anyhow::Result<()> {
     let python_get = measure(Box::new(with_policy(Language::Python, &python)) as Box<dyn Fn() -> ExecRequest>)?;
     let js_get = measure(Box::new(with_policy(Language::JavaScript, &javascript)))?;
     let plain = runtime.block_on(execution_latencies(&engine, Language::Python, "print(1 + 1)", RUNS, None))?;
+    let bundled_requests = format!("import requests\nprint(len(requests.get({url:?}).content))");
+    let bundled_httpx = format!("import httpx\nprint(len(httpx.get({url:?}).content))");
+    let requests_bundled = measure(Box::new(with_policy(Language::Python, &bundled_requests)))?;
+    let httpx_bundled = measure(Box::new(with_policy(Language::Python, &bundled_httpx)))?;
     let plain_with_policy = measure(Box::new(with_policy(Language::Python, "print(1 + 1)")))?;
 
     let wheels = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-wheels");
@@ -125,5 +130,7 @@ fn main() -> anyhow::Result<()> {
         &requests_get,
         None,
     );
+    row("fresh Python, bundled `requests`: `import requests`, `requests.get(url)`", &requests_bundled, None);
+    row("fresh Python, bundled `httpx`: `import httpx`, `httpx.get(url)`", &httpx_bundled, None);
     Ok(())
 }
