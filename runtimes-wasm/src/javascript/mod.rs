@@ -361,16 +361,26 @@ async fn eval_named(
     code: &str,
     name: &str,
 ) -> wasmtime::Result<bool> {
-    let context = qjs_context(store, instance).await?;
-    let mut source = code.as_bytes().to_vec();
-    source.push(0);
-    let buf = malloc(store, instance, &source).await?;
-    let name = malloc(store, instance, format!("{name}\0").as_bytes()).await?;
+    let (context, source, name) = script_in_guest(store, instance, code, name).await?;
     let eval_buf = instance.get_typed_func::<(i32, i32, i32, i32, i32), i32>(&mut *store, "soulbox_eval_buf")?;
-    let status = eval_buf.call_async(&mut *store, (context, buf, i32::try_from(code.len())?, name, 0)).await?;
-    free(store, instance, buf).await?;
+    let status = eval_buf.call_async(&mut *store, (context, source, i32::try_from(code.len())?, name, 0)).await?;
+    free(store, instance, source).await?;
     free(store, instance, name).await?;
     Ok(status == 0)
+}
+
+/// The guest's context, and `code` and `name` copied into guest memory as C strings (the
+/// caller frees both).
+async fn script_in_guest(
+    store: &mut Store<GuestState>,
+    instance: &Instance,
+    code: &str,
+    name: &str,
+) -> wasmtime::Result<(i32, i32, i32)> {
+    let context = qjs_context(store, instance).await?;
+    let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
+    let name = malloc(store, instance, format!("{name}\0").as_bytes()).await?;
+    Ok((context, source, name))
 }
 
 /// Evaluates `code` as an async global script (top-level `await`) named `name`: it runs to
@@ -383,9 +393,7 @@ async fn eval_async(
     code: &str,
     name: &str,
 ) -> wasmtime::Result<bool> {
-    let context = qjs_context(store, instance).await?;
-    let source = malloc(store, instance, format!("{code}\0").as_bytes()).await?;
-    let name = malloc(store, instance, format!("{name}\0").as_bytes()).await?;
+    let (context, source, name) = script_in_guest(store, instance, code, name).await?;
     let eval = instance.get_typed_func::<(i32, i32, i32, i32, i32), i64>(&mut *store, "soulbox_js_eval")?;
     let value =
         eval.call_async(&mut *store, (context, source, i32::try_from(code.len())?, name, JS_EVAL_FLAG_ASYNC)).await?;

@@ -23,7 +23,6 @@ use crate::fetch::{FetchSource, Progress};
 use crate::manifest::{BundledWheel, bundled};
 use crate::verify::sha256_file;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 /// Where a guest sees the bundled packages.
 pub const GUEST_DIR: &str = "/usr/local/lib/site-packages";
@@ -114,31 +113,13 @@ fn verified(dir: &Path, wanted: &BundledWheel) -> Result<PathBuf, RuntimeError> 
     Ok(wheel)
 }
 
+/// Pure wheels for CPython 3.15 on any platform (the guest's).
+const PURE_WHEELS: [&str; 8] =
+    ["--platform", "any", "--implementation", "py", "--abi", "none", "--python-version", "3.15"];
+
 fn pip_download(python: &str, into: &Path, progress: Progress) -> Result<(), RuntimeError> {
     let requirements: Vec<String> = bundled().iter().map(BundledWheel::requirement).collect();
-    if progress == Progress::Bars {
-        eprintln!("Downloading the bundled Python packages: {}", requirements.join(" "));
-    }
-    let mut cmd = Command::new(python);
-    cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check"])
-        .args(["--platform", "any", "--implementation", "py", "--abi", "none", "--python-version", "3.15"])
-        .arg("--dest")
-        .arg(into)
-        .args(&requirements);
-    if progress == Progress::Quiet {
-        cmd.arg("--quiet");
-    }
-    let status = cmd.status().map_err(|e| {
-        RuntimeError::Fetch(format!(
-            "cannot run `{python} -m pip`: {e}. Install Python 3 with pip, or fetch from a directory with `--from DIR`"
-        ))
-    })?;
-    if !status.success() {
-        return Err(RuntimeError::Fetch(format!(
-            "`pip download` of the bundled Python packages failed ({status}); check the network or fetch from a directory with `--from DIR`"
-        )));
-    }
-    Ok(())
+    crate::fetch::pip_download_wheels(python, into, &requirements, &PURE_WHEELS, progress)
 }
 
 #[cfg(test)]
