@@ -1,4 +1,4 @@
-// An ES module, as Node 22 detects one: imports of built-ins, exports, top-level await.
+// An ES module, as Node 22 detects one: imports of built-ins, exports, top-level await (its .out is what Node 20 printed for it run as an .mjs file).
 import fs from 'node:fs';
 import { join, basename as base } from 'path';
 import * as os from 'os';
