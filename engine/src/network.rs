@@ -272,17 +272,25 @@ fn non_public_v4(a: Ipv4Addr) -> Option<&'static str> {
     })
 }
 
+/// IPv6 by IANA's special-purpose registry: every block it marks not globally reachable.
 fn non_public_v6(a: Ipv6Addr) -> Option<&'static str> {
-    let first = a.segments()[0];
+    let [first, second, third, ..] = a.segments();
     Some(match () {
         _ if a.is_loopback() => "loopback",
         _ if a.is_unspecified() => "unspecified",
         _ if a.is_multicast() => "multicast",
         _ if (first & 0xfe00) == 0xfc00 => "unique-local (private)",
         _ if (first & 0xffc0) == 0xfe80 => "link-local",
-        _ if first == 0x2001 && a.segments()[1] == 0x0db8 => "documentation",
+        _ if (first & 0xffc0) == 0xfec0 => "site-local (private)",
+        _ if first == 0x2001 && second == 0x0db8 => "documentation",
+        _ if (first & 0xfff0) == 0x3ff0 => "documentation",
+        _ if first == 0x0100 && second == 0 && third == 0 && a.segments()[3] == 0 => "discard-only",
+        _ if first == 0x5f00 => "segment routing (SRv6)",
+        // The local-use translation prefix (64:ff9b:1::/48) maps to the operator's own IPv4.
+        _ if first == 0x0064 && second == 0xff9b && third == 0x0001 => "local-use IPv4 translation",
+        _ if first == 0x2001 && second < 0x0200 && !ietf_assignment_is_global(a) => "IETF protocol assignment",
         // NAT64 and 6to4 embed an IPv4 address: judge them by it.
-        _ if first == 0x0064 && a.segments()[1] == 0xff9b => {
+        _ if first == 0x0064 && second == 0xff9b => {
             let [.., hi, lo] = a.segments();
             return non_public_v4(Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo)));
         }
@@ -293,6 +301,15 @@ fn non_public_v6(a: Ipv6Addr) -> Option<&'static str> {
         _ if a.to_ipv4().is_some() && first == 0 => "IPv4-compatible",
         _ => return None,
     })
+}
+
+/// The globally reachable blocks inside 2001::/23 (IETF protocol assignments, whose rest, Teredo
+/// included, is not): the anycast addresses 2001:1::1 to 2001:1::3, AMT (2001:3::/32), AS112
+/// (2001:4:112::/48), ORCHIDv2 (2001:20::/28) and drone remote ID (2001:30::/28).
+fn ietf_assignment_is_global(a: Ipv6Addr) -> bool {
+    let s = a.segments();
+    let anycast = s[..7] == [0x2001, 1, 0, 0, 0, 0, 0] && (1..=3).contains(&s[7]);
+    anycast || s[1] == 3 || (s[1] == 4 && s[2] == 0x0112) || (0x20..0x40).contains(&s[1])
 }
 
 /// `example.com` (that name) or `*.example.com` (its subdomains).
@@ -416,12 +433,25 @@ mod tests {
             "64:ff9b::a9fe:a9fe",
             "2002:7f00:1::",
             "::",
+            "fec0::1",
+            "64:ff9b:1::a00:1",
+            "100::1",
+            "2001::1",
+            "2001:2::1",
+            "2001:db8::1",
+            "3fff::1",
+            "5f00::1",
         ] {
             let address: IpAddr = private.parse().unwrap();
             assert!(matches!(r.check_address(address), Err(Refusal::NotPublic(..))), "{private}");
             assert!(r.check_host(private).is_err(), "{private}");
         }
         assert!(r.check_host("[::1]").is_err());
+        // Public blocks beside the special ones.
+        for public in ["2001:4860:4860::8888", "2001:1::1", "2001:3::1", "2001:4:112::1", "2001:20::1", "100:0:0:1::1"]
+        {
+            assert!(r.check_address(public.parse().unwrap()).is_ok(), "{public}");
+        }
     }
 
     #[test]
