@@ -283,7 +283,7 @@ fn non_public_v6(a: Ipv6Addr) -> Option<&'static str> {
         _ if (first & 0xffc0) == 0xfe80 => "link-local",
         _ if (first & 0xffc0) == 0xfec0 => "site-local (private)",
         _ if first == 0x2001 && second == 0x0db8 => "documentation",
-        _ if (first & 0xfff0) == 0x3ff0 => "documentation",
+        _ if first == 0x3fff && (second & 0xf000) == 0 => "documentation",
         _ if first == 0x0100 && second == 0 && third == 0 && a.segments()[3] == 0 => "discard-only",
         _ if first == 0x5f00 => "segment routing (SRv6)",
         // The local-use translation prefix (64:ff9b:1::/48) maps to the operator's own IPv4.
@@ -440,6 +440,7 @@ mod tests {
             "2001:2::1",
             "2001:db8::1",
             "3fff::1",
+            "3fff:fff::1",
             "5f00::1",
         ] {
             let address: IpAddr = private.parse().unwrap();
@@ -448,8 +449,15 @@ mod tests {
         }
         assert!(r.check_host("[::1]").is_err());
         // Public blocks beside the special ones.
-        for public in ["2001:4860:4860::8888", "2001:1::1", "2001:3::1", "2001:4:112::1", "2001:20::1", "100:0:0:1::1"]
-        {
+        for public in [
+            "2001:4860:4860::8888",
+            "2001:1::1",
+            "2001:3::1",
+            "2001:4:112::1",
+            "2001:20::1",
+            "100:0:0:1::1",
+            "3fff:1000::1",
+        ] {
             assert!(r.check_address(public.parse().unwrap()).is_ok(), "{public}");
         }
     }
