@@ -14,8 +14,8 @@ step() { printf '\n==> [%ds] %s\n' "$((SECONDS - started))" "$*" >&2; }
 # What the tests need besides the Rust build is made beside it, from the start: the Python
 # environments and wheels (pip), then PostgreSQL and the container images (apt and Docker: one
 # after the other, since both may install Debian packages). Each job logs to target/prepare/;
-# the tests wait for them below. On a fresh machine this overlaps ten minutes of downloads and
-# image building with the compile.
+# the tests wait for them below. Measured cold on 2 cores, run one after another: 260 s of pip
+# and 465 s of images, now beside the compile instead of after it.
 prepare=target/prepare
 mkdir -p "$prepare"
 python_envs() {

@@ -274,7 +274,7 @@ fn non_public_v4(a: Ipv4Addr) -> Option<&'static str> {
 
 /// IPv6 by IANA's special-purpose registry: every block it marks not globally reachable.
 fn non_public_v6(a: Ipv6Addr) -> Option<&'static str> {
-    let [first, second, third, ..] = a.segments();
+    let [first, second, third, fourth, ..] = a.segments();
     Some(match () {
         _ if a.is_loopback() => "loopback",
         _ if a.is_unspecified() => "unspecified",
@@ -284,7 +284,7 @@ fn non_public_v6(a: Ipv6Addr) -> Option<&'static str> {
         _ if (first & 0xffc0) == 0xfec0 => "site-local (private)",
         _ if first == 0x2001 && second == 0x0db8 => "documentation",
         _ if first == 0x3fff && (second & 0xf000) == 0 => "documentation",
-        _ if first == 0x0100 && second == 0 && third == 0 && a.segments()[3] == 0 => "discard-only",
+        _ if first == 0x0100 && second == 0 && third == 0 && fourth == 0 => "discard-only",
         _ if first == 0x5f00 => "segment routing (SRv6)",
         // The local-use translation prefix (64:ff9b:1::/48) maps to the operator's own IPv4.
         _ if first == 0x0064 && second == 0xff9b && third == 0x0001 => "local-use IPv4 translation",
