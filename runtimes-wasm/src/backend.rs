@@ -8,7 +8,7 @@ use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
 use crate::javascript::JavaScript;
 use crate::kernel::WasmKernel;
-use crate::language::WasmLanguage;
+use crate::language::GuestModule;
 use crate::module_cache::{ModuleCache, ModuleKey};
 use crate::packages::PackageSource;
 use crate::python::Python;
@@ -88,7 +88,7 @@ pub(crate) struct Inner {
     pub(crate) config: WasmConfig,
     pub(crate) engine: Engine,
     cache: ModuleCache,
-    prepared: moka::sync::Cache<WasmLanguage, Arc<Prepared>>,
+    prepared: moka::sync::Cache<GuestModule, Arc<Prepared>>,
     pub(crate) pool: WorkerPool,
     /// Live context instances (sandbox kernels), for callers' gauges and tests.
     pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
@@ -131,7 +131,7 @@ impl WasmBackend {
         let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
         let ticker = EpochTicker::start(&engine).map_err(|e| RuntimeError::io(config.home.root(), e))?;
-        let prepared = moka::sync::Cache::builder().max_capacity(WasmLanguage::ALL.len() as u64).build();
+        let prepared = moka::sync::Cache::builder().max_capacity(GuestModule::ALL.len() as u64).build();
         let packages = crate::packages::Packages::new(config.home.packages_dir(), "python3", config.packages.clone());
         Ok(WasmBackend {
             inner: Arc::new(Inner {
@@ -152,10 +152,11 @@ impl WasmBackend {
         })
     }
 
-    /// Loads or compiles every language's module now, so the first execution is fast.
+    /// Loads or compiles every module now (both Python snapshots, plain and data-science, and
+    /// JavaScript's), so the first execution is fast.
     pub fn prepare(&self) -> Result<(), RuntimeError> {
-        for language in WasmLanguage::ALL {
-            self.inner.prepared(language)?;
+        for module in GuestModule::ALL {
+            self.inner.prepared(module)?;
         }
         Ok(())
     }
@@ -195,23 +196,23 @@ impl Inner {
         Ok(())
     }
 
-    /// The ready-to-instantiate module for `language`, built at most once per process.
-    pub(crate) fn prepared(&self, language: WasmLanguage) -> Result<Arc<Prepared>, RuntimeError> {
-        self.prepared.try_get_with(language, || self.prepare(language).map(Arc::new)).map_err(
-            |e| match Arc::try_unwrap(e) {
+    /// The ready-to-instantiate `module`, built at most once per process.
+    pub(crate) fn prepared(&self, module: GuestModule) -> Result<Arc<Prepared>, RuntimeError> {
+        self.prepared.try_get_with(module, || self.prepare(module).map(Arc::new)).map_err(|e| {
+            match Arc::try_unwrap(e) {
                 Ok(error) => error,
                 Err(shared) => RuntimeError::Wasm(shared.to_string()),
-            },
-        )
+            }
+        })
     }
 
-    fn prepare(&self, language: WasmLanguage) -> Result<Prepared, RuntimeError> {
+    fn prepare(&self, which: GuestModule) -> Result<Prepared, RuntimeError> {
         let started = Instant::now();
         let home = &self.config.home;
-        let (interpreter, key, module) = match language {
-            WasmLanguage::Python => {
-                let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()));
-                let key = ModuleKey { name: "python".into(), content: stateful(python.content_key()) };
+        let (interpreter, key, module) = match which {
+            GuestModule::Python(flavour) => {
+                let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()), flavour);
+                let key = ModuleKey { name: flavour.module_name().into(), content: stateful(python.content_key()) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
                     let snapshot = python.snapshot_wasm(
                         &home.snapshot_dir(),
@@ -223,7 +224,7 @@ impl Inner {
                 })?;
                 (Interpreter::Python(python), key, module)
             }
-            WasmLanguage::JavaScript => {
+            GuestModule::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
                 let key = ModuleKey { name: "javascript".into(), content: stateful(js.content_key()) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
@@ -235,7 +236,7 @@ impl Inner {
         let mut linker = Linker::<GuestState>::new(&self.engine);
         add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
         let instance_pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::wasm(&e))?;
-        tracing::info!(%language, module = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
+        tracing::info!(module = %which, file = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
         Ok(Prepared { interpreter, instance_pre, module: key.content, pristine: std::sync::OnceLock::new() })
     }
 }

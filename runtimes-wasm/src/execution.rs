@@ -8,9 +8,13 @@
 //! point, classifies how it ended, and collects the output files. A guest serves exactly one
 //! execution: afterwards it is rewound or dropped, so nothing leaks between executions.
 //!
+//! A Python execution's module is the snapshot [`GuestModule::for_request`] picks for its code
+//! (plain, or data-science when it mentions the scientific stack).
+//!
 //! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
 //! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
-//! thread-local slot, so the next request finds its guest ready. JavaScript guests take their
+//! thread-local slot of its flavour, so the next request of that flavour finds its guest
+//! ready (a worker holds at most one ready guest per flavour, and only of flavours it ran). JavaScript guests take their
 //! env from the WASI context (wasi-libc reads it when the guest begins), so they are always
 //! started for their request.
 
@@ -19,8 +23,8 @@ use crate::checkpoint::Pristine;
 use crate::egress::GuestNetwork;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
-use crate::language::WasmLanguage;
-use crate::python::{Python, layout};
+use crate::language::{GuestModule, WasmLanguage};
+use crate::python::{Flavour, Python, layout};
 use crate::rewind::NotRewound;
 use crate::ticker::EpochTicker;
 use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, NetworkUsage, Outcome, OutputFile};
@@ -103,6 +107,31 @@ struct Guest {
     owner: *const Inner,
 }
 
+impl Guest {
+    /// Which Python snapshot it is an instance of; `None` for JavaScript.
+    fn flavour(&self) -> Option<Flavour> {
+        match &self.prepared.interpreter {
+            Interpreter::Python(python) => Some(python.flavour()),
+            Interpreter::JavaScript => None,
+        }
+    }
+}
+
+/// A worker's Python guests started ahead of their requests, one slot per flavour.
+struct Ready {
+    plain: Option<Guest>,
+    data_science: Option<Guest>,
+}
+
+impl Ready {
+    fn slot(&mut self, flavour: Flavour) -> &mut Option<Guest> {
+        match flavour {
+            Flavour::Plain => &mut self.plain,
+            Flavour::DataScience => &mut self.data_science,
+        }
+    }
+}
+
 /// A guest after its execution, and whether it may be rewound for another.
 struct Spent {
     guest: Guest,
@@ -116,8 +145,8 @@ thread_local! {
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime");
-    /// This worker's next Python guest, started ahead of its request.
-    static READY_PYTHON: RefCell<Option<Guest>> = const { RefCell::new(None) };
+    /// This worker's next Python guests, started ahead of their requests.
+    static READY_PYTHON: RefCell<Ready> = const { RefCell::new(Ready { plain: None, data_science: None }) };
     /// The guest of the job just answered, rewound or dropped in the follow-up (work the
     /// caller need not wait for).
     static SPENT: RefCell<Option<Spent>> = const { RefCell::new(None) };
@@ -134,16 +163,16 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
         true => None,
         false => Some(installed_and_compiled(inner, &request.packages)?),
     };
-    let language = WasmLanguage::of(request.language)?;
-    if language == WasmLanguage::Python {
-        bundled_compiled(inner);
-    }
-    let mut guest = match language {
-        WasmLanguage::Python => match take_ready_python(inner) {
-            Some(guest) => guest,
-            None => start_guest(inner, WasmLanguage::Python, None)?,
-        },
-        WasmLanguage::JavaScript => start_guest(inner, WasmLanguage::JavaScript, Some(&request))?,
+    let module = GuestModule::for_request(&request)?;
+    let mut guest = match module {
+        GuestModule::Python(flavour) => {
+            bundled_compiled(inner);
+            match take_ready_python(inner, flavour) {
+                Some(guest) => guest,
+                None => start_guest(inner, module, None)?,
+            }
+        }
+        GuestModule::JavaScript => start_guest(inner, module, Some(&request))?,
     };
     // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
     guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
@@ -198,7 +227,7 @@ fn compile(inner: &Inner, set: &crate::packages::Installed) -> Result<(), Runtim
     if crate::packages::is_compiled(set) {
         return Ok(());
     }
-    let mut guest = start_guest(inner, WasmLanguage::Python, None)?;
+    let mut guest = start_guest(inner, GuestModule::Python(Flavour::Plain), None)?;
     crate::packages::place(set, &guest.root.host_path())?;
     let compiled = block_on(Python::run_internal(&mut guest.store, &guest.instance, crate::packages::COMPILE_TURN));
     match compiled {
@@ -210,34 +239,50 @@ fn compile(inner: &Inner, set: &crate::packages::Installed) -> Result<(), Runtim
 }
 
 /// The work after each job, once the caller has its result: the spent Python guest is rewound
-/// to become this worker's next one, or dropped (and, unless the pool has a backlog, a new one
-/// started ahead of time). Failures are logged: the next request starts its guest itself.
+/// to become this worker's next one of its flavour, or dropped (and, unless the pool has a
+/// backlog, a new one started ahead of time). Failures are logged: the next request starts its
+/// guest itself.
 pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
     let spent = SPENT.with(|spent| spent.borrow_mut().take());
-    let ready = READY_PYTHON.with(|ready| ready.borrow().is_some());
-    if let Some(Spent { guest, rewindable: true }) = spent.filter(|_| inner.config.prewarm && !ready) {
+    let flavour = spent.as_ref().and_then(|spent| spent.guest.flavour());
+    if let Some(Spent { guest, rewindable: true }) = spent
+        && let Some(flavour) = flavour
+        && inner.config.prewarm
+        && !is_ready(flavour)
+    {
         match rewind(inner, guest) {
             Ok(guest) => {
                 inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest));
+                return READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest));
             }
             Err(why) => tracing::debug!(%why, "started a new Python guest instead of rewinding the last one"),
         }
     }
     if !backlogged {
-        refill(inner);
+        refill(inner, flavour);
     }
 }
 
-/// Starts this worker's next Python guest if it has none.
-fn refill(inner: &Inner) {
-    if !inner.config.prewarm || READY_PYTHON.with(|ready| ready.borrow().is_some()) {
+/// Starts this worker's next Python guest of `flavour` (the spent guest's) if it has none;
+/// after a job that spent no Python guest, a plain one if it has no ready guest at all.
+fn refill(inner: &Inner, flavour: Option<Flavour>) {
+    let flavour = match flavour {
+        Some(flavour) => flavour,
+        None if Flavour::ALL.into_iter().any(is_ready) => return,
+        None => Flavour::Plain,
+    };
+    if !inner.config.prewarm || is_ready(flavour) {
         return;
     }
-    match start_guest(inner, WasmLanguage::Python, None) {
-        Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut() = Some(guest)),
-        Err(error) => tracing::warn!(%error, "could not start the next Python guest ahead of time"),
+    match start_guest(inner, GuestModule::Python(flavour), None) {
+        Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest)),
+        Err(error) => tracing::warn!(%error, %flavour, "could not start the next Python guest ahead of time"),
     }
+}
+
+/// Whether this worker has a Python guest of `flavour` ready.
+fn is_ready(flavour: Flavour) -> bool {
+    READY_PYTHON.with(|ready| ready.borrow_mut().slot(flavour).is_some())
 }
 
 /// Sets a spent Python guest back to a new guest's state ([`crate::rewind`]) and warms it.
@@ -256,8 +301,8 @@ fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
     Ok(guest)
 }
 
-fn take_ready_python(inner: &Inner) -> Option<Guest> {
-    READY_PYTHON.with(|ready| ready.borrow_mut().take()).filter(|guest| std::ptr::eq(guest.owner, inner))
+fn take_ready_python(inner: &Inner, flavour: Flavour) -> Option<Guest> {
+    READY_PYTHON.with(|ready| ready.borrow_mut().slot(flavour).take()).filter(|guest| std::ptr::eq(guest.owner, inner))
 }
 
 /// Drives `future` on this worker's runtime. While the future waits (a guest in a host call:
@@ -280,8 +325,8 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
 
 /// A new guest, instantiated. Python guests also run the warm-up turns; JavaScript guests get
 /// `request`'s argv and env in their WASI context.
-fn start_guest(inner: &Inner, language: WasmLanguage, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
-    let prepared = inner.prepared(language)?;
+fn start_guest(inner: &Inner, module: GuestModule, request: Option<&ExecRequest>) -> Result<Guest, RuntimeError> {
+    let prepared = inner.prepared(module)?;
     let (root, state) = match &prepared.interpreter {
         Interpreter::Python(python) => python_world(inner, python)?,
         Interpreter::JavaScript => {

@@ -161,13 +161,16 @@ fn stamp(path: &Path) -> std::io::Result<String> {
     ))
 }
 
-/// Removes the files in `dir` whose names start with `prefix`, except `keep` (and its `.b3`).
+/// Removes the files in `dir` named `prefix` then a digest (no further `-`: `python-` is not
+/// the prefix of `python-plain-…`, another name's files), except `keep` (and its `.b3`).
 pub(crate) fn remove_stale(dir: &Path, prefix: &str, keep: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     let keep_sidecar = checksum_path(keep);
     for entry in entries.flatten() {
         let path = entry.path();
-        let stale = entry.file_name().to_string_lossy().starts_with(prefix) && path != keep && path != keep_sidecar;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let same_name = name.strip_prefix(prefix).is_some_and(|rest| !rest.contains('-'));
+        let stale = same_name && path != keep && path != keep_sidecar;
         if stale && std::fs::remove_file(&path).is_ok() {
             tracing::info!(path = %path.display(), "removed a stale cached module");
         }
@@ -188,4 +191,29 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), RuntimeError> {
     std::io::Write::write_all(&mut tmp, bytes).map_err(|e| RuntimeError::io(path, e))?;
     tmp.persist(path).map_err(|e| RuntimeError::io(path, e.error))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_files_are_those_of_the_same_name_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = ["python-aaaa.wasm", "python-aaaa.wasm.b3", "python-bbbb.wasm", "python-bbbb.wasm.b3"];
+        let others = ["python-plain-cccc.wasm", "python-plain-cccc.wasm.b3", "javascript-dddd.wasm"];
+        for name in names.iter().chain(&others) {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        remove_stale(dir.path(), "python-", &dir.path().join("python-bbbb.wasm"));
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut expected: Vec<String> =
+            ["python-bbbb.wasm", "python-bbbb.wasm.b3"].iter().chain(&others).map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(left, expected, "the older python file went; another name's files stayed");
+    }
 }

@@ -129,6 +129,30 @@ async fn forks_carry_the_state_over_then_diverge() {
     assert_eq!(a, b, "a seed the code sets is the code's");
 }
 
+/// A plain context (the plain snapshot) that imported numpy in a cell: its checkpoint restores
+/// into the plain module, and its forks reseed the numpy it imported.
+#[tokio::test]
+async fn a_plain_context_that_imported_numpy_resumes_and_forks_with_it() {
+    let sandboxes = sandboxes();
+    let source = sandboxes.create(SandboxSpec { template: Template::Python, ..SandboxSpec::default() }).await.unwrap();
+    text(&source.run_code("import numpy as np\nsquares = np.arange(5) ** 2", RunOptions::default()).await.unwrap());
+    source.pause().await.unwrap();
+    let resumed = source.run_code("print(int(squares.sum()))", RunOptions::default()).await.unwrap();
+    assert_eq!(text(&resumed).trim(), "30");
+    let forks = sandboxes.fork(&source, 2).await.unwrap();
+    let draw = "print(np.random.random())";
+    let mut draws = vec![text(&source.run_code(draw, RunOptions::default()).await.unwrap())];
+    for fork in &forks {
+        assert_eq!(
+            text(&fork.run_code("print(int(squares.sum()))", RunOptions::default()).await.unwrap()).trim(),
+            "30"
+        );
+        draws.push(text(&fork.run_code(draw, RunOptions::default()).await.unwrap()));
+    }
+    let distinct: std::collections::HashSet<_> = draws.iter().collect();
+    assert_eq!(distinct.len(), 3, "each fork reseeded numpy: {draws:?}");
+}
+
 /// Forks of several share one copy of their checkpoint's pages (mapped copy-on-write), and the
 /// pool slots they used come back clean: a dedicated backend small enough that what runs
 /// after the forks runs in their slots.

@@ -125,3 +125,29 @@ async fn a_request_without_env_or_args_sees_the_base_ones() {
     let again = python("import os\nprint('GREETING' in os.environ)").await;
     assert_eq!(again.stdout, "False\n", "a later request never sees an earlier one's env");
 }
+
+/// Which of the scientific stack's modules the guest had imported when its code began (the
+/// names are built at run time so that the code itself mentions none of them).
+const STACK_LOADED: &str = "import sys\nprint(sorted(m for m in ('num' + 'py', 'pan' + 'das') if m in sys.modules))";
+
+#[tokio::test]
+async fn plain_code_starts_from_the_plain_snapshot_and_may_still_import_the_stack() {
+    let plain = python(STACK_LOADED).await;
+    assert_eq!(plain.stdout, "[]\n", "code that mentions no data-science module: {plain:?}");
+    let mentioned = python(&format!("# uses pandas\n{STACK_LOADED}")).await;
+    assert_eq!(mentioned.stdout, "['numpy', 'pandas']\n", "a mention picks the data-science snapshot: {mentioned:?}");
+    let in_input = run(ExecRequest::new(
+        Language::Python,
+        format!("import sys\nsys.path.insert(0, '/')\nimport helper\n{STACK_LOADED}"),
+    )
+    .with_file("helper.py", "import numpy"))
+    .await;
+    assert_eq!(in_input.stdout, "['numpy', 'pandas']\n", "a `.py` input file counts too: {in_input:?}");
+    // Imported at run time from the plain snapshot: slower, same answers, freshly seeded.
+    let hidden = "np = __import__('num' + 'py')\nprint(int(np.arange(4).sum()), np.random.rand())";
+    let (first, second) = (python(hidden).await, python(hidden).await);
+    assert_eq!(first.stdout.split_whitespace().next(), Some("6"), "{first:?}");
+    assert_ne!(first.stdout, second.stdout, "numpy imported at run time is seeded afresh");
+    let after = python(STACK_LOADED).await;
+    assert_eq!(after.stdout, "[]\n", "a plain guest that imported numpy leaves nothing behind: {after:?}");
+}

@@ -70,24 +70,56 @@ traces = [
 print("clean" if not any(traces) else traces, random.random(), np.random.rand())
 "#;
 
+/// [`LEAVE_TRACES`] and [`LOOK_FOR_TRACES`] without numpy, so that they run in the plain
+/// snapshot's guests.
+fn without_numpy(code: &str) -> String {
+    code.replace("import numpy as np\n", "").replace(", np.random.rand())", ")")
+}
+
 #[tokio::test]
-async fn a_rewound_guest_keeps_nothing_of_the_execution_before() {
+async fn a_rewound_data_science_guest_keeps_nothing_of_the_execution_before() {
+    leaves_no_trace(LEAVE_TRACES, LOOK_FOR_TRACES).await;
+}
+
+#[tokio::test]
+async fn a_rewound_plain_guest_keeps_nothing_of_the_execution_before() {
+    leaves_no_trace(&without_numpy(LEAVE_TRACES), &without_numpy(LOOK_FOR_TRACES)).await;
+}
+
+async fn leaves_no_trace(leave: &str, look: &str) {
     let (backend, engine) = one_worker();
     let mut draws = std::collections::HashSet::new();
     for round in 0..3 {
         settle(&engine).await;
         let rewound = backend.guests_rewound();
-        let left = python(&engine, LEAVE_TRACES).await;
+        let left = python(&engine, leave).await;
         assert!(left.files.iter().any(|f| f.path == "left_dir/left.txt"), "{left:?}");
         settle(&engine).await;
         assert_eq!(backend.guests_rewound(), rewound + 1, "round {round}: the guest was rewound, not replaced");
-        let looked = python(&engine, LOOK_FOR_TRACES).await;
+        let looked = python(&engine, look).await;
         let mut fields = looked.stdout.split_whitespace();
         assert_eq!(fields.next(), Some("clean"), "round {round}: {looked:?}");
         assert!(looked.files.is_empty(), "no file of the last execution is collected again: {looked:?}");
         for draw in left.stdout.split_whitespace().chain(fields) {
             assert!(draws.insert(draw.to_owned()), "round {round}: random draw {draw} repeated");
         }
+    }
+}
+
+#[tokio::test]
+async fn a_worker_keeps_one_ready_guest_per_flavour_and_rewinds_each_into_its_own() {
+    let (backend, engine) = one_worker();
+    // The plain one names pandas only as it runs: any mention would pick data-science.
+    let plain = "import sys\nprint('pan' + 'das' in sys.modules)";
+    let data_science = "import sys\nprint('pandas' in sys.modules)";
+    for round in 0..2 {
+        settle(&engine).await;
+        let rewound = backend.guests_rewound();
+        assert_eq!(python(&engine, plain).await.stdout, "False\n", "round {round}");
+        assert_eq!(python(&engine, data_science).await.stdout, "True\n", "round {round}");
+        assert_eq!(python(&engine, plain).await.stdout, "False\n", "round {round}");
+        settle(&engine).await;
+        assert_eq!(backend.guests_rewound(), rewound + 3, "round {round}: each guest went back to its flavour's slot");
     }
 }
 

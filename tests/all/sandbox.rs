@@ -126,6 +126,28 @@ async fn matplotlib_charts_come_back_as_png_and_data() {
 }
 
 #[tokio::test]
+async fn a_plain_context_imports_the_stack_on_demand_and_its_figures_still_come_back() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(spec(Template::Python)).await.unwrap();
+    let loaded = "import sys\n[m for m in ('numpy', 'matplotlib.pyplot') if m in sys.modules]";
+    let before = sandbox.run_code(loaded, python()).await.unwrap();
+    assert_eq!(before.text(), Some("[]"), "the plain snapshot imported neither: {before:?}");
+    let chart = sandbox
+        .run_code(
+            "import matplotlib.pyplot as plt\nplt.plot([1, 2, 3], [3, 1, 2])\nplt.title('On demand')\nplt.show()",
+            python(),
+        )
+        .await
+        .unwrap();
+    assert!(chart.error.is_none(), "{chart:?}");
+    assert_eq!(chart.results.len(), 1, "plt.show() sent the figure: {:?}", chart.results);
+    png_size(chart.results[0].png.as_ref().expect("a PNG"));
+    assert_eq!(chart.results[0].chart.as_ref().expect("chart data")["title"], "On demand");
+    let open = sandbox.run_code("plt.figure()\nplt.bar(['a'], [1])", python()).await.unwrap();
+    assert!(open.results.iter().any(|r| r.png.is_some()), "a figure left open is sent too: {open:?}");
+}
+
+#[tokio::test]
 async fn dataframes_come_back_as_data_and_html() {
     let sandboxes = sandboxes();
     let sandbox = sandboxes.create(spec(Template::DataScience)).await.unwrap();

