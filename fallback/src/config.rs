@@ -42,6 +42,11 @@ pub struct ContainerConfig {
     /// Whether a sandbox may ask for network access. Default false: no container has a
     /// network.
     pub allow_network: bool,
+    /// Whether SoulBox fences the host off from networked containers with iptables
+    /// ([`crate::host_fence`]): they reach the egress proxy on the host and nothing else there.
+    /// Default true; needs root and iptables (a networked container is refused when the fence
+    /// cannot be raised). Turn it off only with a firewall of your own doing the same.
+    pub fence_host: bool,
     /// Where one-shot executions' workspaces are made on the host. Default:
     /// `$TMPDIR/soulbox-containers`.
     pub state_dir: PathBuf,
@@ -58,6 +63,7 @@ impl Default for ContainerConfig {
             pids_limit: DEFAULT_PIDS_LIMIT,
             tmp_bytes: DEFAULT_TMP_BYTES,
             allow_network: false,
+            fence_host: true,
             state_dir: std::env::temp_dir().join("soulbox-containers"),
         }
     }

@@ -6,6 +6,7 @@ use crate::docker::{DockerEngine, Retry};
 use crate::egress::EgressProxy;
 use crate::error::ContainerError;
 use crate::exec::{Input, Output};
+use crate::host_fence::HostFence;
 use bollard::models::{ContainerUpdateBody, NetworkCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptions, KillContainerOptions, ListContainersOptions, RemoveContainerOptions,
@@ -68,23 +69,32 @@ impl Containers {
     }
 
     /// The egress proxy containers with network go through, started on first use (with
-    /// [`EGRESS_NETWORK`], made if missing, whose gateway it listens on).
+    /// [`EGRESS_NETWORK`], made if missing, whose gateway it listens on), and the host fenced
+    /// off from that network but for the proxy ([`crate::host_fence`], unless configured off).
     pub async fn egress_proxy(&self) -> Result<Arc<EgressProxy>, ContainerError> {
         let proxy = self
             .egress
             .get_or_try_init(|| async {
-                let gateway = self.egress_network().await?;
+                let EgressNetwork { gateway, bridge } = self.egress_network().await?;
                 let proxy = EgressProxy::start(gateway)
                     .await
                     .map_err(|e| ContainerError::io("starting the egress proxy", e))?;
+                if self.config.fence_host {
+                    let port = proxy.port();
+                    let raised = tokio::task::spawn_blocking(move || HostFence::raise(&bridge, gateway, port))
+                        .await
+                        .map_err(|e| ContainerError::Internal(format!("raising the host fence: {e}")))?;
+                    proxy.keep_fence(raised.map_err(|e| ContainerError::Unavailable(e.to_string()))?);
+                }
                 Ok::<_, ContainerError>(Arc::new(proxy))
             })
             .await?;
         Ok(Arc::clone(proxy))
     }
 
-    /// Makes [`EGRESS_NETWORK`] if it is missing; its gateway address (the host's, on it).
-    async fn egress_network(&self) -> Result<IpAddr, ContainerError> {
+    /// Makes [`EGRESS_NETWORK`] if it is missing; its gateway address (the host's, on it) and
+    /// its bridge's interface name.
+    async fn egress_network(&self) -> Result<EgressNetwork, ContainerError> {
         let inspect = || {
             self.docker
                 .call("inspect a network", Retry::Yes, |d| async move { d.inspect_network(EGRESS_NETWORK, None).await })
@@ -102,10 +112,23 @@ impl Containers {
                 "the Docker network `{EGRESS_NETWORK}` exists but is not internal: remove it (`docker network rm {EGRESS_NETWORK}`) and SoulBox makes it again"
             )));
         }
+        if network.enable_ipv6 == Some(true) {
+            return Err(ContainerError::Internal(format!(
+                "the Docker network `{EGRESS_NETWORK}` has IPv6, which the host fence does not cover: remove it (`docker network rm {EGRESS_NETWORK}`) and SoulBox makes it again"
+            )));
+        }
+        let bridge = bridge_name(&network).ok_or_else(|| {
+            ContainerError::Internal(format!("the Docker network `{EGRESS_NETWORK}` has no id to name its bridge by"))
+        })?;
         let configs = network.ipam.and_then(|ipam| ipam.config).unwrap_or_default();
-        configs.iter().filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok()).find(IpAddr::is_ipv4).ok_or_else(
-            || ContainerError::Internal(format!("the Docker network `{EGRESS_NETWORK}` has no IPv4 gateway")),
-        )
+        let gateway = configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref()?.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4)
+            .ok_or_else(|| {
+                ContainerError::Internal(format!("the Docker network `{EGRESS_NETWORK}` has no IPv4 gateway"))
+            })?;
+        Ok(EgressNetwork { gateway, bridge })
     }
 
     async fn create_egress_network(&self) -> Result<(), ContainerError> {
@@ -287,4 +310,22 @@ impl std::fmt::Debug for Session {
 /// A container id's first 12 characters, as Docker shows them.
 pub fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// The egress network as the host sees it.
+struct EgressNetwork {
+    /// The host's address on it, where the egress proxy listens.
+    gateway: IpAddr,
+    /// Its Linux bridge interface.
+    bridge: String,
+}
+
+/// A Docker bridge network's interface on the host: the name its options give, else Docker's
+/// default, `br-` and the network id's first 12 characters.
+fn bridge_name(network: &bollard::models::NetworkInspect) -> Option<String> {
+    let named = network.options.as_ref().and_then(|options| options.get("com.docker.network.bridge.name"));
+    match named {
+        Some(name) => Some(name.clone()),
+        None => network.id.as_deref().filter(|id| id.len() >= 12).map(|id| format!("br-{}", &id[..12])),
+    }
 }

@@ -63,6 +63,8 @@ pub struct EgressProxy {
     address: SocketAddr,
     tenants: Arc<Tenants>,
     accept: tokio::task::JoinHandle<()>,
+    /// The proxy's opening in the host fence, if the host is fenced.
+    fence: std::sync::OnceLock<crate::host_fence::HostFence>,
 }
 
 impl Drop for EgressProxy {
@@ -153,7 +155,17 @@ impl EgressProxy {
         let tenants = Arc::new(Tenants::default());
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&tenants)));
         tracing::info!(%address, "egress proxy listening");
-        Ok(EgressProxy { address, tenants, accept })
+        Ok(EgressProxy { address, tenants, accept, fence: std::sync::OnceLock::new() })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.address.port()
+    }
+
+    /// Keeps `fence`'s opening (for this proxy) as long as the proxy lives.
+    pub fn keep_fence(&self, fence: crate::host_fence::HostFence) {
+        let _ = self.fence.set(fence);
     }
 
     /// The proxy's URL, for the containers' environment.

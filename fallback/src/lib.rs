@@ -40,6 +40,7 @@ pub mod docker;
 pub mod egress;
 pub mod error;
 pub mod exec;
+pub mod host_fence;
 pub mod janitor;
 pub mod languages;
 pub mod machine;

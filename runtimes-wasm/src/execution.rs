@@ -13,10 +13,10 @@
 //!
 //! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
 //! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
-//! thread-local slot of its flavour, so the next request of that flavour finds its guest
-//! ready (a worker holds at most one ready guest per flavour, and only of flavours it ran). JavaScript guests take their
-//! env from the WASI context (wasi-libc reads it when the guest begins), so they are always
-//! started for their request.
+//! thread-local slot of its flavour, so the next request of that flavour finds its guest ready
+//! (a worker holds at most one ready guest per flavour, and only of flavours it ran).
+//! JavaScript guests take their env from the WASI context (wasi-libc reads it when the guest
+//! begins), so they are always started for their request.
 
 use crate::backend::Inner;
 use crate::checkpoint::Pristine;

@@ -255,8 +255,8 @@ async fn network_is_opt_in_and_sandboxes_cannot_reach_each_other() {
 
 /// What a networked container's Python sees through the egress proxy: one line per probe.
 const EGRESS_PROBES: &str = r#"
-import socket, sys, urllib.request, urllib.error
-port = sys.argv[1]
+import os, socket, sys, urllib.request, urllib.error
+port, host_port = sys.argv[1], int(sys.argv[2])
 def probe(name, url):
     try:
         print(name, urllib.request.urlopen(url, timeout=10).read()[:40].decode())
@@ -274,7 +274,8 @@ try:
     print("big", "read whole")
 except Exception as e:
     print("big", type(e).__name__)
-for name, target in [("direct", ("1.1.1.1", 80)), ("dns", ("example.com", 80))]:
+gateway = os.environ["HTTPS_PROXY"].split("//")[1].rsplit(":", 1)[0]
+for name, target in [("direct", ("1.1.1.1", 80)), ("dns", ("example.com", 80)), ("host", (gateway, host_port))]:
     try:
         socket.create_connection(target, 3)
         print(name, "reached")
@@ -285,6 +286,15 @@ for name, target in [("direct", ("1.1.1.1", 80)), ("dns", ("example.com", 80))]:
 #[tokio::test]
 async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_policy() {
     let port = crate::network::server_port().await;
+    // A host service on every address: the container sees the host at its bridge's gateway,
+    // and only the egress proxy's port there is open to it (the host fence).
+    let host_service = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let host_port = host_service.local_addr().unwrap().port();
+    let accepting = tokio::spawn(async move {
+        while let Ok((connection, _)) = host_service.accept().await {
+            drop(connection);
+        }
+    });
     let config = soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() };
     let containers = Containers::start(config).await;
     let sandboxes = sandboxes_on(&containers.engine);
@@ -299,8 +309,10 @@ async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_
     sandbox.files().unwrap().write("/probes.py", EGRESS_PROBES.as_bytes()).await.unwrap();
     // The proxy serves `localhost` here only because the test's server is on the host's
     // loopback and the policy allows it; a container's own `localhost` is no proxy's business.
-    let probes =
-        sandbox.run_command(command(&format!("env -u NO_PROXY -u no_proxy python3 probes.py {port}"))).await.unwrap();
+    let probes = sandbox
+        .run_command(command(&format!("env -u NO_PROXY -u no_proxy python3 probes.py {port} {host_port}")))
+        .await
+        .unwrap();
     assert_eq!(
         probes.stdout,
         "allowed hello from the test server\n\
@@ -310,7 +322,8 @@ async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_
          tunnel URLError <urlopen error Tunnel connection failed: 403 Forbidden>\n\
          big ConnectionResetError\n\
          direct blocked\n\
-         dns blocked\n",
+         dns blocked\n\
+         host blocked\n",
         "{probes:?}"
     );
     let env = sandbox.run_command(command("echo $HTTPS_PROXY")).await.unwrap();
@@ -320,6 +333,7 @@ async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_
     );
     sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
+    accepting.abort();
 }
 
 #[tokio::test]

@@ -120,6 +120,10 @@ pub struct ContainersSection {
     pub pids_limit: i64,
     /// Size of a container's `/tmp`, in MiB. Default 512.
     pub tmp_mb: u64,
+    /// Fence the host off from networked containers with iptables, so that they reach the
+    /// egress proxy and none of the host's other services. Default true (needs root); turn
+    /// it off only behind a firewall of your own that does the same.
+    pub fence_host: bool,
 }
 
 impl Default for ContainersSection {
@@ -132,6 +136,7 @@ impl Default for ContainersSection {
             sandbox_memory_mb: soulbox_fallback::config::DEFAULT_MACHINE_MEMORY_BYTES >> 20,
             pids_limit: soulbox_fallback::config::DEFAULT_PIDS_LIMIT,
             tmp_mb: soulbox_fallback::config::DEFAULT_TMP_BYTES >> 20,
+            fence_host: true,
         }
     }
 }
@@ -661,6 +666,7 @@ impl Config {
             pids_limit: section.pids_limit,
             tmp_bytes: section.tmp_mb << 20,
             allow_network: self.network.allow_internet.unwrap_or(false),
+            fence_host: section.fence_host,
             ..soulbox_fallback::ContainerConfig::default()
         })
     }
