@@ -31,7 +31,8 @@ use std::time::Duration;
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Template {
-    /// A plain Python context (the scientific stack is loaded but not imported into `__main__`).
+    /// A plain Python context (from the plain snapshot: a cell that imports the scientific
+    /// stack loads it then, once per context).
     #[default]
     Python,
     /// A Python context with `numpy as np`, `pandas as pd` and `matplotlib.pyplot as plt`

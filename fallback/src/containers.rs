@@ -79,12 +79,15 @@ impl Containers {
                 let proxy = EgressProxy::start(gateway)
                     .await
                     .map_err(|e| ContainerError::io("starting the egress proxy", e))?;
-                if self.config.fence_host {
-                    let port = proxy.port();
-                    let raised = tokio::task::spawn_blocking(move || HostFence::raise(&bridge, gateway, port))
-                        .await
-                        .map_err(|e| ContainerError::Internal(format!("raising the host fence: {e}")))?;
-                    proxy.keep_fence(raised.map_err(|e| ContainerError::Unavailable(e.to_string()))?);
+                let (port, fence_host) = (proxy.port(), self.config.fence_host);
+                let raised = tokio::task::spawn_blocking(move || match fence_host {
+                    true => HostFence::raise(&bridge, gateway, port).map(Some),
+                    false => Ok(HostFence::open_if_fenced(gateway, port)),
+                })
+                .await
+                .map_err(|e| ContainerError::Internal(format!("raising the host fence: {e}")))?;
+                if let Some(fence) = raised.map_err(|e| ContainerError::Unavailable(e.to_string()))? {
+                    proxy.keep_fence(fence);
                 }
                 Ok::<_, ContainerError>(Arc::new(proxy))
             })
@@ -136,6 +139,8 @@ impl Containers {
             name: EGRESS_NETWORK.into(),
             driver: Some("bridge".into()),
             internal: Some(true),
+            // The host fence is IPv4: no IPv6, whatever the daemon's default network options.
+            enable_ipv6: Some(false),
             options: Some(HashMap::from([("com.docker.network.bridge.enable_icc".to_owned(), "false".to_owned())])),
             labels: Some(HashMap::from([(MANAGED_LABEL.to_owned(), "true".to_owned())])),
             ..NetworkCreateRequest::default()

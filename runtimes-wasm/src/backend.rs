@@ -38,8 +38,9 @@ pub struct WasmConfig {
     pub progress: bool,
     /// After each job, have the worker make its next Python guest ready (the spent one rewound
     /// to a new guest's state, or a new one instantiated; warmed, not yet given any request),
-    /// so the next Python request skips that work. Costs one idle instance per worker (the
-    /// snapshot's pages are shared copy-on-write; only what its warm-up dirtied is private).
+    /// so the next Python request skips that work. Costs an idle instance per worker and
+    /// snapshot it ran (two at most: plain and data-science; the snapshot's pages are shared
+    /// copy-on-write, only what its warm-up dirtied is private).
     /// Off, every Python execution instantiates a new guest. Default: true.
     pub prewarm: bool,
     /// Where guests run: worker threads in this process, or one child process per worker

@@ -16,8 +16,8 @@ pub const ASYNC_STACK_BYTES: usize = 10 << 20;
 /// reserves its 4 GiB of virtual memory and touches none until used.
 pub const DEFAULT_POOL_SLOTS: u32 = 4096;
 /// Guests alive at once in a process that runs guests one after another: the one-shot CLI, a
-/// worker process (a guest running, the next one ready, the pristine instance checkpoints and
-/// rewinds copy from, and slack). Setting up a pool costs time in proportion to its slots (an
+/// worker process (a guest running, the next one ready and the pristine instance checkpoints
+/// and rewinds copy from, for each of the two Python snapshots, and slack). Setting up a pool costs time in proportion to its slots (an
 /// `mprotect` per guest stack), which a process that starts for one execution should not pay.
 pub const SEQUENTIAL_POOL_SLOTS: u32 = 8;
 /// Elements per table slot: CPython's function table holds ~47k.

@@ -14,7 +14,8 @@
 //! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
 //! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
 //! thread-local slot of its flavour, so the next request of that flavour finds its guest ready
-//! (a worker holds at most one ready guest per flavour, and only of flavours it ran).
+//! (a worker holds at most one ready guest per flavour: a data-science one only once it ran
+//! one; after a JavaScript job, a plain one if it holds none).
 //! JavaScript guests take their env from the WASI context (wasi-libc reads it when the guest
 //! begins), so they are always started for their request.
 
@@ -157,16 +158,21 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     if request.language == Language::TypeScript {
         request.code = crate::javascript::typescript::to_javascript(&request.code);
     }
+    let module = GuestModule::for_request(&request)?;
+    // The module that compiles package bytecode is the one this request loads anyway.
+    let flavour = match module {
+        GuestModule::Python(flavour) => flavour,
+        GuestModule::JavaScript => Flavour::Plain,
+    };
     // Packages are resolved (or found in the cache) before a guest is taken: a refusal costs
     // no guest.
     let packages = match request.packages.is_empty() {
         true => None,
-        false => Some(installed_and_compiled(inner, &request.packages)?),
+        false => Some(installed_and_compiled(inner, &request.packages, flavour)?),
     };
-    let module = GuestModule::for_request(&request)?;
     let mut guest = match module {
         GuestModule::Python(flavour) => {
-            bundled_compiled(inner);
+            bundled_compiled(inner, flavour);
             match take_ready_python(inner, flavour) {
                 Some(guest) => guest,
                 None => start_guest(inner, module, None)?,
@@ -193,19 +199,21 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
 }
 
 /// The package set `requirements` names, from the cache or installed now, with its bytecode
-/// (compiled once, the first time, by a fresh guest running only SoulBox's own turn).
+/// (compiled once, the first time, by a fresh guest of `flavour`, the snapshot the caller
+/// loads anyway, running only SoulBox's own turn).
 pub(crate) fn installed_and_compiled(
     inner: &Inner,
     requirements: &[String],
+    flavour: Flavour,
 ) -> Result<std::sync::Arc<crate::packages::Installed>, RuntimeError> {
     let installed = inner.packages.resolve(requirements)?;
-    compile(inner, &installed)?;
+    compile(inner, &installed, flavour)?;
     Ok(installed)
 }
 
 /// Compiles the Python runtime's bundled packages (`python/bundled.rs`) to bytecode unless a
-/// backend did before: once per process, before its first Python guest runs code.
-pub(crate) fn bundled_compiled(inner: &Inner) {
+/// backend did before: once per process, before its first Python guest (of `flavour`) runs code.
+pub(crate) fn bundled_compiled(inner: &Inner, flavour: Flavour) {
     inner.bundled_compiled.get_or_init(|| {
         let runtime = inner.config.home.runtime_dir(&crate::manifest::runtime("python").dir_name());
         let set = crate::packages::Installed {
@@ -214,20 +222,20 @@ pub(crate) fn bundled_compiled(inner: &Inner) {
             site: crate::python::bundled::site(&runtime),
             wheels: Vec::new(),
         };
-        if let Err(error) = compile(inner, &set) {
+        if let Err(error) = compile(inner, &set, flavour) {
             // They still work: guests compile what they import.
             tracing::warn!(error = format!("{error:#}"), "could not compile the bundled Python packages");
         }
     });
 }
 
-/// Puts `set`'s bytecode beside its sources unless it is there: a fresh guest compiles a copy
-/// of the set, running only SoulBox's own turn, and the bytecode is taken back.
-fn compile(inner: &Inner, set: &crate::packages::Installed) -> Result<(), RuntimeError> {
+/// Puts `set`'s bytecode beside its sources unless it is there: a fresh guest of `flavour`
+/// compiles a copy of the set, running only SoulBox's own turn, and the bytecode is taken back.
+fn compile(inner: &Inner, set: &crate::packages::Installed, flavour: Flavour) -> Result<(), RuntimeError> {
     if crate::packages::is_compiled(set) {
         return Ok(());
     }
-    let mut guest = start_guest(inner, GuestModule::Python(Flavour::Plain), None)?;
+    let mut guest = start_guest(inner, GuestModule::Python(flavour), None)?;
     crate::packages::place(set, &guest.root.host_path())?;
     let compiled = block_on(Python::run_internal(&mut guest.store, &guest.instance, crate::packages::COMPILE_TURN));
     match compiled {
@@ -245,17 +253,17 @@ fn compile(inner: &Inner, set: &crate::packages::Installed) -> Result<(), Runtim
 pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
     let spent = SPENT.with(|spent| spent.borrow_mut().take());
     let flavour = spent.as_ref().and_then(|spent| spent.guest.flavour());
-    if let Some(Spent { guest, rewindable: true }) = spent
-        && let Some(flavour) = flavour
-        && inner.config.prewarm
-        && !is_ready(flavour)
-    {
-        match rewind(inner, guest) {
-            Ok(guest) => {
-                inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                return READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest));
-            }
-            Err(why) => tracing::debug!(%why, "started a new Python guest instead of rewinding the last one"),
+    if let Some(Spent { guest, rewindable }) = spent {
+        match flavour.filter(|&flavour| rewindable && inner.config.prewarm && !is_ready(flavour)) {
+            Some(flavour) => match rewind(inner, guest) {
+                Ok(guest) => {
+                    inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest));
+                }
+                Err(why) => tracing::debug!(%why, "started a new Python guest instead of rewinding the last one"),
+            },
+            // Dropped before a new one starts: its pool slot and memory go back first.
+            None => drop(guest),
         }
     }
     if !backlogged {

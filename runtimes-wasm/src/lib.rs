@@ -8,7 +8,7 @@
 //! - [`module_cache`]: compiled modules on disk, keyed by content and engine fingerprint,
 //!   checksummed, written atomically; ready `InstancePre`s are kept in memory (moka).
 //! - [`python`] and [`javascript`]: each interpreter's ABI; Python runs from a pre-initialized
-//!   snapshot SoulBox builds once with Wizer (scientific stack already imported).
+//!   snapshot SoulBox builds once with Wizer, plain or with the scientific stack imported.
 //! - [`WasmBackend`]: implements the engine's `Backend`. Each execution runs on a worker thread
 //!   of the engine's `WorkerPool`, in a fresh instance with every limit armed.
 //!

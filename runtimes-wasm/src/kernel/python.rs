@@ -36,9 +36,9 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     if !spec.env.is_empty() {
         setup = format!("{setup}; {}", Python::prelude(&[], &Python::env_over(spec.env.clone())));
     }
-    execution::bundled_compiled(inner);
+    execution::bundled_compiled(inner, python.flavour());
     if !spec.packages.is_empty() {
-        let installed = execution::installed_and_compiled(inner, &spec.packages)?;
+        let installed = execution::installed_and_compiled(inner, &spec.packages, python.flavour())?;
         crate::packages::place(&installed, &spec.workspace)?;
         setup = format!("{setup}; {}", crate::packages::import_path_turn());
     }

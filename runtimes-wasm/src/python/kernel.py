@@ -50,19 +50,25 @@ class _PyplotHook:
     """Patches `matplotlib.pyplot` as it is imported: a context started from the plain snapshot
     has not imported it, and pays for it only if a cell does."""
 
+    _searching = False
+
     def find_spec(self, name, path=None, target=None):
-        if name != "matplotlib.pyplot":
+        if name != "matplotlib.pyplot" or self._searching:
             return None
-        for finder in sys.meta_path:
-            find = getattr(finder, "find_spec", None)
-            if finder is self or find is None:
-                continue
-            spec = find(name, path, target)
-            if spec is not None:
-                if spec.loader is not None:
-                    spec.loader = _PatchAfterLoading(spec.loader)
-                return spec
-        return None
+        self._searching = True  # a finder that asks the others again must not come back here
+        try:
+            for finder in sys.meta_path:
+                find = getattr(finder, "find_spec", None)
+                if finder is self or find is None:
+                    continue
+                spec = find(name, path, target)
+                if spec is not None:
+                    if spec.loader is not None:
+                        spec.loader = _PatchAfterLoading(spec.loader)
+                    return spec
+            return None
+        finally:
+            self._searching = False
 
 
 class _PatchAfterLoading:
@@ -75,7 +81,8 @@ class _PatchAfterLoading:
         return getattr(self._loader, name)
 
     def create_module(self, spec):
-        return self._loader.create_module(spec)
+        create = getattr(self._loader, "create_module", None)
+        return None if create is None else create(spec)
 
     def exec_module(self, module):
         self._loader.exec_module(module)

@@ -124,10 +124,11 @@ impl super::Python {
     }
 
     fn build_snapshot(&self, scratch: &Path, settings: &EngineSettings) -> Result<Vec<u8>, RuntimeError> {
-        let fail = |message: String| RuntimeError::Snapshot { runtime: "python".into(), message };
+        let runtime = self.flavour.module_name();
+        let fail = |message: String| RuntimeError::Snapshot { runtime: runtime.into(), message };
         let wasm = self.verified_wasm()?;
         let crate::snapshot_cache::Instrumented { wizer, context, engine, module, linker } =
-            crate::snapshot_cache::instrument("python", &wasm, settings)?;
+            crate::snapshot_cache::instrument(runtime, &wasm, settings)?;
 
         std::fs::create_dir_all(scratch).map_err(|e| RuntimeError::io(scratch, e))?;
         let root = GuestRoot::create_in(scratch, &layout::MOUNT_POINTS)?;
