@@ -3,6 +3,7 @@
 
 use soulbox_engine::process::{PageSource, ProcessEvent, ProcessSpec, PtySize, RenderRequest};
 use soulbox_engine::{Outcome, RunOptions, SandboxSpec};
+use soulbox_fallback::host_fence::{CHAIN, TAG};
 use soulbox_tests::containers::Containers;
 use soulbox_tests::{png_size, sandboxes_on};
 use std::time::{Duration, Instant};
@@ -295,8 +296,7 @@ async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_
             drop(connection);
         }
     });
-    let config = soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() };
-    let containers = Containers::start(config).await;
+    let containers = Containers::start(networked()).await;
     let sandboxes = sandboxes_on(&containers.engine);
     let egress = soulbox_engine::NetworkPolicy {
         allow_cidrs: vec!["127.0.0.0/8".into()],
@@ -331,9 +331,52 @@ async fn a_networked_container_goes_out_only_through_the_egress_proxy_under_its_
         env.stdout.starts_with("http://") && env.stdout.trim_end().ends_with(|c: char| c.is_ascii_digit()),
         "{env:?}"
     );
+    // A dead proxy's opening in the fence (its process killed: nothing listens on its port) is
+    // removed when the next proxy raises the fence; live proxies' openings stay.
+    let proxy = env.stdout.trim().trim_start_matches("http://");
+    let (gateway, live_port) = proxy.rsplit_once(':').unwrap();
+    let dead_port = std::net::TcpListener::bind((gateway, 0)).unwrap().local_addr().unwrap().port().to_string();
+    let dead_opening = [
+        "-I",
+        CHAIN,
+        "1",
+        "-p",
+        "tcp",
+        "-d",
+        gateway,
+        "--dport",
+        &dead_port,
+        "-m",
+        "comment",
+        "--comment",
+        TAG,
+        "-j",
+        "ACCEPT",
+    ];
+    assert!(iptables(&dead_opening).0, "a stale opening put in place");
+    let next = Containers::start(networked()).await;
+    let next_sandboxes = sandboxes_on(&next.engine);
+    let other = next_sandboxes.create(SandboxSpec { network: true, ..SandboxSpec::default() }).await.unwrap();
+    assert_eq!(other.run_command(command("true")).await.unwrap().exit.exit_code, Some(0));
+    let rules = iptables(&["-S", CHAIN]).1;
+    assert!(!rules.contains(&format!("--dport {dead_port} ")), "the dead opening is gone: {rules}");
+    assert!(rules.contains(&format!("--dport {live_port} ")), "the live proxy's opening stays: {rules}");
+    next_sandboxes.kill(other.id()).unwrap().await;
+    next.finish().await;
     sandboxes.kill(sandbox.id()).unwrap().await;
     containers.finish().await;
     accepting.abort();
+}
+
+/// A container backend that lets sandboxes have network, with no pool.
+fn networked() -> soulbox_fallback::ContainerConfig {
+    soulbox_fallback::ContainerConfig { pool_size: 0, allow_network: true, ..Default::default() }
+}
+
+/// Runs iptables (waiting for its lock): whether it succeeded, and what it printed.
+fn iptables(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new("iptables").args(["-w", "10"]).args(args).output().expect("iptables runs");
+    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[tokio::test]
