@@ -61,8 +61,13 @@ impl Flavour {
     /// counts), plain otherwise. Either runs any code; the choice only moves the cost of
     /// importing the scientific stack.
     pub fn for_code<'a>(sources: impl IntoIterator<Item = &'a [u8]>) -> Flavour {
-        let mentions = |source: &[u8]| {
-            DATA_SCIENCE_MODULES.iter().any(|module| source.windows(module.len()).any(|w| w == module.as_bytes()))
+        // On every fresh execution's path: text (nearly always) is searched with `str::contains`
+        // (two-way search, a pass per name); only bytes that are not UTF-8 slide a window.
+        let mentions = |source: &[u8]| match std::str::from_utf8(source) {
+            Ok(text) => DATA_SCIENCE_MODULES.iter().any(|module| text.contains(module)),
+            Err(_) => {
+                DATA_SCIENCE_MODULES.iter().any(|module| source.windows(module.len()).any(|w| w == module.as_bytes()))
+            }
         };
         match sources.into_iter().any(mentions) {
             true => Flavour::DataScience,
@@ -217,6 +222,8 @@ mod tests {
         assert_eq!(flavour("x = 1  # then matplotlib"), Flavour::DataScience, "a comment counts: it errs that way");
         assert_eq!(Flavour::for_code(["print(1)".as_bytes(), b"import pandas"]), Flavour::DataScience);
         assert_eq!(Flavour::for_code(std::iter::empty()), Flavour::Plain);
+        assert_eq!(Flavour::for_code([b"\xff import numpy".as_slice()]), Flavour::DataScience, "not UTF-8");
+        assert_eq!(Flavour::for_code([b"\xff print(1)".as_slice()]), Flavour::Plain);
     }
 
     #[test]
