@@ -3,7 +3,7 @@
 #   formatting and lints (-D warnings), a release build, the interpreters fetched and compiled
 #   (skipped when already done); beside those, from the start: the test Python (the official MCP
 #   SDK, pinned), the official E2B SDKs (pinned), moto (an S3-compatible server, pinned), a
-#   PostgreSQL server on loopback, the container images (built locally, no registry); then every
+#   PostgreSQL server on loopback, HAProxy (Debian's), the container images (built locally, no registry); then every
 #   unit, integration, CLI and server test against real wasmtime and the real Docker engine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,6 +37,11 @@ services() {
   step "PostgreSQL on loopback (scripts/postgres.sh), for the database tests"
   if [ -n "${SOULBOX_TEST_POSTGRES_URL:-}" ]; then echo "$SOULBOX_TEST_POSTGRES_URL"; else bash scripts/postgres.sh; fi \
     > "$prepare/postgres-url"
+  step "HAProxy (Debian's package), for the cluster tests (deploy/haproxy/haproxy.cfg in front of three nodes)"
+  if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
+  fi
   step "container images (scripts/build-images.sh: a Debian root filesystem, then the runtimes; kept when up to date)"
   bash scripts/build-images.sh
 }

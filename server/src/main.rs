@@ -14,6 +14,7 @@
 
 mod cli;
 mod client;
+mod cluster;
 mod config;
 mod database;
 mod http;

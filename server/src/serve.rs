@@ -19,6 +19,7 @@
 //! container this server made is removed, and the process exits.
 
 use crate::cli::{Cli, Loaded};
+use crate::cluster::{Cluster, NodeSettings};
 use crate::config::Environment;
 use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
@@ -31,6 +32,7 @@ use anyhow::Context as _;
 use clap::Args;
 use object_store::aws::AmazonS3Builder;
 use soulbox_engine::blobs::Replica;
+use soulbox_engine::sandbox::ClosedSandbox;
 use soulbox_engine::{Engine, Sandboxes, SandboxesConfig};
 use soulbox_fallback::ContainerBackend;
 use soulbox_runtimes_wasm::{WasmBackend, Workers};
@@ -66,9 +68,17 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     if config.auth.dev && !addr.ip().is_loopback() {
         anyhow::bail!("--dev serves without API keys, so it binds to loopback only, not {}", addr.ip());
     }
+    // A cluster node's name, known before anything is opened under it.
+    let node = match config.cluster.enabled {
+        true => Some(node_name(&config.cluster)?),
+        false => None,
+    };
     let env = Environment::resolve(&config.environment, config.security.secrets_file.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
+    if config.cluster.enabled && !cli.database_url(&config).starts_with("postgres") {
+        anyhow::bail!("cluster.enabled: a cluster's nodes share one database; give a postgres:// database URL");
+    }
     let db = cli.database(&config).await?;
     let auth = if config.auth.dev { Auth::dev(db.clone()) } else { Auth::keys(db.clone()) };
     let backend = open_backend(cli, &config).await?;
@@ -87,7 +97,12 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         workspace_bytes: workspace_quota(&config),
         max_snapshot_bytes_per_owner: Some(config.storage.snapshot_bytes_per_tenant()),
         paused_lifetime: Some(config.storage.paused_lifetime()),
-        replica: config.storage.object_store.as_ref().map(checkpoint_replica).transpose()?,
+        replica: config
+            .storage
+            .object_store
+            .as_ref()
+            .map(|store| checkpoint_replica(store, node.as_deref()))
+            .transpose()?,
         ..SandboxesConfig::default()
     };
     // Both under the home by default: a paused sandbox's workspace outlives the process, and
@@ -100,7 +115,13 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let registry_record = SandboxRecorder::start(db.clone());
     sandboxes_config.ledger = Some(Arc::new(registry_record.clone()));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
-    let stale = db.settle_sandboxes(|id| sandboxes.knows(id)).await?;
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let cluster = match node {
+        Some(node) => Some(join_cluster(&config, node, db.clone(), &sandboxes, local).await?),
+        None => None,
+    };
+    let stale = db.settle_sandboxes(cluster.as_ref().map(Cluster::node), |id| sandboxes.knows(id)).await?;
     if stale > 0 {
         tracing::warn!(stale, "sandboxes the database had as open that this server does not know are marked lost");
     }
@@ -112,8 +133,6 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     budgets.seed(db.execution_us_since(Budgets::today_ms()).await?);
     tokio::spawn(charge_closed_sandboxes(budgets.clone(), sandboxes.subscribe_closed()));
     let stop = shutdown_signal();
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let local = listener.local_addr()?;
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
     let state = AppState {
         engine,
@@ -127,6 +146,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         guard: Guard::new(config.auth.requests_per_second, config.auth.burst, config.auth.max_concurrent_executions),
         lifecycle: Lifecycle::default(),
         e2b: E2b::new(tokens),
+        cluster: cluster.clone(),
     };
     tokio::spawn(shrink_guard(state.guard.clone()));
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };
@@ -143,6 +163,10 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     state.usage.close().await;
     state.audit.close().await;
     registry_record.close().await;
+    if let Some(cluster) = &cluster {
+        // Its sandboxes stay this node's: it adopts them back when it starts again.
+        cluster.leave().await;
+    }
     if let Some(containers) = containers {
         containers.shutdown().await;
     }
@@ -153,8 +177,72 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     Ok(ExitCode::SUCCESS)
 }
 
-/// The object store that keeps a copy of every checkpoint (`[storage.object_store]`).
-fn checkpoint_replica(section: &ObjectStoreSection) -> anyhow::Result<Replica> {
+/// Joins the cluster as `[cluster]` says, adopting the sandboxes the registry took back from
+/// disk; keeps the lease and follows closed sandboxes from then on.
+async fn join_cluster(
+    config: &crate::config::Config,
+    node: String,
+    db: crate::database::Database,
+    sandboxes: &Sandboxes,
+    local: SocketAddr,
+) -> anyhow::Result<Cluster> {
+    let section = &config.cluster;
+    let url = match section.advertise_url.clone().or_else(|| config.server.public_url.clone()) {
+        Some(url) => url,
+        None if local.ip().is_unspecified() => {
+            anyhow::bail!("cluster.advertise_url: the server listens on {local}; say where the other nodes reach it")
+        }
+        None => format!("http://{local}"),
+    };
+    let capacity = config.server.workers.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let settings = NodeSettings {
+        node,
+        url,
+        lease: Duration::from_millis(section.lease_ms),
+        capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+    };
+    let local_sandboxes = sandboxes.list(&Default::default()).into_iter().map(|info| info.id).collect();
+    let cluster = Cluster::join(db, settings, local_sandboxes).await?;
+    let registry = sandboxes.clone();
+    tokio::spawn(cluster.clone().keep_lease(move || i64::try_from(registry.len()).unwrap_or(i64::MAX)));
+    tokio::spawn(release_closed(cluster.clone(), sandboxes.subscribe_closed()));
+    eprintln!("soulbox: cluster node {} at {}", cluster.node(), cluster.url());
+    Ok(cluster)
+}
+
+/// This node's name: `cluster.node_id`, else the host's name.
+fn node_name(section: &crate::config::ClusterSection) -> anyhow::Result<String> {
+    match &section.node_id {
+        Some(node) => Ok(node.clone()),
+        None => host_name().context("cluster.node_id is not set and the host's name is not a usable node name"),
+    }
+}
+
+/// The host's name, up to its first dot, when it is a plain name.
+fn host_name() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().split('.').next()?.to_owned();
+    soulbox_engine::sandbox::is_plain_name(&name).then_some(name)
+}
+
+/// Tells the cluster of each sandbox that closes, for as long as the registry lives.
+async fn release_closed(cluster: Cluster, mut closed: tokio::sync::broadcast::Receiver<ClosedSandbox>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match closed.recv().await {
+            Ok(sandbox) => cluster.release(&sandbox.id),
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "missed closed sandboxes; the cluster's database has them as killed anyway");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// The object store that keeps a copy of every checkpoint (`[storage.object_store]`). A
+/// cluster node keeps its blobs under a prefix of its own (`<prefix>/nodes/<node>`): a node
+/// deletes the blobs it collects, and nodes' blobs with the same content have the same name.
+fn checkpoint_replica(section: &ObjectStoreSection, node: Option<&str>) -> anyhow::Result<Replica> {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&section.bucket).with_allow_http(section.allow_http);
     if let Some(endpoint) = &section.endpoint {
         builder = builder.with_endpoint(endpoint);
@@ -162,7 +250,11 @@ fn checkpoint_replica(section: &ObjectStoreSection) -> anyhow::Result<Replica> {
     let region = section.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
     builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
     let store = builder.build().context("storage.object_store")?;
-    Ok(Replica::new(Arc::new(store), &section.prefix)?)
+    let prefix = match node {
+        Some(node) => format!("{}/nodes/{node}", section.prefix.trim_end_matches('/')),
+        None => section.prefix.clone(),
+    };
+    Ok(Replica::new(Arc::new(store), &prefix)?)
 }
 
 /// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.

@@ -97,6 +97,37 @@ pub struct Config {
     pub monitoring: MonitoringSection,
     /// The container backend (Docker).
     pub containers: ContainersSection,
+    /// Several servers sharing one PostgreSQL database ([`crate::cluster`]).
+    pub cluster: ClusterSection,
+}
+
+/// `[cluster]`: this server as one node of several sharing `storage.database_url` (which must
+/// then be PostgreSQL). Each node registers itself with a lease it renews; a sandbox is served
+/// by the live node that owns it, and a request for it reaching another node is forwarded
+/// there.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSection {
+    /// Join a cluster (the database must then be PostgreSQL). Default false: one server is
+    /// the whole service.
+    pub enabled: bool,
+    /// This node's name, stable across restarts (a StatefulSet pod's name). Default: the
+    /// host's name. 1-64 letters, digits, `-` or `_`.
+    pub node_id: Option<String>,
+    /// The URL the other nodes forward requests to (`http://soulbox-1.soulbox-nodes:8080`).
+    /// Default: `server.public_url`, else `http://` plus the listening address, which must
+    /// then not be a wildcard address.
+    pub advertise_url: Option<String>,
+    /// How long a node's lease lasts without being renewed; it is renewed three times per
+    /// lease. A node that cannot renew its lease in time stops serving sandboxes before
+    /// the others may consider it gone. Default 10 000 ms; 1 000-600 000.
+    pub lease_ms: u64,
+}
+
+impl Default for ClusterSection {
+    fn default() -> Self {
+        ClusterSection { enabled: false, node_id: None, advertise_url: None, lease_ms: 10_000 }
+    }
 }
 
 /// `[containers]`: the Docker backend for shells, native languages, processes and the
@@ -298,7 +329,8 @@ pub struct ObjectStoreSection {
     pub endpoint: Option<String>,
     /// The region. Default: `AWS_REGION`, else `us-east-1`.
     pub region: Option<String>,
-    /// Where in the bucket the blobs go. Default: `soulbox/checkpoints`.
+    /// Where in the bucket the blobs go. Default: `soulbox/checkpoints`. A cluster node keeps
+    /// its own under `<prefix>/nodes/<node>`.
     pub prefix: String,
     /// Whether `endpoint` may be plain HTTP (a server on loopback). Default false.
     pub allow_http: bool,
@@ -529,6 +561,25 @@ impl Config {
         }
         if self.monitoring.log_level.trim().is_empty() {
             return invalid("monitoring.log_level", "must name a level such as `info`");
+        }
+        self.validate_cluster()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ConfigError> {
+        let cluster = &self.cluster;
+        if !(1_000..=600_000).contains(&cluster.lease_ms) {
+            return invalid("cluster.lease_ms", "must be between 1000 and 600000");
+        }
+        if cluster.node_id.as_deref().is_some_and(|id| !soulbox_engine::sandbox::is_plain_name(id)) {
+            return invalid("cluster.node_id", "use 1-64 letters, digits, `-` or `_`");
+        }
+        if let Some(url) = &cluster.advertise_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return invalid("cluster.advertise_url", "must be an http:// or https:// URL");
+        }
+        if cluster.enabled && self.auth.dev {
+            return invalid("cluster.enabled", "development mode (no API keys) serves one process; use API keys");
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ),
     ("runtime", "the interpreters are pinned by SoulBox (`soulbox runtimes fetch`); versions cannot be chosen"),
     ("commands", "lifecycle commands and hooks are not run; call the API to run code in a sandbox"),
-    ("scaling", "SoulBox is one process; scale by running more servers behind a load balancer"),
+    ("scaling", "autoscaling is the orchestrator's (a Kubernetes HPA); run several servers as one with `[cluster]`"),
     ("metadata", "give metadata per sandbox when creating it (`metadata` in the request)"),
     ("features", "GPU, Jupyter, SSH and VNC access are not available"),
     ("resources.policy.cpu_burst", "CPU bursting is not configurable"),

@@ -11,9 +11,11 @@
 //! in WAL mode with `synchronous = NORMAL` (a crash may lose the last records, never corrupt
 //! the file) so reads of keys never wait for a write.
 
+mod nodes;
 mod recorder;
 mod sandboxes;
 
+pub use nodes::{NodeRow, Registered, SandboxOwner};
 pub use recorder::{AuditRecorder, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;
@@ -33,7 +35,7 @@ const SCHEMA: [&str; 8] = [
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
      created_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'running', checkpoints TEXT NOT NULL DEFAULT '', \
-     updated_ms BIGINT NOT NULL DEFAULT 0, why TEXT)",
+     updated_ms BIGINT NOT NULL DEFAULT 0, why TEXT, node TEXT, incarnation TEXT, owner_epoch BIGINT NOT NULL DEFAULT 0)",
     "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
      language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
@@ -78,6 +80,19 @@ pub enum DatabaseError {
     /// The tenant name is empty or unusual.
     #[error("invalid tenant name `{0}`: use 1-64 letters, digits, `-` or `_`")]
     InvalidTenant(String),
+}
+
+impl DatabaseError {
+    /// Whether the database could not be reached (no connection, or none in time), as
+    /// opposed to a statement that failed.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DatabaseError::Sql(
+                sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) | sqlx::Error::Tls(_)
+            )
+        )
+    }
 }
 
 /// A key as listed (never the secret).
@@ -434,6 +449,38 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0)
 }
 
+/// A PostgreSQL schema of its own on `$SOULBOX_TEST_POSTGRES_URL` (which `scripts/test.sh`
+/// sets up with `scripts/postgres.sh`), for a test. Without the variable the test fails: it
+/// never passes by skipping.
+#[cfg(test)]
+pub(crate) struct ScratchSchema {
+    admin: AnyPool,
+    name: String,
+    /// A URL whose connections use the schema.
+    pub url: String,
+}
+
+#[cfg(test)]
+impl ScratchSchema {
+    pub(crate) async fn new() -> ScratchSchema {
+        let url = std::env::var("SOULBOX_TEST_POSTGRES_URL").expect(
+            "SOULBOX_TEST_POSTGRES_URL names a PostgreSQL server (scripts/test.sh starts one with scripts/postgres.sh)",
+        );
+        let name = format!("test_{}", random_hex::<6>());
+        install_default_drivers();
+        let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&admin).await.unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options=-c%20search_path%3D{name}");
+        ScratchSchema { admin, name, url }
+    }
+
+    /// Drops the schema.
+    pub(crate) async fn drop_schema(self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&self.admin).await.unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -449,16 +496,9 @@ mod tests {
     /// it the test fails: it never passes by skipping.
     #[tokio::test]
     async fn keys_tenants_and_usage_in_postgres() {
-        let url = std::env::var("SOULBOX_TEST_POSTGRES_URL").expect(
-            "SOULBOX_TEST_POSTGRES_URL names a PostgreSQL server (scripts/test.sh starts one with scripts/postgres.sh)",
-        );
-        let schema = format!("test_{}", random_hex::<6>());
-        install_default_drivers();
-        let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
-        sqlx::query(&format!("CREATE SCHEMA {schema}")).execute(&admin).await.unwrap();
-        let separator = if url.contains('?') { '&' } else { '?' };
-        keys_tenants_and_usage(&format!("{url}{separator}options=-c%20search_path%3D{schema}")).await;
-        sqlx::query(&format!("DROP SCHEMA {schema} CASCADE")).execute(&admin).await.unwrap();
+        let schema = ScratchSchema::new().await;
+        keys_tenants_and_usage(&schema.url).await;
+        schema.drop_schema().await;
     }
 
     #[tokio::test]

@@ -16,11 +16,15 @@ use sqlx::Row;
 pub const MAX_LISTED: i64 = 10_000;
 
 /// Columns added after the table's first version, with their definitions.
-const ADDED_COLUMNS: [(&str, &str); 4] = [
+const ADDED_COLUMNS: [(&str, &str); 7] = [
     ("state", "TEXT NOT NULL DEFAULT 'running'"),
     ("checkpoints", "TEXT NOT NULL DEFAULT ''"),
     ("updated_ms", "BIGINT NOT NULL DEFAULT 0"),
     ("why", "TEXT"),
+    // Its owner in a cluster (see `super::nodes`); NULL on a server that is not a node.
+    ("node", "TEXT"),
+    ("incarnation", "TEXT"),
+    ("owner_epoch", "BIGINT NOT NULL DEFAULT 0"),
 ];
 
 /// One sandbox as the database records it.
@@ -122,10 +126,20 @@ impl Database {
 impl Database {
     /// Marks lost every sandbox recorded as running or paused that `known` says the registry
     /// does not know: its last change never reached the database (the server was killed
-    /// before its recorder wrote it). Returns how many.
-    pub async fn settle_sandboxes(&self, known: impl Fn(&str) -> bool) -> Result<usize, DatabaseError> {
-        let open =
-            sqlx::query("SELECT id FROM sandboxes WHERE state IN ('running', 'paused')").fetch_all(&self.pool).await?;
+    /// before its recorder wrote it). Only this server's: a cluster node's (`node`), or, on a
+    /// server that is not a node, those no node owns. Returns how many.
+    pub async fn settle_sandboxes(
+        &self,
+        node: Option<&str>,
+        known: impl Fn(&str) -> bool,
+    ) -> Result<usize, DatabaseError> {
+        let open = sqlx::query(
+            "SELECT id FROM sandboxes WHERE state IN ('running', 'paused') \
+             AND (($1 = '' AND node IS NULL) OR node = $1)",
+        )
+        .bind(node.unwrap_or(""))
+        .fetch_all(&self.pool)
+        .await?;
         let mut settled = 0;
         for row in open {
             let id: String = row.try_get("id")?;
@@ -190,7 +204,7 @@ pub(super) mod tests {
         assert_eq!(paused.template, "data-science");
         assert!(db.sandboxes(Some("other"), None).await.unwrap().is_empty());
         // What the registry no longer knows is stale: lost, with why; killed rows stay killed.
-        assert_eq!(db.settle_sandboxes(|id| id == "sbx-nothing").await.unwrap(), 1);
+        assert_eq!(db.settle_sandboxes(None, |id| id == "sbx-nothing").await.unwrap(), 1);
         let states: Vec<String> = db.sandboxes(None, None).await.unwrap().into_iter().map(|r| r.state).collect();
         assert_eq!(states, ["lost", "killed", "lost"]);
         let settled = &db.sandboxes(None, Some(Lost)).await.unwrap()[0];

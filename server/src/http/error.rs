@@ -182,6 +182,11 @@ impl IntoResponse for ApiError {
 
 impl From<crate::database::DatabaseError> for ApiError {
     fn from(error: crate::database::DatabaseError) -> Self {
+        if error.is_unreachable() {
+            // The details (which host, which error) go to the log, not to the client.
+            tracing::warn!(%error, "the database did not answer");
+            return ApiError::Unavailable("the database did not answer; retry".into());
+        }
         ApiError::Internal(error.to_string())
     }
 }

@@ -7,10 +7,12 @@
 //!   audit log ([`audit`]) and the LLM tools ([`tools`]); `/mcp`: the same tools over MCP ([`mcp`]). These need an API key
 //!   naming a tenant, except in development mode ([`auth`]); a tenant sees only its own
 //!   sandboxes (another tenant's id is a 404).
-//! - `/health`, `/ready`, `/metrics` (Prometheus), `/openapi.json` and `/docs` for operators.
+//! - `/health`, `/ready`, `/metrics` (Prometheus), `/cluster/nodes` (in a cluster),
+//!   `/openapi.json` and `/docs` for operators.
 //!
 //! Layers, outside in: a request span with a request id (taken from `x-request-id` when the
-//! client sends a sane one, and returned in it), counted in the metrics; then, for `/v1` and
+//! client sends a sane one, and returned in it), counted in the metrics; in a cluster, the
+//! routing of requests for other nodes' sandboxes ([`cluster`]); then, for `/v1` and
 //! `/mcp`, the in-flight bound (503 at once past it), the request timeout (504), the body
 //! limit, and authentication with the key's rate limit ([`guard`]). Errors are [`ApiError`]s:
 //! JSON with a stable code and a clean message; details only go to the log.
@@ -21,6 +23,7 @@
 mod audit;
 mod auth;
 mod budget;
+mod cluster;
 mod e2b;
 mod error;
 mod execute;
@@ -91,6 +94,8 @@ pub struct AppState {
     pub lifecycle: Lifecycle,
     /// The E2B surface's tokens and watchers.
     pub e2b: E2b,
+    /// This node's membership, when the server is one node of a cluster.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// The server's life: whether it is draining, and the token that ends long-lived work (MCP
@@ -141,6 +146,9 @@ pub fn app(state: AppState) -> Router {
     if state.settings.metrics_enabled {
         open = open.route("/metrics", get(metrics::scrape));
     }
+    if state.cluster.is_some() {
+        open = open.route("/cluster/nodes", get(cluster::nodes));
+    }
     let docs = utoipa_swagger_ui::SwaggerUi::new("/docs").url("/openapi.json", openapi::document());
     Router::new()
         .merge(guarded)
@@ -150,6 +158,8 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         // E2B sandbox traffic (`E2b-Sandbox-Id`) never reaches the routes above.
         .layer(middleware::from_fn_with_state(e2b::SandboxTraffic::new(state.clone(), &in_flight), e2b::divert))
+        // In a cluster, a request for another node's sandbox goes there before anything else.
+        .layer(middleware::from_fn_with_state(state.clone(), cluster::route))
         .layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
 }
@@ -197,9 +207,9 @@ async fn health() -> &'static str {
     "ok"
 }
 
-/// Readiness: a backend is configured and the server is not draining. `soulbox serve` loads
-/// (or compiles) every module before it listens, so a server that answers has its runtimes
-/// ready.
+/// Readiness: a backend is configured, the server is not draining and, in a cluster, its lease
+/// runs. `soulbox serve` loads (or compiles) every module before it listens, so a server that
+/// answers has its runtimes ready.
 #[utoipa::path(get, path = "/ready", tag = "operations",
     responses((status = 200, body = String), (status = 503, body = error::ErrorBody)))]
 async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> {
@@ -208,6 +218,9 @@ async fn ready(State(state): State<AppState>) -> Result<&'static str, ApiError> 
     }
     if state.engine.languages().is_empty() {
         return Err(ApiError::Unavailable("no backend is configured".into()));
+    }
+    if state.cluster.as_ref().is_some_and(|cluster| !cluster.is_live()) {
+        return Err(ApiError::Unavailable(crate::cluster::ClusterError::NotLive.to_string()));
     }
     Ok("ready")
 }

@@ -95,7 +95,38 @@ impl AppState {
             spec.egress = Some(self.settings.tenant_network(spec.egress.take().unwrap_or_default()));
         }
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
-        Ok(self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?)
+        self.check_live()?;
+        let sandbox = self.sandboxes.create(self.settings.sandbox_spec(spec, &caller.tenant)).await?;
+        self.claim(std::slice::from_ref(&sandbox)).await?;
+        Ok(sandbox)
+    }
+
+    /// In a cluster, refuses new sandboxes while this node's lease has run out.
+    fn check_live(&self) -> Result<(), ApiError> {
+        match &self.cluster {
+            Some(cluster) if !cluster.is_live() => {
+                Err(ApiError::Unavailable(crate::cluster::ClusterError::NotLive.to_string()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// In a cluster, makes this node the owner of its new `sandboxes`; if one cannot be owned,
+    /// all are killed and the request fails.
+    async fn claim(&self, sandboxes: &[Sandbox]) -> Result<(), ApiError> {
+        let Some(cluster) = &self.cluster else { return Ok(()) };
+        for sandbox in sandboxes {
+            let (id, tenant) = (sandbox.id(), sandbox.owner().unwrap_or("-"));
+            if let Err(error) = cluster.claim(id, tenant, sandbox.template().name()).await {
+                tracing::warn!(%error, sandbox = %id, "a new sandbox could not be claimed in the cluster; killed");
+                for made in sandboxes {
+                    // The teardown goes on in the background.
+                    drop(self.sandboxes.kill(made.id()));
+                }
+                return Err(ApiError::Unavailable(error.to_string()));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses `packages` unless this server installs them (`packages.enabled`).
@@ -112,7 +143,10 @@ impl AppState {
     pub async fn fork_sandbox(&self, caller: &Caller, id: &str, count: usize) -> Result<Vec<Sandbox>, ApiError> {
         let source = self.sandbox(&caller.tenant, id)?;
         self.budgets.check_sandbox(&caller.tenant, || self.list_sandboxes(&caller.tenant, &Default::default()))?;
-        Ok(self.sandboxes.fork(&source, count).await?)
+        self.check_live()?;
+        let forks = self.sandboxes.fork(&source, count).await?;
+        self.claim(&forks).await?;
+        Ok(forks)
     }
 
     /// Kills `caller`'s sandbox; its teardown (the container, every process) is complete when

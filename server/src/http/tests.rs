@@ -39,6 +39,7 @@ async fn app_with(settings: Settings, guard: Guard) -> Router {
         guard,
         lifecycle: Lifecycle::default(),
         e2b: super::E2b::new(super::SandboxTokens::random()),
+        cluster: None,
     })
 }
 

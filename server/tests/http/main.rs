@@ -2,6 +2,7 @@
 //! (reqwest), and the official MCP Python SDK.
 
 mod api;
+mod cluster;
 mod config;
 mod containers;
 mod durability;

@@ -1,0 +1,292 @@
+//! [`Cluster`]: this server as one node of several that share a PostgreSQL database
+//! (`[cluster]` in the configuration).
+//!
+//! Membership: a node registers itself (its name, the URL the others reach it at, a fresh
+//! incarnation id) with a lease of `cluster.lease_ms` that it renews [`RENEWALS_PER_LEASE`]
+//! times per lease. The database's clock decides when a lease has run out
+//! ([`crate::database::NodeRow`]); the node's own clock only decides when it stops serving: a
+//! renewal sent at local time `t` makes the node live until `t + lease - lease /
+//! [`SAFETY_DIVISOR`]`, which is before any other node can see the lease expire, since the
+//! database stamped it after `t`. A node that cannot reach its database therefore stops serving
+//! its sandboxes (503, and `/ready` fails) before they could be anyone else's.
+//!
+//! Ownership: each sandbox has one owner, the node and incarnation its database row names. A
+//! node serves a sandbox only while it is live and owns it ([`Cluster::serves`]); a request for
+//! any other sandbox is routed (`crate::http`'s cluster layer): forwarded to the live owner, or refused while its
+//! owner is not live. A node that let its lease lapse registers again as a new incarnation and
+//! adopts each of its sandboxes back by compare-and-swap on its name, so one another node has
+//! taken in the meantime stays taken.
+//!
+//! What this node owns is kept in memory ([`Membership::owned`]), so serving a local sandbox
+//! costs no database round trip; looking up another node's sandbox costs one.
+
+mod forward;
+
+pub use forward::FORWARDED_BY;
+
+use crate::database::{Database, DatabaseError, NodeRow, Registered, SandboxOwner};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Lease renewals per lease: two may fail before the lease runs out.
+pub const RENEWALS_PER_LEASE: u32 = 3;
+/// A node stops serving a `1 / SAFETY_DIVISOR` of a lease before its lease could run out.
+pub const SAFETY_DIVISOR: u32 = 10;
+/// The longest a node waits at start for another process's lease on its name to run out, in
+/// leases.
+const NAME_WAIT_LEASES: u32 = 3;
+
+/// Why a cluster operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The shared database failed.
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    /// The database did not answer in time.
+    #[error("the cluster's database did not answer within {0} ms")]
+    DatabaseTimeout(u128),
+    /// Another live process holds this node's name.
+    #[error("node name `{0}` is held by another live process (its lease did not run out); give each node its own name")]
+    NameTaken(String),
+    /// This node's lease has run out.
+    #[error(
+        "this node's cluster lease has run out (it cannot reach the cluster's database); it serves no sandbox until it can"
+    )]
+    NotLive,
+    /// The sandbox already has an owner.
+    #[error("sandbox `{0}` already has an owner")]
+    AlreadyOwned(String),
+    /// The owning node could not be reached.
+    #[error("node `{node}`, which holds this sandbox, could not be reached: {why}")]
+    Unreachable {
+        /// The node.
+        node: String,
+        /// What failed.
+        why: String,
+    },
+}
+
+/// What a node says about itself.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Its name.
+    pub node: String,
+    /// Where the others reach it.
+    pub url: String,
+    /// Its lease.
+    pub lease: Duration,
+    /// Guests it runs at once.
+    pub capacity: i64,
+}
+
+/// This node's membership in its cluster. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster(Arc<Inner>);
+
+struct Inner {
+    settings: NodeSettings,
+    db: Database,
+    membership: Mutex<Membership>,
+    client: reqwest::Client,
+}
+
+/// What this process holds in the cluster.
+struct Membership {
+    incarnation: String,
+    /// Until when this node may serve its sandboxes (from its last renewal).
+    live_until: Instant,
+    /// The sandboxes this incarnation owns.
+    owned: HashSet<String>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster").field("node", &self.0.settings.node).finish_non_exhaustive()
+    }
+}
+
+impl Cluster {
+    /// Registers this node (waiting, a few leases at most, for an earlier process's lease on
+    /// its name to run out) and adopts the sandboxes of `local` (those this process took back
+    /// from disk) that are still this node's. Call [`Cluster::keep_lease`] next.
+    pub async fn join(db: Database, settings: NodeSettings, local: Vec<String>) -> Result<Cluster, ClusterError> {
+        db.open_cluster().await?;
+        let incarnation = uuid::Uuid::new_v4().simple().to_string();
+        let sent = register(&db, &settings, &incarnation).await?;
+        let cluster = Cluster(Arc::new(Inner {
+            membership: Mutex::new(Membership {
+                incarnation: incarnation.clone(),
+                live_until: live_until(sent, settings.lease),
+                owned: HashSet::new(),
+            }),
+            client: forward::client(),
+            settings,
+            db,
+        }));
+        let adopted = cluster.adopt(local, &incarnation).await?;
+        tracing::info!(node = %cluster.node(), %incarnation, adopted, "joined the cluster");
+        Ok(cluster)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.0.settings.node
+    }
+
+    /// Where the other nodes reach it.
+    pub fn url(&self) -> &str {
+        &self.0.settings.url
+    }
+
+    /// Whether this node's lease runs (it may serve its sandboxes and take new ones).
+    pub fn is_live(&self) -> bool {
+        Instant::now() < self.membership().live_until
+    }
+
+    /// Whether this node serves sandbox `id`: it is live and owns it.
+    pub fn serves(&self, id: &str) -> bool {
+        let membership = self.membership();
+        Instant::now() < membership.live_until && membership.owned.contains(id)
+    }
+
+    /// Makes this node the owner of its new sandbox `id`.
+    pub async fn claim(&self, id: &str, tenant: &str, template: &str) -> Result<(), ClusterError> {
+        if !self.is_live() {
+            return Err(ClusterError::NotLive);
+        }
+        let incarnation = self.membership().incarnation.clone();
+        let claim = self.0.db.claim_new_sandbox(id, tenant, template, self.node(), &incarnation);
+        if !self.bounded(claim).await? {
+            return Err(ClusterError::AlreadyOwned(id.to_owned()));
+        }
+        self.membership().owned.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// Forgets sandbox `id` (it closed).
+    pub fn release(&self, id: &str) {
+        self.membership().owned.remove(id);
+    }
+
+    /// Who owns sandbox `id`, if it is open.
+    pub async fn owner_of(&self, id: &str) -> Result<Option<SandboxOwner>, ClusterError> {
+        self.bounded(self.0.db.sandbox_owner(id)).await
+    }
+
+    /// Every node, with its lease and the sandboxes it owns.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, ClusterError> {
+        self.bounded(self.0.db.nodes()).await
+    }
+
+    /// Renews the lease until the process ends, reporting `load()` (open sandboxes) each time;
+    /// registers again when it ran out. Spawn it.
+    pub async fn keep_lease(self, load: impl Fn() -> i64 + Send + 'static) {
+        let period = self.0.settings.lease / RENEWALS_PER_LEASE;
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await; // the first tick is now: the lease was just taken
+        loop {
+            tick.tick().await;
+            if let Err(error) = self.renew(load()).await {
+                tracing::warn!(%error, node = %self.node(), "could not renew this node's cluster lease");
+            }
+        }
+    }
+
+    /// Ends this node's lease now (a clean shutdown, after its sandboxes were paused), so
+    /// that its name is free at once.
+    pub async fn leave(&self) {
+        let incarnation = self.membership().incarnation.clone();
+        self.membership().live_until = Instant::now();
+        if let Err(error) = self.bounded(self.0.db.leave_node(self.node(), &incarnation)).await {
+            tracing::warn!(%error, "could not end this node's cluster lease; it runs out by itself");
+        }
+    }
+
+    /// One renewal.
+    async fn renew(&self, load: i64) -> Result<(), ClusterError> {
+        let sent = Instant::now();
+        let incarnation = self.membership().incarnation.clone();
+        let lease_ms = millis(self.0.settings.lease);
+        let renewed = self.bounded(self.0.db.renew_node(self.node(), &incarnation, lease_ms, load)).await?;
+        if renewed {
+            self.membership().live_until = live_until(sent, self.0.settings.lease);
+            return Ok(());
+        }
+        // The lease ran out before this renewal reached the database: register again, and
+        // adopt back what no other node took meanwhile.
+        tracing::warn!(node = %self.node(), "this node's cluster lease ran out; registering again");
+        let incarnation = uuid::Uuid::new_v4().simple().to_string();
+        let sent = register(&self.0.db, &self.0.settings, &incarnation).await?;
+        let held: Vec<String> = {
+            let mut membership = self.membership();
+            membership.incarnation = incarnation.clone();
+            membership.live_until = live_until(sent, self.0.settings.lease);
+            membership.owned.drain().collect()
+        };
+        self.adopt(held, &incarnation).await?;
+        Ok(())
+    }
+
+    /// Adopts each of `ids` that is still this node's (or no node's) as `incarnation`'s;
+    /// returns how many.
+    async fn adopt(&self, ids: Vec<String>, incarnation: &str) -> Result<usize, ClusterError> {
+        let mut adopted = 0;
+        for id in ids {
+            if self.bounded(self.0.db.adopt_sandbox(&id, self.node(), incarnation)).await? {
+                self.membership().owned.insert(id);
+                adopted += 1;
+            } else {
+                tracing::warn!(sandbox = %id, "another node holds this sandbox now; this node no longer serves it");
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// `call`, bounded by a renewal period (a database that stopped answering must not hold a
+    /// request, or the renewals, for longer).
+    async fn bounded<T>(&self, call: impl Future<Output = Result<T, DatabaseError>>) -> Result<T, ClusterError> {
+        let limit = self.0.settings.lease / RENEWALS_PER_LEASE;
+        match tokio::time::timeout(limit, call).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(ClusterError::DatabaseTimeout(limit.as_millis())),
+        }
+    }
+
+    fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
+        self.0.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Registers `incarnation` under the node's name, waiting while another process's lease on it
+/// runs; returns when the registration was sent.
+async fn register(db: &Database, settings: &NodeSettings, incarnation: &str) -> Result<Instant, ClusterError> {
+    let give_up = Instant::now() + settings.lease * NAME_WAIT_LEASES;
+    loop {
+        let sent = Instant::now();
+        let registered =
+            db.register_node(&settings.node, &settings.url, incarnation, settings.capacity, millis(settings.lease));
+        match registered.await? {
+            Registered::Until(_) => return Ok(sent),
+            Registered::Taken(until_ms) if Instant::now() < give_up => {
+                let left = until_ms.saturating_sub(crate::database::now_ms()).clamp(100, 1_000);
+                tracing::info!(node = %settings.node, "an earlier process's lease on this node's name still runs; waiting");
+                tokio::time::sleep(Duration::from_millis(left as u64)).await;
+            }
+            Registered::Taken(_) => return Err(ClusterError::NameTaken(settings.node.clone())),
+        }
+    }
+}
+
+/// Until when a lease renewed at `sent` lets this node serve.
+fn live_until(sent: Instant, lease: Duration) -> Instant {
+    sent + lease - lease / SAFETY_DIVISOR
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! Membership against a real PostgreSQL server (a schema of its own per test).
+
+use super::*;
+use crate::database::ScratchSchema;
+
+fn settings(node: &str, lease_ms: u64) -> NodeSettings {
+    NodeSettings {
+        node: node.into(),
+        url: format!("http://{node}.invalid:8080"),
+        lease: Duration::from_millis(lease_ms),
+        capacity: 2,
+    }
+}
+
+#[tokio::test]
+async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    assert!(one.is_live() && two.is_live());
+    one.claim("sbx-a", "acme", "python").await.unwrap();
+    assert!(one.serves("sbx-a") && !two.serves("sbx-a"));
+    let owner = two.owner_of("sbx-a").await.unwrap().expect("an owner");
+    assert_eq!((owner.node.as_str(), owner.url.as_str(), owner.live), ("one", "http://one.invalid:8080", true));
+    assert!(matches!(two.claim("sbx-a", "acme", "python").await, Err(ClusterError::AlreadyOwned(_))));
+    assert_eq!(two.owner_of("sbx-unknown").await.unwrap(), None);
+    let nodes = one.nodes().await.unwrap();
+    let listed: Vec<(&str, bool, &[String])> =
+        nodes.iter().map(|n| (n.id.as_str(), n.live, n.sandboxes.as_slice())).collect();
+    assert_eq!(listed, [("one", true, &["sbx-a".to_owned()][..]), ("two", true, &[][..])]);
+    // A node that leaves is not live for the others; its sandbox stays its own.
+    one.leave().await;
+    assert!(!one.is_live() && !one.serves("sbx-a"));
+    let owner = two.owner_of("sbx-a").await.unwrap().expect("still an owner");
+    assert_eq!((owner.node.as_str(), owner.live), ("one", false));
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_sandboxes_adopted() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let first = Cluster::join(db.clone(), settings("one", 1_000), vec![]).await.unwrap();
+    first.claim("sbx-kept", "acme", "python").await.unwrap();
+    first.claim("sbx-not-local", "acme", "python").await.unwrap();
+    // Renewed while another process waits for the name: it gives up.
+    let renewing = tokio::spawn({
+        let first = first.clone();
+        async move {
+            loop {
+                first.renew(0).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    let taken = Cluster::join(db.clone(), settings("one", 1_000), vec![]).await;
+    assert!(matches!(taken, Err(ClusterError::NameTaken(ref node)) if node == "one"), "{taken:?}");
+    renewing.abort();
+    // The process ends (its lease runs out); the next process of the node adopts what it
+    // took back from disk, and only that.
+    db.expire_node("one").await;
+    let second = Cluster::join(db.clone(), settings("one", 1_000), vec!["sbx-kept".into()]).await.unwrap();
+    assert!(second.serves("sbx-kept") && !second.serves("sbx-not-local"));
+    let owner = second.owner_of("sbx-kept").await.unwrap().unwrap();
+    assert!(owner.live, "the new incarnation owns it");
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other_node_took() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    one.claim("sbx-stays", "acme", "python").await.unwrap();
+    one.claim("sbx-taken", "acme", "python").await.unwrap();
+    let before = one.membership().incarnation.clone();
+    // One's lease runs out (its database was out of reach), and two takes a sandbox over.
+    db.expire_node("one").await;
+    db.hand_sandbox_to("sbx-taken", "two").await;
+    one.renew(2).await.unwrap();
+    assert_ne!(one.membership().incarnation, before, "a new incarnation");
+    assert!(one.is_live() && one.serves("sbx-stays"));
+    assert!(!one.serves("sbx-taken"), "a sandbox another node took stays taken");
+    assert_eq!(two.owner_of("sbx-taken").await.unwrap().unwrap().node, "two");
+    assert_eq!(two.owner_of("sbx-stays").await.unwrap().unwrap().node, "one");
+    assert!(two.owner_of("sbx-stays").await.unwrap().unwrap().live);
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_runs_out() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    one.claim("sbx-a", "acme", "python").await.unwrap();
+    // What it believes against what the database says: it stops first.
+    let lease_until_ms = one.nodes().await.unwrap()[0].lease_until_ms;
+    let serving_left = one.membership().live_until.saturating_duration_since(Instant::now());
+    let lease_left = lease_until_ms - crate::database::now_ms();
+    assert!(
+        (serving_left.as_millis() as i64) < lease_left - i64::from(60_000 / SAFETY_DIVISOR) / 2,
+        "serving ends {serving_left:?} from now, the lease {lease_left} ms from now"
+    );
+    // Its lease time passes without a renewal (as when the database is out of reach).
+    one.membership().live_until = Instant::now();
+    assert!(!one.is_live() && !one.serves("sbx-a"));
+    assert!(matches!(one.claim("sbx-b", "acme", "python").await, Err(ClusterError::NotLive)));
+    schema.drop_schema().await;
+}

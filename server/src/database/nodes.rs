@@ -1,0 +1,269 @@
+//! A cluster's shared state ([`crate::cluster`]): the `nodes` table (one row per node: its URL,
+//! its incarnation, its lease, its load) and each sandbox's owner (three columns of the
+//! `sandboxes` table: `node`, `incarnation`, `owner_epoch`).
+//!
+//! Times are the database's clock (`clock_timestamp()`), never a node's, so nodes whose clocks
+//! disagree still agree on whose lease has run out. These statements are PostgreSQL's: a
+//! cluster needs a database every node reaches, and the configuration refuses SQLite for one.
+//!
+//! Invariants:
+//! - A node's row names its current incarnation (a fresh id each time the process registers).
+//!   Its lease is renewed only while it has not run out: a node that let it lapse registers
+//!   again, as a new incarnation, and adopts each sandbox it held back (compare-and-swap on
+//!   the node's name), so a sandbox another node has taken in the meantime stays taken.
+//! - A sandbox is owned by the node and incarnation its row names; the owner is live while
+//!   that node's row still has that incarnation and an unexpired lease. Every change of owner
+//!   increments `owner_epoch`.
+
+use super::{Database, DatabaseError};
+use serde::Serialize;
+use sqlx::Row;
+
+/// The database's clock, in Unix milliseconds.
+const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+
+/// The table of nodes.
+const NODES_TABLE: &str = "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, url TEXT NOT NULL, \
+     incarnation TEXT NOT NULL, started_ms BIGINT NOT NULL, lease_until_ms BIGINT NOT NULL, \
+     capacity BIGINT NOT NULL DEFAULT 0, load BIGINT NOT NULL DEFAULT 0)";
+
+/// A node as the database has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRow {
+    /// Its name.
+    pub id: String,
+    /// Where the other nodes forward its sandboxes' requests.
+    pub url: String,
+    /// The process that registered it last.
+    pub incarnation: String,
+    /// When that process registered (Unix ms, the database's clock).
+    pub started_ms: i64,
+    /// When its lease runs out unless renewed (Unix ms, the database's clock).
+    pub lease_until_ms: i64,
+    /// Whether its lease runs now.
+    pub live: bool,
+    /// Guests it runs at once.
+    pub capacity: i64,
+    /// Sandboxes it held at its last renewal.
+    pub load: i64,
+    /// The open sandboxes it owns.
+    pub sandboxes: Vec<String>,
+}
+
+/// Who owns a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxOwner {
+    /// The owning node.
+    pub node: String,
+    /// Its URL.
+    pub url: String,
+    /// Whether its lease runs, for the incarnation that owns the sandbox.
+    pub live: bool,
+}
+
+/// Outcome of registering a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registered {
+    /// Registered; its lease runs out at this time (Unix ms, the database's clock).
+    Until(i64),
+    /// Another live process holds this node's name until then.
+    Taken(i64),
+}
+
+impl Database {
+    /// Creates the `nodes` table if it is missing.
+    pub async fn open_cluster(&self) -> Result<(), DatabaseError> {
+        sqlx::query(NODES_TABLE).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Registers node `id` as `incarnation`, with a lease of `lease_ms`, unless another
+    /// incarnation's lease on the name still runs.
+    pub async fn register_node(
+        &self,
+        id: &str,
+        url: &str,
+        incarnation: &str,
+        capacity: i64,
+        lease_ms: i64,
+    ) -> Result<Registered, DatabaseError> {
+        let registered = sqlx::query(&format!(
+            "INSERT INTO nodes (id, url, incarnation, started_ms, lease_until_ms, capacity, load) \
+             VALUES ($1, $2, $3, {NOW_MS}, {NOW_MS} + $4, $5, 0) \
+             ON CONFLICT (id) DO UPDATE SET url = excluded.url, incarnation = excluded.incarnation, \
+             started_ms = excluded.started_ms, lease_until_ms = excluded.lease_until_ms, \
+             capacity = excluded.capacity, load = 0 \
+             WHERE nodes.lease_until_ms <= {NOW_MS} OR nodes.incarnation = excluded.incarnation \
+             RETURNING lease_until_ms"
+        ))
+        .bind(id)
+        .bind(url)
+        .bind(incarnation)
+        .bind(lease_ms)
+        .bind(capacity)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = registered {
+            return Ok(Registered::Until(row.try_get("lease_until_ms")?));
+        }
+        let held = sqlx::query("SELECT lease_until_ms FROM nodes WHERE id = $1").bind(id).fetch_one(&self.pool).await?;
+        Ok(Registered::Taken(held.try_get("lease_until_ms")?))
+    }
+
+    /// Renews node `id`'s lease for `incarnation`, with its current load; false when the lease
+    /// ran out (or another process registered the name) first.
+    pub async fn renew_node(
+        &self,
+        id: &str,
+        incarnation: &str,
+        lease_ms: i64,
+        load: i64,
+    ) -> Result<bool, DatabaseError> {
+        let renewed = sqlx::query(&format!(
+            "UPDATE nodes SET lease_until_ms = {NOW_MS} + $1, load = $2 \
+             WHERE id = $3 AND incarnation = $4 AND lease_until_ms > {NOW_MS}"
+        ))
+        .bind(lease_ms)
+        .bind(load)
+        .bind(id)
+        .bind(incarnation)
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Ends node `id`'s lease now (a node leaving cleanly), if `incarnation` still holds it.
+    pub async fn leave_node(&self, id: &str, incarnation: &str) -> Result<(), DatabaseError> {
+        sqlx::query(&format!(
+            "UPDATE nodes SET lease_until_ms = {NOW_MS}, load = 0 WHERE id = $1 AND incarnation = $2"
+        ))
+        .bind(id)
+        .bind(incarnation)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Every node, by name, with the open sandboxes each owns.
+    pub async fn nodes(&self) -> Result<Vec<NodeRow>, DatabaseError> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, url, incarnation, started_ms, lease_until_ms, capacity, load, \
+             lease_until_ms > {NOW_MS} AS live FROM nodes ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let owned = sqlx::query(
+            "SELECT s.node, s.id FROM sandboxes s JOIN nodes n ON n.id = s.node AND n.incarnation = s.incarnation \
+             WHERE s.state IN ('running', 'paused') ORDER BY s.created_ms, s.id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut nodes = rows
+            .iter()
+            .map(|row| {
+                Ok(NodeRow {
+                    id: row.try_get("id")?,
+                    url: row.try_get("url")?,
+                    incarnation: row.try_get("incarnation")?,
+                    started_ms: row.try_get("started_ms")?,
+                    lease_until_ms: row.try_get("lease_until_ms")?,
+                    live: row.try_get("live")?,
+                    capacity: row.try_get("capacity")?,
+                    load: row.try_get("load")?,
+                    sandboxes: Vec::new(),
+                })
+            })
+            .collect::<Result<Vec<_>, DatabaseError>>()?;
+        for row in owned {
+            let node: String = row.try_get("node")?;
+            if let Some(holder) = nodes.iter_mut().find(|n| n.id == node) {
+                holder.sandboxes.push(row.try_get("id")?);
+            }
+        }
+        Ok(nodes)
+    }
+
+    /// Makes node `node`'s `incarnation` the owner of the new sandbox `id`. False when the
+    /// sandbox already has an owner.
+    pub async fn claim_new_sandbox(
+        &self,
+        id: &str,
+        tenant: &str,
+        template: &str,
+        node: &str,
+        incarnation: &str,
+    ) -> Result<bool, DatabaseError> {
+        // The registry's recorder may have written the row first (without an owner).
+        let claimed = sqlx::query(&format!(
+            "INSERT INTO sandboxes (id, tenant, template, created_ms, state, updated_ms, node, incarnation, owner_epoch) \
+             VALUES ($1, $2, $3, {NOW_MS}, 'running', {NOW_MS}, $4, $5, 1) \
+             ON CONFLICT (id) DO UPDATE SET node = excluded.node, incarnation = excluded.incarnation, \
+             owner_epoch = sandboxes.owner_epoch + 1 WHERE sandboxes.node IS NULL"
+        ))
+        .bind(id)
+        .bind(tenant)
+        .bind(template)
+        .bind(node)
+        .bind(incarnation)
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Makes node `node`'s `incarnation` the owner of open sandbox `id` again (a node that
+    /// registered anew: a restart, or a lease that ran out) if it is still the node's, or no
+    /// node's; false when another node holds it (or it ended).
+    pub async fn adopt_sandbox(&self, id: &str, node: &str, incarnation: &str) -> Result<bool, DatabaseError> {
+        let adopted = sqlx::query(
+            "UPDATE sandboxes SET node = $1, incarnation = $2, owner_epoch = owner_epoch + 1 \
+             WHERE id = $3 AND state IN ('running', 'paused') AND (node IS NULL OR node = $1)",
+        )
+        .bind(node)
+        .bind(incarnation)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(adopted.rows_affected() == 1)
+    }
+
+    /// Who owns open sandbox `id`, if anyone.
+    pub async fn sandbox_owner(&self, id: &str) -> Result<Option<SandboxOwner>, DatabaseError> {
+        let row = sqlx::query(&format!(
+            "SELECT s.node, n.url, (n.lease_until_ms > {NOW_MS} AND n.incarnation = s.incarnation) AS live \
+             FROM sandboxes s JOIN nodes n ON n.id = s.node \
+             WHERE s.id = $1 AND s.state IN ('running', 'paused')"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(SandboxOwner { node: row.try_get("node")?, url: row.try_get("url")?, live: row.try_get("live")? })
+        })
+        .transpose()
+    }
+}
+
+#[cfg(test)]
+impl Database {
+    /// Ends node `id`'s lease now, whoever holds it (a lease that ran out, without waiting).
+    pub(crate) async fn expire_node(&self, id: &str) {
+        sqlx::query(&format!("UPDATE nodes SET lease_until_ms = {NOW_MS} - 1 WHERE id = $1"))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Gives open sandbox `id` to node `node`'s current incarnation (another node's takeover).
+    pub(crate) async fn hand_sandbox_to(&self, id: &str, node: &str) {
+        sqlx::query(
+            "UPDATE sandboxes SET node = $1, incarnation = (SELECT incarnation FROM nodes WHERE id = $1), \
+             owner_epoch = owner_epoch + 1 WHERE id = $2",
+        )
+        .bind(node)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .unwrap();
+    }
+}

@@ -1,0 +1,119 @@
+//! The HTTP side of a cluster ([`crate::cluster`]): the layer that routes each request naming
+//! a sandbox to the node that owns it, and `GET /cluster/nodes` for operators.
+//!
+//! A request names a sandbox by its path (`/v1/sandboxes/{id}/...`, E2B's
+//! `/sandboxes/{id}/...` and `/v2/sandboxes/{id}/...`) or by E2B's `E2b-Sandbox-Id` header.
+//! Such a request is served here when this node owns the sandbox (no database round trip),
+//! or was forwarded here by another node; otherwise it goes to the live owner, and is refused
+//! (503) while its owner is not live. Any sandbox request is refused while this node's own
+//! lease has run out. Requests naming no sandbox (stateless executions, creations, listings)
+//! are served by whichever node receives them. Every response says which node served it
+//! ([`SERVED_BY`]).
+
+use super::{ApiError, AppState};
+use crate::cluster::{Cluster, ClusterError, FORWARDED_BY};
+use crate::database::NodeRow;
+use axum::extract::{Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use soulbox_engine::sandbox::is_plain_name;
+
+/// The header every response of a node carries: the node that served it.
+pub const SERVED_BY: &str = "x-soulbox-node";
+
+/// Middleware: serves, forwards or refuses a request by the sandbox it names.
+pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let Some(cluster) = state.cluster.clone() else { return next.run(request).await };
+    let sandbox = addressed_sandbox(&request).filter(|id| is_plain_name(id)).map(str::to_owned);
+    let mut response = match sandbox {
+        None => next.run(request).await,
+        Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
+        Some(id) if cluster.serves(&id) || request.headers().contains_key(FORWARDED_BY) => next.run(request).await,
+        Some(id) => to_owner(&cluster, &id, request, next).await,
+    };
+    if let Ok(node) = HeaderValue::from_str(cluster.node()) {
+        // A forwarded response already names the node that served it.
+        response.headers_mut().entry(SERVED_BY).or_insert(node);
+    }
+    response
+}
+
+/// A request for a sandbox this node does not serve: forwarded to its live owner; served here
+/// when it has none (a 404, or a sandbox this node has not adopted).
+async fn to_owner(cluster: &Cluster, id: &str, request: Request, next: Next) -> Response {
+    let owner = match cluster.owner_of(id).await {
+        Ok(owner) => owner,
+        Err(error) => {
+            tracing::warn!(%error, sandbox = %id, "could not look up a sandbox's node");
+            return ApiError::Unavailable("the cluster's database did not answer; retry".into()).into_response();
+        }
+    };
+    match owner {
+        Some(owner) if owner.node != cluster.node() && owner.live => {
+            tracing::debug!(sandbox = %id, node = %owner.node, "forwarded");
+            match cluster.forward(&owner.node, &owner.url, request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    tracing::warn!(%error, sandbox = %id, "could not forward a request");
+                    ApiError::Unavailable(error.to_string()).into_response()
+                }
+            }
+        }
+        Some(owner) if owner.node != cluster.node() => ApiError::Unavailable(format!(
+            "node `{}`, which holds sandbox `{id}`, is not live (its lease ran out); retry later",
+            owner.node
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
+}
+
+/// The sandbox a request names, if any.
+fn addressed_sandbox(request: &Request) -> Option<&str> {
+    if let Some(id) = request.headers().get("e2b-sandbox-id").and_then(|v| v.to_str().ok()) {
+        return Some(id);
+    }
+    let path = request.uri().path();
+    let rest = ["/v1/sandboxes/", "/sandboxes/", "/v2/sandboxes/"].iter().find_map(|p| path.strip_prefix(p))?;
+    rest.split('/').next().filter(|id| !id.is_empty())
+}
+
+/// `GET /cluster/nodes`: every node, its lease, load and the sandboxes it owns (an operator's
+/// endpoint, like `/metrics`: keep it off the public network).
+pub async fn nodes(State(state): State<AppState>) -> Result<axum::Json<Vec<NodeRow>>, ApiError> {
+    let cluster = state.cluster.as_ref().ok_or_else(|| ApiError::NotFound("this server is not in a cluster".into()))?;
+    match cluster.nodes().await {
+        Ok(nodes) => Ok(axum::Json(nodes)),
+        Err(error) => {
+            tracing::warn!(%error, "could not list the cluster's nodes");
+            Err(ApiError::Unavailable("the cluster's database did not answer; retry".into()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(path: &str, header: Option<&str>) -> Option<String> {
+        let mut request = Request::builder().uri(path);
+        if let Some(id) = header {
+            request = request.header("e2b-sandbox-id", id);
+        }
+        addressed_sandbox(&request.body(axum::body::Body::empty()).unwrap()).map(str::to_owned)
+    }
+
+    #[test]
+    fn a_request_names_its_sandbox_by_path_or_by_e2b_header() {
+        assert_eq!(named("/v1/sandboxes/sbx-1/execute", None).as_deref(), Some("sbx-1"));
+        assert_eq!(named("/v1/sandboxes/sbx-1", None).as_deref(), Some("sbx-1"));
+        assert_eq!(named("/sandboxes/sbx-2/pause", None).as_deref(), Some("sbx-2"));
+        assert_eq!(named("/v2/sandboxes/sbx-3/connect", None).as_deref(), Some("sbx-3"));
+        assert_eq!(named("/files?path=x", Some("sbx-4")).as_deref(), Some("sbx-4"));
+        assert_eq!(named("/v1/sandboxes", None), None);
+        assert_eq!(named("/v1/sandboxes/", None), None);
+        assert_eq!(named("/v1/execute", None), None);
+        assert_eq!(named("/v1/templates/t", None), None);
+    }
+}

@@ -1,0 +1,354 @@
+//! Several `soulbox serve` nodes sharing one PostgreSQL database (a schema of its own per
+//! test, on `$SOULBOX_TEST_POSTGRES_URL`), behind HAProxy with the shipped
+//! `deploy/haproxy/haproxy.cfg`: placement, forwarding (streams included), the operators'
+//! listing, a dead node's sandboxes, and a node cut off from its database.
+
+use crate::support::{Server, create_key};
+use sqlx::AnyPool;
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Each node's lease in these tests: short, so a dead node's shows soon.
+const LEASE_MS: &str = "2000";
+/// The longest a test waits for a condition (a lease to run out, a proxy to see its nodes).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A PostgreSQL schema of its own, dropped at the end.
+struct Schema {
+    admin: AnyPool,
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    async fn new() -> Schema {
+        let url = std::env::var("SOULBOX_TEST_POSTGRES_URL").expect(
+            "SOULBOX_TEST_POSTGRES_URL names a PostgreSQL server (scripts/test.sh starts one with scripts/postgres.sh)",
+        );
+        install_default_drivers();
+        let admin = AnyPoolOptions::new().max_connections(1).connect(&url).await.unwrap();
+        let name = format!("cluster_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE SCHEMA {name}")).execute(&admin).await.unwrap();
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{separator}options=-c%20search_path%3D{name}");
+        Schema { admin, name, url }
+    }
+
+    async fn drop_schema(self) {
+        sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&self.admin).await.unwrap();
+    }
+}
+
+/// Starts node `name` on `database`, its files under `dir`.
+fn start_node(name: &str, database: &str, dir: &Path) -> Server {
+    let workspaces = format!("storage.workspace_root={}", dir.join(name).display());
+    let node = format!("cluster.node_id={name}");
+    let lease = format!("cluster.lease_ms={LEASE_MS}");
+    let sets =
+        [workspaces.as_str(), &node, &lease, "cluster.enabled=true", "containers.enabled=false", "server.workers=1"];
+    let mut args = vec!["--database-url", database];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    args.extend(["serve", "--addr", "127.0.0.1:0"]);
+    Server::start_with(&args)
+}
+
+/// `host:port` of a server's base URL.
+fn authority(server: &Server) -> String {
+    server.url("").trim_start_matches("http://").to_owned()
+}
+
+/// HAProxy with the shipped configuration in front of `nodes`; killed when dropped.
+struct Proxy {
+    child: Child,
+    base: String,
+}
+
+impl Proxy {
+    async fn start(nodes: &[&Server]) -> Proxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
+        let haproxy = haproxy();
+        let mut command = Command::new(&haproxy);
+        command.args(["-db", "-f"]).arg(&config).env("SOULBOX_PROXY_BIND", format!("127.0.0.1:{port}"));
+        for (i, node) in nodes.iter().enumerate() {
+            command.env(format!("SOULBOX_NODE_{}", i + 1), authority(node));
+        }
+        let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("haproxy starts");
+        let proxy = Proxy { child, base: format!("http://127.0.0.1:{port}") };
+        let client = reqwest::Client::new();
+        wait_for("the proxy to answer", || async {
+            client.get(proxy.url("/ready")).send().await.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        proxy
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Debian's `haproxy` (`scripts/test.sh` installs it). Without it the test fails.
+fn haproxy() -> PathBuf {
+    let path = PathBuf::from("/usr/sbin/haproxy");
+    assert!(path.exists(), "no HAProxy at {}: `apt-get install haproxy` (scripts/test.sh does)", path.display());
+    path
+}
+
+/// Polls `condition` until it holds, failing the test after [`PATIENCE`].
+async fn wait_for<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let give_up = Instant::now() + PATIENCE;
+    while !condition().await {
+        assert!(Instant::now() < give_up, "waited too long for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The node a response says served it.
+fn served_by(response: &reqwest::Response) -> String {
+    response.headers()["x-soulbox-node"].to_str().unwrap().to_owned()
+}
+
+/// Runs `code` in sandbox `id` at `base` with `key`; returns the node that served it and the
+/// result's text.
+async fn cell(client: &reqwest::Client, base: &str, key: &str, id: &str, code: &str) -> (String, String) {
+    let response = client
+        .post(format!("{base}/v1/sandboxes/{id}/execute"))
+        .bearer_auth(key)
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let node = served_by(&response);
+    let body: serde_json::Value = response.json().await.unwrap();
+    (node, body["results"][0]["text"].as_str().unwrap_or_default().to_owned())
+}
+
+/// How many nodes `/cluster/nodes` at `url` lists as live.
+async fn live_nodes(client: &reqwest::Client, url: &str) -> usize {
+    let nodes: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+    nodes.as_array().unwrap().iter().filter(|n| n["live"] == true).count()
+}
+
+#[tokio::test]
+async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
+    let schema = Schema::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(&schema.url, "acme");
+    let nodes: Vec<Server> =
+        ["node-1", "node-2", "node-3"].iter().map(|name| start_node(name, &schema.url, dir.path())).collect();
+    let proxy = Proxy::start(&nodes.iter().collect::<Vec<_>>()).await;
+    let client = reqwest::Client::new();
+
+    // New sandboxes through the proxy land on every node (the least busy takes each).
+    let mut sandboxes = Vec::new();
+    for _ in 0..6 {
+        let response = client.post(proxy.url("/v1/sandboxes")).bearer_auth(&key).json(&serde_json::json!({})).send();
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 201);
+        let node = served_by(&response);
+        let created: serde_json::Value = response.json().await.unwrap();
+        sandboxes.push((created["id"].as_str().unwrap().to_owned(), node));
+    }
+    let placed: BTreeSet<&str> = sandboxes.iter().map(|(_, node)| node.as_str()).collect();
+    assert_eq!(placed.len(), 3, "{sandboxes:?}");
+
+    // Cells through the proxy reach each sandbox's owner, whichever node the id hashes to.
+    for (id, owner) in &sandboxes {
+        assert_eq!(cell(&client, &proxy.base, &key, id, "x = 41").await.0, *owner);
+        assert_eq!(cell(&client, &proxy.base, &key, id, "x + 1").await, (owner.clone(), "42".into()));
+    }
+
+    // A cell sent to a node that does not own the sandbox is forwarded, and streams: its
+    // first line arrives while it runs (it waits for a file the test writes through a third
+    // node once that line is read).
+    let (id, owner) = &sandboxes[0];
+    let index = |name: &str| name.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
+    let (wrong, third) = ((index(owner) + 1) % 3, (index(owner) + 2) % 3);
+    let code = "import os, time\nprint('first', flush=True)\nwhile not os.path.exists('/go'):\n    time.sleep(0.005)\nprint('second')\n6 * 7";
+    let mut response = client
+        .post(nodes[wrong].url(&format!("/v1/sandboxes/{id}/execute")))
+        .bearer_auth(&key)
+        .header("accept", "application/x-ndjson")
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!((response.status().as_u16(), served_by(&response)), (200, owner.clone()));
+    assert_eq!(response.headers()["content-type"], "application/x-ndjson");
+    let mut text = String::new();
+    let mut released = false;
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+        if !released && text.contains("first") {
+            let go = client.put(nodes[third].url(&format!("/v1/sandboxes/{id}/files?path=/go"))).bearer_auth(&key);
+            let go = go.body("").send().await.unwrap();
+            assert!(go.status().is_success() && served_by(&go) == *owner);
+            released = true;
+        }
+    }
+    let kinds: Vec<String> =
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string()).collect();
+    assert_eq!(kinds, [r#""stdout""#, r#""stdout""#, r#""result""#, r#""end""#], "{text}");
+
+    // Another tenant is refused by the owner, forwarded or not.
+    let other = create_key(&schema.url, "other");
+    let refused = client.get(nodes[wrong].url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&other).send().await;
+    assert_eq!(refused.unwrap().status(), 404);
+
+    // The operators' listing: every node live, with the sandboxes it owns.
+    let listed: serde_json::Value =
+        client.get(nodes[2].url("/cluster/nodes")).send().await.unwrap().json().await.unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    for node in listed {
+        assert_eq!(node["live"], true, "{node}");
+        let owned: BTreeSet<&str> = node["sandboxes"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+        let expected: BTreeSet<&str> =
+            sandboxes.iter().filter(|(_, n)| n == node["id"].as_str().unwrap()).map(|(id, _)| id.as_str()).collect();
+        assert_eq!(owned, expected);
+    }
+
+    // A node killed outright: its sandboxes are refused with the reason (503), never 404.
+    let mut nodes = nodes;
+    let dead = nodes.remove(index(owner));
+    drop(dead); // SIGKILL
+    let alive = &nodes[0];
+    let answer = client.get(alive.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains(owner.as_str()), "{body}");
+    wait_for("the dead node's lease to run out", || {
+        let (client, url) = (client.clone(), alive.url("/cluster/nodes"));
+        async move { live_nodes(&client, &url).await == 2 }
+    })
+    .await;
+    let answer = client.get(alive.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(answer.status(), 503);
+    let body: serde_json::Value = answer.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("is not live"), "{body}");
+    // The others' sandboxes still answer through the proxy.
+    for (id, node) in sandboxes.iter().filter(|(_, node)| node != owner) {
+        assert_eq!(cell(&client, &proxy.base, &key, id, "x + 1").await, (node.clone(), "42".into()));
+    }
+    drop(proxy);
+    drop(nodes);
+    schema.drop_schema().await;
+}
+
+/// A TCP relay to PostgreSQL that the test can cut (every connection dropped, new ones
+/// refused) and restore: a node's database connection dropping.
+struct Relay {
+    addr: std::net::SocketAddr,
+    open: Arc<AtomicBool>,
+    cut: Arc<std::sync::Mutex<tokio_util::sync::CancellationToken>>,
+}
+
+impl Relay {
+    async fn start(target: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let cut = Arc::new(std::sync::Mutex::new(tokio_util::sync::CancellationToken::new()));
+        let (accepting, cuts) = (open.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !accepting.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused
+                }
+                let token = cuts.lock().unwrap().clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(target).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        () = token.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Relay { addr, open, cut }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        let mut token = self.cut.lock().unwrap();
+        token.cancel();
+        *token = tokio_util::sync::CancellationToken::new();
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+// Multi-threaded: the relay's tasks run while the test blocks on starting the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_its_database_stops_serving_and_comes_back_when_it_returns() {
+    let schema = Schema::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(&schema.url, "acme");
+    // The node reaches PostgreSQL through the relay; a second node directly.
+    let (start, rest) = schema.url.split_once('@').expect("a URL with credentials");
+    let (postgres, path) = rest.split_once('/').expect("a URL with a database");
+    let relay = Relay::start(postgres.to_owned()).await;
+    let relayed = format!("{start}@{}/{path}", relay.addr);
+    let cut_off = start_node("node-1", &relayed, dir.path());
+    let other = start_node("node-2", &schema.url, dir.path());
+    let client = reqwest::Client::new();
+    let created = client.post(cut_off.url("/v1/sandboxes")).bearer_auth(&key).json(&serde_json::json!({})).send();
+    let created: serde_json::Value = created.await.unwrap().json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(cell(&client, &cut_off.url(""), &key, &id, "x = 41").await.0, "node-1");
+
+    relay.cut();
+    wait_for("the cut-off node to stop being ready", || {
+        let url = cut_off.url("/ready");
+        let client = client.clone();
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 503) }
+    })
+    .await;
+    // It takes no sandbox and serves none; neither does the other node serve its sandbox:
+    // nobody owns it twice.
+    let refused = client.post(cut_off.url("/v1/sandboxes")).bearer_auth(&key).json(&serde_json::json!({})).send();
+    assert_eq!(refused.await.unwrap().status(), 503);
+    let own = client.get(cut_off.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(own.status(), 503);
+    let body: serde_json::Value = own.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("lease"), "{body}");
+    let elsewhere = client.get(other.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(elsewhere.status(), 503, "the other node neither serves nor forwards to a node without a lease");
+
+    // The database comes back: the node renews (or registers again and adopts its sandbox),
+    // and the sandbox answers with its state, here and through the other node.
+    relay.restore();
+    wait_for("the node to be ready again", || {
+        let url = cut_off.url("/ready");
+        let client = client.clone();
+        async move { client.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+    })
+    .await;
+    assert_eq!(cell(&client, &cut_off.url(""), &key, &id, "x + 1").await, ("node-1".into(), "42".into()));
+    assert_eq!(cell(&client, &other.url(""), &key, &id, "x + 2").await, ("node-1".into(), "43".into()));
+    drop((cut_off, other));
+    schema.drop_schema().await;
+}
