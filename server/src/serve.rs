@@ -200,6 +200,7 @@ async fn join_cluster(
         url,
         lease: Duration::from_millis(section.lease_ms),
         capacity: i64::try_from(capacity).unwrap_or(i64::MAX),
+        max_sandboxes_per_tenant: config.auth.max_sandboxes_per_tenant,
     };
     let local_sandboxes = sandboxes.list(&Default::default()).into_iter().map(|info| info.id).collect();
     let cluster = Cluster::join(db, settings, local_sandboxes).await?;

@@ -24,7 +24,7 @@ mod forward;
 
 pub use forward::FORWARDED_BY;
 
-use crate::database::{Database, DatabaseError, NodeRow, Registered, SandboxOwner};
+use crate::database::{Claimed, Database, DatabaseError, NewSandbox, NodeRow, Registered, SandboxOwner};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -57,6 +57,9 @@ pub enum ClusterError {
     /// The sandbox already has an owner.
     #[error("sandbox `{0}` already has an owner")]
     AlreadyOwned(String),
+    /// The tenant has as many open sandboxes as it may, across the cluster.
+    #[error("{0} sandboxes of this owner may be open at once across the cluster; kill some first")]
+    TenantQuota(usize),
     /// The owning node could not be reached.
     #[error("node `{node}`, which holds this sandbox, could not be reached: {why}")]
     Unreachable {
@@ -78,6 +81,8 @@ pub struct NodeSettings {
     pub lease: Duration,
     /// Guests it runs at once.
     pub capacity: i64,
+    /// Open sandboxes a tenant may have across the cluster.
+    pub max_sandboxes_per_tenant: usize,
 }
 
 /// This node's membership in its cluster. Cheap to clone.
@@ -150,18 +155,22 @@ impl Cluster {
         Instant::now() < membership.live_until && membership.owned.contains(id)
     }
 
-    /// Makes this node the owner of its new sandbox `id`.
-    pub async fn claim(&self, id: &str, tenant: &str, template: &str) -> Result<(), ClusterError> {
+    /// Makes this node the owner of its new sandbox, within its tenant's bound across the
+    /// cluster.
+    pub async fn claim(&self, sandbox: NewSandbox<'_>) -> Result<(), ClusterError> {
         if !self.is_live() {
             return Err(ClusterError::NotLive);
         }
         let incarnation = self.membership().incarnation.clone();
-        let claim = self.0.db.claim_new_sandbox(id, tenant, template, self.node(), &incarnation);
-        if !self.bounded(claim).await? {
-            return Err(ClusterError::AlreadyOwned(id.to_owned()));
+        let max = self.0.settings.max_sandboxes_per_tenant;
+        match self.bounded(self.0.db.claim_new_sandbox(&sandbox, self.node(), &incarnation, max)).await? {
+            Claimed::Owned => {
+                self.membership().owned.insert(sandbox.id.to_owned());
+                Ok(())
+            }
+            Claimed::AlreadyOwned => Err(ClusterError::AlreadyOwned(sandbox.id.to_owned())),
+            Claimed::OverQuota => Err(ClusterError::TenantQuota(max)),
         }
-        self.membership().owned.insert(id.to_owned());
-        Ok(())
     }
 
     /// Forgets sandbox `id` (it closed).

@@ -9,7 +9,13 @@ fn settings(node: &str, lease_ms: u64) -> NodeSettings {
         url: format!("http://{node}.invalid:8080"),
         lease: Duration::from_millis(lease_ms),
         capacity: 2,
+        max_sandboxes_per_tenant: 3,
     }
+}
+
+/// A new sandbox of `acme`'s.
+fn new(id: &str) -> NewSandbox<'_> {
+    NewSandbox { id, tenant: "acme", template: "python" }
 }
 
 #[tokio::test]
@@ -19,16 +25,23 @@ async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
     let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
     let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
     assert!(one.is_live() && two.is_live());
-    one.claim("sbx-a", "acme", "python").await.unwrap();
+    one.claim(new("sbx-a")).await.unwrap();
     assert!(one.serves("sbx-a") && !two.serves("sbx-a"));
     let owner = two.owner_of("sbx-a").await.unwrap().expect("an owner");
     assert_eq!((owner.node.as_str(), owner.url.as_str(), owner.live), ("one", "http://one.invalid:8080", true));
-    assert!(matches!(two.claim("sbx-a", "acme", "python").await, Err(ClusterError::AlreadyOwned(_))));
+    assert!(matches!(two.claim(new("sbx-a")).await, Err(ClusterError::AlreadyOwned(_))));
     assert_eq!(two.owner_of("sbx-unknown").await.unwrap(), None);
+    // The tenant's bound holds across nodes: three open, the fourth refused wherever it is.
+    two.claim(new("sbx-b")).await.unwrap();
+    one.claim(new("sbx-c")).await.unwrap();
+    assert!(matches!(two.claim(new("sbx-d")).await, Err(ClusterError::TenantQuota(3))));
+    two.claim(NewSandbox { id: "sbx-e", tenant: "other", template: "python" }).await.unwrap();
     let nodes = one.nodes().await.unwrap();
     let listed: Vec<(&str, bool, &[String])> =
         nodes.iter().map(|n| (n.id.as_str(), n.live, n.sandboxes.as_slice())).collect();
-    assert_eq!(listed, [("one", true, &["sbx-a".to_owned()][..]), ("two", true, &[][..])]);
+    let (a, c) = ("sbx-a".to_owned(), "sbx-c".to_owned());
+    let (b, e) = ("sbx-b".to_owned(), "sbx-e".to_owned());
+    assert_eq!(listed, [("one", true, &[a, c][..]), ("two", true, &[b, e][..])]);
     // A node that leaves is not live for the others; its sandbox stays its own.
     one.leave().await;
     assert!(!one.is_live() && !one.serves("sbx-a"));
@@ -42,8 +55,8 @@ async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_san
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
     let first = Cluster::join(db.clone(), settings("one", 1_000), vec![]).await.unwrap();
-    first.claim("sbx-kept", "acme", "python").await.unwrap();
-    first.claim("sbx-not-local", "acme", "python").await.unwrap();
+    first.claim(new("sbx-kept")).await.unwrap();
+    first.claim(new("sbx-not-local")).await.unwrap();
     // Renewed while another process waits for the name: it gives up.
     let renewing = tokio::spawn({
         let first = first.clone();
@@ -73,8 +86,8 @@ async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other
     let db = Database::open(&schema.url).await.unwrap();
     let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
     let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
-    one.claim("sbx-stays", "acme", "python").await.unwrap();
-    one.claim("sbx-taken", "acme", "python").await.unwrap();
+    one.claim(new("sbx-stays")).await.unwrap();
+    one.claim(new("sbx-taken")).await.unwrap();
     let before = one.membership().incarnation.clone();
     // One's lease runs out (its database was out of reach), and two takes a sandbox over.
     db.expire_node("one").await;
@@ -94,7 +107,7 @@ async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_ru
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
     let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    one.claim("sbx-a", "acme", "python").await.unwrap();
+    one.claim(new("sbx-a")).await.unwrap();
     // What it believes against what the database says: it stops first.
     let lease_until_ms = one.nodes().await.unwrap()[0].lease_until_ms;
     let serving_left = one.membership().live_until.saturating_duration_since(Instant::now());
@@ -106,6 +119,6 @@ async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_ru
     // Its lease time passes without a renewal (as when the database is out of reach).
     one.membership().live_until = Instant::now();
     assert!(!one.is_live() && !one.serves("sbx-a"));
-    assert!(matches!(one.claim("sbx-b", "acme", "python").await, Err(ClusterError::NotLive)));
+    assert!(matches!(one.claim(new("sbx-b")).await, Err(ClusterError::NotLive)));
     schema.drop_schema().await;
 }

@@ -264,7 +264,8 @@ pub struct AuthSection {
     pub burst: u32,
     /// Executions (one-shot runs and cells) each key may have running at once. Default 16.
     pub max_concurrent_executions: u32,
-    /// Sandboxes each tenant may have open at once. Default 100.
+    /// Sandboxes each tenant may have open at once (across a cluster's nodes, in one).
+    /// Default 100.
     pub max_sandboxes_per_tenant: usize,
     /// Execution seconds (one-shot runs, cells and commands, wall time) each tenant may spend
     /// per UTC day; past it, 429 `budget_exhausted`. Default 0: no budget.

@@ -15,7 +15,7 @@ mod nodes;
 mod recorder;
 mod sandboxes;
 
-pub use nodes::{NodeRow, Registered, SandboxOwner};
+pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner};
 pub use recorder::{AuditRecorder, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;

@@ -61,6 +61,28 @@ pub struct SandboxOwner {
     pub live: bool,
 }
 
+/// A new sandbox a node claims.
+#[derive(Debug, Clone, Copy)]
+pub struct NewSandbox<'a> {
+    /// Its id.
+    pub id: &'a str,
+    /// Its tenant.
+    pub tenant: &'a str,
+    /// Its template's name.
+    pub template: &'a str,
+}
+
+/// Outcome of claiming a new sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claimed {
+    /// The node owns it.
+    Owned,
+    /// Another node owns it.
+    AlreadyOwned,
+    /// Its tenant has as many open sandboxes as it may across the cluster.
+    OverQuota,
+}
+
 /// Outcome of registering a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registered {
@@ -183,16 +205,33 @@ impl Database {
         Ok(nodes)
     }
 
-    /// Makes node `node`'s `incarnation` the owner of the new sandbox `id`. False when the
-    /// sandbox already has an owner.
+    /// Makes node `node`'s `incarnation` the owner of the new sandbox `id` of `tenant`, unless
+    /// it already has an owner or `tenant` already has `max_per_tenant` other open sandboxes
+    /// across the cluster (counted and claimed under a lock per tenant, so nodes claiming at
+    /// once cannot both pass the bound).
     pub async fn claim_new_sandbox(
         &self,
-        id: &str,
-        tenant: &str,
-        template: &str,
+        claim: &NewSandbox<'_>,
         node: &str,
         incarnation: &str,
-    ) -> Result<bool, DatabaseError> {
+        max_per_tenant: usize,
+    ) -> Result<Claimed, DatabaseError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))::text")
+            .bind(claim.tenant)
+            .execute(&mut *transaction)
+            .await?;
+        let open: i64 = sqlx::query(
+            "SELECT COUNT(*) AS open FROM sandboxes WHERE tenant = $1 AND id <> $2 AND state IN ('running', 'paused')",
+        )
+        .bind(claim.tenant)
+        .bind(claim.id)
+        .fetch_one(&mut *transaction)
+        .await?
+        .try_get("open")?;
+        if usize::try_from(open).unwrap_or(usize::MAX) >= max_per_tenant {
+            return Ok(Claimed::OverQuota);
+        }
         // The registry's recorder may have written the row first (without an owner).
         let claimed = sqlx::query(&format!(
             "INSERT INTO sandboxes (id, tenant, template, created_ms, state, updated_ms, node, incarnation, owner_epoch) \
@@ -200,14 +239,15 @@ impl Database {
              ON CONFLICT (id) DO UPDATE SET node = excluded.node, incarnation = excluded.incarnation, \
              owner_epoch = sandboxes.owner_epoch + 1 WHERE sandboxes.node IS NULL"
         ))
-        .bind(id)
-        .bind(tenant)
-        .bind(template)
+        .bind(claim.id)
+        .bind(claim.tenant)
+        .bind(claim.template)
         .bind(node)
         .bind(incarnation)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
-        Ok(claimed.rows_affected() == 1)
+        transaction.commit().await?;
+        Ok(if claimed.rows_affected() == 1 { Claimed::Owned } else { Claimed::AlreadyOwned })
     }
 
     /// Makes node `node`'s `incarnation` the owner of open sandbox `id` again (a node that

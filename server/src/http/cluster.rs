@@ -2,7 +2,9 @@
 //! a sandbox to the node that owns it, and `GET /cluster/nodes` for operators.
 //!
 //! A request names a sandbox by its path (`/v1/sandboxes/{id}/...`, E2B's
-//! `/sandboxes/{id}/...` and `/v2/sandboxes/{id}/...`) or by E2B's `E2b-Sandbox-Id` header.
+//! `/sandboxes/{id}/...` and `/v2/sandboxes/{id}/...`), by E2B's `E2b-Sandbox-Id` header, or,
+//! for a tool call (`POST /v1/tools/call`), by its arguments' `sandbox_id`. MCP requests are
+//! not routed: their tools reach this node's sandboxes only.
 //! Such a request is served here when this node owns the sandbox (no database round trip),
 //! or was forwarded here by another node; otherwise it goes to the live owner, and is refused
 //! (503) while its owner is not live. Any sandbox request is refused while this node's own
@@ -25,7 +27,15 @@ pub const SERVED_BY: &str = "x-soulbox-node";
 /// Middleware: serves, forwards or refuses a request by the sandbox it names.
 pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.clone() else { return next.run(request).await };
-    let sandbox = addressed_sandbox(&request).filter(|id| is_plain_name(id)).map(str::to_owned);
+    let (request, named_in_body) = match is_tool_call(&request) {
+        true => match tool_call_sandbox(request, state.settings.json_body_limit).await {
+            Ok(read) => read,
+            Err(refusal) => return refusal,
+        },
+        false => (request, None),
+    };
+    let sandbox =
+        named_in_body.or_else(|| addressed_sandbox(&request).map(str::to_owned)).filter(|id| is_plain_name(id));
     let mut response = match sandbox {
         None => next.run(request).await,
         Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
@@ -79,6 +89,34 @@ fn addressed_sandbox(request: &Request) -> Option<&str> {
     rest.split('/').next().filter(|id| !id.is_empty())
 }
 
+/// Whether `request` is a tool call (`POST /v1/tools/call`), which names its sandbox, if any,
+/// in its body.
+fn is_tool_call(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST && request.uri().path() == "/v1/tools/call"
+}
+
+/// Reads a tool call's body (at most `limit` bytes) for the sandbox its arguments name, and
+/// gives the request back whole. A body too large or unreadable is refused as the route would.
+async fn tool_call_sandbox(request: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => bytes,
+        Err(_) => return Err(ApiError::TooLarge("the request body is too large".into()).into_response()),
+    };
+    let sandbox = named_sandbox(&bytes);
+    Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), sandbox))
+}
+
+/// The `sandbox_id` a tool call's arguments name (an object, or the JSON text OpenAI gives).
+fn named_sandbox(body: &[u8]) -> Option<String> {
+    let call: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let arguments = match &call["arguments"] {
+        serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
+        other => other.clone(),
+    };
+    arguments["sandbox_id"].as_str().map(str::to_owned)
+}
+
 /// `GET /cluster/nodes`: every node, its lease, load and the sandboxes it owns (an operator's
 /// endpoint, like `/metrics`: keep it off the public network).
 pub async fn nodes(State(state): State<AppState>) -> Result<axum::Json<Vec<NodeRow>>, ApiError> {
@@ -115,5 +153,15 @@ mod tests {
         assert_eq!(named("/v1/sandboxes/", None), None);
         assert_eq!(named("/v1/execute", None), None);
         assert_eq!(named("/v1/templates/t", None), None);
+    }
+
+    #[test]
+    fn a_tool_call_names_its_sandbox_in_its_arguments_object_or_text() {
+        let object = br#"{"name": "run_cell", "arguments": {"sandbox_id": "sbx-1", "code": "1"}}"#;
+        assert_eq!(named_sandbox(object).as_deref(), Some("sbx-1"));
+        let text = br#"{"name": "run_cell", "arguments": "{\"sandbox_id\": \"sbx-2\"}"}"#;
+        assert_eq!(named_sandbox(text).as_deref(), Some("sbx-2"));
+        assert_eq!(named_sandbox(br#"{"name": "run_code", "arguments": {"code": "1"}}"#), None);
+        assert_eq!(named_sandbox(b"not json"), None);
     }
 }

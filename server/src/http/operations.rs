@@ -10,6 +10,8 @@
 use super::auth::{Caller, usage};
 use super::metrics::Kind;
 use super::{ApiError, AppState};
+use crate::cluster::ClusterError;
+use crate::database::NewSandbox;
 use futures_util::{Stream, StreamExt};
 use soulbox_engine::process::{ProcessEvent, ProcessExit, ProcessSpec, RenderRequest, RenderedPage};
 use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
@@ -104,9 +106,7 @@ impl AppState {
     /// In a cluster, refuses new sandboxes while this node's lease has run out.
     fn check_live(&self) -> Result<(), ApiError> {
         match &self.cluster {
-            Some(cluster) if !cluster.is_live() => {
-                Err(ApiError::Unavailable(crate::cluster::ClusterError::NotLive.to_string()))
-            }
+            Some(cluster) if !cluster.is_live() => Err(ApiError::Unavailable(ClusterError::NotLive.to_string())),
             _ => Ok(()),
         }
     }
@@ -116,14 +116,18 @@ impl AppState {
     async fn claim(&self, sandboxes: &[Sandbox]) -> Result<(), ApiError> {
         let Some(cluster) = &self.cluster else { return Ok(()) };
         for sandbox in sandboxes {
-            let (id, tenant) = (sandbox.id(), sandbox.owner().unwrap_or("-"));
-            if let Err(error) = cluster.claim(id, tenant, sandbox.template().name()).await {
-                tracing::warn!(%error, sandbox = %id, "a new sandbox could not be claimed in the cluster; killed");
+            let id = sandbox.id();
+            let claim = NewSandbox { id, tenant: sandbox.owner().unwrap_or("-"), template: sandbox.template().name() };
+            if let Err(error) = cluster.claim(claim).await {
+                tracing::info!(%error, sandbox = %id, "a new sandbox could not be claimed in the cluster; killed");
                 for made in sandboxes {
                     // The teardown goes on in the background.
                     drop(self.sandboxes.kill(made.id()));
                 }
-                return Err(ApiError::Unavailable(error.to_string()));
+                return Err(match error {
+                    ClusterError::TenantQuota(_) => ApiError::QuotaExceeded(error.to_string()),
+                    _ => ApiError::Unavailable(error.to_string()),
+                });
             }
         }
         Ok(())

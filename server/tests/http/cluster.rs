@@ -49,8 +49,16 @@ fn start_node(name: &str, database: &str, dir: &Path) -> Server {
     let workspaces = format!("storage.workspace_root={}", dir.join(name).display());
     let node = format!("cluster.node_id={name}");
     let lease = format!("cluster.lease_ms={LEASE_MS}");
-    let sets =
-        [workspaces.as_str(), &node, &lease, "cluster.enabled=true", "containers.enabled=false", "server.workers=1"];
+    let sets = [
+        workspaces.as_str(),
+        &node,
+        &lease,
+        "cluster.enabled=true",
+        "containers.enabled=false",
+        "server.workers=1",
+        // The tenant bound the cluster test fills across three nodes (two per node).
+        "auth.max_sandboxes_per_tenant=6",
+    ];
     let mut args = vec!["--database-url", database];
     for set in sets {
         args.extend(["--set", set]);
@@ -209,6 +217,21 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let kinds: Vec<String> =
         text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].to_string()).collect();
     assert_eq!(kinds, [r#""stdout""#, r#""stdout""#, r#""result""#, r#""end""#], "{text}");
+
+    // A tool call naming the sandbox in its arguments is forwarded too.
+    let call = serde_json::json!({"name": "run_cell", "arguments": {"sandbox_id": id, "code": "x * 2"}});
+    let reply = client.post(nodes[wrong].url("/v1/tools/call")).bearer_auth(&key).json(&call).send().await.unwrap();
+    assert_eq!((reply.status().as_u16(), served_by(&reply)), (200, owner.clone()));
+    let reply: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(reply["is_error"], false, "{reply}");
+    assert!(reply.to_string().contains("82"), "{reply}");
+
+    // The tenant's bound (6) holds across the nodes, though each holds two.
+    let seventh = client.post(proxy.url("/v1/sandboxes")).bearer_auth(&key).json(&serde_json::json!({})).send();
+    let seventh = seventh.await.unwrap();
+    assert_eq!(seventh.status(), 429);
+    let body: serde_json::Value = seventh.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
 
     // Another tenant is refused by the owner, forwarded or not.
     let other = create_key(&schema.url, "other");
