@@ -112,7 +112,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     sandboxes_config.snapshot_dir =
         Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| home.join("checkpoints")));
     // The registry reports every sandbox's state to the database as it changes.
-    let registry_record = SandboxRecorder::start(db.clone());
+    let registry_record = SandboxRecorder::start(db.clone(), node.as_deref());
     sandboxes_config.ledger = Some(Arc::new(registry_record.clone()));
     let sandboxes = Sandboxes::new(engine.clone(), sandboxes_config)?;
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -137,7 +137,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let state = AppState {
         engine,
         sandboxes,
-        metrics: Metrics::default(),
+        metrics: cluster.as_ref().map_or_else(Metrics::default, |cluster| Metrics::for_node(cluster.node())),
         auth,
         usage: UsageRecorder::start(db.clone()),
         audit: Audit::start(db.clone()),

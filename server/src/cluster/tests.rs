@@ -99,6 +99,22 @@ async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other
     assert_eq!(two.owner_of("sbx-taken").await.unwrap().unwrap().node, "two");
     assert_eq!(two.owner_of("sbx-stays").await.unwrap().unwrap().node, "one");
     assert!(two.owner_of("sbx-stays").await.unwrap().unwrap().live);
+    // One's registry still has its copy of the taken sandbox: what it reports of it (killed,
+    // say) does not reach the row the other node owns; the owner's reports do.
+    let change = |node: &str, state: &str| crate::database::RegistryChange {
+        node: Some(node.into()),
+        entry: serde_json::from_value(serde_json::json!({
+            "id": "sbx-taken", "owner": "acme", "template": "python", "state": state,
+            "checkpoints": [], "created_at_ms": 1, "at_ms": 2, "why": null,
+        }))
+        .unwrap(),
+    };
+    db.record_sandboxes(&[change("one", "killed")]).await.unwrap();
+    assert_eq!(two.owner_of("sbx-taken").await.unwrap().unwrap().node, "two", "still open, still two's");
+    db.record_sandboxes(&[change("two", "paused")]).await.unwrap();
+    let rows = db.sandboxes(Some("acme"), None).await.unwrap();
+    let taken = rows.iter().find(|row| row.id == "sbx-taken").unwrap();
+    assert_eq!(taken.state, "paused");
     schema.drop_schema().await;
 }
 

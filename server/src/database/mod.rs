@@ -16,7 +16,7 @@ mod recorder;
 mod sandboxes;
 
 pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner};
-pub use recorder::{AuditRecorder, SandboxRecorder, UsageRecorder};
+pub use recorder::{AuditRecorder, RegistryChange, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};

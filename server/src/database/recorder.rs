@@ -50,7 +50,17 @@ impl Record for AuditEvent {
     }
 }
 
-impl Record for LedgerEntry {
+/// A change of the sandbox registry, as one server (a cluster node, or a server that is not
+/// one) saw it: it is written only to rows that server owns ([`Database::record_sandboxes`]).
+#[derive(Debug, Clone)]
+pub struct RegistryChange {
+    /// The node that made it, in a cluster.
+    pub node: Option<Arc<str>>,
+    /// The change.
+    pub entry: LedgerEntry,
+}
+
+impl Record for RegistryChange {
     const WHAT: &'static str = "sandbox registry changes";
 
     fn write(db: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send {
@@ -61,11 +71,27 @@ impl Record for LedgerEntry {
 /// Queues usage records for the database.
 pub type UsageRecorder = Recorder<Usage>;
 /// Queues the sandbox registry's changes for the database, in order.
-pub type SandboxRecorder = Recorder<LedgerEntry>;
+#[derive(Debug, Clone)]
+pub struct SandboxRecorder {
+    changes: Recorder<RegistryChange>,
+    node: Option<Arc<str>>,
+}
+
+impl SandboxRecorder {
+    /// Starts the writer; `node` is this server's name in a cluster.
+    pub fn start(db: Database, node: Option<&str>) -> Self {
+        SandboxRecorder { changes: Recorder::start(db), node: node.map(Arc::from) }
+    }
+
+    /// Writes what is queued and waits for the writer.
+    pub async fn close(&self) {
+        self.changes.close().await;
+    }
+}
 
 impl SandboxLedger for SandboxRecorder {
     fn record(&self, entry: LedgerEntry) {
-        Recorder::record(self, entry);
+        self.changes.record(RegistryChange { node: self.node.clone(), entry });
     }
 }
 /// Queues audit events for the database.

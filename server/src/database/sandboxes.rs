@@ -9,7 +9,7 @@
 
 use super::{Database, DatabaseError};
 use serde::Serialize;
-use soulbox_engine::sandbox::{LedgerEntry, LedgerState};
+use soulbox_engine::sandbox::LedgerState;
 use sqlx::Row;
 
 /// The most rows one listing returns (the newest).
@@ -63,15 +63,19 @@ impl Database {
         Ok(())
     }
 
-    /// Records sandboxes' changes, in order, in one transaction.
-    pub async fn record_sandboxes(&self, entries: &[LedgerEntry]) -> Result<(), DatabaseError> {
+    /// Records sandboxes' changes, in order, in one transaction. A change reaches a row only
+    /// if the server that made it owns the sandbox (the row names its node; no node, for a
+    /// server that is not one): a node's stale copy of a sandbox another node took over never
+    /// overwrites it.
+    pub async fn record_sandboxes(&self, changes: &[super::RegistryChange]) -> Result<(), DatabaseError> {
         let mut transaction = self.pool.begin().await?;
-        for entry in entries {
+        for super::RegistryChange { node, entry } in changes {
             sqlx::query(
-                "INSERT INTO sandboxes (id, tenant, template, created_ms, state, checkpoints, updated_ms, why) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                "INSERT INTO sandboxes (id, tenant, template, created_ms, state, checkpoints, updated_ms, why, node) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, checkpoints = excluded.checkpoints, \
-                 updated_ms = excluded.updated_ms, why = excluded.why WHERE sandboxes.state <> 'killed'",
+                 updated_ms = excluded.updated_ms, why = excluded.why WHERE sandboxes.state <> 'killed' \
+                 AND (sandboxes.node IS NULL OR sandboxes.node = $9)",
             )
             .bind(&entry.id)
             .bind(entry.owner.as_deref().unwrap_or("-"))
@@ -81,6 +85,7 @@ impl Database {
             .bind(entry.checkpoints.join(" "))
             .bind(millis(entry.at_ms))
             .bind(entry.why.as_deref())
+            .bind(node.as_deref().unwrap_or(""))
             .execute(&mut *transaction)
             .await?;
         }
@@ -172,13 +177,15 @@ fn millis(ms: u64) -> i64 {
 pub(super) mod tests {
     use super::*;
 
-    /// An entry as the engine would report it (its fields are not public to build).
-    fn entry(id: &str, state: LedgerState, checkpoints: &[&str], at_ms: u64) -> LedgerEntry {
-        serde_json::from_value(serde_json::json!({
+    /// A change as a server that is not a node would report it (an entry's fields are not
+    /// public to build).
+    fn entry(id: &str, state: LedgerState, checkpoints: &[&str], at_ms: u64) -> crate::database::RegistryChange {
+        let entry = serde_json::from_value(serde_json::json!({
             "id": id, "owner": "acme", "template": "data-science", "state": state,
             "checkpoints": checkpoints, "created_at_ms": 1_000, "at_ms": at_ms, "why": null,
         }))
-        .unwrap()
+        .unwrap();
+        crate::database::RegistryChange { node: None, entry }
     }
 
     /// Run against SQLite and PostgreSQL by the database tests.

@@ -106,7 +106,19 @@ impl Kind {
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("soulbox");
+        Metrics::labelled(None)
+    }
+}
+
+impl Metrics {
+    /// The metrics of a cluster node: every series carries `node="<name>"`.
+    pub fn for_node(node: &str) -> Self {
+        Metrics::labelled(Some(node))
+    }
+
+    fn labelled(node: Option<&str>) -> Self {
+        let labels = node.map(|node| (std::borrow::Cow::Borrowed("node"), std::borrow::Cow::Owned(node.to_owned())));
+        let mut registry = Registry::with_prefix_and_labels("soulbox", labels.into_iter());
         let executions = Family::<ExecutionLabels, Counter>::default();
         // 0.1 ms to ~26 s.
         let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {

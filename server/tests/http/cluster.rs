@@ -226,7 +226,7 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     assert_eq!(reply["is_error"], false, "{reply}");
     assert!(reply.to_string().contains("82"), "{reply}");
 
-    // The tenant's bound (6) holds across the nodes, though each holds two.
+    // The tenant's bound (6) holds across the nodes, though each holds fewer.
     let seventh = client.post(proxy.url("/v1/sandboxes")).bearer_auth(&key).json(&serde_json::json!({})).send();
     let seventh = seventh.await.unwrap();
     assert_eq!(seventh.status(), 429);
@@ -250,6 +250,11 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
             sandboxes.iter().filter(|(_, n)| n == node["id"].as_str().unwrap()).map(|(id, _)| id.as_str()).collect();
         assert_eq!(owned, expected);
     }
+
+    // Each node's metrics carry its name.
+    let metrics = client.get(nodes[1].url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let on_two = sandboxes.iter().filter(|(_, node)| node == "node-2").count();
+    assert!(metrics.contains(&format!(r#"soulbox_sandboxes_open{{node="node-2"}} {on_two}"#)), "{metrics}");
 
     // A node killed outright: its sandboxes are refused with the reason (503), never 404.
     let mut nodes = nodes;
