@@ -62,10 +62,9 @@ else
   trap - EXIT
   step "server image $SERVER: smoke test (docker run --rm $SERVER run -e 'print(1+1)')"
   # A failed image is removed, so the next run builds it again.
-  out=$(docker run --rm "$SERVER" run -e 'print(1+1)') || out="(it failed; see above)"
-  if [ "$out" != 2 ]; then
+  if ! out=$(docker run --rm "$SERVER" run -e 'print(1+1)') || [ "$out" != 2 ]; then
     docker image rm "$SERVER" >/dev/null
-    fail "$SERVER printed $out instead of 2: removed"
+    fail "$SERVER failed its smoke test (print(1+1) printed: ${out:-nothing}): removed"
   fi
 fi
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$SERVER" >&2

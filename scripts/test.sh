@@ -29,6 +29,8 @@ python_envs() {
   venv e2b-venv server/tests/python/e2b-requirements.txt
   step "moto (server/tests/python/moto-requirements.txt: an S3-compatible server, for the object store tests)"
   venv moto-venv server/tests/python/moto-requirements.txt
+  step "deployment validator (server/tests/python/deploy-requirements.txt: kubernetes-validate, pinned, for deploy/)"
+  venv deploy-venv server/tests/python/deploy-requirements.txt
   step "test wheels (tests/wheels-requirements.txt: pure-Python wheels the package tests install, pinned)"
   python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --platform any \
     --implementation py --abi none --python-version 3.15 -d target/test-wheels -r tests/wheels-requirements.txt

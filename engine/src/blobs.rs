@@ -159,7 +159,7 @@ impl BlobStore {
     }
 
     /// Waits until every blob stored so far is in the replica, if there is one (blocking).
-    fn flush_replica(&self) -> Result<(), BlobError> {
+    pub fn flush_replica(&self) -> Result<(), BlobError> {
         match &self.replica {
             Some(replica) => replica.flush(|id| std::fs::read(self.path(id)).ok()),
             None => Ok(()),

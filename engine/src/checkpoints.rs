@@ -90,10 +90,24 @@ pub struct Stored {
     pub pin: Pin,
 }
 
+/// What a collection keeps.
+#[derive(Debug, Default)]
+pub struct Named {
+    /// Checkpoints: each is kept with its parts.
+    pub checkpoints: HashSet<BlobId>,
+    /// Other blobs, kept as they are (a sandbox's hand-over: its manifest and files).
+    pub blobs: HashSet<BlobId>,
+}
+
 impl Checkpoints {
     /// Checkpoints in `blobs`.
     pub fn new(blobs: BlobStore) -> Self {
         Checkpoints { blobs, shared: Arc::default() }
+    }
+
+    /// The blob store the checkpoints are in.
+    pub fn blobs(&self) -> &BlobStore {
+        &self.blobs
     }
 
     /// Holds off collections while a checkpoint is written and named.
@@ -108,7 +122,7 @@ impl Checkpoints {
     }
 
     /// [`Checkpoints::collect`], if something may have become garbage since the last one.
-    pub async fn collect_if_needed(&self, named: impl FnOnce() -> HashSet<BlobId>) -> usize {
+    pub async fn collect_if_needed(&self, named: impl FnOnce() -> Named) -> usize {
         if !self.shared.garbage.swap(false, std::sync::atomic::Ordering::Relaxed) {
             return 0;
         }
@@ -174,20 +188,22 @@ impl Checkpoints {
         index + parts.unwrap_or(0)
     }
 
-    /// Removes every blob that is not a checkpoint `named` returns, a part of one, or pinned,
-    /// returning how many went. Waits for checkpoints being written; `named` is called once
-    /// none is, so it sees every checkpoint that is named.
-    pub async fn collect(&self, named: impl FnOnce() -> HashSet<BlobId>) -> usize {
+    /// Removes every blob that is not a checkpoint `named` returns, a part of one, one of its
+    /// other blobs, or pinned, returning how many went. Waits for checkpoints being written;
+    /// `named` is called once none is, so it sees every checkpoint that is named.
+    pub async fn collect(&self, named: impl FnOnce() -> Named) -> usize {
         let _gate = self.shared.gate.write().await;
-        let mut roots = named();
-        roots.extend(self.shared.pinned.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned());
+        let mut named = named();
+        named.checkpoints.extend(self.shared.pinned.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned());
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.retain(&roots)).await.unwrap_or(0)
+        tokio::task::spawn_blocking(move || this.retain(&named)).await.unwrap_or(0)
     }
 
     /// [`Checkpoints::collect`] without waiting (blocking): for a store nobody writes to yet.
-    pub fn retain(&self, roots: &HashSet<BlobId>) -> usize {
+    pub fn retain(&self, named: &Named) -> usize {
+        let roots = &named.checkpoints;
         let mut keep = roots.clone();
+        keep.extend(named.blobs.iter().cloned());
         let mut indexes = HashMap::new();
         for root in roots {
             // A root whose index cannot be read keeps only itself: its load says why.
@@ -237,10 +253,10 @@ mod tests {
         assert_eq!(store.load(&first.id).unwrap(), image(&[b"header 1", b"range 0", b"range 1"]));
 
         // Pinned, both stay; unpinned and unnamed, the first goes but not the part it shares.
-        assert_eq!(store.collect(HashSet::new).await, 0);
+        assert_eq!(store.collect(Named::default).await, 0);
         let (first_id, second_id) = (first.id.clone(), second.id.clone());
         drop((first, second));
-        let removed = store.collect(|| [second_id.clone()].into()).await;
+        let removed = store.collect(|| Named { checkpoints: [second_id.clone()].into(), ..Named::default() }).await;
         assert_eq!(removed, 3, "the first's index, header and range 1, not the range 0 it shared");
         assert!(matches!(store.load(&first_id), Err(BlobError::Missing(_))));
         assert_eq!(store.load(&second_id).unwrap(), image(&[b"header 2", b"range 0", b"range 1 changed"]));

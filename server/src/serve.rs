@@ -19,7 +19,7 @@
 //! container this server made is removed, and the process exits.
 
 use crate::cli::{Cli, Loaded};
-use crate::cluster::{Cluster, NodeSettings};
+use crate::cluster::{Cluster, NodeHandovers, NodeSettings};
 use crate::config::Environment;
 use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
@@ -111,6 +111,14 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     sandboxes_config.workspace_root = config.storage.workspace_root.clone().unwrap_or_else(|| home.join("workspaces"));
     sandboxes_config.snapshot_dir =
         Some(config.storage.snapshot_dir.clone().unwrap_or_else(|| home.join("checkpoints")));
+    // A cluster node hands its sandboxes over through the shared object store.
+    match (&node, &sandboxes_config.replica) {
+        (Some(node), Some(_)) => {
+            sandboxes_config.handover = Some(Arc::new(NodeHandovers { db: db.clone(), node: node.clone() }));
+        }
+        (Some(_), None) => tracing::warn!("a cluster without [storage.object_store]: a node's sandboxes die with it"),
+        (None, _) => {}
+    }
     // The registry reports every sandbox's state to the database as it changes.
     let registry_record = SandboxRecorder::start(db.clone(), node.as_deref());
     sandboxes_config.ledger = Some(Arc::new(registry_record.clone()));
@@ -241,8 +249,9 @@ async fn release_closed(cluster: Cluster, mut closed: tokio::sync::broadcast::Re
 }
 
 /// The object store that keeps a copy of every checkpoint (`[storage.object_store]`). A
-/// cluster node keeps its blobs under a prefix of its own (`<prefix>/nodes/<node>`): a node
-/// deletes the blobs it collects, and nodes' blobs with the same content have the same name.
+/// cluster's nodes share it (one takes over another's sandboxes from it), so a node does not
+/// delete the blobs it collects: blobs are named by their content, and another node's
+/// sandboxes may name the same ones.
 fn checkpoint_replica(section: &ObjectStoreSection, node: Option<&str>) -> anyhow::Result<Replica> {
     let mut builder = AmazonS3Builder::from_env().with_bucket_name(&section.bucket).with_allow_http(section.allow_http);
     if let Some(endpoint) = &section.endpoint {
@@ -251,11 +260,8 @@ fn checkpoint_replica(section: &ObjectStoreSection, node: Option<&str>) -> anyho
     let region = section.region.clone().or_else(|| std::env::var("AWS_REGION").ok());
     builder = builder.with_region(region.unwrap_or_else(|| "us-east-1".into()));
     let store = builder.build().context("storage.object_store")?;
-    let prefix = match node {
-        Some(node) => format!("{}/nodes/{node}", section.prefix.trim_end_matches('/')),
-        None => section.prefix.clone(),
-    };
-    Ok(Replica::new(Arc::new(store), &prefix)?)
+    let replica = Replica::new(Arc::new(store), &section.prefix)?;
+    Ok(if node.is_some() { replica.without_deletes() } else { replica })
 }
 
 /// Loads (or compiles) the runtimes; one-shot guests run in worker processes when configured.

@@ -10,7 +10,8 @@
 //! for the network. A blob that is missing or damaged
 //! locally is fetched, checked (it must decompress to content with its id's checksum, as a
 //! local one must) and cached again. Blobs collected locally are deleted from the object store
-//! too. Object names are `<prefix>/<id>`.
+//! too, unless the replica is shared ([`Replica::without_deletes`]). Object names are
+//! `<prefix>/<id>`.
 //!
 //! The store's calls are async and the blob store's are blocking. The replica has a small
 //! runtime of its own (one worker) that its calls run on, each awaited from a short-lived
@@ -29,6 +30,8 @@ use std::sync::{Arc, Mutex};
 pub struct Replica {
     store: Arc<dyn ObjectStore>,
     prefix: ObjectPath,
+    /// Whether blobs collected locally are deleted from the store too.
+    deletes: bool,
     driver: Arc<Driver>,
     uploads: Arc<Mutex<Uploads>>,
 }
@@ -83,7 +86,16 @@ impl Replica {
             .build()
             .map_err(|e| remote(format!("starting its runtime: {e}")))?;
         let driver = Arc::new(Driver(Some(runtime)));
-        Ok(Replica { store, prefix: ObjectPath::from(prefix), driver, uploads: Arc::default() })
+        Ok(Replica { store, prefix: ObjectPath::from(prefix), deletes: true, driver, uploads: Arc::default() })
+    }
+
+    /// This replica without deletes: blobs collected locally stay in the object store. For a
+    /// store several registries share (a cluster's nodes, which may take each other's
+    /// sandboxes over): blobs are named by their content, so a blob one registry no longer
+    /// needs may be another's. Nothing collects them there yet.
+    pub fn without_deletes(mut self) -> Self {
+        self.deletes = false;
+        self
     }
 
     fn path(&self, id: &BlobId) -> ObjectPath {
@@ -159,6 +171,9 @@ impl Replica {
     /// Deletes `ids` from the object store (blocking; a failure is logged: the blob is only
     /// left behind).
     pub(super) fn delete(&self, ids: Vec<BlobId>) {
+        if !self.deletes {
+            return;
+        }
         let paths: Vec<ObjectPath> = ids.iter().map(|id| self.path(id)).collect();
         self.driver.run(async {
             for path in paths {

@@ -19,7 +19,7 @@
 
 use super::context::ContextRecord;
 use super::ledger::LedgerState;
-use super::{FileError, Sandbox, SandboxError, SandboxInfo, Shared, durable, epoch_ms};
+use super::{FileError, Sandbox, SandboxError, SandboxInfo, Shared, durable, epoch_ms, handover};
 use crate::checkpoints::Pin;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::Ordering;
@@ -114,10 +114,14 @@ impl Shared {
         if self.identity.policy.checkpoint == CheckpointPolicy::EveryCell {
             return;
         }
-        if self.saved.swap(false, Ordering::Relaxed)
-            && let Err(error) = self.manifests.mark_running(&self.identity.id)
-        {
-            tracing::warn!(%error, sandbox = %self.identity.id, "could not mark a sandbox's manifest changed");
+        if self.saved.swap(false, Ordering::Relaxed) {
+            if let Err(error) = self.manifests.mark_running(&self.identity.id) {
+                tracing::warn!(%error, sandbox = %self.identity.id, "could not mark a sandbox's manifest changed");
+            }
+            // Its last hand-over no longer holds its latest state.
+            if let Err(error) = self.hand_over(None).await {
+                tracing::warn!(%error, sandbox = %self.identity.id, "could not withdraw a sandbox's hand-over");
+            }
         }
     }
 
@@ -156,6 +160,34 @@ impl Shared {
         drop(pins);
     }
 
+    /// Records its latest hand-over (`None`: it has none that holds its state), in memory and
+    /// in the registry's [`super::HandoverLog`], if the registry hands sandboxes over.
+    async fn hand_over(
+        &self,
+        handed: Option<(handover::WorkspaceSnapshot, crate::blobs::BlobId)>,
+    ) -> Result<(), SandboxError> {
+        let (Some(state), Some(log)) =
+            (&self.handover, self.registry.upgrade().and_then(|r| r.config.handover.clone()))
+        else {
+            return Ok(());
+        };
+        let manifest = {
+            let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
+            match handed {
+                Some((snapshot, id)) => (state.snapshot, state.manifest) = (Some(snapshot), Some(id)),
+                None if state.manifest.is_none() => return Ok(()),
+                None => state.manifest = None,
+            }
+            state.manifest.clone()
+        };
+        log.handed_over(&self.identity.id, manifest.as_ref()).await.map_err(|why| {
+            SandboxError::File(FileError::Io {
+                path: "the sandbox's hand-over".into(),
+                source: std::io::Error::other(why),
+            })
+        })
+    }
+
     /// At a pause, in a registry with a paused lifetime: the sandbox is kept that long from now,
     /// and keeps the lifetime it had left for its resume (a sandbox paused again keeps what it
     /// had left the first time).
@@ -187,12 +219,33 @@ impl Shared {
         durable: bool,
         checkpointed_at_ms: u64,
     ) -> Result<(), SandboxError> {
-        let manifest = self.manifest(records, state, checkpointed_at_ms);
+        let mut manifest = self.manifest(records, state, checkpointed_at_ms);
         let manifests = self.manifests.clone();
-        tokio::task::spawn_blocking(move || manifests.write(&manifest, durable))
-            .await
-            .map_err(|_| SandboxError::Interrupted)?
-            .map_err(|e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e }))?;
+        let hand_over = self.handover.is_some() && state == durable::Durability::Checkpointed;
+        let previous =
+            self.handover.as_ref().and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).snapshot.clone());
+        let blobs = self.checkpoints.blobs().clone();
+        let workspace = self.workspace.host_path().to_path_buf();
+        let io = |e| SandboxError::File(FileError::Io { path: "the sandbox's manifest".into(), source: e });
+        let handed = tokio::task::spawn_blocking(move || -> Result<_, SandboxError> {
+            if !hand_over {
+                manifests.write(&manifest, durable).map_err(io)?;
+                return Ok(None);
+            }
+            // The files, then the manifest naming them; a durable write waits for every
+            // upload started, the files' included.
+            let snapshot = handover::snapshot(&workspace, &blobs, previous.as_ref())?;
+            manifest.workspace_snapshot = Some(snapshot.index.clone());
+            let bytes = durable::encode(&manifest);
+            let (id, _) = blobs.put(&bytes, durable)?;
+            // Another machine takes it over from the object store: every upload, done.
+            blobs.flush_replica()?;
+            manifests.write_encoded(&manifest.id, &bytes, durable).map_err(io)?;
+            Ok(Some((snapshot, id)))
+        })
+        .await
+        .map_err(|_| SandboxError::Interrupted)??;
+        self.hand_over(handed).await?;
         self.durable.store(true, Ordering::Relaxed);
         self.forget_if_shut();
         Ok(())
@@ -233,6 +286,7 @@ impl Shared {
             contexts: records,
             defaults,
             state,
+            workspace_snapshot: None,
         }
     }
 }

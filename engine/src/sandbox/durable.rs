@@ -69,6 +69,10 @@ pub(super) struct Manifest {
     pub contexts: Vec<ContextRecord>,
     pub defaults: Vec<(Language, String)>,
     pub state: Durability,
+    /// Its workspace's files, stored ([`super::handover`]), when its registry hands sandboxes
+    /// over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace_snapshot: Option<BlobId>,
 }
 
 impl Manifest {
@@ -119,13 +123,17 @@ impl Manifests {
     /// Writes `manifest` atomically; with `durable`, synced to disk before it replaces the old
     /// one (a pause); without, visible to the next process but not synced (marking running).
     pub fn write(&self, manifest: &Manifest, durable: bool) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(manifest).map_err(std::io::Error::other)?;
+        self.write_encoded(&manifest.id, &encode(manifest), durable)
+    }
+
+    /// [`Manifests::write`] of a manifest already [`encode`]d.
+    pub fn write_encoded(&self, id: &str, bytes: &[u8], durable: bool) -> std::io::Result<()> {
         let mut file = tempfile::NamedTempFile::new_in(&self.dir)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         if durable {
             file.as_file().sync_all()?;
         }
-        file.persist(self.path(&manifest.id)).map_err(|e| e.error)?;
+        file.persist(self.path(id)).map_err(|e| e.error)?;
         if durable {
             std::fs::File::open(&self.dir)?.sync_all()?;
         }
@@ -199,8 +207,13 @@ fn owner_of(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Owner>(bytes).ok()?.owner
 }
 
+/// `manifest` as it is written, on disk and as a blob.
+pub(super) fn encode(manifest: &Manifest) -> Vec<u8> {
+    serde_json::to_vec_pretty(manifest).expect("a manifest serializes")
+}
+
 /// A manifest of this code's format, or why it is not one.
-fn read_manifest(bytes: &[u8]) -> Result<Manifest, String> {
+pub(super) fn read_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     #[derive(Deserialize)]
     struct Format {
         format: u32,

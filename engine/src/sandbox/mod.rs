@@ -25,6 +25,7 @@ mod checkpoint;
 mod context;
 mod durable;
 mod fork;
+mod handover;
 mod ledger;
 mod processes;
 pub mod quota;
@@ -209,6 +210,14 @@ pub struct SandboxesConfig {
     /// `snapshot_dir` is fetched from it ([`crate::blobs::Replica`]). Manifests, template
     /// records and workspaces stay in the local directories. Default `None`.
     pub replica: Option<crate::blobs::Replica>,
+    /// Make every sandbox whose checkpoints hold its latest state ready to be taken over by
+    /// another registry, on another machine, that shares the replica: its manifest and its
+    /// workspace's files are stored as blobs too, uploaded, and the manifest blob's id given
+    /// to this log before the checkpoint (a pause, or a cell's end) is reported done
+    /// ([`HandoverLog`], [`Sandboxes::take_over`]). Costs a walk of the workspace at each
+    /// checkpoint (files are read again only when their size, time or mode changed), and the
+    /// uploads' round trips. Default `None`.
+    pub handover: Option<Arc<dyn HandoverLog>>,
 }
 
 impl Default for SandboxesConfig {
@@ -223,6 +232,7 @@ impl Default for SandboxesConfig {
             max_snapshot_bytes_per_owner: None,
             paused_lifetime: None,
             replica: None,
+            handover: None,
         }
     }
 }
@@ -594,17 +604,17 @@ impl Sandboxes {
         if swept > 0 {
             tracing::info!(swept, "removed the workspaces of processes that died");
         }
-        let named: std::collections::HashSet<BlobId> = found
-            .iter()
-            .filter_map(|f| match f {
-                durable::Found::Checkpointed(manifest) => Some(manifest.checkpoints().cloned()),
-                durable::Found::Lost { .. } => None,
-            })
-            .flatten()
-            .collect();
+        let mut named = crate::checkpoints::Named::default();
+        for found in &found {
+            if let durable::Found::Checkpointed(manifest) = found {
+                named.checkpoints.extend(manifest.checkpoints().cloned());
+                named.blobs.extend(handed_over(manifest, &blobs).map(|handover| handover.blobs()).unwrap_or_default());
+            }
+        }
         let templates = templates::Templates::open(&snapshot_dir).map_err(|e| io(&snapshot_dir, e))?;
+        named.checkpoints.extend(templates.checkpoints());
         let checkpoints = Checkpoints::new(blobs);
-        let unnamed = checkpoints.retain(&named.into_iter().chain(templates.checkpoints()).collect());
+        let unnamed = checkpoints.retain(&named);
         if unnamed > 0 {
             tracing::info!(unnamed, "removed checkpoints no paused sandbox names");
         }
@@ -677,6 +687,54 @@ impl Sandboxes {
         }
     }
 
+    /// Takes over the sandbox whose hand-over is blob `manifest` (reported by another
+    /// registry's [`HandoverLog`]; fetched through the replica): its
+    /// workspace's files are restored into a new workspace here, and it opens paused, its
+    /// contexts restored from their checkpoints when used, as [`Sandbox::resume`] would. The
+    /// other registry must no longer run it: that is the caller's to ensure (a cluster's
+    /// ownership). A sandbox already open here is refused ([`SandboxError::Exists`]); one
+    /// that cannot be rebuilt (a blob missing from the object store, say) is
+    /// [`SandboxError::Lost`], with why.
+    pub async fn take_over(&self, manifest: &BlobId) -> Result<Sandbox, SandboxError> {
+        let this = self.clone();
+        let blob = manifest.clone();
+        let id = tokio::task::spawn_blocking(move || this.take_over_blocking(&blob))
+            .await
+            .map_err(|_| SandboxError::Interrupted)??;
+        tracing::info!(sandbox = %id, %manifest, "took over a sandbox");
+        self.get(&id)
+    }
+
+    fn take_over_blocking(&self, blob: &BlobId) -> Result<String, SandboxError> {
+        let lost = |id: &str, why: String| SandboxError::Lost { id: id.to_owned(), why };
+        let bytes = self.registry.checkpoints.blobs().get(blob)?;
+        let mut manifest = durable::read_manifest(&bytes).map_err(|why| lost(blob.as_str(), why))?;
+        if self.knows(&manifest.id) {
+            return Err(SandboxError::Exists(manifest.id));
+        }
+        let Some(files) = manifest.workspace_snapshot.clone() else {
+            return Err(lost(&manifest.id, "its hand-over has no snapshot of its files".into()));
+        };
+        let config = &self.registry.config;
+        let workspace = match config.workspace_bytes {
+            Some(bytes) => Workspace::create_with_quota(&config.workspace_root, bytes),
+            None => Workspace::create_in(&config.workspace_root),
+        };
+        let workspace = workspace.map_err(|e| lost(&manifest.id, format!("could not make its workspace ({e})")))?;
+        let refused = |why: String| {
+            workspace.remove();
+            lost(&manifest.id, why)
+        };
+        handover::restore(&files, self.registry.checkpoints.blobs(), workspace.host_path()).map_err(refused)?;
+        manifest.workspace = workspace.host_path().to_path_buf();
+        self.registry.manifests.write(&manifest, true).map_err(|e| refused(format!("could not record it ({e})")))?;
+        if let Err(why) = self.adopt(&manifest) {
+            self.registry.manifests.remove(&manifest.id);
+            return Err(refused(why));
+        }
+        Ok(manifest.id)
+    }
+
     /// Opens a paused sandbox from its manifest, its contexts still paused.
     fn adopt(&self, manifest: &durable::Manifest) -> Result<(), String> {
         if manifest.workspace.parent() != Some(self.registry.config.workspace_root.as_path()) {
@@ -724,6 +782,10 @@ impl Sandboxes {
                 contexts.by_id.insert(record.id.clone(), Arc::new(Context::adopt(record, spec)));
             }
             contexts.defaults = manifest.defaults.iter().cloned().collect();
+        }
+        if let Some(handover) = &shared.handover {
+            *handover.lock().unwrap_or_else(|e| e.into_inner()) =
+                handed_over(manifest, self.registry.checkpoints.blobs()).unwrap_or_default();
         }
         shared.report(ledger::LedgerState::Paused);
         let sandbox = Sandbox { shared };
@@ -944,13 +1006,13 @@ impl Registry {
     async fn collect_checkpoints(&self, always: bool) -> usize {
         let named = || {
             let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-            let mut named: std::collections::HashSet<BlobId> = open
-                .by_id
-                .values()
-                .flat_map(|sandbox| sandbox.shared.context_handles())
-                .filter_map(|context| context.stored_checkpoint())
-                .collect();
-            named.extend(self.templates.checkpoints());
+            let mut named = crate::checkpoints::Named::default();
+            for sandbox in open.by_id.values() {
+                let contexts = sandbox.shared.context_handles();
+                named.checkpoints.extend(contexts.iter().filter_map(|context| context.stored_checkpoint()));
+                named.blobs.extend(sandbox.shared.handed_over());
+            }
+            named.checkpoints.extend(self.templates.checkpoints());
             named
         };
         let removed = if always {
@@ -1057,11 +1119,68 @@ struct Shared {
     durable: AtomicBool,
     /// Where its state changes are reported, if anywhere ([`ledger`]).
     ledger: Option<Arc<dyn SandboxLedger>>,
+    /// What another registry would take it over from, when the registry hands sandboxes over
+    /// ([`SandboxesConfig::handover`]).
+    handover: Option<Mutex<Handover>>,
     workspace: Workspace,
     clock: Mutex<Clock>,
     contexts: Mutex<Contexts>,
     stop: StopSignal,
     processes: Processes,
+}
+
+/// Where a registry that hands sandboxes over ([`SandboxesConfig::handover`]) records each
+/// sandbox's latest hand-over, for another registry to take it over from: shared by both (a
+/// cluster's database).
+#[async_trait::async_trait]
+pub trait HandoverLog: Send + Sync + std::fmt::Debug {
+    /// Sandbox `sandbox` can now be taken over from blob `manifest`; or, with `None`, it
+    /// changed since its last hand-over, which no longer holds its state. Awaited before the
+    /// checkpoint that made it is reported done.
+    async fn handed_over(&self, sandbox: &str, manifest: Option<&BlobId>) -> Result<(), String>;
+}
+
+/// A sandbox's latest hand-over: the blobs another registry would take it over from.
+#[derive(Default)]
+struct Handover {
+    /// Its workspace's files at its latest checkpoint.
+    snapshot: Option<handover::WorkspaceSnapshot>,
+    /// Its manifest's blob, while that manifest holds its latest state.
+    manifest: Option<BlobId>,
+}
+
+impl Handover {
+    /// The blobs it names.
+    fn blobs(&self) -> std::collections::HashSet<BlobId> {
+        let mut blobs = self.snapshot.as_ref().map(|snapshot| snapshot.blobs.clone()).unwrap_or_default();
+        blobs.extend(self.manifest.clone());
+        blobs
+    }
+}
+
+/// The hand-over a manifest on disk names (blocking: its workspace index is read), if it has
+/// one: its files' snapshot, and the manifest's own blob (the same bytes as the file).
+fn handed_over(manifest: &durable::Manifest, blobs: &BlobStore) -> Option<Handover> {
+    let index = manifest.workspace_snapshot.as_ref()?;
+    match handover::named_by(index, blobs) {
+        Ok(snapshot) => {
+            Some(Handover { snapshot: Some(snapshot), manifest: Some(BlobId::of(&durable::encode(manifest))) })
+        }
+        Err(why) => {
+            tracing::warn!(sandbox = %manifest.id, %why, "a sandbox's hand-over cannot be read; it is taken afresh");
+            None
+        }
+    }
+}
+
+impl Shared {
+    /// The blobs of its latest hand-over, if its registry hands sandboxes over.
+    fn handed_over(&self) -> std::collections::HashSet<BlobId> {
+        match &self.handover {
+            Some(handover) => handover.lock().unwrap_or_else(|e| e.into_inner()).blobs(),
+            None => Default::default(),
+        }
+    }
 }
 
 struct Clock {
@@ -1136,6 +1255,7 @@ impl Registry {
             generation: AtomicU64::new(0),
             checkpointed_at_ms: AtomicU64::new(0),
             ledger: self.config.ledger.clone(),
+            handover: self.config.handover.as_ref().map(|_| Mutex::default()),
             workspace,
             clock: Mutex::new(clock),
             contexts: Mutex::new(Contexts::default()),

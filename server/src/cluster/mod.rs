@@ -24,7 +24,9 @@ mod forward;
 
 pub use forward::FORWARDED_BY;
 
-use crate::database::{Claimed, Database, DatabaseError, NewSandbox, NodeRow, Registered, SandboxOwner};
+use crate::database::{Claimed, Database, DatabaseError, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
+use soulbox_engine::blobs::BlobId;
+use soulbox_engine::sandbox::HandoverLog;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -94,6 +96,9 @@ struct Inner {
     db: Database,
     membership: Mutex<Membership>,
     client: reqwest::Client,
+    /// Held while this node takes a sandbox over: one at a time, so two requests for the same
+    /// dead node's sandbox take it once.
+    taking_over: tokio::sync::Mutex<()>,
 }
 
 /// What this process holds in the cluster.
@@ -126,6 +131,7 @@ impl Cluster {
                 owned: HashSet::new(),
             }),
             client: forward::client(),
+            taking_over: tokio::sync::Mutex::new(()),
             settings,
             db,
         }));
@@ -171,6 +177,38 @@ impl Cluster {
             Claimed::AlreadyOwned => Err(ClusterError::AlreadyOwned(sandbox.id.to_owned())),
             Claimed::OverQuota => Err(ClusterError::TenantQuota(max)),
         }
+    }
+
+    /// Takes sandbox `id` over if its owner's lease has run out: `open` opens it here from
+    /// its hand-over (the manifest blob's id), and this node owns it from then on. `Ok(None)`
+    /// when there was nothing to take (its owner is live again, another node took it, or
+    /// this node holds it now); [`TakeOver::Lost`] when its owner died without a hand-over or
+    /// `open` failed (then it is marked lost, with why).
+    pub async fn take_over<F, Fut>(&self, id: &str, open: F) -> Result<Option<TakeOver>, ClusterError>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        let _one_at_a_time = self.0.taking_over.lock().await;
+        if self.serves(id) {
+            return Ok(None);
+        }
+        if !self.is_live() {
+            return Err(ClusterError::NotLive);
+        }
+        let incarnation = self.membership().incarnation.clone();
+        let manifest = match self.bounded(self.0.db.take_over_sandbox(id, self.node(), &incarnation)).await? {
+            TakeOver::From(manifest) => manifest,
+            TakeOver::Raced => return Ok(None),
+            lost @ TakeOver::Lost(_) => return Ok(Some(lost)),
+        };
+        if let Err(why) = open(manifest.clone()).await {
+            tracing::warn!(sandbox = %id, %why, "a sandbox taken over could not be opened; it is lost");
+            self.bounded(self.0.db.mark_lost(id, self.node(), &why)).await?;
+            return Ok(Some(TakeOver::Lost("its hand-over could not be opened on the node that took it over")));
+        }
+        self.membership().owned.insert(id.to_owned());
+        Ok(Some(TakeOver::From(manifest)))
     }
 
     /// Forgets sandbox `id` (it closed).
@@ -265,6 +303,24 @@ impl Cluster {
 
     fn membership(&self) -> std::sync::MutexGuard<'_, Membership> {
         self.0.membership.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A node's [`HandoverLog`]: each of its sandboxes' latest hand-over, in the database, where
+/// the node that takes the sandbox over finds it ([`Cluster::take_over`]).
+#[derive(Debug)]
+pub struct NodeHandovers {
+    /// The shared database.
+    pub db: Database,
+    /// This node's name.
+    pub node: String,
+}
+
+#[async_trait::async_trait]
+impl HandoverLog for NodeHandovers {
+    async fn handed_over(&self, sandbox: &str, manifest: Option<&BlobId>) -> Result<(), String> {
+        let manifest = manifest.map(BlobId::as_str);
+        self.db.record_handover(sandbox, &self.node, manifest).await.map_err(|e| e.to_string())
     }
 }
 

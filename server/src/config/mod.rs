@@ -330,8 +330,8 @@ pub struct ObjectStoreSection {
     pub endpoint: Option<String>,
     /// The region. Default: `AWS_REGION`, else `us-east-1`.
     pub region: Option<String>,
-    /// Where in the bucket the blobs go. Default: `soulbox/checkpoints`. A cluster node keeps
-    /// its own under `<prefix>/nodes/<node>`.
+    /// Where in the bucket the blobs go. Default: `soulbox/checkpoints`. A cluster's nodes
+    /// share it, and do not delete blobs from it.
     pub prefix: String,
     /// Whether `endpoint` may be plain HTTP (a server on loopback). Default false.
     pub allow_http: bool,

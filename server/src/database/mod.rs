@@ -15,7 +15,7 @@ mod nodes;
 mod recorder;
 mod sandboxes;
 
-pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner};
+pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
 pub use recorder::{AuditRecorder, RegistryChange, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;
@@ -29,13 +29,16 @@ pub const KEY_PREFIX: &str = "sbk_";
 const SHOWN_PREFIX_CHARS: usize = 12;
 /// Connections in the pool.
 const MAX_CONNECTIONS: u32 = 8;
+/// The PostgreSQL advisory lock held while the tables are made.
+const SCHEMA_LOCK: i64 = 0x0073_6f75_6c62_6f78; // "soulbox" in ASCII
 
 const SCHEMA: [&str; 8] = [
     "CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, hash TEXT NOT NULL UNIQUE, \
      prefix TEXT NOT NULL, created_ms BIGINT NOT NULL, revoked_ms BIGINT)",
     "CREATE TABLE IF NOT EXISTS sandboxes (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, template TEXT NOT NULL, \
      created_ms BIGINT NOT NULL, state TEXT NOT NULL DEFAULT 'running', checkpoints TEXT NOT NULL DEFAULT '', \
-     updated_ms BIGINT NOT NULL DEFAULT 0, why TEXT, node TEXT, incarnation TEXT, owner_epoch BIGINT NOT NULL DEFAULT 0)",
+     updated_ms BIGINT NOT NULL DEFAULT 0, why TEXT, node TEXT, incarnation TEXT, owner_epoch BIGINT NOT NULL DEFAULT 0, \
+     manifest TEXT)",
     "CREATE TABLE IF NOT EXISTS usage (id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, \
      language TEXT NOT NULL, outcome TEXT NOT NULL, duration_us BIGINT NOT NULL, fuel BIGINT, at_ms BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS usage_by_tenant ON usage (tenant, at_ms)",
@@ -167,6 +170,8 @@ pub struct Usage {
 #[derive(Debug, Clone)]
 pub struct Database {
     pool: AnyPool,
+    /// PostgreSQL (else SQLite).
+    postgres: bool,
 }
 
 impl Database {
@@ -191,12 +196,25 @@ impl Database {
         if sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        for statement in SCHEMA {
-            sqlx::query(statement).execute(&pool).await?;
+        let db = Database { pool, postgres: !sqlite };
+        // PostgreSQL: processes opening one database at once (a cluster's nodes starting
+        // together) make its tables one after the other (`CREATE TABLE IF NOT EXISTS` races
+        // on its catalog otherwise), under a lock held for the transaction.
+        let mut transaction = db.pool.begin().await?;
+        if !sqlite {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)::text").bind(SCHEMA_LOCK).execute(&mut *transaction).await?;
         }
-        let db = Database { pool };
-        db.upgrade_sandboxes().await?;
+        for statement in SCHEMA {
+            sqlx::query(statement).execute(&mut *transaction).await?;
+        }
+        db.upgrade_sandboxes(&mut transaction).await?;
+        transaction.commit().await?;
         Ok(db)
+    }
+
+    /// Whether the database is PostgreSQL (else SQLite).
+    pub fn is_postgres(&self) -> bool {
+        self.postgres
     }
 
     /// Makes a key for `tenant`; returns its id and the secret (shown once).

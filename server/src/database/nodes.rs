@@ -83,6 +83,21 @@ pub enum Claimed {
     OverQuota,
 }
 
+/// Outcome of trying to take a sandbox over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TakeOver {
+    /// Taken: its hand-over (the manifest blob's id).
+    From(String),
+    /// Its owner died and left nothing to take it over from: it is lost, for this reason.
+    Lost(&'static str),
+    /// Its owner is live again, or another node took it first.
+    Raced,
+}
+
+/// Why a sandbox whose node died without a hand-over is lost.
+const NO_HANDOVER: &str = "its node stopped without a checkpoint of its latest state (pause it, or \
+     checkpoint it after every cell, for it to outlive its node)";
+
 /// Outcome of registering a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Registered {
@@ -264,6 +279,66 @@ impl Database {
         .execute(&self.pool)
         .await?;
         Ok(adopted.rows_affected() == 1)
+    }
+
+    /// Makes node `node`'s `incarnation` the owner of open sandbox `id` if its owner's lease
+    /// has run out, returning the hand-over to take it from; marks it lost (with why) if its
+    /// owner died without one.
+    pub async fn take_over_sandbox(&self, id: &str, node: &str, incarnation: &str) -> Result<TakeOver, DatabaseError> {
+        let owner_dead = format!(
+            "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = sandboxes.node AND n.incarnation = sandboxes.incarnation \
+             AND n.lease_until_ms > {NOW_MS})"
+        );
+        let taken = sqlx::query(&format!(
+            "UPDATE sandboxes SET node = $1, incarnation = $2, owner_epoch = owner_epoch + 1 \
+             WHERE id = $3 AND state IN ('running', 'paused') AND manifest IS NOT NULL AND {owner_dead} \
+             RETURNING manifest"
+        ))
+        .bind(node)
+        .bind(incarnation)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(row) = taken {
+            return Ok(TakeOver::From(row.try_get("manifest")?));
+        }
+        let lost = sqlx::query(&format!(
+            "UPDATE sandboxes SET state = 'lost', why = $1, updated_ms = {NOW_MS} \
+             WHERE id = $2 AND state IN ('running', 'paused') AND manifest IS NULL AND {owner_dead}"
+        ))
+        .bind(NO_HANDOVER)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(if lost.rows_affected() == 1 { TakeOver::Lost(NO_HANDOVER) } else { TakeOver::Raced })
+    }
+
+    /// Marks open sandbox `id`, which node `node` owns, lost with `why` (a takeover that failed).
+    pub async fn mark_lost(&self, id: &str, node: &str, why: &str) -> Result<(), DatabaseError> {
+        sqlx::query(&format!(
+            "UPDATE sandboxes SET state = 'lost', why = $1, updated_ms = {NOW_MS} \
+             WHERE id = $2 AND node = $3 AND state IN ('running', 'paused')"
+        ))
+        .bind(why)
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records open sandbox `id`'s latest hand-over (`None`: none holds its state), if node
+    /// `node` owns it.
+    pub async fn record_handover(&self, id: &str, node: &str, manifest: Option<&str>) -> Result<(), DatabaseError> {
+        sqlx::query(
+            "UPDATE sandboxes SET manifest = $1 WHERE id = $2 AND node = $3 AND state IN ('running', 'paused')",
+        )
+        .bind(manifest)
+        .bind(id)
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Who owns open sandbox `id`, if anyone.

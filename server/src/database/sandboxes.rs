@@ -16,7 +16,7 @@ use sqlx::Row;
 pub const MAX_LISTED: i64 = 10_000;
 
 /// Columns added after the table's first version, with their definitions.
-const ADDED_COLUMNS: [(&str, &str); 7] = [
+const ADDED_COLUMNS: [(&str, &str); 8] = [
     ("state", "TEXT NOT NULL DEFAULT 'running'"),
     ("checkpoints", "TEXT NOT NULL DEFAULT ''"),
     ("updated_ms", "BIGINT NOT NULL DEFAULT 0"),
@@ -25,6 +25,9 @@ const ADDED_COLUMNS: [(&str, &str); 7] = [
     ("node", "TEXT"),
     ("incarnation", "TEXT"),
     ("owner_epoch", "BIGINT NOT NULL DEFAULT 0"),
+    // The blob another node takes it over from, while its checkpoints hold its latest state
+    // (written by its node as it checkpoints: `super::nodes`).
+    ("manifest", "TEXT"),
 ];
 
 /// One sandbox as the database records it.
@@ -50,12 +53,28 @@ pub struct SandboxRow {
 
 impl Database {
     /// Adds the columns an earlier version's `sandboxes` table lacks.
-    pub(super) async fn upgrade_sandboxes(&self) -> Result<(), DatabaseError> {
+    pub(super) async fn upgrade_sandboxes(
+        &self,
+        transaction: &mut sqlx::Transaction<'_, sqlx::Any>,
+    ) -> Result<(), DatabaseError> {
         for (column, definition) in ADDED_COLUMNS {
-            let probe = format!("SELECT {column} FROM sandboxes LIMIT 1");
-            if sqlx::query(&probe).fetch_optional(&self.pool).await.is_err() {
+            // Asked of the catalog, not by a failing statement (which would abort PostgreSQL's
+            // transaction).
+            let probe = format!("SELECT {column} FROM sandboxes WHERE 1 = 0");
+            let exists = match self.is_postgres() {
+                true => sqlx::query(
+                    "SELECT 1 FROM information_schema.columns WHERE table_name = 'sandboxes' AND column_name = $1 \
+                     AND table_schema = current_schema()",
+                )
+                .bind(column)
+                .fetch_optional(&mut **transaction)
+                .await?
+                .is_some(),
+                false => sqlx::query(&probe).fetch_optional(&mut **transaction).await.is_ok(),
+            };
+            if !exists {
                 sqlx::query(&format!("ALTER TABLE sandboxes ADD COLUMN {column} {definition}"))
-                    .execute(&self.pool)
+                    .execute(&mut **transaction)
                     .await?;
                 tracing::info!(column, "added a column to the sandbox registry");
             }
@@ -74,8 +93,8 @@ impl Database {
                 "INSERT INTO sandboxes (id, tenant, template, created_ms, state, checkpoints, updated_ms, why, node) \
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL) \
                  ON CONFLICT (id) DO UPDATE SET state = excluded.state, checkpoints = excluded.checkpoints, \
-                 updated_ms = excluded.updated_ms, why = excluded.why WHERE sandboxes.state <> 'killed' \
-                 AND (sandboxes.node IS NULL OR sandboxes.node = $9)",
+                 updated_ms = excluded.updated_ms, why = excluded.why \
+                 WHERE sandboxes.state <> 'killed' AND (sandboxes.node IS NULL OR sandboxes.node = $9)",
             )
             .bind(&entry.id)
             .bind(entry.owner.as_deref().unwrap_or("-"))

@@ -6,23 +6,29 @@
 //! for a tool call (`POST /v1/tools/call`), by its arguments' `sandbox_id`. MCP requests are
 //! not routed: their tools reach this node's sandboxes only.
 //! Such a request is served here when this node owns the sandbox (no database round trip),
-//! or was forwarded here by another node; otherwise it goes to the live owner, and is refused
-//! (503) while its owner is not live. Any sandbox request is refused while this node's own
+//! or was forwarded here by another node; otherwise it goes to the live owner, or, when its
+//! owner's lease has run out, this node takes the sandbox over from its hand-over (its latest
+//! checkpoint and files, in the shared object store) and serves it; a sandbox whose node died
+//! without one is lost (410, with why). Any sandbox request is refused while this node's own
 //! lease has run out. Requests naming no sandbox (stateless executions, creations, listings)
 //! are served by whichever node receives them. Every response says which node served it
 //! ([`SERVED_BY`]).
 
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, FORWARDED_BY};
-use crate::database::NodeRow;
+use crate::database::{NodeRow, TakeOver};
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use soulbox_engine::blobs::BlobId;
 use soulbox_engine::sandbox::is_plain_name;
 
 /// The header every response of a node carries: the node that served it.
 pub const SERVED_BY: &str = "x-soulbox-node";
+/// The header of the response to the request that made a node take a sandbox over: the node
+/// that held it before.
+pub const TAKEN_OVER_FROM: &str = "x-soulbox-taken-over-from";
 
 /// Middleware: serves, forwards or refuses a request by the sandbox it names.
 pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -40,7 +46,7 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         None => next.run(request).await,
         Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
         Some(id) if cluster.serves(&id) || request.headers().contains_key(FORWARDED_BY) => next.run(request).await,
-        Some(id) => to_owner(&cluster, &id, request, next).await,
+        Some(id) => to_owner(&state, &cluster, &id, request, next).await,
     };
     if let Ok(node) = HeaderValue::from_str(cluster.node()) {
         // A forwarded response already names the node that served it.
@@ -49,9 +55,10 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
     response
 }
 
-/// A request for a sandbox this node does not serve: forwarded to its live owner; served here
-/// when it has none (a 404, or a sandbox this node has not adopted).
-async fn to_owner(cluster: &Cluster, id: &str, request: Request, next: Next) -> Response {
+/// A request for a sandbox this node does not serve: forwarded to its live owner, taken over
+/// when its owner's lease ran out; served here when it has none (a 404, or a sandbox this node
+/// has not adopted).
+async fn to_owner(state: &AppState, cluster: &Cluster, id: &str, request: Request, next: Next) -> Response {
     let owner = match cluster.owner_of(id).await {
         Ok(owner) => owner,
         Err(error) => {
@@ -60,7 +67,8 @@ async fn to_owner(cluster: &Cluster, id: &str, request: Request, next: Next) -> 
         }
     };
     match owner {
-        Some(owner) if owner.node != cluster.node() && owner.live => {
+        Some(owner) if !owner.live => take_over(state, cluster, id, &owner.node, request, next).await,
+        Some(owner) if owner.node != cluster.node() => {
             tracing::debug!(sandbox = %id, node = %owner.node, "forwarded");
             match cluster.forward(&owner.node, &owner.url, request).await {
                 Ok(response) => response,
@@ -70,12 +78,54 @@ async fn to_owner(cluster: &Cluster, id: &str, request: Request, next: Next) -> 
                 }
             }
         }
-        Some(owner) if owner.node != cluster.node() => ApiError::Unavailable(format!(
-            "node `{}`, which holds sandbox `{id}`, is not live (its lease ran out); retry later",
-            owner.node
-        ))
-        .into_response(),
         _ => next.run(request).await,
+    }
+}
+
+/// A request for a sandbox whose node's lease ran out: this node takes it over from its
+/// hand-over (its latest checkpoint, in the shared object store) and serves the request.
+async fn take_over(
+    state: &AppState,
+    cluster: &Cluster,
+    id: &str,
+    from: &str,
+    request: Request,
+    next: Next,
+) -> Response {
+    let sandboxes = state.sandboxes.clone();
+    let open = |manifest: String| async move {
+        let blob = BlobId::try_from(manifest).map_err(|why| format!("its hand-over is not a blob id ({why})"))?;
+        sandboxes.take_over(&blob).await.map(drop).map_err(|error| error.to_string())
+    };
+    match cluster.take_over(id, open).await {
+        Ok(Some(TakeOver::From(_))) => {
+            tracing::info!(sandbox = %id, from = %from, "took over a sandbox whose node is gone");
+            let mut response = next.run(request).await;
+            if let Ok(node) = HeaderValue::from_str(from) {
+                response.headers_mut().insert(TAKEN_OVER_FROM, node);
+            }
+            response
+        }
+        Ok(Some(TakeOver::Lost(why))) => {
+            ApiError::Gone(format!("sandbox `{id}` was lost when its node `{from}` stopped: {why}")).into_response()
+        }
+        // Its owner came back, or another node took it: ask again, once.
+        Ok(_) => match cluster.owner_of(id).await {
+            Ok(Some(owner)) if owner.live && owner.node != cluster.node() => {
+                match cluster.forward(&owner.node, &owner.url, request).await {
+                    Ok(response) => response,
+                    Err(error) => ApiError::Unavailable(error.to_string()).into_response(),
+                }
+            }
+            _ => next.run(request).await,
+        },
+        Err(error) => {
+            tracing::warn!(%error, sandbox = %id, "could not take a sandbox over");
+            ApiError::Unavailable(format!(
+                "sandbox `{id}`'s node `{from}` is gone and it could not be taken over yet; retry"
+            ))
+            .into_response()
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! `deploy/haproxy/haproxy.cfg`: placement, forwarding (streams included), the operators'
 //! listing, a dead node's sandboxes, and a node cut off from its database.
 
-use crate::support::{Server, create_key};
+use crate::support::{Moto, Server, create_key};
 use sqlx::AnyPool;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use std::collections::BTreeSet;
@@ -46,6 +46,11 @@ impl Schema {
 
 /// Starts node `name` on `database`, its files under `dir`.
 fn start_node(name: &str, database: &str, dir: &Path) -> Server {
+    start_node_in_env(name, database, dir, &[])
+}
+
+/// [`start_node`] with extra environment variables.
+fn start_node_in_env(name: &str, database: &str, dir: &Path, env: &[(&str, &str)]) -> Server {
     let workspaces = format!("storage.workspace_root={}", dir.join(name).display());
     let node = format!("cluster.node_id={name}");
     let lease = format!("cluster.lease_ms={LEASE_MS}");
@@ -64,7 +69,7 @@ fn start_node(name: &str, database: &str, dir: &Path) -> Server {
         args.extend(["--set", set]);
     }
     args.extend(["serve", "--addr", "127.0.0.1:0"]);
-    Server::start_with(&args)
+    Server::start_in_env(&args, env)
 }
 
 /// `host:port` of a server's base URL.
@@ -256,7 +261,8 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let on_two = sandboxes.iter().filter(|(_, node)| node == "node-2").count();
     assert!(metrics.contains(&format!(r#"soulbox_sandboxes_open{{node="node-2"}} {on_two}"#)), "{metrics}");
 
-    // A node killed outright: its sandboxes are refused with the reason (503), never 404.
+    // A node killed outright: while its lease runs, its sandboxes are refused with the reason
+    // (503), never 404.
     let mut nodes = nodes;
     let dead = nodes.remove(index(owner));
     drop(dead); // SIGKILL
@@ -270,10 +276,12 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
         async move { live_nodes(&client, &url).await == 2 }
     })
     .await;
+    // Once its lease ran out, a sandbox it held without a hand-over (these nodes have no
+    // object store) is lost, and says why.
     let answer = client.get(alive.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
-    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.status(), 410);
     let body: serde_json::Value = answer.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains("is not live"), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("without a checkpoint"), "{body}");
     // The others' sandboxes still answer through the proxy.
     for (id, node) in sandboxes.iter().filter(|(_, node)| node != owner) {
         assert_eq!(cell(&client, &proxy.base, &key, id, "x + 1").await, (node.clone(), "42".into()));
@@ -379,4 +387,132 @@ async fn a_node_cut_off_from_its_database_stops_serving_and_comes_back_when_it_r
     assert_eq!(cell(&client, &other.url(""), &key, &id, "x + 2").await, ("node-1".into(), "43".into()));
     drop((cut_off, other));
     schema.drop_schema().await;
+}
+
+/// Creates a sandbox on `node` with `spec`; returns its id.
+async fn create_on(client: &reqwest::Client, node: &Server, key: &str, spec: serde_json::Value) -> String {
+    let created = client.post(node.url("/v1/sandboxes")).bearer_auth(key).json(&spec).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let created: serde_json::Value = created.json().await.unwrap();
+    created["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls a cell on `node` until it answers 200 (its sandbox's node is gone: the request waits
+/// for the lease to run out, then takes the sandbox over); returns the first 200's node, the
+/// node it was taken over from, and the result's text.
+async fn cell_once_taken_over(
+    client: &reqwest::Client,
+    node: &Server,
+    key: &str,
+    id: &str,
+    code: &str,
+) -> (String, Option<String>, String) {
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let response = client
+            .post(node.url(&format!("/v1/sandboxes/{id}/execute")))
+            .bearer_auth(key)
+            .json(&serde_json::json!({"code": code}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 200 {
+            let from = response.headers().get("x-soulbox-taken-over-from").map(|v| v.to_str().unwrap().to_owned());
+            let served = served_by(&response);
+            let body: serde_json::Value = response.json().await.unwrap();
+            let text = body["results"][0]["text"].as_str().map(str::to_owned);
+            return (served, from, text.unwrap_or_else(|| body.to_string()));
+        }
+        assert_eq!(response.status(), 503, "{}", response.text().await.unwrap());
+        assert!(Instant::now() < give_up, "waited too long for sandbox {id} to be taken over");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// Multi-threaded: moto's and the nodes' start-ups block.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_or_drained_nodes_sandboxes_are_taken_over_with_their_variables_and_files() {
+    let schema = Schema::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(&schema.url, "acme");
+    let moto = Moto::start();
+    moto.bucket("soulbox-cluster").await;
+    let env = [
+        ("SOULBOX__STORAGE__OBJECT_STORE__BUCKET", "soulbox-cluster"),
+        ("SOULBOX__STORAGE__OBJECT_STORE__ENDPOINT", moto.endpoint.as_str()),
+        ("SOULBOX__STORAGE__OBJECT_STORE__ALLOW_HTTP", "true"),
+        ("AWS_ACCESS_KEY_ID", "moto"),
+        ("AWS_SECRET_ACCESS_KEY", "moto"),
+    ];
+    let node = |name: &str| start_node_in_env(name, &schema.url, dir.path(), &env);
+    let client = reqwest::Client::new();
+    let (one, two) = (node("node-1"), node("node-2"));
+
+    // Killed (SIGKILL) mid-session: a sandbox checkpointed after every cell comes back on
+    // another node with its variables and files.
+    let every_cell = create_on(&client, &one, &key, serde_json::json!({"checkpoint": "every_cell"})).await;
+    let code = "x = 41\nopen('notes.txt', 'w').write('kept')";
+    assert_eq!(cell(&client, &one.url(""), &key, &every_cell, code).await.0, "node-1");
+    drop(one);
+    let (served, from, text) = cell_once_taken_over(&client, &two, &key, &every_cell, "x + 1").await;
+    assert_eq!((served.as_str(), from.as_deref(), text.as_str()), ("node-2", Some("node-1"), "42"));
+    let notes = client.get(two.url(&format!("/v1/sandboxes/{every_cell}/files?path=/notes.txt"))).bearer_auth(&key);
+    assert_eq!(notes.send().await.unwrap().text().await.unwrap(), "kept");
+
+    // Drained (SIGTERM): its sandboxes are paused on the way out and the next node takes
+    // them, no cell lost; this one checkpointed only by that pause.
+    let on_pause = create_on(&client, &two, &key, serde_json::json!({})).await;
+    assert_eq!(cell(&client, &two.url(""), &key, &on_pause, "y = 1").await.0, "node-2");
+    assert!(two.terminate().success());
+    let one = node("node-1");
+    let (served, from, text) = cell_once_taken_over(&client, &one, &key, &on_pause, "y + 1").await;
+    assert_eq!((served.as_str(), from.as_deref(), text.as_str()), ("node-1", Some("node-2"), "2"));
+    let (_, _, text) = cell_once_taken_over(&client, &one, &key, &every_cell, "x + 2").await;
+    assert_eq!(text, "43", "taken over twice, still whole");
+
+    // A node killed with a sandbox changed since its last checkpoint: the sandbox is lost,
+    // and says why, rather than coming back older than it was.
+    let unsaved = create_on(&client, &one, &key, serde_json::json!({})).await;
+    cell(&client, &one.url(""), &key, &unsaved, "z = 1").await;
+    drop(one);
+    let two = node("node-2");
+    let give_up = Instant::now() + PATIENCE;
+    let gone = loop {
+        let answer = client.get(two.url(&format!("/v1/sandboxes/{unsaved}"))).bearer_auth(&key).send().await.unwrap();
+        if answer.status() != 503 {
+            break answer;
+        }
+        assert!(Instant::now() < give_up, "waited too long for the dead node's lease to run out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(gone.status(), 410);
+    let body: serde_json::Value = gone.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("without a checkpoint"), "{body}");
+    drop(two);
+    schema.drop_schema().await;
+}
+
+/// The Kubernetes manifests and the Compose file, checked offline with kubernetes-validate
+/// (strict: unknown fields fail) and against each other (`server/tests/python/validate_deploy.py`).
+#[test]
+fn the_deployment_files_validate_offline() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = root.join("target/deploy-venv/bin/python");
+    assert!(
+        python.exists(),
+        "no deployment validator at {}: run scripts/test.sh, or `python3 -m venv target/deploy-venv && \
+         target/deploy-venv/bin/pip install -r server/tests/python/deploy-requirements.txt`",
+        python.display()
+    );
+    let out = Command::new(&python)
+        .arg(root.join("server/tests/python/validate_deploy.py"))
+        .args(["--deploy", &root.join("deploy").display().to_string()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("all checks passed"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
