@@ -17,6 +17,8 @@ target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/t
 ./target/release/checkpoint-report
 command -v wrk >/dev/null || apt-get install -y wrk
 ./target/release/http-report
+command -v haproxy >/dev/null || apt-get install -y haproxy
+./target/release/cluster-report
 # The peers (Eryx, Monty) from PyPI, pinned, in a Python >= 3.12 virtual environment (pyeryx needs
 # it): python3.12 on the PATH, else pyenv's.
 if [ ! -x target/peers-venv/bin/python ]; then

@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod moto;
 pub mod wrk;
 
 use anyhow::Context;

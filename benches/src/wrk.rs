@@ -45,12 +45,14 @@ pub struct Load<'a> {
     pub body: Option<&'a str>,
     /// Connections kept open.
     pub connections: u32,
+    /// An API key sent as `Authorization: Bearer`.
+    pub bearer: Option<&'a str>,
 }
 
 /// Runs `wrk` on `load` (warm-up, then the measured run) and reads its summary.
 pub fn wrk(dir: &Path, load: &Load<'_>) -> anyhow::Result<Measured> {
     let script = dir.join("load.lua");
-    std::fs::write(&script, lua(load.body))?;
+    std::fs::write(&script, lua(load.body, load.bearer))?;
     // One wrk thread drives 32 connections at these rates and leaves the second core to the
     // server.
     let threads = "1";
@@ -77,7 +79,11 @@ pub fn wrk(dir: &Path, load: &Load<'_>) -> anyhow::Result<Measured> {
 }
 
 /// The `wrk` script: the request, and a summary as one JSON line.
-fn lua(body: Option<&str>) -> String {
+fn lua(body: Option<&str>, bearer: Option<&str>) -> String {
+    let authorization = match bearer {
+        Some(key) => format!("wrk.headers[\"Authorization\"] = \"Bearer {key}\"\n"),
+        None => String::new(),
+    };
     let request = match body {
         Some(body) => format!(
             "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[{body}]]\n"
@@ -85,7 +91,7 @@ fn lua(body: Option<&str>) -> String {
         None => String::new(),
     };
     format!(
-        "{request}
+        "{authorization}{request}
 done = function(summary, latency, requests)
   local e = summary.errors
   local errors = e.connect + e.read + e.write + e.status + e.timeout

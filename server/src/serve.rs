@@ -126,7 +126,9 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let cluster = match node {
-        Some(node) => Some(join_cluster(&config, node, db.clone(), &sandboxes, local).await?),
+        Some(node) => {
+            Some(join_cluster(&config, node, cli.database_url(&config), db.clone(), &sandboxes, local).await?)
+        }
         None => None,
     };
     let stale = db.settle_sandboxes(cluster.as_ref().map(Cluster::node), |id| sandboxes.knows(id)).await?;
@@ -190,6 +192,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
 async fn join_cluster(
     config: &crate::config::Config,
     node: String,
+    database_url: String,
     db: crate::database::Database,
     sandboxes: &Sandboxes,
     local: SocketAddr,
@@ -211,7 +214,9 @@ async fn join_cluster(
         max_sandboxes_per_tenant: config.auth.max_sandboxes_per_tenant,
     };
     let local_sandboxes = sandboxes.list(&Default::default()).into_iter().map(|info| info.id).collect();
-    let cluster = Cluster::join(db, settings, local_sandboxes).await?;
+    // The lease gets connections of its own.
+    let leases = crate::database::Database::open(&database_url).await?;
+    let cluster = Cluster::join(db, leases, settings, local_sandboxes).await?;
     let registry = sandboxes.clone();
     tokio::spawn(cluster.clone().keep_lease(move || i64::try_from(registry.len()).unwrap_or(i64::MAX)));
     tokio::spawn(release_closed(cluster.clone(), sandboxes.subscribe_closed()));

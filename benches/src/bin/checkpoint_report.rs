@@ -235,40 +235,6 @@ fn proportional_set_size() -> anyhow::Result<f64> {
     Ok(kib / 1024.0)
 }
 
-/// moto's S3-compatible server on a free loopback port, killed when dropped.
-struct Moto(std::process::Child, String);
-
-impl Moto {
-    fn start() -> anyhow::Result<Moto> {
-        use std::io::BufRead;
-        let bin = std::path::Path::new("target/moto-venv/bin/moto_server");
-        anyhow::ensure!(bin.exists(), "no {}: scripts/bench.sh installs it", bin.display());
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let mut child = std::process::Command::new(bin)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()?;
-        let stderr = child.stderr.take().expect("piped");
-        let mut lines = std::io::BufReader::new(stderr).lines();
-        anyhow::ensure!(
-            lines.by_ref().map_while(Result::ok).any(|line| line.contains("Running on")),
-            "moto_server exited before serving"
-        );
-        std::thread::spawn(move || lines.for_each(drop));
-        let endpoint = format!("http://127.0.0.1:{port}");
-        reqwest::blocking::Client::new().put(format!("{endpoint}/bench")).send()?.error_for_status()?;
-        Ok(Moto(child, endpoint))
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A plain Python sandbox's pauses and cells checkpointed after every cell, its checkpoints
 /// also uploaded to `endpoint`'s bucket `bench`.
 async fn with_replica(
@@ -404,8 +370,8 @@ fn main() -> anyhow::Result<()> {
             median(&mut copied_memory),
         );
     }
-    let moto = Moto::start()?;
-    let (pauses, cells) = runtime.block_on(with_replica(&engine, &root.path().join("replica"), &moto.1))?;
+    let moto = soulbox_benches::moto::Moto::start("bench")?;
+    let (pauses, cells) = runtime.block_on(with_replica(&engine, &root.path().join("replica"), &moto.endpoint))?;
     drop(moto);
     let local = &all.iter().find(|(template, _)| *template == Template::Python).expect("measured").1;
     println!(

@@ -28,7 +28,7 @@ fn main() -> anyhow::Result<()> {
     let cell = r#"{"code": "x = 1"}"#;
 
     let run = |url: &str, body: Option<&str>, connections: u32| {
-        wrk(scripts.path(), &Load { url: url.to_owned(), body, connections })
+        wrk(scripts.path(), &Load { url: url.to_owned(), body, connections, bearer: None })
     };
     let health_1 = run(&soulbox.url("/health"), None, 1)?;
     let py_1 = run(&execute, Some(python), 1)?;

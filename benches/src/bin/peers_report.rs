@@ -241,7 +241,7 @@ fn measure_http(base: &str) -> anyhow::Result<Figures> {
     figures.insert("cell_gap".into(), timed(&cell_url, serde_json::json!({"code": CELL}), RUNS, Some(GAP))?);
     let scripts = tempfile::tempdir()?;
     let body = r#"{"language": "python", "code": "print(1+1)"}"#;
-    let load = Load { url: execute.clone(), body: Some(body), connections: 32 };
+    let load = Load { url: execute.clone(), body: Some(body), connections: 32, bearer: None };
     let loaded = wrk(scripts.path(), &load)?;
     figures.insert("loaded_per_s".into(), loaded.per_second());
     figures.insert("loaded_p99".into(), loaded.p99_us / 1e3);

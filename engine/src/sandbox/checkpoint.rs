@@ -155,7 +155,14 @@ impl Shared {
                 }
                 self.report(LedgerState::Running);
             }
-            Err(error) => tracing::warn!(%error, sandbox = %self.identity.id, "could not record a sandbox on disk"),
+            Err(error) => {
+                tracing::warn!(%error, sandbox = %self.identity.id, "could not record a sandbox on disk");
+                // Its last hand-over is older than the cell just run: withdrawn, so a node that
+                // takes it over reports it lost rather than older than it was.
+                if let Err(error) = self.hand_over(None).await {
+                    tracing::warn!(%error, sandbox = %self.identity.id, "could not withdraw a sandbox's hand-over");
+                }
+            }
         }
         drop(pins);
     }
@@ -174,18 +181,25 @@ impl Shared {
         let manifest = {
             let mut state = state.lock().unwrap_or_else(|e| e.into_inner());
             match handed {
-                Some((snapshot, id)) => (state.snapshot, state.manifest) = (Some(snapshot), Some(id)),
+                Some((snapshot, id)) => {
+                    (state.snapshot, state.manifest) = (Some(snapshot), Some(id.clone()));
+                    Some(id)
+                }
                 None if state.manifest.is_none() => return Ok(()),
-                None => state.manifest = None,
+                // Withdrawn in memory once the log has it: a failed withdrawal is tried again.
+                None => None,
             }
-            state.manifest.clone()
         };
         log.handed_over(&self.identity.id, manifest.as_ref()).await.map_err(|why| {
             SandboxError::File(FileError::Io {
                 path: "the sandbox's hand-over".into(),
                 source: std::io::Error::other(why),
             })
-        })
+        })?;
+        if manifest.is_none() {
+            state.lock().unwrap_or_else(|e| e.into_inner()).manifest = None;
+        }
+        Ok(())
     }
 
     /// At a pause, in a registry with a paused lifetime: the sandbox is kept that long from now,
@@ -292,6 +306,14 @@ impl Shared {
 }
 
 impl Sandbox {
+    /// Withdraws its hand-over, if its registry hands sandboxes over: for a change made
+    /// outside a cell (its files, its processes), which its last hand-over does not hold; a
+    /// registry taking it over before its next checkpoint reports it lost rather than older.
+    pub async fn withdraw_hand_over(&self) -> Result<(), SandboxError> {
+        let _durability = self.shared.durability.lock().await;
+        self.shared.hand_over(None).await
+    }
+
     /// Pauses the sandbox: every context is checkpointed into the snapshot store (after the
     /// cell it runs, if any) and its interpreter released, and its container (if it has one)
     /// is stopped with its processes, so a paused sandbox costs disk only; the workspace

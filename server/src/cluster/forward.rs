@@ -45,6 +45,7 @@ impl Cluster {
             .request(parts.method, target)
             .headers(end_to_end(&parts.headers))
             .header(FORWARDED_BY, self.node())
+            .header(super::FORWARD_TOKEN, &self.0.forward_token)
             .body(reqwest::Body::wrap_stream(body.into_data_stream()))
             .send()
             .await

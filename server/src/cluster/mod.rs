@@ -31,6 +31,12 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The header a request forwarded by a node carries beside [`FORWARDED_BY`]: a hash of a
+/// secret every node of the cluster reads from the database, so a client cannot pass for a
+/// node (a forwarded request is served where it lands, ownership unchecked).
+pub const FORWARD_TOKEN: &str = "x-soulbox-forward-token";
+/// The name of that secret in the database.
+const FORWARDING_SECRET: &str = "cluster_forwarding";
 /// Lease renewals per lease: two may fail before the lease runs out.
 pub const RENEWALS_PER_LEASE: u32 = 3;
 /// A node stops serving a `1 / SAFETY_DIVISOR` of a lease before its lease could run out.
@@ -94,11 +100,17 @@ pub struct Cluster(Arc<Inner>);
 struct Inner {
     settings: NodeSettings,
     db: Database,
+    /// The lease's own connections: requests that look sandboxes up never delay a renewal.
+    leases: Database,
     membership: Mutex<Membership>,
     client: reqwest::Client,
     /// Held while this node takes a sandbox over: one at a time, so two requests for the same
     /// dead node's sandbox take it once.
     taking_over: tokio::sync::Mutex<()>,
+    /// Set once the node leaves: its lease is no longer renewed.
+    left: std::sync::atomic::AtomicBool,
+    /// What a request forwarded by another node of the cluster carries ([`FORWARD_TOKEN`]).
+    forward_token: String,
 }
 
 /// What this process holds in the cluster.
@@ -120,10 +132,16 @@ impl Cluster {
     /// Registers this node (waiting, a few leases at most, for an earlier process's lease on
     /// its name to run out) and adopts the sandboxes of `local` (those this process took back
     /// from disk) that are still this node's. Call [`Cluster::keep_lease`] next.
-    pub async fn join(db: Database, settings: NodeSettings, local: Vec<String>) -> Result<Cluster, ClusterError> {
+    pub async fn join(
+        db: Database,
+        leases: Database,
+        settings: NodeSettings,
+        local: Vec<String>,
+    ) -> Result<Cluster, ClusterError> {
         db.open_cluster().await?;
+        let forward_token = blake3::hash(db.secret(FORWARDING_SECRET).await?.as_bytes()).to_hex().to_string();
         let incarnation = uuid::Uuid::new_v4().simple().to_string();
-        let sent = register(&db, &settings, &incarnation).await?;
+        let sent = register(&leases, &settings, &incarnation).await?;
         let cluster = Cluster(Arc::new(Inner {
             membership: Mutex::new(Membership {
                 incarnation: incarnation.clone(),
@@ -132,8 +150,11 @@ impl Cluster {
             }),
             client: forward::client(),
             taking_over: tokio::sync::Mutex::new(()),
+            left: std::sync::atomic::AtomicBool::new(false),
+            forward_token,
             settings,
             db,
+            leases,
         }));
         let adopted = cluster.adopt(local, &incarnation).await?;
         tracing::info!(node = %cluster.node(), %incarnation, adopted, "joined the cluster");
@@ -170,10 +191,7 @@ impl Cluster {
         let incarnation = self.membership().incarnation.clone();
         let max = self.0.settings.max_sandboxes_per_tenant;
         match self.bounded(self.0.db.claim_new_sandbox(&sandbox, self.node(), &incarnation, max)).await? {
-            Claimed::Owned => {
-                self.membership().owned.insert(sandbox.id.to_owned());
-                Ok(())
-            }
+            Claimed::Owned => self.hold(sandbox.id, &incarnation),
             Claimed::AlreadyOwned => Err(ClusterError::AlreadyOwned(sandbox.id.to_owned())),
             Claimed::OverQuota => Err(ClusterError::TenantQuota(max)),
         }
@@ -207,8 +225,26 @@ impl Cluster {
             self.bounded(self.0.db.mark_lost(id, self.node(), &why)).await?;
             return Ok(Some(TakeOver::Lost("its hand-over could not be opened on the node that took it over")));
         }
-        self.membership().owned.insert(id.to_owned());
+        self.hold(id, &incarnation)?;
         Ok(Some(TakeOver::From(manifest)))
+    }
+
+    /// Adds `id` to what this node serves, if `incarnation` (the one its row names) is still
+    /// this process's: a node that registered again meanwhile must adopt it first.
+    fn hold(&self, id: &str, incarnation: &str) -> Result<(), ClusterError> {
+        let mut membership = self.membership();
+        if membership.incarnation != incarnation {
+            return Err(ClusterError::NotLive);
+        }
+        membership.owned.insert(id.to_owned());
+        Ok(())
+    }
+
+    /// Whether `token` (a request's [`FORWARD_TOKEN`]) shows it was forwarded by a node of this
+    /// cluster (compared in constant time).
+    pub fn forwarded_by_a_node(&self, token: &[u8]) -> bool {
+        let expected = self.0.forward_token.as_bytes();
+        token.len() == expected.len() && token.iter().zip(expected).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 
     /// Forgets sandbox `id` (it closed).
@@ -235,6 +271,9 @@ impl Cluster {
         tick.tick().await; // the first tick is now: the lease was just taken
         loop {
             tick.tick().await;
+            if self.0.left.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
             if let Err(error) = self.renew(load()).await {
                 tracing::warn!(%error, node = %self.node(), "could not renew this node's cluster lease");
             }
@@ -244,9 +283,10 @@ impl Cluster {
     /// Ends this node's lease now (a clean shutdown, after its sandboxes were paused), so
     /// that its name is free at once.
     pub async fn leave(&self) {
+        self.0.left.store(true, std::sync::atomic::Ordering::SeqCst);
         let incarnation = self.membership().incarnation.clone();
         self.membership().live_until = Instant::now();
-        if let Err(error) = self.bounded(self.0.db.leave_node(self.node(), &incarnation)).await {
+        if let Err(error) = self.bounded(self.0.leases.leave_node(self.node(), &incarnation)).await {
             tracing::warn!(%error, "could not end this node's cluster lease; it runs out by itself");
         }
     }
@@ -256,16 +296,19 @@ impl Cluster {
         let sent = Instant::now();
         let incarnation = self.membership().incarnation.clone();
         let lease_ms = millis(self.0.settings.lease);
-        let renewed = self.bounded(self.0.db.renew_node(self.node(), &incarnation, lease_ms, load)).await?;
+        let renewed = self.bounded(self.0.leases.renew_node(self.node(), &incarnation, lease_ms, load)).await?;
         if renewed {
             self.membership().live_until = live_until(sent, self.0.settings.lease);
             return Ok(());
         }
         // The lease ran out before this renewal reached the database: register again, and
-        // adopt back what no other node took meanwhile.
+        // adopt back what no other node took meanwhile (unless the node is leaving).
+        if self.0.left.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(());
+        }
         tracing::warn!(node = %self.node(), "this node's cluster lease ran out; registering again");
         let incarnation = uuid::Uuid::new_v4().simple().to_string();
-        let sent = register(&self.0.db, &self.0.settings, &incarnation).await?;
+        let sent = register(&self.0.leases, &self.0.settings, &incarnation).await?;
         let held: Vec<String> = {
             let mut membership = self.membership();
             membership.incarnation = incarnation.clone();

@@ -22,8 +22,8 @@ fn new(id: &str) -> NewSandbox<'_> {
 async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
     assert!(one.is_live() && two.is_live());
     one.claim(new("sbx-a")).await.unwrap();
     assert!(one.serves("sbx-a") && !two.serves("sbx-a"));
@@ -54,7 +54,7 @@ async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
 async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_sandboxes_adopted() {
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
-    let first = Cluster::join(db.clone(), settings("one", 1_000), vec![]).await.unwrap();
+    let first = Cluster::join(db.clone(), db.clone(), settings("one", 1_000), vec![]).await.unwrap();
     first.claim(new("sbx-kept")).await.unwrap();
     first.claim(new("sbx-not-local")).await.unwrap();
     // Renewed while another process waits for the name: it gives up.
@@ -67,13 +67,13 @@ async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_san
             }
         }
     });
-    let taken = Cluster::join(db.clone(), settings("one", 1_000), vec![]).await;
+    let taken = Cluster::join(db.clone(), db.clone(), settings("one", 1_000), vec![]).await;
     assert!(matches!(taken, Err(ClusterError::NameTaken(ref node)) if node == "one"), "{taken:?}");
     renewing.abort();
     // The process ends (its lease runs out); the next process of the node adopts what it
     // took back from disk, and only that.
     db.expire_node("one").await;
-    let second = Cluster::join(db.clone(), settings("one", 1_000), vec!["sbx-kept".into()]).await.unwrap();
+    let second = Cluster::join(db.clone(), db.clone(), settings("one", 1_000), vec!["sbx-kept".into()]).await.unwrap();
     assert!(second.serves("sbx-kept") && !second.serves("sbx-not-local"));
     let owner = second.owner_of("sbx-kept").await.unwrap().unwrap();
     assert!(owner.live, "the new incarnation owns it");
@@ -84,8 +84,8 @@ async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_san
 async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other_node_took() {
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
     one.claim(new("sbx-stays")).await.unwrap();
     one.claim(new("sbx-taken")).await.unwrap();
     let before = one.membership().incarnation.clone();
@@ -122,7 +122,7 @@ async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other
 async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_runs_out() {
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
     one.claim(new("sbx-a")).await.unwrap();
     // What it believes against what the database says: it stops first.
     let lease_until_ms = one.nodes().await.unwrap()[0].lease_until_ms;

@@ -289,6 +289,14 @@ impl Database {
             "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = sandboxes.node AND n.incarnation = sandboxes.incarnation \
              AND n.lease_until_ms > {NOW_MS})"
         );
+        let mut transaction = self.pool.begin().await?;
+        // The owner's row, locked: a renewal in flight commits before the checks below read it
+        // (they then see the renewed lease) or waits until this takeover committed (and then
+        // finds the lease run out), never beside it.
+        sqlx::query("SELECT n.id FROM nodes n JOIN sandboxes s ON s.node = n.id WHERE s.id = $1 FOR UPDATE OF n")
+            .bind(id)
+            .fetch_optional(&mut *transaction)
+            .await?;
         let taken = sqlx::query(&format!(
             "UPDATE sandboxes SET node = $1, incarnation = $2, owner_epoch = owner_epoch + 1 \
              WHERE id = $3 AND state IN ('running', 'paused') AND manifest IS NOT NULL AND {owner_dead} \
@@ -297,10 +305,12 @@ impl Database {
         .bind(node)
         .bind(incarnation)
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *transaction)
         .await?;
         if let Some(row) = taken {
-            return Ok(TakeOver::From(row.try_get("manifest")?));
+            let manifest = row.try_get("manifest")?;
+            transaction.commit().await?;
+            return Ok(TakeOver::From(manifest));
         }
         let lost = sqlx::query(&format!(
             "UPDATE sandboxes SET state = 'lost', why = $1, updated_ms = {NOW_MS} \
@@ -308,8 +318,9 @@ impl Database {
         ))
         .bind(NO_HANDOVER)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(if lost.rows_affected() == 1 { TakeOver::Lost(NO_HANDOVER) } else { TakeOver::Raced })
     }
 

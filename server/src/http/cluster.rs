@@ -15,7 +15,7 @@
 //! ([`SERVED_BY`]).
 
 use super::{ApiError, AppState};
-use crate::cluster::{Cluster, ClusterError, FORWARDED_BY};
+use crate::cluster::{Cluster, ClusterError, FORWARD_TOKEN, FORWARDED_BY};
 use crate::database::{NodeRow, TakeOver};
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
@@ -40,12 +40,15 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         },
         false => (request, None),
     };
+    // Percent-decoded as axum's path extractor decodes it, so an encoded id is routed too.
     let sandbox =
-        named_in_body.or_else(|| addressed_sandbox(&request).map(str::to_owned)).filter(|id| is_plain_name(id));
+        named_in_body.or_else(|| addressed_sandbox(&request).map(percent_decoded)).filter(|id| is_plain_name(id));
+    let forwarded = request.headers().contains_key(FORWARDED_BY)
+        && request.headers().get(FORWARD_TOKEN).is_some_and(|token| cluster.forwarded_by_a_node(token.as_bytes()));
     let mut response = match sandbox {
         None => next.run(request).await,
         Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
-        Some(id) if cluster.serves(&id) || request.headers().contains_key(FORWARDED_BY) => next.run(request).await,
+        Some(id) if cluster.serves(&id) || forwarded => serve_here(&state, &id, request, next).await,
         Some(id) => to_owner(&state, &cluster, &id, request, next).await,
     };
     if let Ok(node) = HeaderValue::from_str(cluster.node()) {
@@ -53,6 +56,58 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         response.headers_mut().entry(SERVED_BY).or_insert(node);
     }
     response
+}
+
+/// A request for a sandbox this node serves. One that may change it other than through a
+/// cell or a checkpoint (its files, its processes, E2B's envd) first withdraws the sandbox's
+/// hand-over, so a node that takes it over later cannot bring back files older than what this
+/// request was told it wrote: it is lost instead, until its next checkpoint.
+async fn serve_here(state: &AppState, id: &str, request: Request, next: Next) -> Response {
+    if changes_outside_cells(&request)
+        && let Ok(sandbox) = state.sandboxes.get(id)
+        && let Err(error) = sandbox.withdraw_hand_over().await
+    {
+        tracing::warn!(%error, sandbox = %id, "could not withdraw a sandbox's hand-over; the change is refused");
+        return ApiError::Unavailable("the cluster's database did not answer; retry".into()).into_response();
+    }
+    next.run(request).await
+}
+
+/// Whether `request` may change its sandbox other than by a cell, a context change or a
+/// checkpoint (which record or withdraw its hand-over themselves): anything but a read.
+fn changes_outside_cells(request: &Request) -> bool {
+    use axum::http::Method;
+    let reads = [Method::GET, Method::HEAD, Method::OPTIONS].contains(request.method());
+    let path = request.uri().path();
+    let recorded = ["/execute", "/pause", "/checkpoint", "/resume", "/contexts", "/restart", "/timeout", "/connect"]
+        .iter()
+        .any(|end| path.ends_with(end));
+    !reads && !recorded
+}
+
+/// `segment` with its `%XX` escapes decoded (as text), or as it is when it has none or they
+/// do not decode to UTF-8.
+fn percent_decoded(segment: &str) -> String {
+    if !segment.contains('%') {
+        return segment.to_owned();
+    }
+    let bytes = segment.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(decoded).unwrap_or_else(|_| segment.to_owned())
 }
 
 /// A request for a sandbox this node does not serve: forwarded to its live owner, taken over
@@ -68,13 +123,15 @@ async fn to_owner(state: &AppState, cluster: &Cluster, id: &str, request: Reques
     };
     match owner {
         Some(owner) if !owner.live => take_over(state, cluster, id, &owner.node, request, next).await,
+        // No owner (killed, lost, unknown): a copy this node still has is stale.
+        None if state.sandboxes.knows(id) => ApiError::NotFound(format!("no sandbox `{id}`")).into_response(),
         Some(owner) if owner.node != cluster.node() => {
             tracing::debug!(sandbox = %id, node = %owner.node, "forwarded");
             match cluster.forward(&owner.node, &owner.url, request).await {
                 Ok(response) => response,
                 Err(error) => {
                     tracing::warn!(%error, sandbox = %id, "could not forward a request");
-                    ApiError::Unavailable(error.to_string()).into_response()
+                    ApiError::Unavailable("the sandbox's node did not answer; retry".into()).into_response()
                 }
             }
         }
@@ -97,7 +154,12 @@ async fn take_over(
         let blob = BlobId::try_from(manifest).map_err(|why| format!("its hand-over is not a blob id ({why})"))?;
         sandboxes.take_over(&blob).await.map(drop).map_err(|error| error.to_string())
     };
-    match cluster.take_over(id, open).await {
+    // In a task of its own: a client that goes away must not leave a takeover half done.
+    let (task_cluster, task_id) = (cluster.clone(), id.to_owned());
+    let taken = tokio::spawn(async move { task_cluster.take_over(&task_id, open).await });
+    let taken =
+        taken.await.unwrap_or_else(|e| Err(ClusterError::Unreachable { node: "this".into(), why: e.to_string() }));
+    match taken {
         Ok(Some(TakeOver::From(_))) => {
             tracing::info!(sandbox = %id, from = %from, "took over a sandbox whose node is gone");
             let mut response = next.run(request).await;
@@ -107,24 +169,26 @@ async fn take_over(
             response
         }
         Ok(Some(TakeOver::Lost(why))) => {
-            ApiError::Gone(format!("sandbox `{id}` was lost when its node `{from}` stopped: {why}")).into_response()
+            tracing::info!(sandbox = %id, from = %from, why, "a sandbox whose node is gone is lost");
+            ApiError::Gone(format!("sandbox `{id}` was lost when its node stopped: {why}")).into_response()
         }
         // Its owner came back, or another node took it: ask again, once.
         Ok(_) => match cluster.owner_of(id).await {
             Ok(Some(owner)) if owner.live && owner.node != cluster.node() => {
                 match cluster.forward(&owner.node, &owner.url, request).await {
                     Ok(response) => response,
-                    Err(error) => ApiError::Unavailable(error.to_string()).into_response(),
+                    Err(error) => {
+                        tracing::warn!(%error, sandbox = %id, "could not forward a request");
+                        ApiError::Unavailable("the sandbox's node did not answer; retry".into()).into_response()
+                    }
                 }
             }
             _ => next.run(request).await,
         },
         Err(error) => {
             tracing::warn!(%error, sandbox = %id, "could not take a sandbox over");
-            ApiError::Unavailable(format!(
-                "sandbox `{id}`'s node `{from}` is gone and it could not be taken over yet; retry"
-            ))
-            .into_response()
+            ApiError::Unavailable(format!("sandbox `{id}`'s node is gone and it could not be taken over yet; retry"))
+                .into_response()
         }
     }
 }
@@ -203,6 +267,9 @@ mod tests {
         assert_eq!(named("/v1/sandboxes/", None), None);
         assert_eq!(named("/v1/execute", None), None);
         assert_eq!(named("/v1/templates/t", None), None);
+        assert_eq!(percent_decoded("sbx%2D1"), "sbx-1");
+        assert_eq!(percent_decoded("sbx-1"), "sbx-1");
+        assert_eq!(percent_decoded("bad%zz"), "bad%zz");
     }
 
     #[test]

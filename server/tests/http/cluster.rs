@@ -238,6 +238,15 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let body: serde_json::Value = seventh.json().await.unwrap();
     assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
 
+    // A client cannot pass for a node (the header without the cluster's token is ignored),
+    // nor slip past the routing with an encoded id.
+    let forged = client.get(nodes[wrong].url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key);
+    let forged = forged.header("x-soulbox-forwarded-by", "node-9").send().await.unwrap();
+    assert_eq!((forged.status().as_u16(), served_by(&forged)), (200, owner.clone()));
+    let encoded = client.get(nodes[wrong].url(&format!("/v1/sandboxes/{}", id.replace('-', "%2D")))).bearer_auth(&key);
+    let encoded = encoded.send().await.unwrap();
+    assert_eq!((encoded.status().as_u16(), served_by(&encoded)), (200, owner.clone()));
+
     // Another tenant is refused by the owner, forwarded or not.
     let other = create_key(&schema.url, "other");
     let refused = client.get(nodes[wrong].url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&other).send().await;
@@ -270,7 +279,7 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let answer = client.get(alive.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
     assert_eq!(answer.status(), 503);
     let body: serde_json::Value = answer.json().await.unwrap();
-    assert!(body["error"]["message"].as_str().unwrap().contains(owner.as_str()), "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("did not answer"), "{body}");
     wait_for("the dead node's lease to run out", || {
         let (client, url) = (client.clone(), alive.url("/cluster/nodes"));
         async move { live_nodes(&client, &url).await == 2 }
@@ -471,9 +480,12 @@ async fn a_killed_or_drained_nodes_sandboxes_are_taken_over_with_their_variables
     assert_eq!(text, "43", "taken over twice, still whole");
 
     // A node killed with a sandbox changed since its last checkpoint: the sandbox is lost,
-    // and says why, rather than coming back older than it was.
+    // and says why, rather than coming back older than it was; whether the change was a cell,
+    // or a file written outside one.
     let unsaved = create_on(&client, &one, &key, serde_json::json!({})).await;
     cell(&client, &one.url(""), &key, &unsaved, "z = 1").await;
+    let late = client.put(one.url(&format!("/v1/sandboxes/{every_cell}/files?path=/late.txt"))).bearer_auth(&key);
+    assert!(late.body("after the last cell").send().await.unwrap().status().is_success());
     drop(one);
     let two = node("node-2");
     let give_up = Instant::now() + PATIENCE;
@@ -488,6 +500,8 @@ async fn a_killed_or_drained_nodes_sandboxes_are_taken_over_with_their_variables
     assert_eq!(gone.status(), 410);
     let body: serde_json::Value = gone.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("without a checkpoint"), "{body}");
+    let written_late = client.get(two.url(&format!("/v1/sandboxes/{every_cell}"))).bearer_auth(&key).send().await;
+    assert_eq!(written_late.unwrap().status(), 410, "its files changed after its last hand-over");
     drop(two);
     schema.drop_schema().await;
 }
