@@ -16,7 +16,7 @@
 
 use super::{ApiError, AppState};
 use crate::cluster::{Cluster, ClusterError, FORWARD_TOKEN, FORWARDED_BY};
-use crate::database::{NodeRow, TakeOver};
+use crate::database::{NodeRow, SandboxOwner, TakeOver};
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
@@ -125,17 +125,20 @@ async fn to_owner(state: &AppState, cluster: &Cluster, id: &str, request: Reques
         Some(owner) if !owner.live => take_over(state, cluster, id, &owner.node, request, next).await,
         // No owner (killed, lost, unknown): a copy this node still has is stale.
         None if state.sandboxes.knows(id) => ApiError::NotFound(format!("no sandbox `{id}`")).into_response(),
-        Some(owner) if owner.node != cluster.node() => {
-            tracing::debug!(sandbox = %id, node = %owner.node, "forwarded");
-            match cluster.forward(&owner.node, &owner.url, request).await {
-                Ok(response) => response,
-                Err(error) => {
-                    tracing::warn!(%error, sandbox = %id, "could not forward a request");
-                    ApiError::Unavailable("the sandbox's node did not answer; retry".into()).into_response()
-                }
-            }
-        }
+        Some(owner) if owner.node != cluster.node() => forward_to(cluster, &owner, id, request).await,
         _ => next.run(request).await,
+    }
+}
+
+/// Forwards `request` to `owner`; a node that does not answer is a 503 (its name only logged).
+async fn forward_to(cluster: &Cluster, owner: &SandboxOwner, id: &str, request: Request) -> Response {
+    tracing::debug!(sandbox = %id, node = %owner.node, "forwarded");
+    match cluster.forward(&owner.node, &owner.url, request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, sandbox = %id, "could not forward a request");
+            ApiError::Unavailable("the sandbox's node did not answer; retry".into()).into_response()
+        }
     }
 }
 
@@ -175,13 +178,7 @@ async fn take_over(
         // Its owner came back, or another node took it: ask again, once.
         Ok(_) => match cluster.owner_of(id).await {
             Ok(Some(owner)) if owner.live && owner.node != cluster.node() => {
-                match cluster.forward(&owner.node, &owner.url, request).await {
-                    Ok(response) => response,
-                    Err(error) => {
-                        tracing::warn!(%error, sandbox = %id, "could not forward a request");
-                        ApiError::Unavailable("the sandbox's node did not answer; retry".into()).into_response()
-                    }
-                }
+                forward_to(cluster, &owner, id, request).await
             }
             _ => next.run(request).await,
         },
