@@ -257,6 +257,13 @@ impl Cluster {
         self.bounded(self.0.db.sandbox_owner(id)).await
     }
 
+    /// Where a new sandbox should go: the live node holding the fewest open sandboxes, when
+    /// that is another node holding fewer than this one (name and URL); `None`: here.
+    pub async fn placement(&self) -> Result<Option<(String, String)>, ClusterError> {
+        let (least, own) = self.bounded(self.0.db.least_loaded_node(self.node())).await?;
+        Ok(least.filter(|(node, _, open)| node != self.node() && *open < own).map(|(node, url, _)| (node, url)))
+    }
+
     /// Every node, with its lease and the sandboxes it owns.
     pub async fn nodes(&self) -> Result<Vec<NodeRow>, ClusterError> {
         self.bounded(self.0.db.nodes()).await

@@ -352,6 +352,29 @@ impl Database {
         Ok(())
     }
 
+    /// The live node holding the fewest open sandboxes (by name among equals), with that
+    /// number, and how many `node` holds.
+    pub async fn least_loaded_node(&self, node: &str) -> Result<(Option<(String, String, i64)>, i64), DatabaseError> {
+        let rows = sqlx::query(&format!(
+            "SELECT n.id, n.url, (SELECT COUNT(*) FROM sandboxes s WHERE s.node = n.id AND s.incarnation = n.incarnation \
+             AND s.state IN ('running', 'paused')) AS open FROM nodes n WHERE n.lease_until_ms > {NOW_MS} ORDER BY open, n.id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut least = None;
+        let mut own = 0;
+        for row in &rows {
+            let (id, open): (String, i64) = (row.try_get("id")?, row.try_get("open")?);
+            if id == node {
+                own = open;
+            }
+            if least.is_none() {
+                least = Some((id, row.try_get("url")?, open));
+            }
+        }
+        Ok((least, own))
+    }
+
     /// Who owns open sandbox `id`, if anyone.
     pub async fn sandbox_owner(&self, id: &str) -> Result<Option<SandboxOwner>, DatabaseError> {
         let row = sqlx::query(&format!(

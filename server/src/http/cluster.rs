@@ -46,6 +46,7 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
     let forwarded = request.headers().contains_key(FORWARDED_BY)
         && request.headers().get(FORWARD_TOKEN).is_some_and(|token| cluster.forwarded_by_a_node(token.as_bytes()));
     let mut response = match sandbox {
+        None if creates_a_sandbox(&request) && !forwarded => place(&cluster, request, next).await,
         None => next.run(request).await,
         Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
         Some(id) if cluster.serves(&id) || forwarded => serve_here(&state, &id, request, next).await,
@@ -56,6 +57,28 @@ pub async fn route(State(state): State<AppState>, request: Request, next: Next) 
         response.headers_mut().entry(SERVED_BY).or_insert(node);
     }
     response
+}
+
+/// A new sandbox: made on the live node holding the fewest open sandboxes (here among equals).
+/// When the placement cannot be looked up, it is made here.
+async fn place(cluster: &Cluster, request: Request, next: Next) -> Response {
+    match cluster.placement().await {
+        Ok(Some((node, url))) => {
+            let owner = SandboxOwner { node, url, live: true };
+            forward_to(cluster, &owner, "(new)", request).await
+        }
+        Ok(None) => next.run(request).await,
+        Err(error) => {
+            tracing::warn!(%error, "could not look up the least loaded node; the sandbox is made here");
+            next.run(request).await
+        }
+    }
+}
+
+/// Whether `request` makes a sandbox: SoulBox's `POST /v1/sandboxes`, E2B's
+/// `POST /v2/sandboxes`.
+fn creates_a_sandbox(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST && ["/v1/sandboxes", "/v2/sandboxes"].contains(&request.uri().path())
 }
 
 /// A request for a sandbox this node serves. One that may change it other than through a

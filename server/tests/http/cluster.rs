@@ -270,6 +270,17 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let on_two = sandboxes.iter().filter(|(_, node)| node == "node-2").count();
     assert!(metrics.contains(&format!(r#"soulbox_sandboxes_open{{node="node-2"}} {on_two}"#)), "{metrics}");
 
+    // New sandboxes asked of one node go to the node holding the fewest (itself among equals).
+    let spread = create_key(&schema.url, "spread");
+    let mut placed_by_one = BTreeSet::new();
+    for _ in 0..3 {
+        let made = client.post(nodes[0].url("/v1/sandboxes")).bearer_auth(&spread).json(&serde_json::json!({}));
+        let made = made.send().await.unwrap();
+        assert_eq!(made.status(), 201);
+        placed_by_one.insert(served_by(&made));
+    }
+    assert_eq!(placed_by_one.len(), 3, "{placed_by_one:?}");
+
     // A node killed outright: while its lease runs, its sandboxes are refused with the reason
     // (503), never 404.
     let mut nodes = nodes;
