@@ -23,6 +23,7 @@ mod repl;
 mod run;
 mod sandboxes_cli;
 mod serve;
+mod telemetry;
 
 use clap::Parser;
 use std::process::ExitCode;
@@ -36,7 +37,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(matches!(cli.command, cli::Command::Serve(_)), &loaded.config.monitoring);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -44,19 +44,41 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(cli::dispatch(cli, loaded)) {
+    let serving = matches!(cli.command, cli::Command::Serve(_));
+    let exporter = match init_tracing(serving, &loaded.config, runtime.handle()) {
+        Ok(exporter) => exporter,
+        Err(error) => {
+            eprintln!("soulbox: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match runtime.block_on(cli::dispatch(cli, loaded)) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("soulbox: {error:#}");
             ExitCode::from(2)
         }
+    };
+    // While the runtime still runs: the last spans' uploads run on it.
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
     }
+    code
 }
 
 /// Logs on stderr: `SOULBOX_LOG` (an `EnvFilter`) or, for the server, the configured level
 /// (`warn` when its request logs are off); one JSON object per line (with the request and
-/// execution spans) when configured.
-fn init_tracing(serving: bool, monitoring: &config::MonitoringSection) {
+/// execution spans) when configured. A server with an OTLP collector configured also exports
+/// its spans ([`telemetry`]), uploading on `runtime`; the exporter is returned.
+fn init_tracing(
+    serving: bool,
+    config: &config::Config,
+    runtime: &tokio::runtime::Handle,
+) -> Result<Option<telemetry::Exporter>, telemetry::TelemetryError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let monitoring = &config.monitoring;
     let default = match (serving, monitoring.logs_enabled) {
         (true, true) => monitoring.log_level.as_str(),
         _ => "warn",
@@ -64,9 +86,19 @@ fn init_tracing(serving: bool, monitoring: &config::MonitoringSection) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SOULBOX_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(default))
         .unwrap_or_else(|_| "warn".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    match monitoring.log_format {
-        config::LogFormat::Json => builder.json().with_current_span(true).with_span_list(true).init(),
-        config::LogFormat::Text => builder.init(),
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match monitoring.log_format {
+        config::LogFormat::Json => logs.json().with_current_span(true).with_span_list(true).with_filter(filter).boxed(),
+        config::LogFormat::Text => logs.with_filter(filter).boxed(),
+    };
+    let mut layers = vec![logs];
+    let mut exporter = None;
+    if serving && telemetry::wanted(monitoring.otlp_endpoint.as_deref()) {
+        let instance = serve::instance_name(&config.cluster);
+        let (traces, made) = telemetry::layer(monitoring.otlp_endpoint.as_deref(), &instance, runtime.clone())?;
+        layers.push(traces);
+        exporter = Some(made);
     }
+    tracing_subscriber::registry().with(layers).init();
+    Ok(exporter)
 }

@@ -217,8 +217,7 @@ async fn join_cluster(
     // The lease gets connections of its own.
     let leases = crate::database::Database::open(&database_url).await?;
     let cluster = Cluster::join(db, leases, settings, local_sandboxes).await?;
-    let registry = sandboxes.clone();
-    tokio::spawn(cluster.clone().keep_lease(move || i64::try_from(registry.len()).unwrap_or(i64::MAX)));
+    tokio::spawn(cluster.clone().keep_lease(sandboxes.clone()));
     tokio::spawn(release_closed(cluster.clone(), sandboxes.subscribe_closed()));
     eprintln!("soulbox: cluster node {} at {}", cluster.node(), cluster.url());
     Ok(cluster)
@@ -230,6 +229,11 @@ fn node_name(section: &crate::config::ClusterSection) -> anyhow::Result<String> 
         Some(node) => Ok(node.clone()),
         None => host_name().context("cluster.node_id is not set and the host's name is not a usable node name"),
     }
+}
+
+/// The name this process's traces carry: `cluster.node_id`, else the host's name.
+pub fn instance_name(section: &crate::config::ClusterSection) -> String {
+    section.node_id.clone().or_else(host_name).unwrap_or_else(|| "soulbox".into())
 }
 
 /// The host's name, up to its first dot, when it is a plain name.

@@ -12,6 +12,7 @@ use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, header};
 use axum::response::Response;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The header a forwarded request carries: the name of the node that forwarded it.
 pub const FORWARDED_BY: &str = "x-soulbox-forwarded-by";
@@ -34,16 +35,23 @@ pub(super) fn client() -> reqwest::Client {
 }
 
 impl Cluster {
-    /// Sends `request` to node `node` at `url` and returns its response as it streams.
+    /// Sends `request` to node `node` at `url` and returns its response as it streams, in a
+    /// `forward` span whose trace context the request carries (when traces are exported).
     pub async fn forward(&self, node: &str, url: &str, request: Request) -> Result<Response, ClusterError> {
+        self.forward_in_span(node, url, request).instrument(tracing::info_span!("forward", node = %node)).await
+    }
+
+    async fn forward_in_span(&self, node: &str, url: &str, request: Request) -> Result<Response, ClusterError> {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let target = format!("{}{path}", url.trim_end_matches('/'));
+        let mut headers = end_to_end(&parts.headers);
+        crate::telemetry::inject(&mut headers);
         let sent = self
             .0
             .client
             .request(parts.method, target)
-            .headers(end_to_end(&parts.headers))
+            .headers(headers)
             .header(FORWARDED_BY, self.node())
             .header(super::FORWARD_TOKEN, &self.0.forward_token)
             .body(reqwest::Body::wrap_stream(body.into_data_stream()))

@@ -19,12 +19,20 @@
 //!
 //! What this node owns is kept in memory ([`Membership::owned`]), so serving a local sandbox
 //! costs no database round trip; looking up another node's sandbox costs one.
+//!
+//! Limits across the cluster: a tenant's open sandboxes are counted when one is claimed
+//! ([`Cluster::claim`]); an API key's running executions take a slot in the database
+//! ([`ClusterSlot`]); the live nodes, counted at each renewal ([`Cluster::live_nodes`]), share
+//! a key's request rate.
 
 mod forward;
+mod slots;
 
 pub use forward::FORWARDED_BY;
+pub use slots::ClusterSlot;
 
 use crate::database::{Claimed, Database, DatabaseError, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
+use soulbox_engine::Sandboxes;
 use soulbox_engine::blobs::BlobId;
 use soulbox_engine::sandbox::HandoverLog;
 use std::collections::HashSet;
@@ -68,6 +76,9 @@ pub enum ClusterError {
     /// The tenant has as many open sandboxes as it may, across the cluster.
     #[error("{0} sandboxes of this owner may be open at once across the cluster; kill some first")]
     TenantQuota(usize),
+    /// An API key runs as many executions as it may, across the cluster.
+    #[error("{0} executions of this API key may run at once across the cluster")]
+    KeyBusy(usize),
     /// The owning node could not be reached.
     #[error("node `{node}`, which holds this sandbox, could not be reached: {why}")]
     Unreachable {
@@ -111,6 +122,8 @@ struct Inner {
     left: std::sync::atomic::AtomicBool,
     /// What a request forwarded by another node of the cluster carries ([`FORWARD_TOKEN`]).
     forward_token: String,
+    /// The live nodes at the last renewal, this one included.
+    live_nodes: std::sync::atomic::AtomicU32,
 }
 
 /// What this process holds in the cluster.
@@ -120,6 +133,9 @@ struct Membership {
     live_until: Instant,
     /// The sandboxes this incarnation owns.
     owned: HashSet<String>,
+    /// This process's copies of sandboxes it could not adopt (another node holds them now, or
+    /// they ended): [`Cluster::keep_lease`] closes them here.
+    stale: Vec<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -147,16 +163,20 @@ impl Cluster {
                 incarnation: incarnation.clone(),
                 live_until: live_until(sent, settings.lease),
                 owned: HashSet::new(),
+                stale: Vec::new(),
             }),
             client: forward::client(),
             taking_over: tokio::sync::Mutex::new(()),
             left: std::sync::atomic::AtomicBool::new(false),
             forward_token,
+            live_nodes: std::sync::atomic::AtomicU32::new(1),
             settings,
             db,
             leases,
         }));
         let adopted = cluster.adopt(local, &incarnation).await?;
+        // At once rather than a renewal period later: the live nodes (for the shared limits).
+        cluster.renew(i64::try_from(adopted).unwrap_or(i64::MAX)).await?;
         tracing::info!(node = %cluster.node(), %incarnation, adopted, "joined the cluster");
         Ok(cluster)
     }
@@ -174,6 +194,11 @@ impl Cluster {
     /// Whether this node's lease runs (it may serve its sandboxes and take new ones).
     pub fn is_live(&self) -> bool {
         Instant::now() < self.membership().live_until
+    }
+
+    /// How many nodes were live at this node's last renewal, this one included (at least 1).
+    pub fn live_nodes(&self) -> u32 {
+        self.0.live_nodes.load(std::sync::atomic::Ordering::Relaxed).max(1)
     }
 
     /// Whether this node serves sandbox `id`: it is live and owns it.
@@ -269,20 +294,34 @@ impl Cluster {
         self.bounded(self.0.db.nodes()).await
     }
 
-    /// Renews the lease until the process ends, reporting `load()` (open sandboxes) each time;
-    /// registers again when it ran out. Spawn it.
-    pub async fn keep_lease(self, load: impl Fn() -> i64 + Send + 'static) {
+    /// Renews the lease until the process ends, reporting how many sandboxes `sandboxes` holds
+    /// each time; registers again when it ran out. Closes this process's copies of sandboxes
+    /// it could not adopt back (their rows are another node's: what closing them reports does
+    /// not reach them). Spawn it.
+    pub async fn keep_lease(self, sandboxes: Sandboxes) {
         let period = self.0.settings.lease / RENEWALS_PER_LEASE;
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await; // the first tick is now: the lease was just taken
+        self.close_stale(&sandboxes);
         loop {
             tick.tick().await;
             if self.0.left.load(std::sync::atomic::Ordering::SeqCst) {
                 return;
             }
-            if let Err(error) = self.renew(load()).await {
+            if let Err(error) = self.renew(i64::try_from(sandboxes.len()).unwrap_or(i64::MAX)).await {
                 tracing::warn!(%error, node = %self.node(), "could not renew this node's cluster lease");
+            }
+            self.close_stale(&sandboxes);
+        }
+    }
+
+    /// Closes the stale copies [`Cluster::adopt`] found.
+    fn close_stale(&self, sandboxes: &Sandboxes) {
+        let stale = std::mem::take(&mut self.membership().stale);
+        for id in stale {
+            if sandboxes.kill(&id).is_ok() {
+                tracing::info!(sandbox = %id, "closed this node's stale copy of a sandbox it no longer holds");
             }
         }
     }
@@ -304,8 +343,10 @@ impl Cluster {
         let incarnation = self.membership().incarnation.clone();
         let lease_ms = millis(self.0.settings.lease);
         let renewed = self.bounded(self.0.leases.renew_node(self.node(), &incarnation, lease_ms, load)).await?;
-        if renewed {
+        if let Some(live) = renewed {
             self.membership().live_until = live_until(sent, self.0.settings.lease);
+            let live = u32::try_from(live).unwrap_or(u32::MAX);
+            self.0.live_nodes.store(live, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         // The lease ran out before this renewal reached the database: register again, and
@@ -336,6 +377,7 @@ impl Cluster {
                 adopted += 1;
             } else {
                 tracing::warn!(sandbox = %id, "another node holds this sandbox now; this node no longer serves it");
+                self.membership().stale.push(id);
             }
         }
         Ok(adopted)

@@ -96,6 +96,7 @@ async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other
     assert_ne!(one.membership().incarnation, before, "a new incarnation");
     assert!(one.is_live() && one.serves("sbx-stays"));
     assert!(!one.serves("sbx-taken"), "a sandbox another node took stays taken");
+    assert_eq!(one.membership().stale, ["sbx-taken"], "its copy here is stale: the lease task closes it");
     assert_eq!(two.owner_of("sbx-taken").await.unwrap().unwrap().node, "two");
     assert_eq!(two.owner_of("sbx-stays").await.unwrap().unwrap().node, "one");
     assert!(two.owner_of("sbx-stays").await.unwrap().unwrap().live);
@@ -136,5 +137,41 @@ async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_ru
     one.membership().live_until = Instant::now();
     assert!(!one.is_live() && !one.serves("sbx-a"));
     assert!(matches!(one.claim(new("sbx-b")).await, Err(ClusterError::NotLive)));
+    schema.drop_schema().await;
+}
+
+#[tokio::test]
+async fn a_keys_running_executions_are_bounded_across_nodes_and_a_dead_nodes_stop_counting() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    assert_eq!(two.live_nodes(), 2, "counted when it joined");
+    let first = one.take_execution_slot("key_a", 2).await.unwrap();
+    let second = two.take_execution_slot("key_a", 2).await.unwrap();
+    assert!(matches!(one.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
+    assert!(matches!(two.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
+    let _other_key = two.take_execution_slot("key_b", 2).await.unwrap();
+    // A slot dropped is given back (in a task of its own): the key may run one more.
+    drop(first);
+    let mut third = None;
+    for _ in 0..200 {
+        match one.take_execution_slot("key_a", 2).await {
+            Ok(slot) => {
+                third = Some(slot);
+                break;
+            }
+            Err(ClusterError::KeyBusy(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(error) => panic!("{error}"),
+        }
+    }
+    assert!(third.is_some(), "the dropped slot was given back");
+    // A dead node's slots stop counting at once; what it gives back later changes nothing.
+    db.expire_node("two").await;
+    let _fourth = one.take_execution_slot("key_a", 2).await.unwrap();
+    drop(second);
+    assert!(matches!(one.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
+    one.renew(0).await.unwrap();
+    assert_eq!(one.live_nodes(), 1);
     schema.drop_schema().await;
 }

@@ -504,6 +504,11 @@ pub struct MonitoringSection {
     pub log_level: String,
     /// `[monitoring.sampling]`: every value must be 1.0 (everything is recorded).
     pub sampling: Sampling,
+    /// The OTLP collector `soulbox serve` exports its traces to: its base URL (`http://` or
+    /// `https://`, e.g. `http://127.0.0.1:4318`; traces go to `/v1/traces` under it, as
+    /// HTTP/protobuf). Default none: no traces exported, unless OpenTelemetry's own
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` names one.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Default for MonitoringSection {
@@ -515,6 +520,7 @@ impl Default for MonitoringSection {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             sampling: Sampling::default(),
+            otlp_endpoint: None,
         }
     }
 }
@@ -562,6 +568,15 @@ impl Config {
         }
         if self.monitoring.log_level.trim().is_empty() {
             return invalid("monitoring.log_level", "must name a level such as `info`");
+        }
+        let plain_http = |url: &str| {
+            (url.starts_with("http://") || url.starts_with("https://")) && url.parse::<axum::http::Uri>().is_ok()
+        };
+        if self.monitoring.otlp_endpoint.as_deref().is_some_and(|url| !plain_http(url)) {
+            return invalid(
+                "monitoring.otlp_endpoint",
+                "must be an http:// or https:// URL, such as http://127.0.0.1:4318",
+            );
         }
         self.validate_cluster()
     }

@@ -93,6 +93,10 @@ fn unknown_keys_and_bad_values_name_the_key() {
     assert!(too_long.contains("resources.timeout_seconds"), "{too_long}");
     let malformed = message(load_text("[server\n"));
     assert!(malformed.contains("line 1"), "{malformed}");
+    let collector = message(load_text("[monitoring]\notlp_endpoint = \"collector:4318\"\n"));
+    assert!(collector.contains("monitoring.otlp_endpoint"), "{collector}");
+    let config = load_text("[monitoring]\notlp_endpoint = \"http://127.0.0.1:4318\"\n").unwrap();
+    assert_eq!(config.monitoring.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4318"));
 }
 
 #[test]

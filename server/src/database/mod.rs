@@ -14,6 +14,7 @@
 mod nodes;
 mod recorder;
 mod sandboxes;
+mod slots;
 
 pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
 pub use recorder::{AuditRecorder, RegistryChange, SandboxRecorder, UsageRecorder};

@@ -20,7 +20,7 @@ use serde::Serialize;
 use sqlx::Row;
 
 /// The database's clock, in Unix milliseconds.
-const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+pub(super) const NOW_MS: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
 
 /// The table of nodes.
 const NODES_TABLE: &str = "CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, url TEXT NOT NULL, \
@@ -108,9 +108,20 @@ pub enum Registered {
 }
 
 impl Database {
-    /// Creates the `nodes` table if it is missing.
+    /// Creates the cluster's tables and functions if they are missing (one process at a time,
+    /// under the schema lock: nodes starting together race on the catalog otherwise).
     pub async fn open_cluster(&self) -> Result<(), DatabaseError> {
-        sqlx::query(NODES_TABLE).execute(&self.pool).await?;
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)::text")
+            .bind(super::SCHEMA_LOCK)
+            .execute(&mut *transaction)
+            .await?;
+        for statement in
+            [NODES_TABLE.to_owned(), super::slots::SLOTS_TABLE.to_owned(), super::slots::take_slot_function()]
+        {
+            sqlx::query(&statement).execute(&mut *transaction).await?;
+        }
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -147,26 +158,28 @@ impl Database {
         Ok(Registered::Taken(held.try_get("lease_until_ms")?))
     }
 
-    /// Renews node `id`'s lease for `incarnation`, with its current load; false when the lease
-    /// ran out (or another process registered the name) first.
+    /// Renews node `id`'s lease for `incarnation`, with its current load; returns how many
+    /// nodes are live (this one included), or `None` when the lease ran out (or another
+    /// process registered the name) first.
     pub async fn renew_node(
         &self,
         id: &str,
         incarnation: &str,
         lease_ms: i64,
         load: i64,
-    ) -> Result<bool, DatabaseError> {
+    ) -> Result<Option<i64>, DatabaseError> {
         let renewed = sqlx::query(&format!(
             "UPDATE nodes SET lease_until_ms = {NOW_MS} + $1, load = $2 \
-             WHERE id = $3 AND incarnation = $4 AND lease_until_ms > {NOW_MS}"
+             WHERE id = $3 AND incarnation = $4 AND lease_until_ms > {NOW_MS} \
+             RETURNING (SELECT COUNT(*) FROM nodes WHERE lease_until_ms > {NOW_MS}) AS live"
         ))
         .bind(lease_ms)
         .bind(load)
         .bind(id)
         .bind(incarnation)
-        .execute(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
-        Ok(renewed.rows_affected() == 1)
+        renewed.map(|row| row.try_get("live")).transpose().map_err(DatabaseError::from)
     }
 
     /// Ends node `id`'s lease now (a node leaving cleanly), if `incarnation` still holds it.

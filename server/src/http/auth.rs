@@ -131,7 +131,7 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Ok(caller) => {
             tracing::Span::current().record("tenant", caller.tenant.0.as_str());
             state.audit.key_used(&caller, &method, &route);
-            let response = match state.guard.check_rate(&caller.key) {
+            let response = match state.guard.check_rate(&caller.key, state.live_nodes()) {
                 Err(error) => error.into_response(),
                 Ok(()) => {
                     request.extensions_mut().insert(caller.clone());

@@ -3,15 +3,16 @@
 //!
 //! A request names a sandbox by its path (`/v1/sandboxes/{id}/...`, E2B's
 //! `/sandboxes/{id}/...` and `/v2/sandboxes/{id}/...`), by E2B's `E2b-Sandbox-Id` header, or,
-//! for a tool call (`POST /v1/tools/call`), by its arguments' `sandbox_id`. MCP requests are
-//! not routed: their tools reach this node's sandboxes only.
+//! for a tool call (`POST /v1/tools/call`, or MCP's `tools/call` on `POST /mcp`, which is
+//! stateless), by its arguments' `sandbox_id`.
 //! Such a request is served here when this node owns the sandbox (no database round trip),
 //! or was forwarded here by another node; otherwise it goes to the live owner, or, when its
 //! owner's lease has run out, this node takes the sandbox over from its hand-over (its latest
 //! checkpoint and files, in the shared object store) and serves it; a sandbox whose node died
 //! without one is lost (410, with why). Any sandbox request is refused while this node's own
-//! lease has run out. Requests naming no sandbox (stateless executions, creations, listings)
-//! are served by whichever node receives them. Every response says which node served it
+//! lease has run out. A new sandbox (REST, E2B, or the `create_sandbox` tool) is made on the
+//! live node holding the fewest; other requests naming no sandbox (stateless executions,
+//! listings) are served by whichever node receives them. Every response says which node served it
 //! ([`SERVED_BY`]).
 
 use super::{ApiError, AppState};
@@ -33,20 +34,21 @@ pub const TAKEN_OVER_FROM: &str = "x-soulbox-taken-over-from";
 /// Middleware: serves, forwards or refuses a request by the sandbox it names.
 pub async fn route(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let Some(cluster) = state.cluster.clone() else { return next.run(request).await };
-    let (request, named_in_body) = match is_tool_call(&request) {
-        true => match tool_call_sandbox(request, state.settings.json_body_limit).await {
+    let (request, call) = match is_tool_call(&request) {
+        true => match read_tool_call(request, state.settings.json_body_limit).await {
             Ok(read) => read,
             Err(refusal) => return refusal,
         },
-        false => (request, None),
+        false => (request, ToolCall::default()),
     };
+    let creates = call.creates_a_sandbox || creates_a_sandbox(&request);
     // Percent-decoded as axum's path extractor decodes it, so an encoded id is routed too.
     let sandbox =
-        named_in_body.or_else(|| addressed_sandbox(&request).map(percent_decoded)).filter(|id| is_plain_name(id));
+        call.sandbox.or_else(|| addressed_sandbox(&request).map(percent_decoded)).filter(|id| is_plain_name(id));
     let forwarded = request.headers().contains_key(FORWARDED_BY)
         && request.headers().get(FORWARD_TOKEN).is_some_and(|token| cluster.forwarded_by_a_node(token.as_bytes()));
     let mut response = match sandbox {
-        None if creates_a_sandbox(&request) && !forwarded => place(&cluster, request, next).await,
+        None if creates && !forwarded => place(&cluster, request, next).await,
         None => next.run(request).await,
         Some(_) if !cluster.is_live() => ApiError::Unavailable(ClusterError::NotLive.to_string()).into_response(),
         Some(id) if cluster.serves(&id) || forwarded => serve_here(&state, &id, request, next).await,
@@ -223,32 +225,47 @@ fn addressed_sandbox(request: &Request) -> Option<&str> {
     rest.split('/').next().filter(|id| !id.is_empty())
 }
 
-/// Whether `request` is a tool call (`POST /v1/tools/call`), which names its sandbox, if any,
-/// in its body.
+/// Whether `request` may be a tool call, which says in its body what it does: SoulBox's
+/// `POST /v1/tools/call`, or a JSON-RPC request to MCP's `POST /mcp`.
 fn is_tool_call(request: &Request) -> bool {
-    request.method() == axum::http::Method::POST && request.uri().path() == "/v1/tools/call"
+    request.method() == axum::http::Method::POST && ["/v1/tools/call", "/mcp"].contains(&request.uri().path())
 }
 
-/// Reads a tool call's body (at most `limit` bytes) for the sandbox its arguments name, and
-/// gives the request back whole. A body too large or unreadable is refused as the route would.
-async fn tool_call_sandbox(request: Request, limit: usize) -> Result<(Request, Option<String>), Response> {
+/// What routing needs of a tool call.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ToolCall {
+    /// The sandbox its arguments name.
+    sandbox: Option<String>,
+    /// Whether it is `create_sandbox`.
+    creates_a_sandbox: bool,
+}
+
+/// Reads a tool call's body (at most `limit` bytes) for what it does, and gives the request
+/// back whole. A body too large or unreadable is refused as the route would.
+async fn read_tool_call(request: Request, limit: usize) -> Result<(Request, ToolCall), Response> {
     let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, limit).await {
         Ok(bytes) => bytes,
         Err(_) => return Err(ApiError::TooLarge("the request body is too large".into()).into_response()),
     };
-    let sandbox = named_sandbox(&bytes);
-    Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), sandbox))
+    let call = tool_call(&bytes).unwrap_or_default();
+    Ok((Request::from_parts(parts, axum::body::Body::from(bytes)), call))
 }
 
-/// The `sandbox_id` a tool call's arguments name (an object, or the JSON text OpenAI gives).
-fn named_sandbox(body: &[u8]) -> Option<String> {
-    let call: serde_json::Value = serde_json::from_slice(body).ok()?;
+/// The tool a call runs and the `sandbox_id` its arguments name (an object, or the JSON text
+/// OpenAI gives): SoulBox's `{"name", "arguments"}`, or MCP's
+/// `{"method": "tools/call", "params": {"name", "arguments"}}`.
+fn tool_call(body: &[u8]) -> Option<ToolCall> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let call = if body["method"] == "tools/call" { &body["params"] } else { &body };
     let arguments = match &call["arguments"] {
         serde_json::Value::String(text) => serde_json::from_str(text).ok()?,
         other => other.clone(),
     };
-    arguments["sandbox_id"].as_str().map(str::to_owned)
+    Some(ToolCall {
+        sandbox: arguments["sandbox_id"].as_str().map(str::to_owned),
+        creates_a_sandbox: call["name"] == "create_sandbox",
+    })
 }
 
 /// `GET /cluster/nodes`: every node, its lease, load and the sandboxes it owns (an operator's
@@ -292,13 +309,26 @@ mod tests {
         assert_eq!(percent_decoded("bad%zz"), "bad%zz");
     }
 
+    fn named_in_body(body: &[u8]) -> Option<String> {
+        tool_call(body).and_then(|call| call.sandbox)
+    }
+
     #[test]
-    fn a_tool_call_names_its_sandbox_in_its_arguments_object_or_text() {
+    fn a_tool_call_names_its_sandbox_in_its_arguments_object_or_text_and_says_if_it_creates_one() {
         let object = br#"{"name": "run_cell", "arguments": {"sandbox_id": "sbx-1", "code": "1"}}"#;
-        assert_eq!(named_sandbox(object).as_deref(), Some("sbx-1"));
+        assert_eq!(named_in_body(object).as_deref(), Some("sbx-1"));
         let text = br#"{"name": "run_cell", "arguments": "{\"sandbox_id\": \"sbx-2\"}"}"#;
-        assert_eq!(named_sandbox(text).as_deref(), Some("sbx-2"));
-        assert_eq!(named_sandbox(br#"{"name": "run_code", "arguments": {"code": "1"}}"#), None);
-        assert_eq!(named_sandbox(b"not json"), None);
+        assert_eq!(named_in_body(text).as_deref(), Some("sbx-2"));
+        assert_eq!(named_in_body(br#"{"name": "run_code", "arguments": {"code": "1"}}"#), None);
+        assert_eq!(tool_call(b"not json"), None);
+        let mcp = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                      "params": {"name": "read_file", "arguments": {"sandbox_id": "sbx-3", "path": "/a"}}}"#;
+        assert_eq!(named_in_body(mcp).as_deref(), Some("sbx-3"));
+        let listing = br#"{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}"#;
+        assert_eq!(tool_call(listing), Some(ToolCall::default()));
+        let creation = br#"{"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "create_sandbox"}}"#;
+        assert_eq!(tool_call(creation), Some(ToolCall { sandbox: None, creates_a_sandbox: true }));
+        let created = tool_call(br#"{"name": "create_sandbox", "arguments": {}}"#).unwrap();
+        assert!(created.creates_a_sandbox);
     }
 }

@@ -98,6 +98,13 @@ pub struct AppState {
     pub cluster: Option<crate::cluster::Cluster>,
 }
 
+impl AppState {
+    /// The live nodes sharing per-key limits: those of the cluster, or this server alone.
+    pub fn live_nodes(&self) -> u32 {
+        self.cluster.as_ref().map_or(1, crate::cluster::Cluster::live_nodes)
+    }
+}
+
 /// The server's life: whether it is draining, and the token that ends long-lived work (MCP
 /// streams) at shutdown.
 #[derive(Clone, Debug, Default)]
@@ -247,6 +254,7 @@ async fn request_span(State(state): State<AppState>, request: Request, next: Nex
         path = %request.uri().path(),
         tenant = tracing::field::Empty,
     );
+    crate::telemetry::continue_trace(&span, request.headers());
     let started = std::time::Instant::now();
     let declared_body = declares_body(&request);
     let mut response = next.run(request).instrument(span.clone()).await;

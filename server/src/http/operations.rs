@@ -1,6 +1,9 @@
 //! What a request does, whichever door it came in by: a REST route, an MCP tool or a
 //! `/v1/tools` call.
 //!
+//! Work spawned on a task of its own (a cell, a command, a stream's pump) carries the
+//! request's span, so the engine's spans stay beneath the request's in logs and traces.
+//!
 //! Every operation that runs guest work goes through here: it takes the caller's execution
 //! slot, checks the tenant's daily budget, runs on the engine (the tenant is the owner of every
 //! sandbox and execution), and when the work ends records it once ([`AppState::ended`]):
@@ -18,6 +21,7 @@ use soulbox_engine::sandbox::{CommandResult, ProcessInfo};
 use soulbox_engine::{ExecRequest, ExecResult, Execution, ExecutionEvent, Outcome, RunOptions, Sandbox, SandboxSpec};
 use std::future::IntoFuture;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// How long a kill waits for the sandbox's container to be removed before answering anyway.
 const KILL_TEARDOWN_WAIT: Duration = Duration::from_secs(10);
@@ -58,12 +62,11 @@ impl AppState {
         self.usage.record(usage(&caller.tenant, ran.kind.name(), ran.language, outcome, took, fuel, network));
     }
 
-    /// The caller's slot for one more running piece of work, within its key's bound and its
-    /// tenant's daily budget.
-    fn admit(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {
-        let slot = self.guard.execution_slot(&caller.key)?;
+    /// The caller's slot for one more running piece of work, within its tenant's daily budget
+    /// and its key's bound (across the cluster, in one).
+    async fn admit(&self, caller: &Caller) -> Result<super::guard::ExecutionPermit, ApiError> {
         self.budgets.check_execution(&caller.tenant)?;
-        Ok(slot)
+        self.guard.execution_slot(&caller.key, self.cluster.as_ref()).await
     }
 
     /// Runs one stateless execution for `caller`.
@@ -77,7 +80,7 @@ impl AppState {
             }
             request.network = Some(self.settings.tenant_network(policy));
         }
-        let _slot = self.admit(caller)?;
+        let _slot = self.admit(caller).await?;
         let ran = Ran { kind: Kind::Stateless, language: request.language.name() };
         let result = self.engine.execute(request.with_owner(caller.tenant.0.clone())).await?;
         self.ended_with_network(caller, ran, result.outcome, result.duration, result.fuel_used, result.network);
@@ -176,16 +179,19 @@ impl AppState {
         code: &str,
         options: RunOptions,
     ) -> Result<Execution, ApiError> {
-        let slot = self.admit(caller)?;
+        let slot = self.admit(caller).await?;
         let (state, caller, sandbox, code) = (self.clone(), caller.clone(), sandbox.clone(), code.to_owned());
-        let cell = tokio::spawn(async move {
-            let _held = slot;
-            let execution = sandbox.run_code(&code, options).await?;
-            let end = &execution.end;
-            let ran = Ran { kind: Kind::Cell, language: end.language.name() };
-            state.ended_with_network(&caller, ran, end.outcome, end.duration, end.fuel_used, end.network);
-            Ok::<_, ApiError>(execution)
-        });
+        let cell = tokio::spawn(
+            async move {
+                let _held = slot;
+                let execution = sandbox.run_code(&code, options).await?;
+                let end = &execution.end;
+                let ran = Ran { kind: Kind::Cell, language: end.language.name() };
+                state.ended_with_network(&caller, ran, end.outcome, end.duration, end.fuel_used, end.network);
+                Ok::<_, ApiError>(execution)
+            }
+            .in_current_span(),
+        );
         cell.await.map_err(|e| ApiError::Internal(format!("a cell's task failed: {e}")))?
     }
 
@@ -199,7 +205,7 @@ impl AppState {
         code: &str,
         options: RunOptions,
     ) -> Result<impl Stream<Item = Result<ExecutionEvent, ApiError>> + Send + 'static, ApiError> {
-        let slot = self.admit(caller)?;
+        let slot = self.admit(caller).await?;
         let events = sandbox.run_code_stream(code, options).await?;
         let (state, caller) = (self.clone(), caller.clone());
         let events = followed_to_the_end(events, move |item| {
@@ -220,14 +226,17 @@ impl AppState {
         sandbox: &Sandbox,
         spec: ProcessSpec,
     ) -> Result<CommandResult, ApiError> {
-        let slot = self.admit(caller)?;
+        let slot = self.admit(caller).await?;
         let (state, caller, sandbox) = (self.clone(), caller.clone(), sandbox.clone());
-        let command = tokio::spawn(async move {
-            let _held = slot;
-            let result = sandbox.run_command(spec).await?;
-            state.command_ended(&caller, Ran::command(), &result.exit);
-            Ok::<_, ApiError>(result)
-        });
+        let command = tokio::spawn(
+            async move {
+                let _held = slot;
+                let result = sandbox.run_command(spec).await?;
+                state.command_ended(&caller, Ran::command(), &result.exit);
+                Ok::<_, ApiError>(result)
+            }
+            .in_current_span(),
+        );
         command.await.map_err(|e| ApiError::Internal(format!("a command's task failed: {e}")))?
     }
 
@@ -239,7 +248,7 @@ impl AppState {
         sandbox: &Sandbox,
         spec: ProcessSpec,
     ) -> Result<impl Stream<Item = Result<ProcessEvent, ApiError>> + Send + 'static, ApiError> {
-        let slot = self.admit(caller)?;
+        let slot = self.admit(caller).await?;
         let (_, events) = sandbox.run_command_stream(spec).await?;
         let (state, caller) = (self.clone(), caller.clone());
         let events = followed_to_the_end(events, move |event| {
@@ -262,12 +271,15 @@ impl AppState {
         self.budgets.check_execution(&caller.tenant)?;
         let info = sandbox.spawn(spec).await?;
         let (state, caller, sandbox, pid) = (self.clone(), caller.clone(), sandbox.clone(), info.pid);
-        tokio::spawn(async move {
-            // The sandbox going away ends the wait without an exit: nothing ran to record then.
-            if let Ok(exit) = sandbox.wait_process(pid).await {
-                state.command_ended(&caller, Ran { kind: Kind::Process, language: "bash" }, &exit);
+        tokio::spawn(
+            async move {
+                // The sandbox going away ends the wait without an exit: nothing ran to record then.
+                if let Ok(exit) = sandbox.wait_process(pid).await {
+                    state.command_ended(&caller, Ran { kind: Kind::Process, language: "bash" }, &exit);
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(info)
     }
 
@@ -279,7 +291,7 @@ impl AppState {
         request: RenderRequest,
     ) -> Result<RenderedPage, ApiError> {
         request.validate().map_err(ApiError::BadRequest)?;
-        let _slot = self.admit(caller)?;
+        let _slot = self.admit(caller).await?;
         let started = Instant::now();
         let rendered: Result<RenderedPage, ApiError> = match sandbox {
             Some(sandbox) => sandbox.render(request).await.map_err(Into::into),
@@ -314,17 +326,20 @@ fn followed_to_the_end<T: Send + 'static>(
     mut seen: impl FnMut(&T) + Send + 'static,
 ) -> impl Stream<Item = T> + Send + 'static {
     let (sender, receiver) = tokio::sync::mpsc::channel(HANDED_OVER_EVENTS);
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        let mut reader = Some(sender);
-        while let Some(event) = events.next().await {
-            seen(&event);
-            if let Some(sender) = &reader
-                && sender.send(event).await.is_err()
-            {
-                reader = None; // the caller left: keep reading so the work ends and is recorded
+    tokio::spawn(
+        async move {
+            let mut events = std::pin::pin!(events);
+            let mut reader = Some(sender);
+            while let Some(event) = events.next().await {
+                seen(&event);
+                if let Some(sender) = &reader
+                    && sender.send(event).await.is_err()
+                {
+                    reader = None; // the caller left: keep reading so the work ends and is recorded
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
     futures_util::stream::unfold(receiver, |mut receiver| async move { receiver.recv().await.map(|e| (e, receiver)) })
 }

@@ -21,14 +21,14 @@ const LEASE_MS: &str = "6000";
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A PostgreSQL schema of its own, dropped at the end.
-struct Schema {
+pub(crate) struct Schema {
     admin: AnyPool,
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Schema {
-    async fn new() -> Schema {
+    pub(crate) async fn new() -> Schema {
         let url = std::env::var("SOULBOX_TEST_POSTGRES_URL").expect(
             "SOULBOX_TEST_POSTGRES_URL names a PostgreSQL server (scripts/test.sh starts one with scripts/postgres.sh)",
         );
@@ -41,7 +41,7 @@ impl Schema {
         Schema { admin, name, url }
     }
 
-    async fn drop_schema(self) {
+    pub(crate) async fn drop_schema(self) {
         sqlx::query(&format!("DROP SCHEMA {} CASCADE", self.name)).execute(&self.admin).await.unwrap();
     }
 }
@@ -52,7 +52,7 @@ fn start_node(name: &str, database: &str, dir: &Path) -> Server {
 }
 
 /// [`start_node`] with extra environment variables.
-fn start_node_in_env(name: &str, database: &str, dir: &Path, env: &[(&str, &str)]) -> Server {
+pub(crate) fn start_node_in_env(name: &str, database: &str, dir: &Path, env: &[(&str, &str)]) -> Server {
     let workspaces = format!("storage.workspace_root={}", dir.join(name).display());
     let node = format!("cluster.node_id={name}");
     let lease = format!("cluster.lease_ms={LEASE_MS}");
@@ -125,7 +125,7 @@ fn haproxy() -> PathBuf {
 }
 
 /// Polls `condition` until it holds, failing the test after [`PATIENCE`].
-async fn wait_for<F, Fut>(what: &str, mut condition: F)
+pub(crate) async fn wait_for<F, Fut>(what: &str, mut condition: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -138,7 +138,7 @@ where
 }
 
 /// The node a response says served it.
-fn served_by(response: &reqwest::Response) -> String {
+pub(crate) fn served_by(response: &reqwest::Response) -> String {
     response.headers()["x-soulbox-node"].to_str().unwrap().to_owned()
 }
 

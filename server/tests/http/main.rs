@@ -3,6 +3,7 @@
 
 mod api;
 mod cluster;
+mod cluster_routing;
 mod config;
 mod containers;
 mod durability;

@@ -87,7 +87,7 @@ pub async fn divert(State(traffic): State<SandboxTraffic>, mut request: Request,
     let owner = sandbox.owner().unwrap_or_default().to_owned();
     tracing::Span::current().record("tenant", owner.as_str());
     let caller = Caller { key: traffic_key(&owner), tenant: Tenant(owner) };
-    if let Err(limited) = state.guard.check_rate(&caller.key) {
+    if let Err(limited) = state.guard.check_rate(&caller.key, state.live_nodes()) {
         return wire::shaped(limited.into_response());
     }
     request.extensions_mut().insert(caller);
