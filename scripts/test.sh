@@ -44,6 +44,11 @@ services() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy \
       || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy; }
   fi
+  step "Docker Compose (Debian's docker-compose unless the engine has \`docker compose\`), for scripts/compose-check.sh"
+  if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose \
+      || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose; }
+  fi
   step "container images (scripts/build-images.sh: a Debian root filesystem, then the runtimes; kept when up to date)"
   bash scripts/build-images.sh
 }
@@ -100,6 +105,10 @@ status=${PIPESTATUS[0]}
 set -e
 passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | grep -Eo '[0-9]+' | awk '{s += $1} END {print s + 0}')
+
+# After the tests, not beside them: its nodes' start-up would slow the timed parts of theirs.
+step "Compose (scripts/compose-check.sh: deploy/compose/compose.yaml run for real, three nodes)"
+if bash scripts/compose-check.sh; then compose="passed"; else compose="FAILED"; status=1; fi
 echo
-echo "summary: ${passed} passed, ${failed} failed"
+echo "summary: ${passed} passed, ${failed} failed; Compose check ${compose}"
 exit "$status"

@@ -1,5 +1,7 @@
 //! `cluster-report`: SoulBox as a cluster on this machine, through HAProxy with the shipped
-//! `deploy/haproxy/haproxy.cfg`: stateless executions per second with 1, 2 and 3 nodes, the
+//! `deploy/haproxy/haproxy.cfg`: stateless executions per second with 1, 2 and 3 nodes
+//! (against one server that is not a cluster node, the baseline: no lease, and each key's
+//! running executions counted in memory rather than in the database), the
 //! cost of a request sent to the wrong node (forwarded to its sandbox's owner), and how long a
 //! killed node's sandbox takes to come back on another.
 //!
@@ -42,8 +44,16 @@ fn main() -> anyhow::Result<()> {
     let key = create_key(&database.url)?;
     let moto = Moto::start("bench")?;
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let body = r#"{"language": "python", "code": "print(1 + 1)"}"#;
+    let load =
+        |proxy: &Proxy| Load { url: proxy.url("/v1/execute"), body: Some(body), connections: 32, bearer: Some(&key) };
+    let baseline = {
+        let plain = Node::start(1, 0, &database.url, &moto, dir.path(), false)?;
+        let proxy = Proxy::start(&root, dir.path(), std::slice::from_ref(&plain))?;
+        wrk(dir.path(), &load(&proxy))?
+    };
     let mut nodes: Vec<Node> = (1..=NODES)
-        .map(|n| Node::start(n, (n - 1) % cpus, &database.url, &moto, dir.path()))
+        .map(|n| Node::start(n, (n - 1) % cpus, &database.url, &moto, dir.path(), true))
         .collect::<Result<_, _>>()?;
 
     println!(
@@ -51,16 +61,15 @@ fn main() -> anyhow::Result<()> {
         RUN.as_secs(),
         WARM_UP.as_secs()
     );
-    println!("| nodes behind the proxy | Python `print(1 + 1)`/s, 32 connections | p50 | p99 | errors | vs 1 node |");
+    println!(
+        "| nodes behind the proxy | Python `print(1 + 1)`/s, 32 connections | p50 | p99 | errors | vs one plain server |"
+    );
     println!("|---|---|---|---|---|---|");
-    let body = r#"{"language": "python", "code": "print(1 + 1)"}"#;
-    let mut one = None;
+    throughput_row("1, not a cluster (baseline)", &baseline, baseline.per_second());
     for count in 1..=NODES {
         let proxy = Proxy::start(&root, dir.path(), &nodes[..count])?;
-        let load = Load { url: proxy.url("/v1/execute"), body: Some(body), connections: 32, bearer: Some(&key) };
-        let measured = wrk(dir.path(), &load)?;
-        let base = *one.get_or_insert(measured.per_second());
-        throughput_row(count, &measured, base);
+        let measured = wrk(dir.path(), &load(&proxy))?;
+        throughput_row(&count.to_string(), &measured, baseline.per_second());
     }
 
     // A sandbox on node 1; cells sent to it, and to node 2, which forwards them.
@@ -98,7 +107,7 @@ fn main() -> anyhow::Result<()> {
         );
         until_back.push(done - killed);
         takeover.push(done - lease_out);
-        nodes.push(Node::start(NODES, (NODES - 1) % cpus, &database.url, &moto, dir.path())?);
+        nodes.push(Node::start(NODES, (NODES - 1) % cpus, &database.url, &moto, dir.path(), true)?);
     }
     println!("\n| a killed node's sandbox (checkpointed after every cell), {TAKEOVERS} kills | p50 | max |");
     println!("|---|---|---|");
@@ -122,14 +131,14 @@ fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
 }
 
-fn throughput_row(nodes: usize, m: &Measured, one_node: f64) {
+fn throughput_row(nodes: &str, m: &Measured, baseline: f64) {
     println!(
         "| {nodes} | {:.0} | {:.2} ms | {:.2} ms | {} | {:.2}x |",
         m.per_second(),
         m.p50_us / 1000.0,
         m.p99_us / 1000.0,
         m.errors,
-        m.per_second() / one_node
+        m.per_second() / baseline
     );
 }
 
@@ -186,16 +195,25 @@ struct Node {
 }
 
 impl Node {
-    fn start(number: usize, cpu: usize, database: &str, moto: &Moto, dir: &Path) -> anyhow::Result<Node> {
+    /// Node `number` pinned to `cpu`; a cluster node when `clustered`, else a plain server on
+    /// the same database and object store.
+    fn start(
+        number: usize,
+        cpu: usize,
+        database: &str,
+        moto: &Moto,
+        dir: &Path,
+        clustered: bool,
+    ) -> anyhow::Result<Node> {
         let soulbox = soulbox_command()?;
         let name = format!("node-{number}");
         static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let start = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let home = dir.join(format!("{name}-{start}"));
-        let sets = [
+        let sets = vec![
             format!("cluster.node_id={name}"),
             format!("cluster.lease_ms={LEASE_MS}"),
-            "cluster.enabled=true".into(),
+            format!("cluster.enabled={clustered}"),
             "containers.enabled=false".into(),
             "server.workers=1".into(),
             // Room for every connection of the load (one worker's default queue is 16).

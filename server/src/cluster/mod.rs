@@ -277,6 +277,11 @@ impl Cluster {
         self.membership().owned.remove(id);
     }
 
+    /// Sandbox `id`'s tenant and why it was lost, if it was.
+    pub async fn lost(&self, id: &str) -> Result<Option<crate::database::LostSandbox>, ClusterError> {
+        self.bounded(self.0.db.lost_sandbox(id)).await
+    }
+
     /// Who owns sandbox `id`, if it is open.
     pub async fn owner_of(&self, id: &str) -> Result<Option<SandboxOwner>, ClusterError> {
         self.bounded(self.0.db.sandbox_owner(id)).await

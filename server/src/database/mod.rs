@@ -16,7 +16,7 @@ mod recorder;
 mod sandboxes;
 mod slots;
 
-pub use nodes::{Claimed, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
+pub use nodes::{Claimed, LostSandbox, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
 pub use recorder::{AuditRecorder, RegistryChange, SandboxRecorder, UsageRecorder};
 
 use serde::Serialize;

@@ -61,6 +61,15 @@ pub struct SandboxOwner {
     pub live: bool,
 }
 
+/// A sandbox that was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostSandbox {
+    /// Its tenant.
+    pub tenant: String,
+    /// Why it was lost, when that was recorded.
+    pub why: Option<String>,
+}
+
 /// A new sandbox a node claims.
 #[derive(Debug, Clone, Copy)]
 pub struct NewSandbox<'a> {
@@ -386,6 +395,15 @@ impl Database {
             }
         }
         Ok((least, own))
+    }
+
+    /// Sandbox `id`'s tenant and why it was lost, if it was.
+    pub async fn lost_sandbox(&self, id: &str) -> Result<Option<LostSandbox>, DatabaseError> {
+        let row = sqlx::query("SELECT tenant, why FROM sandboxes WHERE id = $1 AND state = 'lost'")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok(LostSandbox { tenant: row.try_get("tenant")?, why: row.try_get("why")? })).transpose()
     }
 
     /// Who owns open sandbox `id`, if anyone.

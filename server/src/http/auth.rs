@@ -131,9 +131,13 @@ pub async fn authenticate(State(state): State<AppState>, mut request: Request, n
         Ok(caller) => {
             tracing::Span::current().record("tenant", caller.tenant.0.as_str());
             state.audit.key_used(&caller, &method, &route);
-            let response = match state.guard.check_rate(&caller.key, state.live_nodes()) {
-                Err(error) => error.into_response(),
-                Ok(()) => {
+            // A sandbox of this tenant's that the cluster lost: said so, with why.
+            let lost = request.extensions().get::<super::cluster::LostInCluster>();
+            let gone = lost.filter(|lost| lost.tenant == caller.tenant.0).map(super::cluster::LostInCluster::gone);
+            let response = match (state.guard.check_rate(&caller.key, state.live_nodes()), gone) {
+                (Err(error), _) => error.into_response(),
+                (Ok(()), Some(gone)) => gone.into_response(),
+                (Ok(()), None) => {
                     request.extensions_mut().insert(caller.clone());
                     next.run(request).await
                 }

@@ -9,7 +9,9 @@
 //! or was forwarded here by another node; otherwise it goes to the live owner, or, when its
 //! owner's lease has run out, this node takes the sandbox over from its hand-over (its latest
 //! checkpoint and files, in the shared object store) and serves it; a sandbox whose node died
-//! without one is lost (410, with why). Any sandbox request is refused while this node's own
+//! without one is lost (410, with why, to its tenant through any node: authentication answers
+//! it, from [`LostInCluster`], so another tenant still gets 404). Any sandbox request is
+//! refused while this node's own
 //! lease has run out. A new sandbox (REST, E2B, or the `create_sandbox` tool) is made on the
 //! live node holding the fewest; other requests naming no sandbox (stateless executions,
 //! listings) are served by whichever node receives them. Every response says which node served it
@@ -151,8 +153,43 @@ async fn to_owner(state: &AppState, cluster: &Cluster, id: &str, request: Reques
         // No owner (killed, lost, unknown): a copy this node still has is stale.
         None if state.sandboxes.knows(id) => ApiError::NotFound(format!("no sandbox `{id}`")).into_response(),
         Some(owner) if owner.node != cluster.node() => forward_to(cluster, &owner, id, request).await,
+        None => served_with_its_loss(cluster, id, request, next).await,
         _ => next.run(request).await,
     }
+}
+
+/// A sandbox the cluster has as lost, for authentication to answer 410 (with why) to its
+/// tenant and 404 to anyone else.
+#[derive(Debug, Clone)]
+pub struct LostInCluster {
+    /// The sandbox.
+    pub id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Why it was lost.
+    pub why: String,
+}
+
+impl LostInCluster {
+    /// The answer its tenant gets.
+    pub fn gone(&self) -> ApiError {
+        ApiError::Gone(format!("sandbox `{}` was lost: {}", self.id, self.why))
+    }
+}
+
+/// A request for a sandbox no node owns and this node does not know: served here (a 404)
+/// unless the cluster has it as lost, which the request carries to authentication
+/// ([`LostInCluster`]).
+async fn served_with_its_loss(cluster: &Cluster, id: &str, mut request: Request, next: Next) -> Response {
+    match cluster.lost(id).await {
+        Ok(Some(lost)) => {
+            let why = lost.why.unwrap_or_else(|| "its node stopped".into());
+            request.extensions_mut().insert(LostInCluster { id: id.to_owned(), tenant: lost.tenant, why });
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, sandbox = %id, "could not look up whether a sandbox was lost"),
+    }
+    next.run(request).await
 }
 
 /// Forwards `request` to `owner`; a node that does not answer is a 503 (its name only logged).

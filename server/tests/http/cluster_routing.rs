@@ -1,7 +1,8 @@
 //! Two nodes of a cluster (`cluster.rs`'s set-up) with traces exported to an OTLP receiver on
 //! loopback: a forwarded request's spans on both nodes form one trace; MCP and tool calls are
 //! routed to their sandbox's node and their new sandboxes placed; an API key's bound on
-//! running executions holds across the nodes.
+//! running executions holds across the nodes; a sandbox lost with its node is reported as
+//! lost by every node.
 
 use crate::cluster::{Schema, served_by, start_node_in_env, wait_for};
 use crate::support::create_key;
@@ -221,6 +222,17 @@ async fn forwarded_requests_trace_across_nodes_mcp_is_routed_and_key_bounds_hold
         async move { request.await.unwrap().status() == 200 }
     })
     .await;
+
+    // Node-1 killed, then started again: the sandbox it held, never checkpointed, is lost, and
+    // any node tells its tenant so, with why; to anyone else it does not exist.
+    drop(one); // SIGKILL
+    let one = start_node_in_env("node-1", &schema.url, dir.path(), &env);
+    let lost = client.get(two.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    assert_eq!(lost.status(), 410);
+    let body: serde_json::Value = lost.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("was lost"), "{body}");
+    let hidden = client.get(two.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&other).send().await.unwrap();
+    assert_eq!(hidden.status(), 404);
     drop((one, two));
     schema.drop_schema().await;
 }

@@ -1,0 +1,73 @@
+"""The checks scripts/compose-check.sh runs through the Compose cluster's proxy.
+
+    compose_check.py BASE KEY spread                     three sandboxes, one per node; prints {node: id}
+    compose_check.py BASE KEY kept ID NODE CODE TEXT     a cell in ID answers TEXT from NODE (503s waited out)
+    compose_check.py BASE KEY lost ID                    ID answers 410 "was lost" (200s and 503s waited out)
+"""
+
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+
+PATIENCE_S = 120
+
+
+def call(base, key, method, path, body=None, auth=True):
+    headers = {"content-type": "application/json"}
+    if auth:
+        headers["authorization"] = f"Bearer {key}"
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(base + path, method=method, data=data, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers.get("x-soulbox-node"), json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers.get("x-soulbox-node"), json.loads(error.read() or b"null")
+
+
+def text_of(result):
+    return result["results"][0]["text"] if result and result.get("results") else None
+
+
+def spread(base, key):
+    sandboxes = {}
+    for _ in range(3):
+        status, node, made = call(base, key, "POST", "/v1/sandboxes", {})
+        assert status == 201, (status, made)
+        sandboxes[node] = made["id"]
+    assert sorted(sandboxes) == ["soulbox-1", "soulbox-2", "soulbox-3"], f"not one per node: {sandboxes}"
+    for n, (node, sandbox) in enumerate(sorted(sandboxes.items()), start=1):
+        status, served, result = call(base, key, "POST", f"/v1/sandboxes/{sandbox}/execute", {"code": f"x = {n}0\nx"})
+        assert (status, served, text_of(result)) == (200, node, f"{n}0"), (status, served, result)
+    status, _, _ = call(base, key, "GET", "/cluster/nodes", auth=False)
+    assert status == 404, f"/cluster/nodes answered {status} from outside"
+    print(json.dumps(sandboxes))
+
+
+def kept(base, key, sandbox, node, code, text):
+    give_up = time.time() + PATIENCE_S
+    while True:
+        status, served, result = call(base, key, "POST", f"/v1/sandboxes/{sandbox}/execute", {"code": code})
+        if status == 200:
+            assert (served, text_of(result)) == (node, text), (served, result)
+            return
+        assert status == 503 and time.time() < give_up, (status, result)
+        time.sleep(0.5)
+
+
+def lost(base, key, sandbox):
+    give_up = time.time() + PATIENCE_S
+    while True:
+        status, _, result = call(base, key, "GET", f"/v1/sandboxes/{sandbox}")
+        if status == 410:
+            assert "was lost" in result["error"]["message"], result
+            return
+        assert status in (200, 503) and time.time() < give_up, (status, result)
+        time.sleep(0.5)
+
+
+if __name__ == "__main__":
+    base, key, command, *args = sys.argv[1:]
+    {"spread": spread, "kept": kept, "lost": lost}[command](base, key, *args)
