@@ -22,9 +22,17 @@ def call(base, key, method, path, body=None, auth=True):
     request = urllib.request.Request(base + path, method=method, data=data, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
-            return response.status, response.headers.get("x-soulbox-node"), json.loads(response.read() or b"null")
+            return response.status, response.headers.get("x-soulbox-node"), parsed(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, error.headers.get("x-soulbox-node"), json.loads(error.read() or b"null")
+        return error.code, error.headers.get("x-soulbox-node"), parsed(error.read())
+
+
+def parsed(body):
+    """A body as JSON, or as text when it is not (the proxy's own pages)."""
+    try:
+        return json.loads(body or b"null")
+    except ValueError:
+        return body.decode(errors="replace")
 
 
 def text_of(result):

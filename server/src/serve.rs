@@ -218,6 +218,7 @@ async fn join_cluster(
     let leases = crate::database::Database::open(&database_url).await?;
     let cluster = Cluster::join(db, leases, settings, local_sandboxes).await?;
     tokio::spawn(cluster.clone().keep_lease(sandboxes.clone()));
+    tokio::spawn(cluster.clone().give_back_idle_slots());
     tokio::spawn(release_closed(cluster.clone(), sandboxes.subscribe_closed()));
     eprintln!("soulbox: cluster node {} at {}", cluster.node(), cluster.url());
     Ok(cluster)

@@ -21,8 +21,8 @@
 //! costs no database round trip; looking up another node's sandbox costs one.
 //!
 //! Limits across the cluster: a tenant's open sandboxes are counted when one is claimed
-//! ([`Cluster::claim`]); an API key's running executions take a slot in the database
-//! ([`ClusterSlot`]); the live nodes, counted at each renewal ([`Cluster::live_nodes`]), share
+//! ([`Cluster::claim`]); an API key's running executions take slots in the database, which
+//! each node keeps while it reuses them ([`ClusterSlot`]); the live nodes, counted at each renewal ([`Cluster::live_nodes`]), share
 //! a key's request rate.
 
 mod forward;
@@ -124,6 +124,8 @@ struct Inner {
     forward_token: String,
     /// The live nodes at the last renewal, this one included.
     live_nodes: std::sync::atomic::AtomicU32,
+    /// The execution slots this node holds, per key.
+    slots: Mutex<slots::HeldSlots>,
 }
 
 /// What this process holds in the cluster.
@@ -170,6 +172,7 @@ impl Cluster {
             left: std::sync::atomic::AtomicBool::new(false),
             forward_token,
             live_nodes: std::sync::atomic::AtomicU32::new(1),
+            slots: Mutex::default(),
             settings,
             db,
             leases,

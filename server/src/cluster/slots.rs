@@ -1,30 +1,49 @@
-//! An API key's bound on running executions, held across the cluster: each execution takes a
-//! slot counted in the shared database (`crate::database`'s `execution_slots`, one round trip
-//! that takes the slot only while the live nodes run fewer than the bound for the key) and
-//! gives it back when it ends, off the request's path.
+//! An API key's bound on running executions, held across the cluster: the slots are counted
+//! in the shared database (`crate::database`'s `execution_slots`: one round trip takes a slot
+//! only while the live nodes hold fewer than the bound for the key).
+//!
+//! A node keeps the slots it took: an execution that ends hands its slot back to the node,
+//! and the key's next execution here reuses it without a database round trip (a session's
+//! cells one after another, a steady load). Slots the node has held unused for [`KEEP_IDLE`]
+//! are given back to the database by a task of the node's ([`Cluster::give_back_idle_slots`]),
+//! so another node can take them: a key is never over its bound, and a node that stopped using
+//! its slots keeps them from the others for [`KEEP_IDLE`] at most.
 //!
 //! A slot's count belongs to this node's incarnation: if the node dies, or its lease runs out
-//! and it registers again, its counts stop counting at once. A give-back that fails is tried
-//! [`RELEASE_ATTEMPTS`] times; one that never lands keeps a slot counted until this node's
-//! next incarnation (logged).
+//! and it registers again, its counts stop counting at once (and what it held is forgotten).
 
 use super::{Cluster, ClusterError};
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
-/// Tries to give a slot back before giving up (logged).
-const RELEASE_ATTEMPTS: u32 = 3;
-/// The pause before the next try, times the attempt's number.
-const RELEASE_BACKOFF: Duration = Duration::from_millis(200);
+/// How long a node keeps slots it does not use before giving them back.
+pub const KEEP_IDLE: Duration = Duration::from_millis(500);
 
-/// One running execution of a key, counted across the cluster; dropping it gives the slot
-/// back (in a task of its own).
+/// The slots this node holds, per key.
+#[derive(Debug, Default)]
+pub(super) struct HeldSlots {
+    keys: HashMap<String, Held>,
+}
+
+/// One key's slots on this node.
+#[derive(Debug)]
+struct Held {
+    /// The incarnation the database counts them for.
+    incarnation: String,
+    /// Slots taken in the database and not given back.
+    held: usize,
+    /// Of those, slots of executions running now.
+    in_use: usize,
+    /// Since when some held slot has gone unused (none: all in use).
+    spare_since: Option<Instant>,
+}
+
+/// One running execution of a key, counted across the cluster; dropping it hands the slot
+/// back to the node.
 pub struct ClusterSlot {
     cluster: Cluster,
     key: String,
     incarnation: String,
-    /// Dropped once the slot is given back (the node's own slot, so the node's count never
-    /// falls below the database's).
-    keep: Option<Box<dyn Send>>,
 }
 
 impl std::fmt::Debug for ClusterSlot {
@@ -33,54 +52,102 @@ impl std::fmt::Debug for ClusterSlot {
     }
 }
 
-impl ClusterSlot {
-    /// Holds `thing` until the slot has been given back.
-    pub fn keep_until_released(&mut self, thing: impl Send + 'static) {
-        self.keep = Some(Box::new(thing));
-    }
-}
-
 impl Cluster {
-    /// A slot for one more execution of key `key`, unless the live nodes already run `max` of
-    /// its executions ([`ClusterError::KeyBusy`]).
+    /// A slot for one more execution of key `key`: one this node holds unused, else one more
+    /// from the database unless the live nodes already hold `max` of the key's
+    /// ([`ClusterError::KeyBusy`]).
     pub async fn take_execution_slot(&self, key: &str, max: usize) -> Result<ClusterSlot, ClusterError> {
         if !self.is_live() {
             return Err(ClusterError::NotLive);
         }
         let incarnation = self.membership().incarnation.clone();
+        let slot = || ClusterSlot { cluster: self.clone(), key: key.to_owned(), incarnation: incarnation.clone() };
+        if self.reuse_held_slot(key, &incarnation) {
+            return Ok(slot());
+        }
         let bound = i64::try_from(max).unwrap_or(i64::MAX);
         if !self.bounded(self.0.db.take_execution_slot(key, self.node(), &incarnation, bound)).await? {
             return Err(ClusterError::KeyBusy(max));
         }
-        Ok(ClusterSlot { cluster: self.clone(), key: key.to_owned(), incarnation, keep: None })
+        let mut slots = self.held_slots();
+        let held = slots.keys.entry(key.to_owned()).or_insert_with(|| Held::new(&incarnation));
+        if held.incarnation != incarnation {
+            *held = Held::new(&incarnation);
+        }
+        held.held += 1;
+        held.in_use += 1;
+        Ok(slot())
     }
 
-    /// Gives a slot of key `key` back, retrying a database that fails.
-    async fn release_execution_slot(&self, key: &str, incarnation: &str) {
-        for attempt in 1..=RELEASE_ATTEMPTS {
-            match self.bounded(self.0.db.release_execution_slot(key, self.node(), incarnation)).await {
-                Ok(()) => return,
-                Err(error) if attempt == RELEASE_ATTEMPTS => {
-                    tracing::warn!(%error, key, "an execution slot could not be given back; it counts until this node registers again");
+    /// Takes an unused slot this node holds for `key` under `incarnation`, if there is one.
+    fn reuse_held_slot(&self, key: &str, incarnation: &str) -> bool {
+        let mut slots = self.held_slots();
+        match slots.keys.get_mut(key) {
+            Some(held) if held.incarnation == incarnation && held.in_use < held.held => {
+                held.in_use += 1;
+                if held.in_use == held.held {
+                    held.spare_since = None;
                 }
-                Err(_) => tokio::time::sleep(RELEASE_BACKOFF * attempt).await,
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Gives back to the database, every [`KEEP_IDLE`] / 2, the slots held unused for
+    /// [`KEEP_IDLE`], until the node leaves. Spawn it.
+    pub async fn give_back_idle_slots(self) {
+        let mut tick = tokio::time::interval(KEEP_IDLE / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.0.left.load(std::sync::atomic::Ordering::SeqCst) {
+            tick.tick().await;
+            for (key, incarnation, spare) in self.idle_slots(Instant::now()) {
+                if let Err(error) =
+                    self.bounded(self.0.db.release_execution_slots(&key, self.node(), &incarnation, spare)).await
+                {
+                    tracing::warn!(%error, key, spare, "execution slots could not be given back; they count until this node registers again");
+                }
             }
         }
+    }
+
+    /// Takes out of what this node holds the slots unused since before `now - KEEP_IDLE`: per
+    /// key, its incarnation and how many.
+    fn idle_slots(&self, now: Instant) -> Vec<(String, String, i64)> {
+        let mut slots = self.held_slots();
+        let mut idle = Vec::new();
+        slots.keys.retain(|key, held| {
+            if held.spare_since.is_some_and(|since| now.duration_since(since) >= KEEP_IDLE) {
+                let spare = held.held - held.in_use;
+                idle.push((key.clone(), held.incarnation.clone(), i64::try_from(spare).unwrap_or(i64::MAX)));
+                held.held = held.in_use;
+                held.spare_since = None;
+            }
+            held.held > 0
+        });
+        idle
+    }
+
+    fn held_slots(&self) -> std::sync::MutexGuard<'_, HeldSlots> {
+        self.0.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Held {
+    fn new(incarnation: &str) -> Held {
+        Held { incarnation: incarnation.to_owned(), held: 0, in_use: 0, spare_since: None }
     }
 }
 
 impl Drop for ClusterSlot {
     fn drop(&mut self) {
-        let cluster = self.cluster.clone();
-        let (key, incarnation, keep) =
-            (std::mem::take(&mut self.key), std::mem::take(&mut self.incarnation), self.keep.take());
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            tracing::warn!(key, "an execution slot dropped outside the runtime is not given back");
-            return;
-        };
-        runtime.spawn(async move {
-            cluster.release_execution_slot(&key, &incarnation).await;
-            drop(keep);
-        });
+        let mut slots = self.cluster.held_slots();
+        if let Some(held) = slots.keys.get_mut(&self.key)
+            && held.incarnation == self.incarnation
+            && held.in_use > 0
+        {
+            held.in_use -= 1;
+            held.spare_since.get_or_insert_with(Instant::now);
+        }
     }
 }

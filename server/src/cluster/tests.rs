@@ -147,30 +147,37 @@ async fn a_keys_running_executions_are_bounded_across_nodes_and_a_dead_nodes_sto
     let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
     let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
     assert_eq!(two.live_nodes(), 2, "counted when it joined");
+    let busy = |taken: Result<ClusterSlot, ClusterError>| matches!(taken, Err(ClusterError::KeyBusy(2)));
     let first = one.take_execution_slot("key_a", 2).await.unwrap();
     let second = two.take_execution_slot("key_a", 2).await.unwrap();
-    assert!(matches!(one.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
-    assert!(matches!(two.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
+    assert!(busy(one.take_execution_slot("key_a", 2).await));
+    assert!(busy(two.take_execution_slot("key_a", 2).await));
     let _other_key = two.take_execution_slot("key_b", 2).await.unwrap();
-    // A slot dropped is given back (in a task of its own): the key may run one more.
+    // A slot that ends stays its node's for a moment: that node reuses it, the other cannot
+    // have it until it is given back.
     drop(first);
-    let mut third = None;
+    assert!(busy(two.take_execution_slot("key_a", 2).await), "one keeps its slot a moment");
+    let reused = one.take_execution_slot("key_a", 2).await.unwrap();
+    drop(reused);
+    tokio::spawn(one.clone().give_back_idle_slots());
+    let mut given = None;
     for _ in 0..200 {
-        match one.take_execution_slot("key_a", 2).await {
+        match two.take_execution_slot("key_a", 2).await {
             Ok(slot) => {
-                third = Some(slot);
+                given = Some(slot);
                 break;
             }
-            Err(ClusterError::KeyBusy(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(ClusterError::KeyBusy(_)) => tokio::time::sleep(slots::KEEP_IDLE / 10).await,
             Err(error) => panic!("{error}"),
         }
     }
-    assert!(third.is_some(), "the dropped slot was given back");
-    // A dead node's slots stop counting at once; what it gives back later changes nothing.
+    assert!(given.is_some(), "one gave its idle slot back");
+    // A dead node's slots stop counting at once; what it held is forgotten.
     db.expire_node("two").await;
+    let _third = one.take_execution_slot("key_a", 2).await.unwrap();
     let _fourth = one.take_execution_slot("key_a", 2).await.unwrap();
     drop(second);
-    assert!(matches!(one.take_execution_slot("key_a", 2).await, Err(ClusterError::KeyBusy(2))));
+    assert!(busy(one.take_execution_slot("key_a", 2).await));
     one.renew(0).await.unwrap();
     assert_eq!(one.live_nodes(), 1);
     schema.drop_schema().await;

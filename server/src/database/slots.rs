@@ -1,5 +1,6 @@
 //! Executions running per API key across a cluster: the `execution_slots` table, one row per
-//! key and node, counting the executions that node runs for that key now.
+//! key and node, counting the slots that node holds for that key (its running executions,
+//! and slots it keeps a moment for the next: `crate::cluster`'s `ClusterSlot`).
 //!
 //! Taking a slot is one round trip: [`TAKE_SLOT`], a PL/pgSQL function, takes a lock per key
 //! (a transaction-scoped advisory lock, so two nodes taking the key's last slot at once are
@@ -63,13 +64,20 @@ impl Database {
         Ok(row.try_get("taken")?)
     }
 
-    /// Counts one execution of key `key` fewer on node `node`, if `incarnation` still holds its
+    /// Counts `slots` slots of key `key` fewer on node `node`, if `incarnation` still holds its
     /// row (a newer one started its count again).
-    pub async fn release_execution_slot(&self, key: &str, node: &str, incarnation: &str) -> Result<(), DatabaseError> {
+    pub async fn release_execution_slots(
+        &self,
+        key: &str,
+        node: &str,
+        incarnation: &str,
+        slots: i64,
+    ) -> Result<(), DatabaseError> {
         sqlx::query(
-            "UPDATE execution_slots SET running = running - 1 \
-             WHERE key_id = $1 AND node = $2 AND incarnation = $3 AND running > 0",
+            "UPDATE execution_slots SET running = GREATEST(running - $1, 0) \
+             WHERE key_id = $2 AND node = $3 AND incarnation = $4",
         )
+        .bind(slots)
         .bind(key)
         .bind(node)
         .bind(incarnation)

@@ -150,10 +150,8 @@ async fn to_owner(state: &AppState, cluster: &Cluster, id: &str, request: Reques
     };
     match owner {
         Some(owner) if !owner.live => take_over(state, cluster, id, &owner.node, request, next).await,
-        // No owner (killed, lost, unknown): a copy this node still has is stale.
-        None if state.sandboxes.knows(id) => ApiError::NotFound(format!("no sandbox `{id}`")).into_response(),
+        None => without_owner(state, cluster, id, request, next).await,
         Some(owner) if owner.node != cluster.node() => forward_to(cluster, &owner, id, request).await,
-        None => served_with_its_loss(cluster, id, request, next).await,
         _ => next.run(request).await,
     }
 }
@@ -177,18 +175,29 @@ impl LostInCluster {
     }
 }
 
-/// A request for a sandbox no node owns and this node does not know: served here (a 404)
-/// unless the cluster has it as lost, which the request carries to authentication
-/// ([`LostInCluster`]).
-async fn served_with_its_loss(cluster: &Cluster, id: &str, mut request: Request, next: Next) -> Response {
-    match cluster.lost(id).await {
-        Ok(Some(lost)) => {
-            let why = lost.why.unwrap_or_else(|| "its node stopped".into());
-            request.extensions_mut().insert(LostInCluster { id: id.to_owned(), tenant: lost.tenant, why });
+/// A request for a sandbox no node owns (killed, lost, or unknown). A copy this node still has
+/// is stale: never served (a 404), and closed when the cluster has the sandbox as lost. A lost
+/// sandbox's request carries its loss to authentication ([`LostInCluster`]); any other is
+/// served here, as a sandbox this node does not know.
+async fn without_owner(state: &AppState, cluster: &Cluster, id: &str, mut request: Request, next: Next) -> Response {
+    let lost = match cluster.lost(id).await {
+        Ok(lost) => lost,
+        Err(error) => {
+            tracing::warn!(%error, sandbox = %id, "could not look up whether a sandbox was lost");
+            None
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, sandbox = %id, "could not look up whether a sandbox was lost"),
+    };
+    let Some(lost) = lost else {
+        if state.sandboxes.knows(id) {
+            return ApiError::NotFound(format!("no sandbox `{id}`")).into_response();
+        }
+        return next.run(request).await;
+    };
+    if state.sandboxes.kill(id).is_ok() {
+        tracing::info!(sandbox = %id, "closed this node's stale copy of a sandbox the cluster lost");
     }
+    let why = lost.why.unwrap_or_else(|| "its node stopped".into());
+    request.extensions_mut().insert(LostInCluster { id: id.to_owned(), tenant: lost.tenant, why });
     next.run(request).await
 }
 

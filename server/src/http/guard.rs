@@ -8,8 +8,8 @@
 //! - Per key, a quota of executions running at once (one-shot runs and cells, streamed or
 //!   not, REST or MCP); past it, 429 `quota_exceeded`. The permit lives as long as the
 //!   execution, to the end of a streamed response. In a cluster the quota holds across the
-//!   nodes: past the node's own count, each execution also takes a slot in the shared
-//!   database ([`crate::cluster::ClusterSlot`]).
+//!   nodes: past the node's own count, each execution also takes a slot counted in the shared
+//!   database, which the node keeps a moment to reuse ([`crate::cluster::ClusterSlot`]).
 //! - Globally, a bound on requests in flight ([`overloaded`] answers 503 `busy` when it is
 //!   reached, at once, instead of queueing) and the worker pool's own admission bound (also
 //!   503 `busy`), and a timeout on producing each response (504 `timeout`).
@@ -59,10 +59,10 @@ impl SharedRate {
 }
 
 /// The right to run one execution for a key; dropping it frees the slot (in a cluster, the
-/// node's slot once the cluster's is given back).
+/// node keeps the cluster's slot a moment for the key's next execution).
 #[derive(Debug)]
 pub struct ExecutionPermit {
-    _local: Option<OwnedSemaphorePermit>,
+    _local: OwnedSemaphorePermit,
     _cluster: Option<ClusterSlot>,
 }
 
@@ -103,12 +103,9 @@ impl Guard {
     /// node, and in `cluster`'s database when the server is one of its nodes.
     pub async fn execution_slot(&self, key: &str, cluster: Option<&Cluster>) -> Result<ExecutionPermit, ApiError> {
         let local = self.local_slot(key)?;
-        let Some(cluster) = cluster else { return Ok(ExecutionPermit { _local: Some(local), _cluster: None }) };
+        let Some(cluster) = cluster else { return Ok(ExecutionPermit { _local: local, _cluster: None }) };
         match cluster.take_execution_slot(key, self.inner.max_executions).await {
-            Ok(mut slot) => {
-                slot.keep_until_released(local);
-                Ok(ExecutionPermit { _local: None, _cluster: Some(slot) })
-            }
+            Ok(slot) => Ok(ExecutionPermit { _local: local, _cluster: Some(slot) }),
             Err(ClusterError::KeyBusy(max)) => Err(ApiError::QuotaExceeded(format!(
                 "this API key already has {max} executions running across the cluster, the most allowed; retry when one ends"
             ))),
