@@ -219,6 +219,7 @@ async fn join_cluster(
     let cluster = Cluster::join(db, leases, settings, local_sandboxes).await?;
     tokio::spawn(cluster.clone().keep_lease(sandboxes.clone()));
     tokio::spawn(cluster.clone().give_back_idle_slots());
+    tokio::spawn(cluster.clone().reap_gone_nodes(sandboxes.clone()));
     tokio::spawn(release_closed(cluster.clone(), sandboxes.subscribe_closed()));
     eprintln!("soulbox: cluster node {} at {}", cluster.node(), cluster.url());
     Ok(cluster)

@@ -49,6 +49,8 @@ const FORWARDING_SECRET: &str = "cluster_forwarding";
 pub const RENEWALS_PER_LEASE: u32 = 3;
 /// A node stops serving a `1 / SAFETY_DIVISOR` of a lease before its lease could run out.
 pub const SAFETY_DIVISOR: u32 = 10;
+/// Sandboxes of gone nodes one node takes over (or finds lost) per sweep.
+const REAPED_PER_SWEEP: i64 = 8;
 /// The longest a node waits at start for another process's lease on its name to run out, in
 /// leases.
 const NAME_WAIT_LEASES: u32 = 3;
@@ -257,6 +259,45 @@ impl Cluster {
         Ok(Some(TakeOver::From(manifest)))
     }
 
+    /// Takes over, or finds lost, up to [`REAPED_PER_SWEEP`] sandboxes whose node has been
+    /// gone for a lease or more, each as a request for it would ([`Cluster::take_over`], with
+    /// `open`); returns how many it settled. So a node that never comes back neither keeps its
+    /// sandboxes from their tenants' bounds nor hides that they were lost.
+    pub async fn reap_once<F, Fut>(&self, open: F) -> Result<usize, ClusterError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<(), String>>,
+    {
+        if !self.is_live() {
+            return Ok(0);
+        }
+        let grace = millis(self.0.settings.lease);
+        let abandoned = self.bounded(self.0.db.abandoned_sandboxes(grace, REAPED_PER_SWEEP)).await?;
+        let mut settled = 0;
+        for id in abandoned {
+            match self.take_over(&id, &open).await? {
+                Some(TakeOver::From(_)) => tracing::info!(sandbox = %id, "took over a sandbox whose node is gone"),
+                Some(TakeOver::Lost(why)) => tracing::info!(sandbox = %id, why, "a sandbox whose node is gone is lost"),
+                _ => continue,
+            }
+            settled += 1;
+        }
+        Ok(settled)
+    }
+
+    /// Every lease, takes over the sandboxes of nodes gone for a lease ([`Cluster::reap_once`]),
+    /// opening them in `sandboxes`, until the node leaves. Spawn it.
+    pub async fn reap_gone_nodes(self, sandboxes: Sandboxes) {
+        let mut tick = tokio::time::interval(self.0.settings.lease);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.0.left.load(std::sync::atomic::Ordering::SeqCst) {
+            tick.tick().await;
+            if let Err(error) = self.reap_once(|manifest| open_handover(&sandboxes, manifest)).await {
+                tracing::warn!(%error, "could not take over the sandboxes of nodes that are gone");
+            }
+        }
+    }
+
     /// Adds `id` to what this node serves, if `incarnation` (the one its row names) is still
     /// this process's: a node that registered again meanwhile must adopt it first.
     fn hold(&self, id: &str, incarnation: &str) -> Result<(), ClusterError> {
@@ -422,6 +463,13 @@ impl HandoverLog for NodeHandovers {
         let manifest = manifest.map(BlobId::as_str);
         self.db.record_handover(sandbox, &self.node, manifest).await.map_err(|e| e.to_string())
     }
+}
+
+/// Opens in `sandboxes` the sandbox whose hand-over is the manifest blob `manifest` (a
+/// takeover's `open`).
+pub async fn open_handover(sandboxes: &Sandboxes, manifest: String) -> Result<(), String> {
+    let blob = BlobId::try_from(manifest).map_err(|why| format!("its hand-over is not a blob id ({why})"))?;
+    sandboxes.take_over(&blob).await.map(drop).map_err(|error| error.to_string())
 }
 
 /// Registers `incarnation` under the node's name, waiting while another process's lease on it

@@ -182,3 +182,27 @@ async fn a_keys_running_executions_are_bounded_across_nodes_and_a_dead_nodes_sto
     assert_eq!(one.live_nodes(), 1);
     schema.drop_schema().await;
 }
+
+#[tokio::test]
+async fn the_sandboxes_of_a_node_gone_for_a_lease_are_settled_without_a_request() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    for id in ["sbx-a", "sbx-b", "sbx-c"] {
+        one.claim(new(id)).await.unwrap();
+    }
+    assert!(matches!(two.claim(new("sbx-d")).await, Err(ClusterError::TenantQuota(3))));
+    let never = |_: String| async { Err::<(), String>("no hand-over to open".into()) };
+    // Gone, but not for a lease yet: left alone (a restart may adopt them).
+    db.expire_node("one").await;
+    assert_eq!(two.reap_once(never).await.unwrap(), 0);
+    // Gone for longer: without hand-overs they are lost, with why, and free the tenant's bound.
+    db.expire_node_long_ago("one").await;
+    assert_eq!(two.reap_once(never).await.unwrap(), 3);
+    let lost = two.lost("sbx-a").await.unwrap().expect("lost");
+    assert!(lost.why.unwrap().contains("without a checkpoint"));
+    two.claim(new("sbx-d")).await.unwrap();
+    assert_eq!(two.reap_once(never).await.unwrap(), 0, "nothing left to settle");
+    schema.drop_schema().await;
+}

@@ -303,6 +303,23 @@ impl Database {
         Ok(adopted.rows_affected() == 1)
     }
 
+    /// Up to `limit` open sandboxes whose owner has been gone for `grace_ms` at least: its lease
+    /// ran out that long ago, or it registered anew that long ago and did not adopt them.
+    pub async fn abandoned_sandboxes(&self, grace_ms: i64, limit: i64) -> Result<Vec<String>, DatabaseError> {
+        let rows = sqlx::query(&format!(
+            "SELECT s.id FROM sandboxes s LEFT JOIN nodes n ON n.id = s.node \
+             WHERE s.state IN ('running', 'paused') AND s.node IS NOT NULL \
+             AND (n.id IS NULL OR n.lease_until_ms < {NOW_MS} - $1 \
+                  OR (n.incarnation <> s.incarnation AND n.started_ms < {NOW_MS} - $1)) \
+             ORDER BY s.updated_ms, s.id LIMIT $2"
+        ))
+        .bind(grace_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| row.try_get("id").map_err(DatabaseError::from)).collect()
+    }
+
     /// Makes node `node`'s `incarnation` the owner of open sandbox `id` if its owner's lease
     /// has run out, returning the hand-over to take it from; marks it lost (with why) if its
     /// owner died without one.
@@ -428,6 +445,15 @@ impl Database {
     /// Ends node `id`'s lease now, whoever holds it (a lease that ran out, without waiting).
     pub(crate) async fn expire_node(&self, id: &str) {
         sqlx::query(&format!("UPDATE nodes SET lease_until_ms = {NOW_MS} - 1 WHERE id = $1"))
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .unwrap();
+    }
+
+    /// Ends node `id`'s lease an hour ago (a node long gone).
+    pub(crate) async fn expire_node_long_ago(&self, id: &str) {
+        sqlx::query(&format!("UPDATE nodes SET lease_until_ms = {NOW_MS} - 3600000 WHERE id = $1"))
             .bind(id)
             .execute(&self.pool)
             .await

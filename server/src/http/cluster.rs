@@ -24,7 +24,6 @@ use axum::extract::{Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use soulbox_engine::blobs::BlobId;
 use soulbox_engine::sandbox::is_plain_name;
 
 /// The header every response of a node carries: the node that served it.
@@ -223,13 +222,9 @@ async fn take_over(
     request: Request,
     next: Next,
 ) -> Response {
-    let sandboxes = state.sandboxes.clone();
-    let open = |manifest: String| async move {
-        let blob = BlobId::try_from(manifest).map_err(|why| format!("its hand-over is not a blob id ({why})"))?;
-        sandboxes.take_over(&blob).await.map(drop).map_err(|error| error.to_string())
-    };
     // In a task of its own: a client that goes away must not leave a takeover half done.
-    let (task_cluster, task_id) = (cluster.clone(), id.to_owned());
+    let (task_cluster, task_id, sandboxes) = (cluster.clone(), id.to_owned(), state.sandboxes.clone());
+    let open = move |manifest: String| async move { crate::cluster::open_handover(&sandboxes, manifest).await };
     let taken = tokio::spawn(async move { task_cluster.take_over(&task_id, open).await });
     let taken =
         taken.await.unwrap_or_else(|e| Err(ClusterError::Unreachable { node: "this".into(), why: e.to_string() }));
