@@ -158,6 +158,25 @@ async fn cell(client: &reqwest::Client, base: &str, key: &str, id: &str, code: &
     (node, body["results"][0]["text"].as_str().unwrap_or_default().to_owned())
 }
 
+/// Starts `code` in sandbox `id` at `base` with `key` as an NDJSON stream; returns the response
+/// as its head arrives (the body streams while the cell runs).
+pub(crate) async fn stream_cell(
+    client: &reqwest::Client,
+    base: &str,
+    key: &str,
+    id: &str,
+    code: &str,
+) -> reqwest::Response {
+    client
+        .post(format!("{base}/v1/sandboxes/{id}/execute"))
+        .bearer_auth(key)
+        .header("accept", "application/x-ndjson")
+        .json(&serde_json::json!({"code": code}))
+        .send()
+        .await
+        .unwrap()
+}
+
 /// How many nodes `/cluster/nodes` at `url` lists as live.
 async fn live_nodes(client: &reqwest::Client, url: &str) -> usize {
     let nodes: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
@@ -200,14 +219,7 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     let index = |name: &str| name.trim_start_matches("node-").parse::<usize>().unwrap() - 1;
     let (wrong, third) = ((index(owner) + 1) % 3, (index(owner) + 2) % 3);
     let code = "import os, time\nprint('first', flush=True)\nwhile not os.path.exists('/go'):\n    time.sleep(0.005)\nprint('second')\n6 * 7";
-    let mut response = client
-        .post(nodes[wrong].url(&format!("/v1/sandboxes/{id}/execute")))
-        .bearer_auth(&key)
-        .header("accept", "application/x-ndjson")
-        .json(&serde_json::json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
+    let mut response = stream_cell(&client, &nodes[wrong].url(""), &key, id, code).await;
     assert_eq!((response.status().as_u16(), served_by(&response)), (200, owner.clone()));
     assert_eq!(response.headers()["content-type"], "application/x-ndjson");
     let mut text = String::new();

@@ -4,7 +4,7 @@
 //! running executions holds across the nodes; a sandbox lost with its node is reported as
 //! lost by every node.
 
-use crate::cluster::{Schema, served_by, start_node_in_env, wait_for};
+use crate::cluster::{Schema, served_by, start_node_in_env, stream_cell, wait_for};
 use crate::support::create_key;
 use axum::body::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
@@ -191,14 +191,7 @@ async fn forwarded_requests_trace_across_nodes_mcp_is_routed_and_key_bounds_hold
     // the cluster: while a cell runs on node-1, node-2 refuses the key's stateless run.
     let code =
         "import os, time\nprint('started', flush=True)\nwhile not os.path.exists('/go'):\n    time.sleep(0.005)\n1";
-    let mut running = client
-        .post(one.url(&format!("/v1/sandboxes/{id}/execute")))
-        .bearer_auth(&key)
-        .header("accept", "application/x-ndjson")
-        .json(&serde_json::json!({"code": code}))
-        .send()
-        .await
-        .unwrap();
+    let mut running = stream_cell(&client, &one.url(""), &key, &id, code).await;
     assert_eq!(running.status(), 200);
     let mut text = String::new();
     while !text.contains("started") {
