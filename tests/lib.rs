@@ -11,9 +11,27 @@ use std::sync::OnceLock;
 /// Queue places in the shared test engines: enough for the concurrency tests.
 const TEST_QUEUE: usize = 64;
 
+/// Guest slots of a backend a test opens: far more than any test keeps alive (the most is
+/// fifty sandboxes with a context or two each), and a sixteenth of the default's address
+/// space. Tests run on as many threads as the machine has CPUs, each test may open its own
+/// backend, and every backend's pool reserves its slots' address space up front: at the
+/// default size eight of them fill a process's 128 TiB.
+pub const TEST_POOL_SLOTS: u32 = 256;
+
+/// Guest slots of the shared backends, which every test running at once may fill with its
+/// sandboxes' contexts: a quarter of the default's address space.
+const SHARED_POOL_SLOTS: u32 = 1024;
+
+/// [`WasmConfig::default`] with a pool of [`TEST_POOL_SLOTS`] slots: what a test that
+/// opens a backend of its own should start from.
+pub fn wasm_config() -> WasmConfig {
+    let settings = EngineSettings { pool_slots: TEST_POOL_SLOTS, ..EngineSettings::default() };
+    WasmConfig { settings, ..WasmConfig::default() }
+}
+
 fn open(settings: EngineSettings) -> WasmBackend {
     let config = WasmConfig {
-        settings,
+        settings: EngineSettings { pool_slots: SHARED_POOL_SLOTS, ..settings },
         pool: WorkerPoolConfig { queue: TEST_QUEUE, ..WorkerPoolConfig::default() },
         ..WasmConfig::default()
     };

@@ -13,8 +13,13 @@ pub const MAX_WASM_STACK_BYTES: usize = 8 << 20;
 pub const ASYNC_STACK_BYTES: usize = 10 << 20;
 /// Guests alive at once (pool slots for memories, tables, instances and stacks): stateless
 /// guests in flight plus every sandbox context. Slots are address space, not memory: each
-/// reserves its 4 GiB of virtual memory and touches none until used.
+/// reserves [`POOL_SLOT_ADDRESS_SPACE_BYTES`] of virtual memory and touches none until used,
+/// so the default pool reserves about 16 TiB of a process's 128 TiB (x86-64 and AArch64
+/// with 48-bit addresses): one process can hold at most seven backends at this size.
 pub const DEFAULT_POOL_SLOTS: u32 = 4096;
+/// Virtual address space each pool slot reserves for its linear memory: wasmtime's 4 GiB
+/// reservation for a 32-bit memory plus its 32 MiB guard region.
+pub const POOL_SLOT_ADDRESS_SPACE_BYTES: u64 = (4 << 30) + (32 << 20);
 /// Guests alive at once in a process that runs guests one after another: the one-shot CLI, a
 /// worker process (a guest running, the next one ready and the pristine instance checkpoints
 /// and rewinds copy from, for each of the two Python snapshots, and slack). Setting up a pool costs time in proportion to its slots (an
@@ -38,7 +43,10 @@ pub struct EngineSettings {
     /// Meter fuel, so requests may set a fuel budget and results report fuel used. Costs about
     /// a third more CPU on guest code. Default: off.
     pub fuel: bool,
-    /// Guests alive at once. Default: [`DEFAULT_POOL_SLOTS`].
+    /// Guests alive at once. Each slot reserves [`POOL_SLOT_ADDRESS_SPACE_BYTES`] of address
+    /// space when the engine is built, so a process that opens several backends (a test
+    /// binary, a service embedding one per tenant class) should give each only the slots it
+    /// needs. Default: [`DEFAULT_POOL_SLOTS`].
     pub pool_slots: u32,
 }
 
@@ -60,7 +68,20 @@ pub enum EngineRole {
 impl EngineSettings {
     /// Builds the engine.
     pub fn engine(&self, role: EngineRole) -> Result<Engine, RuntimeError> {
-        Engine::new(&self.config(role)).map_err(|e| RuntimeError::wasm(&e))
+        Engine::new(&self.config(role)).map_err(|e| match role {
+            // The pool's reservation is what fails when the process's address space is full.
+            EngineRole::Run => RuntimeError::EngineSetup {
+                slots: self.pool_slots,
+                address_space_gib: self.pool_address_space() >> 30,
+                message: RuntimeError::wasm(&e).to_string(),
+            },
+            EngineRole::BuildSnapshot => RuntimeError::wasm(&e),
+        })
+    }
+
+    /// Virtual address space the pool of an [`EngineRole::Run`] engine reserves.
+    pub fn pool_address_space(&self) -> u64 {
+        u64::from(self.pool_slots) * POOL_SLOT_ADDRESS_SPACE_BYTES
     }
 
     fn config(&self, role: EngineRole) -> Config {
@@ -115,4 +136,18 @@ impl EngineSettings {
 /// The wasmtime version SoulBox was built with.
 pub fn wasmtime_version() -> &'static str {
     "48.0.8"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_larger_than_the_address_space_is_refused_with_what_to_change() {
+        // 40,000 slots ask for about 157 TiB, more than a process's 128 TiB.
+        let settings = EngineSettings { pool_slots: 40_000, ..EngineSettings::default() };
+        let error = settings.engine(EngineRole::Run).expect_err("the pool cannot be reserved");
+        assert!(matches!(error, RuntimeError::EngineSetup { slots: 40_000, .. }), "{error:?}");
+        assert!(error.to_string().contains("pool_slots"), "{error}");
+    }
 }

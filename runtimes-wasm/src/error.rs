@@ -41,6 +41,19 @@ pub enum RuntimeError {
     /// wasmtime refused a configuration, module or instance.
     #[error("wasmtime: {0}")]
     Wasm(String),
+    /// The engine that runs guests could not be built, most often because its pool could
+    /// not reserve its address space (other backends in this process hold theirs).
+    #[error(
+        "the WebAssembly engine could not be set up with {slots} guest slots ({address_space_gib} GiB of address space reserved): {message}; give it fewer slots (`pool_slots`) or open fewer backends in this process"
+    )]
+    EngineSetup {
+        /// The pool's slots.
+        slots: u32,
+        /// Address space the pool asked for, in GiB.
+        address_space_gib: u64,
+        /// wasmtime's error.
+        message: String,
+    },
     /// Every instance slot of the engine's pool is in use (live contexts hold one each, and
     /// so does every running guest).
     #[error(

@@ -43,12 +43,15 @@ fn fake_worker_engine(script: &str) -> soulbox_engine::Engine {
 
 /// An engine with one worker thread whose guests run in `program args... __worker` children.
 fn worker_engine(program: &str, args: &[&str]) -> soulbox_engine::Engine {
-    use soulbox_runtimes_wasm::{WasmBackend, WasmConfig, Workers};
+    use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig, Workers};
     let args = args.iter().map(|a| (*a).to_owned()).collect();
     let workers = Workers::Processes { program: program.into(), args };
     let pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 4, ..Default::default() };
+    // A small pool: each test opens its own backend, and every pool reserves its slots'
+    // address space up front.
+    let settings = EngineSettings { pool_slots: 64, ..EngineSettings::default() };
     soulbox_engine::Engine::builder()
-        .backend(WasmBackend::open(WasmConfig { workers, pool, ..WasmConfig::default() }).unwrap())
+        .backend(WasmBackend::open(WasmConfig { workers, pool, settings, ..WasmConfig::default() }).unwrap())
         .build()
 }
 

@@ -26,7 +26,7 @@ async fn thirty_two_concurrent_executions_are_all_correct() {
 async fn a_full_backend_refuses_with_busy() {
     let config = WasmConfig {
         pool: WorkerPoolConfig { workers: 1, queue: 0, ..WorkerPoolConfig::default() },
-        ..WasmConfig::default()
+        ..soulbox_tests::wasm_config()
     };
     let backend = WasmBackend::open(config).unwrap();
     backend.prepare().unwrap();

@@ -1,7 +1,7 @@
 //! Home-directory hygiene: guest files of dead processes are swept; live ones are kept, even
 //! when several backends in one process share a home.
 
-use soulbox_runtimes_wasm::{SoulboxHome, WasmBackend, WasmConfig};
+use soulbox_runtimes_wasm::{SoulboxHome, WasmBackend};
 
 #[test]
 fn opening_a_backend_sweeps_guest_roots_of_dead_processes() {
@@ -11,10 +11,10 @@ fn opening_a_backend_sweeps_guest_roots_of_dead_processes() {
     std::fs::create_dir_all(dead.join("guest-left/secret")).unwrap();
     std::fs::write(dead.with_extension("lock"), b"").unwrap();
     // This process's own folder is claimed (locked) by the backends the tests opened.
-    drop(WasmBackend::open(WasmConfig::default()).unwrap());
+    drop(WasmBackend::open(soulbox_tests::wasm_config()).unwrap());
     let mine = home.process_scratch_dir();
     assert!(!dead.exists(), "a dead process's guest files are removed");
     assert!(!dead.with_extension("lock").exists());
-    drop(WasmBackend::open(WasmConfig::default()).unwrap());
+    drop(WasmBackend::open(soulbox_tests::wasm_config()).unwrap());
     assert!(mine.exists(), "a live process's folder is kept");
 }

@@ -59,9 +59,11 @@ fn write_wheel(path: &std::path::Path, members: &[(&str, &str)]) {
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE.get_or_init(|| {
-        let backend =
-            WasmBackend::open(WasmConfig { packages: PackageSource::Directory(wheels_dir()), ..WasmConfig::default() })
-                .expect("runtimes installed");
+        let backend = WasmBackend::open(WasmConfig {
+            packages: PackageSource::Directory(wheels_dir()),
+            ..soulbox_tests::wasm_config()
+        })
+        .expect("runtimes installed");
         Engine::builder().backend(backend).build()
     })
 }

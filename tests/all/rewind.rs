@@ -9,7 +9,7 @@ use std::time::Duration;
 /// A backend whose one worker runs every execution, and an engine over it.
 fn one_worker() -> (WasmBackend, Engine) {
     let pool = WorkerPoolConfig { workers: 1, ..WorkerPoolConfig::default() };
-    let backend = WasmBackend::open(WasmConfig { pool, ..WasmConfig::default() }).expect("runtimes installed");
+    let backend = WasmBackend::open(WasmConfig { pool, ..soulbox_tests::wasm_config() }).expect("runtimes installed");
     backend.prepare().expect("modules compile");
     let engine = Engine::builder().backend(backend.clone()).build();
     (backend, engine)

@@ -5,7 +5,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use soulbox_runtimes_wasm::{WasmBackend, WasmConfig};
+use soulbox_runtimes_wasm::{EngineSettings, WasmBackend, WasmConfig};
 use std::sync::OnceLock;
 use tower::ServiceExt;
 
@@ -13,7 +13,11 @@ fn engine() -> Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     ENGINE
         .get_or_init(|| {
-            let backend = WasmBackend::open(WasmConfig::default()).expect("runtimes installed");
+            // A pool of its own size: this binary's other tests open backends beside it, and
+            // every pool reserves its slots' address space up front.
+            let settings = EngineSettings { pool_slots: 1024, ..EngineSettings::default() };
+            let backend =
+                WasmBackend::open(WasmConfig { settings, ..WasmConfig::default() }).expect("runtimes installed");
             backend.prepare().expect("modules compile");
             Engine::builder().backend(backend).build()
         })
