@@ -71,6 +71,7 @@ pub use error::RuntimeError;
 pub use execution::{EXIT_CRASH, EXIT_DEADLINE, EXIT_LIMIT};
 pub use fetch::{FetchSource, Progress, fetch_runtimes};
 pub use home::SoulboxHome;
+pub use kernel::idle::TRIM_IDLE_AFTER;
 pub use packages::PackageSource;
 pub use ticker::EPOCH_TICK;
 pub use worker_process::Workers;

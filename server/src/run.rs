@@ -108,10 +108,12 @@ pub enum BackendArg {
 pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
     let mut wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
-    // One execution: a pool sized for it, and no guest started ahead for a next one.
+    // One execution: a pool sized for it, no guest started ahead for a next one, and no
+    // context left to trim.
     wasm.settings.pool_slots = soulbox_runtimes_wasm::engine_config::SEQUENTIAL_POOL_SLOTS;
     wasm.pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 1, ..wasm.pool };
     wasm.prewarm = false;
+    wasm.trim_idle_after = None;
     let backend = tokio::task::spawn_blocking(move || WasmBackend::open(wasm)).await??;
     let offered = backend.capabilities();
     let mut engine = Engine::builder();

@@ -375,7 +375,7 @@ async fn fifty_sandboxes_at_once() {
 #[tokio::test]
 async fn killing_stops_a_running_cell_and_frees_every_context() {
     // A backend of its own, so other tests' contexts do not count.
-    let backend = soulbox_runtimes_wasm::WasmBackend::open(soulbox_runtimes_wasm::WasmConfig::default()).unwrap();
+    let backend = soulbox_runtimes_wasm::WasmBackend::open(soulbox_tests::wasm_config()).unwrap();
     let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
     let sandboxes = soulbox_tests::sandboxes_on(&engine);
     let spinning = sandboxes.create(SandboxSpec::default()).await.unwrap();
@@ -395,6 +395,36 @@ async fn killing_stops_a_running_cell_and_frees_every_context() {
     sandboxes.kill(js_box.id()).unwrap();
     wait_for(|| backend.contexts_alive() == 0).await;
     assert!(sandboxes.is_empty(), "the idle one expired");
+}
+
+#[tokio::test]
+async fn idle_contexts_give_back_unchanged_pages_and_keep_their_state() {
+    // A backend of its own that trims contexts idle for 50 ms, so the count is theirs alone.
+    let config = soulbox_runtimes_wasm::WasmConfig {
+        trim_idle_after: Some(Duration::from_millis(50)),
+        ..soulbox_tests::wasm_config()
+    };
+    let backend = soulbox_runtimes_wasm::WasmBackend::open(config).unwrap();
+    let engine = soulbox_engine::Engine::builder().backend(backend.clone()).build();
+    let sandboxes = soulbox_tests::sandboxes_on(&engine);
+    let python_box = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let js_box = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
+    let setup = "x = 41\ndata = [str(i) * 3 for i in range(20_000)]\ndel data[::2]";
+    assert_eq!(python_box.run_code(setup, python()).await.unwrap().outcome(), Outcome::Completed);
+    let js_setup = "let n = 40; let junk = Array.from({length: 20000}, (_, i) => 'v' + i); junk = null";
+    assert_eq!(js_box.run_code(js_setup, js()).await.unwrap().outcome(), Outcome::Completed);
+    wait_for(|| backend.pages_trimmed() > 0).await;
+    let first = backend.pages_trimmed();
+
+    // Every byte the guests can read is as it was: their state carries on.
+    let python_after = python_box.run_code("x + 1, len(data), data[-1]", python()).await.unwrap();
+    assert_eq!(python_after.text(), Some("(42, 10000, '199991999919999')"), "{python_after:?}");
+    let js_after = js_box.run_code("n + 2", js()).await.unwrap();
+    assert_eq!(js_after.text(), Some("42"), "{js_after:?}");
+    // The cells just run made them idle again, and they give back again.
+    wait_for(|| backend.pages_trimmed() > first).await;
+    let again = python_box.run_code("x", python()).await.unwrap();
+    assert_eq!(again.text(), Some("41"), "{again:?}");
 }
 
 /// Polls `condition` (a state with no event to wait on), pausing between looks.

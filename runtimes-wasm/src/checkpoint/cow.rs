@@ -204,21 +204,21 @@ pub fn mapped_runs_budget() -> usize {
     })
 }
 
-/// What backed part of a memory before an overlay.
+/// What backs part of a memory (before an overlay, for [`Overlay`]).
 #[derive(Debug)]
-enum Backing {
+pub(super) enum Backing {
     /// A private mapping of this file from this offset.
     File { file: Arc<File>, offset: u64 },
     /// Private anonymous memory.
     Anonymous,
 }
 
-/// One mapping to restore: `len` bytes at `start`.
+/// One mapping: `len` bytes at `start`, and what backs them.
 #[derive(Debug)]
-struct Original {
-    start: usize,
-    len: usize,
-    backing: Backing,
+pub(super) struct Original {
+    pub(super) start: usize,
+    pub(super) len: usize,
+    pub(super) backing: Backing,
 }
 
 /// A page file mapped over a live linear memory (see the module's documentation); dropping it
@@ -369,7 +369,7 @@ fn clip(layout: &[Original], start: usize, end: usize) -> Vec<Original> {
 
 /// What backs `[base, base + len)`: every byte of it privately mapped, readable and writable,
 /// each file one whose inode can be opened again by its path.
-fn layout(base: usize, len: usize) -> Result<Vec<Original>, Unmappable> {
+pub(super) fn layout(base: usize, len: usize) -> Result<Vec<Original>, Unmappable> {
     let maps = vma::Maps::open()?;
     let vmas = maps
         .covering_range(base, base + len)?

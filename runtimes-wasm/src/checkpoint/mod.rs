@@ -27,6 +27,7 @@ pub mod dirty;
 pub mod exports;
 pub mod image;
 pub mod log;
+pub(crate) mod trim;
 
 use exports::{GLOBAL_EXPORT_PREFIX, MEMORY_EXPORT};
 use image::{ContextImage, GlobalValue, Header};

@@ -3,10 +3,10 @@
 //! Both run on a worker-pool thread like a cell, and a checkpoint holds the context's slot, so
 //! it never sees a cell half-run: it waits for a running cell to end.
 
-use super::{AliveCount, Live, javascript, python};
+use super::{Live, javascript, python};
 use crate::backend::Inner;
 use crate::checkpoint::image::ContextImage;
-use crate::checkpoint::{self, CaptureLog, CheckpointError};
+use crate::checkpoint::{self, CheckpointError};
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
 use crate::language::{GuestModule, WasmLanguage};
@@ -102,7 +102,7 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
         inner.contexts_mapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let network = crate::egress::GuestNetwork::new(spec.network.as_ref());
-    Ok(Live { overlay, store, instance, log: CaptureLog::default(), network, _alive: AliveCount::new(inner) })
+    Ok(Live::new(inner, store, instance, overlay, network))
 }
 
 /// The shared page file of `image` (made by the first of its restores), or `None` where it

@@ -15,6 +15,7 @@
 //! same spec and the report says `restarted`.
 
 mod checkpoint;
+pub(crate) mod idle;
 mod javascript;
 mod python;
 mod utf8;
@@ -52,7 +53,32 @@ pub(crate) struct Live {
     log: crate::checkpoint::CaptureLog,
     /// Its outbound HTTP, under the spec's network policy (each cell's usage counted afresh).
     network: Arc<GuestNetwork>,
+    /// When its last cell ended (or it started), for [`idle`].
+    idle_since: Instant,
+    /// Whether [`idle`]'s thread will look at it.
+    trim_queued: bool,
     _alive: AliveCount,
+}
+
+impl Live {
+    fn new(
+        inner: &Inner,
+        store: Store<GuestState>,
+        instance: Instance,
+        overlay: Option<crate::checkpoint::cow::Overlay>,
+        network: Arc<GuestNetwork>,
+    ) -> Self {
+        Live {
+            overlay,
+            store,
+            instance,
+            log: crate::checkpoint::CaptureLog::default(),
+            network,
+            idle_since: Instant::now(),
+            trim_queued: false,
+            _alive: AliveCount::new(inner),
+        }
+    }
 }
 
 /// Counts a live instance in [`Inner::contexts_alive`] from creation to drop.
@@ -137,14 +163,7 @@ fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
         WasmLanguage::Python => python::start(inner, spec)?,
         WasmLanguage::JavaScript => javascript::start(inner, spec)?,
     };
-    Ok(Live {
-        overlay: None,
-        store,
-        instance,
-        log: crate::checkpoint::CaptureLog::default(),
-        network: GuestNetwork::new(spec.network.as_ref()),
-        _alive: AliveCount::new(inner),
-    })
+    Ok(Live::new(inner, store, instance, None, GuestNetwork::new(spec.network.as_ref())))
 }
 
 /// A store for a context: its guest sees the sandbox's workspace as `/` (reserved directories
@@ -175,12 +194,12 @@ fn start_failed(language: WasmLanguage, error: &wasmtime::Error, store: &Store<G
 fn run_cell(
     inner: &Inner,
     spec: &KernelSpec,
-    slot: &Mutex<Option<Live>>,
+    held: &Slot,
     cell: &Cell,
     events: &EventSender,
 ) -> Result<CellReport, BackendError> {
     let language = WasmLanguage::of(spec.language)?;
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = held.lock().unwrap_or_else(|e| e.into_inner());
     if spec.stop.is_stopped() {
         return Err(BackendError::Rejected("the sandbox was killed".into()));
     }
@@ -225,6 +244,9 @@ fn run_cell(
         network: live.network.usage(),
     };
     if intact {
+        if let Some(trimmer) = &inner.idle_trimmer {
+            trimmer.went_idle(held, &mut live);
+        }
         *slot = Some(live);
     } else {
         // The trap left the interpreter mid-flight: replace it now (unless the sandbox is
