@@ -12,8 +12,8 @@
 //! queued only notes when it went idle), due a delay later. When one is due the thread looks at
 //! it without waiting: a context gone is forgotten; one whose slot is busy (a cell or a
 //! checkpoint is running) or that ran a cell since is looked at again a delay later; an idle
-//! one is trimmed, holding its slot for the time that takes (measured below a millisecond for
-//! a Python context).
+//! one is trimmed, holding its slot while its written pages (a few hundred for an idle Python
+//! context) are compared and discarded.
 
 use super::{Live, Slot};
 use std::cmp::Reverse;
