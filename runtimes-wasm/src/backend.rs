@@ -59,9 +59,10 @@ pub struct WasmConfig {
     pub packages: PackageSource,
     /// How long a context (a sandbox's Python or JavaScript interpreter) runs no cell before
     /// it gives back the memory pages its cells left exactly as they were, or `None` to keep
-    /// them (a page given back costs the next cell that writes it a page fault). Measured in
-    /// `peers-report`: an idle Python session holds about a third less. Default:
-    /// [`TRIM_IDLE_AFTER`](crate::TRIM_IDLE_AFTER) (1 s).
+    /// them (a page given back costs the next cell that writes it a page fault: about half a
+    /// millisecond for a Python session's next cell). Measured in `peers-report`: an idle
+    /// Python session holds a fifth less, a data-science one a third less. Default:
+    /// [`TRIM_IDLE_AFTER`](crate::TRIM_IDLE_AFTER) (30 s).
     pub trim_idle_after: Option<std::time::Duration>,
 }
 

@@ -81,9 +81,10 @@ fn main() -> anyhow::Result<()> {
     line("session cell `x = x + 1`, back-to-back p50", "cell_b2b", Unit::Ms);
     line("session cell `x = x + 1`, 10 ms gaps p50", "cell_gap", Unit::Ms);
     line("private memory per idle session, just after its cell", "idle_session_mib", Unit::MiB);
-    line("private memory per idle session, idle 1.5 s", "idle_session_mib_trimmed", Unit::MiB);
+    let idle = format!("idle {} s", (soulbox_runtimes_wasm::TRIM_IDLE_AFTER + IDLE_SETTLE).as_secs_f64());
+    line(&format!("private memory per idle session, {idle}"), "idle_session_mib_trimmed", Unit::MiB);
     line("private memory per idle data-science session, just after its cell", "idle_ds_session_mib", Unit::MiB);
-    line("private memory per idle data-science session, idle 1.5 s", "idle_ds_session_mib_trimmed", Unit::MiB);
+    line(&format!("private memory per idle data-science session, {idle}"), "idle_ds_session_mib_trimmed", Unit::MiB);
     line("fresh `import numpy, pandas` p50", "numpy_pandas", Unit::Ms);
     println!(
         "\nOver HTTP at 32 connections (wrk): {:.0} executions/s, p99 {}, {} errors.",
