@@ -31,7 +31,7 @@
 //!   all of it back);
 //! - pagemap cannot be read.
 
-use crate::checkpoint::dirty::{CHUNK_BYTES, written_chunks};
+use crate::checkpoint::dirty::{CHUNK_BYTES, runs, written_chunks};
 use crate::checkpoint::{Pristine, state_memory};
 
 /// The most written memory a guest may have and still be rewound. A page copied back stays the
@@ -77,27 +77,4 @@ pub(crate) fn rewind_instance(
         live[range.clone()].copy_from_slice(&original[range]);
     }
     pristine.reset_globals(store, instance).map_err(|e| NotRewound::Failed(e.to_string()))
-}
-
-/// `(first, count)` of each run of consecutive indices in the sorted `indices`.
-fn runs(indices: &[usize]) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for &index in indices {
-        match runs.last_mut() {
-            Some((first, count)) if *first + *count == index => *count += 1,
-            _ => runs.push((index, 1)),
-        }
-    }
-    runs
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn groups_consecutive_chunks_into_runs() {
-        assert_eq!(runs(&[]), vec![]);
-        assert_eq!(runs(&[3, 4, 5, 9, 11, 12]), vec![(3, 3), (9, 1), (11, 2)]);
-    }
 }

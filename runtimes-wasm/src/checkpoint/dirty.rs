@@ -77,6 +77,18 @@ pub(crate) fn written_chunks(memory: &[u8]) -> Option<Vec<usize>> {
     Some(written)
 }
 
+/// `(first, count)` of each run of consecutive indices in the sorted `indices`.
+pub(crate) fn runs(indices: &[usize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &index in indices {
+        match runs.last_mut() {
+            Some((first, count)) if *first + *count == index => *count += 1,
+            _ => runs.push((index, 1)),
+        }
+    }
+    runs
+}
+
 fn host_page_size() -> usize {
     rustix::param::page_size()
 }
@@ -94,6 +106,12 @@ mod tests {
         live[2 * CHUNK_BYTES] = 7; // written with the same byte: unchanged
         live[6 * CHUNK_BYTES + 1] = 1; // past the image
         assert_eq!(changed_chunks(&live, &pristine, []), vec![1, 6]);
+    }
+
+    #[test]
+    fn groups_consecutive_chunks_into_runs() {
+        assert_eq!(runs(&[]), vec![]);
+        assert_eq!(runs(&[3, 4, 5, 9, 11, 12]), vec![(3, 3), (9, 1), (11, 2)]);
     }
 
     #[test]

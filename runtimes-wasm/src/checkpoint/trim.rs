@@ -18,7 +18,7 @@
 //! memory mapped over by a copy-on-write restore), nothing is trimmed.
 
 use super::cow::{self, Backing};
-use super::dirty::{CHUNK_BYTES, written_chunks};
+use super::dirty::{CHUNK_BYTES, runs, written_chunks};
 use std::os::unix::fs::FileExt;
 
 /// Discards the pages of `memory` whose bytes equal what backs them; returns how many.
@@ -80,18 +80,6 @@ pub(crate) unsafe fn trim(memory: &mut [u8]) -> usize {
         }
     }
     discard.len()
-}
-
-/// `(first, count)` for each run of consecutive indices in `sorted`.
-fn runs(sorted: &[usize]) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for &index in sorted {
-        match runs.last_mut() {
-            Some((first, count)) if *first + *count == index => *count += 1,
-            _ => runs.push((index, 1)),
-        }
-    }
-    runs
 }
 
 #[cfg(test)]
@@ -168,11 +156,5 @@ mod tests {
         let image_written: Vec<usize> = written.iter().copied().filter(|&chunk| chunk < 8).collect();
         assert_eq!(image_written, vec![1], "the image's discarded pages read from the file again");
         assert!(written.contains(&9), "a changed anonymous page is kept");
-    }
-
-    #[test]
-    fn runs_join_consecutive_indices() {
-        assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 1), (9, 2)]);
-        assert!(runs(&[]).is_empty());
     }
 }
