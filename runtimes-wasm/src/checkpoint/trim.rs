@@ -10,7 +10,8 @@
 //!
 //! The invariant: trimming never changes a byte the guest can read. A page is discarded only
 //! if its bytes equal what its mapping brings back, read at that moment from the mapping's own
-//! backing ([`cow`]'s `layout`: the file at its offset, or zeros for anonymous memory), while
+//! backing ([`cow`]'s `layout`: the file at its offset, zeros past its end within its last
+//! page, or zeros for anonymous memory; a page wholly past the file's end is kept), while
 //! the caller holds the memory exclusively (no guest code runs). The module cache never
 //! rewrites a file in place (it writes a new one and renames it), so the file's bytes stay
 //! what was compared; wasmtime relies on the same for every page of the image it never copied.
@@ -19,6 +20,7 @@
 
 use super::cow::{self, Backing};
 use super::dirty::{CHUNK_BYTES, runs, written_chunks};
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 /// Discards the pages of `memory` whose bytes equal what backs them; returns how many.
@@ -51,9 +53,7 @@ pub(crate) unsafe fn trim(memory: &mut [u8]) -> usize {
             Backing::Anonymous => live.iter().all(|&b| b == 0),
             Backing::File { file, offset } => {
                 let at = offset + (start - part.start) as u64;
-                // A page past the file's end reads as zeros through the mapping, and short here.
-                backing.fill(0);
-                file.read_at(&mut backing, at).is_ok() && live == backing
+                read_backing(file, at, &mut backing) && live == backing
             }
         };
         if same {
@@ -80,6 +80,24 @@ pub(crate) unsafe fn trim(memory: &mut [u8]) -> usize {
         }
     }
     discard.len()
+}
+
+/// Reads the page of `file` at `at` as a private mapping of it shows it: bytes past the file's
+/// end within its last page are zeros. `false` if it cannot be read, or if the page lies wholly
+/// past the end (the mapping has no such page: touching it there would fault, so it is never
+/// discarded).
+fn read_backing(file: &File, at: u64, page: &mut [u8; CHUNK_BYTES]) -> bool {
+    page.fill(0);
+    let mut done = 0;
+    while done < page.len() {
+        match file.read_at(&mut page[done..], at + done as u64) {
+            Ok(0) => return done > 0,
+            Ok(read) => done += read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -156,5 +174,17 @@ mod tests {
         let image_written: Vec<usize> = written.iter().copied().filter(|&chunk| chunk < 8).collect();
         assert_eq!(image_written, vec![1], "the image's discarded pages read from the file again");
         assert!(written.contains(&9), "a changed anonymous page is kept");
+    }
+
+    #[test]
+    fn a_backing_page_reads_as_the_mapping_shows_it_and_never_past_the_file() {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(&vec![7u8; CHUNK_BYTES + CHUNK_BYTES / 2]).unwrap();
+        let mut page = [1u8; CHUNK_BYTES];
+        assert!(read_backing(&file, 0, &mut page));
+        assert!(page.iter().all(|&b| b == 7));
+        assert!(read_backing(&file, CHUNK_BYTES as u64, &mut page), "the last page, partly past the end");
+        assert!(page[..CHUNK_BYTES / 2].iter().all(|&b| b == 7) && page[CHUNK_BYTES / 2..].iter().all(|&b| b == 0));
+        assert!(!read_backing(&file, 2 * CHUNK_BYTES as u64, &mut page), "a page wholly past the end");
     }
 }
