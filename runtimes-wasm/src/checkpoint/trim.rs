@@ -60,6 +60,7 @@ pub(crate) unsafe fn trim(memory: &mut [u8]) -> usize {
             discard.push(chunk);
         }
     }
+    let mut discarded_pages = 0;
     for (first, count) in runs(&discard) {
         // SAFETY: the run lies within `memory`, which the caller lends us exclusively, in a
         // private mapping; each of its pages holds exactly the bytes its backing holds (just
@@ -74,12 +75,13 @@ pub(crate) unsafe fn trim(memory: &mut [u8]) -> usize {
             )
         };
         if let Err(errno) = discarded {
-            // Nothing was lost: the pages keep their private copies.
+            // Nothing was lost: these pages and the runs after them keep their private copies.
             tracing::debug!(%errno, "could not discard an idle context's unchanged pages");
-            return 0;
+            break;
         }
+        discarded_pages += count;
     }
-    discard.len()
+    discarded_pages
 }
 
 /// Reads the page of `file` at `at` as a private mapping of it shows it: bytes past the file's
