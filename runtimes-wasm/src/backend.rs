@@ -102,7 +102,7 @@ pub(crate) struct Inner {
     pub(crate) pool: WorkerPool,
     /// Live context instances (sandbox kernels), for callers' gauges and tests.
     pub(crate) contexts_alive: Arc<std::sync::atomic::AtomicUsize>,
-    /// Python guests rewound for another execution instead of replaced, for gauges and tests.
+    /// Guests rewound for another execution instead of replaced, for gauges and tests.
     pub(crate) guests_rewound: std::sync::atomic::AtomicU64,
     /// Contexts restored by mapping a shared copy of their checkpoint's pages, for tests.
     pub(crate) contexts_mapped: std::sync::atomic::AtomicU64,
@@ -191,8 +191,8 @@ impl WasmBackend {
         self.inner.contexts_mapped.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Python guests rewound to a new guest's state for another execution, instead of dropped
-    /// and replaced by a new instance, since the backend opened.
+    /// Guests (Python and JavaScript) rewound to a new guest's state for another execution,
+    /// instead of dropped and replaced by a new instance, since the backend opened.
     pub fn guests_rewound(&self) -> u64 {
         self.inner.guests_rewound.load(std::sync::atomic::Ordering::Relaxed)
     }

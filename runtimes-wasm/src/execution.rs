@@ -1,9 +1,9 @@
 //! One execution, start to finish, on a worker thread.
 //!
 //! A [`Guest`] is an instance with its own guest root and store, in a new guest's state:
-//! instantiated from the `InstancePre` (pooling allocator, copy-on-write memory image) or, for
-//! Python, rewound in place from an earlier execution's ([`crate::rewind`]); Python guests are
-//! then warmed by request-independent turns. An execution takes a guest, applies the request
+//! instantiated from the `InstancePre` (pooling allocator, copy-on-write memory image) or
+//! rewound in place from an earlier execution's ([`crate::rewind`]); Python guests are then
+//! warmed by request-independent turns. An execution takes a guest, applies the request
 //! (limits, stdin, input files, then the epoch deadline and fuel), runs the interpreter's entry
 //! point, classifies how it ended, and collects the output files. A guest serves exactly one
 //! execution: afterwards it is rewound or dropped, so nothing leaks between executions.
@@ -12,12 +12,13 @@
 //! (plain, or data-science when it mentions the scientific stack).
 //!
 //! The follow-up work happens after the caller has its result ([`follow_up`]): the worker
-//! rewinds the spent Python guest, or drops it and starts a new one, and keeps it in a
-//! thread-local slot of its flavour, so the next request of that flavour finds its guest ready
-//! (a worker holds at most one ready guest per flavour: a data-science one only once it ran
-//! one; after a JavaScript job, a plain one if it holds none).
-//! JavaScript guests take their env from the WASI context (wasi-libc reads it when the guest
-//! begins), so they are always started for their request.
+//! rewinds the spent guest, or drops it (and, for Python, starts a new one), and keeps it in a
+//! thread-local slot of its module, so the next request for that module finds its guest ready
+//! (a worker holds at most one ready guest per module: a data-science or JavaScript one only
+//! once it ran one; after a JavaScript job, a plain Python one if it holds no Python guest).
+//! JavaScript guests take their argv and env from the WASI context when they begin (wasi-libc
+//! reads them on first use), so a rewound one, whose memory has never run, gets its request's
+//! WASI world when it is taken; a new one is started with it.
 
 use crate::backend::Inner;
 use crate::checkpoint::Pristine;
@@ -109,26 +110,29 @@ struct Guest {
 }
 
 impl Guest {
-    /// Which Python snapshot it is an instance of; `None` for JavaScript.
-    fn flavour(&self) -> Option<Flavour> {
+    /// The module it is an instance of.
+    fn module(&self) -> GuestModule {
         match &self.prepared.interpreter {
-            Interpreter::Python(python) => Some(python.flavour()),
-            Interpreter::JavaScript => None,
+            Interpreter::Python(python) => GuestModule::Python(python.flavour()),
+            Interpreter::JavaScript => GuestModule::JavaScript,
         }
     }
 }
 
-/// A worker's Python guests started ahead of their requests, one slot per flavour.
+/// A worker's guests kept for their next requests, one slot per module: Python ones started or
+/// rewound and warmed ahead, a JavaScript one rewound (its WASI world is its request's).
 struct Ready {
     plain: Option<Guest>,
     data_science: Option<Guest>,
+    javascript: Option<Guest>,
 }
 
 impl Ready {
-    fn slot(&mut self, flavour: Flavour) -> &mut Option<Guest> {
-        match flavour {
-            Flavour::Plain => &mut self.plain,
-            Flavour::DataScience => &mut self.data_science,
+    fn slot(&mut self, module: GuestModule) -> &mut Option<Guest> {
+        match module {
+            GuestModule::Python(Flavour::Plain) => &mut self.plain,
+            GuestModule::Python(Flavour::DataScience) => &mut self.data_science,
+            GuestModule::JavaScript => &mut self.javascript,
         }
     }
 }
@@ -136,7 +140,7 @@ impl Ready {
 /// A guest after its execution, and whether it may be rewound for another.
 struct Spent {
     guest: Guest,
-    /// The execution ended normally (it returned, raised or exited), in a Python guest.
+    /// The execution ended normally (it returned, raised or exited).
     rewindable: bool,
 }
 
@@ -146,8 +150,8 @@ thread_local! {
         .enable_all()
         .build()
         .expect("a current-thread tokio runtime");
-    /// This worker's next Python guests, started ahead of their requests.
-    static READY_PYTHON: RefCell<Ready> = const { RefCell::new(Ready { plain: None, data_science: None }) };
+    /// This worker's next guests, kept for their requests.
+    static READY: RefCell<Ready> = const { RefCell::new(Ready { plain: None, data_science: None, javascript: None }) };
     /// The guest of the job just answered, rewound or dropped in the follow-up (work the
     /// caller need not wait for).
     static SPENT: RefCell<Option<Spent>> = const { RefCell::new(None) };
@@ -173,12 +177,18 @@ pub(crate) fn execute(inner: &Inner, mut request: ExecRequest, admitted: Instant
     let mut guest = match module {
         GuestModule::Python(flavour) => {
             bundled_compiled(inner, flavour);
-            match take_ready_python(inner, flavour) {
+            match take_ready(inner, module) {
                 Some(guest) => guest,
                 None => start_guest(inner, module, None)?,
             }
         }
-        GuestModule::JavaScript => start_guest(inner, module, Some(&request))?,
+        GuestModule::JavaScript => match take_ready(inner, module) {
+            Some(mut guest) => {
+                enter_javascript_world(inner, &mut guest, &request)?;
+                guest
+            }
+            None => start_guest(inner, module, Some(&request))?,
+        },
     };
     // Stdin is moved, not copied, into the guest: it may be tens of megabytes.
     guest.store.data().stdin.set(std::mem::take(&mut request.stdin));
@@ -246,71 +256,96 @@ fn compile(inner: &Inner, set: &crate::packages::Installed, flavour: Flavour) ->
     Ok(())
 }
 
-/// The work after each job, once the caller has its result: the spent Python guest is rewound
-/// to become this worker's next one of its flavour, or dropped (and, unless the pool has a
-/// backlog, a new one started ahead of time). Failures are logged: the next request starts its
-/// guest itself.
+/// The work after each job, once the caller has its result: the spent guest is rewound to
+/// become this worker's next one of its module, or dropped (and, unless the pool has a
+/// backlog, a new Python one started ahead of time). Failures are logged: the next request
+/// starts its guest itself.
 pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
     let spent = SPENT.with(|spent| spent.borrow_mut().take());
-    let flavour = spent.as_ref().and_then(|spent| spent.guest.flavour());
-    if let Some(Spent { guest, rewindable }) = spent {
-        match flavour.filter(|&flavour| rewindable && inner.config.prewarm && !is_ready(flavour)) {
-            Some(flavour) => match rewind(inner, guest) {
+    let module = spent.as_ref().map(|spent| spent.guest.module());
+    if let (Some(Spent { guest, rewindable }), Some(module)) = (spent, module) {
+        match rewindable && inner.config.prewarm && !is_ready(module) {
+            true => match rewind(inner, guest) {
                 Ok(guest) => {
                     inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    return READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest));
+                    READY.with(|ready| *ready.borrow_mut().slot(module) = Some(guest));
                 }
-                Err(why) => tracing::debug!(%why, "started a new Python guest instead of rewinding the last one"),
+                Err(why) => tracing::debug!(%why, ?module, "dropped the spent guest instead of rewinding it"),
             },
             // Dropped before a new one starts: its pool slot and memory go back first.
-            None => drop(guest),
+            false => drop(guest),
         }
     }
     if !backlogged {
-        refill(inner, flavour);
+        refill(inner, module);
     }
 }
 
-/// Starts this worker's next Python guest of `flavour` (the spent guest's) if it has none;
-/// after a job that spent no Python guest, a plain one if it has no ready guest at all.
-fn refill(inner: &Inner, flavour: Option<Flavour>) {
-    let flavour = match flavour {
-        Some(flavour) => flavour,
-        None if Flavour::ALL.into_iter().any(is_ready) => return,
-        None => Flavour::Plain,
+/// Starts this worker's next Python guest of the spent guest's flavour if it has none; after a
+/// job that spent no Python guest, a plain one if it has no Python guest ready at all.
+fn refill(inner: &Inner, spent: Option<GuestModule>) {
+    let flavour = match spent {
+        Some(GuestModule::Python(flavour)) => flavour,
+        _ if Flavour::ALL.into_iter().any(|flavour| is_ready(GuestModule::Python(flavour))) => return,
+        _ => Flavour::Plain,
     };
-    if !inner.config.prewarm || is_ready(flavour) {
+    let module = GuestModule::Python(flavour);
+    if !inner.config.prewarm || is_ready(module) {
         return;
     }
-    match start_guest(inner, GuestModule::Python(flavour), None) {
-        Ok(guest) => READY_PYTHON.with(|ready| *ready.borrow_mut().slot(flavour) = Some(guest)),
+    match start_guest(inner, module, None) {
+        Ok(guest) => READY.with(|ready| *ready.borrow_mut().slot(module) = Some(guest)),
         Err(error) => tracing::warn!(%error, %flavour, "could not start the next Python guest ahead of time"),
     }
 }
 
-/// Whether this worker has a Python guest of `flavour` ready.
-fn is_ready(flavour: Flavour) -> bool {
-    READY_PYTHON.with(|ready| ready.borrow_mut().slot(flavour).is_some())
+/// Whether this worker has a guest of `module` ready.
+fn is_ready(module: GuestModule) -> bool {
+    READY.with(|ready| ready.borrow_mut().slot(module).is_some())
 }
 
-/// Sets a spent Python guest back to a new guest's state ([`crate::rewind`]) and warms it.
+/// Sets a spent guest back to a new guest's state ([`crate::rewind`]): a Python guest gets its
+/// new WASI world and is warmed; a JavaScript guest gets its world when it is taken
+/// ([`enter_javascript_world`]).
 fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
-    let Interpreter::Python(python) = &guest.prepared.interpreter else {
-        return Err(NotRewound::Failed("only Python guests are rewound".into()));
-    };
     let pristine = guest.prepared.pristine(inner).map_err(|e| NotRewound::Failed(e.to_string()))?;
     crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine)?;
     guest.root.reset().map_err(|e| NotRewound::Failed(e.to_string()))?;
-    let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
-    *guest.store.data_mut() = state;
-    guest.store.data_mut().limiter.record_existing(pristine.image().len());
-    arm_warm_up(inner, &mut guest.store).map_err(|e| NotRewound::Failed(e.to_string()))?;
-    block_on(warm_python(&mut guest.store, &guest.instance)).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
+    if let Interpreter::Python(python) = &guest.prepared.interpreter {
+        let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
+        let memory_bytes = pristine.image().len();
+        enter_world(inner, &mut guest.store, state, memory_bytes).map_err(|e| NotRewound::Failed(e.to_string()))?;
+        block_on(warm_python(&mut guest.store, &guest.instance)).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
+    }
     Ok(guest)
 }
 
-fn take_ready_python(inner: &Inner, flavour: Flavour) -> Option<Guest> {
-    READY_PYTHON.with(|ready| ready.borrow_mut().slot(flavour).take()).filter(|guest| std::ptr::eq(guest.owner, inner))
+/// Gives a rewound JavaScript guest `request`'s argv and env in a new WASI world over its
+/// (emptied) guest root, as [`start_guest`] gives a new one.
+fn enter_javascript_world(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), RuntimeError> {
+    let argv = JavaScript::argv(request);
+    let env: Vec<(String, String)> = request.env.clone().into_iter().collect();
+    let root = guest.root.host_path();
+    let state = GuestState::new(GuestConfig { args: &argv, env: &env, mounts: &[], root: &root, limits: WARM_LIMITS })?;
+    let memory_bytes = guest.prepared.pristine(inner)?.image().len();
+    enter_world(inner, &mut guest.store, state, memory_bytes)
+}
+
+/// Replaces a rewound guest's host state with `state`: its memory is back to the pristine
+/// instance's `memory_bytes`, and SoulBox's own deadline is armed until the request's.
+fn enter_world(
+    inner: &Inner,
+    store: &mut Store<GuestState>,
+    state: GuestState,
+    memory_bytes: usize,
+) -> Result<(), RuntimeError> {
+    *store.data_mut() = state;
+    store.data_mut().limiter.record_existing(memory_bytes);
+    arm_warm_up(inner, store)
+}
+
+fn take_ready(inner: &Inner, module: GuestModule) -> Option<Guest> {
+    READY.with(|ready| ready.borrow_mut().slot(module).take()).filter(|guest| std::ptr::eq(guest.owner, inner))
 }
 
 /// Drives `future` on this worker's runtime. While the future waits (a guest in a host call:
@@ -494,8 +529,7 @@ fn finish(
         backend: "wasm".into(),
         network,
     };
-    let rewindable =
-        result.outcome == Outcome::Completed && matches!(guest.prepared.interpreter, Interpreter::Python(_));
+    let rewindable = result.outcome == Outcome::Completed;
     SPENT.with(|spent| *spent.borrow_mut() = Some(Spent { guest, rewindable }));
     Ok(result)
 }

@@ -1,8 +1,10 @@
-//! Rewinding a used Python guest to a new guest's state, instead of making a new one.
+//! Rewinding a used guest (Python or JavaScript) to a new guest's state, instead of making a
+//! new one.
 //!
-//! Most of what a fresh Python execution costs is not Python. Instantiating takes a pool slot
-//! and builds the function table's references; the warm-up then takes a copy-on-write fault on
-//! every snapshot page it writes; and dropping the instance resets its slot, which hands most
+//! Most of what a fresh execution of a short program costs is not the program. Instantiating
+//! takes a pool slot and builds the function table's references; the guest then takes a
+//! copy-on-write fault on every snapshot page it writes (a Python guest's warm-up alone writes
+//! hundreds, a JavaScript guest's `console.log(1 + 1)` about thirty); and dropping the instance resets its slot, which hands most
 //! written pages back to the kernel, so the next guest in that slot faults on them again. In a
 //! multi-threaded process every one of those faults and hand-backs also interrupts the other
 //! cores (a TLB shootdown).
@@ -19,8 +21,9 @@
 //! - the store gets new host state and the warm-up deadline.
 //!
 //! The pages stay mapped and private, so the next execution writes them without a fault. Then
-//! the guest runs the same warm-up turns a new guest runs, which reseed its random state from
-//! fresh entropy.
+//! a Python guest runs the same warm-up turns a new guest runs, which reseed its random state
+//! from fresh entropy; a JavaScript guest's memory is the never-run instance's, so it reads its
+//! argv, env and entropy from the WASI world it is given for its next request, as a new one does.
 //!
 //! Invariant: to guest code, a rewound guest is a new guest. It has the same memory bytes, the
 //! same globals, the same (unchanging) tables and the same WASI world. A guest is dropped

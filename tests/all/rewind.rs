@@ -1,5 +1,5 @@
-//! Rewound Python guests: after an execution, a worker sets its guest back to a new guest's
-//! state instead of making a new one. Each test opens a backend with one worker, so every
+//! Rewound guests: after an execution, a worker sets its Python or JavaScript guest back to a
+//! new guest's state instead of making a new one. Each test opens a backend with one worker, so every
 //! execution after the first runs in the guest the one before it used.
 
 use soulbox_engine::{Engine, ExecRequest, ExecResult, Language, Limits, Outcome, WorkerPoolConfig};
@@ -23,10 +23,21 @@ async fn python(engine: &Engine, code: &str) -> ExecResult {
 
 /// Waits for the follow-up of the last execution (the rewind runs after the caller has its
 /// result): a JavaScript execution queues behind it on the one worker, and its own follow-up
-/// rewinds nothing, so the rewind count read after it is settled.
+/// rewinds nothing (its output limit stops it), so the rewind count read after it is settled.
 async fn settle(engine: &Engine) {
-    let result = engine.execute(ExecRequest::new(Language::JavaScript, "0")).await.expect("executes");
-    assert_eq!(result.outcome, Outcome::Completed, "{result:?}");
+    settle_in(engine, Language::JavaScript, "console.log('x'.repeat(100))").await;
+}
+
+/// [`settle`] for tests of JavaScript guests: a Python execution, which leaves the worker's
+/// JavaScript guest where it is.
+async fn settle_javascript(engine: &Engine) {
+    settle_in(engine, Language::Python, "print('x' * 100)").await;
+}
+
+async fn settle_in(engine: &Engine, language: Language, overflowing: &str) {
+    let limits = Limits { stdout_bytes: 8, ..Limits::default() };
+    let result = engine.execute(ExecRequest::new(language, overflowing).with_limits(limits)).await.expect("executes");
+    assert_eq!(result.outcome, Outcome::OutputLimitExceeded, "{result:?}");
 }
 
 /// Everything an execution can change in its interpreter and its files, changed.
@@ -155,4 +166,67 @@ async fn input_files_and_env_of_one_execution_are_gone_in_the_next() {
     let next =
         python(&engine, "import os, sys\nprint(os.path.exists('in.txt'), 'ONLY_ME' in os.environ, sys.argv)").await;
     assert_eq!(next.stdout, "False False ['-c']\n", "{next:?}");
+}
+
+/// Everything a JavaScript execution can change in its interpreter, its environment and its
+/// files, changed; prints a random draw, its env variable and its argument count.
+const LEAVE_JS_TRACES: &str = r#"
+const fs = require("fs");
+globalThis.secret = "left behind";
+Object.prototype.leakedProto = 1;
+Math.leaked = 1;
+const stringify = JSON.stringify;
+JSON.stringify = () => "leaked";
+process.env.LEAKED = "1";
+fs.writeFileSync("left.txt", "x");
+fs.mkdirSync("/left_dir", { recursive: true });
+fs.writeFileSync("/left_dir/left.txt", "x");
+setTimeout(() => {}, 0);
+console.log(Math.random(), process.env.ONLY_ME, process.argv.length);
+"#;
+
+/// Looks for every trace [`LEAVE_JS_TRACES`] leaves; prints `clean` and a random draw.
+const LOOK_FOR_JS_TRACES: &str = r#"
+const fs = require("fs");
+const traces = [
+  "secret" in globalThis,
+  ({}).leakedProto !== undefined,
+  "leaked" in Math,
+  JSON.stringify(1) !== "1",
+  "LEAKED" in process.env,
+  "ONLY_ME" in process.env,
+  fs.existsSync("left.txt"),
+  fs.existsSync("/left_dir"),
+  process.argv.length !== 2,
+];
+console.log(traces.some(Boolean) ? traces.join(",") : "clean", Math.random());
+"#;
+
+#[tokio::test]
+async fn a_rewound_javascript_guest_keeps_nothing_of_the_execution_before() {
+    let (backend, engine) = one_worker();
+    let mut draws = std::collections::HashSet::new();
+    for round in 0..3 {
+        settle_javascript(&engine).await;
+        let rewound = backend.guests_rewound();
+        let leave =
+            ExecRequest::new(Language::JavaScript, LEAVE_JS_TRACES).with_env("ONLY_ME", "yes").with_args(["arg"]);
+        let left = engine.execute(leave).await.expect("executes");
+        assert_eq!(left.outcome, Outcome::Completed, "round {round}: {left:?}");
+        let mut fields = left.stdout.split_whitespace();
+        let left_draw = fields.next().expect("a draw").to_owned();
+        assert_eq!(fields.collect::<Vec<_>>(), ["yes", "3"], "round {round}: its own env and argument: {left:?}");
+        assert!(left.files.iter().any(|f| f.path == "left_dir/left.txt"), "{left:?}");
+        settle_javascript(&engine).await;
+        assert_eq!(backend.guests_rewound(), rewound + 1, "round {round}: the guest was rewound, not replaced");
+        let looked =
+            engine.execute(ExecRequest::new(Language::JavaScript, LOOK_FOR_JS_TRACES)).await.expect("executes");
+        assert_eq!(looked.outcome, Outcome::Completed, "round {round}: {looked:?}");
+        let mut fields = looked.stdout.split_whitespace();
+        assert_eq!(fields.next(), Some("clean"), "round {round}: {looked:?}");
+        assert!(looked.files.is_empty(), "no file of the last execution is collected again: {looked:?}");
+        for draw in std::iter::once(left_draw.as_str()).chain(fields) {
+            assert!(draws.insert(draw.to_owned()), "round {round}: random draw {draw} repeated");
+        }
+    }
 }
