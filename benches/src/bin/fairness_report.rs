@@ -4,7 +4,7 @@
 //! table.
 //!
 //! The server is `soulbox serve` (the `soulbox` binary built beside this one) with API keys,
-//! its defaults (one worker per CPU, one-shot guests in worker processes, 16 executions at
+//! its defaults (one worker per CPU, one-shot guests on the worker threads, 16 executions at
 //! once per key) and the rate limit raised out of the way. The greedy tenant opens
 //! [`GREEDY_CELLS`] sandboxes and runs a cell in each that never ends by itself; the measured
 //! tenant sends [`SAMPLES`] requests one after another; then the greedy sandboxes are killed.

@@ -2,7 +2,7 @@
 //! with a baseline measured the same way in the same run, printed as a Markdown table.
 //!
 //! The server is `soulbox serve --dev` (the `soulbox` binary built beside this one, with its
-//! defaults: one-shot guests in worker processes) with the per-key rate limit and quota raised
+//! defaults: one-shot guests on the worker threads) with the per-key rate limit and quota raised
 //! out of the way. The baseline is `benches/baseline/subprocess_server.py`: a minimal HTTP
 //! server running each request's code in a new native CPython process. `GET /health` under the
 //! same load shows the HTTP stack's own floor. Every row runs [`RUN`] after [`WARM_UP`].
