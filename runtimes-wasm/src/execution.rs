@@ -323,12 +323,16 @@ fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
 /// Gives a rewound JavaScript guest `request`'s argv and env in a new WASI world over its
 /// (emptied) guest root, as [`start_guest`] gives a new one.
 fn enter_javascript_world(inner: &Inner, guest: &mut Guest, request: &ExecRequest) -> Result<(), RuntimeError> {
-    let argv = JavaScript::argv(request);
-    let env: Vec<(String, String)> = request.env.clone().into_iter().collect();
+    let (argv, env) = javascript_argv_and_env(request);
     let root = guest.root.host_path();
     let state = GuestState::new(GuestConfig { args: &argv, env: &env, mounts: &[], root: &root, limits: WARM_LIMITS })?;
     let memory_bytes = guest.prepared.pristine(inner)?.image().len();
     enter_world(inner, &mut guest.store, state, memory_bytes)
+}
+
+/// What a JavaScript guest's WASI world gives it for `request`: its argv and its env.
+fn javascript_argv_and_env(request: &ExecRequest) -> (Vec<String>, Vec<(String, String)>) {
+    (JavaScript::argv(request), request.env.clone().into_iter().collect())
 }
 
 /// Replaces a rewound guest's host state with `state`: its memory is back to the pristine
@@ -374,8 +378,7 @@ fn start_guest(inner: &Inner, module: GuestModule, request: Option<&ExecRequest>
         Interpreter::Python(python) => python_world(inner, python)?,
         Interpreter::JavaScript => {
             let request = request.ok_or_else(|| RuntimeError::Wasm("a JavaScript guest needs its request".into()))?;
-            let argv = JavaScript::argv(request);
-            let env: Vec<(String, String)> = request.env.clone().into_iter().collect();
+            let (argv, env) = javascript_argv_and_env(request);
             world(inner, &argv, &env, &[], &[])?
         }
     };

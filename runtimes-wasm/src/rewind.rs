@@ -4,8 +4,9 @@
 //! Most of what a fresh execution of a short program costs is not the program. Instantiating
 //! takes a pool slot and builds the function table's references; the guest then takes a
 //! copy-on-write fault on every snapshot page it writes (a Python guest's warm-up alone writes
-//! hundreds, a JavaScript guest's `console.log(1 + 1)` about thirty); and dropping the instance resets its slot, which hands most
-//! written pages back to the kernel, so the next guest in that slot faults on them again. In a
+//! hundreds; a JavaScript `console.log(1 + 1)` takes about thirty page faults, most in its
+//! heap); and dropping the instance resets its slot, which hands most written pages back to
+//! the kernel, so the next guest in that slot faults on them again. In a
 //! multi-threaded process every one of those faults and hand-backs also interrupts the other
 //! cores (a TLB shootdown).
 //!
