@@ -3,6 +3,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod kept_alive;
 pub mod moto;
 pub mod wrk;
 

@@ -2,7 +2,8 @@
 //! printed as one Markdown table.
 //!
 //! Columns: SoulBox in process (the library's default configuration), SoulBox over HTTP
-//! (`soulbox serve --dev` on loopback, limits raised out of the way), Grafana's Eryx (CPython on
+//! (`soulbox serve --dev` on loopback, limits raised out of the way; latency rows from one
+//! kept-alive connection of a plain HTTP/1.1 client, load from `wrk`), Grafana's Eryx (CPython on
 //! WASI in wasmtime, `pyeryx`), Pydantic's Monty (a Rust interpreter for a subset of Python,
 //! `pydantic-monty`) and native CPython. The peers are driven in process from Python by
 //! `benches/peers/peers.py`, run with `$SOULBOX_PEERS_PYTHON` (default
@@ -19,6 +20,7 @@
 //! -- target/release/peers-report --loop fresh`).
 
 use anyhow::Context;
+use soulbox_benches::kept_alive::KeptAlive;
 use soulbox_benches::wrk::{Load, wrk};
 use soulbox_benches::{baseline_python, ms, percentile};
 use soulbox_engine::{Engine, ExecRequest, Language, SandboxSpec, Sandboxes, SandboxesConfig, Template};
@@ -208,14 +210,12 @@ fn over_http() -> anyhow::Result<Figures> {
 }
 
 fn measure_http(base: &str) -> anyhow::Result<Figures> {
-    let client = reqwest::blocking::Client::new();
-    let post = |url: &str, body: serde_json::Value| -> anyhow::Result<serde_json::Value> {
-        Ok(client.post(url).json(&body).send()?.error_for_status()?.json()?)
-    };
-    let execute = format!("{base}/v1/execute");
-    let timed = |url: &str, body: serde_json::Value, runs: usize, gap: Option<Duration>| -> anyhow::Result<f64> {
+    // One kept-alive connection driven from this thread (see `KeptAlive` for why not reqwest).
+    let client = std::cell::RefCell::new(KeptAlive::connect(base)?);
+    let post = |path: &str, body: &serde_json::Value| client.borrow_mut().post(path, body);
+    let timed = |path: &str, body: serde_json::Value, runs: usize, gap: Option<Duration>| -> anyhow::Result<f64> {
         for _ in 0..runs / 10 {
-            post(url, body.clone())?;
+            post(path, &body)?;
         }
         let mut samples = Vec::with_capacity(runs);
         for _ in 0..runs {
@@ -223,32 +223,34 @@ fn measure_http(base: &str) -> anyhow::Result<Figures> {
                 std::thread::sleep(gap);
             }
             let started = Instant::now();
-            post(url, body.clone())?;
+            post(path, &body)?;
             samples.push(started.elapsed());
         }
         Ok(p50_ms(&samples))
     };
+    let execute = "/v1/execute";
     let fresh = serde_json::json!({"language": "python", "code": FRESH});
     let mut figures = Figures::new();
-    figures.insert("fresh_b2b".into(), timed(&execute, fresh.clone(), RUNS, None)?);
-    figures.insert("fresh_gap".into(), timed(&execute, fresh, RUNS, Some(GAP))?);
+    figures.insert("fresh_b2b".into(), timed(execute, fresh.clone(), RUNS, None)?);
+    figures.insert("fresh_gap".into(), timed(execute, fresh, RUNS, Some(GAP))?);
     let numpy = serde_json::json!({"language": "python", "code": "import numpy, pandas"});
-    figures.insert("numpy_pandas".into(), timed(&execute, numpy, 100, Some(GAP))?);
+    figures.insert("numpy_pandas".into(), timed(execute, numpy, 100, Some(GAP))?);
     let mut firsts = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        let created = post(&format!("{base}/v1/sandboxes"), serde_json::json!({}))?;
+        let created = post("/v1/sandboxes", &serde_json::json!({}))?;
         let id = created["id"].as_str().context("a sandbox id")?.to_owned();
-        post(&format!("{base}/v1/sandboxes/{id}/execute"), serde_json::json!({"code": "x = 1"}))?;
+        post(&format!("/v1/sandboxes/{id}/execute"), &serde_json::json!({"code": "x = 1"}))?;
         firsts.push(started.elapsed());
-        client.delete(format!("{base}/v1/sandboxes/{id}")).send()?.error_for_status()?;
+        client.borrow_mut().delete(&format!("/v1/sandboxes/{id}"))?;
     }
     figures.insert("session_first".into(), p50_ms(&firsts));
-    let created = post(&format!("{base}/v1/sandboxes"), serde_json::json!({}))?;
-    let cell_url = format!("{base}/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
-    post(&cell_url, serde_json::json!({"code": "x = 1"}))?;
-    figures.insert("cell_b2b".into(), timed(&cell_url, serde_json::json!({"code": CELL}), RUNS, None)?);
-    figures.insert("cell_gap".into(), timed(&cell_url, serde_json::json!({"code": CELL}), RUNS, Some(GAP))?);
+    let created = post("/v1/sandboxes", &serde_json::json!({}))?;
+    let cell_path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
+    post(&cell_path, &serde_json::json!({"code": "x = 1"}))?;
+    figures.insert("cell_b2b".into(), timed(&cell_path, serde_json::json!({"code": CELL}), RUNS, None)?);
+    figures.insert("cell_gap".into(), timed(&cell_path, serde_json::json!({"code": CELL}), RUNS, Some(GAP))?);
+    let execute = format!("{base}{execute}");
     let scripts = tempfile::tempdir()?;
     let body = r#"{"language": "python", "code": "print(1+1)"}"#;
     let load = Load { url: execute.clone(), body: Some(body), connections: 32, bearer: None };
