@@ -11,6 +11,7 @@ use crate::kernel::WasmKernel;
 use crate::kernel::idle::IdleTrimmer;
 use crate::language::GuestModule;
 use crate::module_cache::{ModuleCache, ModuleKey};
+use crate::names::without_names;
 use crate::packages::PackageSource;
 use crate::python::Python;
 use crate::ticker::EpochTicker;
@@ -233,10 +234,11 @@ impl Inner {
     fn prepare(&self, which: GuestModule) -> Result<Prepared, RuntimeError> {
         let started = Instant::now();
         let home = &self.config.home;
-        let (interpreter, key, module) = match which {
+        let (interpreter, key, state, module) = match which {
             GuestModule::Python(flavour) => {
                 let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()), flavour);
-                let key = ModuleKey { name: flavour.module_name().into(), content: stateful(python.content_key()) };
+                let state = stateful(python.content_key());
+                let key = ModuleKey { name: flavour.module_name().into(), content: nameless(&state) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
                     let snapshot = python.snapshot_wasm(
                         &home.snapshot_dir(),
@@ -244,30 +246,48 @@ impl Inner {
                         &self.config.settings,
                         self.config.progress,
                     )?;
-                    export_state(&snapshot)
+                    compiled_form(&snapshot)
                 })?;
-                (Interpreter::Python(python), key, module)
+                (Interpreter::Python(python), key, state, module)
             }
             GuestModule::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
-                let key = ModuleKey { name: "javascript".into(), content: stateful(js.content_key()) };
+                let state = stateful(js.content_key());
+                let key = ModuleKey { name: "javascript".into(), content: nameless(&state) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
-                    export_state(&js.snapshot_wasm(&home.snapshot_dir(), &home.scratch_dir(), &self.config.settings)?)
+                    compiled_form(&js.snapshot_wasm(
+                        &home.snapshot_dir(),
+                        &home.scratch_dir(),
+                        &self.config.settings,
+                    )?)
                 })?;
-                (Interpreter::JavaScript, key, module)
+                (Interpreter::JavaScript, key, state, module)
             }
         };
         let mut linker = Linker::<GuestState>::new(&self.engine);
         add_to_linker(&mut linker).map_err(|e| RuntimeError::wasm(&e))?;
         let instance_pre = linker.instantiate_pre(&module).map_err(|e| RuntimeError::wasm(&e))?;
         tracing::info!(module = %which, file = %key.name, elapsed_ms = started.elapsed().as_millis() as u64, "module ready");
-        Ok(Prepared { interpreter, instance_pre, module: key.content, pristine: std::sync::OnceLock::new() })
+        Ok(Prepared { interpreter, instance_pre, module: state, pristine: std::sync::OnceLock::new() })
     }
 }
 
-/// The identity of a module rewritten by [`export_state`] (bumped when the rewrite changes).
+/// The identity of a module's state (its memory and globals) as checkpoints name it: the module
+/// rewritten by [`export_state`] (bumped when the rewrite changes).
 fn stateful(content_key: String) -> String {
     format!("{content_key}:state-v1")
+}
+
+/// The identity of what is compiled: the module of `state` without its function names
+/// ([`without_names`]). Dropping names changes no state, so checkpoints taken before it still
+/// name the same module.
+fn nameless(state: &str) -> String {
+    format!("{state}:nameless")
+}
+
+/// What is compiled of an interpreter's snapshot `wasm`: its state exported, its names dropped.
+fn compiled_form(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
+    without_names(&export_state(wasm)?)
 }
 
 /// Refuses a home (or its module cache) that another user owns or may write: compiled modules

@@ -57,6 +57,7 @@ mod kernel;
 mod language;
 pub mod manifest;
 pub mod module_cache;
+mod names;
 pub mod packages;
 pub mod python;
 mod rewind;
