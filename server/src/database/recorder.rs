@@ -222,6 +222,35 @@ mod tests {
     use super::*;
     use crate::database::now_ms;
 
+    /// A record that notes the size of each batch it is written in, lingering an hour.
+    #[derive(Debug)]
+    struct Probe;
+
+    static PROBE_BATCHES: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    impl Record for Probe {
+        const WHAT: &'static str = "probes";
+        const LINGER: Duration = Duration::from_secs(3600);
+
+        fn write(_: &Database, batch: &[Self]) -> impl Future<Output = Result<(), DatabaseError>> + Send {
+            PROBE_BATCHES.lock().unwrap().push(batch.len());
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn lingering_records_share_a_transaction_and_closing_writes_them_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open(&format!("sqlite://{}", dir.path().join("p.db").display())).await.unwrap();
+        let recorder = Recorder::<Probe>::start(db);
+        recorder.record(Probe);
+        tokio::task::yield_now().await; // the writer takes the first and lingers
+        recorder.record(Probe);
+        // An hour's linger: only `close` cancelling it lets this end (the bound guards a hang).
+        tokio::time::timeout(Duration::from_secs(60), recorder.close()).await.expect("close cancels the linger");
+        assert_eq!(*PROBE_BATCHES.lock().unwrap(), [2], "both records in one transaction");
+    }
+
     #[tokio::test]
     async fn records_arrive_in_batches_and_close_flushes() {
         let dir = tempfile::tempdir().unwrap();
