@@ -211,46 +211,31 @@ fn over_http() -> anyhow::Result<Figures> {
 
 fn measure_http(base: &str) -> anyhow::Result<Figures> {
     // One kept-alive connection driven from this thread (see `KeptAlive` for why not reqwest).
-    let client = std::cell::RefCell::new(KeptAlive::connect(base)?);
-    let post = |path: &str, body: &serde_json::Value| client.borrow_mut().post(path, body);
-    let timed = |path: &str, body: serde_json::Value, runs: usize, gap: Option<Duration>| -> anyhow::Result<f64> {
-        for _ in 0..runs / 10 {
-            post(path, &body)?;
-        }
-        let mut samples = Vec::with_capacity(runs);
-        for _ in 0..runs {
-            if let Some(gap) = gap {
-                std::thread::sleep(gap);
-            }
-            let started = Instant::now();
-            post(path, &body)?;
-            samples.push(started.elapsed());
-        }
-        Ok(p50_ms(&samples))
-    };
-    let execute = "/v1/execute";
-    let fresh = serde_json::json!({"language": "python", "code": FRESH});
+    let mut client = KeptAlive::connect(base)?;
+    use serde_json::json;
+    let fresh = json!({"language": "python", "code": FRESH});
     let mut figures = Figures::new();
-    figures.insert("fresh_b2b".into(), timed(execute, fresh.clone(), RUNS, None)?);
-    figures.insert("fresh_gap".into(), timed(execute, fresh, RUNS, Some(GAP))?);
-    let numpy = serde_json::json!({"language": "python", "code": "import numpy, pandas"});
-    figures.insert("numpy_pandas".into(), timed(execute, numpy, 100, Some(GAP))?);
+    figures.insert("fresh_b2b".into(), timed_posts(&mut client, "/v1/execute", &fresh, RUNS, None)?);
+    figures.insert("fresh_gap".into(), timed_posts(&mut client, "/v1/execute", &fresh, RUNS, Some(GAP))?);
+    let numpy = json!({"language": "python", "code": "import numpy, pandas"});
+    figures.insert("numpy_pandas".into(), timed_posts(&mut client, "/v1/execute", &numpy, 100, Some(GAP))?);
     let mut firsts = Vec::new();
     for _ in 0..50 {
         let started = Instant::now();
-        let created = post("/v1/sandboxes", &serde_json::json!({}))?;
+        let created = client.post("/v1/sandboxes", &json!({}))?;
         let id = created["id"].as_str().context("a sandbox id")?.to_owned();
-        post(&format!("/v1/sandboxes/{id}/execute"), &serde_json::json!({"code": "x = 1"}))?;
+        client.post(&format!("/v1/sandboxes/{id}/execute"), &json!({"code": "x = 1"}))?;
         firsts.push(started.elapsed());
-        client.borrow_mut().delete(&format!("/v1/sandboxes/{id}"))?;
+        client.delete(&format!("/v1/sandboxes/{id}"))?;
     }
     figures.insert("session_first".into(), p50_ms(&firsts));
-    let created = post("/v1/sandboxes", &serde_json::json!({}))?;
+    let created = client.post("/v1/sandboxes", &json!({}))?;
     let cell_path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
-    post(&cell_path, &serde_json::json!({"code": "x = 1"}))?;
-    figures.insert("cell_b2b".into(), timed(&cell_path, serde_json::json!({"code": CELL}), RUNS, None)?);
-    figures.insert("cell_gap".into(), timed(&cell_path, serde_json::json!({"code": CELL}), RUNS, Some(GAP))?);
-    let execute = format!("{base}{execute}");
+    client.post(&cell_path, &json!({"code": "x = 1"}))?;
+    let cell = json!({"code": CELL});
+    figures.insert("cell_b2b".into(), timed_posts(&mut client, &cell_path, &cell, RUNS, None)?);
+    figures.insert("cell_gap".into(), timed_posts(&mut client, &cell_path, &cell, RUNS, Some(GAP))?);
+    let execute = format!("{base}/v1/execute");
     let scripts = tempfile::tempdir()?;
     let body = r#"{"language": "python", "code": "print(1+1)"}"#;
     let load = Load { url: execute.clone(), body: Some(body), connections: 32, bearer: None };
@@ -259,6 +244,29 @@ fn measure_http(base: &str) -> anyhow::Result<Figures> {
     figures.insert("loaded_p99".into(), loaded.p99_us / 1e3);
     figures.insert("loaded_errors".into(), loaded.errors as f64);
     Ok(figures)
+}
+
+/// The p50 of `runs` POSTs of `body` to `path` (after a tenth as many unmeasured), `gap` apart.
+fn timed_posts(
+    client: &mut KeptAlive,
+    path: &str,
+    body: &serde_json::Value,
+    runs: usize,
+    gap: Option<Duration>,
+) -> anyhow::Result<f64> {
+    for _ in 0..runs / 10 {
+        client.post(path, body)?;
+    }
+    let mut samples = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        if let Some(gap) = gap {
+            std::thread::sleep(gap);
+        }
+        let started = Instant::now();
+        client.post(path, body)?;
+        samples.push(started.elapsed());
+    }
+    Ok(p50_ms(&samples))
 }
 
 /// One peer's figures from `benches/peers/peers.py`.
