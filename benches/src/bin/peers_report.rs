@@ -17,7 +17,8 @@
 //! `peers-report --loop fresh|cell|throughput [--seconds N] [--gap-ms G]` instead runs one
 //! SoulBox workload alone, back-to-back or with gaps, and prints its p50 (or, for `throughput`,
 //! fresh executions/s with twice as many in flight as cores), for a profiler (`perf record -g
-//! -- target/release/peers-report --loop fresh`).
+//! -- target/release/peers-report --loop fresh`); `--loop http-fresh|http-cell --url BASE` does
+//! the same for an HTTP row against a server started by hand.
 
 use anyhow::Context;
 use soulbox_benches::kept_alive::KeptAlive;
@@ -49,6 +50,10 @@ fn main() -> anyhow::Result<()> {
         let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
         let gap: u64 = flag("--gap-ms").map_or(Ok(0), |s| s.parse())?;
         let workload = args.get(at + 1).map(String::as_str).unwrap_or("fresh");
+        if let Some(kind) = workload.strip_prefix("http-") {
+            let base = flag("--url").context("--loop http-fresh|http-cell needs --url of a running server")?;
+            return http_loop(base, kind, Duration::from_secs(seconds), Duration::from_millis(gap));
+        }
         return profile_loop(workload, Duration::from_secs(seconds), Duration::from_millis(gap));
     }
     let runtime = tokio::runtime::Runtime::new()?;
@@ -300,6 +305,33 @@ fn private_dirty_kib() -> anyhow::Result<u64> {
 }
 
 /// Runs one workload for `length`, `gap` apart, for a profiler; prints its p50.
+/// `--loop http-fresh|http-cell --url BASE`: the HTTP latency row alone, against a server
+/// started by hand (say, under `perf record`).
+fn http_loop(base: &str, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
+    use serde_json::json;
+    let mut client = KeptAlive::connect(base)?;
+    let (path, body) = match workload {
+        "fresh" => ("/v1/execute".to_owned(), json!({"language": "python", "code": FRESH})),
+        "cell" => {
+            let created = client.post("/v1/sandboxes", &json!({}))?;
+            let path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
+            client.post(&path, &json!({"code": "x = 1"}))?;
+            (path, json!({"code": CELL}))
+        }
+        other => anyhow::bail!("unknown workload http-{other}: http-fresh or http-cell"),
+    };
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < length {
+        std::thread::sleep(gap);
+        let run = Instant::now();
+        client.post(&path, &body)?;
+        samples.push(run.elapsed());
+    }
+    eprintln!("{} runs, p50 {}, p99 {}", samples.len(), ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+    Ok(())
+}
+
 fn profile_loop(workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
