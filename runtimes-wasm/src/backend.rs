@@ -117,6 +117,8 @@ pub(crate) struct Inner {
     pub(crate) idle_trimmer: Option<IdleTrimmer>,
     _ticker: EpochTicker,
     _scratch_claim: Arc<crate::home::ScratchClaim>,
+    /// The start-up sweep of dead processes' guest folders.
+    sweep: crate::home::Sweep,
 }
 
 impl WasmBackend {
@@ -135,11 +137,9 @@ impl WasmBackend {
                 });
             }
         }
-        let swept = config.home.sweep_dead_scratch();
-        if swept > 0 {
-            tracing::info!(swept, "removed guest files left by processes that died");
-        }
         let scratch_claim = config.home.claim_scratch().map_err(|e| RuntimeError::io(&config.home.scratch_dir(), e))?;
+        // After the claim, so the sweep passes over this process's own folder.
+        let sweep = config.home.sweep_in_background();
         let engine = config.settings.engine(EngineRole::Run)?;
         let cache = ModuleCache::new(config.home.module_dir(), &engine, config.progress);
         let pool = WorkerPool::new(&config.pool).map_err(|e| RuntimeError::io(config.home.root(), e))?;
@@ -167,6 +167,7 @@ impl WasmBackend {
                 shared_pages: Default::default(),
                 _ticker: ticker,
                 _scratch_claim: scratch_claim,
+                sweep,
             }),
         })
     }
@@ -178,6 +179,12 @@ impl WasmBackend {
             self.inner.prepared(module)?;
         }
         Ok(())
+    }
+
+    /// Waits for the sweep of dead processes' guest folders that opening the backend started
+    /// (on a thread of its own, see [`crate::home`]); returns how many it removed.
+    pub fn wait_for_sweep(&self) -> usize {
+        self.inner.sweep.wait()
     }
 
     /// Context instances (sandbox kernels) alive right now: each holds a pool slot and its

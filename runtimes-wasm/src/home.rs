@@ -10,6 +10,13 @@
 //! scratch/<pid>.lock              locked while that process lives; folders whose lock is free
 //!                                 (their process died) are swept at start-up
 //! ```
+//!
+//! The start-up sweep runs on a thread of its own ([`SoulboxHome::sweep_in_background`]):
+//! nothing a process does depends on another's leftovers being gone, and removing folders is
+//! slow where the filesystem is mounted with `discard` (each freed block waits for the device:
+//! about a millisecond of a one-shot `soulbox run`, which leaves its own folder for the next).
+//! A process that exits mid-sweep leaves the rest to the next one: a folder's lock file is
+//! removed only after the folder.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -19,6 +26,19 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub struct ScratchClaim {
     _lock: std::fs::File,
+}
+
+/// A sweep of dead processes' guest folders running on its own thread
+/// ([`SoulboxHome::sweep_in_background`]).
+#[derive(Debug)]
+pub struct Sweep(Mutex<Option<std::thread::JoinHandle<usize>>>);
+
+impl Sweep {
+    /// Waits for the sweep to end; returns how many folders it removed (0 once waited for).
+    pub fn wait(&self) -> usize {
+        let handle = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        handle.map_or(0, |handle| handle.join().unwrap_or(0))
+    }
 }
 
 /// The environment variable that overrides the home directory.
@@ -106,6 +126,27 @@ impl SoulboxHome {
             if lock_path.exists() {
                 std::fs::create_dir_all(self.process_scratch_dir())?;
                 return Ok(ScratchClaim { _lock: lock });
+            }
+        }
+    }
+
+    /// Starts [`SoulboxHome::sweep_dead_scratch`] on a thread of its own (sweeps at once if no
+    /// thread can be started).
+    pub fn sweep_in_background(&self) -> Sweep {
+        let home = self.clone();
+        let sweep = move || {
+            let swept = home.sweep_dead_scratch();
+            if swept > 0 {
+                tracing::info!(swept, "removed guest files left by processes that died");
+            }
+            swept
+        };
+        match std::thread::Builder::new().name("soulbox-sweep".into()).spawn(sweep.clone()) {
+            Ok(handle) => Sweep(Mutex::new(Some(handle))),
+            Err(error) => {
+                tracing::warn!(%error, "no thread for the scratch sweep; sweeping now");
+                sweep();
+                Sweep(Mutex::new(None))
             }
         }
     }

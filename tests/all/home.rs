@@ -11,10 +11,19 @@ fn opening_a_backend_sweeps_guest_roots_of_dead_processes() {
     std::fs::create_dir_all(dead.join("guest-left/secret")).unwrap();
     std::fs::write(dead.with_extension("lock"), b"").unwrap();
     // This process's own folder is claimed (locked) by the backends the tests opened.
-    drop(WasmBackend::open(soulbox_tests::wasm_config()).unwrap());
+    WasmBackend::open(soulbox_tests::wasm_config()).unwrap().wait_for_sweep();
+    wait_for_other_sweepers(&dead.with_extension("lock"));
     let mine = home.process_scratch_dir();
     assert!(!dead.exists(), "a dead process's guest files are removed");
     assert!(!dead.with_extension("lock").exists());
-    drop(WasmBackend::open(soulbox_tests::wasm_config()).unwrap());
+    WasmBackend::open(soulbox_tests::wasm_config()).unwrap().wait_for_sweep();
     assert!(mine.exists(), "a live process's folder is kept");
+}
+
+/// Waits until no other sweeper holds `lock` (another test's backend, opened meanwhile, may
+/// have taken the folder first; this backend's sweep then passed over it).
+fn wait_for_other_sweepers(lock: &std::path::Path) {
+    if let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock) {
+        file.lock().unwrap();
+    }
 }
