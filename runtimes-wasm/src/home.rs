@@ -31,13 +31,25 @@ pub struct ScratchClaim {
 /// A sweep of dead processes' guest folders running on its own thread
 /// ([`SoulboxHome::sweep_in_background`]).
 #[derive(Debug)]
-pub struct Sweep(Mutex<Option<std::thread::JoinHandle<usize>>>);
+pub struct Sweep(Mutex<SweepState>);
+
+#[derive(Debug)]
+enum SweepState {
+    Running(std::thread::JoinHandle<usize>),
+    /// How many folders it removed (none if its thread panicked).
+    Done(usize),
+}
 
 impl Sweep {
-    /// Waits for the sweep to end; returns how many folders it removed (0 once waited for).
+    /// Waits for the sweep to end; returns how many folders it removed.
     pub fn wait(&self) -> usize {
-        let handle = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
-        handle.map_or(0, |handle| handle.join().unwrap_or(0))
+        let mut state = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let swept = match std::mem::replace(&mut *state, SweepState::Done(0)) {
+            SweepState::Running(thread) => thread.join().unwrap_or(0),
+            SweepState::Done(swept) => swept,
+        };
+        *state = SweepState::Done(swept);
+        swept
     }
 }
 
@@ -141,14 +153,14 @@ impl SoulboxHome {
             }
             swept
         };
-        match std::thread::Builder::new().name("soulbox-sweep".into()).spawn(sweep.clone()) {
-            Ok(handle) => Sweep(Mutex::new(Some(handle))),
+        let state = match std::thread::Builder::new().name("soulbox-sweep".into()).spawn(sweep.clone()) {
+            Ok(thread) => SweepState::Running(thread),
             Err(error) => {
                 tracing::warn!(%error, "no thread for the scratch sweep; sweeping now");
-                sweep();
-                Sweep(Mutex::new(None))
+                SweepState::Done(sweep())
             }
-        }
+        };
+        Sweep(Mutex::new(state))
     }
 
     /// Removes the guest-root folders of processes that no longer hold their claim (a killed
