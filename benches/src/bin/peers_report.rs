@@ -304,7 +304,6 @@ fn private_dirty_kib() -> anyhow::Result<u64> {
         .sum())
 }
 
-/// Runs one workload for `length`, `gap` apart, for a profiler; prints its p50.
 /// `--loop http-fresh|http-cell --url BASE`: the HTTP latency row alone, against a server
 /// started by hand (say, under `perf record`).
 fn http_loop(base: &str, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
@@ -332,6 +331,7 @@ fn http_loop(base: &str, workload: &str, length: Duration, gap: Duration) -> any
     Ok(())
 }
 
+/// Runs one workload for `length`, `gap` apart, for a profiler; prints its p50.
 fn profile_loop(workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let engine = soulbox_benches::engine()?;
