@@ -190,9 +190,14 @@ pub struct ServerSection {
     /// Connections open at once; past it, a new connection gets 503 and is closed. Default
     /// 10 000 (the soft open-file limit is raised to the hard one at start).
     pub max_connections: usize,
-    /// Time a connection has to send a request's headers, and the longest a keep-alive
-    /// connection may sit idle. Default 10 000 ms.
+    /// Time a connection has to send a request's headers from their first byte (and a new
+    /// connection its first byte). Default 10 000 ms.
     pub header_read_timeout_ms: u64,
+    /// The longest a kept-alive connection may sit idle between requests. Default 620 000 ms:
+    /// longer than clients' pools keep idle connections (the E2B SDK 300 s, Go 90 s), so the
+    /// client closes an idle connection first and never sends a request on one the server is
+    /// closing.
+    pub keep_alive_timeout_ms: u64,
     /// Largest JSON body in bytes. Default 96 MiB (a request carries up to 64 MiB of inputs,
     /// base64-encoded).
     pub json_body_limit_bytes: usize,
@@ -225,6 +230,7 @@ impl Default for ServerSection {
             max_in_flight_requests: 512,
             max_connections: 10_000,
             header_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 620_000,
             json_body_limit_bytes: 96 << 20,
             upload_limit_bytes: 1 << 30,
             public_url: None,
@@ -246,6 +252,7 @@ impl ServerSection {
         crate::listener::ConnectionLimits {
             max_connections: self.max_connections,
             header_read_timeout: Duration::from_millis(self.header_read_timeout_ms),
+            keep_alive_timeout: Duration::from_millis(self.keep_alive_timeout_ms),
         }
     }
 
@@ -626,6 +633,9 @@ impl Config {
         }
         if !(100..=600_000).contains(&server.header_read_timeout_ms) {
             return invalid("server.header_read_timeout_ms", "must be between 100 and 600000");
+        }
+        if !(100..=3_600_000).contains(&server.keep_alive_timeout_ms) {
+            return invalid("server.keep_alive_timeout_ms", "must be between 100 and 3600000");
         }
         if server.json_body_limit_bytes < 1024 {
             return invalid("server.json_body_limit_bytes", "must be at least 1024");

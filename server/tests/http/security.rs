@@ -124,7 +124,7 @@ fn read_to_close(mut stream: TcpStream) -> String {
 #[tokio::test]
 async fn idle_silent_and_half_sent_connections_are_closed_and_health_answers() {
     let root = tempfile::tempdir().unwrap();
-    let server = server_in(root.path(), &["server.header_read_timeout_ms=500"]);
+    let server = server_in(root.path(), &["server.header_read_timeout_ms=500", "server.keep_alive_timeout_ms=500"]);
     let address = server.url("").trim_start_matches("http://").to_owned();
     let mut held = Vec::new();
     for i in 0..300 {
@@ -143,6 +143,46 @@ async fn idle_silent_and_half_sent_connections_are_closed_and_health_answers() {
     let said = closed.await.unwrap();
     assert_eq!(said.len(), 300, "every connection was closed by the server");
     assert!(said.iter().filter(|s| s.starts_with("HTTP/1.1 200")).count() >= 100, "the full requests were answered");
+}
+
+/// Asks for `/health` on a kept-alive connection and reads the whole answer.
+fn health_over(stream: &mut TcpStream) -> String {
+    stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).expect("the server answers on the kept-alive connection");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let length = head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned));
+    let mut body = vec![0u8; length.expect("a content-length").trim().parse().unwrap()];
+    stream.read_exact(&mut body).unwrap();
+    head + &String::from_utf8(body).unwrap()
+}
+
+/// Clients' pools keep idle connections for minutes (the E2B SDK 300 s): a kept-alive
+/// connection outlives the header timeout, while a request begun and left unfinished does not.
+#[tokio::test]
+async fn a_kept_alive_connection_may_idle_past_the_header_timeout_but_a_begun_request_may_not() {
+    let root = tempfile::tempdir().unwrap();
+    let server = server_in(root.path(), &["server.header_read_timeout_ms=300", "server.keep_alive_timeout_ms=600000"]);
+    let address = server.url("").trim_start_matches("http://").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut kept = TcpStream::connect(&address).unwrap();
+        let mut stalled = TcpStream::connect(&address).unwrap();
+        assert!(health_over(&mut kept).starts_with("HTTP/1.1 200"));
+        assert!(health_over(&mut stalled).starts_with("HTTP/1.1 200"));
+        stalled.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\n").unwrap();
+        let said = read_to_close(stalled);
+        assert!(!said.contains("200"), "the unfinished request is not answered: {said}");
+        // `kept` has now been idle for longer than the header timeout (the stalled request's
+        // headers were sent after its last answer, and were cut off at that timeout).
+        assert!(health_over(&mut kept).starts_with("HTTP/1.1 200"), "the idle connection still serves");
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test]

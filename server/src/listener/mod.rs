@@ -5,13 +5,18 @@
 //!   it is answered `503` with `connection: close` and closed at once (so the refusal is
 //!   visible, and the kernel's backlog keeps moving), never left waiting.
 //! - A connection must send a request's headers within
-//!   [`ConnectionLimits::header_read_timeout`] (slowloris), and an idle keep-alive connection
-//!   is closed after the same time without a new request.
+//!   [`ConnectionLimits::header_read_timeout`] of their first byte (slowloris; a new connection
+//!   must begin within it too), and a kept-alive connection is closed after
+//!   [`ConnectionLimits::keep_alive_timeout`] without a new request: longer than clients' pools
+//!   keep idle connections, so the client closes first and never sends a request on a
+//!   connection the server is closing ([`keep_alive`]).
 //! - Shutdown: the listener stops accepting, idle connections close, and the caller bounds how
 //!   long in-flight requests may take ([`Server::drain`]).
 //!
 //! [`raise_fd_limit`] lifts the soft limit on open files to the hard one at start, so the
 //! connection cap, not an ordinary 1,024-descriptor default, is what bounds connections.
+
+mod keep_alive;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -36,9 +41,17 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(20);
 pub struct ConnectionLimits {
     /// Connections served at once.
     pub max_connections: usize,
-    /// Time a connection has to send a request's headers, and the longest a keep-alive
-    /// connection may sit idle.
+    /// Time a connection has to send a request's headers from their first byte, and a new
+    /// connection to send its first byte.
     pub header_read_timeout: Duration,
+    /// The longest a kept-alive connection may sit idle between requests.
+    pub keep_alive_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn request_wait(&self) -> keep_alive::RequestWaitLimits {
+        keep_alive::RequestWaitLimits { header: self.header_read_timeout, idle: self.keep_alive_timeout }
+    }
 }
 
 /// A running server: the accept loop and the connections it serves.
@@ -74,7 +87,8 @@ async fn accept(
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
+    // Each connection gets its own HTTP/1 timer (keep_alive::watch) for this timeout.
+    builder.http1().header_read_timeout(limits.header_read_timeout);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(limits.header_read_timeout);
     loop {
         let accepted = tokio::select! {
@@ -94,7 +108,7 @@ async fn accept(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
+        let (app, mut builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
         tokio::spawn(async move {
             // hyper reads the first bytes to tell HTTP/1 from HTTP/2 with no timeout of its own:
             // a client that connects and says nothing is closed after the header timeout.
@@ -103,6 +117,8 @@ async fn accept(
             if !matches!(said, Ok(Ok(n)) if n > 0) {
                 return;
             }
+            let (stream, timer) = keep_alive::watch(stream, limits.request_wait());
+            builder.http1().timer(timer);
             let service = TowerToHyperService::new(app);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(error) = watcher.watch(connection).await {
