@@ -124,14 +124,23 @@ impl EngineSettings {
         pool
     }
 
-    /// A stable digest of everything that makes compiled code compatible: the wasmtime version
-    /// and the engine's compilation settings.
+    /// A stable digest of everything that makes compiled code compatible: the wasmtime version,
+    /// the compiled-artifact format of the vendored wasmtime-environ, and the engine's
+    /// compilation settings.
     pub fn fingerprint(engine: &Engine) -> String {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        format!("wasmtime-{}-{:016x}", wasmtime_version(), hasher.finish())
+        format!("wasmtime-{}-{ARTIFACT_FORMAT}-{:016x}", wasmtime_version(), hasher.finish())
     }
 }
+
+/// The encoding of a compiled module's metadata by the vendored wasmtime-environ, which stores
+/// its per-function tables as fixed-width words (vendor/wasmtime-environ/SOULBOX-PATCH.md).
+/// wasmtime's own compatibility check sees only its version, the same with or without the
+/// patch, so this is part of the cache's fingerprint: a module compiled by a build with another
+/// encoding is compiled again, never misread. The patched crate defines it, so a build that
+/// lacks the patch does not compile rather than share a fingerprint with one that has it.
+const ARTIFACT_FORMAT: &str = wasmtime_environ::SOULBOX_ARTIFACT_FORMAT;
 
 /// The wasmtime version SoulBox was built with.
 pub fn wasmtime_version() -> &'static str {

@@ -46,6 +46,13 @@ mod types;
 mod vmtypes;
 mod vmoffsets;
 mod wasm_error;
+mod words;
+
+/// SoulBox patch: the encoding of a compiled module's metadata by this build (see `words.rs`
+/// and `SOULBOX-PATCH.md`). wasmtime's compatibility check sees only the wasmtime version, the
+/// same with or without the patch, so whoever caches compiled modules puts this in their key.
+/// Change it whenever that encoding changes.
+pub const SOULBOX_ARTIFACT_FORMAT: &str = "words1";
 
 pub use self::ext::*;
 pub use crate::address_map::*;

@@ -199,6 +199,8 @@ pub struct Module {
     /// tables and the `TryVec` here uses `FuncIndex::reserved_value()` for null
     /// entries. This structure is filled in if table initialization is detected
     /// to be infallible as part of [`ModuleTranslation::finalize_table_init`].
+    // SoulBox patch: stored as fixed-width words (crate::words).
+    #[serde(with = "crate::words::map_of_vecs")]
     pub table_initialization: TryPrimaryMap<DefinedTableIndex, TryVec<FuncIndex>>,
 
     /// WebAssembly linear memory initializer.
@@ -251,6 +253,8 @@ pub struct Module {
     pub num_escaped_funcs: usize,
 
     /// Types of functions, imported and local.
+    // SoulBox patch: stored as fixed-width words (crate::words).
+    #[serde(with = "crate::words::primary_map")]
     pub functions: TryPrimaryMap<FuncIndex, FunctionType>,
 
     /// WebAssembly tables.

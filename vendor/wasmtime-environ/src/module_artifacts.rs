@@ -327,6 +327,8 @@ pub struct CompiledFunctionsTable {
     /// the namespace's start index.)
     ///
     /// This is sorted to allow for binary searches.
+    // SoulBox patch: stored as fixed-width words (crate::words).
+    #[serde(with = "crate::words::primary_map")]
     sparse_indices: TryPrimaryMap<SparseIndex, FuncKeyIndex>,
 
     /// `self.func_locs[i]` contains the location within the text section of
@@ -338,6 +340,8 @@ pub struct CompiledFunctionsTable {
     ///
     /// The absence of a function location (for gaps in dense namespaces) is
     /// represented with `FunctionLoc::none()`.
+    // SoulBox patch: stored as fixed-width words (crate::words).
+    #[serde(with = "crate::words::primary_map")]
     func_locs: TryPrimaryMap<FuncLocIndex, FunctionLoc>,
 
     /// `self.src_locs[i]` contains the initial source location of
@@ -345,6 +349,8 @@ pub struct CompiledFunctionsTable {
     /// `ns` and `start` are determined by `self.src_loc_starts`.
     ///
     /// The absence of a source location is represented by `FilePos::none()`.
+    // SoulBox patch: stored as fixed-width words (crate::words).
+    #[serde(with = "crate::words::primary_map")]
     src_locs: TryPrimaryMap<SrcLocIndex, FilePos>,
 }
 
