@@ -30,30 +30,27 @@ pub(crate) trait Words: Sized {
     /// Appends the value's words to `out`.
     fn put(&self, out: &mut Vec<u8>);
 
-    /// The value in `words` (exactly `WORDS` of them), or `None` if they are not one.
-    fn take(words: &[u32]) -> Option<Self>;
+    /// The value in `entry` (exactly `WORDS * 4` bytes), or `None` if they are not one.
+    fn take(entry: &[u8]) -> Option<Self>;
 }
 
 fn put_word(out: &mut Vec<u8>, word: u32) {
     out.extend_from_slice(&word.to_le_bytes());
 }
 
+/// Word `i` of an entry.
+#[inline(always)]
+fn word(entry: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes([entry[4 * i], entry[4 * i + 1], entry[4 * i + 2], entry[4 * i + 3]])
+}
+
 /// An entity index from its word: `u32::MAX` is the entity's reserved value (a null
 /// function-table entry, a function that does not escape), as serde's derived newtype reads it.
+#[inline]
 fn entity<E: EntityRef + ReservedValue>(word: u32) -> E {
     match word {
         u32::MAX => E::reserved_value(),
         index => E::new(index as usize),
-    }
-}
-
-impl Words for u32 {
-    const WORDS: usize = 1;
-    fn put(&self, out: &mut Vec<u8>) {
-        put_word(out, *self);
-    }
-    fn take(words: &[u32]) -> Option<Self> {
-        Some(words[0])
     }
 }
 
@@ -62,8 +59,9 @@ impl Words for FuncIndex {
     fn put(&self, out: &mut Vec<u8>) {
         put_word(out, self.as_u32());
     }
-    fn take(words: &[u32]) -> Option<Self> {
-        Some(entity(words[0]))
+    #[inline]
+    fn take(entry: &[u8]) -> Option<Self> {
+        Some(entity(word(entry, 0)))
     }
 }
 
@@ -72,8 +70,9 @@ impl Words for FuncKeyIndex {
     fn put(&self, out: &mut Vec<u8>) {
         put_word(out, u32::from(*self));
     }
-    fn take(words: &[u32]) -> Option<Self> {
-        Some(FuncKeyIndex::from_raw(words[0]))
+    #[inline]
+    fn take(entry: &[u8]) -> Option<Self> {
+        Some(FuncKeyIndex::from_raw(word(entry, 0)))
     }
 }
 
@@ -82,8 +81,9 @@ impl Words for FilePos {
     fn put(&self, out: &mut Vec<u8>) {
         put_word(out, self.file_offset().unwrap_or(u32::MAX));
     }
-    fn take(words: &[u32]) -> Option<Self> {
-        Some(match words[0] {
+    #[inline]
+    fn take(entry: &[u8]) -> Option<Self> {
+        Some(match word(entry, 0) {
             u32::MAX => FilePos::none(),
             offset => FilePos::new(offset),
         })
@@ -96,8 +96,9 @@ impl Words for FunctionLoc {
         put_word(out, self.start);
         put_word(out, self.length);
     }
-    fn take(words: &[u32]) -> Option<Self> {
-        Some(FunctionLoc { start: words[0], length: words[1] })
+    #[inline]
+    fn take(entry: &[u8]) -> Option<Self> {
+        Some(FunctionLoc { start: word(entry, 0), length: word(entry, 1) })
     }
 }
 
@@ -118,16 +119,17 @@ impl Words for FunctionType {
         put_word(out, index);
         put_word(out, self.func_ref.as_u32());
     }
-    fn take(words: &[u32]) -> Option<Self> {
-        let signature = match words[0] {
+    #[inline]
+    fn take(entry: &[u8]) -> Option<Self> {
+        let signature = match word(entry, 0) {
             // `VMSharedTypeIndex::new` panics on its reserved value: an error here instead.
-            ENGINE if words[1] == u32::MAX => return None,
-            ENGINE => EngineOrModuleTypeIndex::Engine(VMSharedTypeIndex::new(words[1])),
-            MODULE => EngineOrModuleTypeIndex::Module(entity(words[1])),
-            REC_GROUP => EngineOrModuleTypeIndex::RecGroup(entity(words[1])),
+            ENGINE if word(entry, 1) == u32::MAX => return None,
+            ENGINE => EngineOrModuleTypeIndex::Engine(VMSharedTypeIndex::new(word(entry, 1))),
+            MODULE => EngineOrModuleTypeIndex::Module(entity(word(entry, 1))),
+            REC_GROUP => EngineOrModuleTypeIndex::RecGroup(entity(word(entry, 1))),
             _ => return None,
         };
-        Some(FunctionType { signature, func_ref: entity(words[2]) })
+        Some(FunctionType { signature, func_ref: entity(word(entry, 2)) })
     }
 }
 
@@ -144,17 +146,17 @@ fn decode<T: Words, E: serde::de::Error>(bytes: &[u8]) -> Result<TryVec<T>, E> {
     if bytes.len() % entry != 0 {
         return Err(E::custom("a fixed-width table's length is not a whole number of entries"));
     }
-    let mut values = TryVec::new();
-    values.reserve_exact(bytes.len() / entry).map_err(E::custom)?;
-    let mut words = [0u32; 4];
+    // A std `Vec` reserved once (fallibly, as `TryVec` would) and filled by a loop with each
+    // entry's `take` inlined: twice as fast as a `TryVec::push` per entry with `take` called.
+    let mut values = Vec::new();
+    values.try_reserve_exact(bytes.len() / entry).map_err(|_| E::custom(OutOfMemory::new(bytes.len())))?;
     for chunk in bytes.chunks_exact(entry) {
-        for (word, le) in words.iter_mut().zip(chunk.chunks_exact(4)) {
-            *word = u32::from_le_bytes([le[0], le[1], le[2], le[3]]);
+        match T::take(chunk) {
+            Some(value) => values.push(value),
+            None => return Err(E::custom("invalid entry in a fixed-width table")),
         }
-        let value = T::take(&words[..T::WORDS]).ok_or_else(|| E::custom("invalid entry in a fixed-width table"))?;
-        values.push(value).map_err(E::custom)?;
     }
-    Ok(values)
+    Ok(TryVec::from(values))
 }
 
 /// Reads one fixed-width table's byte string.
