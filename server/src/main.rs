@@ -10,8 +10,9 @@
 //! - `soulbox sandboxes ...` and `soulbox templates ...` read the registry or act on a running
 //!   server's sandboxes and templates ([`sandboxes_cli`], through [`client`]).
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
+mod allocator;
 mod cli;
 mod client;
 mod cluster;
@@ -37,6 +38,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if matches!(cli.command, cli::Command::Run(_)) {
+        allocator::single_arena(); // before the runtime starts any thread
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
