@@ -5,7 +5,7 @@
 //! a worker thread, whose new arena grows by a couple of megabytes of decoded tables (about 190
 //! `mprotect` calls in `strace`, against 30 with one arena). A single execution has nothing for
 //! arenas to keep apart, so `run` asks for one arena before it starts any thread: the main heap,
-//! grown by `brk` with glibc's top padding. Measured: 0.6-1.1 ms (3-5%) off
+//! grown by `brk` with glibc's top padding. Measured: 0.7-2.1 ms (3-9%, a slow hour) off
 //! `soulbox run -e 'print(1+1)'`. The server keeps the default: there, per-thread arenas keep
 //! worker threads from contending on one lock.
 
