@@ -10,10 +10,9 @@ use core::{
 };
 use indexmap::map as inner;
 
-#[cfg(feature = "std")]
-use std::hash::RandomState as DefaultHashBuilder;
-
-#[cfg(not(feature = "std"))]
+// SoulBox patch: with `std` too, hash with hashbrown's default hasher (foldhash, seeded per
+// process), as upstream already does without `std`, instead of std's SipHash, like `TryHashSet`.
+// See SOULBOX-PATCH.md.
 use hashbrown::DefaultHashBuilder;
 
 /// A wrapper around [`indexmap::IndexMap`] that only provides fallible
