@@ -3,7 +3,9 @@
 //!
 //! The baseline interpreter is `$SOULBOX_BASELINE_PYTHON`, else the real executable behind
 //! `python3` (resolved through `sys.executable`, so a version-manager shim's start-up is not
-//! counted). Rows needing numpy/pandas natively say `n/a` when the baseline lacks them.
+//! counted). Rows needing numpy/pandas natively say `n/a` when the baseline lacks them. The
+//! `soulbox run` row and the baseline's `python3 -c` run in turn, run by run, so the machine's
+//! drift does not enter their ratio.
 //!
 //! "Idle engine" rows leave [`IDLE_GAP`] between requests, as LLM tool calls do, so workers
 //! have started their next Python guest; "back-to-back" rows send the next request the moment
@@ -46,15 +48,15 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(latencies(&processes, Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack))?;
 
     let python = baseline_python()?;
-    let native = soulbox_benches::process_latencies(Command::new(&python).args(["-c", "print(1 + 1)"]), PROCESS_RUNS)?;
+    let (warm_start, native) = soulbox_benches::alternating_process_latencies(
+        Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]),
+        Command::new(&python).args(["-c", "print(1 + 1)"]),
+        PROCESS_RUNS,
+    )?;
     let native_np =
         soulbox_benches::process_latencies(Command::new(&python).args(["-c", "import numpy, pandas"]), PROCESS_RUNS)
             .ok();
     let native_df = soulbox_benches::process_latencies(Command::new(&python).args(["-c", describe]), PROCESS_RUNS).ok();
-    let warm_start = soulbox_benches::process_latencies(
-        Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]),
-        PROCESS_RUNS,
-    )?;
 
     println!("Baseline: {} (native CPython, a new process per run)\n", python.display());
     println!("| measure | p50 | p99 | native baseline p50 | ratio (native / SoulBox) |");
