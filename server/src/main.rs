@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     if matches!(cli.command, cli::Command::Run(_)) {
-        allocator::single_arena(); // before the runtime starts any thread
+        allocator::one_shot_heap(); // before the runtime starts any thread
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
