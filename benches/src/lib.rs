@@ -109,7 +109,8 @@ pub fn process_latencies(command: &mut Command, runs: usize) -> anyhow::Result<V
 /// Runs `measured` and `baseline` `runs` times each, one after the other in turn (after one
 /// unmeasured run of each), and returns their wall times. Alternating cancels the drift of a
 /// shared machine, whose speed changes by tens of percent within minutes, from the ratio of the
-/// two: measured one batch after the other, the same binaries gave 1.47 and 1.20 times native.
+/// two: the same binary measured 1.47 times native one batch after the other, and 1.20 times in
+/// turn minutes later.
 pub fn alternating_process_latencies(
     measured: &mut Command,
     baseline: &mut Command,

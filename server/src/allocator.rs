@@ -70,9 +70,10 @@ pub(crate) fn one_shot_heap() {
 fn advise_huge_heap() {
     // SAFETY: `malloc` and `free` pair on the same pointer, which is used only as an address;
     // `sbrk(0)` only reads the current break. `madvise` with `MADV_HUGEPAGE` changes how the
-    // kernel backs the range, never its contents or protection, and the range lies within the
-    // heap, from the freed block's start (aligned up) to the break; a failure (no THP, say)
-    // leaves the heap as it was.
+    // kernel backs the range, never its contents or protection; the range runs from the freed
+    // block's start (aligned up) to the break, the heap's top, and is skipped when the block
+    // lies above the break (glibc fell back to a mapping). A failure (no THP, say) leaves the
+    // heap as it was.
     unsafe {
         let probe = libc::malloc(1 << 20);
         if probe.is_null() {
