@@ -22,6 +22,15 @@
 //!   another needs, and a tenant whose quota fills every worker with CPU-bound cells cannot
 //!   keep another tenant's `1 + 1` from running: it gets a thread of its own, and the
 //!   operating system shares the cores.
+//!
+//! Handing back. A worker sends the job's value, then yields its CPU once before any
+//! follow-up work ([`WorkerPool::run_then`]) or its next job. On a small VM the scheduler
+//! often wakes a worker on the CPU of the runtime thread that handed it the job, though the
+//! other CPU is idle, and the runtime thread then waits there, runnable, behind the worker:
+//! `perf sched timehist` showed it waiting 1.5 ms, through the whole job and the rewinding of
+//! the spent guest that follows it, before it could write the response. Measured over HTTP,
+//! `print(1+1)` with 10 ms between requests, 500 paired requests: 2.19 against 1.64 ms p50
+//! (paired -0.30 ms). The yield costs one system call when nothing else waits.
 
 use crate::backend::BackendError;
 use std::cell::RefCell;
@@ -272,6 +281,9 @@ impl WorkerPool {
             drop::<OwnedSemaphorePermit>(permit);
             // The caller may have gone away; then nobody wants the value.
             let _ = reply.send(value);
+            // The reply woke the caller's runtime thread: let it take this CPU before the
+            // follow-up if it waits here (see "Handing back" in the module docs).
+            std::thread::yield_now();
             if let Err(panic) = catch_unwind(AssertUnwindSafe(then)) {
                 tracing::error!(panic = panic_message(&*panic), "worker follow-up panicked");
             }
