@@ -35,6 +35,7 @@ mod no_other_fields;
 mod openapi;
 mod operations;
 mod processes;
+mod run_to_end;
 mod sandboxes;
 mod settings;
 mod streaming;

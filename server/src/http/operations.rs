@@ -1,8 +1,9 @@
 //! What a request does, whichever door it came in by: a REST route, an MCP tool or a
 //! `/v1/tools` call.
 //!
-//! Work spawned on a task of its own (a cell, a command, a stream's pump) carries the
-//! request's span, so the engine's spans stay beneath the request's in logs and traces.
+//! Work that runs on a task of its own (a command, a stream's pump, the rest of a cell whose
+//! caller left: [`run_to_end`]) carries the request's span, so the engine's spans stay beneath
+//! the request's in logs and traces.
 //!
 //! Every operation that runs guest work goes through here: it takes the caller's execution
 //! slot, checks the tenant's daily budget, runs on the engine (the tenant is the owner of every
@@ -12,6 +13,7 @@
 
 use super::auth::{Caller, usage};
 use super::metrics::Kind;
+use super::run_to_end::run_to_end;
 use super::{ApiError, AppState};
 use crate::cluster::ClusterError;
 use crate::database::NewSandbox;
@@ -169,9 +171,9 @@ impl AppState {
         Ok(())
     }
 
-    /// Runs a cell to its end. The cell runs (holding the caller's slot) and is recorded in a
-    /// task of its own: a caller that goes away (a disconnect, a request timeout) neither
-    /// stops it nor skips its accounting.
+    /// Runs a cell to its end, holding the caller's slot, and records it. A caller that goes
+    /// away (a disconnect, a request timeout) neither stops it nor skips its accounting: the
+    /// rest of it runs on a task of its own ([`run_to_end`]).
     pub async fn run_cell(
         &self,
         caller: &Caller,
@@ -181,7 +183,7 @@ impl AppState {
     ) -> Result<Execution, ApiError> {
         let slot = self.admit(caller).await?;
         let (state, caller, sandbox, code) = (self.clone(), caller.clone(), sandbox.clone(), code.to_owned());
-        let cell = tokio::spawn(
+        run_to_end(
             async move {
                 let _held = slot;
                 let execution = sandbox.run_code(&code, options).await?;
@@ -191,8 +193,8 @@ impl AppState {
                 Ok::<_, ApiError>(execution)
             }
             .in_current_span(),
-        );
-        cell.await.map_err(|e| ApiError::Internal(format!("a cell's task failed: {e}")))?
+        )
+        .await
     }
 
     /// Runs a cell, yielding its events as they happen; a failure after the start is an `Err`
