@@ -188,7 +188,7 @@ pub fn job_waiting(waiting: bool) {
         let mut state = seat.shared.lock();
         if waiting {
             state.waiting += 1;
-            seat.shared.grow(&mut state);
+            seat.shared.grow(state);
         } else {
             state.waiting -= 1;
         }
@@ -294,7 +294,7 @@ impl WorkerPool {
                 return Err(BackendError::Internal("worker pool has stopped".into()));
             }
             state.queued.push(owner.map(Arc::from), boxed);
-            self.shared.grow(&mut state);
+            self.shared.grow(state);
         }
         match answer.await {
             Ok(Ok(value)) => Ok(value),
@@ -321,13 +321,16 @@ impl Shared {
     }
 
     /// Gets a waiting job a thread: an idle one, or a new one when fewer than `workers` jobs
-    /// really run, or when the job's owner has nothing running.
-    fn grow(self: &Arc<Self>, state: &mut State) {
+    /// really run, or when the job's owner has nothing running. Takes the lock's guard: a
+    /// parked thread is woken after the lock is released, so that it does not wake only to
+    /// wait for the lock (one wake-up and one context switch less per job).
+    fn grow(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
         if state.queued.is_empty() {
             return;
         }
         if state.idle + state.spinning > 0 {
             // A thread about to take it: a spinning one finds it, a parked one is woken.
+            drop(state);
             self.work.notify_one();
             return;
         }
@@ -336,7 +339,7 @@ impl Shared {
         let wanted = really_running < self.workers || state.queued.has_starved(&state.running);
         if wanted
             && state.threads < self.max_threads
-            && let Err(error) = self.spawn(state)
+            && let Err(error) = self.spawn(&mut state)
         {
             tracing::warn!(%error, "could not start another worker thread");
         }
