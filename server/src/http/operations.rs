@@ -195,6 +195,7 @@ impl AppState {
             .in_current_span(),
         )
         .await
+        .map_err(|e| ApiError::Internal(format!("a cell's work failed: {e}")))?
     }
 
     /// Runs a cell, yielding its events as they happen; a failure after the start is an `Err`

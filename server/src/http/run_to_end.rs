@@ -9,11 +9,19 @@
 //! the request's future is dropped unfinished (the client disconnected, a request timeout) is
 //! the rest of it, in the state it reached, handed to a task of its own to run to its end.
 //!
-//! Invariant: once polled, the work runs to its end exactly once, in place or on the task.
+//! Invariant: once polled, the work runs to its end exactly once, in place or on the task. A
+//! panic in the work ends it with [`Panicked`], as a spawned task's would with a `JoinError`,
+//! rather than taking down the request's connection.
 
 use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
+/// The work panicked (with this message, when it had one).
+#[derive(Debug, thiserror::Error)]
+#[error("it panicked: {0}")]
+pub struct Panicked(String);
 
 /// `work`, polled in place; if dropped before it ends, the rest runs on a task of its own
 /// (outside a runtime, as at shutdown, it is dropped instead).
@@ -40,13 +48,19 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    type Output = F::Output;
+    type Output = Result<F::Output, Panicked>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let work = self.work.as_mut().expect("RunToEnd polled after it ended");
-        let output = std::task::ready!(work.as_mut().poll(cx));
+        let polled = catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx)));
+        let ended = match polled {
+            Ok(Poll::Pending) => return Poll::Pending,
+            Ok(Poll::Ready(output)) => Ok(output),
+            Err(panic) => Err(Panicked(panic_message(&*panic))),
+        };
+        // A panicked future is not polled again: it is dropped here, not handed to a task.
         self.work = None;
-        Poll::Ready(output)
+        Poll::Ready(ended)
     }
 }
 
@@ -64,6 +78,14 @@ where
     }
 }
 
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    match (panic.downcast_ref::<&str>(), panic.downcast_ref::<String>()) {
+        (Some(text), _) => (*text).to_owned(),
+        (_, Some(text)) => text.clone(),
+        _ => "no message".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,7 +95,13 @@ mod tests {
 
     #[tokio::test]
     async fn finished_work_gives_its_output() {
-        assert_eq!(run_to_end(async { 7 }).await, 7);
+        assert_eq!(run_to_end(async { 7 }).await.unwrap(), 7);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_an_error_not_an_unwinding() {
+        let ended = run_to_end(async { panic!("boom") }).await;
+        assert_eq!(ended.unwrap_err().to_string(), "it panicked: boom");
     }
 
     #[tokio::test]
