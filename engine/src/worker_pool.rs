@@ -23,6 +23,11 @@
 //!   keep another tenant's `1 + 1` from running: it gets a thread of its own, and the
 //!   operating system shares the cores.
 //!
+//! A job whose caller has gone away before a thread takes it (its future dropped: a client
+//! that disconnected or timed out) is not run, and its admission slot is freed then; a job
+//! already running runs to its end. So callers that give up under load do not leave work
+//! behind them for the workers.
+//!
 //! Handing back. A worker sends the job's value, then yields its CPU once before any
 //! follow-up work ([`WorkerPool::run_then`]) or its next job. On a small VM the scheduler
 //! often wakes a worker on the CPU of the runtime thread that handed it the job, though the
@@ -277,6 +282,11 @@ impl WorkerPool {
         let permit = self.admit()?;
         let (reply, answer) = oneshot::channel();
         let boxed: Job = Box::new(move || {
+            if reply.is_closed() {
+                // Its caller went away while it waited (a client that disconnected or timed
+                // out): nobody wants its value, so it is not run.
+                return;
+            }
             let value = catch_unwind(AssertUnwindSafe(job));
             drop::<OwnedSemaphorePermit>(permit);
             // The caller may have gone away; then nobody wants the value.
@@ -442,6 +452,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::mpsc;
 
     fn pool(workers: usize, queue: usize) -> Arc<WorkerPool> {
@@ -457,6 +468,33 @@ mod tests {
             started.send(()).unwrap();
             let _ = gate.lock().unwrap().recv();
         }
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_caller_left_before_it_started_is_not_run() {
+        let pool = pool(1, 4);
+        let (release, gate) = mpsc::channel::<()>();
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let first = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run(held(started, Arc::new(Mutex::new(gate)))).await }
+        });
+        running.recv().await.unwrap();
+        // Queued behind the running job, then abandoned.
+        let ran = Arc::new(AtomicBool::new(false));
+        let mut abandoned = Box::pin(pool.run({
+            let ran = Arc::clone(&ran);
+            move || ran.store(true, Ordering::SeqCst)
+        }));
+        assert!(futures_util::poll!(abandoned.as_mut()).is_pending());
+        drop(abandoned);
+        release.send(()).unwrap();
+        first.await.unwrap().unwrap();
+        // The one worker takes jobs in order: by the time this one runs, the abandoned one
+        // has been taken, and skipped.
+        pool.run(|| ()).await.unwrap();
+        assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
+        assert_eq!(pool.in_use(), 0, "its admission slot was freed");
     }
 
     #[tokio::test]
