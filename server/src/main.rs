@@ -38,10 +38,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if matches!(cli.command, cli::Command::Run(_)) {
+    let one_shot = matches!(cli.command, cli::Command::Run(_));
+    if one_shot {
         allocator::one_shot_heap(); // before the runtime starts any thread
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // `run` awaits one execution, which runs on a worker-pool thread: a runtime on the main
+    // thread serves it, with no runtime threads to start (nor the CPU count to read for them).
+    let runtime = match one_shot {
+        true => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        false => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("soulbox: cannot start the async runtime: {error}");
