@@ -2,9 +2,10 @@
 # Runs deploy/compose/compose.yaml for real: PostgreSQL, three SoulBox nodes from the local
 # server image (scripts/build-server-image.sh) and HAProxy, on a port of its own, then checks
 # the cluster through the proxy: sandboxes spread over the three nodes, cells reach their
-# owners, operators' paths refused from outside, a node restarted (drained: its sandbox
-# paused, then adopted back with its state) and a node's process killed (its sandbox, never
-# checkpointed, reported lost: 410). Everything it started is removed at the end.
+# owners, operators' paths refused from outside, a node stopped and started again (drained:
+# its sandbox paused; while it is away, the other nodes keep the sandbox for it, 503 rather
+# than lost; then adopted back with its state) and a node's process killed (its sandbox,
+# never checkpointed, reported lost: 410). Everything it started is removed at the end.
 #
 # Without a registry, `postgres:15` and `haproxy:2.6` are built from deploy/compose/standins/
 # (Debian's PostgreSQL 15 and HAProxy 2.6, the official images' interface) when the engine
@@ -50,8 +51,10 @@ sandboxes=$(check spread)
 echo "$sandboxes"
 on() { python3 -c 'import json, sys; print(json.loads(sys.argv[1])[sys.argv[2]])' "$sandboxes" "$1"; }
 
-step "soulbox-2 restarted (SIGTERM: drained, its sandbox paused, adopted back)"
-run restart soulbox-2
+step "soulbox-2 stopped (SIGTERM: drained, its sandbox paused), kept for it by the others, started, adopted back"
+run stop soulbox-2
+check awaited "$(on soulbox-2)"
+run start soulbox-2
 check kept "$(on soulbox-2)" soulbox-2 "x + 1" 21
 
 step "soulbox-3's process killed (SIGKILL; Docker starts it again)"

@@ -2,6 +2,7 @@
 
     compose_check.py BASE KEY spread                     three sandboxes, one per node; prints {node: id}
     compose_check.py BASE KEY kept ID NODE CODE TEXT     a cell in ID (last on NODE) answers TEXT (503s waited out)
+    compose_check.py BASE KEY awaited ID                 ID answers 503 "kept for the node to come back" (other 503s waited out)
     compose_check.py BASE KEY lost ID                    ID answers 410 "was lost" (200s and 503s waited out)
 """
 
@@ -56,6 +57,7 @@ def spread(base, key):
 
 def kept(base, key, sandbox, node, code, text):
     give_up = time.time() + PATIENCE_S
+    waited_out = set()
     while True:
         status, served, result = call(base, key, "POST", f"/v1/sandboxes/{sandbox}/execute", {"code": code})
         if status == 200:
@@ -64,7 +66,25 @@ def kept(base, key, sandbox, node, code, text):
             print(f"{sandbox}: {text} from {served} (was on {node})")
             return
         assert status == 503 and time.time() < give_up, (status, result)
+        why = result["error"]["message"] if isinstance(result, dict) and "error" in result else "the proxy's own 503"
+        if why not in waited_out:
+            waited_out.add(why)
+            print(f"{sandbox}: 503 from {served}, waited out: {why}", file=sys.stderr)
         time.sleep(0.5)
+
+
+def awaited(base, key, sandbox):
+    """Its node stopped (drained, its sandbox paused on its own disk): the node the proxy picks
+    instead keeps it for that node to come back, rather than finding it lost."""
+    give_up = time.time() + PATIENCE_S
+    while True:
+        status, served, result = call(base, key, "POST", f"/v1/sandboxes/{sandbox}/execute", {"code": "1"})
+        why = result["error"]["message"] if isinstance(result, dict) and "error" in result else result
+        assert status == 503 and time.time() < give_up, (status, served, result)
+        if "kept for the node to come back" in why:
+            print(f"{sandbox}: 503 from {served}: {why}")
+            return
+        time.sleep(0.2)
 
 
 def lost(base, key, sandbox):
@@ -80,4 +100,4 @@ def lost(base, key, sandbox):
 
 if __name__ == "__main__":
     base, key, command, *args = sys.argv[1:]
-    {"spread": spread, "kept": kept, "lost": lost}[command](base, key, *args)
+    {"spread": spread, "kept": kept, "awaited": awaited, "lost": lost}[command](base, key, *args)

@@ -17,6 +17,12 @@
 //! adopts each of its sandboxes back by compare-and-swap on its name, so one another node has
 //! taken in the meantime stays taken.
 //!
+//! Take-over: once a node's lease has run out, another node takes its sandboxes over from
+//! their hand-overs (in the shared object store) at once ([`Cluster::take_over`]). One without
+//! a hand-over is kept for its node for a lease more ([`TakeOver::Awaited`]: requests for it
+//! get 503), because a node that restarts (drained, its sandboxes paused on its own disk)
+//! adopts them back; after that it is lost, reported to its tenant with why.
+//!
 //! What this node owns is kept in memory ([`Membership::owned`]), so serving a local sandbox
 //! costs no database round trip; looking up another node's sandbox costs one.
 //!
@@ -196,6 +202,12 @@ impl Cluster {
         &self.0.settings.url
     }
 
+    /// How long a node's lease lasts: also how long a node that stopped without handing its
+    /// sandboxes over has to come back for them before they are lost.
+    pub fn lease(&self) -> Duration {
+        self.0.settings.lease
+    }
+
     /// Whether this node's lease runs (it may serve its sandboxes and take new ones).
     pub fn is_live(&self) -> bool {
         Instant::now() < self.membership().live_until
@@ -230,8 +242,10 @@ impl Cluster {
     /// Takes sandbox `id` over if its owner's lease has run out: `open` opens it here from
     /// its hand-over (the manifest blob's id), and this node owns it from then on. `Ok(None)`
     /// when there was nothing to take (its owner is live again, another node took it, or
-    /// this node holds it now); [`TakeOver::Lost`] when its owner died without a hand-over or
-    /// `open` failed (then it is marked lost, with why).
+    /// this node holds it now); [`TakeOver::Awaited`] when its owner stopped without a
+    /// hand-over less than a lease ago (it may be restarting, and adopt it back);
+    /// [`TakeOver::Lost`] when it has been gone longer, or `open` failed (then it is marked
+    /// lost, with why).
     pub async fn take_over<F, Fut>(&self, id: &str, open: F) -> Result<Option<TakeOver>, ClusterError>
     where
         F: FnOnce(String) -> Fut,
@@ -245,10 +259,11 @@ impl Cluster {
             return Err(ClusterError::NotLive);
         }
         let incarnation = self.membership().incarnation.clone();
-        let manifest = match self.bounded(self.0.db.take_over_sandbox(id, self.node(), &incarnation)).await? {
+        let grace = millis(self.0.settings.lease);
+        let manifest = match self.bounded(self.0.db.take_over_sandbox(id, self.node(), &incarnation, grace)).await? {
             TakeOver::From(manifest) => manifest,
             TakeOver::Raced => return Ok(None),
-            lost @ TakeOver::Lost(_) => return Ok(Some(lost)),
+            other @ (TakeOver::Lost(_) | TakeOver::Awaited) => return Ok(Some(other)),
         };
         if let Err(why) = open(manifest.clone()).await {
             tracing::warn!(sandbox = %id, %why, "a sandbox taken over could not be opened; it is lost");

@@ -206,3 +206,32 @@ async fn the_sandboxes_of_a_node_gone_for_a_lease_are_settled_without_a_request(
     assert_eq!(two.reap_once(never).await.unwrap(), 0, "nothing left to settle");
     schema.drop_schema().await;
 }
+
+#[tokio::test]
+async fn a_sandbox_without_a_hand_over_is_kept_a_lease_for_its_node_to_come_back_then_lost() {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    one.claim(new("sbx-adopted")).await.unwrap();
+    one.claim(new("sbx-not-adopted")).await.unwrap();
+    let never = |_: String| async { Err::<(), String>("no hand-over to open".into()) };
+    // One drains and leaves (a restart): its lease ends now. The other node neither takes its
+    // sandboxes nor finds them lost yet.
+    one.leave().await;
+    assert_eq!(two.take_over("sbx-adopted", never).await.unwrap(), Some(TakeOver::Awaited));
+    assert_eq!(two.lost("sbx-adopted").await.unwrap(), None);
+    // Its next process adopts what it took back from disk: live again, nothing to take.
+    let again = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec!["sbx-adopted".into()]).await;
+    let again = again.unwrap();
+    assert!(again.serves("sbx-adopted"));
+    assert_eq!(two.take_over("sbx-adopted", never).await.unwrap(), None);
+    // What it did not adopt waits while it may still (it registered moments ago)...
+    assert_eq!(two.take_over("sbx-not-adopted", never).await.unwrap(), Some(TakeOver::Awaited));
+    // ...and is lost, with why, once its node has been gone for a lease.
+    db.expire_node_long_ago("one").await;
+    let taken = two.take_over("sbx-not-adopted", never).await.unwrap();
+    assert!(matches!(taken, Some(TakeOver::Lost(why)) if why.contains("without a checkpoint")), "{taken:?}");
+    assert!(two.lost("sbx-not-adopted").await.unwrap().is_some());
+    schema.drop_schema().await;
+}

@@ -99,8 +99,22 @@ pub enum TakeOver {
     From(String),
     /// Its owner died and left nothing to take it over from: it is lost, for this reason.
     Lost(&'static str),
+    /// Its owner stopped without a hand-over less than the grace ago: it is kept for that
+    /// node to come back and adopt it (a restart), and neither taken nor lost yet.
+    Awaited,
     /// Its owner is live again, or another node took it first.
     Raced,
+}
+
+/// Whether the owner of the sandbox row `sandboxes` names has been gone for `grace` (a SQL
+/// placeholder, in ms) or longer: its node has no row, or its lease ran out that long ago, or
+/// it registered anew (a new incarnation) that long ago and did not adopt the sandbox. Until
+/// then a sandbox without a hand-over waits for its node (a restart adopts it back).
+fn gone_for(sandboxes: &str, grace: &str) -> String {
+    format!(
+        "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = {sandboxes}.node AND n.lease_until_ms >= {NOW_MS} - {grace} \
+         AND (n.incarnation = {sandboxes}.incarnation OR n.started_ms >= {NOW_MS} - {grace}))"
+    )
 }
 
 /// Why a sandbox whose node died without a hand-over is lost.
@@ -307,11 +321,9 @@ impl Database {
     /// ran out that long ago, or it registered anew that long ago and did not adopt them.
     pub async fn abandoned_sandboxes(&self, grace_ms: i64, limit: i64) -> Result<Vec<String>, DatabaseError> {
         let rows = sqlx::query(&format!(
-            "SELECT s.id FROM sandboxes s LEFT JOIN nodes n ON n.id = s.node \
-             WHERE s.state IN ('running', 'paused') AND s.node IS NOT NULL \
-             AND (n.id IS NULL OR n.lease_until_ms < {NOW_MS} - $1 \
-                  OR (n.incarnation <> s.incarnation AND n.started_ms < {NOW_MS} - $1)) \
-             ORDER BY s.updated_ms, s.id LIMIT $2"
+            "SELECT s.id FROM sandboxes s WHERE s.state IN ('running', 'paused') AND s.node IS NOT NULL \
+             AND {} ORDER BY s.updated_ms, s.id LIMIT $2",
+            gone_for("s", "$1")
         ))
         .bind(grace_ms)
         .bind(limit)
@@ -322,8 +334,15 @@ impl Database {
 
     /// Makes node `node`'s `incarnation` the owner of open sandbox `id` if its owner's lease
     /// has run out, returning the hand-over to take it from; marks it lost (with why) if its
-    /// owner died without one.
-    pub async fn take_over_sandbox(&self, id: &str, node: &str, incarnation: &str) -> Result<TakeOver, DatabaseError> {
+    /// owner died without one and has been gone for `grace_ms` ([`TakeOver::Awaited`] until
+    /// then: a node that restarts adopts its sandboxes back from its own disk).
+    pub async fn take_over_sandbox(
+        &self,
+        id: &str,
+        node: &str,
+        incarnation: &str,
+        grace_ms: i64,
+    ) -> Result<TakeOver, DatabaseError> {
         let owner_dead = format!(
             "NOT EXISTS (SELECT 1 FROM nodes n WHERE n.id = sandboxes.node AND n.incarnation = sandboxes.incarnation \
              AND n.lease_until_ms > {NOW_MS})"
@@ -353,14 +372,28 @@ impl Database {
         }
         let lost = sqlx::query(&format!(
             "UPDATE sandboxes SET state = 'lost', why = $1, updated_ms = {NOW_MS} \
-             WHERE id = $2 AND state IN ('running', 'paused') AND manifest IS NULL AND {owner_dead}"
+             WHERE id = $2 AND state IN ('running', 'paused') AND manifest IS NULL AND {}",
+            gone_for("sandboxes", "$3")
         ))
         .bind(NO_HANDOVER)
         .bind(id)
+        .bind(grace_ms)
         .execute(&mut *transaction)
         .await?;
+        let outcome = if lost.rows_affected() == 1 {
+            TakeOver::Lost(NO_HANDOVER)
+        } else {
+            let awaited = sqlx::query(&format!(
+                "SELECT 1 FROM sandboxes WHERE id = $1 AND state IN ('running', 'paused') AND manifest IS NULL \
+                 AND {owner_dead}"
+            ))
+            .bind(id)
+            .fetch_optional(&mut *transaction)
+            .await?;
+            if awaited.is_some() { TakeOver::Awaited } else { TakeOver::Raced }
+        };
         transaction.commit().await?;
-        Ok(if lost.rows_affected() == 1 { TakeOver::Lost(NO_HANDOVER) } else { TakeOver::Raced })
+        Ok(outcome)
     }
 
     /// Marks open sandbox `id`, which node `node` owns, lost with `why` (a takeover that failed).

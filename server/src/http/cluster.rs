@@ -9,7 +9,8 @@
 //! or was forwarded here by another node; otherwise it goes to the live owner, or, when its
 //! owner's lease has run out, this node takes the sandbox over from its hand-over (its latest
 //! checkpoint and files, in the shared object store) and serves it; a sandbox whose node died
-//! without one is lost (410, with why, to its tenant through any node: authentication answers
+//! without one is kept for that node to come back for a lease (503: a restarting node adopts
+//! it back), then lost (410, with why, to its tenant through any node: authentication answers
 //! it, from [`LostInCluster`], so another tenant still gets 404). Any sandbox request is
 //! refused while this node's own
 //! lease has run out. A new sandbox (REST, E2B, or the `create_sandbox` tool) is made on the
@@ -241,6 +242,12 @@ async fn take_over(
             tracing::info!(sandbox = %id, from = %from, why, "a sandbox whose node is gone is lost");
             ApiError::Gone(format!("sandbox `{id}` was lost when its node stopped: {why}")).into_response()
         }
+        Ok(Some(TakeOver::Awaited)) => ApiError::Unavailable(format!(
+            "sandbox `{id}`'s node stopped moments ago without handing it over; it is kept for the node to \
+             come back for a lease ({} ms); retry",
+            cluster.lease().as_millis()
+        ))
+        .into_response(),
         // Its owner came back, or another node took it: ask again, once.
         Ok(_) => match cluster.owner_of(id).await {
             Ok(Some(owner)) if owner.live && owner.node != cluster.node() => {

@@ -311,8 +311,9 @@ async fn three_nodes_behind_haproxy_place_forward_and_stream_sandboxes() {
     })
     .await;
     // Once its lease ran out, a sandbox it held without a hand-over (these nodes have no
-    // object store) is lost, and says why.
-    let answer = client.get(alive.url(&format!("/v1/sandboxes/{id}"))).bearer_auth(&key).send().await.unwrap();
+    // object store) is kept a lease more for its node to come back (503), then lost, and
+    // says why.
+    let answer = answer_once_settled(&client, &alive.url(&format!("/v1/sandboxes/{id}")), &key).await;
     assert_eq!(answer.status(), 410);
     let body: serde_json::Value = answer.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("without a checkpoint"), "{body}");
@@ -431,6 +432,20 @@ async fn create_on(client: &reqwest::Client, node: &Server, key: &str, spec: ser
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// Polls `GET url` until it answers other than 503 (a dead node's sandbox: its lease, then
+/// the lease more it is kept for its node to come back, have run out); returns that answer.
+async fn answer_once_settled(client: &reqwest::Client, url: &str, key: &str) -> reqwest::Response {
+    let give_up = Instant::now() + PATIENCE;
+    loop {
+        let answer = client.get(url).bearer_auth(key).send().await.unwrap();
+        if answer.status() != 503 {
+            return answer;
+        }
+        assert!(Instant::now() < give_up, "waited too long for {url} to settle");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Polls a cell on `node` until it answers 200 (its sandbox's node is gone: the request waits
 /// for the lease to run out, then takes the sandbox over); returns the first 200's node, the
 /// node it was taken over from, and the result's text.
@@ -513,15 +528,7 @@ async fn a_killed_or_drained_nodes_sandboxes_are_taken_over_with_their_variables
     assert!(late.body("after the last cell").send().await.unwrap().status().is_success());
     drop(one);
     let two = node("node-2");
-    let give_up = Instant::now() + PATIENCE;
-    let gone = loop {
-        let answer = client.get(two.url(&format!("/v1/sandboxes/{unsaved}"))).bearer_auth(&key).send().await.unwrap();
-        if answer.status() != 503 {
-            break answer;
-        }
-        assert!(Instant::now() < give_up, "waited too long for the dead node's lease to run out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let gone = answer_once_settled(&client, &two.url(&format!("/v1/sandboxes/{unsaved}")), &key).await;
     assert_eq!(gone.status(), 410);
     let body: serde_json::Value = gone.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("without a checkpoint"), "{body}");
