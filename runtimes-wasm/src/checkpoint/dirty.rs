@@ -11,8 +11,10 @@
 //! under-report, and the comparison settles every candidate; where pagemap cannot be read,
 //! every page is a candidate.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::OnceLock;
 
 /// The granularity of a checkpoint's memory: 4 KiB, the host page on the platforms SoulBox
 /// runs on (a larger host page is read as several of these).
@@ -62,19 +64,52 @@ pub(crate) fn written_chunks(memory: &[u8]) -> Option<Vec<usize>> {
         return None;
     }
     let pages = memory.len().div_ceil(page);
-    let mut entries = vec![0u8; pages * 8];
-    let pagemap = File::open("/proc/self/pagemap").ok()?;
-    pagemap.read_exact_at(&mut entries, (base / page * 8) as u64).ok()?;
-    let per_page = page / CHUNK_BYTES;
+    ENTRIES.with_borrow_mut(|entries| {
+        // Every byte is read over, so a buffer kept from an earlier call needs no zeroing.
+        entries.resize(pages * 8, 0);
+        let written = written_in(&mut entries[..pages * 8], (base / page * 8) as u64, page / CHUNK_BYTES);
+        if entries.capacity() > KEPT_ENTRIES_BYTES {
+            *entries = Vec::new();
+        }
+        written
+    })
+}
+
+/// The chunks whose pagemap `entries`, read at `offset`, say were written.
+fn written_in(entries: &mut [u8], offset: u64, chunks_per_page: usize) -> Option<Vec<usize>> {
+    match process_pagemap() {
+        Some(pagemap) => pagemap.read_exact_at(entries, offset).ok()?,
+        None => File::open("/proc/self/pagemap").ok()?.read_exact_at(entries, offset).ok()?,
+    }
     let mut written = Vec::new();
     for (index, entry) in entries.chunks_exact(8).enumerate() {
         let entry = u64::from_le_bytes(entry.try_into().ok()?);
         let anonymous = entry & PRESENT != 0 && entry & FILE_OR_SHARED == 0;
         if anonymous || entry & SWAPPED != 0 {
-            written.extend(index * per_page..(index + 1) * per_page);
+            written.extend(index * chunks_per_page..(index + 1) * chunks_per_page);
         }
     }
     Some(written)
+}
+
+/// The largest pagemap buffer a thread keeps between reads (the entries of a 128 MiB memory);
+/// a larger one is freed after its read.
+const KEPT_ENTRIES_BYTES: usize = 256 << 10;
+
+thread_local! {
+    /// The pagemap entries a thread read last, kept for its next read: a plain Python guest's
+    /// memory takes 80 KiB of them, read after every execution a worker rewinds.
+    static ENTRIES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `/proc/self/pagemap`, opened once per process (a positioned read needs no lock); `None`
+/// in a process other than the one that opened it (`/proc/self` is resolved when it is opened,
+/// so a child forked without exec must open its own) or where it cannot be opened.
+fn process_pagemap() -> Option<&'static File> {
+    static OPENED: OnceLock<Option<(u32, File)>> = OnceLock::new();
+    let (pid, file) =
+        OPENED.get_or_init(|| Some((std::process::id(), File::open("/proc/self/pagemap").ok()?))).as_ref()?;
+    (*pid == std::process::id()).then_some(file)
 }
 
 /// `(first, count)` of each run of consecutive indices in the sorted `indices`.
@@ -124,5 +159,12 @@ mod tests {
         aligned.fill(1);
         let written = written_chunks(aligned).expect("pagemap is readable on Linux");
         assert_eq!(written.len(), 64 * page / CHUNK_BYTES);
+        // The same thread's next read, of memory never touched, reports nothing: the entries
+        // kept from the read above are all read over. (An allocation this large is a fresh
+        // mapping of its own, whose pages past the allocator's header are not yet mapped.)
+        let fresh = vec![0u8; 48 << 20];
+        let offset = fresh.as_ptr().align_offset(page);
+        let untouched = &fresh[offset..offset + 64 * page];
+        assert_eq!(written_chunks(untouched), Some(vec![]));
     }
 }
