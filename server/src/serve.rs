@@ -24,7 +24,7 @@ use crate::config::Environment;
 use crate::config::ObjectStoreSection;
 use crate::database::{SandboxRecorder, UsageRecorder};
 use crate::http::{
-    AppState, Audit, Auth, Budgets, E2b, Guard, Lifecycle, Metrics, SandboxTokens, Settings, app,
+    AppState, Audit, Auth, Budgets, E2b, Guard, Lifecycle, Metrics, SandboxTokens, Settings, SharedState, app,
     charge_closed_sandboxes,
 };
 use crate::listener::{ConnectionLimits, Server};
@@ -144,7 +144,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
     tokio::spawn(charge_closed_sandboxes(budgets.clone(), sandboxes.subscribe_closed()));
     let stop = shutdown_signal();
     let public_url = config.server.public_url.clone().unwrap_or_else(|| format!("http://{local}"));
-    let state = AppState {
+    let state = AppState::new(SharedState {
         engine,
         sandboxes,
         metrics: cluster.as_ref().map_or_else(Metrics::default, |cluster| Metrics::for_node(cluster.node())),
@@ -157,7 +157,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         lifecycle: Lifecycle::default(),
         e2b: E2b::new(tokens),
         cluster: cluster.clone(),
-    };
+    });
     tokio::spawn(shrink_guard(state.guard.clone()));
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };
     let file = loaded.file.as_ref().map(|f| format!(", config {}", f.display())).unwrap_or_default();

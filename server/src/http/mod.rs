@@ -70,9 +70,30 @@ use tracing::Instrument;
 /// Longest request id taken from a client.
 const MAX_REQUEST_ID_CHARS: usize = 64;
 
-/// What every handler shares. Cheap to clone.
+/// What every handler shares, in one allocation: axum clones the state for each extractor and
+/// layer of every request, and a clone is one reference count (the parts are read through
+/// `Deref`).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+impl AppState {
+    /// The state of an app made of `parts`.
+    pub fn new(parts: SharedState) -> Self {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+#[derive(Debug)]
+pub struct SharedState {
     /// Runs one-shot executions.
     pub engine: Engine,
     /// Holds the sandboxes.

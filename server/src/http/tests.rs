@@ -31,7 +31,7 @@ async fn app_with(settings: Settings, guard: Guard) -> Router {
     let sandboxes = Sandboxes::new(engine(), config).expect("a registry");
     let db_path = root.join(format!("db-{}.sqlite", NEXT_DB.fetch_add(1, Ordering::Relaxed)));
     let db = crate::database::Database::open(&format!("sqlite://{}", db_path.display())).await.expect("a database");
-    app(AppState {
+    app(AppState::new(super::SharedState {
         engine: engine(),
         sandboxes,
         metrics: Metrics::default(),
@@ -44,7 +44,7 @@ async fn app_with(settings: Settings, guard: Guard) -> Router {
         lifecycle: Lifecycle::default(),
         e2b: super::E2b::new(super::SandboxTokens::random()),
         cluster: None,
-    })
+    }))
 }
 
 async fn test_app() -> Router {
