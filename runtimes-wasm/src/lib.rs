@@ -67,7 +67,7 @@ mod verify;
 pub mod worker_process;
 
 pub use backend::{WasmBackend, WasmConfig};
-pub use engine_config::EngineSettings;
+pub use engine_config::{EngineSettings, GuestAllocation};
 pub use error::RuntimeError;
 pub use execution::{EXIT_CRASH, EXIT_DEADLINE, EXIT_LIMIT};
 pub use fetch::{FetchSource, Progress, fetch_runtimes};

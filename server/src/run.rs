@@ -108,9 +108,9 @@ pub enum BackendArg {
 pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
     let mut wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
-    // One execution: a pool sized for it, no guest started ahead for a next one, and no
-    // context left to trim.
-    wasm.settings.pool_slots = soulbox_runtimes_wasm::engine_config::SEQUENTIAL_POOL_SLOTS;
+    // One execution: its guest's memory mapped for it (no pool to set up), no guest started
+    // ahead for a next one, and no context left to trim.
+    wasm.settings.allocation = soulbox_runtimes_wasm::GuestAllocation::OnDemand;
     wasm.pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 1, ..wasm.pool };
     wasm.prewarm = false;
     wasm.trim_idle_after = None;
