@@ -13,6 +13,15 @@ fn settings(node: &str, lease_ms: u64) -> NodeSettings {
     }
 }
 
+/// A scratch schema, its database, and nodes `one` and `two` joined to it (leases of a minute).
+async fn two_nodes() -> (ScratchSchema, Database, Cluster, Cluster) {
+    let schema = ScratchSchema::new().await;
+    let db = Database::open(&schema.url).await.unwrap();
+    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
+    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    (schema, db, one, two)
+}
+
 /// A new sandbox of `acme`'s.
 fn new(id: &str) -> NewSandbox<'_> {
     NewSandbox { id, tenant: "acme", template: "python" }
@@ -20,10 +29,7 @@ fn new(id: &str) -> NewSandbox<'_> {
 
 #[tokio::test]
 async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
-    let schema = ScratchSchema::new().await;
-    let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let (schema, _db, one, two) = two_nodes().await;
     assert!(one.is_live() && two.is_live());
     one.claim(new("sbx-a")).await.unwrap();
     assert!(one.serves("sbx-a") && !two.serves("sbx-a"));
@@ -82,10 +88,7 @@ async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_san
 
 #[tokio::test]
 async fn a_node_whose_lease_ran_out_registers_again_and_keeps_only_what_no_other_node_took() {
-    let schema = ScratchSchema::new().await;
-    let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let (schema, db, one, two) = two_nodes().await;
     one.claim(new("sbx-stays")).await.unwrap();
     one.claim(new("sbx-taken")).await.unwrap();
     let before = one.membership().incarnation.clone();
@@ -142,10 +145,7 @@ async fn a_node_that_cannot_reach_its_database_stops_serving_before_its_lease_ru
 
 #[tokio::test]
 async fn a_keys_running_executions_are_bounded_across_nodes_and_a_dead_nodes_stop_counting() {
-    let schema = ScratchSchema::new().await;
-    let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let (schema, db, one, two) = two_nodes().await;
     assert_eq!(two.live_nodes(), 2, "counted when it joined");
     let busy = |taken: Result<ClusterSlot, ClusterError>| matches!(taken, Err(ClusterError::KeyBusy(2)));
     let first = one.take_execution_slot("key_a", 2).await.unwrap();
@@ -185,10 +185,7 @@ async fn a_keys_running_executions_are_bounded_across_nodes_and_a_dead_nodes_sto
 
 #[tokio::test]
 async fn the_sandboxes_of_a_node_gone_for_a_lease_are_settled_without_a_request() {
-    let schema = ScratchSchema::new().await;
-    let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let (schema, db, one, two) = two_nodes().await;
     for id in ["sbx-a", "sbx-b", "sbx-c"] {
         one.claim(new(id)).await.unwrap();
     }
@@ -209,10 +206,7 @@ async fn the_sandboxes_of_a_node_gone_for_a_lease_are_settled_without_a_request(
 
 #[tokio::test]
 async fn a_sandbox_without_a_hand_over_is_kept_a_lease_for_its_node_to_come_back_then_lost() {
-    let schema = ScratchSchema::new().await;
-    let db = Database::open(&schema.url).await.unwrap();
-    let one = Cluster::join(db.clone(), db.clone(), settings("one", 60_000), vec![]).await.unwrap();
-    let two = Cluster::join(db.clone(), db.clone(), settings("two", 60_000), vec![]).await.unwrap();
+    let (schema, db, one, two) = two_nodes().await;
     one.claim(new("sbx-adopted")).await.unwrap();
     one.claim(new("sbx-not-adopted")).await.unwrap();
     let never = |_: String| async { Err::<(), String>("no hand-over to open".into()) };
