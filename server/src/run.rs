@@ -114,7 +114,9 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
     wasm.pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 1, ..wasm.pool };
     wasm.prewarm = false;
     wasm.trim_idle_after = None;
-    let backend = tokio::task::spawn_blocking(move || WasmBackend::open(wasm)).await??;
+    // Opened on this thread, blocking it: the runtime has nothing else to run yet, and a
+    // thread of the blocking pool would cost a thread start.
+    let backend = WasmBackend::open(wasm)?;
     let offered = backend.capabilities();
     let mut engine = Engine::builder();
     engine.backend(backend);
@@ -130,7 +132,8 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
     if let Some(containers) = &containers {
         engine.backend(containers.clone());
     }
-    let result = engine.build().execute(request).await;
+    let engine = engine.build();
+    let result = engine.execute(request).await;
     if let Some(containers) = containers {
         containers.shutdown().await;
     }
@@ -147,6 +150,9 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
             eprintln!("soulbox: {error}");
         }
     }
+    // The process ends next: the engine's teardown (the guest's memory, the worker's thread and
+    // the guest's files, which the next process's sweep removes) is left to the exit.
+    std::mem::forget(engine);
     Ok(ExitCode::from(u8::try_from(result.exit_code.clamp(0, 255)).unwrap_or(1)))
 }
 
