@@ -56,6 +56,22 @@ pub fn soulbox_command() -> anyhow::Result<Command> {
     Ok(Command::new(program))
 }
 
+/// A copy of the `soulbox` binary in a fresh temporary folder (kept while the returned guard
+/// lives), as an install leaves it (`cargo install`, a package, a container image's `COPY`):
+/// for rows that time whole processes against an installed interpreter.
+///
+/// Why not the linker's output itself: the same bytes start slower from the file the linker
+/// wrote than from a copy, an effect of how that file's pages sit in the page cache, not of
+/// SoulBox: measured 0.86 ms p50 slower (150 paired runs of `soulbox run -e 'print(1+1)'`,
+/// 0.34 ms after dropping the page cache), which no installed binary pays.
+pub fn installed_soulbox() -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let built = soulbox_command()?.get_program().to_owned();
+    let folder = tempfile::tempdir()?;
+    let installed = folder.path().join("soulbox");
+    std::fs::copy(&built, &installed).with_context(|| format!("copying {}", PathBuf::from(&built).display()))?;
+    Ok((folder, installed))
+}
+
 /// `soulbox serve --dev` on a free loopback port with the per-key rate limit and quota raised
 /// out of a load test's way: the arguments for [`start_soulbox`].
 pub const UNLIMITED_DEV_SERVER: [&str; 10] = [
@@ -106,8 +122,9 @@ pub fn process_latencies(command: &mut Command, runs: usize) -> anyhow::Result<V
     Ok(samples)
 }
 
-/// Runs `measured` and `baseline` `runs` times each, one after the other in turn (after one
-/// unmeasured run of each), and returns their wall times. Alternating cancels the drift of a
+/// Runs `measured` and `baseline` `runs` times each, one after the other in turn, the first of
+/// each pair alternating (after one unmeasured run of each), and returns their wall times,
+/// pair by pair. Alternating cancels the drift of a
 /// shared machine, whose speed changes by tens of percent within minutes, from the ratio of the
 /// two: the same binary measured 1.47 times native one batch after the other, and 1.20 times in
 /// turn minutes later.
@@ -118,7 +135,14 @@ pub fn alternating_process_latencies(
 ) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
     let (mut a, mut b) = (Vec::with_capacity(runs), Vec::with_capacity(runs));
     for i in 0..=runs {
-        let (elapsed_a, elapsed_b) = (time_process(measured)?, time_process(baseline)?);
+        // Which goes first changes every run, so neither always runs right after the other.
+        let (elapsed_a, elapsed_b) = match i % 2 {
+            0 => (time_process(measured)?, time_process(baseline)?),
+            _ => {
+                let elapsed_b = time_process(baseline)?;
+                (time_process(measured)?, elapsed_b)
+            }
+        };
         if i > 0 {
             a.push(elapsed_a);
             b.push(elapsed_b);

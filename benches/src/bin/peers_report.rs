@@ -31,7 +31,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 500;
-const PROCESS_RUNS: usize = 30;
+const PROCESS_RUNS: usize = 200;
 const GAP: Duration = Duration::from_millis(10);
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 const IDLE_SESSIONS: usize = 100;
@@ -67,8 +67,9 @@ fn main() -> anyhow::Result<()> {
         eprintln!("{system}...");
         peers.insert(system, peer(system, &python)?);
     }
+    let (_install, soulbox) = soulbox_benches::installed_soulbox()?;
     let (cli, native_c) = soulbox_benches::alternating_process_latencies(
-        soulbox_benches::soulbox_command()?.args(["run", "-e", "print(1+1)"]),
+        Command::new(soulbox).args(["run", "-e", "print(1+1)"]),
         Command::new(&python).args(["-c", "print(1+1)"]),
         PROCESS_RUNS,
     )?;
@@ -100,11 +101,14 @@ fn main() -> anyhow::Result<()> {
         http["loaded_errors"]
     );
     println!(
-        "Whole process, `soulbox run -e 'print(1+1)'`: {} p50 ({} p99); native `python3 -c 'print(1+1)'`: {} p50 \
-         (the two in turn, run by run).",
+        "Whole process, `soulbox run -e 'print(1+1)'` (an installed copy): {} p50 ({} p99); native \
+         `python3 -c 'print(1+1)'`: {} p50; median of the paired differences {:+.2} ms ({} runs of each, \
+         in turn, run by run).",
         ms(percentile(&cli, 0.5)),
         ms(percentile(&cli, 0.99)),
-        ms(percentile(&native_c, 0.5))
+        ms(percentile(&native_c, 0.5)),
+        paired_median_ms(&cli, &native_c),
+        cli.len()
     );
     println!(
         "Monty runs a subset of Python in worker processes (each idle session holds one); Eryx and \
@@ -294,6 +298,13 @@ fn peer(system: &str, python: &std::path::Path) -> anyhow::Result<Figures> {
     let mut parsed: BTreeMap<String, serde_json::Value> = serde_json::from_str(line.trim())?;
     parsed.remove("system");
     Ok(parsed.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect())
+}
+
+/// The median of `a[i] - b[i]`, in milliseconds: what one run of `a` costs beyond its pair's `b`.
+fn paired_median_ms(a: &[Duration], b: &[Duration]) -> f64 {
+    let mut differences: Vec<f64> = a.iter().zip(b).map(|(a, b)| (a.as_secs_f64() - b.as_secs_f64()) * 1e3).collect();
+    differences.sort_by(f64::total_cmp);
+    differences.get(differences.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 fn private_dirty_kib() -> anyhow::Result<u64> {

@@ -13,7 +13,6 @@
 
 use soulbox_benches::{baseline_python, percentile, row};
 use soulbox_engine::{Engine, Language};
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -48,8 +47,9 @@ fn main() -> anyhow::Result<()> {
         runtime.block_on(latencies(&processes, Language::Python, "print(1 + 1)", IN_PROCESS_RUNS, Pace::BackToBack))?;
 
     let python = baseline_python()?;
+    let (_install, soulbox) = soulbox_benches::installed_soulbox()?;
     let (warm_start, native) = soulbox_benches::alternating_process_latencies(
-        Command::new(soulbox_binary()?).args(["run", "-e", "print(1 + 1)"]),
+        Command::new(&soulbox).args(["run", "-e", "print(1 + 1)"]),
         Command::new(&python).args(["-c", "print(1 + 1)"]),
         PROCESS_RUNS,
     )?;
@@ -98,8 +98,3 @@ async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
     soulbox_benches::fresh_throughput(engine, THROUGHPUT_WINDOW).await
 }
 
-fn soulbox_binary() -> anyhow::Result<PathBuf> {
-    let path = std::env::current_exe()?.with_file_name("soulbox");
-    anyhow::ensure!(path.exists(), "{} not found: run `cargo build --release --workspace` first", path.display());
-    Ok(path)
-}
