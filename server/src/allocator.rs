@@ -2,7 +2,7 @@
 //!
 //! A single execution has nothing for the allocator to keep apart or give back, and most of its
 //! heap is written once: the compiled module's decoded tables, a few megabytes on the worker
-//! thread that loads it. Two settings, applied before any thread starts:
+//! thread that loads it. Three settings, the first two applied before any thread starts:
 //!
 //! - **One arena.** glibc gives each new thread that allocates an arena of its own, grown by
 //!   `mprotect` in steps just as large as the allocation that did not fit (about 190 calls in
@@ -13,14 +13,17 @@
 //!   [`HEAP_RESERVE`] (allocations up to [`HEAP_MMAP_THRESHOLD`] stay on it, and it is never
 //!   trimmed) and marks it `MADV_HUGEPAGE`, so the kernel backs it with 2 MiB pages where it
 //!   has them: about 1,500-1,900 page faults a run instead of 2,350, and 13.6 against 15.8 ms
-//!   p50 (1,200 paired runs). Allocations then start at the first huge-page boundary past the
-//!   growth (the heap below it is kept aside, untouched): the part below holds no whole huge
-//!   page, and the decoded tables used to land there first, about 300-500 page faults of 4 KiB
-//!   (and the huge page holding the header glibc writes when the heap grows can be backed by
-//!   small pages before the advice). With it: about 1,170 page faults a run instead of
-//!   1,500-1,850, and 9.93 against 12.21 ms p50 (300 paired runs; native `python3 -c` 10.74
-//!   that hour). Only touched memory is backed: a page the process never writes costs nothing. Where transparent huge pages are off the advice does nothing, and a
+//!   p50 (1,200 paired runs). Only touched memory is backed: a page the process never writes
+//!   costs nothing. Where transparent huge pages are off the advice does nothing, and a
 //!   refused setting leaves glibc's default, which is correct too.
+//! - **Python starts on the huge pages.** The heap's part below the first huge-page boundary
+//!   of the growth holds no whole huge page, and a Python run's decoded tables (about 5 MiB)
+//!   used to fill it first: 300-500 page faults of 4 KiB. A Python run now skips it
+//!   ([`start_on_huge_pages`], and the huge page holding the header glibc writes when the heap
+//!   grows is left out of the advised part, as it may be backed by small pages already): about
+//!   1,170 page faults a run instead of 1,500-1,850, and 9.93 against 12.21 ms p50 (300 paired
+//!   runs of `print(1+1)`; native `python3 -c` 10.74 that hour). A JavaScript run allocates
+//!   about 0.4 MiB, which that part holds: it does not skip it.
 //!
 //! The server keeps glibc's defaults: there, per-thread arenas keep worker threads from
 //! contending on one lock, and a long-lived heap should give memory back.
@@ -73,10 +76,13 @@ pub(crate) fn one_shot_heap() {
     }
 }
 
+/// Where the part of the main heap advised for huge pages begins (0: none was).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+static HUGE_START: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Grows the main heap by [`HEAP_RESERVE`] now (one allocation past its current top, freed at
-/// once and kept by the trim threshold), advises huge pages from that allocation's aligned
-/// start to the break, and fills the heap's top up to that aligned start ([`skip_to`]), so the
-/// allocations that follow begin on huge pages.
+/// once and kept by the trim threshold) and advises huge pages from that allocation's aligned
+/// start ([`HUGE_START`]) to the break.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn advise_huge_heap() {
     // SAFETY: `malloc` and `free` pair on the same pointer, which is used only as an address;
@@ -97,9 +103,32 @@ fn advise_huge_heap() {
         let start = (probe as usize + PROBE + 4096).next_multiple_of(HUGE_PAGE);
         libc::free(probe);
         let end = libc::sbrk(0) as usize;
-        if end > start {
-            libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE);
-            skip_to(probe as usize, start);
+        if end > start && libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_HUGEPAGE) == 0 {
+            HUGE_START.store(start, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// For a run that will allocate megabytes (a Python run: the compiled module's decoded tables,
+/// about 5 MiB): from here on, allocations begin on the part of the heap advised for huge pages
+/// ([`skip_to`]). Without it they first filled the part below, which no huge page covers:
+/// about 300-500 page faults of 4 KiB. A run that allocates little (JavaScript: about 0.4 MiB)
+/// should not call it: the part below holds all of it, and starting on a huge page costs that
+/// page's zeroing, 2 MiB (measured: +0.34 ms p50 for `console.log(1+1)`, 200 paired runs).
+/// Does nothing outside glibc or if [`one_shot_heap`] advised no huge pages.
+pub(crate) fn start_on_huge_pages() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let start = HUGE_START.load(std::sync::atomic::Ordering::Relaxed);
+        // SAFETY: `malloc` and `free` pair on the same pointer, used only as an address: the
+        // heap's top, where glibc takes a block this large from (no freed block is as large).
+        let top = unsafe {
+            let probe = libc::malloc(PROBE);
+            libc::free(probe);
+            probe as usize
+        };
+        if top != 0 && top < start {
+            skip_to(top, start);
         }
     }
 }
@@ -107,10 +136,8 @@ fn advise_huge_heap() {
 /// Takes the heap from `top` (where the next allocation from the heap's top would begin) up to
 /// `start` (a huge-page boundary above it) and keeps it for the process's life, so the
 /// allocations that follow (the compiled module's decoded tables first) begin on the part the
-/// kernel backs with huge pages. Without it they first filled the part below `start`, which no
-/// huge page covers: about 300 of a run's page faults (`perf record -e page-faults -d`).
-/// The block is never written past glibc's own chunk header, so it costs address space, not
-/// memory.
+/// kernel backs with huge pages. The block is never written past glibc's own chunk header, so
+/// it costs address space, not memory.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn skip_to(top: usize, start: usize) {
     // glibc places a block taken from the heap's top at `top` (where the freed probe began),

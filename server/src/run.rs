@@ -107,6 +107,10 @@ pub enum BackendArg {
 
 pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> anyhow::Result<ExitCode> {
     let request = build_request(args)?;
+    if request.language == Language::Python && request.backend != Some(BackendKind::Container) {
+        // Megabytes of decoded tables to come (see the allocator's docs).
+        crate::allocator::start_on_huge_pages();
+    }
     let mut wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
     // One execution: its guest's memory mapped for it (no pool to set up), no guest started
     // ahead for a next one, and no context left to trim.

@@ -97,4 +97,3 @@ async fn latencies(
 async fn throughput(engine: &Engine) -> anyhow::Result<f64> {
     soulbox_benches::fresh_throughput(engine, THROUGHPUT_WINDOW).await
 }
-
