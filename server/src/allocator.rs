@@ -98,8 +98,7 @@ fn advise_huge_heap() {
         }
         // Past the page after the probe, where glibc wrote the header of the heap's top when
         // it grew the heap: the huge page holding that header was faulted in before the advice,
-        // perhaps as 4 KiB pages (measured: about 500 page faults in it), and a range backed by
-        // small pages stays so.
+        // so it may be backed by 4 KiB pages, and a range backed by small pages stays so.
         let start = (probe as usize + PROBE + 4096).next_multiple_of(HUGE_PAGE);
         libc::free(probe);
         let end = libc::sbrk(0) as usize;
@@ -123,7 +122,8 @@ pub(crate) fn start_on_huge_pages() {
         // SAFETY: `malloc` and `free` pair on the same pointer, used only as an address: the
         // heap's top, where glibc takes a block this large from (no freed block is as large).
         let top = unsafe {
-            let probe = libc::malloc(PROBE);
+            // Kept from the optimizer, which may drop a `malloc` freed unused.
+            let probe = std::hint::black_box(libc::malloc(PROBE));
             libc::free(probe);
             probe as usize
         };
