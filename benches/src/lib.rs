@@ -124,10 +124,9 @@ pub fn process_latencies(command: &mut Command, runs: usize) -> anyhow::Result<V
 
 /// Runs `measured` and `baseline` `runs` times each, one after the other in turn, the first of
 /// each pair alternating (after one unmeasured run of each), and returns their wall times,
-/// pair by pair. Alternating cancels the drift of a
-/// shared machine, whose speed changes by tens of percent within minutes, from the ratio of the
-/// two: the same binary measured 1.47 times native one batch after the other, and 1.20 times in
-/// turn minutes later.
+/// pair by pair. Alternating cancels the drift of a shared machine, whose speed changes by tens
+/// of percent within minutes, from the ratio of the two: the same binary measured 1.47 times
+/// native one batch after the other, and 1.20 times in turn minutes later.
 pub fn alternating_process_latencies(
     measured: &mut Command,
     baseline: &mut Command,
