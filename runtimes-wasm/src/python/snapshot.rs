@@ -71,7 +71,7 @@ pub const NET_SOURCE: &str = include_str!("net.py");
 /// Lazy initialization, the interpreter's specialization of the code these run, and the
 /// caches their lookups fill are then in the snapshot, shared by every instance, rather than
 /// written into each instance's private copy of the pages.
-const REHEARSAL: &str = "__import__(\"_soulbox\").begin()\nimport sys as _s\nfor _o in (_s.stdout, _s.stderr):\n    \
+pub const REHEARSAL: &str = "__import__(\"_soulbox\").begin()\nimport sys as _s\nfor _o in (_s.stdout, _s.stderr):\n    \
                          _b = _o.line_buffering\n    _o.reconfigure(line_buffering=True)\n    \
                          _o.reconfigure(line_buffering=_b)\ndel _s, _o, _b\n";
 /// The end of the first turn: everything imported so far is frozen out of the collector's way.
