@@ -28,6 +28,7 @@ use crate::javascript::JavaScript;
 use crate::language::{GuestModule, WasmLanguage};
 use crate::python::{Flavour, Python, layout};
 use crate::rewind::NotRewound;
+use crate::rewind::tracker::WriteTracker;
 use crate::ticker::EpochTicker;
 use soulbox_engine::{ExecRequest, ExecResult, Language, Limits, NetworkUsage, Outcome, OutputFile};
 use soulbox_host_api::{
@@ -100,6 +101,9 @@ impl Prepared {
 /// An instance in a new guest's state, its store and its guest root: used by exactly one
 /// execution.
 struct Guest {
+    /// Which of its memory's pages it writes, where the guest will be rewound and the kernel
+    /// can tell ([`WriteTracker`]). Dropped before the store (see `Drop`).
+    tracker: Option<WriteTracker>,
     store: Store<GuestState>,
     instance: Instance,
     root: GuestRoot,
@@ -107,6 +111,14 @@ struct Guest {
     prepared: std::sync::Arc<Prepared>,
     /// The backend that started it (worker threads belong to one backend; checked anyway).
     owner: *const Inner,
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        // The tracking ends (its protection taken off the memory) before the store gives the
+        // memory's slot back to the pool, for whichever instance gets it next.
+        self.tracker.take();
+    }
 }
 
 impl Guest {
@@ -309,7 +321,7 @@ fn is_ready(module: GuestModule) -> bool {
 /// ([`enter_javascript_world`]).
 fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
     let pristine = guest.prepared.pristine(inner).map_err(|e| NotRewound::Failed(e.to_string()))?;
-    crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine)?;
+    crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine, guest.tracker.as_ref())?;
     guest.root.reset().map_err(|e| NotRewound::Failed(e.to_string()))?;
     if let Interpreter::Python(python) = &guest.prepared.interpreter {
         let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
@@ -391,7 +403,15 @@ fn start_guest(inner: &Inner, module: GuestModule, request: Option<&ExecRequest>
         wasmtime::Result::<Instance>::Ok(instance)
     })
     .map_err(|e| RuntimeError::wasm(&e))?;
-    Ok(Guest { store, instance, root, prepared, owner: inner })
+    let tracker = if inner.config.prewarm { track_writes(&mut store, &instance) } else { None };
+    Ok(Guest { tracker, store, instance, root, prepared, owner: inner })
+}
+
+/// Starts tracking the writes to a new guest's memory, for its rewinds (a guest is rewound
+/// only where workers keep guests ready: `prewarm`).
+fn track_writes(store: &mut Store<GuestState>, instance: &Instance) -> Option<WriteTracker> {
+    let memory = crate::checkpoint::state_memory(&mut *store, instance).ok()?;
+    WriteTracker::start(memory.data(&*store))
 }
 
 /// A new Python guest's world: a new guest root with the runtime's mounts, the fixed argv and

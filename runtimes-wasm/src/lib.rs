@@ -39,8 +39,9 @@
 //! the host (files, env, network) is visible to a guest unless listed in `soulbox-host-api`,
 //! and HTTP only through `egress`, for a request with a network policy.
 
-// Unsafe code is refused except where a module allows it and says why (the module cache, and
-// the pristine instance's memory, read from every worker thread).
+// Unsafe code is refused except where a module allows it and says why (the module cache, the
+// pristine instance's memory, read from every worker thread, and the kernel's write tracking
+// of rewound guests' memories).
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 

@@ -15,8 +15,9 @@
 //! root) is built anew for every execution anyway. So after an execution a worker rewinds its
 //! guest in place:
 //! - every page the guest may have written since its slot was mapped is copied back from the
-//!   module's pristine instance ([`crate::checkpoint::Pristine`]). pagemap tells which: an
-//!   anonymous page; a page never written is still the image file's
+//!   module's pristine instance ([`crate::checkpoint::Pristine`]). The kernel's write
+//!   tracking tells which ([`tracker::WriteTracker`]), or, where it is not available,
+//!   pagemap: an anonymous page; a page never written is still the image file's
 //!   ([`crate::checkpoint::dirty::written_chunks`]);
 //! - every mutable global is set back to its initial value;
 //! - the store gets new host state and the warm-up deadline.
@@ -33,10 +34,13 @@
 //! - its memory grew (wasm memory cannot shrink, and the guest can see its size);
 //! - it has written more than [`MAX_REWIND_BYTES`] since its slot was mapped (every rewind copies
 //!   all of it back);
-//! - pagemap cannot be read.
+//! - neither its write tracker nor pagemap can say what it wrote.
+
+pub(crate) mod tracker;
 
 use crate::checkpoint::dirty::{CHUNK_BYTES, runs, written_chunks};
 use crate::checkpoint::{Pristine, state_memory};
+use tracker::WriteTracker;
 
 /// The most written memory a guest may have and still be rewound. A page copied back stays the
 /// slot's private page, so a guest's written set only grows, and every later rewind copies all
@@ -53,18 +57,19 @@ pub(crate) enum NotRewound {
     Grown { pristine: usize, live: usize },
     #[error("it wrote {0} bytes, more than a rewind copies")]
     TooMuchWritten(usize),
-    #[error("pagemap cannot be read, so its written pages are unknown")]
-    NoPagemap,
+    #[error("neither its write tracker nor pagemap can say which pages it wrote")]
+    WrittenUnknown,
     #[error("{0}")]
     Failed(String),
 }
 
-/// Sets `instance`'s memory and mutable globals back to `pristine`'s. The host state is the
-/// caller's to replace.
+/// Sets `instance`'s memory and mutable globals back to `pristine`'s; `tracker`, when the
+/// memory has one, tells which pages were written. The host state is the caller's to replace.
 pub(crate) fn rewind_instance(
     store: &mut wasmtime::Store<soulbox_host_api::GuestState>,
     instance: &wasmtime::Instance,
     pristine: &Pristine,
+    tracker: Option<&WriteTracker>,
 ) -> Result<(), NotRewound> {
     let memory = state_memory(&mut *store, instance).map_err(|e| NotRewound::Failed(e.to_string()))?;
     let original = pristine.image();
@@ -72,7 +77,11 @@ pub(crate) fn rewind_instance(
     if live.len() != original.len() {
         return Err(NotRewound::Grown { pristine: original.len(), live: live.len() });
     }
-    let written = written_chunks(live).ok_or(NotRewound::NoPagemap)?;
+    let written = match tracker {
+        Some(tracker) => tracker.written_chunks(live),
+        None => written_chunks(live),
+    };
+    let written = written.ok_or(NotRewound::WrittenUnknown)?;
     if written.len() * CHUNK_BYTES > MAX_REWIND_BYTES {
         return Err(NotRewound::TooMuchWritten(written.len() * CHUNK_BYTES));
     }

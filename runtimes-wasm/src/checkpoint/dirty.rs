@@ -105,7 +105,7 @@ thread_local! {
 /// `/proc/self/pagemap`, opened once per process (a positioned read needs no lock); `None`
 /// in a process other than the one that opened it (`/proc/self` is resolved when it is opened,
 /// so a child forked without exec must open its own) or where it cannot be opened.
-fn process_pagemap() -> Option<&'static File> {
+pub(crate) fn process_pagemap() -> Option<&'static File> {
     static OPENED: OnceLock<Option<(u32, File)>> = OnceLock::new();
     let (pid, file) =
         OPENED.get_or_init(|| Some((std::process::id(), File::open("/proc/self/pagemap").ok()?))).as_ref()?;
