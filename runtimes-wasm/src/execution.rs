@@ -529,7 +529,7 @@ async fn run_entry(
 }
 
 fn finish(
-    guest: Guest,
+    mut guest: Guest,
     ended: Ended,
     limits: &Limits,
     admitted: Instant,
