@@ -57,6 +57,12 @@ os.chdir("/tmp")
 open("/tmp/left.txt", "w").write("x")
 os.makedirs("/left_dir", exist_ok=True)
 open("/left_dir/left.txt", "w").write("x")
+open("/usr/left.txt", "w").write("x")
+os.chdir("/")
+os.rename("/tmp", "/old_tmp")
+os.mkdir("/tmp")
+open("/tmp/in_a_new_tmp.txt", "w").write("x")
+os.chdir("/tmp")
 print(random.random(), np.random.rand())
 "#;
 
@@ -77,6 +83,9 @@ traces = [
     os.getcwd() != "/",
     os.path.exists("/tmp/left.txt"),
     os.path.exists("/left_dir"),
+    os.path.exists("/usr/left.txt"),
+    os.path.exists("/old_tmp"),
+    os.listdir("/tmp") != [],
 ]
 print("clean" if not any(traces) else traces, random.random(), np.random.rand())
 "#;
