@@ -10,7 +10,7 @@
 //! when the `GuestRoot` is dropped, or emptied for another guest ([`GuestRoot::reset`]).
 //!
 //! Most guests leave the root as it was made. The root and its skeleton directories are held
-//! open ([`Skeleton`]), so seeing that costs one directory read each, without a path lookup or
+//! open (`Skeleton`), so seeing that costs one directory read each, without a path lookup or
 //! an open: a fresh execution's reset and collection took about fifty system calls (a tenth of
 //! the server's CPU for a `print(1+1)`), most of them opening and closing the same few
 //! directories. A held directory counts as unchanged only if it lists exactly the entries it
@@ -121,7 +121,7 @@ impl GuestRoot {
     /// `/tmp`, a skeleton directory it replaced with a file or a symlink) is removed, symlinks
     /// never followed, a skeleton directory it removed is made again, and input files are
     /// forgotten. Costs one read of each held skeleton directory when the guest left nothing
-    /// ([`Skeleton`]), against a make and a removal of each when a root is created and dropped.
+    /// (`Skeleton`), against a make and a removal of each when a root is created and dropped.
     pub fn reset(&mut self) -> Result<(), GuestRootError> {
         self.inputs.clear();
         if self.held.as_mut().is_some_and(Skeleton::unchanged) {
