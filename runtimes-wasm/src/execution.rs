@@ -101,8 +101,8 @@ impl Prepared {
 /// An instance in a new guest's state, its store and its guest root: used by exactly one
 /// execution.
 struct Guest {
-    /// Which of its memory's pages it writes, where the guest will be rewound and the kernel
-    /// can tell ([`WriteTracker`]). Dropped before the store (see `Drop`).
+    /// Which of its memory's pages it writes, from its first rewind on, where the kernel can
+    /// tell ([`WriteTracker`]). Dropped before the store (see `Drop`).
     tracker: Option<WriteTracker>,
     store: Store<GuestState>,
     instance: Instance,
@@ -321,7 +321,7 @@ fn is_ready(module: GuestModule) -> bool {
 /// ([`enter_javascript_world`]).
 fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
     let pristine = guest.prepared.pristine(inner).map_err(|e| NotRewound::Failed(e.to_string()))?;
-    crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine, guest.tracker.as_ref())?;
+    crate::rewind::rewind_instance(&mut guest.store, &guest.instance, pristine, &mut guest.tracker)?;
     guest.root.reset().map_err(|e| NotRewound::Failed(e.to_string()))?;
     if let Interpreter::Python(python) = &guest.prepared.interpreter {
         let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
@@ -403,15 +403,7 @@ fn start_guest(inner: &Inner, module: GuestModule, request: Option<&ExecRequest>
         wasmtime::Result::<Instance>::Ok(instance)
     })
     .map_err(|e| RuntimeError::wasm(&e))?;
-    let tracker = if inner.config.prewarm { track_writes(&mut store, &instance) } else { None };
-    Ok(Guest { tracker, store, instance, root, prepared, owner: inner })
-}
-
-/// Starts tracking the writes to a new guest's memory, for its rewinds (a guest is rewound
-/// only where workers keep guests ready: `prewarm`).
-fn track_writes(store: &mut Store<GuestState>, instance: &Instance) -> Option<WriteTracker> {
-    let memory = crate::checkpoint::state_memory(&mut *store, instance).ok()?;
-    WriteTracker::start(memory.data(&*store))
+    Ok(Guest { tracker: None, store, instance, root, prepared, owner: inner })
 }
 
 /// A new Python guest's world: a new guest root with the runtime's mounts, the fixed argv and

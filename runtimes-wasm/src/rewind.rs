@@ -63,13 +63,15 @@ pub(crate) enum NotRewound {
     Failed(String),
 }
 
-/// Sets `instance`'s memory and mutable globals back to `pristine`'s; `tracker`, when the
-/// memory has one, tells which pages were written. The host state is the caller's to replace.
+/// Sets `instance`'s memory and mutable globals back to `pristine`'s. `tracker`, when the
+/// memory has one, tells which pages were written; when it has none, pagemap does, and the
+/// kernel's tracking starts (a guest rewound once is likely to be rewound again). The host
+/// state is the caller's to replace.
 pub(crate) fn rewind_instance(
     store: &mut wasmtime::Store<soulbox_host_api::GuestState>,
     instance: &wasmtime::Instance,
     pristine: &Pristine,
-    tracker: Option<&WriteTracker>,
+    tracker: &mut Option<WriteTracker>,
 ) -> Result<(), NotRewound> {
     let memory = state_memory(&mut *store, instance).map_err(|e| NotRewound::Failed(e.to_string()))?;
     let original = pristine.image();
@@ -88,6 +90,9 @@ pub(crate) fn rewind_instance(
     for (first, count) in runs(&written) {
         let range = first * CHUNK_BYTES..(first + count) * CHUNK_BYTES;
         live[range.clone()].copy_from_slice(&original[range]);
+    }
+    if tracker.is_none() {
+        *tracker = WriteTracker::start(live, written);
     }
     pristine.reset_globals(store, instance).map_err(|e| NotRewound::Failed(e.to_string()))
 }

@@ -9,7 +9,10 @@
 //!
 //! A [`WriteTracker`] has the kernel keep the answer in the page table itself instead:
 //! the guest's memory is registered with a userfaultfd in asynchronous write-protect mode
-//! (Linux 6.7 or later) and write-protected once, when the guest is new; the first write to a
+//! (Linux 6.7 or later) and write-protected once, at the guest's first rewind (a guest dropped
+//! instead, such as one that ran pandas and wrote too much, never pays for it, nor loses the
+//! kernel's fault-around for its reads: a protected page not yet mapped is mapped alone when
+//! read, where the kernel would map up to sixteen neighbours with it); the first write to a
 //! page then drops its protection bit inside the fault the write takes anyway (a
 //! copy-on-write of an image page, or the first touch of a zero page), with no message to
 //! user space and no extra fault. After an execution, the `PAGEMAP_SCAN` ioctl lists the
@@ -18,8 +21,9 @@
 //! the guest's later writes to them take no fault.
 //!
 //! Invariants:
-//! - [`WriteTracker::written_chunks`] never under-reports: it is the pages pagemap showed
-//!   written when tracking began, plus every page written since (the protection is dropped
+//! - [`WriteTracker::written_chunks`] never under-reports: it is the pages written when
+//!   tracking began (as pagemap showed them to that rewind), plus every page written since
+//!   (the protection is dropped
 //!   by whatever writes: guest code, the host, the kernel on the guest's behalf).
 //! - A tracker is dropped before its memory's slot goes back to wasmtime's pool, and the drop
 //!   unregisters the range, which takes the protection off every page: the next instance in
@@ -35,7 +39,7 @@
 // is sound.
 #![allow(unsafe_code)]
 
-use crate::checkpoint::dirty::{CHUNK_BYTES, process_pagemap, written_chunks};
+use crate::checkpoint::dirty::{CHUNK_BYTES, process_pagemap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::OnceLock;
 
@@ -125,20 +129,20 @@ pub(crate) struct WriteTracker {
     /// The tracked range: the memory's address and length when tracking began.
     start: usize,
     len: usize,
-    /// The chunks pagemap showed written when tracking began (sorted).
+    /// The chunks written when tracking began (sorted).
     before: Vec<usize>,
 }
 
 impl WriteTracker {
-    /// Tracks `memory`'s writes from now on; `None` where the kernel cannot (see the module
-    /// docs), or where pagemap cannot say what was written before.
-    pub(crate) fn start(memory: &[u8]) -> Option<WriteTracker> {
+    /// Tracks `memory`'s writes from now on, `before` (sorted chunk indices, as pagemap's
+    /// [`crate::checkpoint::dirty::written_chunks`] reads them) being those written so far; `None` where the kernel
+    /// cannot (see the module docs).
+    pub(crate) fn start(memory: &[u8], before: Vec<usize>) -> Option<WriteTracker> {
         let uffd = userfaultfd()?;
         let (start, len) = (memory.as_ptr() as usize, memory.len());
         if len == 0 || !start.is_multiple_of(rustix::param::page_size()) {
             return None;
         }
-        let before = written_chunks(memory)?;
         let range = UffdioRange { start: start as u64, len: len as u64 };
         let mut register = UffdioRegister { range, mode: UFFDIO_REGISTER_MODE_WP, ioctls: 0 };
         // SAFETY: `register` is the `struct uffdio_register` this ioctl reads and writes back.
@@ -248,6 +252,7 @@ fn open_userfaultfd() -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::dirty::written_chunks;
 
     /// An anonymous private mapping of `pages` pages, unmapped on drop.
     struct Mapping {
@@ -294,7 +299,8 @@ mod tests {
         // Read before: the zero page, which pagemap counts as written (it over-reports; the
         // tracker's own scan does not).
         let _ = std::hint::black_box(memory[5 * page]);
-        let tracker = WriteTracker::start(memory).expect("userfaultfd write tracking on this kernel");
+        let before = written_chunks(memory).unwrap();
+        let tracker = WriteTracker::start(memory, before).expect("userfaultfd write tracking on this kernel");
         memory[3 * page + 1] = 2; // a page written before, again
         memory[10 * page] = 3;
         memory[11 * page + 7] = 4;
@@ -309,7 +315,7 @@ mod tests {
     fn dropping_a_tracker_leaves_no_protection_behind() {
         let mut mapping = Mapping::new(16);
         let memory = mapping.bytes();
-        let tracker = WriteTracker::start(memory).expect("userfaultfd write tracking on this kernel");
+        let tracker = WriteTracker::start(memory, vec![]).expect("userfaultfd write tracking on this kernel");
         drop(tracker);
         // A protected page that was never mapped shows in pagemap as a swapped entry (the
         // kernel's marker); once unregistered, none is left, and a write is an ordinary one.
