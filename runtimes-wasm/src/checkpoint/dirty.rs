@@ -98,7 +98,8 @@ const KEPT_ENTRIES_BYTES: usize = 256 << 10;
 
 thread_local! {
     /// The pagemap entries a thread read last, kept for its next read: a plain Python guest's
-    /// memory takes 80 KiB of them, read after every execution a worker rewinds.
+    /// memory takes 80 KiB of them, read for a context's checkpoint or trim, and for a rewind
+    /// where the kernel's write tracking is not there (`crate::rewind::tracker`).
     static ENTRIES: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
