@@ -9,6 +9,12 @@
 //! them. Symlinks the guest made are never followed when collecting. The directory is deleted
 //! when the `GuestRoot` is dropped, or emptied for another guest ([`GuestRoot::reset`]).
 //!
+//! A root another process left behind (it exited, or died, without removing it) can be taken
+//! over instead of making a new one ([`GuestRoot::adopt`]), but only if it holds exactly its
+//! skeleton, empty: anything a guest left in it refuses the adoption, so an adopted root is
+//! indistinguishable from a new one. A one-shot `soulbox run` leaves its root for the next
+//! process, which adopts it rather than making six directories while a sweep removes six.
+//!
 //! Most guests leave the root as it was made. The root and its skeleton directories are held
 //! open (`Skeleton`), so seeing that costs one directory read each, without a path lookup or
 //! an open: a fresh execution's reset and collection took about fifty system calls (a tenth of
@@ -79,7 +85,7 @@ pub struct Collected {
 /// A fresh guest root on the host, deleted on drop.
 #[derive(Debug)]
 pub struct GuestRoot {
-    host: tempfile::TempDir,
+    host: HostDir,
     dir: Dir,
     inputs: BTreeMap<String, blake3::Hash>,
     /// The directories it was created with ([`RESERVED_DIRS`], the mount points and their
@@ -104,16 +110,31 @@ impl GuestRoot {
     /// Creates an empty root under `parent` with the reserved directories and the given mount
     /// points (relative guest paths such as `usr/local/lib`) made.
     pub fn create_in(parent: &Path, mount_points: &[&str]) -> Result<Self, GuestRootError> {
-        let host = tempfile::Builder::new().prefix("guest-").tempdir_in(parent).map_err(GuestRootError::Create)?;
-        let dir = prepare_root(host.path(), mount_points)?;
-        let mut skeleton = BTreeSet::new();
-        for path in RESERVED_DIRS.iter().chain(mount_points) {
-            for (end, _) in path.match_indices('/').chain([(path.len(), "")]) {
-                skeleton.insert(path[..end].to_owned());
-            }
-        }
+        let made = tempfile::Builder::new().prefix(ROOT_PREFIX).tempdir_in(parent).map_err(GuestRootError::Create)?;
+        let dir = prepare_root(made.path(), mount_points)?;
+        let skeleton = skeleton_of(mount_points);
         let held = Skeleton::open(&dir, &skeleton).ok();
-        Ok(GuestRoot { host, dir, inputs: BTreeMap::new(), skeleton, held })
+        Ok(GuestRoot { host: HostDir(made.keep()), dir, inputs: BTreeMap::new(), skeleton, held })
+    }
+
+    /// Takes over the root at `path` (left by a process that is gone) if it is exactly what
+    /// [`GuestRoot::create_in`] makes for `mount_points`: the root and each skeleton directory
+    /// holding nothing but the skeleton's own directories, none of them a symlink. Returns
+    /// `None`, touching nothing, for anything else (a file, a symlink or a missing directory
+    /// anywhere in it, or another skeleton); the caller removes such a root. The adopted root
+    /// is deleted on drop like a new one.
+    pub fn adopt(path: &Path, mount_points: &[&str]) -> Option<Self> {
+        let named = path.file_name().is_some_and(|name| name.as_encoded_bytes().starts_with(ROOT_PREFIX.as_bytes()));
+        let parent = path.parent().filter(|_| named)?;
+        let parent = Dir::open_ambient_dir(parent, ambient_authority()).ok()?;
+        // Opened beneath its parent without following a symlink, like every skeleton directory.
+        let dir = Dir::from_std_file(std::fs::File::from(open_listable(&parent, path.file_name()?.to_str()?).ok()?));
+        let skeleton = skeleton_of(mount_points);
+        let mut held = Skeleton::open(&dir, &skeleton).ok()?;
+        if !held.unchanged() {
+            return None;
+        }
+        Some(GuestRoot { host: HostDir(path.to_path_buf()), dir, inputs: BTreeMap::new(), skeleton, held: Some(held) })
     }
 
     /// Empties the root back to the directories it was created with, so that it can serve
@@ -219,6 +240,37 @@ impl GuestRoot {
         }
         Ok(())
     }
+}
+
+/// How a guest root's directory name begins (see [`GuestRoot::adopt`]).
+const ROOT_PREFIX: &str = "guest-";
+
+/// A guest root's host directory, removed with everything in it on drop.
+#[derive(Debug)]
+struct HostDir(PathBuf);
+
+impl HostDir {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for HostDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The skeleton of a root made for `mount_points`: [`RESERVED_DIRS`], the mount points and
+/// every parent of them.
+fn skeleton_of(mount_points: &[&str]) -> BTreeSet<String> {
+    let mut skeleton = BTreeSet::new();
+    for path in RESERVED_DIRS.iter().chain(mount_points) {
+        for (end, _) in path.match_indices('/').chain([(path.len(), "")]) {
+            skeleton.insert(path[..end].to_owned());
+        }
+    }
+    skeleton
 }
 
 /// The root and its skeleton directories, held open to be listed again without a lookup.
@@ -446,5 +498,66 @@ mod tests {
         let got = root.collect(CollectLimits { max_files: 2, max_total_bytes: 100 }).unwrap();
         assert_eq!(got.files.len(), 2);
         assert!(got.truncated);
+    }
+
+    /// A root left behind as a process that exits leaves it (not removed).
+    fn left_behind(parent: &Path, mount_points: &[&str]) -> PathBuf {
+        let root = GuestRoot::create_in(parent, mount_points).unwrap();
+        let path = root.host_path();
+        std::mem::forget(root);
+        path
+    }
+
+    #[test]
+    fn a_root_left_as_new_is_adopted_and_removed_on_drop() {
+        let parent = tempfile::tempdir().unwrap();
+        let path = left_behind(parent.path(), &["usr/local/lib"]);
+        let mut root = GuestRoot::adopt(&path, &["usr/local/lib"]).expect("adopted");
+        assert_eq!(root.host_path(), path);
+        root.place("in.txt", b"in").unwrap();
+        std::fs::write(path.join("out.txt"), b"out").unwrap();
+        let collected = root.collect(LIMITS).unwrap();
+        assert_eq!(collected.files, vec![("out.txt".to_owned(), b"out".to_vec())]);
+        drop(root);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_root_anything_was_left_in_is_not_adopted_nor_touched() {
+        let parent = tempfile::tempdir().unwrap();
+        type Leave = (&'static str, fn(&Path));
+        let leave: [Leave; 6] = [
+            ("a file at the top", |root| std::fs::write(root.join("out.txt"), b"x").unwrap()),
+            ("a file in /tmp", |root| std::fs::write(root.join("tmp/x"), b"x").unwrap()),
+            ("a directory in a mount point", |root| std::fs::create_dir(root.join("usr/local/lib/x")).unwrap()),
+            ("a removed mount point", |root| std::fs::remove_dir(root.join("usr/local/lib")).unwrap()),
+            ("/tmp made a symlink", |root| {
+                std::fs::remove_dir(root.join("tmp")).unwrap();
+                std::os::unix::fs::symlink("/etc", root.join("tmp")).unwrap();
+            }),
+            ("an empty file in /usr", |root| std::fs::write(root.join("usr/x"), b"").unwrap()),
+        ];
+        for (what, change) in leave {
+            let path = left_behind(parent.path(), &["usr/local/lib"]);
+            change(&path);
+            let before = walkdir(&path);
+            assert!(GuestRoot::adopt(&path, &["usr/local/lib"]).is_none(), "adopted with {what}");
+            assert_eq!(walkdir(&path), before, "touched with {what}");
+        }
+    }
+
+    #[test]
+    fn only_a_root_made_for_the_same_mount_points_is_adopted() {
+        let parent = tempfile::tempdir().unwrap();
+        let python = left_behind(parent.path(), &["usr/local/lib"]);
+        let javascript = left_behind(parent.path(), &[]);
+        assert!(GuestRoot::adopt(&python, &[]).is_none());
+        assert!(GuestRoot::adopt(&javascript, &["usr/local/lib"]).is_none());
+        assert!(GuestRoot::adopt(&javascript, &[]).is_some());
+        // Not a guest root's name, or not there at all.
+        let other = parent.path().join("other");
+        std::fs::rename(&python, &other).unwrap();
+        assert!(GuestRoot::adopt(&other, &["usr/local/lib"]).is_none());
+        assert!(GuestRoot::adopt(&python, &["usr/local/lib"]).is_none());
     }
 }
