@@ -65,6 +65,14 @@ pub struct WasmConfig {
     /// Python session holds a fifth less, a data-science one a third less. Default:
     /// [`TRIM_IDLE_AFTER`](crate::TRIM_IDLE_AFTER) (30 s).
     pub trim_idle_after: Option<std::time::Duration>,
+    /// Leave each spent guest (its instance, memory and guest root) as it is rather than tear
+    /// it down after its job, for a process that exits after one execution (`soulbox run`):
+    /// the exit reclaims the memory without the teardown running beside it (and holding the
+    /// exit until its system calls return), and the guest root stays whole for the next
+    /// process to adopt (see [`crate::home`]). Every spent guest is then kept until the
+    /// process exits: leave it off in a process that runs more than a few executions.
+    /// Default: false.
+    pub leave_spent_guests: bool,
 }
 
 impl Default for WasmConfig {
@@ -79,6 +87,7 @@ impl Default for WasmConfig {
             share_fork_pages: true,
             packages: PackageSource::Pip,
             trim_idle_after: Some(crate::TRIM_IDLE_AFTER),
+            leave_spent_guests: false,
         }
     }
 }
@@ -116,7 +125,8 @@ pub(crate) struct Inner {
     /// Trims idle contexts' memory, unless [`WasmConfig::trim_idle_after`] is `None`.
     pub(crate) idle_trimmer: Option<IdleTrimmer>,
     _ticker: EpochTicker,
-    _scratch_claim: Arc<crate::home::ScratchClaim>,
+    /// This process's scratch folder, where guest roots are made (or adopted).
+    pub(crate) scratch_claim: Arc<crate::home::ScratchClaim>,
     /// The start-up sweep of dead processes' guest folders.
     sweep: crate::home::Sweep,
 }
@@ -166,7 +176,7 @@ impl WasmBackend {
                 contexts_mapped: Default::default(),
                 shared_pages: Default::default(),
                 _ticker: ticker,
-                _scratch_claim: scratch_claim,
+                scratch_claim,
                 sweep,
             }),
         })

@@ -276,6 +276,11 @@ pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
     let spent = SPENT.with(|spent| spent.borrow_mut().take());
     let module = spent.as_ref().map(|spent| spent.guest.module());
     if let (Some(Spent { guest, rewindable }), Some(module)) = (spent, module) {
+        if inner.config.leave_spent_guests {
+            // Kept, untouched, until the process exits (see `WasmConfig::leave_spent_guests`).
+            std::mem::forget(guest);
+            return;
+        }
         match rewindable && inner.config.prewarm && !is_ready(module) {
             true => match rewind(inner, guest) {
                 Ok(guest) => {
@@ -419,7 +424,8 @@ fn python_state(python: &Python, root: &GuestRoot) -> Result<GuestState, Runtime
     Ok(GuestState::new(config)?)
 }
 
-/// A new guest root under this process's scratch directory and a guest state over it.
+/// A new guest root in this process's scratch folder (one a gone process left there, if it
+/// is exactly a new one: [`crate::home::ScratchClaim::guest_root`]) and a guest state over it.
 fn world(
     inner: &Inner,
     args: &[String],
@@ -427,9 +433,7 @@ fn world(
     mounts: &[ReadOnlyMount],
     mount_points: &[&str],
 ) -> Result<(GuestRoot, GuestState), RuntimeError> {
-    let scratch = inner.config.home.process_scratch_dir();
-    std::fs::create_dir_all(&scratch).map_err(|e| RuntimeError::io(&scratch, e))?;
-    let root = GuestRoot::create_in(&scratch, mount_points)?;
+    let root = inner.scratch_claim.guest_root(mount_points)?;
     let state = GuestState::new(GuestConfig { args, env, mounts, root: &root.host_path(), limits: WARM_LIMITS })?;
     Ok((root, state))
 }

@@ -113,11 +113,13 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
     }
     let mut wasm = cli.wasm_config(config, std::io::stderr().is_terminal());
     // One execution: its guest's memory mapped for it (no pool to set up), no guest started
-    // ahead for a next one, and no context left to trim.
+    // ahead for a next one, no context left to trim, and the spent guest left to the exit (its
+    // guest root, if the program left nothing in it, adopted by the next process).
     wasm.settings.allocation = soulbox_runtimes_wasm::GuestAllocation::OnDemand;
     wasm.pool = soulbox_engine::WorkerPoolConfig { workers: 1, queue: 1, ..wasm.pool };
     wasm.prewarm = false;
     wasm.trim_idle_after = None;
+    wasm.leave_spent_guests = true;
     // Opened on this thread, blocking it: the runtime has nothing else to run yet, and a
     // thread of the blocking pool would cost a thread start.
     let backend = WasmBackend::open(wasm)?;

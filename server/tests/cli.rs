@@ -236,3 +236,44 @@ fn net_options_give_the_program_http_under_their_rules() {
     let none = soulbox(&["run", "-l", "js", "-e", &code], "");
     assert!(text(&none.stdout).contains("network access is not enabled"), "{}", text(&none.stdout));
 }
+
+/// A home of its own that shares the machine's runtimes and compiled modules, so that its
+/// scratch folder holds only this test's runs.
+fn private_home() -> tempfile::TempDir {
+    let home = tempfile::tempdir().unwrap();
+    for dir in ["runtimes", "cache"] {
+        std::os::unix::fs::symlink(installed_home().join(dir), home.path().join(dir)).unwrap();
+    }
+    home
+}
+
+/// The guest roots in a home's scratch folders, by name.
+fn guest_roots(home: &std::path::Path) -> Vec<std::ffi::OsString> {
+    let mut roots = Vec::new();
+    for folder in std::fs::read_dir(home.join("scratch")).unwrap().flatten().filter(|e| e.path().is_dir()) {
+        roots.extend(std::fs::read_dir(folder.path()).unwrap().flatten().map(|e| e.file_name()));
+    }
+    roots
+}
+
+#[test]
+fn a_run_takes_over_the_guest_root_the_last_left_only_as_new() {
+    let home = private_home();
+    let run = |code: &str| {
+        let out = soulbox(&["--home", home.path().to_str().unwrap(), "run", "-e", code], "");
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let listing = "import os; print(sorted(os.listdir('/')), os.listdir('/tmp'), sorted(os.listdir('/usr')))";
+    assert_eq!(run(listing), "['tmp', 'usr'] [] ['local']\n");
+    let left = guest_roots(home.path());
+    assert_eq!(left.len(), 1, "a run leaves its guest root for the next");
+    assert_eq!(run("print(1)"), "1\n");
+    assert_eq!(guest_roots(home.path()), left, "the next run took it over");
+    // A program that leaves files, a directory and a symlink behind: the run after it gets a
+    // root as new.
+    let leave = "import os; open('/tmp/x', 'w').write('x'); open('/out.txt', 'w').write('o'); \
+                 os.mkdir('/usr/extra'); os.symlink('x', '/tmp/link')";
+    run(leave);
+    assert_eq!(run(listing), "['tmp', 'usr'] [] ['local']\n");
+}
