@@ -11,18 +11,11 @@
 //!
 //! A root another process left behind (it exited, or died, without removing it) can be taken
 //! over instead of making a new one ([`GuestRoot::adopt`]), but only if it holds exactly its
-//! skeleton, empty: anything a guest left in it refuses the adoption, so an adopted root is
-//! indistinguishable from a new one. A one-shot `soulbox run` leaves its root for the next
-//! process, which adopts it rather than making six directories while a sweep removes six.
-//!
-//! Most guests leave the root as it was made. The root and its skeleton directories are held
-//! open (`Skeleton`), so seeing that costs one directory read each, without a path lookup or
-//! an open: a fresh execution's reset and collection took about fifty system calls (a tenth of
-//! the server's CPU for a `print(1+1)`), most of them opening and closing the same few
-//! directories. A held directory counts as unchanged only if it lists exactly the entries it
-//! was made with, each of them the very directory held (same inode: the held descriptor keeps
-//! a replaced directory's inode from being reused); anything else takes the full walk, after
-//! which the skeleton is opened again.
+//! skeleton, empty: anything a guest left in it refuses the adoption, so what a guest finds in
+//! an adopted root is what it finds in a new one (only the directories' times tell them apart,
+//! as they do for a root [`GuestRoot::reset`] emptied). A one-shot `soulbox run` leaves its root
+//! for the next process, which adopts it rather than making its five directories while a sweep
+//! removes the last run's five.
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;

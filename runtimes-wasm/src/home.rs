@@ -9,17 +9,19 @@
 //! scratch/<pid>/                  this process's guest roots (each deleted with its guest; a
 //!                                 one-shot `soulbox run` leaves its one to the next process)
 //! scratch/<pid>.lock              locked while that process lives; folders whose lock is free
-//!                                 (their process died) are swept at start-up
+//!                                 (their process died) are taken over or swept at start-up
 //! ```
 //!
 //! A process first tries to take over one folder of a process that is gone (a one-shot
 //! `soulbox run` leaves its guest root for the next process, as removing it would delay the
-//! exit): it locks that folder's lock file, renames the file and the folder to its own pid,
-//! and later adopts the guest roots in it that hold exactly a new root's skeleton
+//! exit): it locks that folder's lock file, renames the folder and then the file to its own
+//! pid, and later adopts the guest roots in it that hold exactly a new root's skeleton
 //! ([`GuestRoot::adopt`]); a root a guest left anything in is removed on a thread of its own
-//! instead. On this machine's filesystem (ext4 without a journal, mounted with `discard`),
-//! making a root's six directories cost 0.2-0.3 ms of a one-shot run, and the sweep removing
-//! the previous run's six took CPU beside it.
+//! instead. On ext4 without a journal (where making an inode passes over the recently freed
+//! ones), mounted with `discard`, each run made its folder, its lock file and its root's five
+//! directories while its sweep removed the last run's: 0.4-1.8 ms of a one-shot run. A process
+//! killed between the two renames leaves a folder no lock names, which nothing removes (a
+//! sweeper cannot tell it from a folder being taken over).
 //!
 //! The start-up sweep runs on a thread of its own ([`SoulboxHome::sweep_in_background`]):
 //! nothing a process does depends on another's leftovers being gone, and removing folders is
@@ -42,7 +44,7 @@ pub struct ScratchClaim {
     /// Guest roots found in the folder when it was taken over from a process that is gone,
     /// not yet looked at.
     adoptable: Mutex<Vec<PathBuf>>,
-    /// Threads removing left roots that could not be adopted.
+    /// Threads removing left roots that could not be adopted (those still running).
     removals: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
@@ -51,7 +53,9 @@ impl ScratchClaim {
     /// a new root for `mount_points` ([`GuestRoot::adopt`]), else a new one. A left root that
     /// is not is removed on a thread of its own.
     pub(crate) fn guest_root(&self, mount_points: &[&str]) -> Result<GuestRoot, GuestRootError> {
-        while let Some(path) = self.adoptable.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        loop {
+            let next = self.adoptable.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(path) = next else { break };
             match GuestRoot::adopt(&path, mount_points) {
                 Some(root) => return Ok(root),
                 None => self.remove_in_background(path),
@@ -66,10 +70,17 @@ impl ScratchClaim {
     /// should not wait for.
     fn remove_in_background(&self, path: PathBuf) {
         let remove = move || {
-            let _ = std::fs::remove_dir_all(&path);
+            if let Err(error) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(%error, path = %path.display(), "could not remove a guest root a gone process left");
+            }
         };
         match std::thread::Builder::new().name("soulbox-sweep".into()).spawn(remove.clone()) {
-            Ok(thread) => self.removals.lock().unwrap_or_else(|e| e.into_inner()).push(thread),
+            Ok(thread) => {
+                let mut removals = self.removals.lock().unwrap_or_else(|e| e.into_inner());
+                // Finished ones are let go (their threads' resources freed), running ones kept.
+                removals.retain(|thread| !thread.is_finished());
+                removals.push(thread);
+            }
             Err(error) => {
                 tracing::warn!(%error, "no thread to remove a guest root; removing it now");
                 remove();
@@ -194,25 +205,23 @@ impl SoulboxHome {
         }
         loop {
             let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
-            lock.lock()?;
-            // A sweeper may have removed the file while we waited for its lock: start over.
-            if lock_path.exists() {
-                std::fs::create_dir_all(&folder)?;
-                return Ok(ScratchClaim {
-                    _lock: lock,
-                    folder,
-                    adoptable: Mutex::default(),
-                    removals: Mutex::default(),
-                });
+            // Not a blocking lock: a sweeper may hold the file (an earlier process's with this
+            // pid) and remove it, and a starting process may take it over, as a dead one's, and
+            // keep it. Either way the name is free again soon, for a new file.
+            if !is_locked_as(&lock, &lock_path)? {
+                std::thread::sleep(CLAIM_RETRY);
+                continue;
             }
+            std::fs::create_dir_all(&folder)?;
+            return Ok(ScratchClaim { _lock: lock, folder, adoptable: Mutex::default(), removals: Mutex::default() });
         }
     }
 
     /// Takes over the folder of one process that is gone, as `folder` with its lock at
-    /// `lock_path`: locks its lock file (as a sweeper would), then renames the folder and the
-    /// file, neither replacing anything. Only when nothing is named for this pid yet (an
+    /// `lock_path`: locks its lock file (as a sweeper would), then renames the folder and then
+    /// the file, neither replacing anything. Only when nothing is named for this pid yet (an
     /// earlier process with the same pid may have left its folder: the plain claim takes
-    /// that). `None` if no folder could be taken; what could not be is left to the sweep.
+    /// that). `None` if no folder could be taken; one that could not be is left to the sweep.
     fn take_over_dead(&self, folder: &Path, lock_path: &Path) -> Option<ScratchClaim> {
         if lock_path.symlink_metadata().is_ok() || folder.symlink_metadata().is_ok() {
             return None;
@@ -277,8 +286,8 @@ impl SoulboxHome {
             if path.extension().is_none_or(|e| e != "lock") {
                 continue;
             }
-            let Ok(lock) = std::fs::OpenOptions::new().write(true).open(&path) else { continue };
-            if lock.try_lock().is_ok() {
+            // Locked and still under that name (a starting process may have taken it over).
+            if let Some(_lock) = lock_if_dead(&path) {
                 let folder = path.with_extension("");
                 if !folder.exists() || std::fs::remove_dir_all(&folder).is_ok() {
                     let _ = std::fs::remove_file(&path);
@@ -290,14 +299,28 @@ impl SoulboxHome {
     }
 }
 
+/// How long a claim waits before trying again for its lock file, which a sweeper or a
+/// starting process holds.
+const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// The lock file at `path`, locked, if no process holds it (its process is gone) and it is
-/// still there under that name (a sweeper removes the file after the folder, holding it).
+/// still there under that name (a sweeper removes the file after the folder, holding it; a
+/// starting process renames it, holding it).
 fn lock_if_dead(path: &Path) -> Option<std::fs::File> {
-    use std::os::unix::fs::MetadataExt as _;
     let lock = std::fs::OpenOptions::new().write(true).open(path).ok()?;
-    lock.try_lock().ok()?;
-    let (held, named) = (lock.metadata().ok()?, path.symlink_metadata().ok()?);
-    (held.dev() == named.dev() && held.ino() == named.ino()).then_some(lock)
+    is_locked_as(&lock, path).ok()?.then_some(lock)
+}
+
+/// Takes `lock`'s lock without waiting; whether it got it and `lock` is still the file at `path`.
+fn is_locked_as(lock: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => return Ok(false),
+        Err(std::fs::TryLockError::Error(error)) => return Err(error),
+    }
+    let held = lock.metadata()?;
+    Ok(path.symlink_metadata().is_ok_and(|named| named.dev() == held.dev() && named.ino() == held.ino()))
 }
 
 /// Renames `from` to `to`, failing rather than replacing anything at `to`.
@@ -372,5 +395,26 @@ mod tests {
         assert!(lock_path.exists() && home.scratch_dir().join(alive.to_string()).exists());
         let root = claim.guest_root(&["usr/local/lib"]).unwrap();
         assert_eq!(root.host_path().parent(), Some(home.process_scratch_dir().as_path()));
+    }
+
+    #[test]
+    fn a_claim_does_not_wait_on_a_lock_file_a_starting_process_took_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = SoulboxHome::at(dir.path());
+        // An earlier process with this pid left its lock file, which a starting process has
+        // locked to take it over (and keeps, renamed, for its whole life).
+        std::fs::create_dir_all(home.scratch_dir()).unwrap();
+        let mine = home.process_scratch_dir().with_extension("lock");
+        std::fs::write(&mine, b"").unwrap();
+        let taker = std::fs::OpenOptions::new().write(true).open(&mine).unwrap();
+        taker.lock().unwrap();
+        let claiming = std::thread::spawn({
+            let home = home.clone();
+            move || home.claim_scratch().map(|_| ())
+        });
+        std::fs::rename(&mine, home.scratch_dir().join("1.lock")).unwrap();
+        claiming.join().unwrap().unwrap();
+        let fresh = std::fs::OpenOptions::new().write(true).open(&mine).unwrap();
+        assert!(fresh.try_lock().is_err(), "the claim holds a lock file of its own");
     }
 }

@@ -157,7 +157,7 @@ pub async fn run(cli: &Cli, config: &crate::config::Config, args: &RunArgs) -> a
         }
     }
     // The process ends next: the engine's teardown (the guest's memory, the worker's thread and
-    // the guest's files, which the next process's sweep removes) is left to the exit.
+    // the guest's root, which the next process takes over) is left to the exit.
     std::mem::forget(engine);
     Ok(ExitCode::from(u8::try_from(result.exit_code.clamp(0, 255)).unwrap_or(1)))
 }
