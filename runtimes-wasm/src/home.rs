@@ -19,7 +19,7 @@
 //! ([`GuestRoot::adopt`]); a root a guest left anything in is removed on a thread of its own
 //! instead. On ext4 without a journal (where making an inode passes over the recently freed
 //! ones), mounted with `discard`, each run made its folder, its lock file and its root's five
-//! directories while its sweep removed the last run's: 0.4-1.8 ms of a one-shot run. A process
+//! directories while its sweep removed the last run's: about 0.3 ms of a one-shot run. A process
 //! killed between the two renames leaves a folder no lock names, which nothing removes (a
 //! sweeper cannot tell it from a folder being taken over).
 //!
