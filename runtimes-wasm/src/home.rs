@@ -49,6 +49,11 @@ pub struct ScratchClaim {
 }
 
 impl ScratchClaim {
+    /// The claim `lock` holds on `folder`, with the guest roots a gone process left in it.
+    fn new(lock: std::fs::File, folder: PathBuf, adoptable: Vec<PathBuf>) -> Self {
+        ScratchClaim { _lock: lock, folder, adoptable: Mutex::new(adoptable), removals: Mutex::default() }
+    }
+
     /// A guest root for a new guest: one the folder's previous process left, if one is exactly
     /// a new root for `mount_points` ([`GuestRoot::adopt`]), else a new one. A left root that
     /// is not is removed on a thread of its own.
@@ -213,7 +218,7 @@ impl SoulboxHome {
                 continue;
             }
             std::fs::create_dir_all(&folder)?;
-            return Ok(ScratchClaim { _lock: lock, folder, adoptable: Mutex::default(), removals: Mutex::default() });
+            return Ok(ScratchClaim::new(lock, folder, Vec::new()));
         }
     }
 
@@ -244,13 +249,7 @@ impl SoulboxHome {
                 let _ = rename_new(folder, &dead_folder);
                 continue;
             }
-            let adoptable = Mutex::new(adoptable);
-            return Some(ScratchClaim {
-                _lock: lock,
-                folder: folder.to_path_buf(),
-                adoptable,
-                removals: Mutex::default(),
-            });
+            return Some(ScratchClaim::new(lock, folder.to_path_buf(), adoptable));
         }
         None
     }
