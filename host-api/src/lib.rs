@@ -31,7 +31,7 @@ mod output;
 mod state;
 
 pub use clock::GuestClock;
-pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS, prepare_root};
+pub use guest_root::{CollectLimits, Collected, GuestRoot, GuestRootError, RESERVED_DIRS, ROOT_PREFIX, prepare_root};
 pub use input::GuestStdin;
 pub use limiter::GuestLimiter;
 pub use output::{CappedOutput, OutputTap};

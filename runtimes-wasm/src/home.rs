@@ -30,7 +30,7 @@
 //! A process that exits mid-sweep leaves the rest to the next one: a folder's lock file is
 //! removed only after the folder.
 
-use soulbox_host_api::{GuestRoot, GuestRootError};
+use soulbox_host_api::{GuestRoot, GuestRootError, ROOT_PREFIX};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -328,10 +328,14 @@ fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(renameat_with(CWD, from, CWD, to, RenameFlags::NOREPLACE)?)
 }
 
-/// The guest roots (`guest-*` directories) in `folder`.
+/// The guest roots (directories named with [`ROOT_PREFIX`]) in `folder`.
 fn guest_roots_in(folder: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(folder) else { return Vec::new() };
-    entries.flatten().filter(|e| e.file_name().as_encoded_bytes().starts_with(b"guest-")).map(|e| e.path()).collect()
+    entries
+        .flatten()
+        .filter(|e| e.file_name().as_encoded_bytes().starts_with(ROOT_PREFIX.as_bytes()))
+        .map(|e| e.path())
+        .collect()
 }
 
 #[cfg(test)]
