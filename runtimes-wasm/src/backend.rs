@@ -70,9 +70,9 @@ pub struct WasmConfig {
     /// the exit reclaims the memory without the teardown running beside it (and holding the
     /// exit until its system calls return), and the guest root stays whole for the next
     /// process, which adopts it if the program left nothing in it and removes it otherwise
-    /// (see [`crate::home`]); the request's input files and outputs stay on disk until then. Every spent guest is then kept until the
-    /// process exits: leave it off in a process that runs more than a few executions.
-    /// Default: false.
+    /// (see [`crate::home`]); the request's input files and outputs stay on disk until then.
+    /// Every spent guest is then kept until the process exits: leave it off in a process that
+    /// runs more than a few executions. Default: false.
     pub leave_spent_guests: bool,
 }
 

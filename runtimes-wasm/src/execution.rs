@@ -276,12 +276,9 @@ pub(crate) fn follow_up(inner: &Inner, backlogged: bool) {
     let spent = SPENT.with(|spent| spent.borrow_mut().take());
     let module = spent.as_ref().map(|spent| spent.guest.module());
     if let (Some(Spent { guest, rewindable }), Some(module)) = (spent, module) {
-        if inner.config.leave_spent_guests {
-            // Kept, untouched, until the process exits (see `WasmConfig::leave_spent_guests`).
-            std::mem::forget(guest);
-            return;
-        }
         match rewindable && inner.config.prewarm && !is_ready(module) {
+            // Kept, untouched, until the process exits (see `WasmConfig::leave_spent_guests`).
+            _ if inner.config.leave_spent_guests => std::mem::forget(guest),
             true => match rewind(inner, guest) {
                 Ok(guest) => {
                     inner.guests_rewound.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
