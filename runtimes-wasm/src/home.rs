@@ -14,14 +14,18 @@
 //!
 //! A process first tries to take over one folder of a process that is gone (a one-shot
 //! `soulbox run` leaves its guest root for the next process, as removing it would delay the
-//! exit): it locks that folder's lock file, renames the folder and then the file to its own
-//! pid, and later adopts the guest roots in it that hold exactly a new root's skeleton
+//! exit): it locks that folder's lock file, gives the file its own pid's name as a second
+//! name (a hard link), renames the folder to its pid and then removes the file's old name, and
+//! later adopts the guest roots in it that hold exactly a new root's skeleton
 //! ([`GuestRoot::adopt`]); a root a guest left anything in is removed on a thread of its own
 //! instead. On ext4 without a journal (where making an inode passes over the recently freed
 //! ones), mounted with `discard`, each run made its folder, its lock file and its root's five
-//! directories while its sweep removed the last run's: about 0.3 ms of a one-shot run. A process
-//! killed between the two renames leaves a folder no lock names, which nothing removes (a
-//! sweeper cannot tell it from a folder being taken over).
+//! directories while its sweep removed the last run's: about 0.3 ms of a one-shot run.
+//!
+//! Invariant: at every step of a take-over, each folder is named by a lock file (under the old
+//! pid's name or the new one, both names the one file while the folder moves). A process killed
+//! midway therefore leaves only folders whose lock is free, which the sweep removes: a folder no
+//! lock names could not be told from one being taken over, and would stay forever.
 //!
 //! The start-up sweep runs on a thread of its own ([`SoulboxHome::sweep_in_background`]):
 //! nothing a process does depends on another's leftovers being gone, and removing folders is
@@ -223,10 +227,12 @@ impl SoulboxHome {
     }
 
     /// Takes over the folder of one process that is gone, as `folder` with its lock at
-    /// `lock_path`: locks its lock file (as a sweeper would), then renames the folder and then
-    /// the file, neither replacing anything. Only when nothing is named for this pid yet (an
-    /// earlier process with the same pid may have left its folder: the plain claim takes
-    /// that). `None` if no folder could be taken; one that could not be is left to the sweep.
+    /// `lock_path`: locks its lock file (as a sweeper would), links the file as `lock_path`,
+    /// renames the folder, then unlinks the file's old name; nothing is replaced, and the folder
+    /// is named by a lock file throughout (the module's invariant). Only when nothing is named
+    /// for this pid yet (an earlier process with the same pid may have left its folder: the
+    /// plain claim takes that). `None` if no folder could be taken; one that could not be is
+    /// left to the sweep.
     fn take_over_dead(&self, folder: &Path, lock_path: &Path) -> Option<ScratchClaim> {
         if lock_path.symlink_metadata().is_ok() || folder.symlink_metadata().is_ok() {
             return None;
@@ -237,18 +243,23 @@ impl SoulboxHome {
                 continue;
             }
             let Some(lock) = lock_if_dead(&path) else { continue };
-            // Holding the lock: no sweeper removes the folder, no other process takes it.
+            // Holding the lock: no sweeper removes the folder, no other process takes it. Both
+            // names are the held file from here until the old one goes (`link` replaces nothing).
+            if std::fs::hard_link(&path, lock_path).is_err() {
+                continue;
+            }
             let dead_folder = path.with_extension("");
             let adoptable = match rename_new(&dead_folder, folder) {
                 Ok(()) => guest_roots_in(folder),
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-                Err(_) => continue,
+                Err(_) => {
+                    let _ = std::fs::remove_file(lock_path);
+                    continue;
+                }
             };
-            if rename_new(&path, lock_path).is_err() {
-                // The folder is ours but the lock is not named for us: give the folder back.
-                let _ = rename_new(folder, &dead_folder);
-                continue;
-            }
+            // Left, the old name would stay locked with the new one until this process exits,
+            // and then be swept with no folder of its own.
+            let _ = std::fs::remove_file(&path);
             return Some(ScratchClaim::new(lock, folder.to_path_buf(), adoptable));
         }
         None
@@ -304,7 +315,7 @@ const CLAIM_RETRY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The lock file at `path`, locked, if no process holds it (its process is gone) and it is
 /// still there under that name (a sweeper removes the file after the folder, holding it; a
-/// starting process renames it, holding it).
+/// starting process that takes it over removes its old name, holding it).
 fn lock_if_dead(path: &Path) -> Option<std::fs::File> {
     let lock = std::fs::OpenOptions::new().write(true).open(path).ok()?;
     is_locked_as(&lock, path).ok()?.then_some(lock)
@@ -383,6 +394,31 @@ mod tests {
         assert_eq!(second.host_path().parent(), Some(mine.as_path()));
         assert!(![clean, dirty].contains(&second.host_path().file_name().unwrap().to_owned()), "a new root");
         assert_eq!(std::fs::read_dir(second.host_path().join("tmp")).unwrap().count(), 0);
+    }
+
+    /// What a take-over leaves at each step, were its process killed there: the lock file
+    /// under both pids' names, the folder under the old pid's or the new one's.
+    #[test]
+    fn a_take_over_stopped_midway_is_left_alone_while_its_process_lives_and_swept_after() {
+        for moved in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let home = SoulboxHome::at(dir.path());
+            let (dead, taker) = (u32::MAX - 3, u32::MAX - 4);
+            dead_process(&home, dead);
+            let dead_folder = home.scratch_dir().join(dead.to_string());
+            let taker_folder = home.scratch_dir().join(taker.to_string());
+            std::fs::hard_link(dead_folder.with_extension("lock"), taker_folder.with_extension("lock")).unwrap();
+            let held = std::fs::OpenOptions::new().write(true).open(taker_folder.with_extension("lock")).unwrap();
+            held.lock().unwrap();
+            if moved {
+                std::fs::rename(&dead_folder, &taker_folder).unwrap();
+            }
+            assert_eq!(home.sweep_dead_scratch(), 0, "the taker lives (folder moved: {moved})");
+            assert_eq!(std::fs::read_dir(home.scratch_dir()).unwrap().count(), 3);
+            drop(held);
+            assert_eq!(home.sweep_dead_scratch(), 2, "folder moved: {moved}");
+            assert_eq!(std::fs::read_dir(home.scratch_dir()).unwrap().count(), 0, "folder moved: {moved}");
+        }
     }
 
     #[test]
