@@ -1,6 +1,7 @@
 """Measures one peer of SoulBox the way `peers-report` measures SoulBox, and prints one JSON line.
 
     python peers.py eryx|monty|native [--baseline-python PATH]
+    python peers.py eryx|monty --serve
 
 - eryx: Grafana's Eryx (CPython on WASI in wasmtime), in process: `eryx.Sandbox().execute`
   for fresh executions (a new instance per call), `eryx.Session` for sessions.
@@ -12,8 +13,13 @@
 Every figure is a median (p50) or a rate; times are milliseconds. Private memory is the sum of
 Private_Dirty over this process and its children, measured before and after opening the idle
 sessions, divided by their number.
+
+Eryx's and Monty's rows with 10 ms gaps are not in that line: `--serve` measures them in blocks
+that `peers-report` interleaves with SoulBox's own (see `serve`), since a gapped row moves with
+the minute it is measured in on a shared machine. Native CPython's are (it is no contender).
 """
 
+import contextlib
 import json
 import os
 import statistics
@@ -101,6 +107,53 @@ def expect(output, wanted):
         raise SystemExit(f"unexpected output {output!r}, wanted {wanted!r}")
 
 
+def eryx_runners(stack):
+    """Eryx's fresh execution and session cell, as `peers-report` times SoulBox's."""
+    import eryx
+
+    sandbox = eryx.Sandbox()
+    session = eryx.Session()
+    session.execute("x = 1")
+    return {
+        "fresh": lambda: expect(sandbox.execute(CODE).stdout_text, "2\n"),
+        "cell": lambda: session.execute(CELL),
+    }
+
+
+def monty_runners(stack):
+    """Monty's fresh execution (a fresh session per checkout) and session cell."""
+    import pydantic_monty as monty
+
+    cores = os.cpu_count()
+    pool = stack.enter_context(monty.Monty(min_processes=cores, max_processes=cores))
+
+    def fresh():
+        out = monty.CollectString()
+        with pool.checkout() as session:
+            session.feed_run(CODE, print_callback=out)
+        expect(out.output, "2\n")
+
+    session = stack.enter_context(pool.checkout())
+    session.feed_run("x = 1")
+    return {"fresh": fresh, "cell": lambda: session.feed_run(CELL)}
+
+
+def serve(runners):
+    """Gapped samples on request: reads `fresh N` or `cell N` lines, and for each times N runs
+    10 ms apart and prints `{"samples_ms": [...]}`. `peers-report` alternates such blocks with
+    SoulBox's own, so every system's gapped row spans the same minutes."""
+    with contextlib.ExitStack() as stack:
+        run = runners(stack)
+        for each in run.values():
+            for _ in range(20):
+                each()
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            workload, runs = line.split()
+            samples = timed(run[workload], int(runs), GAP_S)
+            print(json.dumps({"samples_ms": [s * 1e3 for s in samples]}), flush=True)
+
+
 def eryx():
     import eryx
 
@@ -108,10 +161,7 @@ def eryx():
     run = lambda: expect(sandbox.execute(CODE).stdout_text, "2\n")
     for _ in range(20):
         run()
-    figures = {
-        "fresh_b2b": p50(timed(run, FRESH_RUNS)),
-        "fresh_gap": p50(timed(run, FRESH_RUNS, GAP_S)),
-    }
+    figures = {"fresh_b2b": p50(timed(run, FRESH_RUNS))}
 
     def runner():
         own = eryx.Sandbox()
@@ -128,7 +178,6 @@ def eryx():
     session = first_cell()
     cell = lambda: session.execute(CELL)
     figures["cell_b2b"] = p50(timed(cell, SESSION_RUNS))
-    figures["cell_gap"] = p50(timed(cell, SESSION_RUNS, GAP_S))
     before = private_dirty_kib(family())
     idle = [first_cell() for _ in range(SESSIONS_FOR_MEMORY)]
     figures["idle_session_mib"] = (private_dirty_kib(family()) - before) / 1024 / len(idle)
@@ -151,7 +200,6 @@ def monty():
             run()
         figures = {
             "fresh_b2b": p50(timed(run, FRESH_RUNS)),
-            "fresh_gap": p50(timed(run, FRESH_RUNS, GAP_S)),
             "fresh_per_s": rate(lambda: run, 2 * cores),
         }
 
@@ -166,7 +214,6 @@ def monty():
             session.feed_run("x = 1")
             cell = lambda: session.feed_run(CELL)
             figures["cell_b2b"] = p50(timed(cell, SESSION_RUNS))
-            figures["cell_gap"] = p50(timed(cell, SESSION_RUNS, GAP_S))
     # Each idle session holds a worker process of its own: a pool as large as the sessions.
     with monty.Monty(min_processes=1, max_processes=SESSIONS_FOR_MEMORY) as pool:
         before = private_dirty_kib(family())
@@ -219,6 +266,12 @@ def native(python):
 
 def main():
     system = sys.argv[1]
+    if "--serve" in sys.argv:
+        runners = {"eryx": eryx_runners, "monty": monty_runners}.get(system)
+        if runners is None:
+            raise SystemExit(f"--serve takes eryx or monty, not {system!r}")
+        serve(runners)
+        return
     if system == "eryx":
         figures = eryx()
     elif system == "monty":

@@ -5,6 +5,7 @@
 
 pub mod kept_alive;
 pub mod moto;
+pub mod peers;
 pub mod wrk;
 
 use anyhow::Context;

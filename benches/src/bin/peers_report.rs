@@ -14,6 +14,13 @@
 //! Rows are medians (p50) unless they say otherwise. "10 ms gaps" leaves 10 ms between requests,
 //! as LLM tool calls arrive; "back-to-back" sends the next the moment the last is answered.
 //!
+//! A gapped row moves with the minute it is measured in on a shared machine (the host empties
+//! the caches while a system waits), so SoulBox's in-process gapped rows and Eryx's and Monty's
+//! are measured side by side ([`gapped_side_by_side`]): [`ROUNDS`] rounds, each a block of
+//! [`BLOCK`] runs of every system in turn (the order rotating), with the peers kept running
+//! between their blocks ([`PeerServer`]). The report gives each system's p50 over all its
+//! samples and how many rounds SoulBox's block beat Eryx's.
+//!
 //! `peers-report --loop fresh|cell|throughput [--seconds N] [--gap-ms G]` instead runs one
 //! SoulBox workload alone, back-to-back or with gaps, and prints its p50 (or, for `throughput`,
 //! fresh executions/s with twice as many in flight as cores), for a profiler (`perf record -g
@@ -22,17 +29,20 @@
 
 use anyhow::Context;
 use soulbox_benches::kept_alive::KeptAlive;
+use soulbox_benches::peers::{PeerServer, Workload};
 use soulbox_benches::wrk::{Load, wrk};
 use soulbox_benches::{baseline_python, ms, percentile};
 use soulbox_engine::{Engine, ExecRequest, Language, SandboxSpec, Sandboxes, SandboxesConfig, Template};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 const RUNS: usize = 500;
 const PROCESS_RUNS: usize = 200;
 const GAP: Duration = Duration::from_millis(10);
+/// Rounds of the side-by-side gapped rows, and runs per system in each.
+const ROUNDS: usize = 10;
+const BLOCK: usize = RUNS / ROUNDS;
 const THROUGHPUT_WINDOW: Duration = Duration::from_secs(5);
 const IDLE_SESSIONS: usize = 100;
 /// Beyond the trim delay, time for the trimming thread to get through every idle session.
@@ -58,14 +68,20 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Runtime::new()?;
     eprintln!("SoulBox in process...");
-    let in_process = runtime.block_on(in_process())?;
+    let mut in_process = runtime.block_on(in_process())?;
+    eprintln!("Gapped rows side by side: SoulBox in process, eryx, monty...");
+    let side_by_side = runtime.block_on(gapped_side_by_side())?;
     eprintln!("SoulBox over HTTP...");
     let http = over_http()?;
     let python = baseline_python()?;
     let mut peers = BTreeMap::new();
     for system in ["eryx", "monty", "native"] {
         eprintln!("{system}...");
-        peers.insert(system, peer(system, &python)?);
+        peers.insert(system, soulbox_benches::peers::figures(system, &python)?);
+    }
+    in_process.extend(side_by_side.figures(System::SoulBox));
+    for (system, name) in [(System::Eryx, "eryx"), (System::Monty, "monty")] {
+        peers.get_mut(name).expect("measured above").extend(side_by_side.figures(system));
     }
     let (_install, soulbox) = soulbox_benches::installed_soulbox()?;
     let (cli, native_c) = soulbox_benches::alternating_process_latencies(
@@ -110,6 +126,7 @@ fn main() -> anyhow::Result<()> {
         paired_median_ms(&cli, &native_c),
         cli.len()
     );
+    println!("{}", side_by_side.summary());
     println!(
         "Monty runs a subset of Python in worker processes (each idle session holds one); Eryx and \
          Monty have no numpy or pandas; a native session is a `python3` process `exec`ing lines from a pipe."
@@ -144,7 +161,6 @@ async fn in_process() -> anyhow::Result<Figures> {
     let engine = soulbox_benches::engine()?;
     let mut figures = Figures::new();
     figures.insert("fresh_b2b".into(), p50_ms(&fresh(&engine, FRESH, RUNS, None).await?));
-    figures.insert("fresh_gap".into(), p50_ms(&fresh(&engine, FRESH, RUNS, Some(GAP)).await?));
     figures.insert("fresh_per_s".into(), throughput(&engine).await?);
     figures.insert("numpy_pandas".into(), p50_ms(&fresh(&engine, "import numpy, pandas", 100, Some(GAP)).await?));
     let root = tempfile::tempdir()?;
@@ -161,18 +177,13 @@ async fn in_process() -> anyhow::Result<Figures> {
     figures.insert("session_first".into(), p50_ms(&firsts));
     let sandbox = sandboxes.create(SandboxSpec { template: Template::Python, ..SandboxSpec::default() }).await?;
     cell(&sandbox, "x = 1").await?;
-    for (key, gap) in [("cell_b2b", None), ("cell_gap", Some(GAP))] {
-        let mut samples = Vec::with_capacity(RUNS);
-        for _ in 0..RUNS {
-            if let Some(gap) = gap {
-                tokio::time::sleep(gap).await;
-            }
-            let started = Instant::now();
-            cell(&sandbox, CELL).await?;
-            samples.push(started.elapsed());
-        }
-        figures.insert(key.into(), p50_ms(&samples));
+    let mut samples = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        let started = Instant::now();
+        cell(&sandbox, CELL).await?;
+        samples.push(started.elapsed());
     }
+    figures.insert("cell_b2b".into(), p50_ms(&samples));
     sandboxes.kill(sandbox.id())?.await;
     for (key, template) in [("idle_session_mib", Template::Python), ("idle_ds_session_mib", Template::DataScience)] {
         let before = private_dirty_kib()?;
@@ -194,6 +205,125 @@ async fn in_process() -> anyhow::Result<Figures> {
         }
     }
     Ok(figures)
+}
+
+/// The systems whose gapped rows are measured side by side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum System {
+    SoulBox,
+    Eryx,
+    Monty,
+}
+
+/// The gapped rows of [`gapped_side_by_side`]: every sample, and each round's p50, per system
+/// and workload.
+#[derive(Default)]
+struct SideBySide {
+    samples: BTreeMap<(System, Workload), Vec<Duration>>,
+    rounds: BTreeMap<(System, Workload), Vec<f64>>,
+}
+
+impl SideBySide {
+    fn add(&mut self, system: System, workload: Workload, block: Vec<Duration>) {
+        self.rounds.entry((system, workload)).or_default().push(p50_ms(&block));
+        self.samples.entry((system, workload)).or_default().extend(block);
+    }
+
+    /// `fresh_gap` and `cell_gap` of `system`: the p50 of all its samples.
+    fn figures(&self, system: System) -> Figures {
+        let row = |workload| match workload {
+            Workload::Fresh => "fresh_gap",
+            Workload::Cell => "cell_gap",
+        };
+        self.samples
+            .iter()
+            .filter(|((s, _), _)| *s == system)
+            .map(|((_, workload), all)| (row(*workload).into(), p50_ms(all)))
+            .collect()
+    }
+
+    /// Each system's spread of round p50s, and in how many rounds SoulBox's beat Eryx's.
+    fn summary(&self) -> String {
+        let mut lines = vec![format!(
+            "Gapped rows of SoulBox in process, Eryx and Monty: {ROUNDS} rounds of {BLOCK} runs of each in turn, \
+             the order rotating; p50 of each round's block:"
+        )];
+        for workload in [Workload::Fresh, Workload::Cell] {
+            let spread = |system| {
+                let rounds = &self.rounds[&(system, workload)];
+                let (low, high) = rounds.iter().fold((f64::MAX, f64::MIN), |(l, h), v| (l.min(*v), h.max(*v)));
+                format!("{low:.2}-{high:.2} ms")
+            };
+            let ahead = self.rounds[&(System::SoulBox, workload)]
+                .iter()
+                .zip(&self.rounds[&(System::Eryx, workload)])
+                .filter(|(soulbox, eryx)| soulbox < eryx)
+                .count();
+            lines.push(format!(
+                "- {}: SoulBox {}, Eryx {}, Monty {}; SoulBox below Eryx in {ahead} of {ROUNDS} rounds.",
+                workload.name(),
+                spread(System::SoulBox),
+                spread(System::Eryx),
+                spread(System::Monty),
+            ));
+        }
+        lines.join("\n")
+    }
+}
+
+/// SoulBox in process (the library's defaults), Eryx and Monty, each timing [`BLOCK`] fresh
+/// executions and [`BLOCK`] session cells 10 ms apart per round, in turn, for [`ROUNDS`] rounds.
+async fn gapped_side_by_side() -> anyhow::Result<SideBySide> {
+    let engine = soulbox_benches::engine()?;
+    let root = tempfile::tempdir()?;
+    let sandboxes =
+        Sandboxes::new(engine.clone(), SandboxesConfig { workspace_root: root.path().into(), ..Default::default() })?;
+    let sandbox = sandboxes.create(SandboxSpec { template: Template::Python, ..SandboxSpec::default() }).await?;
+    cell(&sandbox, "x = 1").await?;
+    for _ in 0..BLOCK {
+        soulbox_run(&engine, &sandbox, Workload::Fresh).await?;
+        soulbox_run(&engine, &sandbox, Workload::Cell).await?;
+    }
+    let mut peers = [(System::Eryx, PeerServer::start("eryx")?), (System::Monty, PeerServer::start("monty")?)];
+    let mut measured = SideBySide::default();
+    for round in 0..ROUNDS {
+        for turn in 0..3 {
+            let system = [System::SoulBox, System::Eryx, System::Monty][(round + turn) % 3];
+            for workload in [Workload::Fresh, Workload::Cell] {
+                let block = match peers.iter_mut().find(|(s, _)| *s == system) {
+                    Some((_, peer)) => peer.gapped(workload, BLOCK)?,
+                    None => {
+                        let mut block = Vec::with_capacity(BLOCK);
+                        for _ in 0..BLOCK {
+                            tokio::time::sleep(GAP).await;
+                            block.push(soulbox_run(&engine, &sandbox, workload).await?);
+                        }
+                        block
+                    }
+                };
+                measured.add(system, workload, block);
+            }
+        }
+    }
+    sandboxes.kill(sandbox.id())?.await;
+    Ok(measured)
+}
+
+/// One SoulBox run of `workload`, timed.
+async fn soulbox_run(
+    engine: &Engine,
+    sandbox: &soulbox_engine::Sandbox,
+    workload: Workload,
+) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    match workload {
+        Workload::Fresh => {
+            let result = engine.execute(ExecRequest::new(Language::Python, FRESH)).await?;
+            anyhow::ensure!(result.exit_code == 0, "{FRESH}: {}", result.stderr);
+        }
+        Workload::Cell => cell(sandbox, CELL).await?,
+    }
+    Ok(started.elapsed())
 }
 
 async fn fresh(engine: &Engine, code: &str, runs: usize, gap: Option<Duration>) -> anyhow::Result<Vec<Duration>> {
@@ -277,27 +407,6 @@ fn timed_posts(
         samples.push(started.elapsed());
     }
     Ok(p50_ms(&samples))
-}
-
-/// One peer's figures from `benches/peers/peers.py`.
-fn peer(system: &str, python: &std::path::Path) -> anyhow::Result<Figures> {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers/peers.py");
-    let interpreter = std::env::var_os("SOULBOX_PEERS_PYTHON").map_or_else(
-        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/peers-venv/bin/python"),
-        PathBuf::from,
-    );
-    let output = Command::new(&interpreter)
-        .arg(&script)
-        .arg(system)
-        .arg("--baseline-python")
-        .arg(python)
-        .output()
-        .with_context(|| format!("running {} (scripts/bench.sh makes the peers' venv)", interpreter.display()))?;
-    anyhow::ensure!(output.status.success(), "peers.py {system}: {}", String::from_utf8_lossy(&output.stderr));
-    let line = String::from_utf8(output.stdout)?;
-    let mut parsed: BTreeMap<String, serde_json::Value> = serde_json::from_str(line.trim())?;
-    parsed.remove("system");
-    Ok(parsed.into_iter().filter_map(|(k, v)| Some((k, v.as_f64()?))).collect())
 }
 
 /// The median of `a[i] - b[i]`, in milliseconds: what one run of `a` costs beyond its pair's `b`.
