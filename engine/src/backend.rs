@@ -35,6 +35,12 @@ pub trait Backend: Send + Sync + 'static {
         None
     }
 
+    /// A hint that a job (an execution or a cell) is likely to arrive within the next fraction
+    /// of a millisecond: a backend whose idle workers are parked may wake one now, so that the
+    /// job does not wait for it (see [`crate::WorkerPool::rouse`]). Must not block. The
+    /// default does nothing.
+    fn expect_job(&self) {}
+
     /// Starts a stateful context (a kernel) for a sandbox. Backends without stateful contexts
     /// keep the default, which refuses.
     async fn start_kernel(&self, spec: KernelSpec) -> Result<Box<dyn Kernel>, BackendError> {

@@ -136,6 +136,18 @@ impl Engine {
         Ok(backend.restore_kernel(spec, image).instrument(span).await?)
     }
 
+    /// Tells every backend that a job is likely to arrive shortly ([`Backend::expect_job`]):
+    /// a server calls it as a request that may run code arrives, so that a parked worker wakes
+    /// while the request is read. Never blocks; a hint that no job follows costs one worker a
+    /// short spin.
+    ///
+    /// [`Backend::expect_job`]: crate::Backend::expect_job
+    pub fn expect_job(&self) {
+        for routed in self.backends.iter() {
+            routed.backend.expect_job();
+        }
+    }
+
     /// Each backend's name and load (backends that report one).
     pub fn load(&self) -> Vec<(&'static str, crate::backend::BackendLoad)> {
         self.backends.iter().filter_map(|b| b.backend.load().map(|load| (b.backend.name(), load))).collect()

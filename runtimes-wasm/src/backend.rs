@@ -372,6 +372,10 @@ impl Backend for WasmBackend {
         Ok(result?)
     }
 
+    fn expect_job(&self) {
+        self.inner.pool.rouse();
+    }
+
     fn load(&self) -> Option<BackendLoad> {
         let (in_use, capacity) = WasmBackend::load(self);
         Some(BackendLoad::new(in_use, capacity, self.contexts_alive()))

@@ -11,7 +11,8 @@
 //!   `/openapi.json` and `/docs` for operators.
 //!
 //! Layers, outside in: a request span with a request id (taken from `x-request-id` when the
-//! client sends a sane one, and returned in it), counted in the metrics; in a cluster, the
+//! client sends a sane one, and returned in it), counted in the metrics (a POST, which may run
+//! code, first tells the engine a job may be coming: [`Engine::expect_job`]); in a cluster, the
 //! routing of requests for other nodes' sandboxes ([`cluster`]); then, for `/v1` and
 //! `/mcp`, the in-flight bound (503 at once past it), the request timeout (504), the body
 //! limit, and authentication with the key's rate limit ([`guard`]). Errors are [`ApiError`]s:
@@ -268,6 +269,10 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
 }
 
 async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if request.method() == axum::http::Method::POST {
+        // Every route that runs code is a POST: a parked worker wakes while this one is read.
+        state.engine.expect_job();
+    }
     let id = request_id(&request);
     let span = tracing::info_span!(
         "request",
