@@ -120,6 +120,8 @@ struct State {
     spinning: usize,
     /// A parked thread was woken by [`WorkerPool::rouse`] and has not run yet.
     rousing: bool,
+    /// Rouses that woke a thread, since the pool started.
+    roused: u64,
     /// Jobs whose backend said they wait in a host call.
     waiting: usize,
     /// Jobs running (waiting ones included), per owner.
@@ -330,6 +332,7 @@ impl WorkerPool {
             return;
         }
         state.rousing = true;
+        state.roused += 1;
         drop(state);
         self.shared.work.notify_one();
     }
@@ -454,13 +457,17 @@ fn next_job(shared: &Shared, mut spinning: bool) -> Option<(Owner, Job)> {
             (shared.work.wait(guard).unwrap_or_else(|e| e.into_inner()), false)
         };
         state.idle -= 1;
-        // Woken, for a job or by a rouse: it spins again before it parks.
         state.rousing = false;
-        started = Instant::now();
         if timed_out && state.queued.is_empty() && state.threads > shared.workers {
             state.threads -= 1;
             return None;
         }
+        // Woken, for a job or by a rouse: spinning from here, in this critical section, so a
+        // job queued before it looks finds it counted (and starts no thread for itself); it
+        // spins again before it parks.
+        state.spinning += 1;
+        spinning = true;
+        started = Instant::now();
         drop(state);
     }
 }
@@ -606,20 +613,32 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rouse_wakes_one_parked_thread_once_and_its_job_runs_on_it() {
+    async fn a_rouse_wakes_a_parked_thread_and_none_that_is_busy() {
         let pool = pool(1, 8);
-        pool.rouse();
-        assert!(!pool.shared.lock().rousing, "a spinning thread needs no rouse");
-        // Until its spin ends and it parks.
+        // Until its first spin ends and it parks.
         while pool.shared.lock().idle == 0 {
             std::thread::yield_now();
         }
         pool.rouse();
-        assert!(pool.shared.lock().rousing);
-        pool.rouse();
+        assert_eq!(pool.shared.lock().roused, 1, "the parked thread is woken");
+        // It wakes with no job to take.
+        while pool.shared.lock().rousing {
+            std::thread::yield_now();
+        }
         assert_eq!(pool.run(|| 5).await.unwrap(), 5);
-        assert!(!pool.shared.lock().rousing, "the thread that ran the job woke, and said so");
         assert_eq!(pool.threads(), 1, "a rouse starts no thread");
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let (release, gate) = mpsc::channel::<()>();
+        let job = held(started, Arc::new(Mutex::new(gate)));
+        let busy = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run(job).await }
+        });
+        running.recv().await.unwrap();
+        pool.rouse();
+        assert_eq!(pool.shared.lock().roused, 1, "no thread is parked: nothing to rouse");
+        release.send(()).unwrap();
+        busy.await.unwrap().unwrap();
     }
 
     #[tokio::test]
