@@ -447,7 +447,6 @@ fn next_job(shared: &Shared, mut spinning: bool) -> Option<(Owner, Job)> {
             continue;
         }
         state.spinning -= usize::from(spinning);
-        spinning = false;
         state.idle += 1;
         let extra = state.threads > shared.workers;
         let (mut state, timed_out) = if extra {
