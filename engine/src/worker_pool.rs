@@ -122,6 +122,8 @@ struct State {
     rousing: bool,
     /// Rouses that woke a thread, since the pool started.
     roused: u64,
+    /// Parked threads woken for a queued job, since the pool started.
+    woken: u64,
     /// Jobs whose backend said they wait in a host call.
     waiting: usize,
     /// Jobs running (waiting ones included), per owner.
@@ -141,10 +143,13 @@ impl std::fmt::Debug for State {
 struct FairQueue {
     by_owner: HashMap<Owner, VecDeque<Job>>,
     turns: VecDeque<Owner>,
+    /// Jobs waiting, of every owner.
+    len: usize,
 }
 
 impl FairQueue {
     fn push(&mut self, owner: Owner, job: Job) {
+        self.len += 1;
         let jobs = self.by_owner.entry(owner.clone()).or_default();
         if jobs.is_empty() {
             self.turns.push_back(owner);
@@ -168,6 +173,7 @@ impl FairQueue {
         let owner = self.turns.remove(at)?;
         let jobs = self.by_owner.get_mut(&owner)?;
         let job = jobs.pop_front()?;
+        self.len -= 1;
         if jobs.is_empty() {
             self.by_owner.remove(&owner);
         } else {
@@ -354,23 +360,31 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gets a waiting job a thread: an idle one, or a new one when fewer than `workers` jobs
+    /// Gets a waiting job a thread: one already looking for work (spinning, or roused and on
+    /// its way), else a parked one, woken, else a new one when fewer than `workers` jobs
     /// really run, or when the job's owner has nothing running. Takes the lock's guard: a
     /// parked thread is woken after the lock is released, so that it does not wake only to
     /// wait for the lock (one wake-up and one context switch less per job).
     fn grow(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
-        if state.queued.is_empty() {
+        let looking = state.spinning + usize::from(state.rousing);
+        if state.queued.len <= looking {
+            // Each waiting job has a thread about to find it (a spinning thread checks the
+            // queue before it parks, in the critical section that parks it): waking another
+            // would only have it spin on an idle CPU beside the one running the job.
             return;
         }
-        if state.idle + state.spinning > 0 {
-            // A thread about to take it: a spinning one finds it, a parked one is woken.
+        // A roused thread is still counted idle until it runs.
+        if state.idle > usize::from(state.rousing) {
+            state.woken += 1;
             drop(state);
             self.work.notify_one();
             return;
         }
+        // Jobs running soon: those running now (not waiting in a host call), and one for each
+        // thread looking for work.
         let busy = state.threads - state.idle - state.spinning;
-        let really_running = busy.saturating_sub(state.waiting);
-        let wanted = really_running < self.workers || state.queued.has_starved(&state.running);
+        let running_soon = busy.saturating_sub(state.waiting) + looking;
+        let wanted = running_soon < self.workers || state.queued.has_starved(&state.running);
         if wanted
             && state.threads < self.max_threads
             && let Err(error) = self.spawn(&mut state)
@@ -662,6 +676,41 @@ mod tests {
         assert_eq!(pool.run_as(Some("a"), || 3).await.unwrap(), 3);
         release.send(()).unwrap();
         sleeper.await.unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_job_queued_while_a_thread_looks_for_work_wakes_no_other() {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            work: Condvar::new(),
+            workers: 2,
+            max_threads: 4,
+            stack_bytes: DEFAULT_STACK_BYTES,
+            name: "test".into(),
+        });
+        // Two threads as the pool counts them, no real ones: one spinning, one parked.
+        {
+            let mut state = shared.lock();
+            (state.threads, state.spinning, state.idle) = (2, 1, 1);
+            state.queued.push(None, Box::new(|| ()));
+            shared.grow(state);
+        }
+        let state = shared.lock();
+        assert_eq!((state.woken, state.threads), (0, 2), "the spinning thread takes it; none is woken or started");
+        drop(state);
+        // A second job while the spinning thread has not taken the first: the parked one is woken.
+        let mut state = shared.lock();
+        state.queued.push(None, Box::new(|| ()));
+        shared.grow(state);
+        assert_eq!(shared.lock().woken, 1);
+        // A rouse on its way counts as a thread looking for work too.
+        let mut state = shared.lock();
+        (state.spinning, state.rousing) = (0, true);
+        state.queued = FairQueue::default();
+        state.queued.push(None, Box::new(|| ()));
+        shared.grow(state);
+        let state = shared.lock();
+        assert_eq!((state.woken, state.threads), (1, 2), "the roused thread takes it");
     }
 
     #[test]
