@@ -25,7 +25,8 @@
 //! SoulBox workload alone, back-to-back or with gaps, and prints its p50 (or, for `throughput`,
 //! fresh executions/s with twice as many in flight as cores), for a profiler (`perf record -g
 //! -- target/release/peers-report --loop fresh`); `--loop http-fresh|http-cell --url BASE` does
-//! the same for an HTTP row against a server started by hand.
+//! the same for an HTTP row against a server started by hand (several `BASE`s, comma-separated,
+//! take turns).
 
 use anyhow::Context;
 use soulbox_benches::kept_alive::KeptAlive;
@@ -425,30 +426,43 @@ fn private_dirty_kib() -> anyhow::Result<u64> {
         .sum())
 }
 
-/// `--loop http-fresh|http-cell --url BASE`: the HTTP latency row alone, against a server
-/// started by hand (say, under `perf record`).
-fn http_loop(base: &str, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
+/// `--loop http-fresh|http-cell --url BASE[,BASE...]`: the HTTP latency row alone, against
+/// servers started by hand (say, one under `perf record`, or two builds to compare): with
+/// several, their requests take turns, so each sees the same moments of a noisy host.
+fn http_loop(bases: &str, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
     use serde_json::json;
-    let mut client = KeptAlive::connect(base)?;
-    let (path, body) = match workload {
-        "fresh" => ("/v1/execute".to_owned(), json!({"language": "python", "code": FRESH})),
-        "cell" => {
-            let created = client.post("/v1/sandboxes", &json!({}))?;
-            let path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
-            client.post(&path, &json!({"code": "x = 1"}))?;
-            (path, json!({"code": CELL}))
-        }
-        other => anyhow::bail!("unknown workload http-{other}: http-fresh or http-cell"),
-    };
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    while started.elapsed() < length {
-        std::thread::sleep(gap);
-        let run = Instant::now();
-        client.post(&path, &body)?;
-        samples.push(run.elapsed());
+    let mut targets = Vec::new();
+    for base in bases.split(',') {
+        let mut client = KeptAlive::connect(base)?;
+        let (path, body) = match workload {
+            "fresh" => ("/v1/execute".to_owned(), json!({"language": "python", "code": FRESH})),
+            "cell" => {
+                let created = client.post("/v1/sandboxes", &json!({}))?;
+                let path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
+                client.post(&path, &json!({"code": "x = 1"}))?;
+                (path, json!({"code": CELL}))
+            }
+            other => anyhow::bail!("unknown workload http-{other}: http-fresh or http-cell"),
+        };
+        targets.push((base, client, path, body, Vec::new()));
     }
-    eprintln!("{} runs, p50 {}, p99 {}", samples.len(), ms(percentile(&samples, 0.5)), ms(percentile(&samples, 0.99)));
+    let started = Instant::now();
+    while started.elapsed() < length {
+        for (_, client, path, body, samples) in &mut targets {
+            std::thread::sleep(gap);
+            let run = Instant::now();
+            client.post(path, body)?;
+            samples.push(run.elapsed());
+        }
+    }
+    for (base, _, _, _, samples) in &targets {
+        eprintln!(
+            "{base}: {} runs, p50 {}, p99 {}",
+            samples.len(),
+            ms(percentile(samples, 0.5)),
+            ms(percentile(samples, 0.99))
+        );
+    }
     Ok(())
 }
 
