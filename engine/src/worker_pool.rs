@@ -138,6 +138,14 @@ impl std::fmt::Debug for State {
     }
 }
 
+impl State {
+    /// Threads looking for work: spinning, or roused and not yet running (each takes a queued
+    /// job before it parks).
+    fn looking(&self) -> usize {
+        self.spinning + usize::from(self.rousing)
+    }
+}
+
 /// Waiting jobs, one FIFO per owner, owners in round-robin order.
 #[derive(Default)]
 struct FairQueue {
@@ -334,7 +342,7 @@ impl WorkerPool {
     /// the module docs). Never blocks for long: one lock and, at most, one wake-up.
     pub fn rouse(&self) {
         let mut state = self.shared.lock();
-        if state.spinning > 0 || state.rousing || state.idle == 0 || !state.queued.is_empty() {
+        if state.looking() > 0 || state.idle == 0 || !state.queued.is_empty() {
             return;
         }
         state.rousing = true;
@@ -366,7 +374,7 @@ impl Shared {
     /// parked thread is woken after the lock is released, so that it does not wake only to
     /// wait for the lock (one wake-up and one context switch less per job).
     fn grow(self: &Arc<Self>, mut state: MutexGuard<'_, State>) {
-        let looking = state.spinning + usize::from(state.rousing);
+        let looking = state.looking();
         if state.queued.len <= looking {
             // Each waiting job has a thread about to find it (a spinning thread checks the
             // queue before it parks, in the critical section that parks it): waking another
