@@ -31,8 +31,15 @@
 //! Rousing. A parked worker takes tens of microseconds to run again on a small VM (its virtual
 //! CPU halted), which a job that arrives after a pause waits for. A caller that knows a job is
 //! coming ([`WorkerPool::rouse`]: a server that has just received a request) wakes one early,
-//! when no thread is spinning; it spins for [`SPIN_BEFORE_PARKING`] and parks again if nothing
-//! came. At most one rouse is in flight, and a pool with work queued is not roused.
+//! when no thread is looking for work; it spins for [`SPIN_BEFORE_PARKING`] and parks again if
+//! nothing came. At most one rouse is in flight, and a pool with work queued is not roused.
+//!
+//! Waking. A queued job wakes a parked thread only when more jobs wait than threads look for
+//! work: those spinning, and those already woken (by a rouse or for a job) and not yet back from
+//! their wait, which the pool counts (`notified`) so that it never counts a woken thread as
+//! one still parked. That count can only fall short (a wait that returns without a wake-up, a
+//! timed-out or spurious one, takes one off too), which costs at most a wake-up that finds
+//! nothing; it never leaves a job without a thread.
 //!
 //! Handing back. A worker sends the job's value, then yields its CPU once before any
 //! follow-up work ([`WorkerPool::run_then`]) or its next job. On a small VM the scheduler
@@ -118,8 +125,10 @@ struct State {
     idle: usize,
     /// Threads polling for their next job before they park (see [`SPIN_BEFORE_PARKING`]).
     spinning: usize,
-    /// A parked thread was woken by [`WorkerPool::rouse`] and has not run yet.
-    rousing: bool,
+    /// Parked threads woken (by [`WorkerPool::rouse`] or for a queued job) and not yet back
+    /// from their wait; they are still counted `idle`. Never more than the truth (see "Waking"
+    /// in the module docs).
+    notified: usize,
     /// Rouses that woke a thread, since the pool started.
     roused: u64,
     /// Parked threads woken for a queued job, since the pool started.
@@ -139,10 +148,15 @@ impl std::fmt::Debug for State {
 }
 
 impl State {
-    /// Threads looking for work: spinning, or roused and not yet running (each takes a queued
+    /// Threads looking for work: spinning, or woken and not yet running (each takes a queued
     /// job before it parks).
     fn looking(&self) -> usize {
-        self.spinning + usize::from(self.rousing)
+        self.spinning + self.notified
+    }
+
+    /// Parked threads nobody has woken yet.
+    fn parked(&self) -> usize {
+        self.idle.saturating_sub(self.notified)
     }
 }
 
@@ -342,10 +356,10 @@ impl WorkerPool {
     /// the module docs). Never blocks for long: one lock and, at most, one wake-up.
     pub fn rouse(&self) {
         let mut state = self.shared.lock();
-        if state.looking() > 0 || state.idle == 0 || !state.queued.is_empty() {
+        if state.looking() > 0 || state.parked() == 0 || !state.queued.is_empty() {
             return;
         }
-        state.rousing = true;
+        state.notified += 1;
         state.roused += 1;
         drop(state);
         self.shared.work.notify_one();
@@ -368,7 +382,7 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Gets a waiting job a thread: one already looking for work (spinning, or roused and on
+    /// Gets a waiting job a thread: one already looking for work (spinning, or woken and on
     /// its way), else a parked one, woken, else a new one when fewer than `workers` jobs
     /// really run, or when the job's owner has nothing running. Takes the lock's guard: a
     /// parked thread is woken after the lock is released, so that it does not wake only to
@@ -381,8 +395,8 @@ impl Shared {
             // would only have it spin on an idle CPU beside the one running the job.
             return;
         }
-        // A roused thread is still counted idle until it runs.
-        if state.idle > usize::from(state.rousing) {
+        if state.parked() > 0 {
+            state.notified += 1;
             state.woken += 1;
             drop(state);
             self.work.notify_one();
@@ -478,7 +492,8 @@ fn next_job(shared: &Shared, mut spinning: bool) -> Option<(Owner, Job)> {
             (shared.work.wait(guard).unwrap_or_else(|e| e.into_inner()), false)
         };
         state.idle -= 1;
-        state.rousing = false;
+        // Back from its wait, woken or not (see "Waking" in the module docs).
+        state.notified = state.notified.saturating_sub(1);
         if timed_out && state.queued.is_empty() && state.threads > shared.workers {
             state.threads -= 1;
             return None;
@@ -643,7 +658,7 @@ mod tests {
         pool.rouse();
         assert_eq!(pool.shared.lock().roused, 1, "the parked thread is woken");
         // It wakes with no job to take.
-        while pool.shared.lock().rousing {
+        while pool.shared.lock().notified > 0 {
             std::thread::yield_now();
         }
         assert_eq!(pool.run(|| 5).await.unwrap(), 5);
@@ -686,16 +701,21 @@ mod tests {
         sleeper.await.unwrap().unwrap();
     }
 
-    #[test]
-    fn a_job_queued_while_a_thread_looks_for_work_wakes_no_other() {
-        let shared = Arc::new(Shared {
+    /// A pool's shared part with no threads: tests set its counts as if threads ran.
+    fn fabricated(workers: usize, max_threads: usize) -> Arc<Shared> {
+        Arc::new(Shared {
             state: Mutex::new(State::default()),
             work: Condvar::new(),
-            workers: 2,
-            max_threads: 4,
+            workers,
+            max_threads,
             stack_bytes: DEFAULT_STACK_BYTES,
             name: "test".into(),
-        });
+        })
+    }
+
+    #[test]
+    fn a_job_queued_while_a_thread_looks_for_work_wakes_no_other() {
+        let shared = fabricated(2, 4);
         // Two threads as the pool counts them, no real ones: one spinning, one parked.
         {
             let mut state = shared.lock();
@@ -713,12 +733,39 @@ mod tests {
         assert_eq!(shared.lock().woken, 1);
         // A rouse on its way counts as a thread looking for work too.
         let mut state = shared.lock();
-        (state.spinning, state.rousing) = (0, true);
+        (state.spinning, state.notified) = (0, 1);
         state.queued = FairQueue::default();
         state.queued.push(None, Box::new(|| ()));
         shared.grow(state);
         let state = shared.lock();
         assert_eq!((state.woken, state.threads), (1, 2), "the roused thread takes it");
+    }
+
+    #[test]
+    fn a_job_queued_while_the_only_parked_thread_is_woken_for_another_gets_a_thread() {
+        let shared = fabricated(2, 4);
+        // Two workers as the pool counts them: one job waits in a host call (a guest's sleep),
+        // the other worker is parked.
+        {
+            let mut state = shared.lock();
+            (state.threads, state.idle, state.waiting) = (2, 1, 1);
+            state.queued.push(None, Box::new(|| ()));
+            shared.grow(state);
+        }
+        let state = shared.lock();
+        assert_eq!((state.woken, state.notified), (1, 1), "the parked worker is woken for it");
+        drop(state);
+        // A second job before the woken worker runs: waking "another" parked thread would wake
+        // nobody (there is none), so only one job would run while a worker sits in a sleep.
+        let mut state = shared.lock();
+        state.queued.push(None, Box::new(|| ()));
+        shared.grow(state);
+        let state = shared.lock();
+        assert_eq!((state.woken, state.threads), (1, 3), "a thread is started for it");
+        drop(state);
+        // The started thread is real: it takes the queued jobs, and leaves when told.
+        shared.lock().closed = true;
+        shared.work.notify_all();
     }
 
     #[test]
