@@ -1,24 +1,27 @@
 #!/usr/bin/env bash
 # SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report tables
 # (p50/p99 and ratios against native CPython, memory per sandbox, all measured in this run).
+# The reports run on the build that ships, the `dist` profile (link-time optimised: Cargo.toml;
+# its first build takes several times as long as a release build); criterion's benches build
+# cargo's `bench` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --workspace --locked
-./target/release/soulbox runtimes fetch
+cargo build --profile dist --workspace --locked
+./target/dist/soulbox runtimes fetch
 cargo bench -p soulbox-benches --locked --bench execution --bench sandbox -- --warm-up-time 2 --measurement-time 5
-./target/release/report
-./target/release/sandbox-report
-./target/release/javascript-report
+./target/dist/report
+./target/dist/sandbox-report
+./target/dist/javascript-report
 python3 -m pip download --quiet --disable-pip-version-check --only-binary=:all: --platform any \
   --implementation py --abi none --python-version 3.15 -d target/test-wheels -r tests/wheels-requirements.txt
-./target/release/network-report
+./target/dist/network-report
 if [ ! -x target/moto-venv/bin/python ]; then python3 -m venv target/moto-venv; fi
 target/moto-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/moto-requirements.txt
-./target/release/checkpoint-report
+./target/dist/checkpoint-report
 command -v wrk >/dev/null || apt-get install -y wrk
-./target/release/http-report
+./target/dist/http-report
 command -v haproxy >/dev/null || apt-get install -y haproxy
-./target/release/cluster-report
+./target/dist/cluster-report
 # The peers (Eryx, Monty) from PyPI, pinned, in a Python >= 3.12 virtual environment (pyeryx needs
 # it): python3.12 on the PATH, else pyenv's.
 if [ ! -x target/peers-venv/bin/python ]; then
@@ -30,10 +33,10 @@ if [ ! -x target/peers-venv/bin/python ]; then
   "$peers_python" -m venv target/peers-venv
 fi
 target/peers-venv/bin/pip install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
-./target/release/peers-report
+./target/dist/peers-report
 bash scripts/build-images.sh
-./target/release/container-report
-./target/release/browser-report
+./target/dist/container-report
+./target/dist/browser-report
 if [ ! -x target/e2b-venv/bin/python ]; then python3 -m venv target/e2b-venv; fi
 target/e2b-venv/bin/pip install --quiet --disable-pip-version-check -r server/tests/python/e2b-requirements.txt
-target/e2b-venv/bin/python benches/e2b/e2b_report.py target/release/soulbox
+target/e2b-venv/bin/python benches/e2b/e2b_report.py target/dist/soulbox

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Builds SoulBox's server image locally, without a registry (idempotent: an image whose recipe
 # is unchanged is kept):
-#   soulbox/server:dev   FROM soulbox/base:bookworm (scripts/build-images.sh): the release
-#                        binary at /usr/local/bin/soulbox and the runtimes home (runtimes/ and
+#   soulbox/server:dev   FROM soulbox/base:bookworm (scripts/build-images.sh): the binary
+#                        at /usr/local/bin/soulbox and the runtimes home (runtimes/ and
 #                        the compiled modules, cache/modules/) at /opt/soulbox, read-only, run
 #                        as uid 10001 (deploy/image/Dockerfile; deploy/README.md)
-# Needs the release binary (`cargo build --release`) and a home whose modules that binary
-# compiled (`soulbox runtimes fetch`, then one `soulbox run`): $SOULBOX_HOME, else
-# ~/.local/share/soulbox (the binary's own default). The image carries a `soulbox.recipe`
+# Needs the binary, $SOULBOX_BINARY, else target/release/soulbox (`cargo build --release`; for
+# production, `cargo build --profile dist` and SOULBOX_BINARY=target/dist/soulbox: the README,
+# "The two commands"), and a home whose modules that binary compiled (`soulbox runtimes
+# fetch`, then one `soulbox run`): $SOULBOX_HOME, else ~/.local/share/soulbox (the binary's own
+# default). The image carries a `soulbox.recipe`
 # label: the SHA-256 of what built it (the Dockerfile, this script, the base image, the binary
 # and the home's file list, sizes and times). After a build, the image runs `print(1+1)` and
 # must print 2, so a home the binary would have to recompile (its modules are read-only in the
@@ -17,7 +19,7 @@ cd "$(dirname "$0")/.."
 
 BASE=soulbox/base:bookworm
 SERVER=${SERVER_IMAGE:-soulbox/server:dev}
-BINARY=target/release/soulbox
+BINARY=${SOULBOX_BINARY:-target/release/soulbox}
 SOULBOX_HOME=${SOULBOX_HOME:-${XDG_DATA_HOME:-$HOME/.local/share}/soulbox}
 
 step() { printf '\n==> %s\n' "$*" >&2; }
