@@ -713,30 +713,31 @@ mod tests {
         })
     }
 
+    /// Queues a job that does nothing, as [`WorkerPool::run`] does, after `set` has changed
+    /// the pool's counts.
+    fn queue_job(shared: &Arc<Shared>, set: impl FnOnce(&mut State)) {
+        let mut state = shared.lock();
+        set(&mut state);
+        state.queued.push(None, Box::new(|| ()));
+        shared.grow(state);
+    }
+
     #[test]
     fn a_job_queued_while_a_thread_looks_for_work_wakes_no_other() {
         let shared = fabricated(2, 4);
         // Two threads as the pool counts them, no real ones: one spinning, one parked.
-        {
-            let mut state = shared.lock();
-            (state.threads, state.spinning, state.idle) = (2, 1, 1);
-            state.queued.push(None, Box::new(|| ()));
-            shared.grow(state);
-        }
+        queue_job(&shared, |state| (state.threads, state.spinning, state.idle) = (2, 1, 1));
         let state = shared.lock();
         assert_eq!((state.woken, state.threads), (0, 2), "the spinning thread takes it; none is woken or started");
         drop(state);
         // A second job while the spinning thread has not taken the first: the parked one is woken.
-        let mut state = shared.lock();
-        state.queued.push(None, Box::new(|| ()));
-        shared.grow(state);
+        queue_job(&shared, |_| ());
         assert_eq!(shared.lock().woken, 1);
         // A rouse on its way counts as a thread looking for work too.
-        let mut state = shared.lock();
-        (state.spinning, state.notified) = (0, 1);
-        state.queued = FairQueue::default();
-        state.queued.push(None, Box::new(|| ()));
-        shared.grow(state);
+        queue_job(&shared, |state| {
+            (state.spinning, state.notified) = (0, 1);
+            state.queued = FairQueue::default();
+        });
         let state = shared.lock();
         assert_eq!((state.woken, state.threads), (1, 2), "the roused thread takes it");
     }
@@ -746,20 +747,13 @@ mod tests {
         let shared = fabricated(2, 4);
         // Two workers as the pool counts them: one job waits in a host call (a guest's sleep),
         // the other worker is parked.
-        {
-            let mut state = shared.lock();
-            (state.threads, state.idle, state.waiting) = (2, 1, 1);
-            state.queued.push(None, Box::new(|| ()));
-            shared.grow(state);
-        }
+        queue_job(&shared, |state| (state.threads, state.idle, state.waiting) = (2, 1, 1));
         let state = shared.lock();
         assert_eq!((state.woken, state.notified), (1, 1), "the parked worker is woken for it");
         drop(state);
         // A second job before the woken worker runs: waking "another" parked thread would wake
         // nobody (there is none), so only one job would run while a worker sits in a sleep.
-        let mut state = shared.lock();
-        state.queued.push(None, Box::new(|| ()));
-        shared.grow(state);
+        queue_job(&shared, |_| ());
         let state = shared.lock();
         assert_eq!((state.woken, state.threads), (1, 3), "a thread is started for it");
         drop(state);
