@@ -2,8 +2,8 @@
 # SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report tables
 # (p50/p99 and ratios against native CPython, memory per sandbox, all measured in this run).
 # The reports run on the build that ships, the `dist` profile (link-time optimised: Cargo.toml;
-# its first build takes several times as long as a release build); criterion's benches build
-# cargo's `bench` profile.
+# slower to build than `release`: 24 minutes for `soulbox` and `peers-report` alone from scratch
+# on 2 cores); criterion's benches build cargo's `bench` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --profile dist --workspace --locked
