@@ -65,4 +65,6 @@ pub use object_store;
 pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
-pub use worker_pool::{DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, WorkerPool, WorkerPoolConfig, job_waiting};
+pub use worker_pool::{
+    DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, EXTRA_THREAD_IDLE, WorkerPool, WorkerPoolConfig, job_waiting,
+};
