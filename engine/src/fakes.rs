@@ -37,6 +37,8 @@ pub(crate) struct Record {
     /// first.
     pub(crate) stall_kernels: std::sync::atomic::AtomicBool,
     pub(crate) kernel_stalled: tokio::sync::Notify,
+    /// When the last kernel finished starting.
+    pub(crate) kernel_started_at: Mutex<Option<std::time::Instant>>,
 }
 
 /// A backend of `capabilities` whose executions echo their code.
@@ -100,6 +102,7 @@ impl Backend for FakeBackend {
             self.record.kernel_stalled.notify_one();
             std::future::pending::<()>().await;
         }
+        *self.record.kernel_started_at.lock().unwrap() = Some(std::time::Instant::now());
         Ok(Box::new(FakeKernel { language: spec.language, cells: 0, seed: 0 }))
     }
 

@@ -381,9 +381,10 @@ async fn killing_stops_a_running_cell_and_frees_every_context() {
     let spinning = sandboxes.create(SandboxSpec::default()).await.unwrap();
     let js_box = sandboxes.create(spec(Template::JavaScript)).await.unwrap();
     js_box.create_context(Language::Python, None).await.unwrap();
-    let idle = SandboxSpec { idle_timeout: Some(Duration::from_millis(200)), ..spec(Template::DataScience) };
-    sandboxes.create(idle).await.unwrap();
+    let idle = sandboxes.create(spec(Template::DataScience)).await.unwrap();
     assert_eq!(backend.contexts_alive(), 4);
+    // Expires once idle for this long (set after the count, which a slow start would race).
+    idle.set_timeouts(Some(Duration::from_millis(200)), None).unwrap();
 
     let long = RunOptions { limits: Limits { deadline: Duration::from_secs(600), ..Limits::default() }, ..python() };
     let mut stream = spinning.run_code_stream("print('going', flush=True)\nwhile True: pass", long).await.unwrap();

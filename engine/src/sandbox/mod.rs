@@ -1060,9 +1060,13 @@ impl Unopened {
         Unopened(Some(sandbox))
     }
 
-    /// The sandbox, now the registry's to shut.
+    /// The sandbox, now the registry's to shut, idle from now: its idle time counts from the
+    /// moment the reaper can see it, not from when its making began (a default context that
+    /// took longer to start than the idle timeout had it paused or killed as it opened).
     fn opened(mut self) -> Sandbox {
-        self.0.take().expect("an unopened sandbox is opened once")
+        let sandbox = self.0.take().expect("an unopened sandbox is opened once");
+        sandbox.shared.clock.lock().unwrap_or_else(|e| e.into_inner()).last_active = Instant::now();
+        sandbox
     }
 }
 

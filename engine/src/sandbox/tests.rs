@@ -294,17 +294,27 @@ async fn a_sandbox_checkpointed_after_every_cell_outlives_its_registry_without_a
 }
 
 #[tokio::test]
+async fn a_sandbox_is_idle_from_when_it_opens_not_from_when_its_making_began() {
+    let backend = FakeBackend::everything();
+    let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    let started = backend.record.kernel_started_at.lock().unwrap().expect("its default context started");
+    let last_active = sandbox.shared.clock.lock().unwrap().last_active;
+    // Counted from before, a default context slower to start than the idle timeout had the
+    // sandbox paused or killed by the reaper's first look after it opened.
+    assert!(last_active >= started, "idle from before its default context started");
+}
+
+#[tokio::test]
 async fn an_idle_sandbox_can_pause_instead_of_dying_and_resume_on_request_only() {
     let backend = FakeBackend::everything();
     let (sandboxes, _root) = registry(&backend, SandboxesConfig::default());
-    let spec = SandboxSpec {
-        on_idle: IdleAction::Pause,
-        auto_resume: false,
-        idle_timeout: Some(Duration::from_millis(1)),
-        ..SandboxSpec::default()
-    };
+    let spec = SandboxSpec { on_idle: IdleAction::Pause, auto_resume: false, ..SandboxSpec::default() };
     let sandbox = sandboxes.create(spec).await.unwrap();
     sandbox.run_code("count", RunOptions::default()).await.unwrap();
+    // Idle for longer than this from now on (set after the cell, which a reaper's look between
+    // the creation and the cell would otherwise refuse).
+    sandbox.set_timeouts(Some(Duration::from_millis(1)), None).unwrap();
     let mut waited = Duration::ZERO;
     while sandbox.info().state != SandboxState::Paused {
         assert!(waited < Duration::from_secs(30), "the reaper never paused the idle sandbox");
