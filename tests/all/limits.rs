@@ -4,6 +4,11 @@ use soulbox_engine::{ExecRequest, Language, Limits, Outcome};
 use soulbox_tests::{assert_host_healthy, engine, metered_engine, run};
 use std::time::Duration;
 
+/// Within how long of its admission a guest stopped at a deadline of a few hundred ms has
+/// answered: its duration counts from admission, so it includes any wait for a worker behind
+/// the other tests' jobs; far below the 30 s sleep and the endless loops it stops.
+const STOPPED_WITHIN: Duration = Duration::from_secs(10);
+
 fn with(language: Language, code: &str, limits: Limits) -> ExecRequest {
     ExecRequest::new(language, code).with_limits(limits)
 }
@@ -18,7 +23,7 @@ async fn deadline_stops_busy_loops() {
         let r = run(with(language, code, deadline(200))).await;
         assert_eq!(r.outcome, Outcome::DeadlineExceeded, "{language}: {r:?}");
         assert_eq!(r.exit_code, soulbox_runtimes_wasm::EXIT_DEADLINE);
-        assert!(r.duration < Duration::from_secs(3), "{language}: took {:?}", r.duration);
+        assert!(r.duration < STOPPED_WITHIN, "{language}: took {:?}", r.duration);
     }
     assert_host_healthy().await;
 }
@@ -27,7 +32,7 @@ async fn deadline_stops_busy_loops() {
 async fn deadline_stops_a_sleeping_guest() {
     let r = run(with(Language::Python, "import time\ntime.sleep(30)", deadline(300))).await;
     assert_eq!(r.outcome, Outcome::DeadlineExceeded, "{r:?}");
-    assert!(r.duration < Duration::from_secs(3), "took {:?}", r.duration);
+    assert!(r.duration < STOPPED_WITHIN, "took {:?}", r.duration);
     assert_host_healthy().await;
 }
 

@@ -60,7 +60,9 @@ async fn a_node_owns_what_it_claims_and_the_others_see_it_live() {
 async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_sandboxes_adopted() {
     let schema = ScratchSchema::new().await;
     let db = Database::open(&schema.url).await.unwrap();
-    let first = Cluster::join(db.clone(), db.clone(), settings("one", 1_000), vec![]).await.unwrap();
+    // A lease of 3 s renewed every 200 ms: a renewal late by more than the lease (a loaded
+    // machine) would let the name go.
+    let first = Cluster::join(db.clone(), db.clone(), settings("one", 3_000), vec![]).await.unwrap();
     first.claim(new("sbx-kept")).await.unwrap();
     first.claim(new("sbx-not-local")).await.unwrap();
     // Renewed while another process waits for the name: it gives up.
@@ -73,7 +75,7 @@ async fn a_live_nodes_name_is_not_taken_but_a_left_or_expired_one_is_and_its_san
             }
         }
     });
-    let taken = Cluster::join(db.clone(), db.clone(), settings("one", 1_000), vec![]).await;
+    let taken = Cluster::join(db.clone(), db.clone(), settings("one", 3_000), vec![]).await;
     assert!(matches!(taken, Err(ClusterError::NameTaken(ref node)) if node == "one"), "{taken:?}");
     renewing.abort();
     // The process ends (its lease runs out); the next process of the node adopts what it

@@ -51,7 +51,7 @@ async fn languages_commands_processes_terminals_and_pages_over_http() {
     let streamed = client
         .post(format!("{base}/commands"))
         .header("accept", "application/x-ndjson")
-        .json(&json!({"command": "echo one; sleep 0.3; echo two >&2"}))
+        .json(&json!({"command": "echo one; sleep 1; echo two >&2"}))
         .send()
         .await
         .unwrap()
