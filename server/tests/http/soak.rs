@@ -59,7 +59,8 @@ fn pool_threads(pid: u32) -> usize {
     names.filter(|name| name.starts_with("soulbox-worker")).count()
 }
 
-/// What `pid` holds at rest: once its worker pool is back to its [`WORKERS`]. Under load the
+/// What `pid` holds at rest: once its worker pool is back to its [`WORKERS`] (exactly: a pool
+/// never has fewer, and a count of none would mean its threads were not found). Under load the
 /// pool starts extra threads that leave after [`EXTRA_THREAD_IDLE`] without work, each holding
 /// its next guests until then, so memory measured before they leave counts them (a warm-up
 /// that left none, compared with a round that left nine, failed by 15%). Looks every
@@ -67,12 +68,12 @@ fn pool_threads(pid: u32) -> usize {
 async fn at_rest(pid: u32) -> Held {
     let looks = 3 * EXTRA_THREAD_IDLE.as_millis() / LOOK.as_millis();
     for _ in 0..looks {
-        if pool_threads(pid) <= WORKERS {
+        if pool_threads(pid) == WORKERS {
             return held(pid);
         }
         tokio::time::sleep(LOOK).await;
     }
-    panic!("the worker pool's extra threads did not leave: {} threads, {WORKERS} kept", pool_threads(pid));
+    panic!("the worker pool did not come back to its {WORKERS} threads: {} now", pool_threads(pid));
 }
 
 /// Sends request number `n` of the mix for `tenant`; returns the status.
