@@ -2,7 +2,7 @@
 # SoulBox's benchmarks: criterion (medians, in target/criterion) and then the report tables
 # (p50/p99 and ratios against native CPython, memory per sandbox, all measured in this run).
 # The reports run on the build that ships, the `dist` profile (link-time optimised: Cargo.toml;
-# slower to build than `release`: 24 minutes for `soulbox` and `peers-report` alone from scratch
+# slower to build than `release`: 14.5-24 minutes for `soulbox` and `peers-report` alone from scratch
 # on 2 cores); criterion's benches build cargo's `bench` profile.
 set -euo pipefail
 cd "$(dirname "$0")/.."
