@@ -19,6 +19,57 @@ async fn echoes_a_final_expression() {
     assert_eq!(r.stdout, "42\n", "{r:?}");
 }
 
+/// A turn of one simple statement is compiled once, in CPython's interactive mode (SoulBox's
+/// `_run_turn` in the snapshot); the reactor's own way parses the text into a tree first. Both
+/// must give the same output, errors and exit status: `\n#` after a line sends it the long way
+/// without moving its line numbers.
+#[tokio::test]
+async fn a_one_line_turn_behaves_as_the_same_line_taken_the_long_way() {
+    let taken = python("import _reactor\nprint(_reactor._run_turn.__defaults__[0].__name__)").await;
+    assert_eq!(taken.stdout, "_run_turn\n", "the snapshot's turn is SoulBox's, wrapping the reactor's: {taken:?}");
+    let lines = [
+        "1 + 1",
+        "'a' * 3",
+        "None",
+        "print(1 + 1)",
+        "x = 1 + 1",
+        "x = 2\n\n",
+        "1; 2",
+        "for i in range(2): i",
+        "{'a': 1}",
+        "[i * i for i in range(3)]",
+        "f'{6 * 7}'",
+        "\"a docstring\"",
+        "# a comment",
+        "",
+        "1/0",
+        "undefined_name",
+        "x = = 1",
+        "  x = 1",
+        "return 1",
+        "await f()",
+        "print(1",
+        "raise SystemExit(4)",
+        "__import__('sys').exit(3)",
+        "x is 1",
+    ];
+    for line in lines {
+        let short = python(line).await;
+        let long = python(&format!("{line}\n#")).await;
+        assert_eq!(
+            (&short.stdout, &short.stderr, short.exit_code),
+            (&long.stdout, &long.stderr, long.exit_code),
+            "{line:?}: {short:?} against {long:?}"
+        );
+    }
+    let failed = python("1/0").await;
+    assert!(failed.stderr.contains("File \"<turn") && failed.stderr.contains("ZeroDivisionError"), "{failed:?}");
+    assert!(
+        !failed.stderr.contains("reactor") && !failed.stderr.contains("_run_turn"),
+        "no frame of SoulBox's: {failed:?}"
+    );
+}
+
 #[tokio::test]
 async fn uncaught_exception_is_exit_one_with_traceback() {
     let r = python("def f():\n    raise ValueError('boom')\nf()").await;

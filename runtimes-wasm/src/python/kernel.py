@@ -12,8 +12,8 @@ it, `_PyplotHook`). They are disarmed there: a one-shot execution, which starts 
 snapshot, gets Python's own behaviour through them. `start(preload)` runs once per context and
 arms them. Installing them per context instead wrote some forty pages of the snapshot's memory
 (module dictionaries, new type version tags for `Axes` and its subclasses), each a private copy
-the context then kept. A cell is the user's code given to the reactor's `turn` as is (one
-compile, REPL semantics): the reactor hands the final expression's value to `sys.displayhook`
+the context then kept. A cell is the user's code given to the reactor's `turn` as is (REPL
+semantics, `turn.py`): the reactor hands the final expression's value to `sys.displayhook`
 and an uncaught exception to `sys.excepthook`, both SoulBox's here, and flushes stdout at the
 end of the turn. Stdout and stderr are line-buffered so the host streams lines as they are
 written. Figures shown (`plt.show()`) or left open at the end of the cell become results with

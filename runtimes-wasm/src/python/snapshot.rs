@@ -61,6 +61,10 @@ del _soulbox, types, sys
 /// What the data-science snapshot imports besides [`WARM_UP`]'s (into `sys.modules` only).
 pub const DATA_SCIENCE_IMPORTS: &str = "import numpy, pandas, matplotlib, matplotlib.pyplot\n\
                                         del numpy, pandas, matplotlib\n";
+/// SoulBox's `_run_turn` for the reactor, run in the reactor's module at snapshot time: a turn
+/// of one simple statement compiled once from its text, in CPython's interactive mode, rather
+/// than parsed into a syntax tree of Python objects and compiled from that (see the file).
+pub const TURN_SOURCE: &str = include_str!("turn.py");
 /// SoulBox's Python kernel for stateful contexts, built into the snapshot as `_soulbox_kernel`.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
 /// SoulBox's HTTP for guests (`http.client` and `urllib` over the door), built into the
@@ -78,13 +82,15 @@ pub const REHEARSAL: &str = "__import__(\"_soulbox\").begin()\nimport sys as _s\
 const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
 
 /// The whole first turn of `flavour`'s snapshot: [`WARM_UP`] (and, for data-science,
-/// [`DATA_SCIENCE_IMPORTS`]) and the base environment, then the kernel module
+/// [`DATA_SCIENCE_IMPORTS`]) and the base environment, then [`TURN_SOURCE`] (compiled under the
+/// reactor's file name, `<reactor>`, which the reactor's tracebacks leave out), the kernel module
 /// ([`KERNEL_SOURCE`], compiled under the file name `<soulbox kernel>` so tracebacks can leave
 /// its frames out; its hooks installed, disarmed), the network module ([`NET_SOURCE`],
 /// installed), the bundled packages last on `sys.path`, the [`REHEARSAL`], then the freeze.
 pub fn first_turn(flavour: Flavour) -> String {
     let source = serde_json::to_string(KERNEL_SOURCE).unwrap_or_default();
     let net = serde_json::to_string(NET_SOURCE).unwrap_or_default();
+    let turn = serde_json::to_string(TURN_SOURCE).unwrap_or_default();
     let base_env: serde_json::Map<String, serde_json::Value> =
         layout::BASE_ENV.iter().map(|(k, v)| ((*k).to_owned(), serde_json::Value::String((*v).to_owned()))).collect();
     let base_env = serde_json::Value::Object(base_env);
@@ -93,7 +99,9 @@ pub fn first_turn(flavour: Flavour) -> String {
         Flavour::DataScience => DATA_SCIENCE_IMPORTS,
     };
     format!(
-        "{WARM_UP}\n{imports}__import__(\"_soulbox\").BASE_ENV = {base_env}\nimport sys as _s, types as _t\n_k = _t.ModuleType(\"_soulbox_kernel\")\n\
+        "{WARM_UP}\n{imports}__import__(\"_soulbox\").BASE_ENV = {base_env}\nimport sys as _s, types as _t\n\
+         exec(compile({turn}, \"<reactor>\", \"exec\"), _s.modules[\"_reactor\"].__dict__)\n\
+         _k = _t.ModuleType(\"_soulbox_kernel\")\n\
          exec(compile({source}, \"<soulbox kernel>\", \"exec\"), _k.__dict__)\n\
          _s.modules[\"_soulbox_kernel\"] = _k\n_k.install()\n\
          _n = _t.ModuleType(\"_soulbox_net\")\nexec(compile({net}, \"<soulbox net>\", \"exec\"), _n.__dict__)\n\
