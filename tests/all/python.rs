@@ -19,12 +19,13 @@ async fn echoes_a_final_expression() {
     assert_eq!(r.stdout, "42\n", "{r:?}");
 }
 
-/// A turn of one simple statement is compiled once, in CPython's interactive mode (SoulBox's
-/// `_run_turn` in the snapshot); the reactor's own way parses the text into a tree first. Both
-/// must give the same output, errors and exit status: `\n#` after a line sends it the long way
-/// without moving its line numbers.
+/// A turn whose last line is one simple statement is compiled from its text (SoulBox's
+/// `_run_turn` in the snapshot): the last line in CPython's interactive mode, the lines before
+/// it as a module; the reactor's own way parses the text into a tree first. Both must give the
+/// same output, errors and exit status: `\n#` after a text sends it the long way (its last line
+/// is a comment) without moving its line numbers.
 #[tokio::test]
-async fn a_one_line_turn_behaves_as_the_same_line_taken_the_long_way() {
+async fn a_turn_split_at_its_last_line_behaves_as_the_same_text_taken_the_long_way() {
     let taken = python("import _reactor\nprint(_reactor._run_turn.__defaults__[0].__name__)").await;
     assert_eq!(taken.stdout, "_run_turn\n", "the snapshot's turn is SoulBox's, wrapping the reactor's: {taken:?}");
     let lines = [
@@ -52,14 +53,50 @@ async fn a_one_line_turn_behaves_as_the_same_line_taken_the_long_way() {
         "raise SystemExit(4)",
         "__import__('sys').exit(3)",
         "x is 1",
+        r"'\d' +",
     ];
-    for line in lines {
-        let short = python(line).await;
-        let long = python(&format!("{line}\n#")).await;
+    let texts = [
+        "x = 20\nx + 22",
+        "x = 1\ny = 2",
+        "1\n2",
+        "print('a')\n'b' * 2",
+        "def f(n):\n    return n * 2\nf(21)",
+        "def f():\n    return 1\n  \n# a comment\n\nf()\n\n",
+        "  \n\nx = 5\nx",
+        "# only a comment\n1 + 1",
+        "for i in range(3):\n    i\ni",
+        "if True:\n    1",
+        "class A:\n    def __repr__(self):\n        return 'A!'\nA()",
+        "'''a docstring'''\n__doc__",
+        "s = '''\nabc\n'''\ns",
+        "s = '''\nx'''",
+        "x = (1,\n2)\nx",
+        "x = (1,\n2)",
+        "x = [1,\n2,\n]\nlen(x)",
+        "y = 1 + \\\n2\ny",
+        "y = 1 + \\\n2",
+        "def f():\n    raise ValueError('boom')\nf()",
+        "1/0\nprint('not reached')",
+        "x = 1\n1/0",
+        "print(1\nx = 2",
+        "x = 1\nx = = 2",
+        "x = 1\nreturn x",
+        "x = 1\nglobal x",
+        "x = 1\nfrom __future__ import annotations",
+        "import sys\nsys.exit(3)",
+        "x = 2\nx is 1",
+        "x = '\\d'\nx",
+        "x = '\\d'\ny = 1 +",
+        "x = 1 +\ny = '\\d'",
+        "async def f():\n    return 1\nawait f()",
+    ];
+    for text in lines.iter().chain(&texts) {
+        let short = python(text).await;
+        let long = python(&format!("{text}\n#")).await;
         assert_eq!(
             (&short.stdout, &short.stderr, short.exit_code),
             (&long.stdout, &long.stderr, long.exit_code),
-            "{line:?}: {short:?} against {long:?}"
+            "{text:?}: {short:?} against {long:?}"
         );
     }
     let failed = python("1/0").await;

@@ -21,7 +21,8 @@
 //!    compiled, which costs more than either), so it is repeated only for a request with its
 //!    own env or args;
 //! 2. the request's code, REPL-style: a final expression's value is echoed to stdout (a turn
-//!    of one simple statement is compiled once, from its text: [`snapshot::TURN_SOURCE`]).
+//!    whose last line is one simple statement is compiled from its text, without a syntax
+//!    tree: [`snapshot::TURN_SOURCE`]).
 //!
 //! `turn` returns the exit status in its low byte (1 for an uncaught exception, whose
 //! traceback is on stderr); values of 256 and up mean the code asked to exit.

@@ -72,8 +72,9 @@ pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
 pub const NET_SOURCE: &str = include_str!("net.py");
 /// What every instance's first turn does, done once here before the freeze: the reseed and
 /// base environment of `begin`, the line buffering a context's `start` turns on (undone), and
-/// one-line turns through [`TURN_SOURCE`]'s path (an expression and a statement that leave
-/// nothing behind), whose code the interpreter specializes as it runs it.
+/// turns through both of [`TURN_SOURCE`]'s paths (a line, and a line after another: an
+/// expression and a statement that leave nothing behind), whose code the interpreter
+/// specializes as it runs it.
 /// Lazy initialization, the interpreter's specialization of the code these run, and the
 /// caches their lookups fill are then in the snapshot, shared by every instance, rather than
 /// written into each instance's private copy of the pages.
@@ -81,7 +82,8 @@ pub const REHEARSAL: &str = "__import__(\"_soulbox\").begin()\nimport sys as _s\
                          _b = _o.line_buffering\n    _o.reconfigure(line_buffering=True)\n    \
                          _o.reconfigure(line_buffering=_b)\nfor _o in range(8):\n    \
                          _s.modules[\"_reactor\"]._run_turn(\"None\", \"<rehearsal>\")\n    \
-                         _s.modules[\"_reactor\"]._run_turn(\"pass\", \"<rehearsal>\")\ndel _s, _o, _b\n";
+                         _s.modules[\"_reactor\"]._run_turn(\"pass\", \"<rehearsal>\")\n    \
+                         _s.modules[\"_reactor\"]._run_turn(\"pass\\nNone\", \"<rehearsal>\")\ndel _s, _o, _b\n";
 /// The end of the first turn: everything imported so far is frozen out of the collector's way.
 const FREEZE: &str = "import gc\ngc.collect()\ngc.freeze()\ndel gc\n";
 

