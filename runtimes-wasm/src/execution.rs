@@ -26,7 +26,7 @@ use crate::egress::GuestNetwork;
 use crate::error::RuntimeError;
 use crate::javascript::JavaScript;
 use crate::language::{GuestModule, WasmLanguage};
-use crate::python::{Flavour, Python, layout};
+use crate::python::{self, Flavour, Python, layout};
 use crate::rewind::NotRewound;
 use crate::rewind::tracker::WriteTracker;
 use crate::ticker::EpochTicker;
@@ -106,6 +106,8 @@ struct Guest {
     tracker: Option<WriteTracker>,
     store: Store<GuestState>,
     instance: Instance,
+    /// The reactor's exports, for a Python guest.
+    reactor: Option<python::Reactor>,
     root: GuestRoot,
     /// The module it is an instance of (a rewind copies from its pristine instance).
     prepared: std::sync::Arc<Prepared>,
@@ -122,6 +124,11 @@ impl Drop for Guest {
 }
 
 impl Guest {
+    /// Its reactor's exports: it must be a Python guest.
+    fn reactor(&self) -> wasmtime::Result<python::Reactor> {
+        self.reactor.clone().ok_or_else(|| wasmtime::format_err!("not a Python guest"))
+    }
+
     /// The module it is an instance of.
     fn module(&self) -> GuestModule {
         match &self.prepared.interpreter {
@@ -259,7 +266,8 @@ fn compile(inner: &Inner, set: &crate::packages::Installed, flavour: Flavour) ->
     }
     let mut guest = start_guest(inner, GuestModule::Python(flavour), None)?;
     crate::packages::place(set, &guest.root.host_path())?;
-    let compiled = block_on(Python::run_internal(&mut guest.store, &guest.instance, crate::packages::COMPILE_TURN));
+    let reactor = guest.reactor().map_err(|e| RuntimeError::wasm(&e))?;
+    let compiled = block_on(Python::run_internal(&mut guest.store, &reactor, crate::packages::COMPILE_TURN));
     match compiled {
         Ok(()) => crate::packages::adopt_bytecode(set, &guest.root.host_path())?,
         // The set still works: guests compile what they import.
@@ -329,7 +337,8 @@ fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
         let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
         let memory_bytes = pristine.image().len();
         enter_world(inner, &mut guest.store, state, memory_bytes).map_err(|e| NotRewound::Failed(e.to_string()))?;
-        block_on(warm_python(&mut guest.store, &guest.instance)).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
+        let warmed = guest.reactor().map(|reactor| block_on(warm_python(&mut guest.store, &reactor)));
+        warmed.and_then(|warmed| warmed).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
     }
     Ok(guest)
 }
@@ -397,15 +406,18 @@ fn start_guest(inner: &Inner, module: GuestModule, request: Option<&ExecRequest>
         }
     };
     let mut store = new_store(inner, state)?;
-    let instance = block_on(async {
+    let (instance, reactor) = block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
+        let mut reactor = None;
         if let Interpreter::Python(_) = prepared.interpreter {
-            warm_python(&mut store, &instance).await?;
+            let exports = python::Reactor::of(&mut store, &instance)?;
+            warm_python(&mut store, &exports).await?;
+            reactor = Some(exports);
         }
-        wasmtime::Result::<Instance>::Ok(instance)
+        wasmtime::Result::<_>::Ok((instance, reactor))
     })
     .map_err(|e| RuntimeError::wasm(&e))?;
-    Ok(Guest { tracker: None, store, instance, root, prepared, owner: inner })
+    Ok(Guest { tracker: None, store, instance, reactor, root, prepared, owner: inner })
 }
 
 /// A new Python guest's world: a new guest root with the runtime's mounts, the fixed argv and
@@ -437,8 +449,8 @@ fn world(
 
 /// The warm-up turn every Python guest runs before its request ([`Python::BEGIN`]: the reseed,
 /// then the prelude for the base environment and no arguments). Its output is discarded.
-async fn warm_python(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<()> {
-    Python::run_internal(&mut *store, instance, Python::BEGIN).await?;
+async fn warm_python(store: &mut Store<GuestState>, reactor: &python::Reactor) -> wasmtime::Result<()> {
+    Python::run_internal(&mut *store, reactor, Python::BEGIN).await?;
     store.data().stdout.take();
     store.data().stderr.take();
     Ok(())
@@ -499,25 +511,27 @@ async fn run_entry(
     metering: bool,
     network: &Arc<GuestNetwork>,
 ) -> wasmtime::Result<i32> {
-    let (store, instance) = (&mut guest.store, &guest.instance);
     match WasmLanguage::of(request.language)? {
         WasmLanguage::Python => {
+            let (reactor, store) = (guest.reactor()?, &mut guest.store);
             // Every guest already ran the prelude for the base environment and no arguments
             // while warming up, so only a request with its own env or args needs another.
             if !request.env.is_empty() || !request.args.is_empty() {
                 let prelude = Python::prelude(&request.args, &Python::env(request));
-                Python::run_internal(store, instance, &prelude).await?;
+                Python::run_internal(store, &reactor, &prelude).await?;
             }
             if !request.packages.is_empty() {
-                Python::run_internal(store, instance, &crate::packages::import_path_turn()).await?;
+                Python::run_internal(store, &reactor, &crate::packages::import_path_turn()).await?;
             }
             if metering {
                 // The budget is for the request's code, not SoulBox's prelude.
                 store.set_fuel(request.limits.fuel.unwrap_or(u64::MAX))?;
             }
-            Python::run_code(store, instance, &request.code).await
+            Python::run_code(store, &reactor, &request.code).await
         }
-        WasmLanguage::JavaScript => JavaScript::run(store, instance, &request.args, &request.code, network).await,
+        WasmLanguage::JavaScript => {
+            JavaScript::run(&mut guest.store, &guest.instance, &request.args, &request.code, network).await
+        }
     }
 }
 

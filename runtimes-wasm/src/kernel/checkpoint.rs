@@ -102,7 +102,7 @@ pub(super) fn restore(inner: &Inner, spec: &KernelSpec, image: &KernelImage) -> 
         inner.contexts_mapped.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
     let network = crate::egress::GuestNetwork::new(spec.network.as_ref());
-    Ok(Live::new(inner, store, instance, overlay, network))
+    Ok(Live::new(inner, language, store, instance, overlay, network)?)
 }
 
 /// The shared page file of `image` (made by the first of its restores), or `None` where it

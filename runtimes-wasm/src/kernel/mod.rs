@@ -49,6 +49,8 @@ pub(crate) struct Live {
     overlay: Option<crate::checkpoint::cow::Overlay>,
     store: Store<GuestState>,
     instance: Instance,
+    /// The reactor's exports, for a Python instance.
+    reactor: Option<crate::python::Reactor>,
     /// Its checkpoints so far (empty until the first; a restored context starts a new one).
     log: crate::checkpoint::CaptureLog,
     /// Its outbound HTTP, under the spec's network policy (each cell's usage counted afresh).
@@ -61,23 +63,37 @@ pub(crate) struct Live {
 }
 
 impl Live {
+    /// A live `language` instance (its exports looked up once, for a Python one).
     fn new(
         inner: &Inner,
-        store: Store<GuestState>,
+        language: WasmLanguage,
+        mut store: Store<GuestState>,
         instance: Instance,
         overlay: Option<crate::checkpoint::cow::Overlay>,
         network: Arc<GuestNetwork>,
-    ) -> Self {
-        Live {
+    ) -> Result<Self, RuntimeError> {
+        let reactor = match language {
+            WasmLanguage::Python => {
+                Some(crate::python::Reactor::of(&mut store, &instance).map_err(|e| RuntimeError::wasm(&e))?)
+            }
+            WasmLanguage::JavaScript => None,
+        };
+        Ok(Live {
             overlay,
             store,
             instance,
+            reactor,
             log: crate::checkpoint::CaptureLog::default(),
             network,
             idle_since: Instant::now(),
             trim_queued: false,
             _alive: AliveCount::new(inner),
-        }
+        })
+    }
+
+    /// Its reactor's exports: it must be a Python instance.
+    fn reactor(&self) -> wasmtime::Result<crate::python::Reactor> {
+        self.reactor.clone().ok_or_else(|| wasmtime::format_err!("not a Python instance"))
     }
 }
 
@@ -159,11 +175,12 @@ impl Kernel for WasmKernel {
 
 /// Instantiates and prepares a kernel (blocking; on a worker thread).
 fn start_live(inner: &Inner, spec: &KernelSpec) -> Result<Live, RuntimeError> {
-    let (store, instance) = match WasmLanguage::of(spec.language)? {
+    let language = WasmLanguage::of(spec.language)?;
+    let (store, instance) = match language {
         WasmLanguage::Python => python::start(inner, spec)?,
         WasmLanguage::JavaScript => javascript::start(inner, spec)?,
     };
-    Ok(Live::new(inner, store, instance, None, GuestNetwork::new(spec.network.as_ref())))
+    Live::new(inner, language, store, instance, None, GuestNetwork::new(spec.network.as_ref()))
 }
 
 /// A store for a context: its guest sees the sandbox's workspace as `/` (reserved directories

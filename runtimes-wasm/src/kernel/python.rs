@@ -9,7 +9,7 @@ use crate::backend::Inner;
 use crate::error::RuntimeError;
 use crate::execution::{self, Interpreter};
 use crate::language::{GuestModule, WasmLanguage};
-use crate::python::{Python, layout, turn};
+use crate::python::{Python, Reactor, layout, turn};
 use soulbox_engine::kernel::{
     CellError, EventSender, ExecutionEvent, KernelSpec, MAX_RESULT_BYTES_PER_CELL, MAX_RESULTS_PER_CELL, Preload,
 };
@@ -45,7 +45,8 @@ pub(super) fn start(inner: &Inner, spec: &KernelSpec) -> Result<(Store<GuestStat
     let setup = format!("{setup}; __import__(\"_soulbox_kernel\").start(\"{preload}\")");
     let instance = execution::block_on(async {
         let instance = prepared.instance_pre.instantiate_async(&mut store).await?;
-        Python::run_internal(&mut store, &instance, &setup).await?;
+        let reactor = Reactor::of(&mut store, &instance)?;
+        Python::run_internal(&mut store, &reactor, &setup).await?;
         wasmtime::Result::<_>::Ok(instance)
     })
     .map_err(|e| start_failed(WasmLanguage::Python, &e, &store))?;
@@ -62,7 +63,8 @@ pub(super) fn store(inner: &Inner, spec: &KernelSpec, python: &Python) -> Result
 /// Reseeds `random` and `numpy.random` from fresh WASI entropy (a fork: their state was the
 /// source's).
 pub(super) async fn reseed(live: &mut Live) -> wasmtime::Result<()> {
-    Python::run_internal(&mut live.store, &live.instance, Python::WARM).await
+    let reactor = live.reactor()?;
+    Python::run_internal(&mut live.store, &reactor, Python::WARM).await
 }
 
 /// What the interpreter keeps open for itself and reopens on demand: matplotlib's cache of
@@ -73,7 +75,8 @@ const RELEASE: &str = "__import__(\"sys\").modules.get(\"matplotlib.font_manager
 
 /// Closes what the interpreter holds open for itself ([`RELEASE`]), before a checkpoint.
 pub(super) async fn release(live: &mut Live) -> wasmtime::Result<()> {
-    Python::run_internal(&mut live.store, &live.instance, RELEASE).await
+    let reactor = live.reactor()?;
+    Python::run_internal(&mut live.store, &reactor, RELEASE).await
 }
 
 /// The turn that ends a cell which made figures.
@@ -104,7 +107,8 @@ pub(super) async fn run_cell(
     match installed {
         Ok((installed, code)) => {
             let path = crate::packages::import_path_turn();
-            Python::run_internal(&mut live.store, &live.instance, &path).await?;
+            let reactor = live.reactor()?;
+            Python::run_internal(&mut live.store, &reactor, &path).await?;
             let _ = events
                 .send(ExecutionEvent::Stdout { text: format!("Successfully installed {}\n", installed.join(" ")) });
             run(live, &code, events).await
@@ -137,7 +141,8 @@ async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Res
         }
         Ok(())
     }));
-    let status = turn(&mut live.store, &live.instance, code).await?;
+    let reactor = live.reactor()?;
+    let status = turn(&mut live.store, &reactor, code).await?;
     if status != 0 && !seen.error.load(Ordering::Relaxed) {
         // Ended before the exception hook ran: a syntax error (its traceback is on stderr) or
         // `sys.exit()` (nothing printed), which ends the turn, never the context.
@@ -151,7 +156,8 @@ async fn run(live: &mut Live, code: &str, events: &EventSender) -> wasmtime::Res
         let _ = events.send(ExecutionEvent::Error(error));
     }
     if seen.figures.load(Ordering::Relaxed) {
-        Python::run_internal(&mut live.store, &live.instance, FINISH).await?;
+        let reactor = live.reactor()?;
+        Python::run_internal(&mut live.store, &reactor, FINISH).await?;
     }
     Ok(())
 }

@@ -35,7 +35,7 @@ use soulbox_engine::ExecRequest;
 use soulbox_engine::kernel::Preload;
 use soulbox_host_api::{GuestState, ReadOnlyMount};
 use std::path::{Path, PathBuf};
-use wasmtime::{Instance, Store};
+use wasmtime::{Instance, Memory, Store, TypedFunc};
 
 /// Which of SoulBox's pre-initialized Python modules: what its first turn imported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -176,31 +176,57 @@ impl Python {
     }
 
     /// Runs one of SoulBox's own turns ([`Python::WARM`], a prelude), which must succeed.
-    pub async fn run_internal(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<()> {
-        match turn(store, instance, code).await? {
+    pub async fn run_internal(store: &mut Store<GuestState>, reactor: &Reactor, code: &str) -> wasmtime::Result<()> {
+        match turn(store, reactor, code).await? {
             0 => Ok(()),
             status => wasmtime::bail!("SoulBox's Python turn `{code}` failed with status {status}"),
         }
     }
 
     /// Runs a request's `code` (after its prelude); returns the exit status.
-    pub async fn run_code(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<i32> {
-        Ok(turn(store, instance, code).await? & 0xff)
+    pub async fn run_code(store: &mut Store<GuestState>, reactor: &Reactor, code: &str) -> wasmtime::Result<i32> {
+        Ok(turn(store, reactor, code).await? & 0xff)
+    }
+}
+
+/// The reactor's exports a turn calls, looked up once per instance. A lookup by name makes the
+/// function's reference again (wasmtime searches the module's table of functions for its
+/// code), which every turn paid twice, on caches a gap between requests had emptied.
+#[derive(Clone)]
+pub struct Reactor {
+    alloc: TypedFunc<i32, i32>,
+    turn: TypedFunc<(i32, i32), i32>,
+    memory: Memory,
+}
+
+impl std::fmt::Debug for Reactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reactor").field("memory", &self.memory).finish_non_exhaustive()
+    }
+}
+
+impl Reactor {
+    /// The exports of `instance`, an instance of the reactor (an error for any other module).
+    pub fn of(store: &mut Store<GuestState>, instance: &Instance) -> wasmtime::Result<Self> {
+        Ok(Reactor {
+            alloc: instance.get_typed_func(&mut *store, "host_alloc")?,
+            turn: instance.get_typed_func(&mut *store, "turn")?,
+            memory: instance
+                .get_memory(&mut *store, "memory")
+                .ok_or_else(|| wasmtime::format_err!("the Python module exports no memory"))?,
+        })
     }
 }
 
 /// One `turn`: the raw return value (0-511), or an error if the reactor refused it.
-pub async fn turn(store: &mut Store<GuestState>, instance: &Instance, code: &str) -> wasmtime::Result<i32> {
+pub async fn turn(store: &mut Store<GuestState>, reactor: &Reactor, code: &str) -> wasmtime::Result<i32> {
     let len = i32::try_from(code.len())?;
-    let alloc = instance.get_typed_func::<i32, i32>(&mut *store, "host_alloc")?;
-    let ptr = alloc.call_async(&mut *store, len.max(1)).await?;
+    let ptr = reactor.alloc.call_async(&mut *store, len.max(1)).await?;
     if ptr == 0 {
         wasmtime::bail!("the Python guest could not allocate {len} bytes for the code");
     }
-    let memory = instance.get_memory(&mut *store, "memory").ok_or_else(|| wasmtime::format_err!("no memory export"))?;
-    memory.write(&mut *store, usize::try_from(ptr)?, code.as_bytes())?;
-    let turn = instance.get_typed_func::<(i32, i32), i32>(&mut *store, "turn")?;
-    let status = turn.call_async(&mut *store, (ptr, len)).await?;
+    reactor.memory.write(&mut *store, usize::try_from(ptr)?, code.as_bytes())?;
+    let status = reactor.turn.call_async(&mut *store, (ptr, len)).await?;
     if status < 0 {
         wasmtime::bail!("the Python reactor refused the turn ({status})");
     }

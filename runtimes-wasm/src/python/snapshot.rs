@@ -176,7 +176,8 @@ impl super::Python {
         let mut store = crate::snapshot_cache::build_store(&engine, state, settings)?;
         crate::snapshot_cache::build_runtime(scratch)?.block_on(async {
             let instance = linker.instantiate_async(&mut store, &module).await.map_err(|e| RuntimeError::wasm(&e))?;
-            let status = super::turn(&mut store, &instance, &first_turn(self.flavour))
+            let reactor = super::Reactor::of(&mut store, &instance).map_err(|e| fail(format!("{e:#}")))?;
+            let status = super::turn(&mut store, &reactor, &first_turn(self.flavour))
                 .await
                 .map_err(|e| fail(format!("{e:#}")))?;
             if status != 0 {
