@@ -32,17 +32,16 @@
 # is kept out: `from __future__` imports (they must come first and change how the rest compiles)
 # and `global`/`nonlocal` declarations in the tail (an error after a use of the name). Any text
 # that does not compile this way (a syntax error, an indented last line, `return` outside a
-# function) goes the long way, so its error is reported exactly as before, and the compiler's
-# warnings (a `SyntaxWarning`) are held back until both parts have compiled: shown then, or left
-# to the long way to show, never twice. One difference remains: when the display hook itself
-# raises (a `__repr__` that fails), the traceback has the turn's last line in it, as a REPL's
-# does.
+# function) goes the long way, so its error is reported exactly as before; a compiler warning
+# (a `SyntaxWarning`) the split compiles showed before failing is not shown again by the long
+# way. One difference remains: when the display hook itself raises (a `__repr__` that fails),
+# the traceback has the turn's last line in it, as a REPL's does.
 #
 # Comments, not a docstring: this runs in the reactor's module, whose `__doc__` stays its own.
 
 
 # `_whole` is the reactor's own `_run_turn`, which this one replaces.
-def _run_turn(text, name, _whole=_run_turn, _warnings=__import__("warnings")):  # noqa: F821
+def _run_turn(text, name, _whole=_run_turn):  # noqa: F821
     lines = text.rstrip().split("\n")
     tail = lines[-1]
     if (
@@ -56,20 +55,13 @@ def _run_turn(text, name, _whole=_run_turn, _warnings=__import__("warnings")):  
         or tail.startswith(("global", "nonlocal"))
     ):
         return _whole(text, name)
-    shown, show = [], _warnings.showwarning
-    _warnings.showwarning = lambda *warning: shown.append(warning)
     try:
+        first = compile("\n".join(lines[:-1]), name, "exec") if _head_has_code(lines) else None
         last = compile("\n" * (len(lines) - 1) + tail, name, "single")
-        head = len(lines) > 1 and _head_has_code(lines)
-        first = compile("\n".join(lines[:-1]), name, "exec") if head else None
     except Exception:
         last = None  # the long way, outside this handler: its error is not chained to this one
-    finally:
-        _warnings.showwarning = show
     if last is None:
-        return _whole(text, name)  # which shows the compiler's warnings itself
-    for warning in shown:
-        show(*warning)
+        return _the_long_way(text, name, lines, _whole)
     import linecache
 
     main = sys.modules["__main__"].__dict__  # noqa: F821 (the reactor's `sys`)
@@ -87,3 +79,40 @@ def _head_has_code(lines):
         if line and line[0] != "#":
             return True
     return False
+
+
+def _the_long_way(text, name, lines, whole, _warnings=__import__("warnings")):
+    # The reactor's way compiles the text again: a warning the split compiles showed before one
+    # of them failed would be shown twice. Compiling does nothing else, so they are compiled
+    # again, their warnings held, and the reactor's way shows only the others.
+    shown, show = [], _warnings.showwarning
+    _warnings.showwarning = lambda *warning: shown.append(_shown_as(*warning))
+    try:
+        # In the order above, the warnings shown before a failure are those the whole text's
+        # compile shows before its own (it reads the lines in the same order).
+        if _head_has_code(lines):
+            compile("\n".join(lines[:-1]), name, "exec")
+        compile("\n" * (len(lines) - 1) + lines[-1], name, "single")
+    except Exception:
+        pass
+    finally:
+        _warnings.showwarning = show
+    if not shown:
+        return whole(text, name)
+
+    def once(message, category, filename, lineno, file=None, line=None):
+        if _shown_as(message, category, filename, lineno) in shown:
+            shown.remove(_shown_as(message, category, filename, lineno))
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    _warnings.showwarning = once
+    try:
+        return whole(text, name)
+    finally:
+        if _warnings.showwarning is once:
+            _warnings.showwarning = show
+
+
+def _shown_as(message, category, filename, lineno, *_):
+    return str(message), category, filename, lineno
