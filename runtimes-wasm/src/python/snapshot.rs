@@ -62,8 +62,9 @@ del _soulbox, types, sys
 pub const DATA_SCIENCE_IMPORTS: &str = "import numpy, pandas, matplotlib, matplotlib.pyplot\n\
                                         del numpy, pandas, matplotlib\n";
 /// SoulBox's `_run_turn` for the reactor, run in the reactor's module at snapshot time: a turn
-/// of one simple statement compiled once from its text, in CPython's interactive mode, rather
-/// than parsed into a syntax tree of Python objects and compiled from that (see the file).
+/// whose last line is one simple statement is compiled from its text (that line in CPython's
+/// interactive mode, the lines before it as a module) rather than parsed into a syntax tree of
+/// Python objects and compiled from that (see the file).
 pub const TURN_SOURCE: &str = include_str!("turn.py");
 /// SoulBox's Python kernel for stateful contexts, built into the snapshot as `_soulbox_kernel`.
 pub const KERNEL_SOURCE: &str = include_str!("kernel.py");
