@@ -337,8 +337,8 @@ fn rewind(inner: &Inner, mut guest: Guest) -> Result<Guest, NotRewound> {
         let state = python_state(python, &guest.root).map_err(|e| NotRewound::Failed(e.to_string()))?;
         let memory_bytes = pristine.image().len();
         enter_world(inner, &mut guest.store, state, memory_bytes).map_err(|e| NotRewound::Failed(e.to_string()))?;
-        let warmed = guest.reactor().map(|reactor| block_on(warm_python(&mut guest.store, &reactor)));
-        warmed.and_then(|warmed| warmed).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
+        let reactor = guest.reactor().map_err(|e| NotRewound::Failed(e.to_string()))?;
+        block_on(warm_python(&mut guest.store, &reactor)).map_err(|e| NotRewound::Failed(format!("{e:#}")))?;
     }
     Ok(guest)
 }
