@@ -9,6 +9,12 @@
 //! (the event is dropped; the guest's own deadline has passed by then too). So what the host
 //! holds for one cell is bounded by the buffer, whatever the guest writes and however slowly
 //! the caller reads.
+//!
+//! A caller that keeps every event until the cell ends ([`crate::Sandbox::run_code`]) gains
+//! nothing from the bound, and uses a [`collecting_channel`], whose sends never wait (what it
+//! holds is bounded by the cell's output limits, as the caller's copy is). A kernel may then
+//! run the cell on the caller's own task ([`EventSender::waits`]), where a send that waited
+//! for the caller to read would wait for itself.
 
 use crate::kernel::{ExecutionEvent, RichResult};
 use std::collections::VecDeque;
@@ -33,10 +39,23 @@ pub enum Undelivered {
 
 /// A new channel whose sends wait for room until `until` at the latest.
 pub fn channel(until: Instant) -> (EventSender, EventReceiver) {
+    new_channel(Some(MAX_BUFFERED_EVENT_BYTES), until)
+}
+
+/// A new channel whose sends never wait: for a caller that keeps every event until the cell
+/// ends ([`crate::Sandbox::run_code`]), so that what waits in the channel costs no more than
+/// the caller's own copy would (both are bounded by the cell's output limits). Its sender can
+/// run on the caller's own task ([`EventSender::waits`]).
+pub fn collecting_channel() -> (EventSender, EventReceiver) {
+    new_channel(None, Instant::now())
+}
+
+fn new_channel(bound: Option<usize>, until: Instant) -> (EventSender, EventReceiver) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State { senders: 1, receiving: true, ..State::default() }),
         room: Condvar::new(),
         ready: Arc::new(tokio::sync::Notify::new()),
+        bound,
         until,
     });
     (EventSender { shared: Arc::clone(&shared) }, EventReceiver { shared, waiting: None })
@@ -47,6 +66,8 @@ struct Shared {
     state: Mutex<State>,
     room: Condvar,
     ready: Arc<tokio::sync::Notify>,
+    /// Bytes buffered, at most, before a send waits; `None`: sends never wait.
+    bound: Option<usize>,
     until: Instant,
 }
 
@@ -92,12 +113,19 @@ impl EventSender {
         self.push(self.shared.lock(), event, size)
     }
 
+    /// Whether a send may wait for the caller to read (a [`channel`], not a
+    /// [`collecting_channel`]): a sender that may wait must not run on its caller's task.
+    pub fn waits(&self) -> bool {
+        self.shared.bound.is_some()
+    }
+
     /// Sends `event`, waiting while the buffer is full (see the module's documentation).
     /// Blocking: for the guest's thread, never for async code ([`EventSender::send_now`]).
     pub fn send(&self, event: ExecutionEvent) -> Result<(), Undelivered> {
         let size = weight(&event);
+        let Some(bound) = self.shared.bound else { return self.push(self.shared.lock(), event, size) };
         let mut state = self.shared.lock();
-        while state.receiving && state.bytes > 0 && state.bytes + size > MAX_BUFFERED_EVENT_BYTES {
+        while state.receiving && state.bytes > 0 && state.bytes + size > bound {
             let now = Instant::now();
             if now >= self.shared.until {
                 return Err(Undelivered::TimedOut);
@@ -193,6 +221,26 @@ mod tests {
 
     fn text(n: usize) -> ExecutionEvent {
         ExecutionEvent::Stdout { text: "x".repeat(n) }
+    }
+
+    #[test]
+    fn a_collecting_channel_never_makes_its_sender_wait() {
+        let (bounded, _reader) = channel(Instant::now() + Duration::from_secs(60));
+        assert!(bounded.waits());
+        let (sender, mut receiver) = collecting_channel();
+        assert!(!sender.waits());
+        // Three times the bound, nobody reading: a bounded channel's sender would wait.
+        for _ in 0..3 {
+            sender.send(text(MAX_BUFFERED_EVENT_BYTES)).unwrap();
+        }
+        drop(sender);
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut received = 0;
+        while let Poll::Ready(Some(_)) = receiver.poll_recv(&mut cx) {
+            received += 1;
+        }
+        assert_eq!(received, 3);
     }
 
     #[tokio::test]

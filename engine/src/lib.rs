@@ -11,9 +11,11 @@
 //! - [`Engine`] is the cheap-to-clone handle callers hold: it validates requests, routes each to
 //!   the backend for its language and wraps every execution in a `tracing` span.
 //! - [`WorkerPool`] is SoulBox's one async boundary: blocking guest work runs on its dedicated,
-//!   big-stack threads, never on the async runtime's, with bounded admission (excess work is
-//!   refused with [`BackendError::Busy`], never queued without bound), queued per owner and
-//!   served fairly between owners.
+//!   big-stack threads, with bounded admission (excess work is refused with
+//!   [`BackendError::Busy`], never queued without bound), queued per owner and served fairly
+//!   between owners. A backend may start short work on its caller's task within the same
+//!   admission and hand it over once it runs long ([`WorkerPool::admit`],
+//!   [`WorkerPool::take_over`]): the WebAssembly backend's session cells.
 //!
 //! - [`sandbox::Sandboxes`] holds stateful sandboxes: a workspace plus Python/JavaScript
 //!   contexts ([`kernel::Kernel`]s) that keep state between cells, with rich results, streamed
@@ -66,5 +68,6 @@ pub use request::{ExecRequest, InputFile, RequestError};
 pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
 pub use worker_pool::{
-    DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, EXTRA_THREAD_IDLE, WorkerPool, WorkerPoolConfig, job_waiting,
+    Admitted, DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, EXTRA_THREAD_IDLE, JobAnswer, WorkerPool,
+    WorkerPoolConfig, job_waiting,
 };

@@ -1,13 +1,16 @@
 //! [`WorkerPool`]: SoulBox's one async boundary, fair between tenants.
 //!
-//! Guest code is CPU-bound and blocking, and interpreters want deep native stacks. So it never
-//! runs on the async runtime's threads: a backend hands each job to this pool, whose dedicated
-//! threads (with [`DEFAULT_STACK_BYTES`] stacks) run it while the caller's future waits.
+//! Guest code is CPU-bound and blocking, and interpreters want deep native stacks. So a backend
+//! hands each job to this pool, whose dedicated threads (with [`DEFAULT_STACK_BYTES`] stacks)
+//! run it while the caller's future waits. The one exception is bounded: a backend may start a
+//! job on its caller's task when the job is a future that yields within a few milliseconds (a
+//! WebAssembly guest on a fiber, with an epoch deadline), holding an admission of its own
+//! ([`WorkerPool::admit`]), and hand the rest over if it runs longer ([`WorkerPool::take_over`]).
 //!
 //! Admission is bounded: at most `workers + queue` jobs are admitted at once (running or
-//! waiting). Past that, [`WorkerPool::run`] refuses at once with [`BackendError::Busy`] instead
-//! of queueing without bound. A job that panics is reported as an internal error; the worker
-//! thread survives.
+//! waiting, wherever they run). Past that, [`WorkerPool::run`] refuses at once with
+//! [`BackendError::Busy`] instead of queueing without bound. A job that panics is reported as
+//! an internal error; the worker thread survives.
 //!
 //! Fairness. Each job has an owner (a service's tenant; `None` for the library's own use), and
 //! waiting jobs queue per owner:
@@ -317,16 +320,53 @@ impl WorkerPool {
         R: Send + 'static,
         T: FnOnce() + Send + 'static,
     {
-        let permit = self.admit()?;
+        let admitted = self.admit()?;
+        self.queue(owner, admitted, job, then, Unwanted::Skip)?.await
+    }
+
+    /// Admits one job now, or refuses at once with [`BackendError::Busy`] when the pool is
+    /// full: for work a caller begins on its own thread ([`Admitted`]) and may hand over later
+    /// ([`WorkerPool::take_over`]).
+    pub fn admit(&self) -> Result<Admitted, BackendError> {
+        let permit = Arc::clone(&self.admission).try_acquire_owned();
+        permit.map(|place| Admitted { _place: place }).map_err(|_| BackendError::Busy { capacity: self.capacity })
+    }
+
+    /// Runs `job`, admitted already, on a worker thread, and returns its answer to await. Unlike
+    /// [`WorkerPool::run_as`], the job runs even if nobody awaits the answer: it finishes work
+    /// its caller began elsewhere (a cell started on the caller's thread), which must not be
+    /// left half done. The admission is released when the job ends.
+    pub fn take_over<F, R>(&self, owner: Option<&str>, admitted: Admitted, job: F) -> Result<JobAnswer<R>, BackendError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        self.queue(owner, admitted, job, || (), Unwanted::RunAnyway)
+    }
+
+    /// Queues `job` (then `then`) for `owner` and gets it a thread.
+    fn queue<F, R, T>(
+        &self,
+        owner: Option<&str>,
+        admitted: Admitted,
+        job: F,
+        then: T,
+        unwanted: Unwanted,
+    ) -> Result<JobAnswer<R>, BackendError>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + 'static,
+        T: FnOnce() + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let boxed: Job = Box::new(move || {
-            if reply.is_closed() {
+            if reply.is_closed() && unwanted == Unwanted::Skip {
                 // Its caller went away while it waited (a client that disconnected or timed
                 // out): nobody wants its value, so it is not run.
                 return;
             }
             let value = catch_unwind(AssertUnwindSafe(job));
-            drop::<OwnedSemaphorePermit>(permit);
+            drop::<Admitted>(admitted);
             // The caller may have gone away; then nobody wants the value.
             let _ = reply.send(value);
             // The reply woke the caller's runtime thread: let it take this CPU before the
@@ -336,19 +376,13 @@ impl WorkerPool {
                 tracing::error!(panic = panic_message(&*panic), "worker follow-up panicked");
             }
         });
-        {
-            let mut state = self.shared.lock();
-            if state.closed {
-                return Err(BackendError::Internal("worker pool has stopped".into()));
-            }
-            state.queued.push(owner.map(Arc::from), boxed);
-            self.shared.grow(state);
+        let mut state = self.shared.lock();
+        if state.closed {
+            return Err(BackendError::Internal("worker pool has stopped".into()));
         }
-        match answer.await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(panic)) => Err(BackendError::Internal(format!("job panicked: {}", panic_message(&*panic)))),
-            Err(_) => Err(BackendError::Internal("worker dropped the job".into())),
-        }
+        state.queued.push(owner.map(Arc::from), boxed);
+        self.shared.grow(state);
+        Ok(JobAnswer(answer))
     }
 
     /// A job is likely to be handed over shortly: wakes a parked thread to spin for it, unless
@@ -364,10 +398,38 @@ impl WorkerPool {
         drop(state);
         self.shared.work.notify_one();
     }
+}
 
-    fn admit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
-        Arc::clone(&self.admission).try_acquire_owned().map_err(|_| BackendError::Busy { capacity: self.capacity })
+/// One job's place within the pool's admission bound, held from [`WorkerPool::admit`] until
+/// the job ends (dropped then), wherever it runs.
+#[derive(Debug)]
+pub struct Admitted {
+    _place: OwnedSemaphorePermit,
+}
+
+/// What a job handed to the pool returns: its value, or why there is none.
+#[derive(Debug)]
+pub struct JobAnswer<R>(oneshot::Receiver<std::thread::Result<R>>);
+
+impl<R> Future for JobAnswer<R> {
+    type Output = Result<R, BackendError>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(|answer| match answer {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(panic)) => Err(BackendError::Internal(format!("job panicked: {}", panic_message(&*panic)))),
+            Err(_) => Err(BackendError::Internal("worker dropped the job".into())),
+        })
     }
+}
+
+/// What a queued job does when its caller has gone away before a thread takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unwanted {
+    /// Nothing: nobody wants its value.
+    Skip,
+    /// Runs: it finishes work begun elsewhere.
+    RunAnyway,
 }
 
 impl Drop for WorkerPool {
@@ -562,6 +624,23 @@ mod tests {
         pool.run(|| ()).await.unwrap();
         assert!(!ran.load(Ordering::SeqCst), "the abandoned job ran");
         assert_eq!(pool.in_use(), 0, "its admission slot was freed");
+    }
+
+    #[tokio::test]
+    async fn a_job_taken_over_runs_though_nobody_awaits_it_and_holds_its_admission_until_it_ends() {
+        let pool = pool(1, 1);
+        let admitted = pool.admit().unwrap();
+        assert_eq!(pool.in_use(), 1);
+        let (release, gate) = mpsc::channel::<()>();
+        let (started, mut running) = tokio::sync::mpsc::unbounded_channel();
+        // Work begun elsewhere, handed over, and its answer dropped at once.
+        drop(pool.take_over(Some("acme"), admitted, held(started, Arc::new(Mutex::new(gate)))).unwrap());
+        running.recv().await.unwrap();
+        assert_eq!(pool.in_use(), 1, "the admission goes with the job");
+        assert!(matches!(pool.admit(), Ok(_)), "the queue has room for one more");
+        release.send(()).unwrap();
+        pool.run(|| ()).await.unwrap();
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[tokio::test]

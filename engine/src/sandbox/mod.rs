@@ -1547,10 +1547,12 @@ impl Sandbox {
     /// Runs `code` and waits for it to end.
     pub async fn run_code(&self, code: &str, options: RunOptions) -> Result<Execution, SandboxError> {
         let (context, cell, span) = self.prepare_cell(code, options).await?;
-        let (events_tx, events_rx) = crate::events::channel(events_deadline(&cell));
+        // Every event is kept until the end: the cell never waits for them to be read, so a
+        // backend may run it on this task (see `collecting_channel`).
+        let (events_tx, events_rx) = crate::events::collecting_channel();
         let (failure_tx, failure_rx) = tokio::sync::oneshot::channel();
-        // Run and read together (the cell waits when its events are not read); awaited here
-        // rather than spawned: one task hop less for the common call.
+        // Run and read together; awaited here rather than spawned: one task hop less for the
+        // common call.
         let _active = self.shared.begin()?;
         let run = context.run(&self.shared, cell, events_tx, failure_tx).instrument(span);
         let ((), execution) = tokio::join!(run, ExecutionStream::new(events_rx, failure_rx).finish());
