@@ -275,6 +275,56 @@ async fn a_deadline_stops_the_cell_and_restarts_the_context() {
     assert_eq!(fine.text(), Some("42"));
 }
 
+/// A cell answered at its end starts on its caller's task; one still running at the next epoch
+/// tick goes on on a worker, which frees the caller's thread: here the only thread of the test's
+/// runtime, which makes the file the cell waits for only once the cell has let it go (a cell
+/// that kept the thread would spin to its deadline).
+#[tokio::test]
+async fn a_long_cell_lets_go_of_its_callers_thread_and_ends_on_a_worker() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("import os", python()).await.unwrap();
+    let go = sandbox.files().unwrap().host_path().join("go");
+    let limits = Limits { deadline: Duration::from_secs(120), ..Limits::default() };
+    let options = RunOptions { limits, ..RunOptions::default() };
+    let waits = sandbox.run_code("while not os.path.exists('/go'): pass\nprint('went')", options);
+    let (ran, ()) = tokio::join!(waits, async { std::fs::write(&go, b"").unwrap() });
+    let ran = ran.unwrap();
+    assert_eq!(ran.outcome(), Outcome::Completed, "{ran:?}");
+    assert_eq!(ran.stdout, "went\n");
+    let js = sandbox.run_code(
+        "let n = 0; while (n < 1e12) { n++; } n",
+        RunOptions { limits: Limits { deadline: Duration::from_millis(300), ..Limits::default() }, ..js() },
+    );
+    assert_eq!(js.await.unwrap().outcome(), Outcome::DeadlineExceeded);
+}
+
+/// A caller that goes away while its cell runs does not stop it: the cell ends on a worker and
+/// its context keeps what it did, whether the caller left while the cell waited in a `sleep` on
+/// the caller's task or after the cell was handed over; the next cell waits for it.
+#[tokio::test]
+async fn a_cell_whose_caller_went_away_ends_and_keeps_its_state() {
+    let sandboxes = sandboxes();
+    let sandbox = sandboxes.create(SandboxSpec::default()).await.unwrap();
+    sandbox.run_code("import os, time", python()).await.unwrap();
+    let long = RunOptions { limits: Limits { deadline: Duration::from_secs(120), ..Limits::default() }, ..python() };
+    tokio::select! {
+        biased;
+        _ = sandbox.run_code("time.sleep(0.2)\nslept = 1", long.clone()) => panic!("the cell sleeps"),
+        () = std::future::ready(()) => {}
+    }
+    assert_eq!(sandbox.run_code("slept", python()).await.unwrap().text(), Some("1"));
+    tokio::select! {
+        biased;
+        _ = sandbox.run_code("while not os.path.exists('/go'): pass\nspun = 2", long) => panic!("the cell spins"),
+        () = std::future::ready(()) => {}
+    }
+    std::fs::write(sandbox.files().unwrap().host_path().join("go"), b"").unwrap();
+    let after = sandbox.run_code("(slept, spun)", python()).await.unwrap();
+    assert_eq!(after.text(), Some("(1, 2)"), "{after:?}");
+    assert!(!after.end.context_restarted);
+}
+
 #[tokio::test]
 async fn a_refused_allocation_is_a_memory_error_and_the_context_survives() {
     let sandboxes = sandboxes();

@@ -13,7 +13,6 @@ use crate::language::{GuestModule, WasmLanguage};
 use crate::ticker::EpochTicker;
 use soulbox_engine::BackendError;
 use soulbox_engine::kernel::{KernelImage, KernelSpec};
-use std::sync::Mutex;
 
 impl From<CheckpointError> for BackendError {
     fn from(error: CheckpointError) -> Self {
@@ -31,11 +30,11 @@ impl From<CheckpointError> for BackendError {
 pub(super) fn capture(
     inner: &Inner,
     spec: &KernelSpec,
-    slot: &Mutex<Option<Live>>,
+    slot: &tokio::sync::Mutex<Option<Live>>,
 ) -> Result<KernelImage, BackendError> {
     let prepared = inner.prepared(GuestModule::for_kernel(spec)?)?;
     let pristine = prepared.pristine(inner)?;
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = slot.blocking_lock();
     let live = slot.as_mut().ok_or_else(|| {
         BackendError::NotCheckpointable("the context's interpreter was lost; run a cell to restart it first".into())
     })?;
@@ -121,9 +120,9 @@ fn shared_pages(
 
 /// Reseeds the context's random generators from fresh entropy (a fork; blocking, on a worker
 /// thread). No user code runs.
-pub(super) fn diverge(spec: &KernelSpec, slot: &Mutex<Option<Live>>) -> Result<(), BackendError> {
+pub(super) fn diverge(spec: &KernelSpec, slot: &tokio::sync::Mutex<Option<Live>>) -> Result<(), BackendError> {
     let language = WasmLanguage::of(spec.language)?;
-    let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+    let mut slot = slot.blocking_lock();
     let live = slot.as_mut().ok_or_else(|| BackendError::Internal("the restored context is gone".into()))?;
     live.log.touch();
     let reseeded = execution::block_on(async {

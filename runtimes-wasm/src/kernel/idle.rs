@@ -22,7 +22,7 @@ use super::{Live, Slot};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, TryLockError, Weak};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 /// How long a context runs no cell before it is trimmed, by default.
@@ -45,7 +45,7 @@ struct Shared {
 /// A context to look at, at `at`.
 struct Due {
     at: Instant,
-    slot: Weak<Mutex<Option<Live>>>,
+    slot: Weak<tokio::sync::Mutex<Option<Live>>>,
 }
 
 impl PartialEq for Due {
@@ -105,7 +105,7 @@ impl Drop for IdleTrimmer {
 }
 
 impl Shared {
-    fn push(&self, at: Instant, slot: Weak<Mutex<Option<Live>>>) {
+    fn push(&self, at: Instant, slot: Weak<tokio::sync::Mutex<Option<Live>>>) {
         self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(Reverse(Due { at, slot }));
         self.wake.notify_one();
     }
@@ -134,7 +134,7 @@ impl Shared {
         }
     }
 
-    fn look_at(&self, slot: Weak<Mutex<Option<Live>>>) {
+    fn look_at(&self, slot: Weak<tokio::sync::Mutex<Option<Live>>>) {
         let Some(held) = slot.upgrade() else { return };
         if let Some(again) = self.trim_if_idle(&held) {
             drop(held);
@@ -143,12 +143,10 @@ impl Shared {
     }
 
     /// Trims the context in `held` if it is idle; returns when to look again if it is not.
-    fn trim_if_idle(&self, held: &Mutex<Option<Live>>) -> Option<Instant> {
-        let mut guard = match held.try_lock() {
-            Ok(guard) => guard,
-            Err(TryLockError::Poisoned(poisoned)) => poisoned.into_inner(),
+    fn trim_if_idle(&self, held: &tokio::sync::Mutex<Option<Live>>) -> Option<Instant> {
+        let Ok(mut guard) = held.try_lock() else {
             // Busy: whatever runs now may leave it idle again, or may not queue it.
-            Err(TryLockError::WouldBlock) => return Some(Instant::now() + self.after),
+            return Some(Instant::now() + self.after);
         };
         // An empty slot is being restarted; the cell that fills it queues it again.
         let live = guard.as_mut()?;

@@ -2,10 +2,12 @@
 //!
 //! A kernel is one long-lived instance (store + instance) whose guest root is the sandbox's
 //! workspace. It lives in a slot shared with the jobs that drive it: every operation (start,
-//! cell) runs on a worker-pool thread, the one async boundary, and takes the live instance out
-//! of the slot for the job's duration. A job the pool refuses (busy) never touched the slot,
-//! so the kernel survives it; a job that loses the instance (a panic) leaves the slot empty and
-//! the next cell starts afresh.
+//! cell, checkpoint) runs on a worker-pool thread, the one async boundary, and takes the live
+//! instance out of the slot for the job's duration, holding the slot's lock; a cell answered at
+//! its end starts on its caller's task instead and goes to a worker only if it runs long
+//! ([`in_place`]). A job the pool refuses (busy) never touched the slot, so the kernel survives
+//! it; a job that loses the instance (a panic) leaves the slot empty and the next cell starts
+//! afresh.
 //!
 //! A cell streams as it runs: taps on stdout/stderr send each write as an event, and rich
 //! results and errors come from the guest's own driver ([`python`]: the `_soulbox_kernel`
@@ -16,6 +18,7 @@
 
 mod checkpoint;
 pub(crate) mod idle;
+mod in_place;
 mod javascript;
 mod python;
 mod utf8;
@@ -33,8 +36,8 @@ use soulbox_engine::kernel::{
 use soulbox_engine::{BackendError, Language, Outcome};
 use soulbox_host_api::{GuestConfig, GuestLimits, GuestState, ReadOnlyMount, prepare_root};
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::{Instance, Store, Trap, UpdateDeadline};
 
@@ -113,7 +116,13 @@ impl Drop for AliveCount {
     }
 }
 
-type Slot = Arc<Mutex<Option<Live>>>;
+/// A kernel's live instance, when it has one. A cell holds the lock for its whole run, wherever
+/// it runs (an async lock: a cell that starts on its caller's task holds it across awaits, and
+/// may carry it to a worker thread, [`in_place`]).
+type Slot = Arc<tokio::sync::Mutex<Option<Live>>>;
+
+/// A slot's lock, held by a cell from start to end.
+type HeldSlot = tokio::sync::OwnedMutexGuard<Option<Live>>;
 
 /// A stateful Python or JavaScript context in wasmtime.
 pub(crate) struct WasmKernel {
@@ -134,7 +143,7 @@ impl WasmKernel {
         let spec = Arc::new(spec);
         let (job_inner, job_spec) = (Arc::clone(&inner), Arc::clone(&spec));
         let live = inner.pool.run_as(spec.owner.as_deref(), move || start_live(&job_inner, &job_spec)).await??;
-        Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
+        Ok(WasmKernel { inner, spec, slot: Arc::new(tokio::sync::Mutex::new(Some(live))) })
     }
 
     /// Rebuilds a kernel for `spec` from `image` on a worker thread.
@@ -143,7 +152,7 @@ impl WasmKernel {
         let (job_inner, job_spec) = (Arc::clone(&inner), Arc::clone(&spec));
         let restore = move || checkpoint::restore(&job_inner, &job_spec, &image);
         let live = inner.pool.run_as(spec.owner.as_deref(), restore).await??;
-        Ok(WasmKernel { inner, spec, slot: Arc::new(Mutex::new(Some(live))) })
+        Ok(WasmKernel { inner, spec, slot: Arc::new(tokio::sync::Mutex::new(Some(live))) })
     }
 }
 
@@ -155,9 +164,13 @@ impl Kernel for WasmKernel {
 
     async fn run(&mut self, cell: Cell, events: EventSender) -> Result<CellReport, BackendError> {
         self.inner.require_metering(&cell.limits)?;
+        let cell = match in_place::run(&self.inner, &self.spec, &self.slot, cell, &events).await? {
+            in_place::Placed::Ran(report) => return Ok(report),
+            in_place::Placed::Declined(cell) => cell,
+        };
         let (inner, spec, slot) = (Arc::clone(&self.inner), Arc::clone(&self.spec), Arc::clone(&self.slot));
         let owner = self.spec.owner.as_deref();
-        self.inner.pool.run_as(owner, move || run_cell(&inner, &spec, &slot, &cell, &events)).await?
+        self.inner.pool.run_as(owner, move || run_cell(&inner, &spec, &slot, cell, events)).await?
     }
 
     async fn checkpoint(&mut self) -> Result<KernelImage, BackendError> {
@@ -209,45 +222,125 @@ fn start_failed(language: WasmLanguage, error: &wasmtime::Error, store: &Store<G
 
 /// Runs one cell (blocking; on a worker thread).
 fn run_cell(
-    inner: &Inner,
-    spec: &KernelSpec,
-    held: &Slot,
-    cell: &Cell,
-    events: &EventSender,
+    inner: &Arc<Inner>,
+    spec: &Arc<KernelSpec>,
+    slot: &Slot,
+    cell: Cell,
+    events: EventSender,
 ) -> Result<CellReport, BackendError> {
+    let held = Arc::clone(slot).blocking_lock_owned();
+    let run = cell_run(Arc::clone(inner), Arc::clone(spec), Arc::clone(slot), held, cell, events, None)?;
+    Ok(finish_on_worker(run, inner, spec))
+}
+
+/// A cell from the moment it holds its instance to its report: its guest's run (armed already)
+/// and what follows it, as one future that owns all it needs, so that it can start on one
+/// thread and end on another.
+type CellRun = std::pin::Pin<Box<dyn Future<Output = Settled> + Send>>;
+
+/// Takes the instance in `held` (or starts one, when a trap or a panic lost it), arms it for
+/// `cell` and returns the cell's run. `in_place`: the flag the run sets when it has used its
+/// slice of its caller's thread ([`in_place`]); `None` on a worker thread.
+fn cell_run(
+    inner: Arc<Inner>,
+    spec: Arc<KernelSpec>,
+    slot: Slot,
+    mut held: HeldSlot,
+    cell: Cell,
+    events: EventSender,
+    in_place: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> Result<CellRun, BackendError> {
     let language = WasmLanguage::of(spec.language)?;
-    let mut slot = held.lock().unwrap_or_else(|e| e.into_inner());
     if spec.stop.is_stopped() {
         return Err(BackendError::Rejected("the sandbox was killed".into()));
     }
-    let mut restarted = false;
-    let mut live = match slot.take() {
-        Some(live) => live,
-        None => {
-            restarted = true;
-            start_live(inner, spec)?
-        }
+    let (mut live, restarted) = match held.take() {
+        Some(live) => (live, false),
+        None => (start_live(&inner, &spec)?, true),
     };
-    arm(inner, spec, &mut live, cell, events)?;
+    arm(&inner, &spec, &mut live, &cell, &events, in_place)?;
+    Ok(Box::pin(async move {
+        let finished = drive(&inner, &spec, language, &mut live, &cell, &events).await;
+        settle(&inner, &spec, &slot, held, live, finished, restarted, &cell)
+    }))
+}
+
+/// Runs the armed cell in `live` to its end, its deadline, or the sandbox's kill.
+async fn drive(
+    inner: &Inner,
+    spec: &KernelSpec,
+    language: WasmLanguage,
+    live: &mut Live,
+    cell: &Cell,
+    events: &EventSender,
+) -> Finished {
     live.log.touch();
     let grace_deadline = cell.limits.deadline + HOST_CALL_GRACE;
     let ends = Instant::now() + cell.limits.deadline;
-    let finished = execution::block_on(async {
-        let run = async {
-            match language {
-                WasmLanguage::Python => python::run_cell(inner, spec, &mut live, &cell.code, events).await,
-                WasmLanguage::JavaScript if spec.language == Language::TypeScript => {
-                    let code = crate::javascript::typescript::to_javascript(&cell.code);
-                    javascript::run(&mut live, &code, events, ends).await
-                }
-                WasmLanguage::JavaScript => javascript::run(&mut live, &cell.code, events, ends).await,
+    let run = async {
+        match language {
+            WasmLanguage::Python => python::run_cell(inner, spec, live, &cell.code, events).await,
+            WasmLanguage::JavaScript if spec.language == Language::TypeScript => {
+                let code = crate::javascript::typescript::to_javascript(&cell.code);
+                javascript::run(live, &code, events, ends).await
             }
-        };
-        tokio::select! {
-            ran = tokio::time::timeout(grace_deadline, run) => ran.map_or(Finished::TimedOut, Finished::Ran),
-            () = spec.stop.stopped() => Finished::Stopped,
+            WasmLanguage::JavaScript => javascript::run(live, &cell.code, events, ends).await,
         }
-    });
+    };
+    tokio::select! {
+        ran = tokio::time::timeout(grace_deadline, run) => ran.map_or(Finished::TimedOut, Finished::Ran),
+        () = spec.stop.stopped() => Finished::Stopped,
+    }
+}
+
+/// A cell's report, and its slot when the cell lost the instance (left it mid-flight: a trap,
+/// a kill) and a fresh one is to be started in it ([`Settled::restart`]).
+struct Settled {
+    report: CellReport,
+    emptied: Option<HeldSlot>,
+}
+
+impl Settled {
+    /// The report, once the instance the cell lost is replaced ([`refill`]). Blocking: on a
+    /// worker thread.
+    fn restart(self, inner: &Inner, spec: &KernelSpec) -> CellReport {
+        if let Some(emptied) = self.emptied {
+            refill(emptied, inner, spec);
+        }
+        self.report
+    }
+}
+
+/// Starts a fresh instance in the slot a cell emptied, unless the sandbox is gone, so that the
+/// next cell finds it ready; if this fails, the next cell tries again. Blocking: on a worker
+/// thread.
+fn refill(mut emptied: HeldSlot, inner: &Inner, spec: &KernelSpec) {
+    if spec.stop.is_stopped() {
+        return;
+    }
+    match start_live(inner, spec) {
+        Ok(fresh) => *emptied = Some(fresh),
+        Err(error) => tracing::warn!(%error, "could not restart a context"),
+    }
+}
+
+/// Runs `run` to its end on this worker thread, then restarts what it lost.
+fn finish_on_worker(run: CellRun, inner: &Inner, spec: &KernelSpec) -> CellReport {
+    execution::block_on(run).restart(inner, spec)
+}
+
+/// The cell's report; the instance back in its slot if it is intact.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    inner: &Inner,
+    spec: &KernelSpec,
+    slot: &Slot,
+    mut held: HeldSlot,
+    mut live: Live,
+    finished: Finished,
+    restarted: bool,
+    cell: &Cell,
+) -> Settled {
     // Only a cell that returned normally leaves the interpreter in a known state.
     let intact = matches!(finished, Finished::Ran(Ok(())));
     let ended = conclude(finished, &live.store);
@@ -260,23 +353,17 @@ fn run_cell(
         peak_memory_bytes: live.store.data().limiter.peak_bytes(),
         network: live.network.usage(),
     };
-    if intact {
-        if let Some(trimmer) = &inner.idle_trimmer {
-            trimmer.went_idle(held, &mut live);
-        }
-        *slot = Some(live);
-    } else {
-        // The trap left the interpreter mid-flight: replace it now (unless the sandbox is
-        // gone), so the next cell finds it ready; if this fails, the next cell tries again.
+    if !intact {
+        // The trap left the interpreter mid-flight: it is replaced ([`Settled::restart`]).
         drop(live);
-        if !spec.stop.is_stopped() {
-            match start_live(inner, spec) {
-                Ok(fresh) => *slot = Some(fresh),
-                Err(error) => tracing::warn!(%error, "could not restart a context"),
-            }
-        }
+        let emptied = (!spec.stop.is_stopped()).then_some(held);
+        return Settled { report, emptied };
     }
-    Ok(report)
+    if let Some(trimmer) = &inner.idle_trimmer {
+        trimmer.went_idle(slot, &mut live);
+    }
+    *held = Some(live);
+    Settled { report, emptied: None }
 }
 
 /// How the cell ended, as its report says it.
@@ -308,13 +395,15 @@ enum Finished {
 
 /// Gives the kernel the cell's limits and connects its output to `events`. The deadline is
 /// checked by an epoch callback every [`STOP_CHECK_TICKS`] at most, which also stops the cell
-/// when the sandbox is killed.
+/// when the sandbox is killed. A cell `in_place` is checked at the next tick first, and yields
+/// there once, setting the flag, to be handed to a worker ([`in_place`]).
 fn arm(
     inner: &Inner,
     spec: &KernelSpec,
     live: &mut Live,
     cell: &Cell,
     events: &EventSender,
+    in_place: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> Result<(), RuntimeError> {
     let limits = &cell.limits;
     let state = live.store.data_mut();
@@ -335,14 +424,24 @@ fn arm(
         live.store.set_fuel(limits.fuel.unwrap_or(u64::MAX)).map_err(|e| RuntimeError::wasm(&e))?;
     }
     let (stop, ends) = (spec.stop.clone(), Instant::now() + limits.deadline);
+    let first_check = match &in_place {
+        // Its slice of the caller's thread ends at the next tick.
+        Some(_) => 1,
+        None => EpochTicker::ticks_for(limits.deadline).min(STOP_CHECK_TICKS),
+    };
     live.store.epoch_deadline_callback(move |_| {
         let now = Instant::now();
         if stop.is_stopped() || now >= ends {
             return Err(Trap::Interrupt.into());
         }
-        Ok(UpdateDeadline::Continue(EpochTicker::ticks_for(ends - now).min(STOP_CHECK_TICKS)))
+        let next = EpochTicker::ticks_for(ends - now).min(STOP_CHECK_TICKS);
+        if in_place.as_ref().is_some_and(|used| !used.swap(true, Ordering::Relaxed)) {
+            // The slice is used: the guest yields, and its run goes on on a worker.
+            return Ok(UpdateDeadline::Yield(next));
+        }
+        Ok(UpdateDeadline::Continue(next))
     });
-    live.store.set_epoch_deadline(EpochTicker::ticks_for(limits.deadline).min(STOP_CHECK_TICKS));
+    live.store.set_epoch_deadline(first_check);
     Ok(())
 }
 
