@@ -11,11 +11,12 @@
 //!   `/openapi.json` and `/docs` for operators.
 //!
 //! Layers, outside in: a request span with a request id (taken from `x-request-id` when the
-//! client sends a sane one, and returned in it), counted in the metrics (a POST, which may run
-//! code, first tells the engine a job may be coming: [`Engine::expect_job`]); in a cluster, the
+//! client sends a sane one, and returned in it), counted in the metrics; in a cluster, the
 //! routing of requests for other nodes' sandboxes ([`cluster`]); then, for `/v1` and
 //! `/mcp`, the in-flight bound (503 at once past it), the request timeout (504), the body
-//! limit, and authentication with the key's rate limit ([`guard`]). Errors are [`ApiError`]s:
+//! limit, and authentication with the key's rate limit ([`guard`]); last, on the routes whose
+//! work goes to the engine's worker pool, a POST tells the engine a job is coming
+//! ([`Engine::expect_job`], [`expect_job`]). Errors are [`ApiError`]s:
 //! JSON with a stable code and a clean message; details only go to the log.
 //!
 //! Handlers stay thin: what a request does lives in [`operations`], shared by REST routes,
@@ -152,6 +153,7 @@ impl Lifecycle {
 
 /// The whole API.
 pub fn app(state: AppState) -> Router {
+    let rousing = middleware::from_fn_with_state(state.clone(), expect_job);
     let v1 = Router::new()
         .merge(execute::routes())
         .merge(sandboxes::routes())
@@ -160,14 +162,19 @@ pub fn app(state: AppState) -> Router {
         .merge(processes::routes())
         .merge(tools::routes())
         .merge(audit::routes())
+        .route_layer(rousing.clone())
+        // A cell answered as one JSON value starts on the request's own task: no worker wakes
+        // for it unless it streams.
+        .merge(sandboxes::cell_routes().route_layer(middleware::from_fn_with_state(state.clone(), expect_streamed_job)))
         .layer(DefaultBodyLimit::max(state.settings.json_body_limit));
     // One semaphore for every guarded route, whichever surface it is on.
     let in_flight = GlobalConcurrencyLimitLayer::new(state.settings.max_in_flight);
-    let own = Router::new().nest("/v1", v1).nest_service("/mcp", mcp::service(state.clone()));
+    let mcp = ServiceBuilder::new().layer(rousing.clone()).service(mcp::service(state.clone()));
+    let own = Router::new().nest("/v1", v1).nest_service("/mcp", mcp);
     let guarded = behind_the_guard(own, &state, &in_flight);
     // E2B's control plane: the same guard, and every error in E2B's shape.
     let e2b_control = behind_the_guard(
-        e2b::control_routes().layer(DefaultBodyLimit::max(state.settings.json_body_limit)),
+        e2b::control_routes().route_layer(rousing).layer(DefaultBodyLimit::max(state.settings.json_body_limit)),
         &state,
         &in_flight,
     )
@@ -268,11 +275,25 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
     }
 }
 
-async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Tells the engine a job is coming ([`Engine::expect_job`]: a parked worker wakes while the
+/// request is read and handled) when the request is a POST: every route that runs code is one.
+pub(crate) async fn expect_job(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() == axum::http::Method::POST {
-        // Every route that runs code is a POST: a parked worker wakes while this one is read.
         state.engine.expect_job();
     }
+    next.run(request).await
+}
+
+/// [`expect_job`] for a cell whose events stream as they happen; a cell answered as one JSON
+/// value at its end does not hand its work over (the engine starts it on this task).
+async fn expect_streamed_job(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if streaming::Delivery::of(request.headers()) != streaming::Delivery::Json {
+        state.engine.expect_job();
+    }
+    next.run(request).await
+}
+
+async fn request_span(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let id = request_id(&request);
     let span = tracing::info_span!(
         "request",

@@ -32,7 +32,11 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/sandboxes/{id}/contexts", get(contexts).post(create_context))
         .route("/sandboxes/{id}/contexts/{context}", delete(remove_context))
         .route("/sandboxes/{id}/contexts/{context}/restart", post(restart_context))
-        .route("/sandboxes/{id}/execute", post(execute))
+}
+
+/// A cell's route, apart: whether its work goes to a worker depends on how it is answered.
+pub(super) fn cell_routes() -> Router<AppState> {
+    Router::new().route("/sandboxes/{id}/execute", post(execute))
 }
 
 /// Open a sandbox: a workspace and its template's context, started.

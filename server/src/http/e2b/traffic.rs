@@ -71,6 +71,10 @@ pub async fn divert(State(traffic): State<SandboxTraffic>, mut request: Request,
     let state = &traffic.state;
     let port = header(&request, "e2b-sandbox-port").unwrap_or_default().to_owned();
     let Ok(sandbox) = state.sandboxes.get(&id) else { return sandbox_not_found(&id) };
+    if request.method() == axum::http::Method::POST {
+        // A cell or a command: it streams, on a worker that may wake while this is handled.
+        state.engine.expect_job();
+    }
     let router = match port.as_str() {
         ENVD_PORT => traffic.envd.clone(),
         INTERPRETER_PORT => traffic.interpreter.clone(),
