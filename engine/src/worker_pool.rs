@@ -637,7 +637,7 @@ mod tests {
         drop(pool.take_over(Some("acme"), admitted, held(started, Arc::new(Mutex::new(gate)))).unwrap());
         running.recv().await.unwrap();
         assert_eq!(pool.in_use(), 1, "the admission goes with the job");
-        assert!(matches!(pool.admit(), Ok(_)), "the queue has room for one more");
+        assert!(pool.admit().is_ok(), "the queue has room for one more");
         release.send(()).unwrap();
         pool.run(|| ()).await.unwrap();
         assert_eq!(pool.in_use(), 0);

@@ -12,7 +12,8 @@
 //! computes, and at most until the epoch ticker's next tick ([`crate::ticker::EPOCH_TICK`], 5
 //! ms): the cell's first deadline check is then, and if the cell is still running there it
 //! yields (`UpdateDeadline::Yield`) and its run ([`CellRun`], a future owning all it needs,
-//! the slot's lock included) is handed to a worker ([`WorkerPool::take_over`]), which runs it
+//! the slot's lock included) is handed to a worker
+//! ([`WorkerPool::take_over`](soulbox_engine::WorkerPool::take_over)), which runs it
 //! to its end like any job. A guest waiting in a host call (a `sleep`, an outbound request)
 //! holds no thread here either: its future is pending, and the caller's task with it.
 //!
