@@ -15,7 +15,9 @@
 //! the slot's lock included) is handed to a worker
 //! ([`WorkerPool::take_over`](soulbox_engine::WorkerPool::take_over)), which runs it
 //! to its end like any job. A guest waiting in a host call (a `sleep`, an outbound request)
-//! holds no thread here either: its future is pending, and the caller's task with it.
+//! holds no thread here either: its future is pending, and the caller's task with it. (One
+//! wait does hold it: JavaScript's event loop sleeps in the OS for a timer due within 2 ms, for
+//! precision; those waits count toward the slice, whose end is checked when the guest runs.)
 //!
 //! Invariants:
 //! - Admission is the pool's: a cell here holds one of its places ([`Admitted`]) from start to
