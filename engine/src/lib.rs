@@ -69,5 +69,5 @@ pub use result::{ExecResult, Outcome, OutputFile, base64_bytes};
 pub use sandbox::{RunOptions, Sandbox, SandboxError, SandboxSpec, Sandboxes, SandboxesConfig};
 pub use worker_pool::{
     Admitted, DEFAULT_QUEUE_PER_WORKER, DEFAULT_STACK_BYTES, EXTRA_THREAD_IDLE, JobAnswer, WorkerPool,
-    WorkerPoolConfig, job_waiting,
+    WorkerPoolConfig, job_waiting, panic_message,
 };

@@ -570,7 +570,8 @@ fn next_job(shared: &Shared, mut spinning: bool) -> Option<(Owner, Job)> {
     }
 }
 
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+/// What a caught panic says (its message, when it has one), for an error that reports it.
+pub fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())

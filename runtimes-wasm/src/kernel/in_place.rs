@@ -124,7 +124,10 @@ impl Here {
             Err(panic) => {
                 // The run (and the instance it held) is dropped: the slot stays empty.
                 self.run = None;
-                Poll::Ready(Err(BackendError::Internal(format!("cell panicked: {}", panic_message(&*panic)))))
+                Poll::Ready(Err(BackendError::Internal(format!(
+                    "cell panicked: {}",
+                    soulbox_engine::panic_message(&*panic)
+                ))))
             }
         }
     }
@@ -162,12 +165,4 @@ impl Drop for Here {
             tracing::warn!(%error, "a cell whose caller went away could not be finished");
         }
     }
-}
-
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
 }
