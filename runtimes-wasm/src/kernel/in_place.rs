@@ -35,7 +35,6 @@
 
 use super::{CellRun, Settled, Slot, cell_run, finish_on_worker, refill};
 use crate::backend::Inner;
-use crate::language::WasmLanguage;
 use soulbox_engine::kernel::{Cell, CellReport, EventSender, KernelSpec};
 use soulbox_engine::{Admitted, BackendError, Language};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -94,7 +93,7 @@ fn may_start_here(inner: &Inner, spec: &KernelSpec, cell: &Cell, events: &EventS
         Language::JavaScript => true,
         _ => false,
     };
-    language_here && !events.waits() && WasmLanguage::of(spec.language).is_ok() && !inner.pool.is_backlogged()
+    language_here && !events.waits() && !inner.pool.is_backlogged()
 }
 
 /// A cell running on its caller's task.

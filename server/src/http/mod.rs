@@ -277,7 +277,7 @@ async fn timeout(State(state): State<AppState>, request: Request, next: Next) ->
 
 /// Tells the engine a job is coming ([`Engine::expect_job`]: a parked worker wakes while the
 /// request is read and handled) when the request is a POST: every route that runs code is one.
-pub(crate) async fn expect_job(State(state): State<AppState>, request: Request, next: Next) -> Response {
+async fn expect_job(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if request.method() == axum::http::Method::POST {
         state.engine.expect_job();
     }
