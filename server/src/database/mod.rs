@@ -4,13 +4,16 @@
 //! milliseconds).
 //!
 //! API keys are `sbk_` + 64 hex digits of OS randomness; only their blake3 hash is stored, with
-//! a short prefix to recognise them in listings. A key is shown once, when it is created.
+//! a short prefix to recognise them in listings. A key is shown once, when it is created. On
+//! SQLite, the live keys looked up are kept ([`key_cache`]): a revocation reaches every server
+//! on the database through a notice file, so it still takes effect at once.
 //!
 //! Usage records and audit events are written in batches by a recorder ([`UsageRecorder`],
 //! [`AuditRecorder`]), off the request path. SQLite runs
 //! in WAL mode with `synchronous = NORMAL` (a crash may lose the last records, never corrupt
 //! the file) so reads of keys never wait for a write.
 
+mod key_cache;
 mod nodes;
 mod recorder;
 mod sandboxes;
@@ -19,9 +22,11 @@ mod slots;
 pub use nodes::{Claimed, LostSandbox, NewSandbox, NodeRow, Registered, SandboxOwner, TakeOver};
 pub use recorder::{AuditRecorder, RegistryChange, SandboxRecorder, UsageRecorder};
 
+use key_cache::{KeyCache, Lookup};
 use serde::Serialize;
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{AnyPool, Executor, Row};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What every key starts with.
@@ -84,6 +89,12 @@ pub enum DatabaseError {
     /// The tenant name is empty or unusual.
     #[error("invalid tenant name `{0}`: use 1-64 letters, digits, `-` or `_`")]
     InvalidTenant(String),
+    /// A key was revoked, but the servers on this database could not be told at once.
+    #[error(
+        "the key is revoked, but running servers could not be told at once (they refuse it within {keep} s): {0}",
+        keep = key_cache::KEEP_FOR.as_secs()
+    )]
+    RevocationNotice(std::io::Error),
 }
 
 impl DatabaseError {
@@ -173,6 +184,8 @@ pub struct Database {
     pool: AnyPool,
     /// PostgreSQL (else SQLite).
     postgres: bool,
+    /// The live keys looked up, for a SQLite database in a file ([`key_cache`]).
+    keys: Option<Arc<KeyCache>>,
 }
 
 impl Database {
@@ -197,7 +210,8 @@ impl Database {
         if sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let db = Database { pool, postgres: !sqlite };
+        let keys = sqlite_file(&url).map(|file| Arc::new(KeyCache::new(&file)));
+        let db = Database { pool, postgres: !sqlite, keys };
         // PostgreSQL: processes opening one database at once (a cluster's nodes starting
         // together) make its tables one after the other (`CREATE TABLE IF NOT EXISTS` races
         // on its catalog otherwise), under a lock held for the transaction.
@@ -270,7 +284,8 @@ impl Database {
             .collect()
     }
 
-    /// Revokes a key: it stops working at once.
+    /// Revokes a key: it stops working at once, on every server using this database (each
+    /// server's [`KeyCache`] is told once the revocation has committed).
     pub async fn revoke(&self, id: &str) -> Result<(), DatabaseError> {
         let done = sqlx::query("UPDATE api_keys SET revoked_ms = $1 WHERE id = $2 AND revoked_ms IS NULL")
             .bind(now_ms())
@@ -280,26 +295,38 @@ impl Database {
         if done.rows_affected() == 0 {
             return Err(DatabaseError::NoSuchKey(id.to_owned()));
         }
+        let told = self.keys.as_deref().map_or(Ok(()), KeyCache::notice_revocation);
         let tenant: String = sqlx::query("SELECT tenant FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?
             .try_get("tenant")?;
         self.record_audit(&[AuditEvent::cli(&tenant, id, "key.revoked")]).await?;
-        Ok(())
+        told.map_err(DatabaseError::RevocationNotice)
     }
 
-    /// The id and tenant of a live key, if `secret` is one.
+    /// The id and tenant of a live key, if `secret` is one: from the [`KeyCache`] when it
+    /// holds the key, else queried (and kept, for SQLite in a file).
     pub async fn key_of(&self, secret: &str) -> Result<Option<LiveKey>, DatabaseError> {
         if !secret.starts_with(KEY_PREFIX) {
             return Ok(None);
         }
+        let hash = hash(secret);
+        let seen = match self.keys.as_deref().map(|cache| cache.get(&hash)) {
+            Some(Lookup::Hit(key)) => return Ok(Some(key)),
+            Some(Lookup::Miss(seen)) => Some(seen),
+            None => None,
+        };
         let row = sqlx::query("SELECT id, tenant FROM api_keys WHERE hash = $1 AND revoked_ms IS NULL")
-            .bind(hash(secret))
+            .bind(&hash)
             .fetch_optional(&self.pool)
             .await?;
         let Some(row) = row else { return Ok(None) };
-        Ok(Some(LiveKey { id: row.try_get("id")?, tenant: row.try_get("tenant")? }))
+        let key = LiveKey { id: row.try_get("id")?, tenant: row.try_get("tenant")? };
+        if let (Some(cache), Some(seen)) = (&self.keys, seen) {
+            cache.keep(hash, key.clone(), seen);
+        }
+        Ok(Some(key))
     }
 
     /// Records executions, in one transaction.
@@ -452,6 +479,15 @@ impl AuditEvent {
 }
 
 /// The stored form of a key.
+/// The database file of a SQLite URL (`sqlite://PATH?...`, `sqlite:PATH`); `None` for an
+/// in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or_default();
+    let in_memory = path.is_empty() || path == ":memory:" || path.starts_with("file::memory:");
+    (!in_memory).then(|| std::path::PathBuf::from(path))
+}
+
 fn hash(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
@@ -540,9 +576,11 @@ mod tests {
 
     async fn keys_tenants_and_usage(url: &str) {
         let db = Database::open(url).await.unwrap();
-        let (id, secret) = db.create_key("acme").await.unwrap();
-        assert!(secret.starts_with(KEY_PREFIX) && secret.len() == KEY_PREFIX.len() + 64);
-        assert_eq!(db.key_of(&secret).await.unwrap(), Some(LiveKey { id: id.clone(), tenant: "acme".into() }));
+        let (id, key) = db.create_key("acme").await.unwrap();
+        assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
+        let live = Some(LiveKey { id: id.clone(), tenant: "acme".into() });
+        assert_eq!(db.key_of(&key).await.unwrap(), live);
+        assert_eq!(db.key_of(&key).await.unwrap(), live, "again (in SQLite, from the key cache)");
         assert_eq!(db.key_of("sbk_wrong").await.unwrap(), None);
         let secret = db.secret("tokens").await.unwrap();
         assert_eq!(secret.len(), 64);
@@ -569,8 +607,11 @@ mod tests {
         assert_eq!((rows[0].http_requests, rows[0].http_bytes_sent, rows[0].http_bytes_received), (2, 10, 300));
         assert_eq!(db.execution_us_since(0).await.unwrap().get("acme"), Some(&1400));
         assert!(db.usage("other", 0).await.unwrap().is_empty());
+        let elsewhere = Database::open(url).await.unwrap(); // another server on the same database
+        assert_eq!(elsewhere.key_of(&key).await.unwrap(), live);
         db.revoke(&id).await.unwrap();
-        assert_eq!(db.key_of(&secret).await.unwrap(), None);
+        assert_eq!(db.key_of(&key).await.unwrap(), None, "revoked: refused at once");
+        assert_eq!(elsewhere.key_of(&key).await.unwrap(), None, "by every server on the database");
         let audit = db.audit("acme", 0).await.unwrap();
         let events: Vec<&str> = audit.iter().map(|e| e.event.as_str()).collect();
         assert_eq!(events, ["key.created", "key.revoked"]);
