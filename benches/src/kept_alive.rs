@@ -16,6 +16,8 @@ use std::net::TcpStream;
 #[derive(Debug)]
 pub struct KeptAlive {
     host: String,
+    /// Sent as `Authorization: Bearer` with every request, when set.
+    api_key: Option<String>,
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
@@ -26,7 +28,12 @@ impl KeptAlive {
         let host = base.strip_prefix("http://").context("an http:// base URL")?.trim_end_matches('/').to_owned();
         let stream = TcpStream::connect(&host).with_context(|| format!("connecting to {host}"))?;
         stream.set_nodelay(true)?;
-        Ok(KeptAlive { host, reader: BufReader::new(stream.try_clone()?), writer: stream })
+        Ok(KeptAlive { host, api_key: None, reader: BufReader::new(stream.try_clone()?), writer: stream })
+    }
+
+    /// Sends `key` (if any) as `Authorization: Bearer` with every request.
+    pub fn with_api_key(self, key: Option<&str>) -> Self {
+        KeptAlive { api_key: key.map(str::to_owned), ..self }
     }
 
     /// `POST path` with a JSON body; the JSON answer of a 2xx, an error otherwise.
@@ -37,6 +44,13 @@ impl KeptAlive {
         Ok(serde_json::from_slice(&answer)?)
     }
 
+    /// `GET path`; the answer's body, an error unless it answers 2xx.
+    pub fn get(&mut self, path: &str) -> anyhow::Result<Vec<u8>> {
+        let (status, answer) = self.send("GET", path, &[])?;
+        anyhow::ensure!((200..300).contains(&status), "GET {path}: {status} {}", String::from_utf8_lossy(&answer));
+        Ok(answer)
+    }
+
     /// `DELETE path`; an error unless it answers 2xx.
     pub fn delete(&mut self, path: &str) -> anyhow::Result<()> {
         let (status, answer) = self.send("DELETE", path, &[])?;
@@ -45,10 +59,12 @@ impl KeptAlive {
     }
 
     fn send(&mut self, method: &str, path: &str, body: &[u8]) -> anyhow::Result<(u16, Vec<u8>)> {
+        let authorization = self.api_key.as_ref().map(|key| format!("authorization: Bearer {key}\r\n"));
         let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{}\r\n",
             self.host,
-            body.len()
+            body.len(),
+            authorization.unwrap_or_default()
         )
         .into_bytes();
         request.extend_from_slice(body);

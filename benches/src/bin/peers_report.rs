@@ -26,7 +26,9 @@
 //! fresh executions/s with twice as many in flight as cores), for a profiler (`perf record -g
 //! -- target/release/peers-report --loop fresh`); `--loop http-fresh|http-cell --url BASE` does
 //! the same for an HTTP row against a server started by hand (several `BASE`s, comma-separated,
-//! take turns).
+//! take turns; `--api-key KEY[,KEY...]` for servers that want one), and `--loop http-health` measures
+//! that server's floor (`GET /health`).
+//! `--help` prints this usage.
 
 use anyhow::Context;
 use soulbox_benches::kept_alive::KeptAlive;
@@ -49,6 +51,11 @@ const IDLE_SESSIONS: usize = 100;
 /// Beyond the trim delay, time for the trimming thread to get through every idle session.
 const IDLE_SETTLE: Duration = Duration::from_millis(500);
 const FRESH: &str = "print(1+1)";
+const USAGE: &str = "\
+usage: peers-report                 the whole report (a Markdown table on stdout)
+       peers-report --loop fresh|cell|throughput [--seconds N] [--gap-ms G]
+       peers-report --loop http-fresh|http-cell|http-health --url BASE[,BASE...] [--api-key KEY[,KEY...]]
+                    [--seconds N] [--gap-ms G]";
 const CELL: &str = "x = x + 1";
 
 /// One system's figures, keyed as `peers.py` prints them: milliseconds, executions/s, MiB.
@@ -56,14 +63,20 @@ type Figures = BTreeMap<String, f64>;
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     if let Some(at) = args.iter().position(|a| a == "--loop") {
         let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
         let seconds: u64 = flag("--seconds").map_or(Ok(10), |s| s.parse())?;
         let gap: u64 = flag("--gap-ms").map_or(Ok(0), |s| s.parse())?;
         let workload = args.get(at + 1).map(String::as_str).unwrap_or("fresh");
         if let Some(kind) = workload.strip_prefix("http-") {
-            let base = flag("--url").context("--loop http-fresh|http-cell needs --url of a running server")?;
-            return http_loop(base, kind, Duration::from_secs(seconds), Duration::from_millis(gap));
+            let base =
+                flag("--url").context("--loop http-fresh|http-cell|http-health needs --url of a running server")?;
+            let key = flag("--api-key").map(String::as_str);
+            return http_loop(base, key, kind, Duration::from_secs(seconds), Duration::from_millis(gap));
         }
         return profile_loop(workload, Duration::from_secs(seconds), Duration::from_millis(gap));
     }
@@ -426,23 +439,30 @@ fn private_dirty_kib() -> anyhow::Result<u64> {
         .sum())
 }
 
-/// `--loop http-fresh|http-cell --url BASE[,BASE...]`: the HTTP latency row alone, against
+/// `--loop http-fresh|http-cell|http-health --url BASE[,BASE...]`: the HTTP latency row alone
+/// (or, `http-health`, the server's floor: `GET /health`), against
 /// servers started by hand (say, one under `perf record`, or two builds to compare): with
-/// several, their requests take turns, so each sees the same moments of a noisy host.
-fn http_loop(bases: &str, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
+/// several, their requests take turns, so each sees the same moments of a noisy host. With
+/// `--api-key KEY[,KEY...]`, requests carry a key (servers that are not `--dev`): one per
+/// `BASE`, in order, or one for all.
+fn http_loop(bases: &str, keys: Option<&str>, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
     use serde_json::json;
+    let keys: Vec<&str> = keys.map(|keys| keys.split(',').collect()).unwrap_or_default();
     let mut targets = Vec::new();
-    for base in bases.split(',') {
-        let mut client = KeptAlive::connect(base)?;
+    for (at, base) in bases.split(',').enumerate() {
+        let key = keys.get(at).or(keys.first()).copied();
+        let mut client = KeptAlive::connect(base)?.with_api_key(key);
         let (path, body) = match workload {
-            "fresh" => ("/v1/execute".to_owned(), json!({"language": "python", "code": FRESH})),
+            "fresh" => ("/v1/execute".to_owned(), Some(json!({"language": "python", "code": FRESH}))),
             "cell" => {
                 let created = client.post("/v1/sandboxes", &json!({}))?;
                 let path = format!("/v1/sandboxes/{}/execute", created["id"].as_str().context("a sandbox id")?);
                 client.post(&path, &json!({"code": "x = 1"}))?;
-                (path, json!({"code": CELL}))
+                (path, Some(json!({"code": CELL})))
             }
-            other => anyhow::bail!("unknown workload http-{other}: http-fresh or http-cell"),
+            // The floor under both: a request that reaches no route behind the guard.
+            "health" => ("/health".to_owned(), None),
+            other => anyhow::bail!("unknown workload http-{other}: http-fresh, http-cell or http-health"),
         };
         targets.push((base, client, path, body, Vec::new()));
     }
@@ -451,7 +471,10 @@ fn http_loop(bases: &str, workload: &str, length: Duration, gap: Duration) -> an
         for (_, client, path, body, samples) in &mut targets {
             std::thread::sleep(gap);
             let run = Instant::now();
-            client.post(path, body)?;
+            match body {
+                Some(body) => drop(client.post(path, body)?),
+                None => drop(client.get(path)?),
+            }
             samples.push(run.elapsed());
         }
     }
