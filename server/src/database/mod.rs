@@ -210,7 +210,10 @@ impl Database {
         if sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        let keys = sqlite_file(&url).map(|file| Arc::new(KeyCache::new(&file)));
+        // The file's own path, links resolved: the command line and the server may name it
+        // differently, and must agree on where the revocation notice is.
+        let file = sqlite_file(&url).map(|file| std::fs::canonicalize(&file).unwrap_or(file));
+        let keys = file.map(|file| Arc::new(KeyCache::new(&file)));
         let db = Database { pool, postgres: !sqlite, keys };
         // PostgreSQL: processes opening one database at once (a cluster's nodes starting
         // together) make its tables one after the other (`CREATE TABLE IF NOT EXISTS` races
