@@ -3,8 +3,9 @@
 //!
 //! Looking a key up is a query on every request, and on SQLite a query is a trip to the
 //! connection's own thread and back: measured on 2 cores, a session cell over HTTP took
-//! 0.38 ms back-to-back with a key against 0.27 ms without one, and 0.83 against 0.65 ms with
-//! 10 ms gaps. So a SQLite server keeps the keys it found live.
+//! 0.328 ms back-to-back with a key against 0.23 ms without one, and 0.76-0.83 against
+//! 0.58-0.64 ms with 10 ms gaps; with the keys kept, 0.246 and 0.60-0.65 ms (README, "API keys
+//! without a query per request"). So a SQLite server keeps the keys it found live.
 //!
 //! What makes that safe is the revocation notice: `soulbox keys revoke` (which writes the
 //! database directly, even while no server runs) appends a byte to a file beside the database
