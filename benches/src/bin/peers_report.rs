@@ -51,12 +51,12 @@ const IDLE_SESSIONS: usize = 100;
 /// Beyond the trim delay, time for the trimming thread to get through every idle session.
 const IDLE_SETTLE: Duration = Duration::from_millis(500);
 const FRESH: &str = "print(1+1)";
+const CELL: &str = "x = x + 1";
 const USAGE: &str = "\
 usage: peers-report                 the whole report (a Markdown table on stdout)
        peers-report --loop fresh|cell|throughput [--seconds N] [--gap-ms G]
        peers-report --loop http-fresh|http-cell|http-health --url BASE[,BASE...] [--api-key KEY[,KEY...]]
                     [--seconds N] [--gap-ms G]";
-const CELL: &str = "x = x + 1";
 
 /// One system's figures, keyed as `peers.py` prints them: milliseconds, executions/s, MiB.
 type Figures = BTreeMap<String, f64>;
@@ -448,8 +448,15 @@ fn private_dirty_kib() -> anyhow::Result<u64> {
 fn http_loop(bases: &str, keys: Option<&str>, workload: &str, length: Duration, gap: Duration) -> anyhow::Result<()> {
     use serde_json::json;
     let keys: Vec<&str> = keys.map(|keys| keys.split(',').collect()).unwrap_or_default();
+    let bases: Vec<&str> = bases.split(',').collect();
+    anyhow::ensure!(
+        keys.len() <= 1 || keys.len() == bases.len(),
+        "--api-key: one key for every --url, or one per --url ({} given for {})",
+        keys.len(),
+        bases.len()
+    );
     let mut targets = Vec::new();
-    for (at, base) in bases.split(',').enumerate() {
+    for (at, base) in bases.into_iter().enumerate() {
         let key = keys.get(at).or(keys.first()).copied();
         let mut client = KeptAlive::connect(base)?.with_api_key(key);
         let (path, body) = match workload {

@@ -17,7 +17,9 @@
 //!
 //! Invariants: a key enters the cache only if no notice has been seen since before its query
 //! began ([`Lookup::Miss`] carries what was seen then), so a query that raced a revocation can
-//! never put the revoked key back after the cache was emptied. Only live keys are kept (an
+//! never put the revoked key back after the cache was emptied. The notice file must stay while
+//! servers run: deleting it reads as "never revoked", the state a server starts in, and a query
+//! that began before the deletion could then keep a key revoked before it. Only live keys are kept (an
 //! unknown secret queries every time, as before), at most [`MAX_KEYS`] of them, each for at most
 //! [`KEEP_FOR`]: a key revoked some other way than `keys revoke` (an `UPDATE` by hand) stops
 //! working within that. PostgreSQL servers (a cluster, whose nodes do not share a file system)
@@ -41,7 +43,7 @@ const NOTICE_SUFFIX: &str = "-revoked";
 /// The live keys of one SQLite database, and the notice file that empties them.
 #[derive(Debug)]
 pub struct KeyCache {
-    notice: PathBuf,
+    notice_path: PathBuf,
     keep_for: Duration,
     state: Mutex<State>,
 }
@@ -84,14 +86,15 @@ impl KeyCache {
     fn keeping_for(database: &Path, keep_for: Duration) -> Self {
         let mut notice = database.as_os_str().to_owned();
         notice.push(NOTICE_SUFFIX);
-        KeyCache { notice: PathBuf::from(notice), keep_for, state: Mutex::default() }
+        KeyCache { notice_path: PathBuf::from(notice), keep_for, state: Mutex::default() }
     }
 
     /// The key whose secret hashes to `hash`, if it is kept; first empties the cache if a
     /// revocation was noticed since the last look.
     pub fn get(&self, hash: &str) -> Lookup {
-        let now = self.notice();
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // Read under the lock, so `seen` only ever moves to a later state of the file.
+        let now = self.read_notice();
         if state.seen != now || now == Notice::Unreadable {
             state.keys.clear();
             state.seen = now;
@@ -118,14 +121,14 @@ impl KeyCache {
     /// Tells every server on this database that a key was revoked (call once the revocation
     /// has committed): their caches empty before their next answer.
     pub fn notice_revocation(&self) -> std::io::Result<()> {
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.notice)?;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.notice_path)?;
         file.write_all(b"\n")?;
         file.sync_data()
     }
 
     /// The notice file's current state.
-    fn notice(&self) -> Notice {
-        match std::fs::metadata(&self.notice) {
+    fn read_notice(&self) -> Notice {
+        match std::fs::metadata(&self.notice_path) {
             Ok(meta) => Notice::Stamped {
                 inode: meta.ino(),
                 length: meta.len(),

@@ -94,7 +94,7 @@ pub enum DatabaseError {
         "the key is revoked, but running servers could not be told at once (they refuse it within {keep} s): {0}",
         keep = key_cache::KEEP_FOR.as_secs()
     )]
-    RevocationNotice(std::io::Error),
+    RevocationNotice(#[source] std::io::Error),
 }
 
 impl DatabaseError {
@@ -185,7 +185,7 @@ pub struct Database {
     /// PostgreSQL (else SQLite).
     postgres: bool,
     /// The live keys looked up, for a SQLite database in a file ([`key_cache`]).
-    keys: Option<Arc<KeyCache>>,
+    key_cache: Option<Arc<KeyCache>>,
 }
 
 impl Database {
@@ -210,11 +210,9 @@ impl Database {
         if sqlite {
             sqlx::query("PRAGMA journal_mode = WAL").execute(&pool).await?;
         }
-        // The file's own path, links resolved: the command line and the server may name it
-        // differently, and must agree on where the revocation notice is.
-        let file = sqlite_file(&url).map(|file| std::fs::canonicalize(&file).unwrap_or(file));
-        let keys = file.map(|file| Arc::new(KeyCache::new(&file)));
-        let db = Database { pool, postgres: !sqlite, keys };
+        let key_cache =
+            if sqlite { sqlite_file(&pool).await?.map(|file| Arc::new(KeyCache::new(&file))) } else { None };
+        let db = Database { pool, postgres: !sqlite, key_cache };
         // PostgreSQL: processes opening one database at once (a cluster's nodes starting
         // together) make its tables one after the other (`CREATE TABLE IF NOT EXISTS` races
         // on its catalog otherwise), under a lock held for the transaction.
@@ -298,14 +296,19 @@ impl Database {
         if done.rows_affected() == 0 {
             return Err(DatabaseError::NoSuchKey(id.to_owned()));
         }
-        let told = self.keys.as_deref().map_or(Ok(()), KeyCache::notice_revocation);
+        let told = self.key_cache.as_deref().map_or(Ok(()), KeyCache::notice_revocation);
+        let audited = self.audit_revocation(id).await;
+        told.map_err(DatabaseError::RevocationNotice)?;
+        audited
+    }
+
+    async fn audit_revocation(&self, id: &str) -> Result<(), DatabaseError> {
         let tenant: String = sqlx::query("SELECT tenant FROM api_keys WHERE id = $1")
             .bind(id)
             .fetch_one(&self.pool)
             .await?
             .try_get("tenant")?;
-        self.record_audit(&[AuditEvent::cli(&tenant, id, "key.revoked")]).await?;
-        told.map_err(DatabaseError::RevocationNotice)
+        self.record_audit(&[AuditEvent::cli(&tenant, id, "key.revoked")]).await
     }
 
     /// The id and tenant of a live key, if `secret` is one: from the [`KeyCache`] when it
@@ -315,7 +318,7 @@ impl Database {
             return Ok(None);
         }
         let hash = hash(secret);
-        let seen = match self.keys.as_deref().map(|cache| cache.get(&hash)) {
+        let seen = match self.key_cache.as_deref().map(|cache| cache.get(&hash)) {
             Some(Lookup::Hit(key)) => return Ok(Some(key)),
             Some(Lookup::Miss(seen)) => Some(seen),
             None => None,
@@ -326,7 +329,7 @@ impl Database {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let key = LiveKey { id: row.try_get("id")?, tenant: row.try_get("tenant")? };
-        if let (Some(cache), Some(seen)) = (&self.keys, seen) {
+        if let (Some(cache), Some(seen)) = (&self.key_cache, seen) {
             cache.keep(hash, key.clone(), seen);
         }
         Ok(Some(key))
@@ -481,16 +484,26 @@ impl AuditEvent {
     }
 }
 
-/// The stored form of a key.
-/// The database file of a SQLite URL (`sqlite://PATH?...`, `sqlite:PATH`); `None` for an
-/// in-memory database.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or_default();
-    let in_memory = path.is_empty() || path == ":memory:" || path.starts_with("file::memory:");
-    (!in_memory).then(|| std::path::PathBuf::from(path))
+/// The file SQLite opened for `pool`'s main database, as SQLite reports it, links resolved: the
+/// command line and a server may name it differently, and must agree on where the revocation
+/// notice is. `None` for an in-memory database, or a file whose path cannot be resolved (its
+/// keys are then queried on every request).
+async fn sqlite_file(pool: &AnyPool) -> Result<Option<std::path::PathBuf>, DatabaseError> {
+    let databases = sqlx::query("PRAGMA database_list").fetch_all(pool).await?;
+    let main = databases.iter().find(|row| row.try_get::<String, _>("name").is_ok_and(|name| name == "main"));
+    let Some(file) = main.and_then(|row| row.try_get::<String, _>("file").ok()).filter(|file| !file.is_empty()) else {
+        return Ok(None);
+    };
+    match std::fs::canonicalize(&file) {
+        Ok(file) => Ok(Some(file)),
+        Err(error) => {
+            tracing::warn!(%error, file, "the database file's path cannot be resolved: API keys are looked up on every request");
+            Ok(None)
+        }
+    }
 }
 
+/// The stored form of a key.
 fn hash(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
@@ -583,6 +596,7 @@ mod tests {
         assert!(key.starts_with(KEY_PREFIX) && key.len() == KEY_PREFIX.len() + 64);
         let live = Some(LiveKey { id: id.clone(), tenant: "acme".into() });
         assert_eq!(db.key_of(&key).await.unwrap(), live);
+        assert_eq!(db.key_cache.is_some(), !db.is_postgres(), "a SQLite file keeps its live keys");
         assert_eq!(db.key_of(&key).await.unwrap(), live, "again (in SQLite, from the key cache)");
         assert_eq!(db.key_of("sbk_wrong").await.unwrap(), None);
         let secret = db.secret("tokens").await.unwrap();
