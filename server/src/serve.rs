@@ -45,6 +45,9 @@ use std::time::Duration;
 const DEFAULT_WORKSPACE_MB: u64 = 1024;
 /// How often idle keys' rate-limit state is forgotten.
 const GUARD_SHRINK_INTERVAL: Duration = Duration::from_secs(60);
+/// How often the server looks whether it is quiet (no execution admitted by any backend) and,
+/// if it is, gives its heap's free memory back ([`crate::allocator::give_back_free_heap`]).
+const HEAP_TRIM_INTERVAL: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -159,6 +162,7 @@ pub async fn serve(cli: &Cli, loaded: &Loaded, args: &ServeArgs) -> anyhow::Resu
         cluster: cluster.clone(),
     });
     tokio::spawn(shrink_guard(state.guard.clone()));
+    tokio::spawn(give_back_heap_when_quiet(state.engine.clone(), state.metrics.clone()));
     let mode = if config.auth.dev { "development mode: no API keys" } else { "API keys required" };
     let file = loaded.file.as_ref().map(|f| format!(", config {}", f.display())).unwrap_or_default();
     eprintln!("soulbox: listening on http://{local} ({mode}{file})");
@@ -340,6 +344,30 @@ async fn shrink_guard(guard: Guard) {
     loop {
         tick.tick().await;
         guard.shrink();
+    }
+}
+
+/// Every [`HEAP_TRIM_INTERVAL`], when no backend has an execution admitted, gives the heap's
+/// free memory back (on a blocking thread: it takes each allocator arena's lock in turn). A
+/// busy server skips it (its freed memory is soon taken again); after a burst, the first quiet
+/// look returns what the burst's threads freed, and the looks after it return what the extra
+/// worker threads held once they leave.
+async fn give_back_heap_when_quiet(engine: Engine, metrics: Metrics) {
+    let mut tick = tokio::time::interval(HEAP_TRIM_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if engine.load().iter().any(|(_, load)| load.in_use > 0) {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(crate::allocator::give_back_free_heap).await {
+            Ok(gave_back) => {
+                metrics.heap_trimmed();
+                tracing::debug!(gave_back, took_us = started.elapsed().as_micros() as u64, "heap trimmed");
+            }
+            Err(error) => tracing::warn!(%error, "could not trim the heap"),
+        }
     }
 }
 

@@ -2,7 +2,7 @@
 //! outcome, their latency, HTTP responses by status class and their latency, error responses
 //! by code (`rate_limited`, `quota_exceeded`, `busy`, `timeout`, ...), and values read at
 //! scrape time (sandboxes open, each backend's admitted jobs and capacity, live contexts, usage
-//! records dropped).
+//! records dropped), and how often a quiet server gave its heap's free memory back.
 
 use super::AppState;
 use axum::extract::State;
@@ -74,6 +74,7 @@ struct Inner {
     pool_in_use: Family<BackendLabels, Gauge>,
     pool_capacity: Family<BackendLabels, Gauge>,
     contexts: Gauge,
+    heap_trims: Counter,
 }
 
 /// What kind of execution a metric is about.
@@ -130,6 +131,7 @@ impl Metrics {
         let usage_dropped = Gauge::default();
         let (sandboxes, contexts) = (Gauge::default(), Gauge::default());
         let (pool_in_use, pool_capacity) = (Family::default(), Family::default());
+        let heap_trims = Counter::default();
         registry.register("executions", "Executions by kind, language and outcome", executions.clone());
         registry.register("execution_duration_seconds", "Execution latency", latency.clone());
         registry.register("http_responses", "HTTP responses by status class", responses.clone());
@@ -140,6 +142,11 @@ impl Metrics {
         registry.register("worker_pool_in_use", "Jobs a backend admitted (running plus queued)", pool_in_use.clone());
         registry.register("worker_pool_capacity", "Jobs a backend admits at most", pool_capacity.clone());
         registry.register("contexts_alive", "Stateful contexts alive", contexts.clone());
+        registry.register(
+            "heap_trims",
+            "Times the server, quiet, gave its heap's free memory back",
+            heap_trims.clone(),
+        );
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -153,6 +160,7 @@ impl Metrics {
                 pool_in_use,
                 pool_capacity,
                 contexts,
+                heap_trims,
             }),
         }
     }
@@ -179,6 +187,11 @@ impl Metrics {
             _ => "5xx",
         };
         self.inner.responses.get_or_create(&ResponseLabels { class }).inc();
+    }
+
+    /// Counts a time the server gave its heap's free memory back.
+    pub fn heap_trimmed(&self) {
+        self.inner.heap_trims.inc();
     }
 }
 
