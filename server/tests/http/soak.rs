@@ -19,7 +19,7 @@
 //!   WASI context) on the heap, which is compared, and a context never closed is counted by
 //!   `soulbox_contexts_alive`, which must be 0.
 //! - After the server's heap trims: what a burst freed stays in the allocator's arenas until
-//!   the server, quiet, gives it back; before that the anonymous part ended 13-18 MiB (18-35%)
+//!   the server, quiet, gives it back; before that the anonymous part ended 10-18 MiB (18-35%)
 //!   above the warm-up's, all of it free.
 //! - Each database connection opened since the warm-up may add [`DB_CONNECTION_KIB`]: a
 //!   SQLite connection keeps a page cache (2,000 KiB at most by default) on its own thread. A
