@@ -7,7 +7,7 @@
 //! container left.
 //!
 //! What memory is compared, and why (measured: `/proc/<pid>/smaps` at both points, runs whose
-//! total moved by -3% to +25% with nothing leaked):
+//! total moved by -20% to +22% with nothing leaked):
 //! - Anonymous memory only. The rest of what is resident is file-backed or shared (the
 //!   compiled modules' code, the interpreters' memory images), bounded by those files and kept
 //!   or dropped as the kernel's page cache sees fit: it moved the total by tens of MiB between
@@ -22,8 +22,9 @@
 //!   the server, quiet, gives it back; before that the anonymous part ended 10-18 MiB (18-35%)
 //!   above the warm-up's, all of it free.
 //! - Each database connection opened since the warm-up may add [`DB_CONNECTION_KIB`]: a
-//!   SQLite connection keeps a page cache (2,000 KiB at most by default) on its own thread. A
-//!   warm-up that opened 4 connections and a round that opened 8 ended 4.7-6.3 MiB apart.
+//!   SQLite connection keeps a page cache (2,000 KiB at most by default) on its own thread. In
+//!   runs whose round opened 4-5 more than the warm-up, the allocator's arenas held 4.7-6.3 MiB
+//!   more in use after trimming.
 
 use crate::support::{create_sandbox, start_with_keys};
 use serde_json::{Value, json};
