@@ -6,6 +6,7 @@ use crate::error::RuntimeError;
 use crate::execution::{Interpreter, Prepared, execute, follow_up};
 use crate::fetch::INSTALLED_MARKER;
 use crate::home::SoulboxHome;
+use crate::hot_first::{HotFunctions, hot_first};
 use crate::javascript::JavaScript;
 use crate::kernel::WasmKernel;
 use crate::kernel::idle::IdleTrimmer;
@@ -256,7 +257,8 @@ impl Inner {
             GuestModule::Python(flavour) => {
                 let python = Python::new(&home.runtime_dir(&crate::manifest::runtime("python").dir_name()), flavour);
                 let state = stateful(python.content_key());
-                let key = ModuleKey { name: flavour.module_name().into(), content: nameless(&state) };
+                let key =
+                    ModuleKey { name: flavour.module_name().into(), content: compiled(&state, HotFunctions::PYTHON) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
                     let snapshot = python.snapshot_wasm(
                         &home.snapshot_dir(),
@@ -264,20 +266,19 @@ impl Inner {
                         &self.config.settings,
                         self.config.progress,
                     )?;
-                    compiled_form(&snapshot)
+                    compiled_form(&snapshot, HotFunctions::PYTHON)
                 })?;
                 (Interpreter::Python(python), key, state, module)
             }
             GuestModule::JavaScript => {
                 let js = JavaScript::new(&home.runtime_dir(&crate::manifest::runtime("javascript").dir_name()));
                 let state = stateful(js.content_key());
-                let key = ModuleKey { name: "javascript".into(), content: nameless(&state) };
+                let key = ModuleKey { name: "javascript".into(), content: compiled(&state, HotFunctions::NONE) };
                 let module = self.cache.load_or_compile(&self.engine, &key, || {
-                    compiled_form(&js.snapshot_wasm(
-                        &home.snapshot_dir(),
-                        &home.scratch_dir(),
-                        &self.config.settings,
-                    )?)
+                    compiled_form(
+                        &js.snapshot_wasm(&home.snapshot_dir(), &home.scratch_dir(), &self.config.settings)?,
+                        HotFunctions::NONE,
+                    )
                 })?;
                 (Interpreter::JavaScript, key, state, module)
             }
@@ -296,16 +297,20 @@ fn stateful(content_key: String) -> String {
     format!("{content_key}:state-v1")
 }
 
-/// The identity of what is compiled: the module of `state` without its function names
-/// ([`without_names`]). Dropping names changes no state, so checkpoints taken before it still
-/// name the same module.
-fn nameless(state: &str) -> String {
-    format!("{state}:nameless")
+/// The identity of what is compiled: the module of `state` with `hot`'s functions laid out
+/// first ([`hot_first`]) and its function names dropped ([`without_names`]). Neither changes
+/// state, so checkpoints taken before either still name the same module.
+fn compiled(state: &str, hot: HotFunctions) -> String {
+    match hot.digest() {
+        None => format!("{state}:nameless"),
+        Some(layout) => format!("{state}:nameless:hot-{layout}"),
+    }
 }
 
-/// What is compiled of an interpreter's snapshot `wasm`: its state exported, its names dropped.
-fn compiled_form(wasm: &[u8]) -> Result<Vec<u8>, RuntimeError> {
-    without_names(&export_state(wasm)?)
+/// What is compiled of an interpreter's snapshot `wasm`: `hot`'s functions first, its state
+/// exported, its names dropped.
+fn compiled_form(wasm: &[u8], hot: HotFunctions) -> Result<Vec<u8>, RuntimeError> {
+    without_names(&export_state(&hot_first(wasm, hot)?)?)
 }
 
 /// Refuses a home (or its module cache) that another user owns or may write: compiled modules

@@ -53,6 +53,7 @@ pub mod error;
 mod execution;
 pub mod fetch;
 pub mod home;
+mod hot_first;
 pub mod javascript;
 mod kernel;
 mod language;
