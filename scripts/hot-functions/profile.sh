@@ -9,7 +9,7 @@
 # Starts `target/dist/soulbox serve --dev` (or `$SOULBOX_BINARY`: profile the build the list is
 # for, since inlining differs between profiles) on a home of its own, the installed runtimes
 # linked in; samples it with `perf record -e cpu-clock` while `workload.py` runs typical snippets
-# back-to-back as fresh executions and session cells; names the interpreter's sampled functions
+# as fresh executions and session cells (a third of the rounds with 5 ms gaps); names the interpreter's sampled functions
 # through the snapshot's `name` section and the binary's by its symbols. Needs `perf` (Debian's
 # linux-perf) and `soulbox runtimes fetch` done. The interpreter's list the build had is used to
 # undo its layout, so a profile of a laid-out build is right; the binary's is rebuilt from scratch.
@@ -29,7 +29,8 @@ mkdir -p "$work/home/cache"
 ln -s "$(realpath "$runtimes")" "$work/home/runtimes"
 # Snapshots do not depend on either list: reuse the installed home's, if built.
 snapshots="$(dirname "$runtimes")/cache/snapshots"
-if [ -d "$snapshots" ]; then cp -l "$snapshots"/* "$work/home/cache/" 2>/dev/null && mkdir "$work/home/cache/snapshots" && mv "$work"/home/cache/*.wasm* "$work/home/cache/snapshots/"; fi
+mkdir -p "$work/home/cache/snapshots"
+cp -l "$snapshots"/* "$work/home/cache/snapshots/" 2>/dev/null || true
 port=7987
 SOULBOX_HOME="$work/home" SOULBOX_LOG=warn "$binary" serve --dev --addr "127.0.0.1:$port" \
     --set auth.requests_per_second=1000000 --set auth.burst=1000000 > "$work/server.log" 2>&1 &
